@@ -1,0 +1,290 @@
+// context.c: see context.h.
+#include "context.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "error.h"
+
+ag_ctx *ag_ctx_new(ag_device device) {
+    if (device == AG_CUDA && !ag_cuda_available())
+        ag_fail("no usable CUDA device (built %s CUDA)",
+#ifdef GROUNDC_HAVE_CUDA
+                "with"
+#else
+                "without"
+#endif
+        );
+    ag_ctx *ctx = ag_xcalloc(1, sizeof *ctx, "autograd context");
+    ctx->device = device;
+    ag_arena_init(&ctx->pool_meta, AG_CPU, "parameter metadata", (size_t)1 << 16);
+    ag_arena_init(&ctx->pool_data, device, "parameter pool", (size_t)1 << 24);
+    ag_arena_init(&ctx->step_meta, AG_CPU, "step metadata", (size_t)1 << 20);
+    ag_arena_init(&ctx->step_data, device, "step arena", (size_t)1 << 24);
+    return ctx;
+}
+
+void ag_ctx_free(ag_ctx *ctx) {
+    if (!ctx) return;
+    ag_arena_free(&ctx->pool_meta);
+    ag_arena_free(&ctx->pool_data);
+    ag_arena_free(&ctx->step_meta);
+    ag_arena_free(&ctx->step_data);
+    free(ctx);
+}
+
+struct ag_free_block {
+    size_t bytes;
+    void *data;
+    ag_free_block *next;
+};
+
+void ag_step_reset(ag_ctx *ctx) {
+    ctx->tape = NULL;
+    ctx->free_grads = NULL;
+    ag_arena_reset(&ctx->step_meta);
+    ag_arena_reset(&ctx->step_data);
+}
+
+size_t ag_step_peak_bytes(const ag_ctx *ctx) {
+    return ctx->step_data.peak;
+}
+size_t ag_pool_bytes(const ag_ctx *ctx) {
+    return ctx->pool_data.used;
+}
+
+static const ag_backend *backend(const ag_ctx *ctx) {
+    return ag_backend_for(ctx->device);
+}
+
+static ag_tensor *make(ag_ctx *ctx, ag_dtype dtype, ag_shape shape, bool persistent) {
+    if ((unsigned)dtype >= AG_NDTYPES) ag_fail("new tensor: unknown dtype %d", (int)dtype);
+    if (shape.ndim < 0 || shape.ndim > AG_MAX_DIMS)
+        ag_fail("new tensor: %d dims (at most %d)", shape.ndim, AG_MAX_DIMS);
+    for (int i = 0; i < shape.ndim; i++)
+        if (shape.d[i] < 0)
+            ag_fail("new tensor: dim %d is negative (%lld)", i, (long long)shape.d[i]);
+    ag_arena *meta = persistent ? &ctx->pool_meta : &ctx->step_meta;
+    ag_arena *data = persistent ? &ctx->pool_data : &ctx->step_data;
+    ag_tensor *t = ag_arena_alloc(meta, sizeof *t);
+    memset(t, 0, sizeof *t);
+    t->dtype = dtype;
+    t->device = ctx->device;
+    t->ndim = shape.ndim;
+    for (int i = 0; i < shape.ndim; i++) t->shape[i] = shape.d[i];
+    ag_set_contiguous_strides(t);
+    t->data = ag_arena_alloc(data, ag_nbytes(t));
+    t->is_param = persistent;
+    return t;
+}
+
+ag_tensor *ag_new(ag_ctx *ctx, ag_dtype dtype, ag_shape shape) {
+    return make(ctx, dtype, shape, false);
+}
+
+ag_tensor *ag_zeros(ag_ctx *ctx, ag_dtype dtype, ag_shape shape) {
+    ag_tensor *t = make(ctx, dtype, shape, false);
+    backend(ctx)->memset0(t->data, ag_nbytes(t));
+    return t;
+}
+
+ag_tensor *ag_param(ag_ctx *ctx, const char *name, ag_dtype dtype, ag_shape shape) {
+    ag_tensor *t = make(ctx, dtype, shape, true);
+    backend(ctx)->memset0(t->data, ag_nbytes(t));
+    if (name) {
+        size_t n = strlen(name) + 1;
+        char *copy = ag_arena_alloc(&ctx->pool_meta, n);
+        memcpy(copy, name, n);
+        t->name = copy;
+    }
+    return t;
+}
+
+static ag_tensor *new_grad(ag_ctx *ctx, const ag_tensor *t) {
+    if (t->is_param) {
+        ag_tensor *g = make(ctx, t->dtype, ag_shape_of(t), true);
+        g->is_param = false;
+        backend(ctx)->memset0(g->data, ag_nbytes(g));
+        return g;
+    }
+    // a step gradient: reuse a released buffer of the same size when there is one
+    ag_tensor *g = ag_arena_alloc(&ctx->step_meta, sizeof *g);
+    memset(g, 0, sizeof *g);
+    g->dtype = t->dtype;
+    g->device = ctx->device;
+    g->ndim = t->ndim;
+    for (int i = 0; i < t->ndim; i++) g->shape[i] = t->shape[i];
+    ag_set_contiguous_strides(g);
+    size_t bytes = ag_nbytes(g);
+    for (ag_free_block **b = &ctx->free_grads; *b; b = &(*b)->next)
+        if ((*b)->bytes == bytes) {
+            g->data = (*b)->data;
+            *b = (*b)->next;
+            break;
+        }
+    if (!g->data) g->data = ag_arena_alloc(&ctx->step_data, bytes);
+    backend(ctx)->memset0(g->data, bytes);
+    return g;
+}
+
+// The output of a node whose backward has run: nothing reads its gradient again.
+static void release_grad(ag_ctx *ctx, ag_tensor *t) {
+    if (t->is_param || !t->grad) return;
+    ag_free_block *b = ag_arena_alloc(&ctx->step_meta, sizeof *b);
+    b->bytes = ag_nbytes(t->grad);
+    b->data = t->grad->data;
+    b->next = ctx->free_grads;
+    ctx->free_grads = b;
+    t->grad = NULL;
+}
+
+void ag_set_trainable(ag_ctx *ctx, ag_tensor *p, bool trainable) {
+    if (!p->is_param) ag_fail("set_trainable: '%s' is not a persistent tensor", ag_label(p, "?"));
+    if (trainable && !ag_dtype_is_float(p->dtype))
+        ag_fail("set_trainable: '%s' has dtype %s; only float tensors train", ag_label(p, "?"),
+                ag_dtype_name(p->dtype));
+    p->requires_grad = trainable;
+    if (trainable && !p->grad) p->grad = new_grad(ctx, p);
+}
+
+void ag_set_requires_grad(ag_tensor *t, bool requires_grad) {
+    if (requires_grad && !ag_dtype_is_float(t->dtype))
+        ag_fail("set_requires_grad: %s tensor '%s' cannot require grad", ag_dtype_name(t->dtype),
+                ag_label(t, "?"));
+    t->requires_grad = requires_grad;
+}
+
+ag_tensor *ag_from_host(ag_ctx *ctx, ag_dtype dtype, ag_shape shape, const void *src) {
+    ag_tensor *t = ag_new(ctx, dtype, shape);
+    ag_copy_from_host(t, src);
+    return t;
+}
+
+void ag_copy_from_host(ag_tensor *t, const void *src) {
+    if (!ag_is_contiguous(t)) ag_fail("copy_from_host: '%s' is not contiguous", ag_label(t, "?"));
+    ag_backend_for(t->device)->copy_from_host(t->data, src, ag_nbytes(t));
+}
+
+void ag_copy_to_host(const ag_tensor *t, void *dst) {
+    if (!ag_is_contiguous(t)) ag_fail("copy_to_host: '%s' is not contiguous", ag_label(t, "?"));
+    ag_backend_for(t->device)->copy_to_host(dst, t->data, ag_nbytes(t));
+}
+
+double ag_item(const ag_tensor *t, int64_t index) {
+    if (index < 0 || index >= ag_numel(t))
+        ag_fail("item: index %lld outside %lld elements of '%s'", (long long)index,
+                (long long)ag_numel(t), ag_label(t, "?"));
+    size_t es = ag_dtype_size(t->dtype);
+    unsigned char buf[8];
+    ag_backend_for(t->device)->copy_to_host(buf, (const char *)t->data + (size_t)index * es, es);
+    switch (t->dtype) {
+    case AG_F32: {
+        float v;
+        memcpy(&v, buf, 4);
+        return v;
+    }
+    case AG_F64: {
+        double v;
+        memcpy(&v, buf, 8);
+        return v;
+    }
+    case AG_BF16: {
+        uint16_t v;
+        memcpy(&v, buf, 2);
+        return ag_bf16_to_f32(v);
+    }
+    case AG_I32: {
+        int32_t v;
+        memcpy(&v, buf, 4);
+        return v;
+    }
+    case AG_U8:
+        return buf[0];
+    default:
+        ag_fail("item: unknown dtype");
+    }
+}
+
+void ag_no_grad_begin(ag_ctx *ctx) {
+    ctx->no_grad_depth++;
+}
+void ag_no_grad_end(ag_ctx *ctx) {
+    if (ctx->no_grad_depth <= 0) ag_fail("no_grad_end without no_grad_begin");
+    ctx->no_grad_depth--;
+}
+bool ag_grad_enabled(const ag_ctx *ctx) {
+    return ctx->no_grad_depth == 0;
+}
+
+void *ag_step_alloc(ag_ctx *ctx, size_t bytes) {
+    return ag_arena_alloc(&ctx->step_meta, bytes);
+}
+
+ag_node *ag_record(ag_ctx *ctx, const char *op, ag_backward_fn backward, ag_tensor *out, int n_in,
+                   ag_tensor *const *in) {
+    out->requires_grad = false;
+    if (!ag_grad_enabled(ctx)) return NULL;
+    bool any = false;
+    for (int i = 0; i < n_in; i++)
+        if (in[i] && in[i]->requires_grad) any = true;
+    if (!any) return NULL; // frozen or constant inputs: no backward work at all
+    ag_node *node = ag_step_alloc(ctx, sizeof *node);
+    memset(node, 0, sizeof *node);
+    node->op = op;
+    node->backward = backward;
+    node->out = out;
+    node->n_in = n_in;
+    if (n_in <= AG_NODE_MAX_IN) {
+        for (int i = 0; i < n_in; i++) node->in[i] = in[i];
+    } else {
+        node->in_many = ag_step_alloc(ctx, sizeof(ag_tensor *) * (size_t)n_in);
+        memcpy(node->in_many, in, sizeof(ag_tensor *) * (size_t)n_in);
+    }
+    node->prev = ctx->tape;
+    ctx->tape = node;
+    out->requires_grad = true;
+    return node;
+}
+
+ag_tensor *ag_grad_of(ag_ctx *ctx, ag_tensor *t) {
+    if (!t->grad) t->grad = new_grad(ctx, t);
+    return t->grad;
+}
+
+static void run_tape(ag_ctx *ctx) {
+    for (ag_node *n = ctx->tape; n; n = n->prev)
+        if (n->out->grad) {
+            n->backward(ctx, n);
+            release_grad(ctx, n->out);
+        }
+}
+
+void ag_backward(ag_ctx *ctx, ag_tensor *loss) {
+    if (ag_numel(loss) != 1)
+        ag_fail("backward: loss must have one element, got %lld", (long long)ag_numel(loss));
+    if (!loss->requires_grad)
+        ag_fail("backward: the loss does not depend on any tensor that requires grad");
+    ag_tensor *g = ag_grad_of(ctx, loss);
+    const ag_kernels *k = ag_backend_for(g->device)->kernels[g->dtype];
+    k->fill(g->data, 1, 1.0);
+    run_tape(ctx);
+}
+
+void ag_backward_from(ag_ctx *ctx, ag_tensor *out, const ag_tensor *seed) {
+    if (!ag_same_shape(out, seed) || out->dtype != seed->dtype) {
+        char a[96], b[96];
+        ag_fail("backward: seed %s does not match output %s", ag_describe(seed, b, sizeof b),
+                ag_describe(out, a, sizeof a));
+    }
+    if (!out->requires_grad) ag_fail("backward: the output does not require grad");
+    ag_tensor *g = ag_grad_of(ctx, out);
+    ag_backend_for(g->device)->kernels[g->dtype]->axpy(g->data, seed->data, ag_numel(g), 1.0);
+    run_tape(ctx);
+}
+
+void ag_zero_grad(ag_ctx *ctx, ag_tensor **params, int n) {
+    for (int i = 0; i < n; i++)
+        if (params[i]->grad)
+            backend(ctx)->memset0(params[i]->grad->data, ag_nbytes(params[i]->grad));
+}

@@ -1,0 +1,91 @@
+// context.h: the autograd context: memory, the tape, gradient mode.
+// Parameters (and their gradients, optimizer state) live in the persistent pool; everything
+// a step makes (activations, saved tensors, activation gradients, tape nodes) lives in the
+// step arena, freed at once by ag_step_reset. Each op that sees an input requiring grad
+// appends a node to the tape; ag_backward runs the tape in reverse.
+#pragma once
+#include <stdbool.h>
+
+#include "memory.h"
+#include "tensor.h"
+
+#define AG_NODE_MAX_IN 4
+
+typedef struct ag_ctx ag_ctx;
+typedef struct ag_node ag_node;
+
+// Computes the gradients of node->in[] (those with requires_grad) from node->out->grad.
+typedef void (*ag_backward_fn)(ag_ctx *ctx, ag_node *node);
+
+struct ag_node {
+    const char *op;
+    ag_backward_fn backward;
+    ag_tensor *out;
+    ag_tensor *in[AG_NODE_MAX_IN];
+    ag_tensor **in_many; // ops with a variable input count (concat) use this instead
+    int n_in;
+    ag_tensor *saved[3];
+    double f[4];
+    int64_t i[4];
+    void *extra; // op-specific arguments copied into the arena
+    ag_node *prev;
+};
+
+typedef struct ag_free_block ag_free_block;
+
+struct ag_ctx {
+    ag_device device;
+    ag_arena pool_data, pool_meta; // persistent
+    ag_arena step_data, step_meta; // reset every step
+    ag_node *tape;                 // newest node; nodes link to the previous one
+    ag_free_block *free_grads;     // step memory of released gradients, for reuse
+    int no_grad_depth;
+};
+
+ag_ctx *ag_ctx_new(ag_device device);
+void ag_ctx_free(ag_ctx *ctx);
+// Drops the tape and all step tensors; parameters and their gradients stay.
+void ag_step_reset(ag_ctx *ctx);
+// Bytes: the most the step arena ever held; what the pool holds.
+size_t ag_step_peak_bytes(const ag_ctx *ctx);
+size_t ag_pool_bytes(const ag_ctx *ctx);
+
+// New tensors. Step tensors are uninitialised unless _zeros.
+ag_tensor *ag_new(ag_ctx *ctx, ag_dtype dtype, ag_shape shape);
+ag_tensor *ag_zeros(ag_ctx *ctx, ag_dtype dtype, ag_shape shape);
+// A persistent tensor (parameter or constant), zero-filled. name is copied.
+ag_tensor *ag_param(ag_ctx *ctx, const char *name, ag_dtype dtype, ag_shape shape);
+// Marks a persistent tensor trainable (allocates its gradient in the pool) or frozen.
+void ag_set_trainable(ag_ctx *ctx, ag_tensor *p, bool trainable);
+// A step tensor that records gradients (for leaf inputs such as test inputs).
+void ag_set_requires_grad(ag_tensor *t, bool requires_grad);
+
+// A step tensor holding a copy of host data (numel elements of dtype).
+ag_tensor *ag_from_host(ag_ctx *ctx, ag_dtype dtype, ag_shape shape, const void *src);
+// Host <-> tensor copies (t contiguous, numel elements of t's dtype).
+void ag_copy_from_host(ag_tensor *t, const void *src);
+void ag_copy_to_host(const ag_tensor *t, void *dst);
+// Reads one element of a float tensor as double (t contiguous).
+double ag_item(const ag_tensor *t, int64_t index);
+
+// Gradient mode: while disabled ops record no tape and outputs need no grad. Nests.
+void ag_no_grad_begin(ag_ctx *ctx);
+void ag_no_grad_end(ag_ctx *ctx);
+bool ag_grad_enabled(const ag_ctx *ctx);
+
+// Backpropagates from a scalar (seed 1) through the tape. Gradients accumulate into the
+// .grad of every leaf that requires grad (parameters, and step tensors marked with
+// ag_set_requires_grad); parameter gradients persist until ag_zero_grad. The gradient of
+// an op's output is released (and its memory reused) once that op's backward has run.
+void ag_backward(ag_ctx *ctx, ag_tensor *loss);
+// Backpropagates from out with seed gradient seed (same shape as out).
+void ag_backward_from(ag_ctx *ctx, ag_tensor *out, const ag_tensor *seed);
+void ag_zero_grad(ag_ctx *ctx, ag_tensor **params, int n);
+
+// For op implementations (ops_*.c) ------------------------------------------------------
+ag_node *ag_record(ag_ctx *ctx, const char *op, ag_backward_fn backward, ag_tensor *out, int n_in,
+                   ag_tensor *const *in);
+// The gradient buffer of t, allocated zeroed on first use.
+ag_tensor *ag_grad_of(ag_ctx *ctx, ag_tensor *t);
+// Storage for op arguments that must live until backward.
+void *ag_step_alloc(ag_ctx *ctx, size_t bytes);

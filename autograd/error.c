@@ -1,0 +1,56 @@
+// error.c: see error.h.
+#include "error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Per thread: a worker (e.g. one packing samples) can catch its own errors and go on.
+static _Thread_local ag_error_handler g_handler;
+
+void ag_set_error_handler(ag_error_handler handler) {
+    g_handler = handler;
+}
+
+void ag_vfail(const char *fmt, va_list ap) {
+    char msg[2048];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    // one line: fold any newline the caller let through
+    for (char *p = msg; *p; p++)
+        if (*p == '\n') *p = ' ';
+    if (g_handler) g_handler(msg);
+    fflush(stdout);
+    fprintf(stderr, "groundc: error: %s\n", msg);
+    exit(1);
+}
+
+void ag_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    ag_vfail(fmt, ap);
+}
+
+void *ag_xmalloc(size_t bytes, const char *what) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) ag_fail("out of memory allocating %zu bytes for %s", bytes, what);
+    return p;
+}
+
+void *ag_xcalloc(size_t n, size_t size, const char *what) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) ag_fail("out of memory allocating %zu x %zu bytes for %s", n, size, what);
+    return p;
+}
+
+void *ag_xrealloc(void *p, size_t bytes, const char *what) {
+    void *q = realloc(p, bytes ? bytes : 1);
+    if (!q) ag_fail("out of memory growing %s to %zu bytes", what, bytes);
+    return q;
+}
+
+char *ag_xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *p = ag_xmalloc(n, "string");
+    memcpy(p, s, n);
+    return p;
+}

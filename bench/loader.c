@@ -1,0 +1,365 @@
+// loader.c (bench_loader): throughput of the streaming loader (data/loader.h) on a synthetic
+// packed multimodal dataset, and of a tiny-model CPU training step fed by it. bench/loader.sh
+// runs it beside the same reads in h5py + numpy (bench/loader_h5py.py) and prints the ratios.
+// Each mode prints one JSON line.
+//   bench_loader make DIR [--samples 2000 --shards 4 --tokens 300 --image 336 --seed 1]
+//       writes DIR (manifest + shards): ~tokens (+-1/3) per sample, a 336x336 image for every
+//       third sample, a 4 x 112x112 video for every tenth, a 3 x 204 x 128 fbank for every
+//       tenth; nothing is written when DIR/manifest.json exists
+//   bench_loader load DIR [--micro 8 --samples 6000 --max-len 512 --prefetch 4 --threads N]
+//       full batches (ids, targets, media) as fast as the loader delivers them (N: one
+//       collate worker per core, up to 8; --direct 0 reads media through the shard layer)
+//   bench_loader train DIR [--micro 8 --steps 8 --warmup 2 --max-len 512]
+//       training steps of a tiny Llama (bench/cpu_step.c's: d 256, 4 layers, vocab 4096) on
+//       the loader's batches; samples/s the step consumes, and the share of the time spent
+//       waiting for the loader
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "autograd/optim.h"
+#include "data/loader.h"
+#include "data/manifest.h"
+#include "data/shard.h"
+#include "model/llama.h"
+
+#define VOCAB 4096 // tokens of the synthetic set stay below the tiny model's vocabulary
+
+static const char *DIGEST = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// CPU seconds of the whole process (every thread), user + system.
+static double cpu_s(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+static uint64_t next_u64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+typedef struct {
+    int64_t samples, shards, tokens, image, micro, max_len, steps, warmup;
+    int prefetch, threads, direct;
+    uint64_t seed;
+} options;
+
+static void parse(int argc, char **argv, int first, options *o) {
+    for (int i = first; i < argc; i += 2) {
+        if (i + 1 >= argc) {
+            fprintf(stderr, "bench_loader: %s needs a value\n", argv[i]);
+            exit(2);
+        }
+        int64_t v = atoll(argv[i + 1]);
+        const char *k = argv[i];
+        if (!strcmp(k, "--samples"))
+            o->samples = v;
+        else if (!strcmp(k, "--shards"))
+            o->shards = v;
+        else if (!strcmp(k, "--tokens"))
+            o->tokens = v;
+        else if (!strcmp(k, "--image"))
+            o->image = v;
+        else if (!strcmp(k, "--micro"))
+            o->micro = v;
+        else if (!strcmp(k, "--max-len"))
+            o->max_len = v;
+        else if (!strcmp(k, "--steps"))
+            o->steps = v;
+        else if (!strcmp(k, "--warmup"))
+            o->warmup = v;
+        else if (!strcmp(k, "--prefetch"))
+            o->prefetch = (int)v;
+        else if (!strcmp(k, "--threads"))
+            o->threads = (int)v;
+        else if (!strcmp(k, "--direct"))
+            o->direct = (int)v;
+        else if (!strcmp(k, "--seed"))
+            o->seed = (uint64_t)v;
+        else {
+            fprintf(stderr, "bench_loader: unknown option %s\n", k);
+            exit(2);
+        }
+    }
+}
+
+// A packed photo as FORMAT.md describes it: the original (of a typical aspect ratio) padded
+// to a square with the CLIP mean colour and resized to S, so a band of flat colour beside a
+// photo-like part: smooth colour gradients, a flat disc and mild sensor noise (zstd shrinks
+// that part about as little as real RGB). Returns the original size in wh. Video frames
+// (pad false) are centre-cropped by the packer: no band.
+static void make_image(uint8_t *rgb, int S, bool pad, uint64_t *rng, int32_t wh[2]) {
+    static const int32_t sizes[][2] = {{640, 480}, {480, 640}, {640, 427},  {500, 375},
+                                       {640, 640}, {427, 640}, {1024, 768}, {375, 500}};
+    const int32_t *o = sizes[next_u64(rng) % 8];
+    wh[0] = o[0], wh[1] = o[1];
+    int side = o[0] > o[1] ? o[0] : o[1];
+    int w = (int)((int64_t)S * o[0] / side), h = (int)((int64_t)S * o[1] / side);
+    if (!pad) w = h = S;
+    int x0 = (S - w) / 2, y0 = (S - h) / 2;
+    double a[3], b[3], c[3];
+    for (int ch = 0; ch < 3; ch++) {
+        a[ch] = (double)(next_u64(rng) % 200) / (double)S;
+        b[ch] = (double)(next_u64(rng) % 200) / (double)S;
+        c[ch] = (double)(next_u64(rng) % 64);
+    }
+    int cx = (int)(next_u64(rng) % (uint64_t)S), cy = (int)(next_u64(rng) % (uint64_t)S);
+    int r2 = (int)(next_u64(rng) % (uint64_t)(S * S / 8)) + 1;
+    uint64_t noise = next_u64(rng);
+    const uint8_t mean[3] = {122, 116, 104};
+    for (int y = 0; y < S; y++)
+        for (int x = 0; x < S; x++) {
+            uint8_t *px = rgb + ((size_t)y * S + x) * 3;
+            if (x < x0 || x >= x0 + w || y < y0 || y >= y0 + h) {
+                memcpy(px, mean, 3);
+                continue;
+            }
+            bool disc = (x - cx) * (x - cx) + (y - cy) * (y - cy) < r2;
+            for (int ch = 0; ch < 3; ch++) {
+                double v = disc ? 200.0 - 60.0 * ch : a[ch] * x + b[ch] * y + c[ch];
+                noise = noise * 6364136223846793005ull + 1442695040888963407ull;
+                v += (double)((noise >> 60) & 7) - 3.5;
+                px[ch] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+        }
+}
+
+static int cmd_make(const char *dir, const options *o) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, DS_MANIFEST_NAME);
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        printf("{\"mode\": \"make\", \"dir\": \"%s\", \"existing\": true}\n", dir);
+        return 0;
+    }
+    if (mkdir(dir, 0755) != 0 && stat(dir, &st) != 0) {
+        fprintf(stderr, "bench_loader: cannot create %s\n", dir);
+        return 1;
+    }
+    const int S = (int)o->image, F = 4, VS = 112, C = 3, T = 204, M = 128;
+    ds_shard_layout layout = {DIGEST, S, F, VS, C, T, M, 0};
+    uint8_t *img = malloc((size_t)S * S * 3), *vid = malloc((size_t)F * VS * VS * 3);
+    float *aud = malloc(sizeof(float) * (size_t)(C * T * M));
+    int64_t max_tok = o->tokens * 2;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)max_tok);
+    uint8_t *mask = malloc((size_t)max_tok);
+    if (!img || !vid || !aud || !tok || !mask) {
+        fprintf(stderr, "bench_loader: out of memory\n");
+        return 1;
+    }
+    uint64_t rng = o->seed;
+    ds_manifest m;
+    ds_manifest_init(&m, DIGEST);
+    double t0 = now_s();
+    int64_t i = 0, n_img = 0, n_vid = 0, n_aud = 0;
+    const char *sources[] = {"refcoco", "flickr30k", "charades-sta", "vggss", "llava"};
+    for (int64_t j = 0; j < o->shards; j++) {
+        char name[64];
+        snprintf(name, sizeof name, "shard_%05lld.h5", (long long)j);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        ds_shard_writer *w = ds_shard_create(path, &layout);
+        int64_t end = o->samples * (j + 1) / o->shards;
+        for (; i < end; i++) {
+            int64_t spread = o->tokens / 3;
+            int64_t len = o->tokens - spread + (int64_t)(next_u64(&rng) % (uint64_t)(2 * spread));
+            int64_t prompt = len * 2 / 5; // the user turn: not in the loss
+            for (int64_t t = 0; t < len; t++)
+                tok[t] = (int32_t)(next_u64(&rng) % (VOCAB - 96)), mask[t] = t >= prompt;
+            ds_sample s = {.tokens = tok, .loss_mask = mask, .length = len};
+            s.image = s.video = s.audio = -1;
+            if (i % 3 == 0) {
+                int32_t wh[2];
+                make_image(img, S, true, &rng, wh);
+                s.image = ds_shard_add_image(w, img, wh[0], wh[1]);
+                n_img++;
+            }
+            if (i % 10 == 1) {
+                int32_t wh[2];
+                for (int f = 0; f < F; f++)
+                    make_image(vid + (size_t)f * VS * VS * 3, VS, false, &rng, wh);
+                s.video = ds_shard_add_video(w, vid, 12.5f);
+                n_vid++;
+            }
+            if (i % 10 == 2) {
+                for (int k = 0; k < C * T * M; k++)
+                    aud[k] = (float)((int)(next_u64(&rng) % 512) - 256) / 64.0f;
+                s.audio = ds_shard_add_audio(w, aud, 9.0f);
+                n_aud++;
+            }
+            s.task = (int)(i % DS_NTASKS);
+            s.granularity = (int)(i % 2);
+            s.source = sources[i % 5];
+            s.meta = "{\"id\": \"bench\"}";
+            ds_shard_add_sample(w, &s);
+        }
+        ds_shard_info info;
+        ds_shard_finish(w, &info);
+        ds_manifest_add_shard(&m, name, &info);
+        ds_shard_info_free(&info);
+    }
+    ds_manifest_write(&m, dir);
+    printf("{\"mode\": \"make\", \"dir\": \"%s\", \"samples\": %lld, \"tokens\": %lld, "
+           "\"images\": %lld, \"videos\": %lld, \"audios\": %lld, \"seconds\": %.2f}\n",
+           dir, (long long)m.num_samples, (long long)m.num_tokens, (long long)n_img,
+           (long long)n_vid, (long long)n_aud, now_s() - t0);
+    ds_manifest_free(&m);
+    free(img), free(vid), free(aud), free(tok), free(mask);
+    return 0;
+}
+
+static ds_loader *open_loader(const char *dir, const options *o, double *open_s) {
+    ds_loader_dataset set = {dir, 1.0};
+    ds_loader_config c = {.datasets = &set,
+                          .num_datasets = 1,
+                          .seed = o->seed,
+                          .micro = o->micro,
+                          .accumulation = 1,
+                          .rank = 0,
+                          .world = 1,
+                          .max_len = o->max_len,
+                          .pad_id = 0,
+                          .prefetch = o->prefetch,
+                          .threads = o->threads,
+                          .no_direct_chunks = !o->direct};
+    double t0 = now_s();
+    ds_loader *l = ds_loader_open(&c);
+    *open_s = now_s() - t0;
+    return l;
+}
+
+static int cmd_load(const char *dir, const options *o) {
+    double open_s;
+    ds_loader *l = open_loader(dir, o, &open_s);
+    int64_t batches = (o->samples + o->micro - 1) / o->micro;
+    // The first batch pays for thread start-up and cold caches: timed separately.
+    ds_loader_next(l);
+    double t0 = now_s(), c0 = cpu_s();
+    uint64_t check = 0;
+    int64_t tokens = 0, images = 0, videos = 0, audios = 0;
+    for (int64_t b = 0; b < batches; b++) {
+        const ds_batch *bt = ds_loader_next(l);
+        for (int64_t i = 0; i < bt->B; i++) tokens += bt->lengths[i];
+        check += (uint64_t)bt->ids[bt->T - 1] + (uint64_t)bt->targets[0];
+        images += bt->n_images, videos += bt->n_videos, audios += bt->n_audios;
+    }
+    double dt = now_s() - t0, cpu = cpu_s() - c0;
+    printf("{\"impl\": \"groundc\", \"samples\": %lld, \"seconds\": %.4f, \"samples_per_s\": %.1f, "
+           "\"cpu_us_per_sample\": %.1f, "
+           "\"tokens\": %lld, \"images\": %lld, \"videos\": %lld, \"audios\": %lld, "
+           "\"open_s\": %.4f, \"prefetch\": %d, \"threads\": %d, \"direct\": %d, "
+           "\"check\": %llu}\n",
+           (long long)(batches * o->micro), dt, (double)(batches * o->micro) / dt,
+           1e6 * cpu / (double)(batches * o->micro), (long long)tokens, (long long)images,
+           (long long)videos, (long long)audios, open_s, o->prefetch, o->threads, o->direct,
+           (unsigned long long)check);
+    ds_loader_close(l);
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int cmd_train(const char *dir, const options *o) {
+    gm_llama_config c = {.vocab = VOCAB,
+                         .dim = 256,
+                         .n_layers = 4,
+                         .n_heads = 4,
+                         .n_kv_heads = 4,
+                         .ffn = 768,
+                         .max_seq = o->max_len,
+                         .rope_theta = 1e4,
+                         .norm_eps = 1e-5};
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    gm_llama *m = gm_llama_new(ctx, &c, AG_F32);
+    gm_llama_init(m, 1, 0.02);
+    for (int i = 0; i < m->n_params; i++) ag_set_trainable(ctx, m->params[i], true);
+    ag_adamw *opt =
+        ag_adamw_new(ctx, m->params, m->n_params, NULL, (ag_adamw_config){0.9, 0.999, 1e-8, 0.0});
+    double open_s;
+    ds_loader *l = open_loader(dir, o, &open_s);
+    double *times = malloc(sizeof(double) * (size_t)o->steps);
+    double wait = 0, total = 0, loss = 0;
+    int64_t samples = 0, tsum = 0;
+    for (int64_t it = 0; it < o->warmup + o->steps; it++) {
+        double t0 = now_s();
+        const ds_batch *bt = ds_loader_next(l);
+        double t1 = now_s();
+        ag_tensor *ids = ag_from_host(ctx, AG_I32, AG_SHAPE(bt->B, bt->T), bt->ids);
+        ag_tensor *tgt = ag_from_host(ctx, AG_I32, AG_SHAPE(bt->B, bt->T), bt->targets);
+        ag_tensor *lt = gm_llama_loss(ctx, m, ids, tgt);
+        ag_backward(ctx, lt);
+        loss = ag_item(lt, 0);
+        ag_adamw_step(opt, 1e-4);
+        ag_zero_grad(ctx, m->params, m->n_params);
+        ag_step_reset(ctx);
+        double t2 = now_s();
+        if (it >= o->warmup) {
+            times[it - o->warmup] = t2 - t0;
+            wait += t1 - t0, total += t2 - t0;
+            samples += bt->B, tsum += bt->T;
+        }
+    }
+    qsort(times, (size_t)o->steps, sizeof *times, cmp_double);
+    double median = times[o->steps / 2];
+    printf("{\"impl\": \"step\", \"median_step_s\": %.4f, \"samples_per_s\": %.2f, "
+           "\"mean_T\": %.1f, \"loader_wait_fraction\": %.5f, \"loss\": %.4f}\n",
+           median, (double)o->micro / median, (double)tsum / (double)o->steps,
+           total > 0 ? wait / total : 0.0, loss);
+    (void)samples;
+    free(times);
+    ds_loader_close(l);
+    ag_adamw_free(opt);
+    gm_llama_free(m);
+    ag_ctx_free(ctx);
+    return isfinite(loss) ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    options o = {.samples = 2000,
+                 .shards = 4,
+                 .tokens = 300,
+                 .image = 336,
+                 .micro = 8,
+                 .max_len = 512,
+                 .steps = 8,
+                 .warmup = 2,
+                 .prefetch = 4,
+                 .threads = 2,
+                 .direct = 1,
+                 .seed = 1};
+    if (argc < 3) {
+        fprintf(stderr, "usage: bench_loader make|load|train DIR [options]\n");
+        return 2;
+    }
+    if (!strcmp(argv[1], "load")) o.samples = 6000;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN); // collate workers: one per core, up to 8
+    o.threads = cpus < 1 ? 1 : cpus > 8 ? 8 : (int)cpus;
+    parse(argc, argv, 3, &o);
+    if (o.samples < 1 || o.shards < 1 || o.tokens < 3 || o.image < 1 || o.micro < 1 ||
+        o.steps < 1 || o.warmup < 0) {
+        fprintf(stderr, "bench_loader: option out of range\n");
+        return 2;
+    }
+    if (!strcmp(argv[1], "make")) return cmd_make(argv[2], &o);
+    if (!strcmp(argv[1], "load")) return cmd_load(argv[2], &o);
+    if (!strcmp(argv[1], "train")) return cmd_train(argv[2], &o);
+    fprintf(stderr, "bench_loader: unknown mode %s\n", argv[1]);
+    return 2;
+}

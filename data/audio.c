@@ -1,0 +1,451 @@
+// audio.c: see audio.h. Decoding with libsndfile, resampling with libsamplerate, the FFT
+// with FFTW (single precision); the fbank arithmetic follows torchaudio 0.13's
+// compliance/kaldi.py operation by operation, in float like torch.
+#include "audio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <samplerate.h>
+#include <sndfile.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <fftw3.h>
+
+#include "autograd/error.h"
+
+#define PI_D 3.14159265358979323846
+
+// Library messages may carry newlines or trailing dots and spaces; errors here are one line.
+static const char *one_line(const char *s, char *buf, size_t n) {
+    snprintf(buf, n, "%s", s ? s : "unknown error");
+    for (char *p = buf; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t') *p = ' ';
+    size_t len = strlen(buf);
+    while (len > 0 && (buf[len - 1] == ' ' || buf[len - 1] == '.')) buf[--len] = 0;
+    return buf;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resampling
+
+// Returns NULL with the reason in why (so callers can free their buffers before failing).
+static float *resample(const float *x, int64_t n, int from, int to, int64_t *n_out, char *why,
+                       size_t why_n) {
+    double ratio = from > 0 && to > 0 ? (double)to / (double)from : 0.0;
+    if (!src_is_valid_ratio(ratio)) {
+        snprintf(why, why_n, "cannot resample %d Hz to %d Hz (libsamplerate allows 1/256..256)",
+                 from, to);
+        return NULL;
+    }
+    if (n <= 0 || n > LONG_MAX / 4 || n > INT64_MAX / to) {
+        snprintf(why, why_n, "cannot resample %lld samples", (long long)n);
+        return NULL;
+    }
+    // torchaudio's output length: ceil(n * to / from)
+    int64_t want = (n * to + from - 1) / from;
+    // torchaudio's resampler sees zeros past the end; libsamplerate stops a sample or two
+    // short of `want` when its input runs out, so give it those zeros explicitly
+    int64_t pad = (int64_t)(16.0 / ratio) + 64, n_in = n + pad;
+    int64_t cap = want + (int64_t)(16.0 * ratio) + 64;
+    float *in = calloc((size_t)n_in, sizeof *in);
+    float *out = calloc((size_t)cap, sizeof *out);
+    if (!in || !out) {
+        free(in), free(out);
+        snprintf(why, why_n, "out of memory resampling %lld samples", (long long)n);
+        return NULL;
+    }
+    memcpy(in, x, (size_t)n * sizeof *in);
+    SRC_DATA d;
+    memset(&d, 0, sizeof d);
+    d.data_in = in;
+    d.input_frames = (long)n_in;
+    d.data_out = out;
+    d.output_frames = (long)cap;
+    d.src_ratio = ratio;
+    d.end_of_input = 1;
+    // SINC_MEDIUM (passband 90 % of Nyquist, 121 dB): as close to torchaudio's output as
+    // SINC_BEST (both differ from it mainly by torchaudio's own rolloff above 6 kHz) and four
+    // times faster; SINC_FASTEST is three times further off (audio.h)
+    int err = src_simple(&d, SRC_SINC_MEDIUM_QUALITY, 1);
+    free(in);
+    if (err) {
+        char msg[200];
+        snprintf(why, why_n, "resampling %d Hz to %d Hz: %s", from, to,
+                 one_line(src_strerror(err), msg, sizeof msg));
+        free(out);
+        return NULL;
+    }
+    if (d.output_frames_gen < want) {
+        snprintf(why, why_n, "resampling %d Hz to %d Hz: %ld of %lld samples made", from, to,
+                 d.output_frames_gen, (long long)want);
+        free(out);
+        return NULL;
+    }
+    // frames past `want` (the zeros' own output) are dropped
+    *n_out = want;
+    return out;
+}
+
+float *ds_audio_resample(const float *x, int64_t n, int from, int to, int64_t *n_out,
+                         const char *what) {
+    char why[512];
+    float *out = resample(x, n, from, to, n_out, why, sizeof why);
+    if (!out) ag_fail("%s: %s", what, why);
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+float *ds_audio_load(const char *path, int rate, int64_t *n_out, int *file_rate) {
+    char why[256];
+    SF_INFO info;
+    memset(&info, 0, sizeof info);
+    SNDFILE *sf = sf_open(path, SFM_READ, &info);
+    if (!sf)
+        ag_fail("%s: cannot open audio file: %s", path,
+                one_line(sf_strerror(NULL), why, sizeof why));
+    if (info.channels < 1 || info.samplerate < 1) {
+        sf_close(sf);
+        ag_fail("%s: audio file reports %d channels at %d Hz", path, info.channels,
+                info.samplerate);
+    }
+    const int ch = info.channels;
+    const sf_count_t block = 4096;
+    float *buf = malloc((size_t)block * (size_t)ch * sizeof *buf);
+    // frames is a hint only (some formats cannot know it up front): grow as needed
+    int64_t cap = info.frames > 0 && info.frames < ((int64_t)1 << 31) ? info.frames : 65536;
+    float *mono = malloc((size_t)cap * sizeof *mono);
+    if (!buf || !mono) {
+        free(buf), free(mono), sf_close(sf);
+        ag_fail("%s: out of memory decoding audio", path);
+    }
+    int64_t n = 0;
+    for (;;) {
+        sf_count_t got = sf_readf_float(sf, buf, block);
+        if (got <= 0) break;
+        if (n + got > cap) {
+            int64_t new_cap = cap * 2 > n + got ? cap * 2 : n + got;
+            float *m = realloc(mono, (size_t)new_cap * sizeof *m);
+            if (!m) {
+                free(buf), free(mono), sf_close(sf);
+                ag_fail("%s: out of memory decoding audio", path);
+            }
+            mono = m, cap = new_cap;
+        }
+        // mean of the channels (sum in channel order, then divide, like torch's mean)
+        for (sf_count_t i = 0; i < got; i++) {
+            float s = 0.0f;
+            for (int c = 0; c < ch; c++) s += buf[i * ch + c];
+            mono[n + i] = ch == 1 ? s : s / (float)ch;
+        }
+        n += got;
+    }
+    free(buf);
+    if (sf_error(sf) != SF_ERR_NO_ERROR) {
+        one_line(sf_strerror(sf), why, sizeof why);
+        free(mono), sf_close(sf);
+        ag_fail("%s: cannot decode audio: %s", path, why);
+    }
+    int rc = sf_close(sf);
+    if (rc != 0) {
+        free(mono);
+        ag_fail("%s: closing audio file: %s", path, one_line(sf_error_number(rc), why, sizeof why));
+    }
+    if (n == 0) {
+        free(mono);
+        ag_fail("%s: audio file has no samples", path);
+    }
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(mono[i])) {
+            free(mono);
+            ag_fail("%s: audio sample %lld is not finite", path, (long long)i);
+        }
+    if (file_rate) *file_rate = info.samplerate;
+    if (info.samplerate != rate) {
+        int64_t rn = 0;
+        char msg[512];
+        float *r = resample(mono, n, info.samplerate, rate, &rn, msg, sizeof msg);
+        free(mono);
+        if (!r) ag_fail("%s: %s", path, msg);
+        mono = r, n = rn;
+    }
+    *n_out = n;
+    return mono;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clip sampling (pytorchvideo ConstantClipsPerVideoSampler, exact rational arithmetic)
+
+void ds_audio_clip_bounds(int64_t n, int clip, int64_t *start, int64_t *end) {
+    if (clip < 0 || clip >= DS_AUDIO_CLIPS || n < 0)
+        ag_fail("ds_audio_clip_bounds: clip %d of %lld samples", clip, (long long)n);
+    // In Python: duration = n / 16000 (double); max_start = max(duration - 2, 0) (the
+    // float minus Fraction(2) is done in double); then Fraction(max_start) / 3 * clip is exact
+    // and int(... * 16000) floors it. With max_start = M * 2^E (M a 53-bit integer), the value
+    // is M * clip * 16000 * 2^E / 3 = (M * clip * 125) * 2^(E + 7) / 3, and M * clip * 125 <
+    // 2^61 fits an unsigned 64-bit integer, so floor(P / 2^s / 3) = floor(floor(P / 2^s) / 3)
+    // gives the exact result without wide arithmetic.
+    double duration = (double)n / (double)DS_AUDIO_RATE;
+    double max_start = duration - 2.0;
+    int64_t s = 0;
+    if (max_start > 0.0 && clip > 0) {
+        int e2;
+        double frac = frexp(max_start, &e2); // max_start = frac * 2^e2, frac in [0.5, 1)
+        uint64_t m = (uint64_t)ldexp(frac, 53);
+        int shift = -(e2 - 53 + 7); // P * 2^-shift
+        uint64_t p = m * (uint64_t)clip * 125u;
+        if (shift <= 0) ag_fail("ds_audio_clip_bounds: %lld samples is too long", (long long)n);
+        uint64_t q = shift >= 64 ? 0 : p >> shift;
+        s = (int64_t)(q / 3u);
+    }
+    int64_t e = s + DS_AUDIO_CLIP_SAMPLES; // (start + Fraction(2)) * 16000, exact
+    *start = s < n ? s : n;
+    *end = e < n ? e : n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kaldi fbank
+
+int64_t ds_fbank_frames(int64_t n) {
+    return n < DS_FBANK_WINDOW ? 0 : 1 + (n - DS_FBANK_WINDOW) / DS_FBANK_SHIFT;
+}
+
+#define FFT_BINS (DS_FBANK_FFT / 2 + 1)
+
+static float hann[DS_FBANK_WINDOW];
+static float mel_w[DS_AUDIO_MELS][FFT_BINS];
+static int mel_lo[DS_AUDIO_MELS], mel_hi[DS_AUDIO_MELS]; // nonzero weights in [lo, hi)
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+
+// torchaudio's get_mel_banks and hann_window, in the same float operations (a filter edge
+// falling on the other side of an FFT bin would change a log energy a lot).
+static void make_tables(void) {
+    // torch.hann_window(400, periodic=False): arange * (2 pi / 399), cos, * -0.5, + 0.5
+    const float step = (float)(2.0 * PI_D / (double)(DS_FBANK_WINDOW - 1));
+    for (int i = 0; i < DS_FBANK_WINDOW; i++) hann[i] = cosf((float)i * step) * -0.5f + 0.5f;
+
+    // Mel edges: Python doubles for the ends and the spacing, then float32 tensors.
+    const double low_freq = 20.0, high_freq = 0.5 * DS_AUDIO_RATE; // high_freq=0: Nyquist
+    const double mel_low = 1127.0 * log(1.0 + low_freq / 700.0);
+    const double mel_high = 1127.0 * log(1.0 + high_freq / 700.0);
+    const double delta = (mel_high - mel_low) / (DS_AUDIO_MELS + 1);
+    const float fbin = (float)DS_AUDIO_RATE / (float)DS_FBANK_FFT; // 31.25 Hz
+    float mel[FFT_BINS - 1]; // the Nyquist bin has no weight (a zero column in torchaudio)
+    for (int k = 0; k < FFT_BINS - 1; k++) mel[k] = logf(fbin * (float)k / 700.0f + 1.0f) * 1127.0f;
+    for (int b = 0; b < DS_AUDIO_MELS; b++) {
+        float left = (float)mel_low + (float)b * (float)delta;
+        float center = (float)mel_low + ((float)b + 1.0f) * (float)delta;
+        float right = (float)mel_low + ((float)b + 2.0f) * (float)delta;
+        mel_lo[b] = FFT_BINS, mel_hi[b] = 0;
+        for (int k = 0; k < FFT_BINS; k++) {
+            float w = 0.0f;
+            if (k < FFT_BINS - 1) {
+                float up = (mel[k] - left) / (center - left);
+                float down = (right - mel[k]) / (right - center);
+                float v = up < down ? up : down;
+                w = v > 0.0f ? v : 0.0f;
+            }
+            mel_w[b][k] = w;
+            if (w > 0.0f) {
+                if (k < mel_lo[b]) mel_lo[b] = k;
+                mel_hi[b] = k + 1;
+            }
+        }
+        if (mel_hi[b] == 0) mel_lo[b] = 0; // an empty filter (there is one): energy 0
+    }
+}
+
+// FFTW plans, made once per size and shared. Only fftwf_execute* is thread-safe in FFTW, so
+// planning happens under a lock; plans use FFTW_ESTIMATE (deterministic, no timing runs) and
+// 64-byte aligned arrays, which is what the new-array execute calls below must pass too.
+#define MAX_PLANS 4
+static pthread_mutex_t plan_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    int size;
+    fftwf_plan plan;
+} plans[MAX_PLANS];
+static int n_plans;
+
+static size_t round64(size_t bytes) {
+    return (bytes + 63) / 64 * 64;
+}
+
+static fftwf_plan r2c_plan(int size) {
+    fftwf_plan p = NULL;
+    if (pthread_mutex_lock(&plan_lock) != 0) ag_fail("fbank: cannot lock the FFT planner");
+    for (int i = 0; i < n_plans; i++)
+        if (plans[i].size == size) p = plans[i].plan;
+    if (!p && n_plans < MAX_PLANS) {
+        float *in = aligned_alloc(64, round64((size_t)size * sizeof(float)));
+        fftwf_complex *out =
+            aligned_alloc(64, round64((size_t)(size / 2 + 1) * sizeof(fftwf_complex)));
+        if (in && out) p = fftwf_plan_dft_r2c_1d(size, in, out, FFTW_ESTIMATE);
+        free(in), free(out);
+        if (p) plans[n_plans].size = size, plans[n_plans++].plan = p;
+    }
+    pthread_mutex_unlock(&plan_lock);
+    if (!p) ag_fail("fbank: cannot make an FFTW plan for %d points", size);
+    return p;
+}
+
+void ds_fbank(const float *x, int64_t n, float *out) {
+    int64_t frames = ds_fbank_frames(n);
+    if (frames == 0)
+        ag_fail("fbank: %lld samples, fewer than one %d-sample window", (long long)n,
+                DS_FBANK_WINDOW);
+    if (pthread_once(&tables_once, make_tables) != 0) ag_fail("fbank: cannot make its tables");
+    fftwf_plan plan = r2c_plan(DS_FBANK_FFT);
+    float *buf = aligned_alloc(64, round64(DS_FBANK_FFT * sizeof(float)));
+    fftwf_complex *spec = aligned_alloc(64, round64(FFT_BINS * sizeof(fftwf_complex)));
+    if (!buf || !spec) {
+        free(buf), free(spec);
+        ag_fail("fbank: out of memory");
+    }
+    float power[FFT_BINS];
+    const float preemph = 0.97f;
+    for (int64_t f = 0; f < frames; f++) {
+        const float *src = x + f * DS_FBANK_SHIFT;
+        // remove_dc_offset: subtract the frame's mean
+        double sum = 0.0;
+        for (int j = 0; j < DS_FBANK_WINDOW; j++) sum += src[j];
+        const float mean = (float)(sum / DS_FBANK_WINDOW);
+        for (int j = 0; j < DS_FBANK_WINDOW; j++) buf[j] = src[j] - mean;
+        // pre-emphasis, from the end so each sample uses its unmodified predecessor; the
+        // first sample is paired with itself (torchaudio pads with 'replicate')
+        for (int j = DS_FBANK_WINDOW - 1; j > 0; j--) buf[j] = buf[j] - preemph * buf[j - 1];
+        buf[0] = buf[0] - preemph * buf[0];
+        for (int j = 0; j < DS_FBANK_WINDOW; j++) buf[j] *= hann[j];
+        for (int j = DS_FBANK_WINDOW; j < DS_FBANK_FFT; j++) buf[j] = 0.0f;
+        fftwf_execute_dft_r2c(plan, buf, spec);
+        for (int k = 0; k < FFT_BINS; k++)
+            power[k] = spec[k][0] * spec[k][0] + spec[k][1] * spec[k][1];
+        float *row = out + f * DS_AUDIO_MELS;
+        for (int b = 0; b < DS_AUDIO_MELS; b++) {
+            double e = 0.0;
+            for (int k = mel_lo[b]; k < mel_hi[b]; k++) e += (double)mel_w[b][k] * power[k];
+            float ef = (float)e;
+            row[b] = logf(ef > FLT_EPSILON ? ef : FLT_EPSILON);
+        }
+    }
+    free(buf), free(spec);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ImageBind pipeline
+
+void ds_audio_features(float *x, int64_t n, float *out, const char *what) {
+    if (n < DS_FBANK_WINDOW)
+        ag_fail("%s: %lld samples at 16 kHz, shorter than one 25 ms fbank window (%d samples)",
+                what, (long long)n, DS_FBANK_WINDOW);
+    const int64_t max_frames = ds_fbank_frames(DS_AUDIO_CLIP_SAMPLES);
+    float *fb = ag_xmalloc((size_t)max_frames * DS_AUDIO_MELS * sizeof *fb, "audio fbank");
+    for (int c = 0; c < DS_AUDIO_CLIPS; c++) {
+        int64_t s, e;
+        ds_audio_clip_bounds(n, c, &s, &e);
+        // waveform -= waveform.mean(), in place on the shared samples (audio.h, 4.)
+        double sum = 0.0;
+        for (int64_t i = s; i < e; i++) sum += x[i];
+        const float mean = (float)(sum / (double)(e - s));
+        for (int64_t i = s; i < e; i++) x[i] -= mean;
+        // a clip has 400 .. 32000 samples here, so 1 .. 198 frames: always padded, never
+        // cropped (the t < m test below would crop)
+        int64_t m = ds_fbank_frames(e - s);
+        ds_fbank(x + s, e - s, fb);
+        float *dst = out + (int64_t)c * DS_AUDIO_FRAMES * DS_AUDIO_MELS;
+        for (int64_t t = 0; t < DS_AUDIO_FRAMES; t++)
+            for (int b = 0; b < DS_AUDIO_MELS; b++) {
+                // zero padding happens before normalisation, as in ImageBind
+                float v = t < m ? fb[t * DS_AUDIO_MELS + b] : 0.0f;
+                dst[t * DS_AUDIO_MELS + b] = (v - DS_AUDIO_MEAN) / DS_AUDIO_STD;
+            }
+    }
+    free(fb);
+}
+
+void ds_audio_file_features(const char *path, float *out, double *duration) {
+    int64_t n = 0;
+    float *x = ds_audio_load(path, DS_AUDIO_RATE, &n, NULL);
+    if (n < DS_FBANK_WINDOW) {
+        free(x);
+        ag_fail("%s: %lld samples at 16 kHz, shorter than one 25 ms fbank window (%d samples)",
+                path, (long long)n, DS_FBANK_WINDOW);
+    }
+    ds_audio_features(x, n, out, path);
+    free(x);
+    if (duration) *duration = (double)n / DS_AUDIO_RATE;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+void ds_audio_write(const char *path, const float *samples, int64_t frames, int channels, int rate,
+                    ds_audio_encoding enc) {
+    char why[256];
+    SF_INFO info;
+    memset(&info, 0, sizeof info);
+    info.samplerate = rate;
+    info.channels = channels;
+    switch (enc) {
+    case DS_AUDIO_WAV_PCM16:
+        info.format = SF_FORMAT_WAV | SF_FORMAT_PCM_16;
+        break;
+    case DS_AUDIO_WAV_FLOAT:
+        info.format = SF_FORMAT_WAV | SF_FORMAT_FLOAT;
+        break;
+    case DS_AUDIO_FLAC_PCM16:
+        info.format = SF_FORMAT_FLAC | SF_FORMAT_PCM_16;
+        break;
+    default:
+        ag_fail("%s: unknown audio encoding %d", path, (int)enc);
+    }
+    if (frames < 0 || channels < 1 || rate < 1 || !sf_format_check(&info))
+        ag_fail("%s: cannot write %lld frames x %d channels at %d Hz in this format", path,
+                (long long)frames, channels, rate);
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        ag_fail("%s: path too long", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) ag_fail("%s: cannot create %s: %s", path, tmp, strerror(errno));
+    SNDFILE *sf = sf_open_fd(fd, SFM_WRITE, &info, 0);
+    if (!sf) {
+        one_line(sf_strerror(NULL), why, sizeof why);
+        close(fd), unlink(tmp);
+        ag_fail("%s: cannot write audio: %s", path, why);
+    }
+    // without clipping, libsndfile wraps samples beyond full scale around
+    sf_command(sf, SFC_SET_CLIPPING, NULL, SF_TRUE);
+    sf_count_t wrote = sf_writef_float(sf, samples, frames);
+    if (wrote != frames) {
+        one_line(sf_strerror(sf), why, sizeof why);
+        sf_close(sf), close(fd), unlink(tmp);
+        ag_fail("%s: writing audio: %s", path, why);
+    }
+    int rc = sf_close(sf);
+    if (rc != 0) {
+        close(fd), unlink(tmp);
+        ag_fail("%s: writing audio: %s", path, one_line(sf_error_number(rc), why, sizeof why));
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        int err = errno;
+        unlink(tmp);
+        ag_fail("%s: writing audio: %s", path, strerror(err));
+    }
+    if (rename(tmp, path) != 0) {
+        int err = errno;
+        unlink(tmp);
+        ag_fail("%s: cannot rename %s into place: %s", path, tmp, strerror(err));
+    }
+}
+
+void ds_audio_write_wav(const char *path, const float *samples, int64_t n, int rate) {
+    ds_audio_write(path, samples, n, 1, rate, DS_AUDIO_WAV_PCM16);
+}

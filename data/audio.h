@@ -1,0 +1,109 @@
+// audio.h: sound for the audio branch, prepared exactly as GroundingGPT prepares it (ImageBind's
+// load_and_transform_audio_data, reached through video_llama/models/ImageBind/data.py):
+// decoding any format libsndfile reads, mono 16 kHz, three 2 s clips, a Kaldi-compatible log
+// mel filterbank per clip (torchaudio.compliance.kaldi.fbank with ImageBind's arguments),
+// padded to 204 frames and normalised. Also a WAV/FLAC writer for the synthetic data.
+//
+// The reference, step by step, and what groundc does:
+//  1. torchaudio.load: float in [-1, 1] (16-bit PCM divided by 32768, no 32768 scaling
+//     anywhere later); libsndfile's float reads give the same values.
+//     Channels: groundc mixes them down to their mean. ImageBind keeps them, subtracts the
+//     mean over all channels and kaldi.fbank then reads channel 0 only, so for stereo files
+//     groundc deliberately differs (it hears both channels); mono files are identical.
+//  2. torchaudio.functional.resample (Hann-windowed sinc, 6 zero crossings, rolloff 0.99) to
+//     16 kHz when the file's rate differs; output length ceil(n * 16000 / rate), the input
+//     taken as zero outside [0, n). groundc uses libsamplerate's SRC_SINC_MEDIUM_QUALITY with
+//     the same length and the same zeros past the end. No libsamplerate converter matches
+//     torchaudio sample for sample; measured on a 44.1 kHz chirp + tones, SINC_MEDIUM and
+//     SINC_BEST are equally close to it (what differs is mostly torchaudio's own rolloff,
+//     which starts well below Nyquist: log mel within 0.003 below 4 kHz, 0.03 from 4 to
+//     6 kHz, up to about 1 above 6 kHz, for bins within 14 nats of their frame's loudest)
+//     while MEDIUM runs four times faster (about 50x real time against 13x on one core);
+//     SINC_FASTEST is three to four times further off. 16 kHz files are never resampled and
+//     match exactly.
+//  3. Clips: pytorchvideo's ConstantClipsPerVideoSampler(clip_duration=2, clips_per_video=3)
+//     over duration = n / 16000 (a double). Always three clips: with
+//     max_start = max(duration - 2.0, 0.0) computed in double and then taken exactly as a
+//     fraction, clip i (0, 1, 2) covers samples [floor(i * max_start / 3 * 16000),
+//     that + 32000), clamped to n like a Python slice. The floor is of the exact rational
+//     value (the sampler works in fractions.Fraction), which differs from a naive double or
+//     integer formula for about a third of all lengths; ds_audio_clip_bounds reproduces it.
+//     Consequences: clips overlap when the audio is shorter than 8 s; the last clip starts at
+//     two thirds of max_start, so the final (duration - 2) / 3 seconds are never seen; audio
+//     of 2 s or less gives three clips over the same samples [0, n).
+//  4. Per clip, waveform -= waveform.mean() runs in place on a view of the whole waveform,
+//     so a later clip that overlaps an earlier one sees the earlier clip's mean already
+//     subtracted from the shared samples (a step inside the frames that straddle the end
+//     of the earlier clip). groundc reproduces this: ds_audio_features modifies its input.
+//  5. kaldi.fbank: 25 ms Hann window (400 samples, symmetric), 10 ms shift (160), frames that
+//     fit entirely (snip_edges: 1 + (n - 400) / 160, and fewer than 400 samples is an error
+//     as in torchaudio), per-frame DC removal, pre-emphasis 0.97 (first sample against
+//     itself), zero padding to a 512-point FFT (FFTW, single precision), power spectrum,
+//     128 triangular filters equally spaced on Kaldi's mel scale 1127 ln(1 + f / 700)
+//     between 20 Hz and 8 kHz (the Nyquist bin gets no weight; filter 3 covers no FFT bin
+//     at all and is always log(eps)), log(max(energy, FLT_EPSILON)). No dither, no energy
+//     column. The filter bank and window are computed in float exactly as torchaudio does.
+//  6. Pad with zeros (before normalising) or crop to 204 frames, then (x + 4.268) / 9.138.
+//     ImageBind's tensor is [3, 1, 128, 204]; groundc stores [3][204][128] (frames-major,
+//     data/FORMAT.md).
+// Errors (missing, unreadable, corrupt or empty files, audio shorter than one window) are
+// one-line ag_fail messages that name the file. Thread-safe: the FFT plans and tables are
+// made once under a lock; everything else works on the caller's buffers.
+#pragma once
+#include <stdint.h>
+
+#define DS_AUDIO_RATE         16000
+#define DS_AUDIO_CLIPS        3
+#define DS_AUDIO_CLIP_SAMPLES 32000 // 2 s
+#define DS_AUDIO_FRAMES       204   // target_length
+#define DS_AUDIO_MELS         128
+#define DS_AUDIO_MEAN         (-4.268f)
+#define DS_AUDIO_STD          9.138f
+#define DS_FBANK_WINDOW       400 // 25 ms
+#define DS_FBANK_SHIFT        160 // 10 ms
+#define DS_FBANK_FFT          512
+
+// Decodes path (any format libsndfile reads), mixes it down to mono (the mean of the
+// channels) and resamples it to `rate` Hz when the file's rate differs. Returns malloc'd
+// samples (free()) and their count in *n; *file_rate (may be NULL) gets the file's rate.
+float *ds_audio_load(const char *path, int rate, int64_t *n, int *file_rate);
+
+// Resamples mono x[n] from rate `from` to `to` with libsamplerate (SRC_SINC_MEDIUM_QUALITY);
+// the result has ceil(n * to / from) samples (malloc'd, count in *n_out). `what` names the
+// source in error messages.
+float *ds_audio_resample(const float *x, int64_t n, int from, int to, int64_t *n_out,
+                         const char *what);
+
+// Sample bounds [*start, *end) of clip `clip` (0 .. DS_AUDIO_CLIPS-1) of n samples at
+// 16 kHz, exactly as ImageBind slices them (see 3. above).
+void ds_audio_clip_bounds(int64_t n, int clip, int64_t *start, int64_t *end);
+
+// Frames kaldi.fbank makes from n samples: 0 below one window, else 1 + (n - 400) / 160.
+int64_t ds_fbank_frames(int64_t n);
+
+// Log mel filterbank of 16 kHz samples x[n] (n >= 400) into out[frames][128], frames =
+// ds_fbank_frames(n): torchaudio.compliance.kaldi.fbank with ImageBind's arguments, not
+// normalised. x is not modified.
+void ds_fbank(const float *x, int64_t n, float *out);
+
+// The three normalised clips of 16 kHz mono x[n] into out[3][204][128]. Subtracts each
+// clip's mean from x in place, as ImageBind does (see 4. above). `what` names the source in
+// error messages (the only error: a clip shorter than 400 samples, i.e. n < 400).
+void ds_audio_features(float *x, int64_t n, float *out, const char *what);
+
+// The whole path: file -> out[3][204][128] normalised; *duration (may be NULL) gets the
+// duration in seconds that the clip sampler sees (samples at 16 kHz / 16000).
+void ds_audio_file_features(const char *path, float *out, double *duration);
+
+typedef enum {
+    DS_AUDIO_WAV_PCM16, // WAV, 16-bit PCM (samples clipped to [-1, 1))
+    DS_AUDIO_WAV_FLOAT, // WAV, 32-bit float
+    DS_AUDIO_FLAC_PCM16 // FLAC, 16-bit
+} ds_audio_encoding;
+
+// Writes frames x channels interleaved samples at `rate` to path: a temporary file in the
+// same folder, fsynced, then renamed over path, so readers never see a partial file.
+void ds_audio_write(const char *path, const float *samples, int64_t frames, int channels, int rate,
+                    ds_audio_encoding enc);
+// Mono 16-bit PCM WAV, the synthetic data generator's format.
+void ds_audio_write_wav(const char *path, const float *samples, int64_t n, int rate);

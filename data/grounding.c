@@ -1,0 +1,95 @@
+// grounding.c: see grounding.h.
+#include "grounding.h"
+
+#include <math.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "autograd/error.h"
+
+static double clamp01(double v) {
+    return v < 0 ? 0 : v > 1 ? 1 : v;
+}
+
+ds_box ds_box_to_square(ds_box p, int w, int h) {
+    double side = w > h ? w : h, ox = (side - w) / 2, oy = (side - h) / 2;
+    // expand2square pastes at integer offsets ((side - w) // 2)
+    ox = floor(ox);
+    oy = floor(oy);
+    return (ds_box){clamp01((p.x1 + ox) / side), clamp01((p.y1 + oy) / side),
+                    clamp01((p.x2 + ox) / side), clamp01((p.y2 + oy) / side)};
+}
+
+ds_box ds_box_from_square(ds_box n, int w, int h) {
+    double side = w > h ? w : h, ox = floor((side - w) / 2), oy = floor((side - h) / 2);
+    double x1 = n.x1 * side - ox, y1 = n.y1 * side - oy, x2 = n.x2 * side - ox,
+           y2 = n.y2 * side - oy;
+    return (ds_box){fmin(fmax(x1, 0), w), fmin(fmax(y1, 0), h), fmin(fmax(x2, 0), w),
+                    fmin(fmax(y2, 0), h)};
+}
+
+char *ds_format_box(ds_box b, char *buf, size_t n) {
+    snprintf(buf, n, "[%.3f, %.3f, %.3f, %.3f]", b.x1, b.y1, b.x2, b.y2);
+    return buf;
+}
+
+char *ds_format_span(ds_span s, char *buf, size_t n) {
+    snprintf(buf, n, "{%.2f, %.2f}", s.t1, s.t2);
+    return buf;
+}
+
+#define NUM "([0-9.]+)"
+
+// Matches pattern in text; fills v[0..k) with the captured numbers.
+static bool parse(const char *pattern, int k, const char *text, double *v) {
+    regex_t re;
+    int rc = regcomp(&re, pattern, REG_EXTENDED);
+    if (rc) ag_fail("grounding: cannot compile pattern %s (error %d)", pattern, rc);
+    regmatch_t m[5];
+    bool ok = false;
+    for (const char *s = text; !ok && regexec(&re, s, (size_t)k + 1, m, 0) == 0;) {
+        ok = true;
+        for (int i = 0; i < k; i++) {
+            char num[64];
+            int len = (int)(m[i + 1].rm_eo - m[i + 1].rm_so);
+            if (len >= (int)sizeof num) len = (int)sizeof num - 1;
+            snprintf(num, sizeof num, "%.*s", len, s + m[i + 1].rm_so);
+            char *end;
+            v[i] = strtod(num, &end);
+            if (*end || end == num) ok = false; // e.g. "1.2.3" matches [0-9.]+ but is no number
+        }
+        s += m[0].rm_eo;
+    }
+    regfree(&re);
+    return ok;
+}
+
+bool ds_parse_box(const char *text, ds_box *out) {
+    double v[4];
+    if (!parse("\\[" NUM ", " NUM ", " NUM ", " NUM "\\]", 4, text, v)) return false;
+    *out = (ds_box){v[0], v[1], v[2], v[3]};
+    return true;
+}
+
+bool ds_parse_span(const char *text, ds_span *out) {
+    double v[2];
+    if (!parse("\\{" NUM ", " NUM "\\}", 2, text, v)) return false;
+    *out = (ds_span){v[0], v[1]};
+    return true;
+}
+
+double ds_box_iou(ds_box a, ds_box b) {
+    double iw = fmin(a.x2, b.x2) - fmax(a.x1, b.x1), ih = fmin(a.y2, b.y2) - fmax(a.y1, b.y1);
+    if (iw <= 0 || ih <= 0) return 0;
+    double inter = iw * ih;
+    double ua = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter;
+    return ua > 0 ? inter / ua : 0;
+}
+
+double ds_span_iou(ds_span a, ds_span b) {
+    double inter = fmin(a.t2, b.t2) - fmax(a.t1, b.t1);
+    if (inter <= 0) return 0;
+    double uni = fmax(a.t2, b.t2) - fmin(a.t1, b.t1);
+    return uni > 0 ? inter / uni : 0;
+}

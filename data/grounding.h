@@ -1,0 +1,30 @@
+// grounding.h: boxes and time spans as the reference writes them in text.
+// Boxes: "[x1, y1, x2, y2]", normalised to [0, 1] relative to the image padded to a square
+// (centred, as LLaVA's expand2square pads), 3 decimals. Spans: "{t1, t2}", normalised by
+// the duration, 2 decimals. Parsing follows the reference's pattern
+// \[[0-9.]+, [0-9.]+, [0-9.]+, [0-9.]+\] (and {[0-9.]+, [0-9.]+} for spans).
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct {
+    double x1, y1, x2, y2;
+} ds_box;
+
+typedef struct {
+    double t1, t2;
+} ds_span;
+
+// A box in pixels of a w x h image -> normalised to the padded square, clamped to [0, 1].
+ds_box ds_box_to_square(ds_box pixels, int w, int h);
+// The inverse: normalised square coordinates -> pixels of the original image, clamped.
+ds_box ds_box_from_square(ds_box norm, int w, int h);
+// Writes "[0.123, 0.456, 0.789, 0.912]" / "{0.09, 0.15}"; returns buf.
+char *ds_format_box(ds_box b, char *buf, size_t n);
+char *ds_format_span(ds_span s, char *buf, size_t n);
+// The first box / span in text; false when there is none.
+bool ds_parse_box(const char *text, ds_box *out);
+bool ds_parse_span(const char *text, ds_span *out);
+// Intersection over union; 0 for degenerate inputs.
+double ds_box_iou(ds_box a, ds_box b);
+double ds_span_iou(ds_span a, ds_span b);

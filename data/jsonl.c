@@ -1,0 +1,286 @@
+// jsonl.c: see jsonl.h.
+#include "jsonl.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/error.h"
+#include "data/grounding.h"
+
+char *ds_read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) ag_fail("%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        fclose(f);
+        ag_fail("%s: out of memory reading the file", path);
+    }
+    for (;;) {
+        if (len + 1 >= cap) {
+            char *b = cap < SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+            if (!b) {
+                free(buf);
+                fclose(f);
+                ag_fail("%s: out of memory reading the file (%zu bytes so far)", path, len);
+            }
+            buf = b;
+            cap *= 2;
+        }
+        size_t got = fread(buf + len, 1, cap - 1 - len, f);
+        len += got;
+        if (got == 0) break;
+    }
+    int err = ferror(f) ? errno : 0;
+    fclose(f);
+    if (err) {
+        free(buf);
+        ag_fail("%s: read error: %s", path, strerror(err));
+    }
+    buf[len] = 0;
+    if (n) *n = len;
+    return buf;
+}
+
+// 1-based line and column of byte offset `at` in text.
+static void line_col(const char *text, size_t at, int64_t *line, int64_t *col) {
+    *line = 1, *col = 1;
+    for (size_t i = 0; i < at && text[i]; i++) {
+        if (text[i] == '\n')
+            ++*line, *col = 1;
+        else
+            ++*col;
+    }
+}
+
+void ds_records_read_json(const char *path, ds_record_file *out) {
+    memset(out, 0, sizeof *out);
+    size_t n;
+    char *text = ds_read_file(path, &n);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, n, &end, false);
+    if (!root) {
+        int64_t line, col;
+        line_col(text, end && end >= text ? (size_t)(end - text) : 0, &line, &col);
+        free(text);
+        ag_fail("%s:%lld:%lld: invalid JSON", path, (long long)line, (long long)col);
+    }
+    // only white space may follow the value
+    const char *p = end;
+    while (p && p < text + n && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+    if (p && p < text + n) {
+        int64_t line, col;
+        line_col(text, (size_t)(p - text), &line, &col);
+        free(text);
+        cJSON_Delete(root);
+        ag_fail("%s:%lld:%lld: unexpected text after the JSON list", path, (long long)line,
+                (long long)col);
+    }
+    free(text);
+    if (!cJSON_IsArray(root)) {
+        cJSON_Delete(root);
+        ag_fail("%s: expected a JSON list of samples at the top", path);
+    }
+    out->path = ag_xstrdup(path);
+    out->root = root;
+    out->n = cJSON_GetArraySize(root);
+    out->records = ag_xcalloc((size_t)out->n + 1, sizeof *out->records, "JSON records");
+    int64_t i = 0;
+    for (cJSON *it = root->child; it; it = it->next, i++)
+        out->records[i] = (ds_record){.item = it, .index = i};
+}
+
+void ds_records_read_jsonl(const char *path, ds_record_file *out) {
+    memset(out, 0, sizeof *out);
+    size_t n;
+    char *text = ds_read_file(path, &n);
+    out->path = ag_xstrdup(path);
+    out->jsonl = true;
+    int64_t cap = 0, line = 0;
+    for (size_t at = 0; at < n;) {
+        size_t stop = at;
+        while (stop < n && text[stop] != '\n') stop++;
+        line++;
+        const char *s = text + at;
+        size_t len = stop - at;
+        at = stop + 1;
+        bool blank = true;
+        for (size_t k = 0; k < len && blank; k++)
+            blank = s[k] == ' ' || s[k] == '\t' || s[k] == '\r';
+        if (blank) continue;
+        if (out->n == cap) {
+            cap = cap ? 2 * cap : 1024;
+            out->records =
+                ag_xrealloc(out->records, (size_t)cap * sizeof *out->records, "JSONL records");
+        }
+        ds_record *r = &out->records[out->n++];
+        *r = (ds_record){.index = line};
+        const char *end = NULL;
+        r->item = cJSON_ParseWithLengthOpts(s, len, &end, false);
+        char why[128] = "";
+        if (!r->item) {
+            snprintf(why, sizeof why, "invalid JSON at column %lld",
+                     (long long)(end && end >= s ? end - s + 1 : 1));
+        } else {
+            const char *p = end;
+            while (p < s + len && (*p == ' ' || *p == '\t' || *p == '\r')) p++;
+            if (p < s + len)
+                snprintf(why, sizeof why, "unexpected text at column %lld", (long long)(p - s + 1));
+        }
+        if (why[0]) {
+            cJSON_Delete(r->item);
+            r->item = NULL;
+            r->error = ag_xstrdup(why);
+        }
+    }
+    free(text);
+}
+
+void ds_record_file_free(ds_record_file *f) {
+    if (f->jsonl)
+        for (int64_t i = 0; i < f->n; i++) cJSON_Delete(f->records[i].item);
+    for (int64_t i = 0; i < f->n; i++) free(f->records[i].error);
+    cJSON_Delete(f->root);
+    free(f->records);
+    free(f->path);
+    memset(f, 0, sizeof *f);
+}
+
+static bool fail(char *err, size_t size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, size, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+// k finite numbers from a JSON array named key.
+static bool numbers(const cJSON *obj, const char *key, int k, double *v, char *err, size_t n) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!a) return fail(err, n, "no \"%s\"", key);
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != k)
+        return fail(err, n, "\"%s\" is not a list of %d numbers", key, k);
+    int i = 0;
+    for (const cJSON *e = a->child; e; e = e->next, i++) {
+        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble))
+            return fail(err, n, "\"%s\" is not a list of %d numbers", key, k);
+        v[i] = e->valuedouble;
+    }
+    return true;
+}
+
+static bool string_field(const cJSON *obj, const char *key, const char **out, char *err, size_t n) {
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!s) return fail(err, n, "no \"%s\"", key);
+    if (!cJSON_IsString(s) || !s->valuestring[0])
+        return fail(err, n, "\"%s\" is not a non-empty string", key);
+    *out = s->valuestring;
+    return true;
+}
+
+bool ds_grounding_record_parse(const cJSON *obj, ds_grounding_record *out, char *err,
+                               size_t err_size) {
+    memset(out, 0, sizeof *out);
+    if (!cJSON_IsObject(obj)) return fail(err, err_size, "not a JSON object");
+    static const struct {
+        const char *key;
+        ds_media_kind kind;
+    } keys[] = {{"image", DS_MEDIA_IMAGE},
+                {"video", DS_MEDIA_VIDEO},
+                {"sound", DS_MEDIA_AUDIO},
+                {"audio", DS_MEDIA_AUDIO}};
+    int found = -1;
+    for (int k = 0; k < 4; k++) {
+        if (!cJSON_GetObjectItemCaseSensitive(obj, keys[k].key)) continue;
+        if (found >= 0)
+            return fail(err, err_size, "both \"%s\" and \"%s\" given (one media file per line)",
+                        keys[found].key, keys[k].key);
+        found = k;
+    }
+    if (found < 0) return fail(err, err_size, "no \"image\", \"video\" or \"sound\" file");
+    out->kind = keys[found].kind;
+    if (!string_field(obj, keys[found].key, &out->media, err, err_size)) return false;
+    if (out->kind == DS_MEDIA_IMAGE)
+        return string_field(obj, "expression", &out->text, err, err_size) &&
+               numbers(obj, "bbox", 4, out->v, err, err_size);
+    return string_field(obj, "query", &out->text, err, err_size) &&
+           numbers(obj, "span", 2, out->v, err, err_size);
+}
+
+static bool is_space(char c) {
+    return c == ' ' || c == '\n' || c == '\t' || c == '\r';
+}
+
+// text without surrounding white space and one final '.', malloc'd; NULL when nothing is left.
+static char *clean_text(const char *text) {
+    const char *b = text, *e = text + strlen(text);
+    while (b < e && is_space(*b)) b++;
+    while (e > b && is_space(e[-1])) e--;
+    if (e > b && e[-1] == '.') e--;
+    while (e > b && is_space(e[-1])) e--;
+    if (e == b) return NULL;
+    char *s = ag_xmalloc((size_t)(e - b) + 1, "grounding text");
+    memcpy(s, b, (size_t)(e - b));
+    s[e - b] = 0;
+    return s;
+}
+
+static char *format_alloc(const char *fmt, ...) {
+    va_list ap, aq;
+    va_start(ap, fmt);
+    va_copy(aq, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) ag_fail("grounding: cannot format text");
+    char *s = ag_xmalloc((size_t)n + 1, "grounding text");
+    vsnprintf(s, (size_t)n + 1, fmt, aq);
+    va_end(aq);
+    return s;
+}
+
+bool ds_grounding_conversation(const ds_grounding_record *r, int width, int height, double duration,
+                               char **question, char **answer, char *err, size_t err_size) {
+    *question = *answer = NULL;
+    char buf[128];
+    const double *v = r->v;
+    if (r->kind == DS_MEDIA_IMAGE) {
+        const double tol = DS_BOX_TOLERANCE_PX;
+        if (!(v[2] > 0 && v[3] > 0))
+            return fail(err, err_size, "bbox [%g, %g, %g, %g] has no area", v[0], v[1], v[2], v[3]);
+        if (v[0] < -tol || v[1] < -tol || v[0] + v[2] > width + tol || v[1] + v[3] > height + tol)
+            return fail(err, err_size,
+                        "bbox [%g, %g, %g, %g] (x, y, w, h) is outside the %dx%d image", v[0], v[1],
+                        v[2], v[3], width, height);
+        ds_box px = {fmax(v[0], 0), fmax(v[1], 0), fmin(v[0] + v[2], width),
+                     fmin(v[1] + v[3], height)};
+        ds_format_box(ds_box_to_square(px, width, height), buf, sizeof buf);
+    } else {
+        const char *what = r->kind == DS_MEDIA_VIDEO ? "video" : "audio";
+        if (!(duration > 0))
+            return fail(err, err_size, "the %s has no duration to normalise the span by", what);
+        if (!(v[1] > v[0]))
+            return fail(err, err_size, "span [%g, %g] is empty or reversed", v[0], v[1]);
+        if (v[0] < 0 || v[0] >= duration || v[1] > duration + DS_SPAN_TOLERANCE_S)
+            return fail(err, err_size, "span [%g, %g] s is outside the %s's %.3f s", v[0], v[1],
+                        what, duration);
+        ds_span s = {v[0] / duration, fmin(v[1], duration) / duration};
+        ds_format_span(s, buf, sizeof buf);
+    }
+    char *text = clean_text(r->text);
+    if (!text)
+        return fail(err, err_size, "the %s is empty",
+                    r->kind == DS_MEDIA_IMAGE ? "expression" : "query");
+    const char *prompt = r->kind == DS_MEDIA_IMAGE   ? DS_PROMPT_REC
+                         : r->kind == DS_MEDIA_VIDEO ? DS_PROMPT_TVG
+                                                     : DS_PROMPT_SOUND;
+    char *q = format_alloc(prompt, text);
+    *question = format_alloc("%s\n%s", ds_media_placeholder(r->kind), q);
+    free(q);
+    free(text);
+    *answer = ag_xstrdup(buf);
+    return true;
+}

@@ -1,0 +1,1060 @@
+// pack.c: see pack.h. Layout of the engine:
+//   1. the calling thread reads every input (cJSON), resolves media paths and builds a table
+//      of distinct media files (kind + path), so samples can share decodes;
+//   2. worker threads claim samples in input order, at most `window` ahead of the writer,
+//      render + tokenize them and decode their media (each file once while samples that
+//      reference it are in flight: the first claimant decodes, the others wait for it);
+//   3. the calling thread takes the results in input order from the reorder buffer and writes
+//      them, adding a media row the first time a file appears in the current shard.
+// Everything the output depends on is decided by the writer in input order, which is why any
+// thread count gives the same bytes.
+#include "pack.h"
+
+#include <dirent.h>
+#include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "autograd/error.h"
+#include "data/audio.h"
+#include "data/grounding.h"
+#include "data/image.h"
+#include "data/jsonl.h"
+#include "data/manifest.h"
+#include "data/shard.h"
+#include "data/template.h"
+#include "data/tokenizer.h"
+#include "data/video.h"
+
+#define STAGING_NAME ".pack-staging"
+
+// The media keys of a reference sample, by ds_media_kind.
+static const char *const media_keys[DS_MEDIA_KINDS] = {"image", "video", "sound"};
+// The 9 added tokens of GroundingGPT, in the order that gives ids vocab + 0 ... vocab + 8.
+static const char *const added_tokens[9] = {"<im_patch>", "<im_start>", "<im_end>",
+                                            "<vi_patch>", "<vi_start>", "<vi_end>",
+                                            "<so_patch>", "<so_start>", "<so_end>"};
+
+ds_pack_sizes ds_pack_sizes_reference(void) {
+    return (ds_pack_sizes){.image_size = 336,
+                           .image_tokens = 576,
+                           .video_frames = 64,
+                           .video_size = 224,
+                           .video_tokens = 64,
+                           .audio_tokens = 8};
+}
+
+ds_pack_config ds_pack_defaults(void) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return (ds_pack_config){.shard_samples = 4096,
+                            .threads = cores > 0 ? (int)(cores < 256 ? cores : 256) : 1,
+                            .fail_on_error = false,
+                            .max_len = 2048,
+                            .sizes = ds_pack_sizes_reference(),
+                            .progress = -1};
+}
+
+// ---- pthreads, checked ----
+
+static void xlock(pthread_mutex_t *m) {
+    int rc = pthread_mutex_lock(m);
+    if (rc) ag_fail("pack: cannot lock a mutex: %s", strerror(rc));
+}
+static void xunlock(pthread_mutex_t *m) {
+    int rc = pthread_mutex_unlock(m);
+    if (rc) ag_fail("pack: cannot unlock a mutex: %s", strerror(rc));
+}
+static void xwait(pthread_cond_t *c, pthread_mutex_t *m) {
+    int rc = pthread_cond_wait(c, m);
+    if (rc) ag_fail("pack: cannot wait on a condition: %s", strerror(rc));
+}
+static void xbroadcast(pthread_cond_t *c) {
+    int rc = pthread_cond_broadcast(c);
+    if (rc) ag_fail("pack: cannot signal a condition: %s", strerror(rc));
+}
+
+// ---- state ----
+
+enum { M_NONE, M_LOADING, M_READY, M_FAILED };
+
+typedef struct {
+    ds_media_kind kind;
+    char *path; // resolved against the media root
+    // guarded by the packer's mutex:
+    int state;
+    int64_t pending; // claimed samples not yet written; the data is dropped when it reaches 0
+    void *data;      // READY: uint8 [S][S][3], uint8 [F][S][S][3] or float [C][T][M]
+    int32_t width, height;
+    double duration;
+    char *error; // FAILED: the loader's message
+    // the writer's alone: the row this file has in shard number row_shard - 1
+    int32_t row_shard, row;
+} media;
+
+typedef struct {
+    int file;
+    int64_t index;
+    const cJSON *obj;
+    const char *bad; // found while reading (points into the record or is static), or NULL
+    int32_t media[DS_MEDIA_KINDS];
+} item;
+
+typedef struct {
+    bool ready;
+    char *bad; // malloc'd reason, or NULL
+    int32_t *tokens;
+    uint8_t *mask;
+    int64_t len;
+    int task, granularity;
+    char *meta;
+} result;
+
+typedef struct {
+    const ds_pack_config *cfg;
+    ds_tokenizer *tok;
+    int32_t model_vocab;
+    int32_t start_id[DS_MEDIA_KINDS], patch_id[DS_MEDIA_KINDS], end_id[DS_MEDIA_KINDS];
+    int patches[DS_MEDIA_KINDS];
+
+    int n_files;
+    ds_record_file *files;
+    char **sources; // per file
+    char **roots;   // media root per file
+
+    int64_t n;
+    item *items;
+    int64_t n_media, media_cap;
+    media *media;
+    int64_t hash_cap; // power of two
+    int32_t *hash;    // media index + 1, 0 for empty
+
+    pthread_mutex_t mu;
+    pthread_cond_t space, ready, loaded;
+    int64_t window;
+    result *slots;
+    int64_t next_claim, written;
+    bool stop;
+} packer;
+
+// ---- reading the inputs ----
+
+static uint64_t fnv1a(int kind, const char *s) {
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)kind;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+static void hash_insert(packer *p, int32_t idx) {
+    uint64_t mask = (uint64_t)p->hash_cap - 1;
+    uint64_t h = fnv1a(p->media[idx].kind, p->media[idx].path) & mask;
+    while (p->hash[h]) h = (h + 1) & mask;
+    p->hash[h] = idx + 1;
+}
+
+// The media table index of (kind, path), added when new.
+static int32_t media_id(packer *p, ds_media_kind kind, const char *path) {
+    if (2 * (p->n_media + 1) > p->hash_cap) {
+        free(p->hash);
+        p->hash_cap = p->hash_cap ? 2 * p->hash_cap : 1024;
+        p->hash = ag_xcalloc((size_t)p->hash_cap, sizeof *p->hash, "media table");
+        for (int32_t i = 0; i < p->n_media; i++) hash_insert(p, i);
+    }
+    uint64_t mask = (uint64_t)p->hash_cap - 1;
+    for (uint64_t h = fnv1a(kind, path) & mask; p->hash[h]; h = (h + 1) & mask) {
+        media *m = &p->media[p->hash[h] - 1];
+        if (m->kind == kind && !strcmp(m->path, path)) return p->hash[h] - 1;
+    }
+    if (p->n_media >= INT32_MAX - 1) ag_fail("pack: more than %d media files", INT32_MAX - 1);
+    if (p->n_media == p->media_cap) {
+        p->media_cap = p->media_cap ? 2 * p->media_cap : 1024;
+        p->media = ag_xrealloc(p->media, (size_t)p->media_cap * sizeof *p->media, "media table");
+    }
+    int32_t idx = (int32_t)p->n_media++;
+    p->media[idx] = (media){.kind = kind, .path = ag_xstrdup(path)};
+    hash_insert(p, idx);
+    return idx;
+}
+
+static char *join_path(const char *root, const char *rel) {
+    if (rel[0] == '/' || !root) return ag_xstrdup(rel);
+    size_t n = strlen(root) + strlen(rel) + 2;
+    char *s = ag_xmalloc(n, "media path");
+    snprintf(s, n, "%s/%s", root, rel);
+    return s;
+}
+
+// The folder of a file name ("." when it has none).
+static char *dir_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return ag_xstrdup(".");
+    if (slash == path) return ag_xstrdup("/");
+    size_t n = (size_t)(slash - path);
+    char *s = ag_xmalloc(n + 1, "folder name");
+    memcpy(s, path, n);
+    s[n] = 0;
+    return s;
+}
+
+// "data/refcoco_train.json" -> "refcoco_train".
+static char *source_of(const char *path) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    const char *dot = strrchr(b, '.');
+    size_t n = dot && dot > b ? (size_t)(dot - b) : strlen(b);
+    if (n == 0) return ag_xstrdup("unnamed");
+    char *s = ag_xmalloc(n + 1, "source name");
+    memcpy(s, b, n);
+    s[n] = 0;
+    return s;
+}
+
+static void add_media(packer *p, item *it, ds_media_kind kind, const char *rel) {
+    char *path = join_path(p->roots[it->file], rel);
+    it->media[kind] = media_id(p, kind, path);
+    free(path);
+}
+
+static void read_inputs(packer *p) {
+    const ds_pack_config *c = p->cfg;
+    p->n_files = c->n_json + c->n_jsonl;
+    p->files = ag_xcalloc((size_t)p->n_files, sizeof *p->files, "input files");
+    p->sources = ag_xcalloc((size_t)p->n_files, sizeof *p->sources, "input files");
+    p->roots = ag_xcalloc((size_t)p->n_files, sizeof *p->roots, "input files");
+    int64_t total = 0;
+    for (int f = 0; f < p->n_files; f++) {
+        bool jsonl = f >= c->n_json;
+        const char *path = jsonl ? c->jsonl_files[f - c->n_json] : c->json_files[f];
+        if (jsonl)
+            ds_records_read_jsonl(path, &p->files[f]);
+        else
+            ds_records_read_json(path, &p->files[f]);
+        p->sources[f] = c->source ? ag_xstrdup(c->source) : source_of(path);
+        p->roots[f] = c->media_root ? ag_xstrdup(c->media_root) : dir_of(path);
+        total += p->files[f].n;
+    }
+    p->items = ag_xcalloc((size_t)total + 1, sizeof *p->items, "samples");
+    for (int f = 0; f < p->n_files; f++) {
+        const ds_record_file *rf = &p->files[f];
+        for (int64_t r = 0; r < rf->n; r++) {
+            item *it = &p->items[p->n++];
+            *it = (item){.file = f, .index = rf->records[r].index, .obj = rf->records[r].item};
+            for (int k = 0; k < DS_MEDIA_KINDS; k++) it->media[k] = -1;
+            if (rf->records[r].error) {
+                it->bad = rf->records[r].error;
+            } else if (rf->jsonl) {
+                // a malformed record is reported by its worker, which parses it again
+                char err[256];
+                ds_grounding_record g;
+                if (ds_grounding_record_parse(it->obj, &g, err, sizeof err))
+                    add_media(p, it, g.kind, g.media);
+            } else if (!cJSON_IsObject(it->obj)) {
+                it->bad = "the sample is not a JSON object";
+            } else {
+                for (int k = 0; k < DS_MEDIA_KINDS; k++) {
+                    const cJSON *v = cJSON_GetObjectItemCaseSensitive(it->obj, media_keys[k]);
+                    if (!v) continue;
+                    if (!cJSON_IsString(v) || !v->valuestring[0]) {
+                        static const char *const why[DS_MEDIA_KINDS] = {
+                            "\"image\" is not a file name", "\"video\" is not a file name",
+                            "\"sound\" is not a file name"};
+                        it->bad = why[k];
+                        break;
+                    }
+                    add_media(p, it, (ds_media_kind)k, v->valuestring);
+                }
+            }
+        }
+    }
+}
+
+// ---- per sample (worker threads) ----
+
+static bool failf(char *err, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, n, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+// ag_fail inside a media loader comes back here as a skip (the handler is per thread).
+static _Thread_local jmp_buf *t_jmp;
+static _Thread_local char t_msg[2048];
+static void catch_failure(const char *msg) {
+    snprintf(t_msg, sizeof t_msg, "%s", msg);
+    longjmp(*t_jmp, 1);
+}
+
+typedef struct {
+    ds_media_kind kind;
+    const char *path;
+    const ds_pack_sizes *sizes;
+    void *buf;
+    int width, height;
+    double duration;
+} load_job;
+
+static void run_load(load_job *j) {
+    const ds_pack_sizes *s = j->sizes;
+    if (j->kind == DS_MEDIA_IMAGE) {
+        ds_image_load(j->path, s->image_size, j->buf, &j->width, &j->height);
+    } else if (j->kind == DS_MEDIA_VIDEO) {
+        ds_video_info info;
+        ds_video_load(j->path, s->video_frames, s->video_size, j->buf, &info);
+        j->duration = info.duration;
+    } else {
+        ds_audio_file_features(j->path, j->buf, &j->duration);
+    }
+}
+
+static bool guarded_load(load_job *j, char *err, size_t n) {
+    jmp_buf jb;
+    t_jmp = &jb;
+    ag_set_error_handler(catch_failure);
+    if (setjmp(jb)) {
+        ag_set_error_handler(NULL);
+        snprintf(err, n, "%s", t_msg);
+        return false;
+    }
+    run_load(j);
+    ag_set_error_handler(NULL);
+    return true;
+}
+
+static size_t media_bytes(const ds_pack_sizes *s, ds_media_kind kind) {
+    if (kind == DS_MEDIA_IMAGE) return (size_t)s->image_size * (size_t)s->image_size * 3;
+    if (kind == DS_MEDIA_VIDEO)
+        return (size_t)s->video_frames * (size_t)s->video_size * (size_t)s->video_size * 3;
+    return sizeof(float) * DS_AUDIO_CLIPS * DS_AUDIO_FRAMES * DS_AUDIO_MELS;
+}
+
+// Makes media m available (decoding it unless it is already there or being decoded by
+// another worker); false with the loader's message when the file cannot be used. The caller
+// holds a claim on m (pending > 0), so the data stays until the writer is done with it.
+static bool need_media(packer *p, int32_t m, char *err, size_t n) {
+    media *e = &p->media[m];
+    xlock(&p->mu);
+    while (e->state == M_LOADING) xwait(&p->loaded, &p->mu);
+    if (e->state == M_NONE) {
+        e->state = M_LOADING;
+        xunlock(&p->mu);
+        load_job j = {.kind = e->kind, .path = e->path, .sizes = &p->cfg->sizes};
+        j.buf = ag_xmalloc(media_bytes(&p->cfg->sizes, e->kind), "media");
+        char why[2048];
+        bool ok = guarded_load(&j, why, sizeof why);
+        if (!ok) free(j.buf);
+        xlock(&p->mu);
+        if (ok) {
+            e->data = j.buf;
+            e->width = j.width, e->height = j.height, e->duration = j.duration;
+            e->state = M_READY;
+        } else {
+            e->error = ag_xstrdup(why);
+            e->state = M_FAILED;
+        }
+        xbroadcast(&p->loaded);
+    }
+    bool ok = e->state == M_READY;
+    if (!ok) snprintf(err, n, "%s", e->error);
+    xunlock(&p->mu);
+    return ok;
+}
+
+static bool read_turns(const cJSON *obj, ds_turn **out, int *n, char *err, size_t en) {
+    *out = NULL, *n = 0;
+    const cJSON *conv = cJSON_GetObjectItemCaseSensitive(obj, "conversations");
+    if (!cJSON_IsArray(conv)) return failf(err, en, "no \"conversations\" list");
+    int count = cJSON_GetArraySize(conv), i = 0;
+    ds_turn *t = ag_xcalloc((size_t)count + 1, sizeof *t, "turns");
+    for (const cJSON *c = conv->child; c; c = c->next, i++) {
+        const cJSON *from = cJSON_GetObjectItemCaseSensitive(c, "from");
+        const cJSON *value = cJSON_GetObjectItemCaseSensitive(c, "value");
+        if (!cJSON_IsString(from) || !cJSON_IsString(value)) {
+            free(t);
+            return failf(err, en, "turn %d has no \"from\" and \"value\" strings", i);
+        }
+        if (!strcmp(from->valuestring, "human"))
+            t[i].from_human = true;
+        else if (strcmp(from->valuestring, "gpt") != 0) {
+            free(t);
+            return failf(err, en, "turn %d is from \"%.40s\" (expected \"human\" or \"gpt\")", i,
+                         from->valuestring);
+        }
+        t[i].text = value->valuestring;
+    }
+    *out = t, *n = count;
+    return true;
+}
+
+// The task rules of pack.h.
+static int infer_task(const ds_turn *t, int n, const item *it) {
+    bool box_answer = false, box_question = false, span_answer = false;
+    for (int i = 0; i < n; i++) {
+        ds_box b;
+        ds_span s;
+        if (t[i].from_human) {
+            box_question |= ds_parse_box(t[i].text, &b);
+        } else {
+            box_answer |= ds_parse_box(t[i].text, &b);
+            span_answer |= ds_parse_span(t[i].text, &s);
+        }
+    }
+    if (box_answer && !box_question) return DS_TASK_REC;
+    if (box_question) return DS_TASK_REG;
+    if (span_answer && it->media[DS_MEDIA_VIDEO] >= 0) return DS_TASK_TVG;
+    if (span_answer && it->media[DS_MEDIA_AUDIO] >= 0) return DS_TASK_SOUND;
+    if (n > 2) return DS_TASK_CONVERSATION;
+    return DS_TASK_CAPTION;
+}
+
+static char *make_meta(const packer *p, const item *it, const ds_turn *t, int n) {
+    cJSON *m = cJSON_CreateObject();
+    if (!m) ag_fail("pack: out of memory building sample_meta");
+    const cJSON *id =
+        cJSON_IsObject(it->obj) ? cJSON_GetObjectItemCaseSensitive(it->obj, "id") : NULL;
+    bool ok = true;
+    if (id) ok = cJSON_AddItemToObject(m, "id", cJSON_Duplicate(id, true));
+    ok = ok && cJSON_AddStringToObject(m, "file", p->files[it->file].path) &&
+         cJSON_AddNumberToObject(m, "index", (double)it->index);
+    bool have_box = false, have_span = false;
+    for (int i = 0; i < n && ok; i++) {
+        if (t[i].from_human) continue;
+        ds_box b;
+        ds_span s;
+        if (!have_box && ds_parse_box(t[i].text, &b)) {
+            double v[4] = {b.x1, b.y1, b.x2, b.y2};
+            ok = cJSON_AddItemToObject(m, "box", cJSON_CreateDoubleArray(v, 4));
+            have_box = true;
+        }
+        if (!have_span && ds_parse_span(t[i].text, &s)) {
+            double v[2] = {s.t1, s.t2};
+            ok = ok && cJSON_AddItemToObject(m, "span", cJSON_CreateDoubleArray(v, 2));
+            have_span = true;
+        }
+    }
+    char *s = ok ? cJSON_PrintUnformatted(m) : NULL;
+    cJSON_Delete(m);
+    if (!s) ag_fail("pack: out of memory building sample_meta");
+    return s;
+}
+
+static void append(result *r, int64_t *cap, int32_t id, uint8_t mask) {
+    if (r->len == *cap) {
+        *cap = *cap ? 2 * *cap : 512;
+        r->tokens = ag_xrealloc(r->tokens, (size_t)*cap * sizeof *r->tokens, "sample tokens");
+        r->mask = ag_xrealloc(r->mask, (size_t)*cap, "sample tokens");
+    }
+    r->tokens[r->len] = id;
+    r->mask[r->len++] = mask;
+}
+
+// Renders, checks and tokenizes a conversation into r. task < 0: infer it.
+static bool build_sample(const packer *p, const item *it, const ds_turn *t, int n, int task,
+                         result *r, char *err, size_t en) {
+    ds_rendered rd;
+    if (!ds_render(t, n, &rd, err, (int)en)) return false;
+    if (t[n - 1].from_human) {
+        ds_rendered_free(&rd);
+        return failf(err, en, "the conversation ends with a human turn (no answer to learn)");
+    }
+    for (int k = 0; k < DS_MEDIA_KINDS; k++) {
+        bool has = it->media[k] >= 0;
+        int count = rd.media_count[k];
+        const char *ph = ds_media_placeholder((ds_media_kind)k);
+        if (has && count == 0) {
+            ds_rendered_free(&rd);
+            return failf(err, en, "\"%s\" is given but the conversation has no %s placeholder",
+                         media_keys[k], ph);
+        }
+        if (!has && count > 0) {
+            ds_rendered_free(&rd);
+            return failf(err, en, "the conversation has a %s placeholder but no \"%s\" file", ph,
+                         media_keys[k]);
+        }
+        if (count > 1) {
+            ds_rendered_free(&rd);
+            return failf(err, en, "%d %s placeholders (one per sample)", count, ph);
+        }
+    }
+    int64_t cap = 0;
+    for (int i = 0; i < rd.n; i++) {
+        const ds_piece *pc = &rd.pieces[i];
+        if (pc->is_media) {
+            int k = pc->media;
+            append(r, &cap, p->start_id[k], 0);
+            for (int j = 0; j < p->patches[k]; j++) append(r, &cap, p->patch_id[k], 0);
+            append(r, &cap, p->end_id[k], 0);
+            continue;
+        }
+        unsigned flags = pc->starts_sequence ? DS_TOK_ADD_BOS : DS_TOK_NO_DUMMY_PREFIX;
+        int64_t m;
+        int32_t *ids = ds_tokenizer_encode_alloc(p->tok, pc->text, strlen(pc->text), flags, &m);
+        for (int64_t j = 0; j < m; j++) {
+            if (ids[j] >= p->model_vocab) {
+                // an added token spelled out in the text would corrupt the media splice
+                failf(err, en, "the text contains the special token %s",
+                      ds_tokenizer_id_to_piece(p->tok, ids[j]));
+                free(ids);
+                ds_rendered_free(&rd);
+                return false;
+            }
+            append(r, &cap, ids[j], pc->supervised ? 1 : 0);
+        }
+        free(ids);
+    }
+    ds_rendered_free(&rd);
+    if (r->len > p->cfg->max_len)
+        return failf(err, en, "%lld tokens after expanding media, more than --max-len %lld",
+                     (long long)r->len, (long long)p->cfg->max_len);
+    r->task = task >= 0 ? task : infer_task(t, n, it);
+    r->granularity = r->task == DS_TASK_REC || r->task == DS_TASK_REG || r->task == DS_TASK_TVG ||
+                     r->task == DS_TASK_SOUND;
+    r->meta = make_meta(p, it, t, n);
+    return true;
+}
+
+static bool process_json(packer *p, const item *it, result *r, char *err, size_t en) {
+    int task = -1;
+    const cJSON *tf = cJSON_GetObjectItemCaseSensitive(it->obj, "task");
+    if (tf) {
+        task = cJSON_IsString(tf) ? ds_task_from_name(tf->valuestring) : -1;
+        if (task < 0)
+            return failf(err, en,
+                         "unknown \"task\" (expected caption, rec, reg, tvg, sound or "
+                         "conversation)");
+    }
+    ds_turn *turns;
+    int n;
+    if (!read_turns(it->obj, &turns, &n, err, en)) return false;
+    bool ok = build_sample(p, it, turns, n, task, r, err, en);
+    free(turns);
+    // media last: a sample already known to be bad costs no decode
+    for (int k = 0; ok && k < DS_MEDIA_KINDS; k++)
+        if (it->media[k] >= 0) ok = need_media(p, it->media[k], err, en);
+    return ok;
+}
+
+static bool process_jsonl(packer *p, const item *it, result *r, char *err, size_t en) {
+    ds_grounding_record g;
+    if (!ds_grounding_record_parse(it->obj, &g, err, en)) return false;
+    int32_t m = it->media[g.kind];
+    if (!need_media(p, m, err, en)) return false;
+    const media *e = &p->media[m];
+    char *q, *a;
+    if (!ds_grounding_conversation(&g, e->width, e->height, e->duration, &q, &a, err, en))
+        return false;
+    ds_turn turns[2] = {{true, q}, {false, a}};
+    static const int tasks[DS_MEDIA_KINDS] = {DS_TASK_REC, DS_TASK_TVG, DS_TASK_SOUND};
+    bool ok = build_sample(p, it, turns, 2, tasks[g.kind], r, err, en);
+    free(q);
+    free(a);
+    return ok;
+}
+
+static void process(packer *p, int64_t i, result *r) {
+    const item *it = &p->items[i];
+    char err[2048];
+    bool ok;
+    if (it->bad) {
+        ok = failf(err, sizeof err, "%s", it->bad);
+    } else if (p->files[it->file].jsonl) {
+        ok = process_jsonl(p, it, r, err, sizeof err);
+    } else {
+        ok = process_json(p, it, r, err, sizeof err);
+    }
+    if (!ok) {
+        free(r->tokens), free(r->mask), free(r->meta);
+        *r = (result){.bad = ag_xstrdup(err)};
+    }
+}
+
+static void *worker(void *arg) {
+    packer *p = arg;
+    for (;;) {
+        xlock(&p->mu);
+        while (!p->stop && p->next_claim < p->n && p->next_claim >= p->written + p->window)
+            xwait(&p->space, &p->mu);
+        if (p->stop || p->next_claim >= p->n) {
+            xunlock(&p->mu);
+            return NULL;
+        }
+        int64_t i = p->next_claim++;
+        for (int k = 0; k < DS_MEDIA_KINDS; k++)
+            if (p->items[i].media[k] >= 0) p->media[p->items[i].media[k]].pending++;
+        xunlock(&p->mu);
+
+        result r = {0};
+        process(p, i, &r);
+
+        xlock(&p->mu);
+        r.ready = true;
+        p->slots[i % p->window] = r;
+        xbroadcast(&p->ready);
+        xunlock(&p->mu);
+    }
+}
+
+// ---- output (the calling thread) ----
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct {
+    int mode; // 0 none, 1 lines, 2 bar
+    double t0, last;
+    bool bar_shown;
+} progress;
+
+static void progress_show(progress *pg, int64_t done, int64_t total, bool final) {
+    if (!pg->mode) return;
+    double t = now();
+    if (!final && t - pg->last < (pg->mode == 2 ? 0.1 : 5.0)) return;
+    pg->last = t;
+    double el = t - pg->t0, rate = el > 0 ? (double)done / el : 0;
+    double eta = rate > 0 ? (double)(total - done) / rate : 0;
+    int pct = total ? (int)(100 * done / total) : 100;
+    if (pg->mode == 2) {
+        char bar[31];
+        int fill = total ? (int)(30 * done / total) : 30;
+        for (int k = 0; k < 30; k++) bar[k] = k < fill ? '#' : '.';
+        bar[30] = 0;
+        fprintf(stderr, "\rpack [%s] %3d%% %lld/%lld  %.1f samples/s  eta %dm%02ds\033[K", bar, pct,
+                (long long)done, (long long)total, rate, (int)eta / 60, (int)eta % 60);
+        if (final) fputc('\n', stderr);
+        pg->bar_shown = !final;
+    } else {
+        fprintf(stderr, "pack: %lld/%lld samples (%d%%), %.1f samples/s, %s %dm%02ds\n",
+                (long long)done, (long long)total, pct, rate, final ? "took" : "eta",
+                (int)(final ? el : eta) / 60, (int)(final ? el : eta) % 60);
+    }
+    fflush(stderr);
+}
+
+// Removes every entry of a folder (plain files only: the staging folder holds nothing else)
+// and the folder itself. Best effort: what cannot be removed stays for the next run.
+static void remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *f = join_path(dir, e->d_name);
+        (void)unlink(f);
+        free(f);
+    }
+    closedir(d);
+    (void)rmdir(dir);
+}
+
+static void make_dirs(const char *path) {
+    char *s = ag_xstrdup(path);
+    for (char *q = s + 1;; q++) {
+        if (*q != '/' && *q) continue;
+        char c = *q;
+        *q = 0;
+        if (mkdir(s, 0777) != 0 && errno != EEXIST) {
+            int e = errno;
+            ag_fail("%s: cannot create the folder: %s", s, strerror(e));
+        }
+        *q = c;
+        if (!c) break;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) ag_fail("%s: not a folder", path);
+    free(s);
+}
+
+static void shard_name(char *buf, size_t n, int64_t k) {
+    snprintf(buf, n, "shard_%05lld.h5", (long long)k);
+}
+
+static void free_result(result *r) {
+    free(r->bad), free(r->tokens), free(r->mask), free(r->meta);
+    memset(r, 0, sizeof *r);
+}
+
+// Stops the workers (they finish the sample in hand) and waits for them.
+static void stop_workers(packer *p, pthread_t *th, int n) {
+    xlock(&p->mu);
+    p->stop = true;
+    xbroadcast(&p->space);
+    xunlock(&p->mu);
+    for (int t = 0; t < n; t++) {
+        int rc = pthread_join(th[t], NULL);
+        if (rc) ag_fail("pack: cannot join a worker thread: %s", strerror(rc));
+    }
+}
+
+static void packer_free(packer *p) {
+    if (p->slots)
+        for (int64_t s = 0; s < p->window; s++) free_result(&p->slots[s]);
+    free(p->slots);
+    for (int64_t m = 0; m < p->n_media; m++)
+        free(p->media[m].path), free(p->media[m].data), free(p->media[m].error);
+    free(p->media);
+    free(p->hash);
+    free(p->items);
+    for (int f = 0; f < p->n_files; f++) {
+        ds_record_file_free(&p->files[f]);
+        free(p->sources[f]);
+        free(p->roots[f]);
+    }
+    free(p->files), free(p->sources), free(p->roots);
+    if (p->tok) ds_tokenizer_free(p->tok);
+}
+
+static void check_config(const ds_pack_config *c) {
+    if (!c->tokenizer_path) ag_fail("pack: --tokenizer FILE is required");
+    if (!c->out_dir || !c->out_dir[0]) ag_fail("pack: --out DIR is required");
+    if (c->n_json + c->n_jsonl < 1)
+        ag_fail("pack: no input (--json FILE or --grounding-jsonl FILE)");
+    if (c->shard_samples < 1) ag_fail("pack: --shard-samples must be at least 1");
+    if (c->threads < 1) ag_fail("pack: --threads must be at least 1");
+    if (c->max_len < 1) ag_fail("pack: --max-len must be at least 1");
+    const ds_pack_sizes *s = &c->sizes;
+    if (s->image_size < 1 || s->image_tokens < 1 || s->video_frames < 1 || s->video_size < 1 ||
+        s->video_tokens < 1 || s->audio_tokens < 1)
+        ag_fail("pack: media sizes and token counts must be at least 1");
+    if (c->source && !c->source[0]) ag_fail("pack: --source must not be empty");
+}
+
+void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
+    check_config(cfg);
+    double t0 = now();
+    packer P = {.cfg = cfg}, *p = &P;
+
+    p->tok = ds_tokenizer_load(cfg->tokenizer_path);
+    p->model_vocab = ds_tokenizer_model_vocab_size(p->tok);
+    int32_t ids[9];
+    for (int k = 0; k < 9; k++) ids[k] = ds_tokenizer_add_special(p->tok, added_tokens[k]);
+    for (int k = 0; k < DS_MEDIA_KINDS; k++) {
+        p->patch_id[k] = ids[3 * k], p->start_id[k] = ids[3 * k + 1], p->end_id[k] = ids[3 * k + 2];
+    }
+    p->patches[DS_MEDIA_IMAGE] = cfg->sizes.image_tokens;
+    p->patches[DS_MEDIA_VIDEO] = cfg->sizes.video_tokens;
+    p->patches[DS_MEDIA_AUDIO] = cfg->sizes.audio_tokens;
+    char digest[65];
+    ds_tokenizer_digest(p->tok, digest);
+
+    read_inputs(p);
+
+    make_dirs(cfg->out_dir);
+    char *staging = join_path(cfg->out_dir, STAGING_NAME);
+    remove_dir(staging); // left over by a run that crashed
+    if (mkdir(staging, 0777) != 0)
+        ag_fail("%s: cannot create the folder: %s", staging, strerror(errno));
+
+    int rc;
+    if ((rc = pthread_mutex_init(&p->mu, NULL)) || (rc = pthread_cond_init(&p->space, NULL)) ||
+        (rc = pthread_cond_init(&p->ready, NULL)) || (rc = pthread_cond_init(&p->loaded, NULL)))
+        ag_fail("pack: cannot make the worker locks: %s", strerror(rc));
+    // Enough look-ahead that a slow decode at the head does not idle the other workers.
+    p->window = 4 * (int64_t)cfg->threads + 4;
+    p->slots = ag_xcalloc((size_t)p->window, sizeof *p->slots, "reorder buffer");
+    pthread_t *th = ag_xcalloc((size_t)cfg->threads, sizeof *th, "worker threads");
+    int started = 0;
+    for (; started < cfg->threads; started++)
+        if ((rc = pthread_create(&th[started], NULL, worker, p)) != 0) break;
+    if (started < cfg->threads) {
+        stop_workers(p, th, started);
+        remove_dir(staging);
+        ag_fail("pack: cannot start worker thread %d: %s", started + 1, strerror(rc));
+    }
+
+    ds_shard_layout layout = {.tokenizer_digest = digest,
+                              .image_size = cfg->sizes.image_size,
+                              .video_frames = cfg->sizes.video_frames,
+                              .video_size = cfg->sizes.video_size,
+                              .audio_clips = DS_AUDIO_CLIPS,
+                              .audio_frames = DS_AUDIO_FRAMES,
+                              .audio_mels = DS_AUDIO_MELS};
+    ds_manifest man;
+    ds_manifest_init(&man, digest);
+    ds_pack_stats st = {0};
+    ds_shard_writer *w = NULL;
+    int64_t in_shard = 0;
+    char name[64], path_buf[4096];
+    progress pg = {.t0 = t0, .last = now()};
+    pg.mode = cfg->progress == 0 ? 0 : isatty(STDERR_FILENO) ? 2 : 1;
+
+    for (int64_t i = 0; i < p->n; i++) {
+        xlock(&p->mu);
+        result *slot = &p->slots[i % p->window];
+        while (!slot->ready) xwait(&p->ready, &p->mu);
+        result r = *slot;
+        *slot = (result){0};
+        xunlock(&p->mu);
+        const item *it = &p->items[i];
+
+        if (r.bad) {
+            if (pg.bar_shown) fputs("\r\033[K", stderr);
+            if (cfg->fail_on_error) {
+                stop_workers(p, th, cfg->threads);
+                if (w) ds_shard_abort(w);
+                remove_dir(staging);
+                char line[4096];
+                snprintf(line, sizeof line, "%s:%lld: %s", p->files[it->file].path,
+                         (long long)it->index, r.bad);
+                free_result(&r);
+                ds_manifest_free(&man);
+                free(staging);
+                free(th);
+                packer_free(p);
+                ag_fail("%s", line);
+            }
+            fprintf(stderr, "%s:%lld: %s (skipped)\n", p->files[it->file].path,
+                    (long long)it->index, r.bad);
+            st.skipped++;
+        } else {
+            if (!w) {
+                shard_name(name, sizeof name, st.shards);
+                snprintf(path_buf, sizeof path_buf, "%s/%s", staging, name);
+                w = ds_shard_create(path_buf, &layout);
+            }
+            int32_t rows[DS_MEDIA_KINDS] = {-1, -1, -1};
+            int32_t shard_tag = (int32_t)st.shards + 1;
+            for (int k = 0; k < DS_MEDIA_KINDS; k++) {
+                if (it->media[k] < 0) continue;
+                media *e = &p->media[it->media[k]];
+                if (e->row_shard != shard_tag) {
+                    // READY and kept: this sample's claim is still pending
+                    if (k == DS_MEDIA_IMAGE)
+                        e->row = ds_shard_add_image(w, e->data, e->width, e->height), st.images++;
+                    else if (k == DS_MEDIA_VIDEO)
+                        e->row = ds_shard_add_video(w, e->data, (float)e->duration), st.videos++;
+                    else
+                        e->row = ds_shard_add_audio(w, e->data, (float)e->duration), st.audios++;
+                    e->row_shard = shard_tag;
+                }
+                rows[k] = e->row;
+            }
+            ds_sample s = {.tokens = r.tokens,
+                           .loss_mask = r.mask,
+                           .length = r.len,
+                           .image = rows[DS_MEDIA_IMAGE],
+                           .video = rows[DS_MEDIA_VIDEO],
+                           .audio = rows[DS_MEDIA_AUDIO],
+                           .task = r.task,
+                           .granularity = r.granularity,
+                           .source = p->sources[it->file],
+                           .meta = r.meta};
+            ds_shard_add_sample(w, &s);
+            st.samples++;
+            st.tokens += r.len;
+            if (++in_shard == cfg->shard_samples) {
+                ds_shard_info info;
+                ds_shard_finish(w, &info);
+                ds_manifest_add_shard(&man, name, &info);
+                ds_shard_info_free(&info);
+                w = NULL, in_shard = 0, st.shards++;
+            }
+        }
+        free_result(&r);
+
+        xlock(&p->mu);
+        for (int k = 0; k < DS_MEDIA_KINDS; k++) {
+            if (it->media[k] < 0) continue;
+            media *e = &p->media[it->media[k]];
+            if (--e->pending == 0 && (e->state == M_READY || e->state == M_FAILED)) {
+                free(e->data), free(e->error);
+                e->data = NULL, e->error = NULL;
+                e->state = M_NONE;
+            }
+        }
+        p->written++;
+        xbroadcast(&p->space);
+        xunlock(&p->mu);
+        progress_show(&pg, i + 1, p->n, false);
+    }
+    if (w) {
+        ds_shard_info info;
+        ds_shard_finish(w, &info);
+        ds_manifest_add_shard(&man, name, &info);
+        ds_shard_info_free(&info);
+        st.shards++;
+    }
+    stop_workers(p, th, cfg->threads);
+    free(th);
+    progress_show(&pg, p->n, p->n, true);
+
+    if (st.samples == 0) {
+        remove_dir(staging);
+        ag_fail("pack: no sample could be packed (%lld of %lld skipped)", (long long)st.skipped,
+                (long long)p->n);
+    }
+    // Publish: shards into OUT, then the manifest (its rename makes the dataset current),
+    // then the previous dataset's extra shards go.
+    for (int64_t k = 0; k < st.shards; k++) {
+        shard_name(name, sizeof name, k);
+        char *from = join_path(staging, name), *to = join_path(cfg->out_dir, name);
+        if (rename(from, to) != 0)
+            ag_fail("%s: cannot move into %s: %s", from, cfg->out_dir, strerror(errno));
+        free(from), free(to);
+    }
+    ds_manifest_write(&man, cfg->out_dir);
+    for (int64_t k = st.shards;; k++) {
+        shard_name(name, sizeof name, k);
+        char *old = join_path(cfg->out_dir, name);
+        int gone = unlink(old);
+        free(old);
+        if (gone != 0) break;
+    }
+    remove_dir(staging);
+    st.seconds = now() - t0;
+
+    printf("pack: %lld samples, %lld tokens in %lld shards (%lld image, %lld video, %lld audio "
+           "rows) in %s; %lld skipped; %.1f s, %.1f samples/s\n",
+           (long long)st.samples, (long long)st.tokens, (long long)st.shards, (long long)st.images,
+           (long long)st.videos, (long long)st.audios, cfg->out_dir, (long long)st.skipped,
+           st.seconds, st.seconds > 0 ? (double)p->n / st.seconds : 0.0);
+    printf("pack: tasks");
+    for (int k = 0; k < man.num_tasks; k++)
+        printf(" %s %lld", man.tasks[k].name, (long long)man.tasks[k].count);
+    printf("; sources");
+    for (int k = 0; k < man.num_sources; k++)
+        printf(" %s %lld", man.sources[k].name, (long long)man.sources[k].count);
+    printf("\n");
+    fflush(stdout);
+
+    ds_manifest_free(&man);
+    free(staging);
+    packer_free(p);
+    (void)pthread_cond_destroy(&p->loaded);
+    (void)pthread_cond_destroy(&p->ready);
+    (void)pthread_cond_destroy(&p->space);
+    (void)pthread_mutex_destroy(&p->mu);
+    if (stats) *stats = st;
+}
+
+// ---- command line ----
+
+void ds_pack_usage(FILE *out) {
+    fprintf(out,
+            "usage: groundc pack (--json FILE[,FILE] | --grounding-jsonl FILE[,FILE]) ...\n"
+            "                    --tokenizer FILE --out DIR [options]\n"
+            "  --json FILE[,FILE]        reference-format JSON lists (LLaVA / GroundingGPT)\n"
+            "  --grounding-jsonl F[,F]   custom grounding: {image, expression, bbox [x,y,w,h] px}\n"
+            "                            or {video|sound, query, span [s,e] seconds} per line\n"
+            "  --media-root DIR          media paths are relative to DIR (default: the input's "
+            "folder)\n"
+            "  --tokenizer FILE          tokenizer.model (the 9 GroundingGPT tokens are added)\n"
+            "  --out DIR                 shards + manifest.json\n"
+            "  --shard-samples N         samples per shard (4096)\n"
+            "  --source NAME             dataset name (default: the input file's base name)\n"
+            "  --threads N               worker threads (default: cores)\n"
+            "  --on-error skip|fail      bad samples: skip and count them, or stop (skip)\n"
+            "  --max-len N               most tokens per sample after media expansion (2048)\n"
+            "  --image-size 336 --image-tokens 576 --video-frames 64 --video-size 224\n"
+            "  --video-tokens 64 --audio-tokens 8   model-dependent sizes (reference values)\n");
+}
+
+static long long int_opt(const char *opt, const char *v, long long lo, long long hi) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || errno || x < lo || x > hi)
+        ag_fail("pack: %s: expected a whole number in [%lld, %lld], got '%s'", opt, lo, hi, v);
+    return x;
+}
+
+// Appends the comma-separated names of v to *list (pointers into the strdup'd copy *keep).
+static void split_files(const char *opt, const char *v, const char ***list, int *n, char ***keep,
+                        int *n_keep) {
+    char *copy = ag_xstrdup(v);
+    *keep = ag_xrealloc(*keep, sizeof **keep * (size_t)(*n_keep + 1), "options");
+    (*keep)[(*n_keep)++] = copy;
+    for (char *s = copy;;) {
+        char *comma = strchr(s, ',');
+        if (comma) *comma = 0;
+        if (!*s) ag_fail("pack: %s: empty file name in '%s'", opt, v);
+        *list = ag_xrealloc(*list, sizeof **list * (size_t)(*n + 1), "options");
+        (*list)[(*n)++] = s;
+        if (!comma) break;
+        s = comma + 1;
+    }
+}
+
+int ds_pack_main(int argc, char **argv) {
+#ifdef __GLIBC__
+    // HDF5 allocates and zero-fills a fresh buffer for every media chunk it writes (9.6 MB for
+    // a 64-frame 224 video row). With glibc's defaults each one is a new mmap whose pages all
+    // fault in, which made the single writer thread the bottleneck (about 40 % slower
+    // overall); keeping such buffers on the heap lets their pages be reused. Process-wide,
+    // hence here in the command and not in ds_pack. Failure only costs speed.
+    (void)mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    (void)mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
+    ds_pack_config c = ds_pack_defaults();
+    const char **json = NULL, **jsonl = NULL;
+    char **keep = NULL;
+    int n_keep = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *opt = argv[i];
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
+            ds_pack_usage(stdout);
+            return 0;
+        }
+        if (strncmp(opt, "--", 2) != 0) ag_fail("pack: unexpected argument '%s'", opt);
+        if (i + 1 >= argc) ag_fail("pack: option %s needs a value", opt);
+        const char *v = argv[++i];
+        ds_pack_sizes *s = &c.sizes;
+        if (!strcmp(opt, "--json"))
+            split_files(opt, v, &json, &c.n_json, &keep, &n_keep);
+        else if (!strcmp(opt, "--grounding-jsonl"))
+            split_files(opt, v, &jsonl, &c.n_jsonl, &keep, &n_keep);
+        else if (!strcmp(opt, "--media-root"))
+            c.media_root = v;
+        else if (!strcmp(opt, "--tokenizer"))
+            c.tokenizer_path = v;
+        else if (!strcmp(opt, "--out"))
+            c.out_dir = v;
+        else if (!strcmp(opt, "--shard-samples"))
+            c.shard_samples = int_opt(opt, v, 1, INT32_MAX);
+        else if (!strcmp(opt, "--source"))
+            c.source = v;
+        else if (!strcmp(opt, "--threads"))
+            c.threads = (int)int_opt(opt, v, 1, 1024);
+        else if (!strcmp(opt, "--max-len"))
+            c.max_len = int_opt(opt, v, 1, INT32_MAX);
+        else if (!strcmp(opt, "--on-error")) {
+            if (strcmp(v, "skip") && strcmp(v, "fail"))
+                ag_fail("pack: --on-error: expected skip or fail, got '%s'", v);
+            c.fail_on_error = !strcmp(v, "fail");
+        } else if (!strcmp(opt, "--image-size"))
+            s->image_size = (int)int_opt(opt, v, 1, 8192);
+        else if (!strcmp(opt, "--image-tokens"))
+            s->image_tokens = (int)int_opt(opt, v, 1, 1 << 20);
+        else if (!strcmp(opt, "--video-frames"))
+            s->video_frames = (int)int_opt(opt, v, 1, 4096);
+        else if (!strcmp(opt, "--video-size"))
+            s->video_size = (int)int_opt(opt, v, 1, 4096);
+        else if (!strcmp(opt, "--video-tokens"))
+            s->video_tokens = (int)int_opt(opt, v, 1, 1 << 20);
+        else if (!strcmp(opt, "--audio-tokens"))
+            s->audio_tokens = (int)int_opt(opt, v, 1, 1 << 20);
+        else
+            ag_fail("pack: unknown option '%s' (groundc pack --help lists them)", opt);
+    }
+    c.json_files = json;
+    c.jsonl_files = jsonl;
+    ds_pack(&c, NULL);
+    free(json);
+    free(jsonl);
+    for (int k = 0; k < n_keep; k++) free(keep[k]);
+    free(keep);
+    return 0;
+}

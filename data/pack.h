@@ -1,0 +1,82 @@
+// pack.h: `groundc pack`, the packing engine: reference-format JSON and custom grounding JSONL
+// -> a folder of HDF5 shards + manifest.json (data/FORMAT.md).
+//
+// Per sample: the conversation is rendered with the Vicuna v0 template (data/template.h),
+// tokenized piece by piece (the first piece with BOS and the dummy prefix, the others without
+// a dummy prefix; a media piece becomes <X_start> <X_patch>xP <X_end>), the loss mask is 1
+// exactly on the supervised pieces' tokens, and each referenced media file is decoded and
+// preprocessed (data/image.h, video.h, audio.h) once per shard: samples that share a file
+// share its row.
+//
+// Task (sample_task): the sample's "task" field when present, else inferred, first rule wins:
+//   a box "[x1, y1, x2, y2]" in some answer and in no question -> rec
+//   a box in some question                                     -> reg
+//   a span "{t1, t2}" in some answer, the sample has a video   -> tvg
+//   a span in some answer, the sample has a sound              -> sound
+//   more than one exchange                                     -> conversation
+//   otherwise                                                  -> caption
+// Granularity: fine for rec, reg, tvg and sound; coarse otherwise. sample_meta:
+// {"id": the sample's id (when it has one), "file": input file as given, "index": position in
+// the JSON list (from 0) or JSONL line number (from 1), "box": [...] / "span": [...]: the first
+// box / span found in an answer, normalised, when there is one}.
+//
+// Bad samples (missing or undecodable media, a malformed conversation, placeholders that do
+// not match the media keys, a JSONL box or span outside its media, more than max_len tokens
+// after expansion, text that spells an added token such as "<im_patch>") are reported as one
+// line "FILE:INDEX: reason" on stderr, then skipped and counted, or (fail_on_error) end the run
+// with that line as the error.
+//
+// Threads: workers load media and tokenize in parallel; the calling thread is the only one
+// that touches HDF5 and writes samples in input order through a bounded reorder buffer, so
+// the output is byte-identical for any thread count. Shards are staged in OUT/.pack-staging/
+// and moved into OUT (with manifest.json written last) only when the whole run succeeded; a
+// failed run leaves what was in OUT before untouched (stale shard_NNNNN.h5 beyond the new
+// count are removed on success).
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+// Model-dependent sizes, with the reference's values as defaults (a later milestone reads
+// them from the model config).
+typedef struct {
+    int image_size, image_tokens;               // S of the padded square; P of <im_patch>
+    int video_frames, video_size, video_tokens; // F frames of S x S; P of <vi_patch>
+    int audio_tokens;                           // P of <so_patch>
+} ds_pack_sizes;
+
+ds_pack_sizes ds_pack_sizes_reference(void); // 336, 576, 64, 224, 64, 8
+
+typedef struct {
+    const char *const *json_files; // reference-format JSON lists
+    int n_json;
+    const char *const *jsonl_files; // custom grounding JSONL
+    int n_jsonl;
+    const char *media_root;     // media paths are relative to it; NULL: each input's folder
+    const char *tokenizer_path; // tokenizer.model
+    const char *out_dir;
+    int64_t shard_samples; // samples per shard (default 4096)
+    const char *source;    // dataset name of every sample; NULL: the input file's base name
+                           // without its extension
+    int threads;           // worker threads, >= 1
+    bool fail_on_error;    // stop at the first bad sample instead of skipping it
+    int64_t max_len;       // tokens per sample after expansion (default 2048)
+    ds_pack_sizes sizes;
+    int progress; // 1 progress bar / lines on stderr, 0 none, -1 auto (bar on a TTY)
+} ds_pack_config;
+
+typedef struct {
+    int64_t samples, skipped, tokens, shards;
+    int64_t images, videos, audios; // media rows written (a file shared by shards counts per shard)
+    double seconds;
+} ds_pack_stats;
+
+// Defaults for everything but the files and folders.
+ds_pack_config ds_pack_defaults(void);
+// Packs; input order = the JSON files in order, then the JSONL files in order. Fails (ag_fail,
+// one line) on unreadable inputs, the first bad sample when fail_on_error, I/O errors, or when
+// no sample at all could be packed. stats may be NULL.
+void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats);
+// The `groundc pack` command line (argv without "groundc pack"); returns the exit code.
+int ds_pack_main(int argc, char **argv);
+void ds_pack_usage(FILE *out);

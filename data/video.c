@@ -1,0 +1,428 @@
+// video.c: see video.h.
+#include "video.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/avutil.h>
+#include <libavutil/imgutils.h>
+#include <libavutil/pixdesc.h>
+#include <libswscale/swscale.h>
+
+#include "autograd/error.h"
+
+// FFmpeg logs to stderr by default; groundc reports its own one-line errors instead.
+static pthread_once_t g_log_once = PTHREAD_ONCE_INIT;
+static void quiet_ffmpeg(void) {
+    const char *env = getenv("GROUNDC_FFMPEG_LOG");
+    if (!env || !*env || !strcmp(env, "0")) av_log_set_level(AV_LOG_QUIET);
+}
+
+static const char *averr(int err, char *buf, size_t n) {
+    if (av_strerror(err, buf, n) < 0) snprintf(buf, n, "FFmpeg error %d", err);
+    return buf;
+}
+
+// ---------------------------------------------------------------------------------------
+// Reader. One open file; every failure closes it before ag_fail so that nothing leaks when a
+// test's error handler jumps back.
+
+typedef struct {
+    const char *path;
+    AVFormatContext *fmt;
+    AVCodecContext *dec;
+    AVPacket *pkt;
+    AVFrame *frame;
+    struct SwsContext *sws;
+    uint8_t *scaled; // RGB24 frame with its shortest side at S, before the centre crop
+    int scaled_w, scaled_h, scaled_ls;
+    int stream;
+    // selection of the current pass
+    int64_t N; // frame count the indices are computed from; 0 = count only
+    int F, S;
+    uint8_t *out;
+    int next;        // next output slot to fill
+    int64_t decoded; // frames received from the decoder this pass
+    int64_t skipped; // packets or frames the decoder rejected as invalid
+    int first_w, first_h;
+} vreader;
+
+static void vr_close(vreader *r) {
+    sws_freeContext(r->sws);
+    r->sws = NULL;
+    av_freep(&r->scaled);
+    av_frame_free(&r->frame);
+    av_packet_free(&r->pkt);
+    avcodec_free_context(&r->dec);
+    avformat_close_input(&r->fmt);
+}
+
+__attribute__((noreturn, format(printf, 2, 3))) static void vr_fail(vreader *r, const char *fmt,
+                                                                    ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    vr_close(r);
+    ag_fail("%s: %s", r->path, msg);
+}
+
+static void vr_open(vreader *r, const char *path) {
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    memset(r, 0, sizeof *r);
+    r->path = path;
+    int ret = avformat_open_input(&r->fmt, path, NULL, NULL);
+    if (ret < 0) vr_fail(r, "cannot open video: %s", averr(ret, eb, sizeof eb));
+    ret = avformat_find_stream_info(r->fmt, NULL);
+    if (ret < 0) vr_fail(r, "cannot read the stream layout: %s", averr(ret, eb, sizeof eb));
+    const AVCodec *codec = NULL;
+    ret = av_find_best_stream(r->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
+    if (ret == AVERROR_STREAM_NOT_FOUND) vr_fail(r, "no video stream");
+    if (ret < 0) vr_fail(r, "no decodable video stream: %s", averr(ret, eb, sizeof eb));
+    r->stream = ret;
+    AVStream *st = r->fmt->streams[ret];
+    // Cover art of an audio file is a one-picture "video" stream; it is not a video.
+    if (st->disposition & AV_DISPOSITION_ATTACHED_PIC)
+        vr_fail(r, "no video stream (only an attached picture)");
+    r->dec = avcodec_alloc_context3(codec);
+    if (!r->dec) vr_fail(r, "out of memory for a %s decoder", codec->name);
+    ret = avcodec_parameters_to_context(r->dec, st->codecpar);
+    if (ret < 0) vr_fail(r, "bad codec parameters: %s", averr(ret, eb, sizeof eb));
+    r->dec->thread_count = 0; // FFmpeg picks; the output is the same for any thread count
+    ret = avcodec_open2(r->dec, codec, NULL);
+    if (ret < 0)
+        vr_fail(r, "cannot open the %s decoder: %s", codec->name, averr(ret, eb, sizeof eb));
+    r->pkt = av_packet_alloc();
+    r->frame = av_frame_alloc();
+    if (!r->pkt || !r->frame) vr_fail(r, "out of memory for decoding");
+}
+
+static int is_full_range_format(enum AVPixelFormat f) {
+    return f == AV_PIX_FMT_YUVJ420P || f == AV_PIX_FMT_YUVJ422P || f == AV_PIX_FMT_YUVJ444P ||
+           f == AV_PIX_FMT_YUVJ440P || f == AV_PIX_FMT_YUVJ411P;
+}
+
+// Converts r->frame to RGB, shortest side to S (bicubic), centre crop S x S into dst.
+static void vr_convert(vreader *r, uint8_t *dst) {
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    AVFrame *f = r->frame;
+    int S = r->S, fw = f->width, fh = f->height;
+    if (fw <= 0 || fh <= 0) vr_fail(r, "decoded frame of size %dx%d", fw, fh);
+    // Like CLIP's processor: the short side becomes S, the long one int(S * long / short).
+    int nw, nh;
+    if (fw <= fh)
+        nw = S, nh = (int)((int64_t)S * fh / fw);
+    else
+        nh = S, nw = (int)((int64_t)S * fw / fh);
+    enum AVPixelFormat pf = f->format;
+    r->sws = sws_getCachedContext(r->sws, fw, fh, pf, nw, nh, AV_PIX_FMT_RGB24, SWS_BICUBIC, NULL,
+                                  NULL, NULL);
+    if (!r->sws) {
+        const char *name = av_get_pix_fmt_name(pf);
+        vr_fail(r, "cannot convert %s %dx%d frames to RGB %dx%d", name ? name : "?", fw, fh, nw,
+                nh);
+    }
+    const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(pf);
+    if (desc && !(desc->flags & AV_PIX_FMT_FLAG_RGB) && desc->nb_components >= 3) {
+        // YUV: use the matrix and range the stream declares (BT.601 when unspecified), not
+        // swscale's fixed default, so BT.709 and full-range videos get their true colours.
+        int full = f->color_range == AVCOL_RANGE_JPEG || is_full_range_format(pf);
+        int ret =
+            sws_setColorspaceDetails(r->sws, sws_getCoefficients(f->colorspace), full,
+                                     sws_getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16);
+        if (ret < 0) vr_fail(r, "cannot set up the colour conversion of %s frames", desc->name);
+    }
+    if (nw != r->scaled_w || nh != r->scaled_h) {
+        av_freep(&r->scaled);
+        r->scaled_ls = FFALIGN(nw * 3, 64);
+        r->scaled = av_malloc((size_t)r->scaled_ls * nh + 64);
+        if (!r->scaled) vr_fail(r, "out of memory for a %dx%d frame", nw, nh);
+        r->scaled_w = nw, r->scaled_h = nh;
+    }
+    uint8_t *planes[4] = {r->scaled, NULL, NULL, NULL};
+    int strides[4] = {r->scaled_ls, 0, 0, 0};
+    int ret =
+        sws_scale(r->sws, (const uint8_t *const *)f->data, f->linesize, 0, fh, planes, strides);
+    if (ret != nh)
+        vr_fail(r, "frame conversion failed: %s",
+                ret < 0 ? averr(ret, eb, sizeof eb) : "short output");
+    int top = (nh - S) / 2, left = (nw - S) / 2;
+    for (int y = 0; y < S; y++)
+        memcpy(dst + (size_t)y * S * 3, r->scaled + (size_t)(y + top) * r->scaled_ls + left * 3,
+               (size_t)S * 3);
+}
+
+// One decoded frame: number it and fill every output slot that selects it.
+static void vr_on_frame(vreader *r) {
+    int64_t j = r->decoded++;
+    if (j == 0) r->first_w = r->frame->width, r->first_h = r->frame->height;
+    if (!r->N) return;
+    size_t bytes = (size_t)r->S * r->S * 3;
+    int first = -1;
+    while (r->next < r->F && ds_video_frame_index(r->next, r->N, r->F) == j) {
+        uint8_t *slot = r->out + (size_t)r->next * bytes;
+        if (first < 0)
+            vr_convert(r, slot), first = r->next;
+        else
+            memcpy(slot, r->out + (size_t)first * bytes, bytes); // N < F: repeated frame
+        r->next++;
+    }
+}
+
+// Receives every frame the decoder has ready. A frame the decoder fails to produce is
+// skipped, as the ffmpeg tool does (decoders report corrupt data with assorted codes, even
+// -1); only running out of memory, or a decoder that keeps failing, stops the decode.
+static void vr_drain(vreader *r) {
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    int failures = 0;
+    for (;;) {
+        int ret = avcodec_receive_frame(r->dec, r->frame);
+        if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return;
+        if (ret == AVERROR(ENOMEM)) vr_fail(r, "decoding failed: %s", averr(ret, eb, sizeof eb));
+        if (ret < 0) {
+            r->skipped++;
+            if (++failures > 1000)
+                vr_fail(r, "decoding failed repeatedly: %s", averr(ret, eb, sizeof eb));
+            continue;
+        }
+        failures = 0;
+        vr_on_frame(r);
+        av_frame_unref(r->frame);
+    }
+}
+
+static void vr_send(vreader *r, const AVPacket *pkt) {
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    int ret = avcodec_send_packet(r->dec, pkt);
+    if (ret == AVERROR(ENOMEM)) vr_fail(r, "decoding failed: %s", averr(ret, eb, sizeof eb));
+    if (ret < 0 && ret != AVERROR_EOF) r->skipped++; // a packet the decoder rejects
+    vr_drain(r);
+}
+
+// Decodes the whole stream once, selecting frames for N (0: only count).
+static void vr_pass(vreader *r, int64_t N, int F, int S, uint8_t *out) {
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    r->N = N, r->F = F, r->S = S, r->out = out;
+    r->next = 0, r->decoded = 0, r->skipped = 0;
+    int ret;
+    while ((ret = av_read_frame(r->fmt, r->pkt)) >= 0) {
+        if (r->pkt->stream_index == r->stream) vr_send(r, r->pkt);
+        av_packet_unref(r->pkt);
+    }
+    // Corrupt container data ends the readable part of the file, as in the ffmpeg tool;
+    // what was decoded until then are the decodable frames. Other errors (I/O) are fatal.
+    if (ret != AVERROR_EOF && ret != AVERROR_INVALIDDATA)
+        vr_fail(r, "read error: %s", averr(ret, eb, sizeof eb));
+    vr_send(r, NULL); // flush the decoder's delayed frames
+}
+
+void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *info) {
+    pthread_once(&g_log_once, quiet_ffmpeg);
+    if (F <= 0 || S <= 0) ag_fail("%s: bad video sampling (%d frames of %dx%d)", path, F, S, S);
+    vreader r;
+    vr_open(&r, path);
+    AVStream *st = r.fmt->streams[r.stream];
+    AVRational rate = av_guess_frame_rate(r.fmt, st, NULL);
+    double fps = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0.0;
+    // A duration the headers state (mp4, mkv, avi) is used as is; one libavformat estimated
+    // from first/last timestamps or from the bit rate (MPEG-TS/PS, NUT, raw streams) is often
+    // a frame or more short, so N / fps replaces it below.
+    double duration = 0.0;
+    if (r.fmt->duration_estimation_method == AVFMT_DURATION_FROM_STREAM) {
+        if (st->duration != AV_NOPTS_VALUE && st->duration > 0)
+            duration = st->duration * av_q2d(st->time_base);
+        else if (r.fmt->duration != AV_NOPTS_VALUE && r.fmt->duration > 0)
+            duration = r.fmt->duration / (double)AV_TIME_BASE;
+    }
+    // Frame count to select with in the first pass: the container's, else duration x rate.
+    // Either is only a guess that the decode verifies.
+    int64_t guess = st->nb_frames;
+    if (guess <= 0 && duration > 0 && fps > 0) guess = llround(duration * fps);
+
+    int passes = 1;
+    vr_pass(&r, guess > 0 ? guess : 0, F, S, out);
+    int64_t N = r.decoded;
+    if (N == 0)
+        vr_fail(&r, "no decodable video frame%s",
+                r.skipped ? " (every packet was rejected by the decoder)" : "");
+    if (N != guess) {
+        // The guess was absent or wrong: decode again with the true N.
+        int w = r.first_w, h = r.first_h;
+        vr_close(&r);
+        vr_open(&r, path);
+        vr_pass(&r, N, F, S, out);
+        if (r.decoded != N)
+            vr_fail(&r, "frame count changed between two decodes (%lld, then %lld)", (long long)N,
+                    (long long)r.decoded);
+        r.first_w = w, r.first_h = h;
+        passes = 2;
+    }
+    if (r.next != F) vr_fail(&r, "internal error: %d of %d frames selected", r.next, F);
+    if (duration <= 0.0 && fps > 0.0) duration = (double)N / fps;
+    if (duration <= 0.0 && r.fmt->duration != AV_NOPTS_VALUE && r.fmt->duration > 0)
+        duration = r.fmt->duration / (double)AV_TIME_BASE; // an estimate is better than none
+    if (duration <= 0.0) vr_fail(&r, "duration unknown (none in the headers, no frame rate)");
+    if (info) {
+        info->n_decoded = N;
+        info->duration = duration;
+        info->fps = fps;
+        info->width = r.first_w;
+        info->height = r.first_h;
+        info->passes = passes;
+        info->skipped = r.skipped;
+    }
+    vr_close(&r);
+}
+
+// ---------------------------------------------------------------------------------------
+// Writer.
+
+typedef struct {
+    const char *path;
+    char *tmp;
+    AVFormatContext *oc;
+    AVCodecContext *enc;
+    AVStream *st;
+    AVFrame *frame;
+    AVPacket *pkt;
+    struct SwsContext *sws;
+} vwriter;
+
+static void vw_close(vwriter *w) {
+    sws_freeContext(w->sws);
+    av_frame_free(&w->frame);
+    av_packet_free(&w->pkt);
+    avcodec_free_context(&w->enc);
+    if (w->oc) {
+        if (w->oc->pb) avio_closep(&w->oc->pb);
+        avformat_free_context(w->oc);
+        w->oc = NULL;
+    }
+}
+
+__attribute__((noreturn, format(printf, 2, 3))) static void vw_fail(vwriter *w, const char *fmt,
+                                                                    ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    vw_close(w);
+    if (w->tmp) remove(w->tmp);
+    free(w->tmp);
+    ag_fail("%s: %s", w->path, msg);
+}
+
+static void vw_encode(vwriter *w, const AVFrame *frame) {
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    int ret = avcodec_send_frame(w->enc, frame);
+    if (ret < 0) vw_fail(w, "encoding failed: %s", averr(ret, eb, sizeof eb));
+    for (;;) {
+        ret = avcodec_receive_packet(w->enc, w->pkt);
+        if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return;
+        if (ret < 0) vw_fail(w, "encoding failed: %s", averr(ret, eb, sizeof eb));
+        if (w->pkt->duration == 0) w->pkt->duration = 1; // one frame, in the codec's time base
+        av_packet_rescale_ts(w->pkt, w->enc->time_base, w->st->time_base);
+        w->pkt->stream_index = w->st->index;
+        ret = av_interleaved_write_frame(w->oc, w->pkt); // takes the packet's reference
+        if (ret < 0) vw_fail(w, "cannot write a packet: %s", averr(ret, eb, sizeof eb));
+    }
+}
+
+void ds_video_write(const char *path, const uint8_t *frames_rgb, int n_frames, int width,
+                    int height, double fps) {
+    pthread_once(&g_log_once, quiet_ffmpeg);
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    vwriter w = {.path = path};
+    if (n_frames <= 0 || width <= 0 || height <= 0 || (width | height) & 1)
+        ag_fail("%s: cannot write %d frames of %dx%d (need at least one frame, even sizes for "
+                "yuv420p)",
+                path, n_frames, width, height);
+    if (!(fps > 0.0 && fps <= 1000.0)) ag_fail("%s: bad frame rate %g", path, fps);
+    // The container follows the final name's extension; the bytes go to a temporary name.
+    const AVOutputFormat *of = av_guess_format(NULL, path, NULL);
+    if (!of) ag_fail("%s: no container known for this file extension", path);
+    size_t n = strlen(path) + 5;
+    w.tmp = malloc(n);
+    if (!w.tmp) ag_fail("%s: out of memory", path);
+    snprintf(w.tmp, n, "%s.tmp", path);
+    int ret = avformat_alloc_output_context2(&w.oc, of, NULL, w.tmp);
+    if (ret < 0 || !w.oc)
+        vw_fail(&w, "cannot set up the %s muxer: %s", of->name, averr(ret, eb, sizeof eb));
+    // MPEG-4 part 2: FFmpeg's own encoder, present in every libavcodec (no libx264 needed).
+    const AVCodec *codec = avcodec_find_encoder(AV_CODEC_ID_MPEG4);
+    if (!codec) vw_fail(&w, "this libavcodec has no MPEG-4 part 2 encoder");
+    w.st = avformat_new_stream(w.oc, NULL);
+    w.enc = avcodec_alloc_context3(codec);
+    w.pkt = av_packet_alloc();
+    w.frame = av_frame_alloc();
+    if (!w.st || !w.enc || !w.pkt || !w.frame) vw_fail(&w, "out of memory for encoding");
+    AVRational rate = av_d2q(fps, 65535); // MPEG-4 part 2 time bases fit 16 bits
+    w.enc->width = width;
+    w.enc->height = height;
+    w.enc->pix_fmt = AV_PIX_FMT_YUV420P;
+    w.enc->time_base = av_inv_q(rate);
+    w.enc->framerate = rate;
+    w.enc->gop_size = 12;
+    w.enc->max_b_frames = 0; // output order = input order, no reordering delay
+    // Fixed quantiser 2 (near-lossless): synthetic frames must keep their exact colours.
+    w.enc->flags |= AV_CODEC_FLAG_QSCALE;
+    w.enc->global_quality = FF_QP2LAMBDA * 2;
+    w.enc->color_range = AVCOL_RANGE_MPEG; // what swscale's RGB -> YUV produces by default
+    w.enc->colorspace = AVCOL_SPC_SMPTE170M;
+    if (w.oc->oformat->flags & AVFMT_GLOBALHEADER) w.enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
+    ret = avcodec_open2(w.enc, codec, NULL);
+    if (ret < 0) vw_fail(&w, "cannot open the mpeg4 encoder: %s", averr(ret, eb, sizeof eb));
+    ret = avcodec_parameters_from_context(w.st->codecpar, w.enc);
+    if (ret < 0) vw_fail(&w, "cannot set stream parameters: %s", averr(ret, eb, sizeof eb));
+    w.st->time_base = w.enc->time_base;
+    w.st->avg_frame_rate = rate;
+    if (!(of->flags & AVFMT_NOFILE)) {
+        ret = avio_open(&w.oc->pb, w.tmp, AVIO_FLAG_WRITE);
+        if (ret < 0) vw_fail(&w, "cannot create %s: %s", w.tmp, averr(ret, eb, sizeof eb));
+    }
+    ret = avformat_write_header(w.oc, NULL);
+    if (ret < 0) vw_fail(&w, "cannot write the header: %s", averr(ret, eb, sizeof eb));
+    w.sws = sws_getContext(width, height, AV_PIX_FMT_RGB24, width, height, AV_PIX_FMT_YUV420P,
+                           SWS_BICUBIC | SWS_ACCURATE_RND, NULL, NULL, NULL);
+    if (!w.sws) vw_fail(&w, "cannot set up RGB -> yuv420p conversion");
+    w.frame->format = AV_PIX_FMT_YUV420P;
+    w.frame->width = width;
+    w.frame->height = height;
+    ret = av_frame_get_buffer(w.frame, 0);
+    if (ret < 0) vw_fail(&w, "cannot allocate a frame: %s", averr(ret, eb, sizeof eb));
+    size_t bytes = (size_t)width * height * 3;
+    for (int i = 0; i < n_frames; i++) {
+        ret = av_frame_make_writable(w.frame);
+        if (ret < 0) vw_fail(&w, "cannot allocate a frame: %s", averr(ret, eb, sizeof eb));
+        const uint8_t *src[4] = {frames_rgb + (size_t)i * bytes, NULL, NULL, NULL};
+        int src_ls[4] = {width * 3, 0, 0, 0};
+        ret = sws_scale(w.sws, src, src_ls, 0, height, w.frame->data, w.frame->linesize);
+        if (ret != height) vw_fail(&w, "RGB -> yuv420p conversion failed");
+        w.frame->pts = i;
+        vw_encode(&w, w.frame);
+    }
+    vw_encode(&w, NULL); // flush
+    ret = av_write_trailer(w.oc);
+    if (ret < 0) vw_fail(&w, "cannot finish the file: %s", averr(ret, eb, sizeof eb));
+    if (w.oc->pb) {
+        ret = avio_closep(&w.oc->pb);
+        if (ret < 0) vw_fail(&w, "cannot close %s: %s", w.tmp, averr(ret, eb, sizeof eb));
+    }
+    vw_close(&w);
+    if (rename(w.tmp, path) != 0) {
+        int e = errno;
+        remove(w.tmp);
+        free(w.tmp);
+        ag_fail("%s: cannot rename the temporary file: %s", path, strerror(e));
+    }
+    free(w.tmp);
+}

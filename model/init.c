@@ -1,0 +1,47 @@
+// init.c: see init.h. Values are made on the host in f64 and converted with the backend's
+// cast, so f32 and bf16 parameters start from the same numbers.
+#include "init.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "autograd/backend.h"
+#include "autograd/context.h"
+#include "autograd/error.h"
+
+static uint64_t mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void fill_from_f64(ag_tensor *p, const double *v) {
+    int64_t n = ag_numel(p);
+    void *host = ag_xmalloc((size_t)n * ag_dtype_size(p->dtype), "parameter init");
+    ag_cpu_backend.cast(host, p->dtype, v, AG_F64, n);
+    ag_copy_from_host(p, host);
+    free(host);
+}
+
+void gm_init_normal(ag_tensor *p, uint64_t seed, uint64_t stream, double std) {
+    int64_t n = ag_numel(p);
+    double *v = ag_xmalloc((size_t)n * sizeof *v, "parameter init");
+    uint64_t key = mix(seed * 0x9e3779b97f4a7c15ull + mix(stream + 1));
+    for (int64_t i = 0; i < n; i += 2) { // Box-Muller, two values per pair of uniforms
+        double u1 = (double)((mix(key + 2 * (uint64_t)i) >> 11) + 1) * 0x1.0p-53;
+        double u2 = (double)(mix(key + 2 * (uint64_t)i + 1) >> 11) * 0x1.0p-53;
+        double r = sqrt(-2.0 * log(u1)) * std;
+        v[i] = r * cos(6.283185307179586 * u2);
+        if (i + 1 < n) v[i + 1] = r * sin(6.283185307179586 * u2);
+    }
+    fill_from_f64(p, v);
+    free(v);
+}
+
+void gm_init_constant(ag_tensor *p, double value) {
+    int64_t n = ag_numel(p);
+    double *v = ag_xmalloc((size_t)n * sizeof *v, "parameter init");
+    for (int64_t i = 0; i < n; i++) v[i] = value;
+    fill_from_f64(p, v);
+    free(v);
+}

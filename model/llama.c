@@ -1,0 +1,137 @@
+// llama.c: see llama.h.
+#include "llama.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "autograd/error.h"
+#include "model/init.h"
+
+void gm_llama_check_config(const gm_llama_config *c) {
+    if (c->vocab < 1) ag_fail("llama config: vocab must be >= 1, got %lld", (long long)c->vocab);
+    if (c->dim < 2) ag_fail("llama config: dim must be >= 2, got %lld", (long long)c->dim);
+    if (c->n_layers < 1) ag_fail("llama config: layers must be >= 1");
+    if (c->n_heads < 1 || c->dim % c->n_heads)
+        ag_fail("llama config: dim %lld is not a multiple of heads %lld", (long long)c->dim,
+                (long long)c->n_heads);
+    if ((c->dim / c->n_heads) % 2)
+        ag_fail("llama config: head dim %lld must be even for RoPE",
+                (long long)(c->dim / c->n_heads));
+    if (c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads)
+        ag_fail("llama config: heads %lld is not a multiple of kv_heads %lld",
+                (long long)c->n_heads, (long long)c->n_kv_heads);
+    if (c->ffn < 1) ag_fail("llama config: ffn must be >= 1");
+    if (c->max_seq < 1) ag_fail("llama config: max_seq must be >= 1");
+    if (!(c->rope_theta > 0)) ag_fail("llama config: rope_theta must be > 0");
+    if (!(c->norm_eps > 0)) ag_fail("llama config: norm_eps must be > 0");
+}
+
+static ag_tensor *add_param(ag_ctx *ctx, gm_llama *m, const char *name, ag_dtype dt, ag_shape s) {
+    ag_tensor *p = ag_param(ctx, name, dt, s);
+    m->params[m->n_params++] = p;
+    return p;
+}
+
+gm_llama *gm_llama_new(ag_ctx *ctx, const gm_llama_config *cfg, ag_dtype dt) {
+    gm_llama_check_config(cfg);
+    gm_llama *m = ag_xcalloc(1, sizeof *m, "llama");
+    m->cfg = *cfg;
+    int64_t C = cfg->dim, D = C / cfg->n_heads, F = cfg->ffn, V = cfg->vocab;
+    int64_t Ckv = cfg->n_kv_heads * D;
+    m->layers = ag_xcalloc((size_t)cfg->n_layers, sizeof *m->layers, "llama layers");
+    m->params = ag_xcalloc((size_t)(3 + 9 * cfg->n_layers), sizeof *m->params, "llama params");
+    m->embed = add_param(ctx, m, "model.embed_tokens.weight", dt, AG_SHAPE(V, C));
+    char name[128];
+    for (int64_t l = 0; l < cfg->n_layers; l++) {
+        gm_llama_layer *L = &m->layers[l];
+#define P(field, suffix, ...)                                                                      \
+    snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, suffix);                     \
+    L->field = add_param(ctx, m, name, dt, AG_SHAPE(__VA_ARGS__))
+        P(attn_norm, "input_layernorm.weight", C);
+        P(wq, "self_attn.q_proj.weight", C, C);
+        P(wk, "self_attn.k_proj.weight", Ckv, C);
+        P(wv, "self_attn.v_proj.weight", Ckv, C);
+        P(wo, "self_attn.o_proj.weight", C, C);
+        P(ffn_norm, "post_attention_layernorm.weight", C);
+        P(w_gate, "mlp.gate_proj.weight", F, C);
+        P(w_up, "mlp.up_proj.weight", F, C);
+        P(w_down, "mlp.down_proj.weight", C, F);
+#undef P
+    }
+    m->norm = add_param(ctx, m, "model.norm.weight", dt, AG_SHAPE(C));
+    m->lm_head = add_param(ctx, m, "lm_head.weight", dt, AG_SHAPE(V, C));
+    return m;
+}
+
+void gm_llama_free(gm_llama *m) {
+    if (!m) return;
+    free(m->layers);
+    free(m->params);
+    free(m);
+}
+
+void gm_llama_init(gm_llama *m, uint64_t seed, double std) {
+    for (int i = 0; i < m->n_params; i++) {
+        ag_tensor *p = m->params[i];
+        if (p->ndim == 1)
+            gm_init_constant(p, 1.0); // norm weights
+        else
+            gm_init_normal(p, seed, (uint64_t)i, std);
+    }
+}
+
+int64_t gm_llama_param_count(const gm_llama *m) {
+    int64_t n = 0;
+    for (int i = 0; i < m->n_params; i++) n += ag_numel(m->params[i]);
+    return n;
+}
+
+ag_tensor *gm_positions(ag_ctx *ctx, int64_t T) {
+    int32_t *p = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)T);
+    for (int64_t t = 0; t < T; t++) p[t] = (int32_t)t;
+    return ag_from_host(ctx, AG_I32, AG_SHAPE(T), p);
+}
+
+ag_tensor *gm_llama_embed(ag_ctx *ctx, const gm_llama *m, ag_tensor *ids) {
+    return ag_embedding(ctx, m->embed, ids); // (B, T, C)
+}
+
+ag_tensor *gm_llama_hidden(ag_ctx *ctx, const gm_llama *m, ag_tensor *x, ag_tensor *pos) {
+    const gm_llama_config *c = &m->cfg;
+    int64_t B = x->shape[0], T = x->shape[1], C = c->dim;
+    int64_t H = c->n_heads, Hkv = c->n_kv_heads, D = C / H;
+    double scale = 1.0 / sqrt((double)D);
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        const gm_llama_layer *L = &m->layers[l];
+        ag_tensor *h = ag_rmsnorm(ctx, x, L->attn_norm, c->norm_eps); // (B, T, C)
+        ag_tensor *q = ag_reshape(ctx, ag_linear(ctx, h, L->wq, NULL), AG_SHAPE(B, T, H, D));
+        ag_tensor *k = ag_reshape(ctx, ag_linear(ctx, h, L->wk, NULL), AG_SHAPE(B, T, Hkv, D));
+        ag_tensor *v = ag_reshape(ctx, ag_linear(ctx, h, L->wv, NULL), AG_SHAPE(B, T, Hkv, D));
+        q = ag_rope(ctx, q, pos, c->rope_theta);
+        k = ag_rope(ctx, k, pos, c->rope_theta);
+        ag_tensor *a = ag_attention(ctx, q, k, v, NULL, true, scale); // (B, T, H, D)
+        a = ag_reshape(ctx, a, AG_SHAPE(B, T, C));
+        x = ag_add(ctx, x, ag_linear(ctx, a, L->wo, NULL));
+        h = ag_rmsnorm(ctx, x, L->ffn_norm, c->norm_eps);
+        ag_tensor *f = ag_swiglu(ctx, ag_linear(ctx, h, L->w_gate, NULL),
+                                 ag_linear(ctx, h, L->w_up, NULL)); // (B, T, F)
+        x = ag_add(ctx, x, ag_linear(ctx, f, L->w_down, NULL));
+    }
+    return ag_rmsnorm(ctx, x, m->norm, c->norm_eps);
+}
+
+ag_tensor *gm_llama_logits(ag_ctx *ctx, const gm_llama *m, ag_tensor *hidden) {
+    ag_tensor *logits = ag_linear(ctx, hidden, m->lm_head, NULL); // (B, T, V)
+    return ag_reshape(ctx, logits, AG_SHAPE(-1, m->cfg.vocab));
+}
+
+ag_tensor *gm_llama_loss(ag_ctx *ctx, const gm_llama *m, ag_tensor *ids, ag_tensor *targets) {
+    int64_t T = ids->shape[1];
+    if (T > m->cfg.max_seq)
+        ag_fail("llama: sequence of %lld tokens exceeds max_seq %lld", (long long)T,
+                (long long)m->cfg.max_seq);
+    ag_tensor *hidden = gm_llama_hidden(ctx, m, gm_llama_embed(ctx, m, ids), gm_positions(ctx, T));
+    ag_tensor *flat = ag_reshape(ctx, targets, AG_SHAPE(ag_numel(targets)));
+    return ag_cross_entropy(ctx, gm_llama_logits(ctx, m, hidden), flat, -100);
+}

@@ -1,0 +1,7 @@
+# Labels and extra properties of particular tests (see tests/CMakeLists.txt).
+# counts heap allocations made by groundc's own (static) libraries
+target_link_options(test_no_malloc PRIVATE -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc)
+# test_shard runs h5py against the zstd HDF5 plugin (data/h5zstd.cmake): build it first
+add_dependencies(test_shard h5zstd_plugin)
+# test_pack runs the groundc command (synth, pack): build it first
+add_dependencies(test_pack groundc)

@@ -1,0 +1,527 @@
+// test_audio.c: data/audio.c against torchaudio 0.13 and ImageBind's audio pipeline
+// (tests/fixtures/audio, made by tests/make_audio_fixtures.py), plus clip sampling edge cases,
+// resampling sanity, the writer and the error messages.
+//
+// Tolerances (float32 on both sides; the FFTs and summation orders differ):
+//   fbank on a fixed 16 kHz waveform: max abs error 1e-3 in log mel energy.
+//   whole pipeline, 16 kHz files: 1e-3 / 9.138 after normalisation (the same 1e-3 in log
+//   mel energy); clip bounds and sample counts exactly.
+//   Both with one caveat: bins far below their frame's loudest bin sit at float32's
+//   resolution, where torchaudio itself is off from a float64 computation by up to 5e-3, so
+//   the 1e-3 holds for bins within 18 nats (78 dB) of their frame's top and 1e-2 for all.
+//   44.1 kHz stereo file: libsamplerate is not torchaudio's resampler, whose rolloff starts
+//   well below Nyquist. For bins within 14 nats of their frame's top: 0.02 in log mel below
+//   4 kHz, 0.1 from 4 to 6 kHz; above 6 kHz only finite (the resamplers differ by up to
+//   about 1 there).
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "autograd/error.h"
+#include "autograd/safetensors.h"
+#include "data/audio.h"
+#include "testlib.h"
+
+#define PI_T 3.14159265358979323846
+
+// Tolerances in log mel energy (see the top of the file). DEPTH: how far below its frame's
+// loudest mel bin a bin may lie and still get the tight tolerance (18 nats = 78 dB).
+#define DEPTH    18.0
+#define TOL_LOUD 1e-3
+#define TOL_ALL  1e-2
+// resampled files (libsamplerate against torchaudio's resampler)
+#define DEPTH_RESAMPLED   14.0
+#define TOL_RESAMPLED_LOW 0.02
+#define TOL_RESAMPLED_MID 0.1
+
+// Max abs error of ours vs want (rows of DS_AUDIO_MELS log energies): over the bins within
+// DEPTH of the row's maximum (*hi) and over all bins (*all).
+static void row_errors(const float *ours, const float *want, double *hi, double *all) {
+    double top = want[0];
+    for (int b = 1; b < DS_AUDIO_MELS; b++)
+        if (want[b] > top) top = want[b];
+    for (int b = 0; b < DS_AUDIO_MELS; b++) {
+        double d = fabs((double)ours[b] - want[b]);
+        if (d > *all) *all = d;
+        if (want[b] >= top - DEPTH && d > *hi) *hi = d;
+    }
+}
+
+static ag_st_file *fx;
+static char tmpdir[1024];
+
+static const ag_st_entry *entry(const char *name) {
+    const ag_st_entry *e = ag_st_find(fx, name);
+    if (!e) ag_fail("reference.safetensors: no tensor %s", name);
+    return e;
+}
+
+static int64_t numel(const ag_st_entry *e) {
+    int64_t n = 1;
+    for (int i = 0; i < e->ndim; i++) n *= e->shape[i];
+    return n;
+}
+
+static int64_t i64_at(const ag_st_entry *e, int64_t i) {
+    int64_t v;
+    memcpy(&v, (const char *)e->data + i * 8, 8);
+    return v;
+}
+
+static int32_t i32_at(const ag_st_entry *e, int64_t i) {
+    int32_t v;
+    memcpy(&v, (const char *)e->data + i * 4, 4);
+    return v;
+}
+
+static float f32_at(const ag_st_entry *e, int64_t i) {
+    float v;
+    memcpy(&v, (const char *)e->data + i * 4, 4);
+    return v;
+}
+
+static void fixture_path(char *buf, size_t n, const char *file) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "tests/fixtures/audio/%s", file);
+    tl_source_path(buf, n, rel);
+}
+
+static void tmp_path(char *buf, size_t n, const char *file) {
+    snprintf(buf, n, "%s/%s", tmpdir, file);
+}
+
+// Mel bin centres, Kaldi's mel scale between 20 Hz and 8 kHz (for the loose comparison).
+static double mel_center_hz(int b) {
+    double lo = 1127.0 * log(1.0 + 20.0 / 700.0), hi = 1127.0 * log(1.0 + 8000.0 / 700.0);
+    double c = lo + (b + 1) * (hi - lo) / (DS_AUDIO_MELS + 1);
+    return 700.0 * (exp(c / 1127.0) - 1.0);
+}
+
+// --- the fbank itself ------------------------------------------------------------------------
+
+static void test_fbank_reference(void) {
+    const ag_st_entry *w = entry("fbank.wave"), *o = entry("fbank.out");
+    int64_t n = numel(w), frames = ds_fbank_frames(n);
+    TL_CHECK(o->ndim == 2 && o->shape[0] == frames && o->shape[1] == DS_AUDIO_MELS,
+             "fbank frames: ours %lld, reference %lld", (long long)frames, (long long)o->shape[0]);
+    float *x = malloc(n * sizeof *x), *y = malloc(frames * DS_AUDIO_MELS * sizeof *y);
+    for (int64_t i = 0; i < n; i++) x[i] = f32_at(w, i);
+    ds_fbank(x, n, y);
+    double err_hi = 0.0, err_all = 0.0;
+    float want[DS_AUDIO_MELS];
+    for (int64_t f = 0; f < frames; f++) {
+        for (int b = 0; b < DS_AUDIO_MELS; b++) want[b] = f32_at(o, f * DS_AUDIO_MELS + b);
+        row_errors(y + f * DS_AUDIO_MELS, want, &err_hi, &err_all);
+    }
+    printf("fbank vs torchaudio: max abs error in log mel %.3g within %g of the frame's top, "
+           "%.3g overall\n",
+           err_hi, DEPTH, err_all);
+    TL_CHECK(err_hi <= TOL_LOUD, "fbank max abs error %g > %g", err_hi, TOL_LOUD);
+    TL_CHECK(err_all <= TOL_ALL, "fbank max abs error %g > %g", err_all, TOL_ALL);
+    // x is not modified
+    TL_CHECK(x[1000] == f32_at(w, 1000), "ds_fbank modified its input");
+    free(x), free(y);
+}
+
+static void test_fbank_frames(void) {
+    TL_CHECK(ds_fbank_frames(0) == 0 && ds_fbank_frames(399) == 0, "frames below one window");
+    TL_CHECK(ds_fbank_frames(400) == 1 && ds_fbank_frames(559) == 1, "one frame");
+    TL_CHECK(ds_fbank_frames(560) == 2, "two frames");
+    TL_CHECK(ds_fbank_frames(32000) == 198, "2 s gives 198 frames");
+    float x[399] = {0};
+    float y[DS_AUDIO_MELS];
+    TL_EXPECT_FAIL(ds_fbank(x, 399, y), "399 samples", "window");
+    // silence: every log energy is log(FLT_EPSILON)
+    float z[400] = {0};
+    ds_fbank(z, 400, y);
+    bool all_eps = true;
+    for (int b = 0; b < DS_AUDIO_MELS; b++)
+        if (fabsf(y[b] - logf(1.1920928955078125e-07f)) > 1e-6f) all_eps = false;
+    TL_CHECK(all_eps, "silence should give log(eps) in every mel bin");
+}
+
+// --- the whole pipeline ----------------------------------------------------------------------
+
+static void check_pipeline(const char *name, const char *file, bool loose) {
+    char path[1024], key[128];
+    fixture_path(path, sizeof path, file);
+    snprintf(key, sizeof key, "%s.n", name);
+    int64_t ref_n = i64_at(entry(key), 0);
+    snprintf(key, sizeof key, "%s.clips", name);
+    const ag_st_entry *clips = entry(key);
+    snprintf(key, sizeof key, "%s.frames", name);
+    const ag_st_entry *frames = entry(key);
+    snprintf(key, sizeof key, "%s.out", name);
+    const ag_st_entry *ref = entry(key);
+    int64_t k = numel(frames);
+
+    int64_t n = 0;
+    int file_rate = 0;
+    float *x = ds_audio_load(path, DS_AUDIO_RATE, &n, &file_rate);
+    free(x);
+    TL_CHECK(n == ref_n, "%s: %lld samples at 16 kHz, reference %lld", name, (long long)n,
+             (long long)ref_n);
+    for (int c = 0; c < DS_AUDIO_CLIPS; c++) {
+        int64_t s, e;
+        ds_audio_clip_bounds(n, c, &s, &e);
+        TL_CHECK(s == i64_at(clips, 2 * c) && e == i64_at(clips, 2 * c + 1),
+                 "%s clip %d: [%lld, %lld), reference [%lld, %lld)", name, c, (long long)s,
+                 (long long)e, (long long)i64_at(clips, 2 * c),
+                 (long long)i64_at(clips, 2 * c + 1));
+    }
+
+    float *out = malloc(DS_AUDIO_CLIPS * DS_AUDIO_FRAMES * DS_AUDIO_MELS * sizeof *out);
+    double duration = 0.0;
+    ds_audio_file_features(path, out, &duration);
+    TL_CHECK(fabs(duration - (double)ref_n / DS_AUDIO_RATE) < 1e-12, "%s: duration %g", name,
+             duration);
+    // errors in log mel energy: all bins (max_err), bins within DEPTH of their frame's top
+    // (err_hi); for resampled files, bins within DEPTH_RESAMPLED of their frame's top centred
+    // below 4 kHz (err_low) and from 4 to 6 kHz (err_mid)
+    double max_err = 0.0, err_hi = 0.0, err_low = 0.0, err_mid = 0.0;
+    bool finite = true;
+    for (int c = 0; c < DS_AUDIO_CLIPS; c++)
+        for (int64_t j = 0; j < k; j++) {
+            int t = i32_at(frames, j);
+            const float *row = out + ((int64_t)c * DS_AUDIO_FRAMES + t) * DS_AUDIO_MELS;
+            float ours[DS_AUDIO_MELS], want[DS_AUDIO_MELS], top = -INFINITY;
+            for (int b = 0; b < DS_AUDIO_MELS; b++) {
+                float r = f32_at(ref, ((int64_t)c * k + j) * DS_AUDIO_MELS + b);
+                if (!isfinite(row[b])) finite = false;
+                ours[b] = row[b] * DS_AUDIO_STD + DS_AUDIO_MEAN;
+                want[b] = r * DS_AUDIO_STD + DS_AUDIO_MEAN;
+                if (want[b] > top) top = want[b];
+            }
+            row_errors(ours, want, &err_hi, &max_err);
+            for (int b = 0; b < DS_AUDIO_MELS; b++) {
+                double hz = mel_center_hz(b), d = fabs((double)ours[b] - want[b]);
+                if (want[b] < top - DEPTH_RESAMPLED) continue;
+                if (hz < 4000.0 && d > err_low) err_low = d;
+                if (hz >= 4000.0 && hz < 6000.0 && d > err_mid) err_mid = d;
+            }
+        }
+    TL_CHECK(finite, "%s: non-finite features", name);
+    if (!loose) {
+        printf("pipeline %s: max abs error in log mel %.3g within %g of the frame's top, %.3g "
+               "overall\n",
+               name, err_hi, DEPTH, max_err);
+        TL_CHECK(err_hi <= TOL_LOUD, "%s: max abs error %g > %g", name, err_hi, TOL_LOUD);
+        TL_CHECK(max_err <= TOL_ALL, "%s: max abs error %g > %g", name, max_err, TOL_ALL);
+    } else {
+        printf("pipeline %s (resampled from %d Hz): max abs error in log mel %.3g below 4 kHz, "
+               "%.3g from 4 to 6 kHz (within %g of the frame's top), %.3g overall\n",
+               name, file_rate, err_low, err_mid, DEPTH_RESAMPLED, max_err);
+        TL_CHECK(err_low <= TOL_RESAMPLED_LOW, "%s: error below 4 kHz %g > %g", name, err_low,
+                 TOL_RESAMPLED_LOW);
+        TL_CHECK(err_mid <= TOL_RESAMPLED_MID, "%s: error from 4 to 6 kHz %g > %g", name, err_mid,
+                 TOL_RESAMPLED_MID);
+    }
+    free(out);
+}
+
+static void test_pipeline_reference(void) {
+    check_pipeline("tone_16k", "tone_16k.flac", false);
+    check_pipeline("short_16k", "short_16k.wav", false);
+    check_pipeline("long_16k", "long_16k.flac", false);
+    check_pipeline("stereo_44k", "stereo_44k.flac", true);
+}
+
+// --- clip sampling ---------------------------------------------------------------------------
+
+static void test_clip_table(void) {
+    const ag_st_entry *ns = entry("clips.n"), *bounds = entry("clips.bounds");
+    int64_t count = numel(ns), bad = 0;
+    for (int64_t i = 0; i < count; i++) {
+        int64_t n = i64_at(ns, i);
+        for (int c = 0; c < DS_AUDIO_CLIPS; c++) {
+            int64_t s, e;
+            ds_audio_clip_bounds(n, c, &s, &e);
+            if (s != i64_at(bounds, i * 6 + 2 * c) || e != i64_at(bounds, i * 6 + 2 * c + 1)) {
+                if (bad++ < 5)
+                    fprintf(stderr, "n=%lld clip %d: [%lld, %lld), reference [%lld, %lld)\n",
+                            (long long)n, c, (long long)s, (long long)e,
+                            (long long)i64_at(bounds, i * 6 + 2 * c),
+                            (long long)i64_at(bounds, i * 6 + 2 * c + 1));
+            }
+        }
+    }
+    TL_CHECK(bad == 0, "%lld of %lld clip bounds differ from pytorchvideo's", (long long)bad,
+             (long long)count * DS_AUDIO_CLIPS);
+}
+
+static void test_clip_edges(void) {
+    int64_t s, e;
+    // exactly 2 s: three identical clips over everything
+    for (int c = 0; c < DS_AUDIO_CLIPS; c++) {
+        ds_audio_clip_bounds(32000, c, &s, &e);
+        TL_CHECK(s == 0 && e == 32000, "2 s clip %d: [%lld, %lld)", c, (long long)s, (long long)e);
+    }
+    // shorter than 2 s: the whole audio, three times
+    for (int c = 0; c < DS_AUDIO_CLIPS; c++) {
+        ds_audio_clip_bounds(1000, c, &s, &e);
+        TL_CHECK(s == 0 && e == 1000, "short clip %d: [%lld, %lld)", c, (long long)s, (long long)e);
+    }
+    // 10 s: starts at 0, 8/3 s and 16/3 s, floored to samples; the last 8/3 s never seen
+    const int64_t want[3] = {0, 42666, 85333};
+    for (int c = 0; c < DS_AUDIO_CLIPS; c++) {
+        ds_audio_clip_bounds(160000, c, &s, &e);
+        TL_CHECK(s == want[c] && e == want[c] + 32000, "10 s clip %d: [%lld, %lld)", c,
+                 (long long)s, (long long)e);
+    }
+    // 2.3 s: (2.3 - 2) is 0.29999999999999982 in double, so clip 1 starts at 1599, not 1600
+    ds_audio_clip_bounds(36800, 1, &s, &e);
+    TL_CHECK(s == 1599 && e == 33599, "2.3 s clip 1: [%lld, %lld)", (long long)s, (long long)e);
+    TL_EXPECT_FAIL(ds_audio_clip_bounds(32000, 3, &s, &e), "clip 3");
+
+    // features of exactly 2 s and of short audio: real frames then padding (0 normalised)
+    float *out = malloc(DS_AUDIO_CLIPS * DS_AUDIO_FRAMES * DS_AUDIO_MELS * sizeof *out);
+    const float pad = (0.0f - DS_AUDIO_MEAN) / DS_AUDIO_STD;
+    const int64_t lengths[2] = {32000, 1000};
+    for (int li = 0; li < 2; li++) {
+        int64_t n = lengths[li];
+        float *x = malloc(n * sizeof *x);
+        tl_rng r = {7};
+        for (int64_t i = 0; i < n; i++)
+            x[i] = 0.1f + 0.3f * sinf(0.2f * (float)i) + 0.05f * (float)tl_normal(&r);
+        ds_audio_features(x, n, out, "synthetic");
+        int64_t m = ds_fbank_frames(n);
+        bool pad_ok = true, same = true;
+        for (int c = 0; c < DS_AUDIO_CLIPS; c++)
+            for (int64_t t = 0; t < DS_AUDIO_FRAMES; t++)
+                for (int b = 0; b < DS_AUDIO_MELS; b++) {
+                    float v = out[((int64_t)c * DS_AUDIO_FRAMES + t) * DS_AUDIO_MELS + b];
+                    if (t >= m && v != pad) pad_ok = false;
+                    // clips 1 and 2 see the same samples with (almost) no mean left to remove
+                    if (fabsf(v - out[t * DS_AUDIO_MELS + b]) > 1e-4f) same = false;
+                }
+        TL_CHECK(pad_ok, "n=%lld: frames from %lld should be padding", (long long)n, (long long)m);
+        TL_CHECK(same, "n=%lld: the three clips should be equal", (long long)n);
+        // the mean of the whole audio was subtracted in place, as ImageBind does
+        double mean = 0.0;
+        for (int64_t i = 0; i < n; i++) mean += x[i];
+        TL_CHECK(fabs(mean / n) < 1e-5, "n=%lld: mean %g left after features", (long long)n,
+                 mean / n);
+        free(x);
+    }
+    float x[399] = {0};
+    TL_EXPECT_FAIL(ds_audio_features(x, 399, out, "tiny.wav"), "tiny.wav", "399 samples");
+    free(out);
+}
+
+// --- resampling and writing ------------------------------------------------------------------
+
+static int argmax(const float *row) {
+    int best = 0;
+    for (int b = 1; b < DS_AUDIO_MELS; b++)
+        if (row[b] > row[best]) best = b;
+    return best;
+}
+
+static void test_resample_tone(void) {
+    // 1 kHz at 44.1 kHz, 1 s, through a WAV file; compare with the same tone made at 16 kHz
+    const int64_t n44 = 44100, n16 = 16000;
+    float *x44 = malloc(n44 * sizeof *x44), *x16 = malloc(n16 * sizeof *x16);
+    for (int64_t i = 0; i < n44; i++) x44[i] = 0.5f * (float)sin(2 * PI_T * 1000.0 * i / 44100);
+    for (int64_t i = 0; i < n16; i++) x16[i] = 0.5f * (float)sin(2 * PI_T * 1000.0 * i / 16000);
+    char path[1100];
+    tmp_path(path, sizeof path, "tone_1k_44k.wav");
+    ds_audio_write_wav(path, x44, n44, 44100);
+    int64_t n = 0;
+    int rate = 0;
+    float *y = ds_audio_load(path, DS_AUDIO_RATE, &n, &rate);
+    TL_CHECK(rate == 44100 && n == 16000, "resampled length %lld (rate %d), want 16000",
+             (long long)n, rate);
+    int64_t frames = ds_fbank_frames(n);
+    float *fa = malloc(frames * DS_AUDIO_MELS * sizeof *fa);
+    float *fb = malloc(frames * DS_AUDIO_MELS * sizeof *fb);
+    ds_fbank(y, n, fa);
+    ds_fbank(x16, n16, fb);
+    // the mel bin whose triangle peaks nearest 1 kHz (FFT bin 32 = 1000 Hz exactly)
+    int want = argmax(fb + 10 * DS_AUDIO_MELS);
+    TL_CHECK(fabs(mel_center_hz(want) - 1000.0) < 40.0, "1 kHz tone peaks in mel bin %d (%.0f Hz)",
+             want, mel_center_hz(want));
+    bool peak_ok = true;
+    double worst = 0.0;
+    for (int64_t f = 2; f < frames - 2; f++) { // the resampler's edges excluded
+        if (argmax(fa + f * DS_AUDIO_MELS) != want) peak_ok = false;
+        double d = fabs(fa[f * DS_AUDIO_MELS + want] - fb[f * DS_AUDIO_MELS + want]);
+        if (d > worst) worst = d;
+    }
+    TL_CHECK(peak_ok, "resampled 1 kHz tone should peak in mel bin %d in every frame", want);
+    TL_CHECK(worst < 0.01, "peak log energy differs by %g after resampling", worst);
+    printf("resampled 1 kHz tone: peak in mel bin %d (%.0f Hz), peak log energy within %.2g\n",
+           want, mel_center_hz(want), worst);
+    free(x44), free(x16), free(y), free(fa), free(fb);
+    unlink(path);
+}
+
+static void test_writer(void) {
+    const int64_t frames = 4000;
+    float *st = malloc(frames * 2 * sizeof *st);
+    for (int64_t i = 0; i < frames; i++) {
+        st[2 * i] = 0.5f * sinf(0.01f * (float)i);
+        st[2 * i + 1] = (i % 7) * 0.1f - 0.3f;
+    }
+    const char *names[3] = {"pcm16.wav", "float.wav", "pcm16.flac"};
+    const ds_audio_encoding encs[3] = {DS_AUDIO_WAV_PCM16, DS_AUDIO_WAV_FLOAT, DS_AUDIO_FLAC_PCM16};
+    for (int k = 0; k < 3; k++) {
+        char path[1100];
+        tmp_path(path, sizeof path, names[k]);
+        ds_audio_write(path, st, frames, 2, 16000, encs[k]);
+        int64_t n = 0;
+        float *y = ds_audio_load(path, 16000, &n, NULL);
+        double worst = 0.0;
+        for (int64_t i = 0; i < frames && n == frames; i++) {
+            double d = fabs(y[i] - 0.5 * (st[2 * i] + st[2 * i + 1]));
+            if (d > worst) worst = d;
+        }
+        double tol = encs[k] == DS_AUDIO_WAV_FLOAT ? 1e-7 : 1.5 / 32768;
+        TL_CHECK(n == frames && worst <= tol, "%s: %lld frames back, mono error %g", names[k],
+                 (long long)n, worst);
+        char tmp[1200];
+        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+        TL_CHECK(access(tmp, F_OK) != 0, "%s: temporary file left behind", names[k]);
+        free(y);
+        unlink(path);
+    }
+    // clipping: full scale and beyond must not wrap around
+    float loud[4] = {1.5f, -1.5f, 1.0f, -1.0f};
+    char path[1100];
+    tmp_path(path, sizeof path, "loud.wav");
+    ds_audio_write_wav(path, loud, 4, 16000);
+    int64_t n = 0;
+    float *y = ds_audio_load(path, 16000, &n, NULL);
+    TL_CHECK(n == 4 && y[0] > 0.99f && y[1] < -0.99f && y[2] > 0.99f && y[3] < -0.99f,
+             "clipped samples wrapped around");
+    free(y), unlink(path);
+    free(st);
+}
+
+// --- errors ----------------------------------------------------------------------------------
+
+static void write_bytes(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) ag_fail("cannot create %s", path);
+    if (n && fwrite(data, 1, n, f) != n) ag_fail("cannot write %s", path);
+    fclose(f);
+}
+
+static void test_errors(void) {
+    float out[1];
+    int64_t n;
+    char path[1100];
+    float *big = malloc(DS_AUDIO_CLIPS * DS_AUDIO_FRAMES * DS_AUDIO_MELS * sizeof *big);
+
+    tmp_path(path, sizeof path, "missing.wav");
+    TL_EXPECT_FAIL(ds_audio_load(path, 16000, &n, NULL), "missing.wav", "cannot open");
+    TL_EXPECT_FAIL(ds_audio_file_features(path, big, NULL), "missing.wav");
+
+    tmp_path(path, sizeof path, "empty.wav");
+    write_bytes(path, "", 0);
+    TL_EXPECT_FAIL(ds_audio_load(path, 16000, &n, NULL), "empty.wav");
+
+    tmp_path(path, sizeof path, "notes.txt");
+    const char *text = "This is a text file, not audio. It has several lines.\nSecond line.\n";
+    write_bytes(path, text, strlen(text));
+    TL_EXPECT_FAIL(ds_audio_load(path, 16000, &n, NULL), "notes.txt");
+
+    // a RIFF/WAVE header whose chunks are garbage
+    tmp_path(path, sizeof path, "corrupt.wav");
+    unsigned char bad[256];
+    memcpy(bad, "RIFF\xf8\x00\x00\x00WAVEfmt \x10\x00\x00\x00", 20);
+    for (int i = 20; i < 256; i++) bad[i] = (unsigned char)(i * 37 + 11);
+    write_bytes(path, bad, sizeof bad);
+    TL_EXPECT_FAIL(ds_audio_load(path, 16000, &n, NULL), "corrupt.wav");
+
+    // a FLAC file cut short: the decoder loses sync
+    char src[1024];
+    fixture_path(src, sizeof src, "long_16k.flac");
+    FILE *f = fopen(src, "rb");
+    unsigned char *head = malloc(30000);
+    size_t got = f ? fread(head, 1, 30000, f) : 0;
+    if (f) fclose(f);
+    tmp_path(path, sizeof path, "cut.flac");
+    write_bytes(path, head, got);
+    free(head);
+    TL_EXPECT_FAIL(ds_audio_load(path, 16000, &n, NULL), "cut.flac", "decode");
+
+    // a valid WAV with no samples
+    tmp_path(path, sizeof path, "nothing.wav");
+    ds_audio_write_wav(path, out, 0, 16000);
+    TL_EXPECT_FAIL(ds_audio_load(path, 16000, &n, NULL), "nothing.wav", "no samples");
+
+    // audio shorter than one fbank window
+    tmp_path(path, sizeof path, "blip.wav");
+    float blip[300] = {0.1f};
+    ds_audio_write_wav(path, blip, 300, 16000);
+    TL_EXPECT_FAIL(ds_audio_file_features(path, big, NULL), "blip.wav", "300 samples");
+
+    // writing where no file can be made
+    tmp_path(path, sizeof path, "no/such/dir/x.wav");
+    TL_EXPECT_FAIL(ds_audio_write_wav(path, blip, 300, 16000), "x.wav");
+
+    const char *made[] = {"empty.wav", "notes.txt",   "corrupt.wav",
+                          "cut.flac",  "nothing.wav", "blip.wav"};
+    for (size_t i = 0; i < sizeof made / sizeof *made; i++) {
+        tmp_path(path, sizeof path, made[i]);
+        unlink(path);
+    }
+    free(big);
+}
+
+// --- threads ---------------------------------------------------------------------------------
+
+static float *thread_wave;
+static int64_t thread_n;
+
+static void *fbank_thread(void *arg) {
+    float *y = arg;
+    ds_fbank(thread_wave, thread_n, y);
+    return NULL;
+}
+
+static void test_threads(void) {
+    // plans and tables are made once under a lock; results do not depend on the thread
+    const ag_st_entry *w = entry("fbank.wave");
+    thread_n = numel(w);
+    thread_wave = malloc(thread_n * sizeof *thread_wave);
+    for (int64_t i = 0; i < thread_n; i++) thread_wave[i] = f32_at(w, i);
+    const int nt = 4;
+    int64_t sz = ds_fbank_frames(thread_n) * DS_AUDIO_MELS;
+    float *ys = malloc(nt * sz * sizeof *ys);
+    pthread_t th[4];
+    for (int t = 0; t < nt; t++)
+        if (pthread_create(&th[t], NULL, fbank_thread, ys + t * sz) != 0)
+            ag_fail("cannot start a thread");
+    for (int t = 0; t < nt; t++)
+        if (pthread_join(th[t], NULL) != 0) ag_fail("cannot join a thread");
+    bool same = true;
+    for (int t = 1; t < nt; t++)
+        if (memcmp(ys, ys + t * sz, sz * sizeof *ys) != 0) same = false;
+    TL_CHECK(same, "fbank results differ between threads");
+    free(ys), free(thread_wave);
+}
+
+int main(void) {
+    char path[1024];
+    fixture_path(path, sizeof path, "reference.safetensors");
+    fx = ag_st_open(path);
+    snprintf(tmpdir, sizeof tmpdir, "%s/test_audio_XXXXXX", GROUNDC_BINARY_DIR);
+    if (!mkdtemp(tmpdir)) ag_fail("cannot make a temporary folder %s", tmpdir);
+
+    test_threads(); // first, so that the tables and plans are made concurrently
+    test_fbank_reference();
+    test_fbank_frames();
+    test_pipeline_reference();
+    test_clip_table();
+    test_clip_edges();
+    test_resample_tone();
+    test_writer();
+    test_errors();
+
+    rmdir(tmpdir);
+    ag_st_close(fx);
+    return tl_summary("test_audio");
+}

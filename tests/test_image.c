@@ -1,0 +1,372 @@
+// test_image.c: image decoding, padding, PIL-exact bicubic resizing, box mapping, PNG
+// writing and the one-line errors of data/image.c. The PIL comparison runs
+// tests/image_reference.py with Debian's python3; without python3 or PIL that part is skipped.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <sys/wait.h>
+
+#include <jpeglib.h>
+
+#include "autograd/error.h"
+#include "data/grounding.h"
+#include "data/image.h"
+#include "testlib.h"
+
+static char g_dir[256];
+
+// Expects a one-line error and shows it (the messages are part of what is tested by eye).
+#define EXPECT_FAIL_SHOWN(block, ...)                                                              \
+    do {                                                                                           \
+        TL_EXPECT_FAIL(block, __VA_ARGS__);                                                        \
+        printf("  refused: %s\n", tl_msg);                                                         \
+    } while (0)
+
+static void path_in(char *buf, size_t n, const char *name) {
+    snprintf(buf, n, "%s/%s", g_dir, name);
+}
+
+static uint8_t *slurp(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    fclose(f);
+    *size = got;
+    return buf;
+}
+
+static void spit(const char *path, const void *data, size_t size) {
+    FILE *f = fopen(path, "wb");
+    if (!f || (size && fwrite(data, 1, size, f) != size)) {
+        fprintf(stderr, "cannot write %s\n", path);
+        exit(1);
+    }
+    fclose(f);
+}
+
+// Max |a - b| over n bytes, and whether all are equal.
+static int max_diff(const uint8_t *a, const uint8_t *b, size_t n) {
+    int m = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = abs((int)a[i] - (int)b[i]);
+        if (d > m) m = d;
+    }
+    return m;
+}
+
+// A small baseline JPEG written with libjpeg (only the error tests need one without Python).
+static void write_jpeg(const char *path, int w, int h) {
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr err;
+    c.err = jpeg_std_error(&err);
+    jpeg_create_compress(&c);
+    FILE *f = fopen(path, "wb");
+    TL_CHECK(f != NULL, "cannot create %s", path);
+    if (!f) return;
+    jpeg_stdio_dest(&c, f);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 90, TRUE);
+    jpeg_start_compress(&c, TRUE);
+    uint8_t *row = malloc((size_t)w * 3);
+    for (int y = 0; y < h; y++) {
+        for (int x = 0; x < w; x++) {
+            row[3 * x + 0] = (uint8_t)(x * 4);
+            row[3 * x + 1] = (uint8_t)(y * 5);
+            row[3 * x + 2] = (uint8_t)((x ^ y) * 3);
+        }
+        JSAMPROW r = row;
+        jpeg_write_scanlines(&c, &r, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    fclose(f);
+    free(row);
+}
+
+static uint32_t crc32_png(const uint8_t *p, size_t n) {
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static void test_errors(void) {
+    char p[512];
+    int w, h;
+    uint8_t buf[64];
+
+    path_in(p, sizeof p, "does_not_exist.jpg");
+    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "cannot open");
+
+    path_in(p, sizeof p, "empty.png");
+    spit(p, "", 0);
+    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "empty");
+
+    tl_rng rng = {42};
+    for (int i = 0; i < 64; i++) buf[i] = (uint8_t)tl_next(&rng);
+    buf[0] = 0x12; // not a JPEG/PNG signature by construction
+    path_in(p, sizeof p, "random.jpg");
+    spit(p, buf, sizeof buf);
+    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "not a JPEG or PNG");
+
+    path_in(p, sizeof p, "anim.png"); // a GIF whatever its name says
+    spit(p, "GIF89a\x01\x00\x01\x00\x00\x00\x00;", 14);
+    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "unsupported image format GIF");
+
+    // Truncated JPEG: half the file.
+    char good[512];
+    path_in(good, sizeof good, "good.jpg");
+    write_jpeg(good, 64, 48);
+    size_t n;
+    uint8_t *volatile jpg = slurp(good, &n);
+    uint8_t *rgb = ds_image_decode_file(good, &w, &h);
+    TL_CHECK(w == 64 && h == 48, "good.jpg decodes as %dx%d", w, h);
+    free(rgb);
+    path_in(p, sizeof p, "truncated.jpg");
+    spit(p, jpg, n / 2);
+    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "truncated");
+    // Only the first marker: the header is cut short.
+    path_in(p, sizeof p, "header_only.jpg");
+    spit(p, jpg, 20);
+    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "JPEG");
+    // Garbage in the middle of the header (the quantisation/Huffman tables).
+    uint8_t *volatile bad = malloc(n);
+    memcpy(bad, jpg, n);
+    for (size_t i = 4; i < 200 && i < n; i++) bad[i] = 0xff ^ (uint8_t)i;
+    path_in(p, sizeof p, "corrupt.jpg");
+    spit(p, bad, n);
+    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "JPEG");
+    // Absurd width: patch SOF0's width field (JPEG has no checksum).
+    memcpy(bad, jpg, n);
+    for (size_t i = 2; i + 9 < n; i++)
+        if (bad[i] == 0xff && bad[i + 1] == 0xc0) {
+            bad[i + 7] = 40000 >> 8, bad[i + 8] = 40000 & 0xff; // width follows height
+            break;
+        }
+    path_in(p, sizeof p, "huge.jpg");
+    spit(p, bad, n);
+    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "too large", "40000");
+    free(bad);
+    free(jpg);
+
+    // PNG: round trip through the writer, then truncated.
+    uint8_t img[30 * 20 * 3];
+    for (size_t i = 0; i < sizeof img; i++) img[i] = (uint8_t)tl_next(&rng);
+    path_in(good, sizeof good, "written.png");
+    ds_image_write_png(good, img, 30, 20);
+    rgb = ds_image_decode_file(good, &w, &h);
+    TL_CHECK(w == 30 && h == 20 && max_diff(rgb, img, sizeof img) == 0,
+             "PNG write/read round trip differs");
+    free(rgb);
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.tmp", good);
+    FILE *f = fopen(tmp, "rb");
+    TL_CHECK(f == NULL, "temporary file %s left behind", tmp);
+    if (f) fclose(f);
+    uint8_t *volatile png = slurp(good, &n);
+    path_in(p, sizeof p, "truncated.png");
+    spit(p, png, n / 2);
+    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "truncated");
+    path_in(p, sizeof p, "no_iend.png"); // cut inside the IEND chunk
+    spit(p, png, n - 6);
+    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "PNG");
+    // Corrupt pixel data: flip bytes inside IDAT (caught by the CRC).
+    png[n / 2] ^= 0x55;
+    path_in(p, sizeof p, "badcrc.png");
+    spit(p, png, n);
+    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "PNG");
+    free(png);
+    // Absurd dimensions in a well-formed IHDR.
+    uint8_t ihdr[8 + 25 + 12] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    put32(ihdr + 8, 13);
+    memcpy(ihdr + 12, "IHDR", 4);
+    put32(ihdr + 16, 40000);
+    put32(ihdr + 20, 10);
+    ihdr[24] = 8, ihdr[25] = 2;
+    put32(ihdr + 29, crc32_png(ihdr + 12, 17));
+    put32(ihdr + 33, 0);
+    memcpy(ihdr + 37, "IEND", 4);
+    put32(ihdr + 41, crc32_png(ihdr + 37, 4));
+    path_in(p, sizeof p, "huge.png");
+    spit(p, ihdr, sizeof ihdr);
+    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "too large", "40000");
+
+    // The writer refuses a path it cannot create.
+    path_in(p, sizeof p, "no_such_dir/x.png");
+    EXPECT_FAIL_SHOWN(ds_image_write_png(p, img, 30, 20), p, "cannot create");
+    // And decode_memory names what it was given.
+    EXPECT_FAIL_SHOWN(ds_image_decode_memory(buf, sizeof buf, "blob#7", &w, &h), "blob#7");
+}
+
+static void test_pad_and_boxes(void) {
+    // 3x1 image: padded to 3x3, pasted at row (3 - 1) / 2 = 1.
+    const uint8_t px[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    uint8_t sq[27];
+    ds_image_pad_square(px, 3, 1, sq);
+    int ok = !memcmp(sq + 9, px, 9);
+    for (int i = 0; i < 3; i++)
+        for (int r = 0; r < 3; r += 2)
+            ok &= sq[r * 9 + 3 * i] == 122 && sq[r * 9 + 3 * i + 1] == 116 &&
+                  sq[r * 9 + 3 * i + 2] == 104;
+    TL_CHECK(ok, "pad 3x1");
+    // 2x5: offset (5 - 2) / 2 = 1 column.
+    uint8_t px2[30], sq2[75];
+    for (int i = 0; i < 30; i++) px2[i] = (uint8_t)(200 + i);
+    ds_image_pad_square(px2, 2, 5, sq2);
+    ok = 1;
+    for (int y = 0; y < 5; y++) {
+        ok &= !memcmp(sq2 + (y * 5 + 1) * 3, px2 + y * 6, 6);
+        ok &= sq2[(y * 5) * 3] == 122 && sq2[(y * 5 + 3) * 3] == 122;
+        ok &= sq2[(y * 5 + 4) * 3 + 2] == 104;
+    }
+    TL_CHECK(ok, "pad 2x5");
+
+    // Boxes (data/grounding.h) must use the offsets the padding used: paint a box in an
+    // image, pad it, and find the painted pixels where the normalised box says.
+    int sizes[][2] = {{500, 333}, {19, 37}, {37, 19}, {8, 8}, {7, 300}, {301, 2}};
+    tl_rng rng = {7};
+    for (size_t c = 0; c < sizeof sizes / sizeof *sizes; c++) {
+        int w = sizes[c][0], h = sizes[c][1], side = ds_image_square_side(w, h);
+        int x1 = (int)tl_randint(&rng, w), y1 = (int)tl_randint(&rng, h);
+        int x2 = x1 + 1 + (int)tl_randint(&rng, w - x1),
+            y2 = y1 + 1 + (int)tl_randint(&rng, h - y1);
+        uint8_t *img = calloc((size_t)w * h * 3, 1), *pad = malloc((size_t)side * side * 3);
+        for (int y = y1; y < y2; y++)
+            for (int x = x1; x < x2; x++) img[((size_t)y * w + x) * 3] = 255;
+        ds_image_pad_square(img, w, h, pad);
+        ds_box nb = ds_box_to_square((ds_box){x1, y1, x2, y2}, w, h);
+        // the painted pixels of the padded square are exactly [nb * side)
+        int X1 = (int)lround(nb.x1 * side), Y1 = (int)lround(nb.y1 * side);
+        int X2 = (int)lround(nb.x2 * side), Y2 = (int)lround(nb.y2 * side);
+        int painted = 0, inside = 0;
+        for (int y = 0; y < side; y++)
+            for (int x = 0; x < side; x++) {
+                int on = pad[((size_t)y * side + x) * 3] == 255;
+                painted += on;
+                inside += on && x >= X1 && x < X2 && y >= Y1 && y < Y2;
+            }
+        TL_CHECK(painted == (x2 - x1) * (y2 - y1) && inside == painted,
+                 "%dx%d: box lands on %d of %d painted pixels", w, h, inside, painted);
+        ds_box back = ds_box_from_square(nb, w, h);
+        TL_CHECK(fabs(back.x1 - x1) < 1e-9 && fabs(back.y1 - y1) < 1e-9 &&
+                     fabs(back.x2 - x2) < 1e-9 && fabs(back.y2 - y2) < 1e-9,
+                 "%dx%d: box round trip", w, h);
+        free(img);
+        free(pad);
+    }
+}
+
+static void test_against_pil(void) {
+    char cmd[1024], script[512];
+    tl_source_path(script, sizeof script, "tests/image_reference.py");
+    if (system("test -x /usr/bin/python3") != 0) {
+        printf("test_image: /usr/bin/python3 missing; skipping the PIL comparison\n");
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s %s", script, g_dir);
+    int rc = system(cmd);
+    if (rc != 0) {
+        if (WIFEXITED(rc) && WEXITSTATUS(rc) == 77) {
+            printf("test_image: PIL or numpy missing; skipping the PIL comparison\n");
+            return;
+        }
+        TL_CHECK(0, "%s failed (status %d)", cmd, rc);
+        return;
+    }
+    char path[512], line[512];
+    path_in(path, sizeof path, "cases.txt");
+    FILE *f = fopen(path, "r");
+    TL_CHECK(f != NULL, "no %s", path);
+    if (!f) return;
+    int cases = 0, exact = 0;
+    while (fgets(line, sizeof line, f)) {
+        char kind[16], name[128], note[128];
+        int a, b, c, d;
+        if (sscanf(line, "%15s", kind) != 1) continue;
+        if (!strcmp(kind, "resize")) {
+            if (sscanf(line, "%*s %127s %d %d %d %d", name, &a, &b, &c, &d) != 5) continue;
+            size_t ni, no;
+            char pi[512], po[512];
+            snprintf(pi, sizeof pi, "%s/%s.in", g_dir, name);
+            snprintf(po, sizeof po, "%s/%s.out", g_dir, name);
+            uint8_t *in = slurp(pi, &ni), *want = slurp(po, &no);
+            TL_CHECK(in && want && ni == (size_t)a * b * 3 && no == (size_t)c * d * 3, "%s", name);
+            if (!in || !want) continue;
+            uint8_t *got = malloc(no);
+            ds_image_resize_bicubic(in, a, b, got, c, d);
+            int m = max_diff(got, want, no);
+            printf("  resize %dx%d -> %dx%d: max |diff| %d\n", a, b, c, d, m);
+            TL_CHECK(m <= 1, "resize %s max diff %d", name, m);
+            cases++, exact += m == 0;
+            free(in), free(want), free(got);
+            continue;
+        }
+        if (sscanf(line, "%*s %127s %d %d %127s", name, &a, &b, note) != 4) continue;
+        char file[512], ref[600];
+        path_in(file, sizeof file, name);
+        // decode
+        int w, h;
+        uint8_t *rgb = ds_image_decode_file(file, &w, &h);
+        snprintf(ref, sizeof ref, "%s.rgb", file);
+        size_t n;
+        uint8_t *want = slurp(ref, &n);
+        TL_CHECK(w == a && h == b && want && n == (size_t)w * h * 3, "%s size %dx%d vs %dx%d", name,
+                 w, h, a, b);
+        int md = (want && n == (size_t)w * h * 3) ? max_diff(rgb, want, n) : 999;
+        free(want);
+        free(rgb);
+        TL_CHECK(md <= 1, "%s decode max diff %d", name, md);
+        cases++, exact += md == 0;
+        printf("  %-24s %4dx%-4d decode %d", name, a, b, md);
+        // full path at two sizes
+        for (int S = 336; S >= 224; S -= 112) {
+            snprintf(ref, sizeof ref, "%s.%d.rgb", file, S);
+            want = slurp(ref, &n);
+            uint8_t *out = malloc((size_t)S * S * 3);
+            int ow = 0, oh = 0;
+            ds_image_load(file, S, out, &ow, &oh);
+            int m = (want && n == (size_t)S * S * 3) ? max_diff(out, want, n) : 999;
+            TL_CHECK(ow == a && oh == b, "%s original size", name);
+            TL_CHECK(m <= 1, "%s at %d: max diff %d", name, S, m);
+            cases++, exact += m == 0;
+            printf("  @%d %d", S, m);
+            free(out);
+            free(want);
+        }
+        printf("%s%s\n", strcmp(note, "-") ? "  " : "", strcmp(note, "-") ? note : "");
+    }
+    fclose(f);
+    printf("test_image: PIL agreement: %d of %d comparisons exact (all within 1)\n", exact, cases);
+    TL_CHECK(cases >= 60, "only %d PIL comparisons ran", cases);
+}
+
+int main(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/groundc_test_image_XXXXXX");
+    if (!mkdtemp(g_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_errors();
+    test_pad_and_boxes();
+    test_against_pil();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
+    return tl_summary("test_image");
+}

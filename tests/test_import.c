@@ -1,0 +1,495 @@
+// test_import.c: weight import (train/import.h) from the HF-named files of
+// tests/fixtures/import/ (tests/make_import_fixtures.py) into the model of
+// tests/fixtures/import/model.yaml.
+//   - Llama, CLIP vision tower and BLIP-2 Q-Former, each as one file and as two shards with an
+//     index, in f32, f16 and bf16, into f32 and bf16 models: every parameter equals the f32
+//     reference rounded to the file's dtype and then to the model's, to nearest even (exact
+//     comparisons; f32 into f32 is bit-exact). Names are mapped independently here (CLIP under
+//     model.vision_tower., the Q-Former's HF names to LAVIS ones, conv weights permuted back);
+//   - EVA (LAVIS names) and ImageBind audio, bit-exact; known leftovers (RoPE buffers, CLIP's
+//     last block, post_layernorm, position_ids and text tower, the Q-Former's text FFN, EVA's
+//     unused block, ImageBind's logit scale) are skipped;
+//   - the 9 added rows: the mean of a V0-row table, or rows V0.. of a (V0 + 9)-row table;
+//   - groundc checkpoints (our names, any subset, combined embedding tables), file prefixes;
+//   - one-line errors: missing, unexpected and mis-shaped tensors (name and both shapes), a
+//     wrong dtype, a truncated file, a broken index, a part without its branch; the init:
+//     block of a config (relative paths, unknown parts).
+#include <math.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "autograd/error.h"
+#include "autograd/safetensors.h"
+#include "model/groundinggpt.h"
+#include "testlib.h"
+#include "train/import.h"
+#include "train/model_config.h"
+
+static char fixtures[1024], tmp[256];
+
+static gm_groundinggpt_config fixture_config(ag_dtype dt) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/model.yaml", fixtures);
+    gm_groundinggpt_config c;
+    tr_model_config_load(path, &c);
+    c.dtype = dt;
+    return c;
+}
+
+static gm_groundinggpt *new_model(ag_ctx *ctx, ag_dtype dt, uint64_t seed) {
+    gm_groundinggpt_config c = fixture_config(dt);
+    gm_groundinggpt *m = gm_groundinggpt_new(ctx, &c);
+    gm_groundinggpt_init(m, seed, 0.3); // values an import must overwrite
+    return m;
+}
+
+// x rounded to `bits` significant bits, to nearest even; subnormals below 2^min_exp steps.
+static float round_bits(float x, int bits, int min_exp) {
+    if (x == 0 || !isfinite(x)) return x;
+    int e;
+    frexp(x, &e);
+    int ulp = e - bits;
+    if (ulp < min_exp) ulp = min_exp;
+    return (float)ldexp(nearbyint(ldexp((double)x, -ulp)), ulp);
+}
+static float to_dtype(float x, const char *dt) {
+    if (!strcmp(dt, "f16")) return round_bits(x, 11, -24);
+    if (!strcmp(dt, "bf16")) return round_bits(x, 8, -133);
+    return x;
+}
+
+// The values of t as floats (f32 or bf16 tensors).
+static float *host_values(const ag_tensor *t) {
+    int64_t n = ag_numel(t);
+    float *h = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    if (t->dtype == AG_F32) {
+        ag_copy_to_host(t, h);
+    } else {
+        uint16_t *b = malloc(sizeof(uint16_t) * (size_t)(n ? n : 1));
+        ag_copy_to_host(t, b);
+        for (int64_t i = 0; i < n; i++) h[i] = ag_bf16_to_f32(b[i]);
+        free(b);
+    }
+    return h;
+}
+
+// The file name of model parameter `name` in the fixture of `part`, or NULL if not its.
+// Written apart from train/import.c (plain string rules) so that both must agree.
+static bool file_name(tr_init_part part, const char *name, char *out, size_t n) {
+    const char *roots[] = {"", "model.vision_tower.", "model.visual_encoder.", "",
+                           "model.audio_encoder."};
+    if (part == TR_INIT_LLM) {
+        if (strstr(name, "added_rows") ||
+            (strncmp(name, "model.embed_tokens", 18) && strncmp(name, "model.layers.", 13) &&
+             strncmp(name, "model.norm", 10) && strncmp(name, "lm_head", 7)))
+            return false;
+        snprintf(out, n, "%s", name);
+        return true;
+    }
+    if (part == TR_INIT_FRAME_QFORMER) {
+        if (!strcmp(name, "model.query_tokens")) return snprintf(out, n, "query_tokens") > 0;
+        if (!strncmp(name, "model.ln_vision.", 16))
+            return snprintf(out, n, "vision_model.post_layernorm.%s", name + 16) > 0;
+        if (strncmp(name, "model.Qformer.bert.", 19)) return false;
+        char buf[512];
+        snprintf(buf, sizeof buf, "qformer.%s", name + 19);
+        const char *from[2] = {"embeddings.LayerNorm.", "attention.self."};
+        const char *to[2] = {"layernorm.", "attention.attention."};
+        for (int r = 0; r < 2; r++) {
+            char *at = strstr(buf, from[r]);
+            if (!at) continue;
+            char rest[512];
+            snprintf(rest, sizeof rest, "%s", at + strlen(from[r]));
+            snprintf(at, sizeof buf - (size_t)(at - buf), "%s%s", to[r], rest);
+        }
+        snprintf(out, n, "%s", buf);
+        return true;
+    }
+    size_t k = strlen(roots[part]);
+    if (strncmp(name, roots[part], k)) return false;
+    snprintf(out, n, "%s", name + k);
+    return true;
+}
+
+// Counts parameters of the part whose values differ from the f32 reference file's, rounded
+// to file_dt and then to the model's dtype. Returns the number of parameters compared.
+static int compare_part(const gm_groundinggpt *m, tr_init_part part, const ag_st_file *ref,
+                        const char *file_dt, int *bad) {
+    int compared = 0;
+    for (int i = 0; i < m->params->n; i++) {
+        const ag_tensor *p = m->params->tensors[i];
+        char fname[512];
+        if (!file_name(part, p->name, fname, sizeof fname)) continue;
+        const ag_st_entry *e = ag_st_find(ref, fname);
+        if (!e) {
+            fprintf(stderr, "%s: no reference %s\n", p->name, fname);
+            (*bad)++;
+            continue;
+        }
+        int64_t n = ag_numel(p);
+        float *got = host_values(p), *want = malloc(sizeof(float) * (size_t)n);
+        const float *src = e->data;
+        bool conv = p->ndim == 4 && e->ndim == 4 && p->shape[3] != e->shape[3];
+        if (conv) { // back to PyTorch's (out, cin, kh, kw)
+            float *g2 = malloc(sizeof(float) * (size_t)n);
+            gm_vit_patch_to_conv(g2, got, sizeof(float), p->shape[0], p->shape[3], p->shape[1],
+                                 p->shape[2]);
+            free(got);
+            got = g2;
+        }
+        // The base table is the file's first V0 rows.
+        for (int64_t k = 0; k < n; k++) {
+            float v = to_dtype(src[k], file_dt);
+            want[k] = p->dtype == AG_BF16 ? round_bits(v, 8, -133) : v;
+        }
+        if (memcmp(got, want, sizeof(float) * (size_t)n)) {
+            fprintf(stderr, "%s (%s, file %s, model %s): values differ\n", p->name, fname, file_dt,
+                    ag_dtype_name(p->dtype));
+            (*bad)++;
+        }
+        compared++;
+        free(got);
+        free(want);
+    }
+    return compared;
+}
+
+static void test_matrix(void) {
+    const char *parts[3] = {"llama", "clip", "blip2"};
+    const tr_init_part ids[3] = {TR_INIT_LLM, TR_INIT_IMAGE_ENCODER, TR_INIT_FRAME_QFORMER};
+    const int expect[3] = {2 + 9 * 2 + 1, 5 + 2 * 16, 3 + 2 + 2 * 16 + 10}; // parameters
+    const char *dts[3] = {"f32", "f16", "bf16"}, *layouts[2] = {"single", "sharded"};
+    const ag_dtype mdts[2] = {AG_F32, AG_BF16};
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    for (int p = 0; p < 3; p++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s-f32-single/model.safetensors", fixtures, parts[p]);
+        ag_st_file *ref = ag_st_open(path);
+        for (int d = 0; d < 3; d++)
+            for (int l = 0; l < 2; l++)
+                for (int md = 0; md < 2; md++) {
+                    gm_groundinggpt *m = new_model(ctx, mdts[md], 100 + (uint64_t)d);
+                    snprintf(path, sizeof path, "%s/%s-%s-%s", fixtures, parts[p], dts[d],
+                             layouts[l]);
+                    int loaded = tr_import_part(m, ids[p], path, NULL);
+                    int bad = 0, compared = compare_part(m, ids[p], ref, dts[d], &bad);
+                    TL_CHECK(bad == 0 && compared == expect[p] && loaded == expect[p],
+                             "%s %s %s into %s: %d loaded, %d compared, %d wrong", parts[p], dts[d],
+                             layouts[l], ag_dtype_name(mdts[md]), loaded, compared, bad);
+                    if (p == 0 && md == 0) { // the added rows: the mean of the base rows
+                        const int64_t V = 40, C = 16;
+                        float *base = host_values(m->llm->embed),
+                              *add = host_values(m->embed_added);
+                        double worst = 0;
+                        for (int64_t c = 0; c < C; c++) {
+                            double s = 0;
+                            for (int64_t v = 0; v < V; v++) s += base[v * C + c];
+                            for (int r = 0; r < 9; r++)
+                                worst = fmax(worst, fabs(add[r * C + c] - (float)(s / V)));
+                        }
+                        TL_CHECK(worst == 0, "added rows = mean of the base rows (%g)", worst);
+                        free(base);
+                        free(add);
+                    }
+                    gm_groundinggpt_free(m);
+                }
+        ag_st_close(ref);
+    }
+    // EVA and ImageBind (single f32 files).
+    const char *single[2] = {"eva-f32.safetensors", "imagebind-f32.safetensors"};
+    const tr_init_part sp[2] = {TR_INIT_VIDEO_ENCODER, TR_INIT_AUDIO_ENCODER};
+    for (int k = 0; k < 2; k++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", fixtures, single[k]);
+        gm_groundinggpt *m = new_model(ctx, AG_F32, 5);
+        int loaded = tr_import_part(m, sp[k], path, NULL);
+        ag_st_file *ref = ag_st_open(path);
+        int bad = 0, compared = compare_part(m, sp[k], ref, "f32", &bad);
+        TL_CHECK(bad == 0 && compared == loaded && loaded > 20, "%s: %d loaded, %d wrong",
+                 single[k], loaded, bad);
+        ag_st_close(ref);
+        gm_groundinggpt_free(m);
+    }
+    ag_ctx_free(ctx);
+}
+
+// Writes dst from the tensors of src: drop one, reshape one (same bytes), retype one, and add
+// a copy of another under a new name (each NULL for none).
+typedef struct {
+    const char *drop;
+    const char *reshape;
+    int ndim;
+    int64_t shape[4];
+    const char *retype, *dtype;
+    const char *add, *add_from;
+} edit;
+
+static void rewrite(const char *src, const char *dst, const edit *ed) {
+    ag_st_file *f = ag_st_open(src);
+    ag_st_writer *w = ag_st_writer_new();
+    for (int i = 0; i < f->n; i++) {
+        const ag_st_entry *e = &f->entries[i];
+        if (ed->drop && !strcmp(e->name, ed->drop)) continue;
+        const int64_t *shape = e->shape;
+        int ndim = e->ndim;
+        const char *dt = e->dtype;
+        if (ed->reshape && !strcmp(e->name, ed->reshape)) shape = ed->shape, ndim = ed->ndim;
+        if (ed->retype && !strcmp(e->name, ed->retype)) dt = ed->dtype;
+        ag_st_add_raw(w, e->name, dt, ndim, shape, e->data, e->nbytes);
+        if (ed->add_from && !strcmp(e->name, ed->add_from))
+            ag_st_add_raw(w, ed->add, e->dtype, e->ndim, e->shape, e->data, e->nbytes);
+    }
+    ag_st_write(w, dst);
+    ag_st_close(f);
+}
+
+static void test_errors(void) {
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    gm_groundinggpt *m = new_model(ctx, AG_F32, 9);
+    char llama[1200], clip[1200], bad[512];
+    snprintf(llama, sizeof llama, "%s/llama-f32-single/model.safetensors", fixtures);
+    snprintf(clip, sizeof clip, "%s/clip-f32-single/model.safetensors", fixtures);
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", tmp);
+
+    rewrite(llama, bad, &(edit){.drop = "model.layers.1.mlp.up_proj.weight"});
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, bad, NULL), "bad.safetensors",
+                   "'model.layers.1.mlp.up_proj.weight'", "[24,16]", "missing");
+    rewrite(llama, bad,
+            &(edit){.add = "model.layers.2.mlp.up_proj.weight",
+                    .add_from = "model.layers.1.mlp.up_proj.weight"});
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, bad, NULL), "unexpected tensor",
+                   "'model.layers.2.mlp.up_proj.weight'", "[24,16]");
+    rewrite(
+        llama, bad,
+        &(edit){.reshape = "model.layers.0.self_attn.k_proj.weight", .ndim = 2, .shape = {16, 8}});
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, bad, NULL),
+                   "'model.layers.0.self_attn.k_proj.weight' has shape [16,8]", "needs [8,16]");
+    rewrite(llama, bad, &(edit){.retype = "model.norm.weight", .dtype = "I32"});
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, bad, NULL), "'model.norm.weight'", "dtype I32");
+    rewrite(clip, bad,
+            &(edit){.reshape = "vision_model.embeddings.patch_embedding.weight",
+                    .ndim = 4,
+                    .shape = {16, 4, 4, 3}});
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_IMAGE_ENCODER, bad, NULL),
+                   "'vision_model.embeddings.patch_embedding.weight' has shape [16,4,4,3]",
+                   "needs [16,3,4,4]");
+    rewrite(clip, bad, &(edit){.drop = "vision_model.encoder.layers.1.mlp.fc2.bias"});
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_IMAGE_ENCODER, bad, NULL),
+                   "'vision_model.encoder.layers.1.mlp.fc2.bias'", "missing");
+    // CLIP's 4th block would be unexpected: the config has 3 layers.
+    rewrite(clip, bad,
+            &(edit){.add = "vision_model.encoder.layers.3.mlp.fc2.bias",
+                    .add_from = "vision_model.encoder.layers.1.mlp.fc2.bias"});
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_IMAGE_ENCODER, bad, NULL), "unexpected tensor",
+                   "layers.3.mlp.fc2.bias");
+
+    // Truncated file.
+    FILE *in = fopen(llama, "rb");
+    fseek(in, 0, SEEK_END);
+    long n = ftell(in);
+    fseek(in, 0, SEEK_SET);
+    char *buf = malloc((size_t)n);
+    TL_CHECK(fread(buf, 1, (size_t)n, in) == (size_t)n, "read fixture");
+    fclose(in);
+    FILE *out = fopen(bad, "wb");
+    fwrite(buf, 1, (size_t)n - 100, out);
+    fclose(out);
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, bad, NULL), "bad.safetensors");
+    free(buf);
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, "/nonexistent/weights", NULL),
+                   "/nonexistent/weights", "cannot open");
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, tmp, NULL), "neither model.safetensors");
+
+    // A broken index: one tensor in the wrong shard; a shard tensor the index does not list.
+    char dir[600], p[700], src[1300];
+    snprintf(dir, sizeof dir, "%s/sharded", tmp);
+    mkdir(dir, 0777);
+    for (int s = 1; s <= 2; s++) {
+        snprintf(src, sizeof src, "%s/llama-f32-sharded/model-0000%d-of-00002.safetensors",
+                 fixtures, s);
+        snprintf(p, sizeof p, "%s/model-0000%d-of-00002.safetensors", dir, s);
+        rewrite(src, p, &(edit){0});
+    }
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
+    out = fopen(p, "w");
+    fprintf(out, "{\"weight_map\": {\"model.norm.weight\": \"model-00001-of-00002.safetensors\", "
+                 "\"lm_head.weight\": \"model-00001-of-00002.safetensors\"}}");
+    fclose(out);
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, dir, NULL), "model.safetensors.index.json",
+                   "tensor '");
+    out = fopen(p, "w");
+    fprintf(out, "{\"weight_map\": 7}");
+    fclose(out);
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, dir, NULL), "no \"weight_map\"");
+
+    // Parts whose branch the model lacks.
+    gm_groundinggpt_config c = fixture_config(AG_F32);
+    c.has[GM_MOD_VIDEO] = false;
+    gm_groundinggpt *nv = gm_groundinggpt_new(ctx, &c);
+    TL_EXPECT_FAIL(tr_import_part(nv, TR_INIT_FRAME_QFORMER, llama, NULL), "frame_qformer",
+                   "no video branch");
+    gm_groundinggpt_free(nv);
+    gm_groundinggpt_free(m);
+    ag_ctx_free(ctx);
+}
+
+static bool same_values(const ag_tensor *a, const ag_tensor *b) {
+    size_t n = ag_nbytes(a);
+    void *x = malloc(n), *y = malloc(n);
+    ag_copy_to_host(a, x);
+    ag_copy_to_host(b, y);
+    bool same = ag_nbytes(b) == n && !memcmp(x, y, n);
+    free(x);
+    free(y);
+    return same;
+}
+
+static void test_checkpoint_and_prefix(void) {
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    gm_groundinggpt *a = new_model(ctx, AG_F32, 1), *b = new_model(ctx, AG_F32, 2);
+    char dir[600], path[700];
+    snprintf(dir, sizeof dir, "%s/ckpt", tmp);
+    mkdir(dir, 0777);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    // Our names, every parameter: a round trip.
+    ag_st_writer *w = ag_st_writer_new();
+    for (int i = 0; i < a->params->n; i++)
+        ag_st_add(w, a->params->tensors[i]->name, a->params->tensors[i]);
+    ag_st_write(w, path);
+    int loaded = tr_import_part(b, TR_INIT_CHECKPOINT, dir, NULL);
+    bool all = loaded == a->params->n;
+    for (int i = 0; i < a->params->n; i++)
+        all &= same_values(a->params->tensors[i], b->params->tensors[i]);
+    TL_CHECK(all, "checkpoint round trip: %d of %d tensors, all equal", loaded, a->params->n);
+
+    // GroundingGPT's layout: (V0 + 9, C) tables, no added_rows tensors; only the LLM.
+    gm_groundinggpt *c = new_model(ctx, AG_F32, 3);
+    w = ag_st_writer_new();
+    ag_tensor *e2[2] = {a->llm->embed, a->embed_added},
+              *h2[2] = {a->llm->lm_head, a->lm_head_added};
+    ag_st_add(w, "model.embed_tokens.weight", ag_concat(ctx, 2, e2, 0));
+    ag_st_add(w, "lm_head.weight", ag_concat(ctx, 2, h2, 0));
+    ag_st_add(w, "model.norm.weight", a->llm->norm);
+    ag_st_write(w, path);
+    loaded = tr_import_part(c, TR_INIT_CHECKPOINT, path, NULL);
+    TL_CHECK(loaded == 3 && same_values(c->embed_added, a->embed_added) &&
+                 same_values(c->lm_head_added, a->lm_head_added) &&
+                 same_values(c->llm->embed, a->llm->embed) &&
+                 !same_values(c->llm->layers[0].wq, a->llm->layers[0].wq),
+             "a (V0 + 9)-row checkpoint splits into base and added rows (%d tensors)", loaded);
+    // Added rows both inside the table and on their own: ambiguous.
+    w = ag_st_writer_new();
+    ag_st_add(w, "model.embed_tokens.weight", ag_concat(ctx, 2, e2, 0));
+    ag_st_add(w, "model.embed_tokens.added_rows", a->embed_added);
+    ag_st_write(w, path);
+    TL_EXPECT_FAIL(tr_import_part(c, TR_INIT_CHECKPOINT, path, NULL), "holds the added rows",
+                   "model.embed_tokens.added_rows");
+    w = ag_st_writer_new();
+    ag_st_add(w, "model.not_a_parameter", a->llm->norm);
+    ag_st_write(w, path);
+    TL_EXPECT_FAIL(tr_import_part(c, TR_INIT_CHECKPOINT, path, NULL), "unexpected tensor",
+                   "'model.not_a_parameter'", "[16]");
+    ag_step_reset(ctx);
+
+    // A CLIP tower saved inside a bigger model, LLaVA-1.5 style: prefix mapping.
+    char clip[1200], big[700];
+    snprintf(clip, sizeof clip, "%s/clip-f32-single/model.safetensors", fixtures);
+    snprintf(big, sizeof big, "%s/llava.safetensors", tmp);
+    ag_st_file *f = ag_st_open(clip);
+    w = ag_st_writer_new();
+    for (int i = 0; i < f->n; i++) {
+        char name[512];
+        snprintf(name, sizeof name, "model.vision_tower.vision_tower.%s", f->entries[i].name);
+        ag_st_add_raw(w, name, f->entries[i].dtype, f->entries[i].ndim, f->entries[i].shape,
+                      f->entries[i].data, f->entries[i].nbytes);
+    }
+    ag_st_add(w, "model.layers.0.mlp.up_proj.weight", a->llm->layers[0].w_up); // not the tower's
+    ag_st_write(w, big);
+    int bad = 0;
+    loaded = tr_import_part(c, TR_INIT_IMAGE_ENCODER, big, "model.vision_tower.vision_tower.");
+    int compared = compare_part(c, TR_INIT_IMAGE_ENCODER, f, "f32", &bad);
+    TL_CHECK(bad == 0 && loaded == compared && loaded > 0, "prefix mapping: %d loaded, %d wrong",
+             loaded, bad);
+    ag_st_close(f);
+    gm_groundinggpt_free(a);
+    gm_groundinggpt_free(b);
+    gm_groundinggpt_free(c);
+    ag_ctx_free(ctx);
+}
+
+static void test_init_config(void) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/train.yaml", tmp);
+    FILE *f = fopen(path, "w");
+    fprintf(f,
+            "model: %s/model.yaml\n"
+            "init:\n"
+            "  llm: llama-here\n"
+            "  image_encoder: {path: %s/clip-f16-sharded, prefix: ''}\n"
+            "  frame_qformer:\n"
+            "    path: %s/blip2-bf16-single\n",
+            fixtures, fixtures, fixtures);
+    fclose(f);
+    tr_yaml *root = tr_yaml_load(path);
+    tr_init_config ic;
+    tr_init_config_read(root, &ic);
+    char want[700];
+    snprintf(want, sizeof want, "%s/llama-here", tmp);
+    TL_CHECK(ic.path[TR_INIT_LLM] && !strcmp(ic.path[TR_INIT_LLM], want),
+             "relative init paths are relative to the config's folder (%s)",
+             ic.path[TR_INIT_LLM] ? ic.path[TR_INIT_LLM] : "NULL");
+    TL_CHECK(ic.prefix[TR_INIT_IMAGE_ENCODER] && !ic.prefix[TR_INIT_IMAGE_ENCODER][0] &&
+                 !ic.path[TR_INIT_VIDEO_ENCODER],
+             "init entries as mappings");
+    // Import through the config (the llm path does not exist: point it at the fixture).
+    free(ic.path[TR_INIT_LLM]);
+    char llama[1200];
+    snprintf(llama, sizeof llama, "%s/llama-f16-single", fixtures);
+    ic.path[TR_INIT_LLM] = strdup(llama);
+    gm_groundinggpt_config c;
+    tr_model_config_from_train(root, &c);
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    gm_groundinggpt *m = gm_groundinggpt_new(ctx, &c);
+    char logbuf[4096] = "";
+    FILE *log = fmemopen(logbuf, sizeof logbuf, "w");
+    tr_import(m, &ic, log);
+    fclose(log);
+    TL_CHECK(strstr(logbuf, "init llm: 21 tensors") && strstr(logbuf, "init image_encoder: 37") &&
+                 strstr(logbuf, "init frame_qformer: 47"),
+             "tr_import logs each part: %s", logbuf);
+    gm_groundinggpt_free(m);
+    ag_ctx_free(ctx);
+    tr_init_config_free(&ic);
+    tr_yaml_free(root);
+
+    f = fopen(path, "w");
+    fprintf(f, "init:\n  llm: a\n  vision: b\n");
+    fclose(f);
+    root = tr_yaml_load(path);
+    TL_EXPECT_FAIL(tr_init_config_read(root, &ic), "train.yaml:3:3", "unknown key 'vision'");
+    tr_yaml_free(root);
+    f = fopen(path, "w");
+    fprintf(f, "init:\n  llm: {prefix: x}\n");
+    fclose(f);
+    root = tr_yaml_load(path);
+    TL_EXPECT_FAIL(tr_init_config_read(root, &ic), "train.yaml:2:8", "missing key 'path'");
+    tr_yaml_free(root);
+}
+
+int main(void) {
+    tl_source_path(fixtures, sizeof fixtures, "tests/fixtures/import");
+    snprintf(tmp, sizeof tmp, "/tmp/groundc_test_import_XXXXXX");
+    if (!mkdtemp(tmp)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_matrix();
+    test_errors();
+    test_checkpoint_and_prefix();
+    test_init_config();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd)) fprintf(stderr, "could not remove %s\n", tmp);
+    return tl_summary("test_import");
+}

@@ -1,0 +1,780 @@
+// test_pack.c: `groundc pack` end to end. Packs `groundc synth` data, a JSON file of bad and
+// unusual samples and a custom grounding JSONL file with small model sizes, then reads the
+// shards back and checks every sample against an independent reconstruction: token ids (the
+// template's pieces tokenized by the documented rules, added ids looked up by name), decoded
+// text (= the rendered conversation with placeholders expanded), the loss mask (decoded masked
+// runs = the answers + "\n###"), media rows (= ds_image_load / ds_video_load /
+// ds_audio_file_features of the file, one row per file per shard), task, granularity, source
+// and sample_meta; JSONL boxes and spans against data/grounding.h on the same numbers. Also:
+// byte-identical output for 1, 2 and 3 threads and across runs (into a folder holding an older
+// dataset with more shards), bad samples reported as "FILE:INDEX: reason" and skipped, and
+// --on-error fail exiting non-zero with that line while leaving the old dataset untouched.
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "autograd/error.h"
+#include "data/audio.h"
+#include "data/grounding.h"
+#include "data/image.h"
+#include "data/jsonl.h"
+#include "data/manifest.h"
+#include "data/shard.h"
+#include "data/template.h"
+#include "data/tokenizer.h"
+#include "data/video.h"
+#include "testlib.h"
+
+// small model sizes so the test is fast
+#define IMG_S   32
+#define IMG_P   4
+#define VID_F   4
+#define VID_S   16
+#define VID_P   3
+#define AUD_P   2
+#define MAX_LEN 400
+#define SIZES                                                                                      \
+    "--image-size 32 --image-tokens 4 --video-frames 4 --video-size 16 --video-tokens 3 "          \
+    "--audio-tokens 2 --shard-samples 20 --max-len 400"
+
+static char g_dir[256], g_synth[512], g_bad[512], g_jsonl[512], g_tok[1024];
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    size_t got = fread(s, 1, (size_t)n, f);
+    s[got] = 0;
+    fclose(f);
+    return s;
+}
+
+static void spit(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "cannot write %s\n", path);
+        exit(1);
+    }
+}
+
+// Runs `groundc ARGS` with stdout and stderr into g_dir/TAG.out / TAG.err; the exit status.
+static int groundc(const char *tag, const char *args) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s/groundc %s >%s/%s.out 2>%s/%s.err", GROUNDC_BINARY_DIR, args,
+             g_dir, tag, g_dir, tag);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static char *output(const char *tag, const char *ext) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s.%s", g_dir, tag, ext);
+    char *s = slurp(path);
+    return s ? s : strdup("");
+}
+
+static bool same_tree(const char *a, const char *b) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "diff -r %s %s >/dev/null", a, b);
+    return system(cmd) == 0;
+}
+
+static bool exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+// ---- what we expect, built without the packer ----
+
+typedef struct {
+    const char *file; // as given on the command line
+    int64_t index;
+    cJSON *id; // NULL when the sample has none
+    int n_turns;
+    ds_turn turns[8]; // texts owned
+    char *media[DS_MEDIA_KINDS];
+    int task, granularity;
+    const char *source;
+} expect;
+
+static expect g_exp[256];
+static int g_n_exp;
+
+static expect *push_expect(const char *file, int64_t index, const char *source) {
+    expect *e = &g_exp[g_n_exp++];
+    memset(e, 0, sizeof *e);
+    e->file = file, e->index = index, e->source = source;
+    return e;
+}
+
+static char *media_path(const char *rel) {
+    char *s = malloc(strlen(g_synth) + strlen(rel) + 2);
+    sprintf(s, "%s/%s", g_synth, rel);
+    return s;
+}
+
+// Reference-format samples of file at the given indices (all when idx is NULL).
+static void expect_json(const char *file, const char *source, const int *idx, int n_idx,
+                        const int *tasks) {
+    char *text = slurp(file);
+    cJSON *root = cJSON_Parse(text);
+    int n = n_idx ? n_idx : cJSON_GetArraySize(root);
+    for (int k = 0; k < n; k++) {
+        int i = idx ? idx[k] : k;
+        const cJSON *s = cJSON_GetArrayItem(root, i);
+        expect *e = push_expect(file, i, source);
+        const cJSON *id = cJSON_GetObjectItem(s, "id");
+        e->id = id ? cJSON_Duplicate(id, true) : NULL;
+        const char *keys[] = {"image", "video", "sound"};
+        for (int m = 0; m < DS_MEDIA_KINDS; m++)
+            if (cJSON_GetObjectItem(s, keys[m]))
+                e->media[m] = media_path(cJSON_GetObjectItem(s, keys[m])->valuestring);
+        const cJSON *t;
+        cJSON_ArrayForEach(t, cJSON_GetObjectItem(s, "conversations")) {
+            e->turns[e->n_turns].from_human =
+                !strcmp(cJSON_GetObjectItem(t, "from")->valuestring, "human");
+            e->turns[e->n_turns++].text = strdup(cJSON_GetObjectItem(t, "value")->valuestring);
+        }
+        const cJSON *task = cJSON_GetObjectItem(s, "task");
+        e->task = task ? ds_task_from_name(task->valuestring) : tasks[k];
+        e->granularity = e->task >= DS_TASK_REC && e->task <= DS_TASK_SOUND;
+    }
+    cJSON_Delete(root);
+    free(text);
+}
+
+static void expect_jsonl(int64_t line, const char *rel, int kind, const char *question,
+                         const char *answer) {
+    expect *e = push_expect(g_jsonl, line, "ground");
+    e->media[kind] = media_path(rel);
+    e->n_turns = 2;
+    e->turns[0] = (ds_turn){true, strdup(question)};
+    e->turns[1] = (ds_turn){false, strdup(answer)};
+    e->task = kind == DS_MEDIA_IMAGE   ? DS_TASK_REC
+              : kind == DS_MEDIA_VIDEO ? DS_TASK_TVG
+                                       : DS_TASK_SOUND;
+    e->granularity = 1;
+}
+
+// ---- media, decoded once per file for the comparisons ----
+
+typedef struct {
+    char *path;
+    int kind;
+    void *data;
+    int w, h;
+    float duration;
+} ref_media;
+static ref_media g_ref[64];
+static int g_n_ref;
+
+static const ref_media *reference(const char *path, int kind) {
+    for (int i = 0; i < g_n_ref; i++)
+        if (g_ref[i].kind == kind && !strcmp(g_ref[i].path, path)) return &g_ref[i];
+    ref_media *r = &g_ref[g_n_ref++];
+    r->path = strdup(path), r->kind = kind;
+    if (kind == DS_MEDIA_IMAGE) {
+        r->data = malloc(IMG_S * IMG_S * 3);
+        ds_image_load(path, IMG_S, r->data, &r->w, &r->h);
+    } else if (kind == DS_MEDIA_VIDEO) {
+        r->data = malloc(VID_F * VID_S * VID_S * 3);
+        ds_video_info info;
+        ds_video_load(path, VID_F, VID_S, r->data, &info);
+        r->duration = (float)info.duration;
+    } else {
+        size_t n = DS_AUDIO_CLIPS * DS_AUDIO_FRAMES * DS_AUDIO_MELS;
+        float *x = malloc(n * sizeof *x);
+        double d;
+        ds_audio_file_features(path, x, &d);
+        for (size_t i = 0; i < n; i++) x[i] = ds_f32_from_f16(ds_f16_from_f32(x[i])); // stored
+        r->data = x;
+        r->duration = (float)d;
+    }
+    return r;
+}
+
+// ---- checking one packed sample ----
+
+static const char *const added[9] = {"<im_patch>", "<im_start>", "<im_end>",
+                                     "<vi_patch>", "<vi_start>", "<vi_end>",
+                                     "<so_patch>", "<so_start>", "<so_end>"};
+static const int patches[DS_MEDIA_KINDS] = {IMG_P, VID_P, AUD_P};
+
+static void append_ids(int32_t **ids, uint8_t **mask, int64_t *n, const int32_t *add, int64_t k,
+                       uint8_t m) {
+    *ids = realloc(*ids, sizeof **ids * (size_t)(*n + k + 1));
+    *mask = realloc(*mask, (size_t)(*n + k + 1));
+    for (int64_t i = 0; i < k; i++) (*ids)[*n + i] = add[i], (*mask)[*n + i] = m;
+    *n += k;
+}
+
+static void strcat_grow(char **s, size_t *len, const char *add) {
+    size_t k = strlen(add);
+    *s = realloc(*s, *len + k + 1);
+    memcpy(*s + *len, add, k + 1);
+    *len += k;
+}
+
+typedef struct {
+    int32_t rows[DS_MEDIA_KINDS][64];
+    char *paths[DS_MEDIA_KINDS][64];
+    int n[DS_MEDIA_KINDS];
+} shard_media;
+
+static void check_sample(const ds_tokenizer *tok, ds_shard *sh, int64_t i, const expect *e,
+                         shard_media *seen, int64_t *max_len) {
+    const char *sname = ds_shard_path(sh);
+    ds_sample_ref ref = ds_shard_sample(sh, i);
+    int32_t *tokens = malloc(sizeof *tokens * (size_t)(ref.length + 1));
+    uint8_t *mask = malloc((size_t)ref.length + 1);
+    ds_shard_read_tokens(sh, i, 1, tokens, mask);
+    if (ref.length > *max_len) *max_len = ref.length;
+
+    // ids by the piece rules, independently
+    ds_rendered rd;
+    char err[256];
+    TL_CHECK(ds_render(e->turns, e->n_turns, &rd, err, sizeof err), "%s:%lld: %s", e->file,
+             (long long)e->index, err);
+    int32_t *want = NULL;
+    uint8_t *want_mask = NULL;
+    int64_t n_want = 0;
+    char *text = NULL;
+    size_t text_len = 0;
+    strcat_grow(&text, &text_len, "");
+    for (int p = 0; p < rd.n; p++) {
+        const ds_piece *pc = &rd.pieces[p];
+        if (pc->is_media) {
+            int k = pc->media;
+            int32_t start = ds_tokenizer_piece_to_id(tok, added[3 * k + 1]);
+            int32_t patch = ds_tokenizer_piece_to_id(tok, added[3 * k]);
+            int32_t end = ds_tokenizer_piece_to_id(tok, added[3 * k + 2]);
+            append_ids(&want, &want_mask, &n_want, &start, 1, 0);
+            for (int j = 0; j < patches[k]; j++)
+                append_ids(&want, &want_mask, &n_want, &patch, 1, 0);
+            append_ids(&want, &want_mask, &n_want, &end, 1, 0);
+            strcat_grow(&text, &text_len, added[3 * k + 1]);
+            for (int j = 0; j < patches[k]; j++) strcat_grow(&text, &text_len, added[3 * k]);
+            strcat_grow(&text, &text_len, added[3 * k + 2]);
+        } else {
+            int64_t m;
+            int32_t *ids =
+                ds_tokenizer_encode_alloc(tok, pc->text, strlen(pc->text),
+                                          p == 0 ? DS_TOK_ADD_BOS : DS_TOK_NO_DUMMY_PREFIX, &m);
+            append_ids(&want, &want_mask, &n_want, ids, m, pc->supervised);
+            free(ids);
+            strcat_grow(&text, &text_len, pc->text);
+        }
+    }
+    ds_rendered_free(&rd);
+    bool same = n_want == ref.length && !memcmp(want, tokens, sizeof *want * (size_t)n_want) &&
+                !memcmp(want_mask, mask, (size_t)n_want);
+    TL_CHECK(same, "%s sample %lld (%s:%lld): tokens or mask differ from the piece rules", sname,
+             (long long)i, e->file, (long long)e->index);
+    TL_CHECK(ref.length > 0 && tokens[0] == ds_tokenizer_bos_id(tok), "%s sample %lld: no BOS",
+             sname, (long long)i);
+
+    // decoding gives the rendered text with the placeholders expanded
+    char *dec = ds_tokenizer_decode(tok, tokens, ref.length, NULL);
+    TL_CHECK(!strcmp(dec, text), "%s sample %lld: decodes to\n\"%s\"\nwant\n\"%s\"", sname,
+             (long long)i, dec, text);
+    free(dec);
+
+    // the masked runs decode to the answers + "\n###", in order
+    int answer = 0, runs = 0;
+    for (int64_t t = 0; t < ref.length;) {
+        if (!mask[t]) {
+            t++;
+            continue;
+        }
+        int64_t u = t;
+        while (u < ref.length && mask[u]) u++;
+        char *run = ds_tokenizer_decode(tok, tokens + t, u - t, NULL);
+        while (answer < e->n_turns && e->turns[answer].from_human) answer++;
+        if (answer < e->n_turns) {
+            const char *a = e->turns[answer].text;
+            char want_run[4096];
+            size_t len = strlen(a);
+            while (len && (a[len - 1] == ' ' || a[len - 1] == '\n')) len--;
+            while (*a == ' ' || *a == '\n') a++, len--;
+            snprintf(want_run, sizeof want_run, "%.*s\n###", (int)len, a);
+            TL_CHECK(!strcmp(run, want_run), "%s sample %lld: masked run \"%s\", want \"%s\"",
+                     sname, (long long)i, run, want_run);
+        } else {
+            TL_CHECK(0, "%s sample %lld: more masked runs than answers", sname, (long long)i);
+        }
+        answer++, runs++;
+        free(run);
+        t = u;
+    }
+    int n_answers = 0;
+    for (int k = 0; k < e->n_turns; k++) n_answers += !e->turns[k].from_human;
+    TL_CHECK(runs == n_answers, "%s sample %lld: %d masked runs for %d answers", sname,
+             (long long)i, runs, n_answers);
+
+    // task, granularity, source
+    TL_CHECK(ref.task == e->task && ref.granularity == e->granularity,
+             "%s sample %lld (%s:%lld): task %d granularity %d, want %d %d", sname, (long long)i,
+             e->file, (long long)e->index, ref.task, ref.granularity, e->task, e->granularity);
+    const char *src = ds_shard_source_name(sh, ref.source);
+    TL_CHECK(!strcmp(src, e->source), "%s sample %lld: source %s, want %s", sname, (long long)i,
+             src, e->source);
+
+    // meta: id, file, index and the first box / span of the answers
+    char *meta = ds_shard_read_meta(sh, i);
+    cJSON *mj = cJSON_Parse(meta);
+    TL_CHECK(mj != NULL, "%s sample %lld: meta %s", sname, (long long)i, meta);
+    const cJSON *id = cJSON_GetObjectItem(mj, "id");
+    TL_CHECK(e->id ? id && cJSON_Compare(id, e->id, true) : !id, "%s sample %lld: meta id %s",
+             sname, (long long)i, meta);
+    TL_CHECK(cJSON_IsString(cJSON_GetObjectItem(mj, "file")) &&
+                 !strcmp(cJSON_GetObjectItem(mj, "file")->valuestring, e->file) &&
+                 cJSON_GetObjectItem(mj, "index")->valuedouble == (double)e->index,
+             "%s sample %lld: meta %s", sname, (long long)i, meta);
+    ds_box box = {0};
+    ds_span span = {0};
+    bool have_box = false, have_span = false;
+    for (int k = 0; k < e->n_turns; k++) {
+        if (e->turns[k].from_human) continue;
+        ds_box b;
+        ds_span s;
+        if (!have_box && ds_parse_box(e->turns[k].text, &b)) box = b, have_box = true;
+        if (!have_span && ds_parse_span(e->turns[k].text, &s)) span = s, have_span = true;
+    }
+    const cJSON *mb = cJSON_GetObjectItem(mj, "box"), *ms = cJSON_GetObjectItem(mj, "span");
+    TL_CHECK(have_box == (mb != NULL) && have_span == (ms != NULL),
+             "%s sample %lld: meta %s box/span presence", sname, (long long)i, meta);
+    if (have_box && mb) {
+        double v[4] = {box.x1, box.y1, box.x2, box.y2};
+        for (int k = 0; k < 4; k++)
+            TL_CHECK(cJSON_GetArrayItem(mb, k)->valuedouble == v[k], "%s sample %lld: meta %s",
+                     sname, (long long)i, meta);
+    }
+    if (have_span && ms)
+        TL_CHECK(cJSON_GetArrayItem(ms, 0)->valuedouble == span.t1 &&
+                     cJSON_GetArrayItem(ms, 1)->valuedouble == span.t2,
+                 "%s sample %lld: meta %s", sname, (long long)i, meta);
+    cJSON_Delete(mj);
+    free(meta);
+
+    // media rows: the file's preprocessing, one row per file in the shard
+    const ds_shard_header *h = ds_shard_get_header(sh);
+    int32_t rows[DS_MEDIA_KINDS] = {ref.image, ref.video, ref.audio};
+    for (int k = 0; k < DS_MEDIA_KINDS; k++) {
+        TL_CHECK((rows[k] >= 0) == (e->media[k] != NULL), "%s sample %lld: media %d row %d", sname,
+                 (long long)i, k, rows[k]);
+        if (rows[k] < 0 || !e->media[k]) continue;
+        bool known = false;
+        for (int j = 0; j < seen->n[k]; j++) {
+            if (strcmp(seen->paths[k][j], e->media[k]) != 0) continue;
+            known = true;
+            TL_CHECK(seen->rows[k][j] == rows[k], "%s: %s in rows %d and %d", sname, e->media[k],
+                     seen->rows[k][j], rows[k]);
+        }
+        if (known) continue;
+        seen->paths[k][seen->n[k]] = e->media[k];
+        seen->rows[k][seen->n[k]++] = rows[k];
+        const ref_media *r = reference(e->media[k], k);
+        if (k == DS_MEDIA_IMAGE) {
+            uint8_t *img = malloc(IMG_S * IMG_S * 3);
+            ds_shard_read_image(sh, rows[k], img);
+            int32_t wh[2];
+            ds_shard_image_orig_size(sh, rows[k], wh);
+            TL_CHECK(h->image_size == IMG_S && !memcmp(img, r->data, IMG_S * IMG_S * 3) &&
+                         wh[0] == r->w && wh[1] == r->h,
+                     "%s: image row %d differs from ds_image_load(%s)", sname, rows[k],
+                     e->media[k]);
+            free(img);
+        } else if (k == DS_MEDIA_VIDEO) {
+            uint8_t *v = malloc(VID_F * VID_S * VID_S * 3);
+            ds_shard_read_video(sh, rows[k], v);
+            TL_CHECK(h->video_frames == VID_F && h->video_size == VID_S &&
+                         !memcmp(v, r->data, VID_F * VID_S * VID_S * 3) &&
+                         ds_shard_video_duration(sh, rows[k]) == r->duration,
+                     "%s: video row %d differs from ds_video_load(%s)", sname, rows[k],
+                     e->media[k]);
+            free(v);
+        } else {
+            size_t n = DS_AUDIO_CLIPS * DS_AUDIO_FRAMES * DS_AUDIO_MELS;
+            float *a = malloc(n * sizeof *a);
+            ds_shard_read_audio(sh, rows[k], a);
+            TL_CHECK(h->audio_clips == DS_AUDIO_CLIPS && h->audio_frames == DS_AUDIO_FRAMES &&
+                         h->audio_mels == DS_AUDIO_MELS && !memcmp(a, r->data, n * sizeof *a) &&
+                         ds_shard_audio_duration(sh, rows[k]) == r->duration,
+                     "%s: audio row %d differs from ds_audio_file_features(%s)", sname, rows[k],
+                     e->media[k]);
+            free(a);
+        }
+    }
+    free(tokens), free(mask), free(want), free(want_mask), free(text);
+}
+
+// Reads the dataset in dir and checks it against g_exp, in order.
+static void check_dataset(const char *dir, const ds_tokenizer *tok) {
+    ds_manifest m;
+    ds_manifest_read(&m, dir);
+    ds_manifest_verify(&m, dir, true);
+    TL_CHECK(m.num_samples == g_n_exp, "%lld samples packed, want %d", (long long)m.num_samples,
+             g_n_exp);
+    TL_CHECK(m.num_shards == (g_n_exp + 19) / 20, "%d shards for %d samples of 20 per shard",
+             m.num_shards, g_n_exp);
+    int64_t at = 0, max_len = 0;
+    for (int s = 0; s < m.num_shards; s++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, m.shards[s].file);
+        ds_shard *sh = ds_shard_open(path);
+        const ds_shard_header *h = ds_shard_get_header(sh);
+        shard_media seen = {0};
+        for (int64_t i = 0; i < ds_shard_num_samples(sh) && at < g_n_exp; i++, at++)
+            check_sample(tok, sh, i, &g_exp[at], &seen, &max_len);
+        TL_CHECK(h->num_images == seen.n[0] && h->num_videos == seen.n[1] &&
+                     h->num_audios == seen.n[2],
+                 "%s: %lld/%lld/%lld media rows for %d/%d/%d distinct files", path,
+                 (long long)h->num_images, (long long)h->num_videos, (long long)h->num_audios,
+                 seen.n[0], seen.n[1], seen.n[2]);
+        TL_CHECK(h->image_size == (h->num_images ? IMG_S : 0), "%s: image_size %d", path,
+                 h->image_size);
+        ds_shard_close(sh);
+    }
+    TL_CHECK(at == g_n_exp, "read %lld samples, want %d", (long long)at, g_n_exp);
+    TL_CHECK(max_len <= MAX_LEN, "longest sample %lld tokens", (long long)max_len);
+    printf("checked %lld samples in %d shards (longest %lld tokens)\n", (long long)at, m.num_shards,
+           (long long)max_len);
+    ds_manifest_free(&m);
+}
+
+// ---- the custom grounding path on its own ----
+
+static void test_grounding_records(void) {
+    char err[256], *q, *a;
+    cJSON *o = cJSON_Parse("{\"image\": \"a.png\", \"expression\": \" the red cup. \", "
+                           "\"bbox\": [10, 20, 30, 40]}");
+    ds_grounding_record g;
+    TL_CHECK(ds_grounding_record_parse(o, &g, err, sizeof err), "rec record: %s", err);
+    TL_CHECK(ds_grounding_conversation(&g, 200, 100, 0, &q, &a, err, sizeof err), "%s", err);
+    char want[128];
+    ds_format_box(ds_box_to_square((ds_box){10, 20, 40, 60}, 200, 100), want, sizeof want);
+    TL_CHECK(!strcmp(a, want) && !strcmp(a, "[0.050, 0.350, 0.200, 0.550]"), "answer %s", a);
+    TL_CHECK(!strcmp(q, "<image>\nCan you describe the region that corresponds to the red cup "
+                        "in this image?"),
+             "question %s", q);
+    free(q), free(a);
+    // within the 1-pixel tolerance: clamped; beyond: refused
+    TL_CHECK(ds_grounding_conversation(&g, 40, 60, 0, &q, &a, err, sizeof err), "%s", err);
+    ds_format_box(ds_box_to_square((ds_box){10, 20, 40, 60}, 40, 60), want, sizeof want);
+    TL_CHECK(!strcmp(a, want), "answer %s want %s", a, want);
+    free(q), free(a);
+    TL_CHECK(!ds_grounding_conversation(&g, 38, 60, 0, &q, &a, err, sizeof err) &&
+                 strstr(err, "outside the 38x60 image"),
+             "box outside: %s", err);
+    cJSON_Delete(o);
+
+    o = cJSON_Parse("{\"video\": \"v.mp4\", \"query\": \"a man opens the door\", \"span\": [1.5, "
+                    "4.5]}");
+    TL_CHECK(ds_grounding_record_parse(o, &g, err, sizeof err) && g.kind == DS_MEDIA_VIDEO, "%s",
+             err);
+    TL_CHECK(ds_grounding_conversation(&g, 0, 0, 10.0, &q, &a, err, sizeof err), "%s", err);
+    TL_CHECK(!strcmp(a, "{0.15, 0.45}") &&
+                 !strcmp(q, "<video>\nWhen does \"a man opens the door\" happen in the video?"),
+             "%s / %s", q, a);
+    free(q), free(a);
+    TL_CHECK(!ds_grounding_conversation(&g, 0, 0, 3.9, &q, &a, err, sizeof err) &&
+                 strstr(err, "outside"),
+             "span outside: %s", err);
+    TL_CHECK(ds_grounding_conversation(&g, 0, 0, 4.2, &q, &a, err, sizeof err) &&
+                 !strcmp(a, "{0.36, 1.00}"),
+             "span within tolerance: %s", err);
+    free(q), free(a);
+    cJSON_Delete(o);
+
+    const char *bad[] = {"{\"image\": \"a.png\", \"bbox\": [1, 2, 3, 4]}",
+                         "{\"image\": \"a.png\", \"expression\": \"x\", \"bbox\": [1, 2, 3]}",
+                         "{\"video\": \"v.mp4\", \"image\": \"a.png\", \"query\": \"x\"}",
+                         "{\"sound\": 3, \"query\": \"x\", \"span\": [0, 1]}",
+                         "{\"query\": \"x\", \"span\": [0, 1]}",
+                         "[1, 2]"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        o = cJSON_Parse(bad[i]);
+        TL_CHECK(!ds_grounding_record_parse(o, &g, err, sizeof err) && err[0], "accepted %s",
+                 bad[i]);
+        cJSON_Delete(o);
+    }
+    o = cJSON_Parse("{\"audio\": \"a.wav\", \"query\": \"a dog\", \"span\": [0, 1]}");
+    TL_CHECK(ds_grounding_record_parse(o, &g, err, sizeof err) && g.kind == DS_MEDIA_AUDIO &&
+                 !strcmp(g.media, "a.wav"),
+             "audio key: %s", err);
+    cJSON_Delete(o);
+}
+
+// Replaces ' by " so the JSON below stays readable.
+static char *dq(const char *s) {
+    char *t = strdup(s);
+    for (char *p = t; *p; p++)
+        if (*p == '\'') *p = '"';
+    return t;
+}
+
+int main(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/groundc_pack_XXXXXX");
+    if (!mkdtemp(g_dir)) return 1;
+    snprintf(g_synth, sizeof g_synth, "%s/synth", g_dir);
+    snprintf(g_bad, sizeof g_bad, "%s/bad.json", g_dir);
+    snprintf(g_jsonl, sizeof g_jsonl, "%s/ground.jsonl", g_dir);
+    tl_source_path(g_tok, sizeof g_tok, "tests/fixtures/tokenizer/test_bpe.model");
+
+    test_grounding_records();
+
+    char args[8192];
+    snprintf(args, sizeof args, "synth --out %s --images 12 --videos 4 --audios 4 --seed 5",
+             g_synth);
+    if (groundc("synth", args) != 0) {
+        fprintf(stderr, "groundc synth failed: %s\n", output("synth", "err"));
+        return 1;
+    }
+
+    // a corrupt PNG: the signature, then noise
+    char path[1024];
+    snprintf(path, sizeof path, "%s/media/corrupt.png", g_synth);
+    spit(path, "\x89PNG\r\n\x1a\nthis is not a PNG stream at all, just text");
+
+    char long_answer[6000] = "";
+    for (int i = 0; i < 500; i++) strcat(long_answer, "word ");
+    const char *img0 = "media/images/img_000000.png", *img1 = "media/images/img_000001.png";
+    const char *vid0 = "media/videos/vid_000000.mp4", *aud0 = "media/audio/aud_000000.wav";
+    const char *vid1 = "media/videos/vid_000001.mp4", *aud1 = "media/audio/aud_000001.wav";
+    char *bad_json = malloc(32768);
+    char *tmpl = dq(
+        "[\n"
+        "{'id': 'good', 'image': '%s', 'conversations': [{'from': 'human', 'value': "
+        "'<image>\\nWhat is this?'}, {'from': 'gpt', 'value': 'Shapes.'}]},\n"
+        "{'id': 'missing', 'image': 'media/images/nope.png', 'conversations': [{'from': 'human', "
+        "'value': '<image>\\nWhat is this?'}, {'from': 'gpt', 'value': 'Shapes.'}]},\n"
+        "{'id': 'corrupt', 'image': 'media/corrupt.png', 'conversations': [{'from': 'human', "
+        "'value': '<image>\\nWhat is this?'}, {'from': 'gpt', 'value': 'Shapes.'}]},\n"
+        "{'id': 'no-key', 'conversations': [{'from': 'human', 'value': '<image>\\nWhat is this?'}, "
+        "{'from': 'gpt', 'value': 'Shapes.'}]},\n"
+        "{'id': 'no-placeholder', 'image': '%s', 'conversations': [{'from': 'human', 'value': "
+        "'What is this?'}, {'from': 'gpt', 'value': 'Shapes.'}]},\n"
+        "{'id': 'gpt-first', 'image': '%s', 'conversations': [{'from': 'gpt', 'value': "
+        "'<image>\\nHi'}, {'from': 'human', 'value': 'Hello'}]},\n"
+        "{'id': 'long', 'image': '%s', 'conversations': [{'from': 'human', 'value': "
+        "'<image>\\nTalk.'}, {'from': 'gpt', 'value': '%s'}]},\n"
+        "{'id': 'special', 'image': '%s', 'conversations': [{'from': 'human', 'value': "
+        "'<image>\\nIs <im_patch> here?'}, {'from': 'gpt', 'value': 'No.'}]},\n"
+        "{'id': 'bad-task', 'task': 'detect', 'image': '%s', 'conversations': [{'from': 'human', "
+        "'value': '<image>\\nWhat is this?'}, {'from': 'gpt', 'value': 'Shapes.'}]},\n"
+        "{'id': 17, 'image': '%s', 'conversations': [{'from': 'human', 'value': '<image>\\nWhere "
+        "is the shape?'}, {'from': 'gpt', 'value': 'At [0.100, 0.200, 0.300, 0.400].'}, "
+        "{'from': 'human', 'value': 'Anything else?'}, {'from': 'gpt', 'value': 'No.'}]},\n"
+        "{'id': 'conv', 'video': '%s', 'conversations': [{'from': 'human', 'value': "
+        "'<video>\\nWhat happens?'}, {'from': 'gpt', 'value': 'A shape moves.'}, {'from': "
+        "'human', 'value': 'Then?'}, {'from': 'gpt', 'value': 'It leaves.'}]},\n"
+        "{'sound': '%s', 'conversations': [{'from': 'human', 'value': '<sound>\\nWhen is the "
+        "beep?'}, {'from': 'gpt', 'value': '{0.10, 0.20}'}]},\n"
+        "{'id': 'reg', 'image': '%s', 'conversations': [{'from': 'human', 'value': 'What is at "
+        "[0.100, 0.200, 0.300, 0.400]? <image>'}, {'from': 'gpt', 'value': 'A shape.'}]},\n"
+        "{'id': 'caption', 'video': '%s', 'conversations': [{'from': 'human', 'value': "
+        "'<video>\\nDescribe.'}, {'from': 'gpt', 'value': 'A shape moves.'}]},\n"
+        "{'id': 'both', 'image': '%s', 'sound': '%s', 'conversations': [{'from': 'human', "
+        "'value': '<image>\\n<sound>\\nWhat do you see and hear?'}, {'from': 'gpt', 'value': "
+        "'A shape and a beep.'}]}\n"
+        "]\n");
+    snprintf(bad_json, 32768, tmpl, img0, img0, img0, img0, long_answer, img0, img0, img0, vid0,
+             aud0, img1, vid1, img1, aud1);
+    free(tmpl);
+    spit(g_bad, bad_json);
+    free(bad_json);
+
+    // custom grounding lines, built on the real sizes and durations
+    char full[1024];
+    snprintf(full, sizeof full, "%s/%s", g_synth, img1);
+    int W, H;
+    free(ds_image_decode_file(full, &W, &H));
+    snprintf(full, sizeof full, "%s/%s", g_synth, vid1);
+    uint8_t *frames = malloc(VID_F * VID_S * VID_S * 3);
+    ds_video_info vinfo;
+    ds_video_load(full, VID_F, VID_S, frames, &vinfo);
+    free(frames);
+    double vd = vinfo.duration;
+    snprintf(full, sizeof full, "%s/%s", g_synth, aud1);
+    float *fb = malloc(sizeof(float) * DS_AUDIO_CLIPS * DS_AUDIO_FRAMES * DS_AUDIO_MELS);
+    double ad;
+    ds_audio_file_features(full, fb, &ad);
+    free(fb);
+    char *jsonl = malloc(8192),
+         *jt = dq(
+             "{'id': 'g-rec', 'image': '%s', 'expression': 'the thing.', 'bbox': [2, 3, 10, 8]}\n"
+             "{'image': '%s', 'expression': 'off', 'bbox': [%d, 0, 10, 5]}\n"
+             "{'video': '%s', 'query': 'a shape moves', 'span': [%.17g, %.17g]}\n"
+             "{'video': '%s', 'query': 'too late', 'span': [0, %.17g]}\n"
+             "{'sound': '%s', 'query': 'a beep', 'span': [%.17g, %.17g]}\n"
+             "{'sound': '%s', 'query': \n"
+             "   \n"
+             "{'audio': '%s', 'query': 'the noise', 'span': [0, %.17g]}\n");
+    snprintf(jsonl, 8192, jt, img1, img1, W - 5, vid1, 0.1 * vd, 0.6 * vd, vid1, vd + 2, aud1,
+             0.2 * ad, 0.5 * ad, aud1, aud1, ad);
+    free(jt);
+    spit(g_jsonl, jsonl);
+    free(jsonl);
+
+    // expectations: synth train.json, the good samples of bad.json, the good JSONL lines
+    char train[1024];
+    snprintf(train, sizeof train, "%s/train.json", g_synth);
+    expect_json(train, "train", NULL, 0, NULL);
+    const int good[] = {0, 9, 10, 11, 12, 13, 14};
+    const int good_task[] = {DS_TASK_CAPTION, DS_TASK_REC,     DS_TASK_CONVERSATION, DS_TASK_SOUND,
+                             DS_TASK_REG,     DS_TASK_CAPTION, DS_TASK_CAPTION};
+    expect_json(g_bad, "bad", good, 7, good_task);
+    char q[512], a[128];
+    ds_box sq = ds_box_to_square((ds_box){2, 3, 12, 11}, W, H);
+    snprintf(a, sizeof a, "[%.3f, %.3f, %.3f, %.3f]", sq.x1, sq.y1, sq.x2, sq.y2);
+    expect_jsonl(1, img1, DS_MEDIA_IMAGE,
+                 "<image>\nCan you describe the region that corresponds to the thing in this "
+                 "image?",
+                 a);
+    g_exp[g_n_exp - 1].id = cJSON_CreateString("g-rec");
+    snprintf(a, sizeof a, "{%.2f, %.2f}", 0.1 * vd / vd, 0.6 * vd / vd);
+    expect_jsonl(3, vid1, DS_MEDIA_VIDEO,
+                 "<video>\nWhen does \"a shape moves\" happen in the video?", a);
+    snprintf(a, sizeof a, "{%.2f, %.2f}", 0.2 * ad / ad, 0.5 * ad / ad);
+    expect_jsonl(5, aud1, DS_MEDIA_AUDIO, "<sound>\nWhen do you hear \"a beep\" in the audio?", a);
+    snprintf(q, sizeof q, "<sound>\nWhen do you hear \"the noise\" in the audio?");
+    expect_jsonl(8, aud1, DS_MEDIA_AUDIO, q, "{0.00, 1.00}");
+
+    // pack with 1 thread; then 3 threads; then 2 threads into a folder holding an older
+    // dataset with more shards
+    char common[4096], out1[600], out3[600], out2[600];
+    snprintf(out1, sizeof out1, "%s/out1", g_dir);
+    snprintf(out3, sizeof out3, "%s/out3", g_dir);
+    snprintf(out2, sizeof out2, "%s/out2", g_dir);
+    snprintf(common, sizeof common,
+             "pack --json %s,%s --grounding-jsonl %s --media-root %s --tokenizer %s " SIZES, train,
+             g_bad, g_jsonl, g_synth, g_tok);
+    snprintf(args, sizeof args, "%s --out %s --threads 1", common, out1);
+    int rc = groundc("pack1", args);
+    char *err1 = output("pack1", "err"), *out1_text = output("pack1", "out");
+    TL_CHECK(rc == 0, "pack with 1 thread: exit %d: %s", rc, err1);
+    printf("%s", out1_text);
+
+    // the bad samples: one line each, FILE:INDEX: reason, and the count at the end
+    struct {
+        const char *file;
+        int index;
+        const char *why;
+    } bad[] = {{g_bad, 1, "nope.png"},
+               {g_bad, 2, "corrupt.png"},
+               {g_bad, 3, "has a <image> placeholder but no \"image\""},
+               {g_bad, 4, "\"image\" is given but the conversation has no <image>"},
+               {g_bad, 5, "turn 0 is from gpt"},
+               {g_bad, 6, "more than --max-len 400"},
+               {g_bad, 7, "special token <im_patch>"},
+               {g_bad, 8, "unknown \"task\""},
+               {g_jsonl, 2, "outside the"},
+               {g_jsonl, 4, "outside the"},
+               {g_jsonl, 6, "invalid JSON"}};
+    int n_bad = (int)(sizeof bad / sizeof *bad);
+    for (int k = 0; k < n_bad; k++) {
+        char prefix[1024];
+        snprintf(prefix, sizeof prefix, "%s:%d: ", bad[k].file, bad[k].index);
+        const char *line = strstr(err1, prefix);
+        const char *eol = line ? strchr(line, '\n') : NULL;
+        const char *why = line ? strstr(line, bad[k].why) : NULL;
+        TL_CHECK(line && (line == err1 || line[-1] == '\n') && why && eol && why < eol,
+                 "no line \"%s... %s\" in:\n%s", prefix, bad[k].why, err1);
+    }
+    int skipped_lines = 0;
+    for (const char *s = err1; (s = strstr(s, "(skipped)\n")); s++) skipped_lines++;
+    TL_CHECK(skipped_lines == n_bad, "%d skip lines, want %d", skipped_lines, n_bad);
+    char want_count[64];
+    snprintf(want_count, sizeof want_count, "; %d skipped;", n_bad);
+    TL_CHECK(strstr(out1_text, want_count) != NULL, "no \"%s\" in %s", want_count, out1_text);
+
+    ds_tokenizer *tok = ds_tokenizer_load(g_tok);
+    for (int k = 0; k < 9; k++) {
+        int32_t id = ds_tokenizer_add_special(tok, added[k]);
+        TL_CHECK(id == 2000 + k, "%s has id %d", added[k], id);
+    }
+    if (rc == 0) check_dataset(out1, tok);
+    snprintf(path, sizeof path, "%s/.pack-staging", out1);
+    TL_CHECK(!exists(path), "staging folder left behind");
+
+    snprintf(args, sizeof args, "%s --out %s --threads 3", common, out3);
+    rc = groundc("pack3", args);
+    TL_CHECK(rc == 0, "pack with 3 threads: exit %d", rc);
+    TL_CHECK(same_tree(out1, out3), "1 and 3 threads give different files");
+    char *err3 = output("pack3", "err");
+    // the same skip lines in the same order (the progress line may differ)
+    const char *progress1 = strstr(err1, "pack: ");
+    size_t skips = progress1 ? (size_t)(progress1 - err1) : strlen(err1);
+    TL_CHECK(!strncmp(err1, err3, skips), "skip lines differ between 1 and 3 threads");
+    free(err3);
+
+    // an older dataset with 4-sample shards in out2, replaced by the run with 2 threads
+    char small[8192];
+    snprintf(small, sizeof small, "%s --out %s --threads 2 --shard-samples 4", common, out2);
+    TL_CHECK(groundc("pack_small", small) == 0, "pack with 4-sample shards failed");
+    snprintf(path, sizeof path, "%s/shard_00010.h5", out2);
+    TL_CHECK(exists(path), "the 4-sample dataset has no shard 10");
+    snprintf(args, sizeof args, "%s --out %s --threads 2", common, out2);
+    TL_CHECK(groundc("pack2", args) == 0, "pack with 2 threads failed");
+    TL_CHECK(same_tree(out1, out2), "a second run (2 threads, over an older dataset) differs");
+
+    // --on-error fail: non-zero exit, one line naming the first bad sample, the dataset in
+    // out2 untouched
+    snprintf(args, sizeof args, "%s --out %s --threads 2 --on-error fail", common, out2);
+    rc = groundc("fail", args);
+    char *errf = output("fail", "err");
+    char want_line[1024];
+    snprintf(want_line, sizeof want_line, "groundc: error: %s:1: ", g_bad);
+    int lines = 0;
+    for (const char *s = errf; *s; s++) lines += *s == '\n';
+    TL_CHECK(rc != 0 && !strncmp(errf, want_line, strlen(want_line)) && strstr(errf, "nope.png") &&
+                 lines == 1,
+             "--on-error fail: exit %d, stderr:\n%s", rc, errf);
+    TL_CHECK(same_tree(out1, out2), "a failed run changed the existing dataset");
+    snprintf(path, sizeof path, "%s/.pack-staging", out2);
+    TL_CHECK(!exists(path), "a failed run left its staging folder");
+    free(errf);
+
+    // whole-input errors: one line naming the file
+    snprintf(args, sizeof args, "pack --json %s/none.json --tokenizer %s --out %s/x", g_dir, g_tok,
+             g_dir);
+    rc = groundc("missing", args);
+    char *errm = output("missing", "err");
+    TL_CHECK(rc != 0 && strstr(errm, "none.json: cannot open") && strchr(errm, '\n') &&
+                 !strchr(errm, '\n')[1],
+             "missing input: exit %d, %s", rc, errm);
+    free(errm);
+    snprintf(path, sizeof path, "%s/broken.json", g_dir);
+    spit(path, "[{\"id\": 1},\n {\"id\": }]\n");
+    snprintf(args, sizeof args, "pack --json %s --tokenizer %s --out %s/x", path, g_tok, g_dir);
+    rc = groundc("broken", args);
+    errm = output("broken", "err");
+    TL_CHECK(rc != 0 && strstr(errm, "broken.json:2:") && strstr(errm, "invalid JSON"),
+             "broken JSON: exit %d, %s", rc, errm);
+    free(errm);
+    TL_CHECK(groundc("badopt", "pack --frobnicate 3") != 0, "unknown option accepted");
+
+    ds_tokenizer_free(tok);
+    free(err1), free(out1_text);
+    for (int i = 0; i < g_n_exp; i++) {
+        for (int k = 0; k < g_exp[i].n_turns; k++) free((char *)g_exp[i].turns[k].text);
+        for (int k = 0; k < DS_MEDIA_KINDS; k++) free(g_exp[i].media[k]);
+        cJSON_Delete(g_exp[i].id);
+    }
+    for (int i = 0; i < g_n_ref; i++) free(g_ref[i].path), free(g_ref[i].data);
+    int failed = tl_failed;
+    if (!failed) {
+        snprintf(args, sizeof args, "rm -rf %s", g_dir);
+        if (system(args) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
+    } else {
+        printf("files kept in %s\n", g_dir);
+    }
+    return tl_summary("test_pack");
+}

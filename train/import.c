@@ -1,0 +1,547 @@
+// import.c: see import.h.
+#include "import.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "autograd/error.h"
+#include "train/model_config.h"
+
+// Weight sources ------------------------------------------------------------------------------
+
+static char *join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = ag_xmalloc(n, "path");
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static bool exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) ag_fail("%s: cannot open: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END)) ag_fail("%s: cannot seek: %s", path, strerror(errno));
+    long n = ftell(f);
+    if (n < 0 || fseek(f, 0, SEEK_SET)) ag_fail("%s: cannot read its size", path);
+    char *buf = ag_xmalloc((size_t)n + 1, "index json");
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n) ag_fail("%s: read failed", path);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(((const tr_weight *)a)->entry->name, ((const tr_weight *)b)->entry->name);
+}
+
+static void add_file(tr_weights *w, const char *path) {
+    w->files = ag_xrealloc(w->files, sizeof *w->files * (size_t)(w->n_files + 1), "weights");
+    w->files[w->n_files++] = ag_st_open(path);
+}
+
+// Opens every shard the index names and checks that index and shards agree.
+static void open_index(tr_weights *w, const char *dir, const char *index_path) {
+    char *text = read_text(index_path);
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (!root) ag_fail("%s: not valid JSON", index_path);
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    if (!cJSON_IsObject(map)) ag_fail("%s: no \"weight_map\" object", index_path);
+    char **names = NULL; // distinct shard files, in order of first appearance
+    int n_names = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, map) {
+        if (!cJSON_IsString(it) || strchr(it->valuestring, '/'))
+            ag_fail("%s: weight_map entry '%s' is not a file name in this folder", index_path,
+                    it->string);
+        int k = 0;
+        while (k < n_names && strcmp(names[k], it->valuestring)) k++;
+        if (k == n_names) {
+            names = ag_xrealloc(names, sizeof *names * (size_t)(n_names + 1), "index");
+            names[n_names++] = it->valuestring;
+        }
+    }
+    if (!n_names) ag_fail("%s: the weight_map is empty", index_path);
+    for (int k = 0; k < n_names; k++) {
+        char *p = join(dir, names[k]);
+        add_file(w, p);
+        free(p);
+    }
+    cJSON_ArrayForEach(it, map) {
+        int k = 0;
+        while (strcmp(names[k], it->valuestring)) k++;
+        if (!ag_st_find(w->files[k], it->string))
+            ag_fail("%s: the index puts tensor '%s' in %s, which does not hold it", index_path,
+                    it->string, names[k]);
+    }
+    for (int k = 0; k < n_names; k++)
+        for (int i = 0; i < w->files[k]->n; i++) {
+            const char *name = w->files[k]->entries[i].name;
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(map, name);
+            if (!cJSON_IsString(v) || strcmp(v->valuestring, names[k]))
+                ag_fail("%s: tensor '%s' of %s is not listed there in the index", index_path, name,
+                        names[k]);
+        }
+    free(names);
+    cJSON_Delete(root);
+}
+
+tr_weights *tr_weights_open(const char *path) {
+    struct stat st;
+    if (stat(path, &st)) ag_fail("%s: cannot open: %s", path, strerror(errno));
+    tr_weights *w = ag_xcalloc(1, sizeof *w, "weights");
+    w->path = ag_xstrdup(path);
+    if (S_ISDIR(st.st_mode)) {
+        char *index = join(path, "model.safetensors.index.json");
+        char *single = join(path, "model.safetensors");
+        if (exists(index))
+            open_index(w, path, index);
+        else if (exists(single))
+            add_file(w, single);
+        else
+            ag_fail("%s: holds neither model.safetensors nor model.safetensors.index.json", path);
+        free(index);
+        free(single);
+    } else {
+        add_file(w, path);
+    }
+    for (int k = 0; k < w->n_files; k++) w->n += w->files[k]->n;
+    w->items = ag_xcalloc((size_t)(w->n ? w->n : 1), sizeof *w->items, "weights");
+    int j = 0;
+    for (int k = 0; k < w->n_files; k++)
+        for (int i = 0; i < w->files[k]->n; i++)
+            w->items[j++] = (tr_weight){&w->files[k]->entries[i], w->files[k]};
+    qsort(w->items, (size_t)w->n, sizeof *w->items, by_name);
+    for (int i = 1; i < w->n; i++)
+        if (!strcmp(w->items[i].entry->name, w->items[i - 1].entry->name))
+            ag_fail("%s: tensor '%s' is in %s and in %s", path, w->items[i].entry->name,
+                    w->items[i - 1].file->path, w->items[i].file->path);
+    return w;
+}
+
+void tr_weights_close(tr_weights *w) {
+    if (!w) return;
+    for (int k = 0; k < w->n_files; k++) ag_st_close(w->files[k]);
+    free(w->files);
+    free(w->items);
+    free(w->path);
+    free(w);
+}
+
+int tr_weights_find(const tr_weights *w, const char *name) {
+    int lo = 0, hi = w->n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, c = strcmp(name, w->items[mid].entry->name);
+        if (!c) return mid;
+        if (c < 0)
+            hi = mid - 1;
+        else
+            lo = mid + 1;
+    }
+    return -1;
+}
+
+// Parts ----------------------------------------------------------------------------------------
+
+static const char *const part_keys[TR_INIT_NPART] = {
+    "llm", "image_encoder", "video_encoder", "frame_qformer", "audio_encoder", "checkpoint"};
+
+const char *tr_init_part_name(tr_init_part p) {
+    return (unsigned)p < TR_INIT_NPART ? part_keys[p] : "?";
+}
+
+typedef enum {
+    MAP_PLAIN, // same shape
+    MAP_CONV,  // file (out, cin, kh, kw) -> model (out, kh, kw, cin)
+    MAP_SPLIT, // file (V0 or V0 + 9, C) -> base table (V0, C) [+ added rows (9, C)]
+} map_kind;
+
+typedef struct {
+    ag_tensor *dst;
+    ag_tensor *added; // MAP_SPLIT: the added rows
+    char src[512];
+    map_kind kind;
+    bool optional; // checkpoint: the file may lack it
+    int idx;       // the file tensor, or -1
+} mapping;
+
+typedef struct {
+    gm_groundinggpt *m;
+    tr_init_part part;
+    tr_weights *w;
+    const char *prefix;
+    mapping *maps;
+    int n, cap;
+    const gm_vit *vit; // encoder parts
+} job;
+
+static mapping *add_map(job *j, ag_tensor *dst, map_kind kind, const char *src) {
+    if (j->n == j->cap) {
+        j->cap = j->cap ? 2 * j->cap : 256;
+        j->maps = ag_xrealloc(j->maps, sizeof *j->maps * (size_t)j->cap, "import");
+    }
+    mapping *mp = &j->maps[j->n++];
+    memset(mp, 0, sizeof *mp);
+    mp->dst = dst;
+    mp->kind = kind;
+    mp->idx = -1;
+    snprintf(mp->src, sizeof mp->src, "%s%s", j->prefix, src);
+    return mp;
+}
+
+static void map_llm(job *j) {
+    const gm_llama *l = j->m->llm;
+    for (int i = 0; i < l->n_params; i++) {
+        ag_tensor *p = l->params[i];
+        bool split = p == l->embed || p == l->lm_head;
+        mapping *mp = add_map(j, p, split ? MAP_SPLIT : MAP_PLAIN, p->name);
+        if (split) mp->added = p == l->embed ? j->m->embed_added : j->m->lm_head_added;
+    }
+}
+
+// Encoders: the file's names are the model's after its prefix.
+static void map_vit(job *j, const gm_vit *v, const char *ours) {
+    j->vit = v;
+    size_t k = strlen(ours);
+    for (int i = 0; i < v->n_params; i++) {
+        ag_tensor *p = v->params[i];
+        add_map(j, p, p == v->patch_w ? MAP_CONV : MAP_PLAIN, p->name + k);
+    }
+}
+
+// LAVIS Q-Former name (after "bert.") -> transformers' Blip2QFormerModel name.
+static void qformer_hf_name(const char *lavis, char *out, size_t n) {
+    static const char *const rules[][2] = {{"embeddings.LayerNorm.", "layernorm."},
+                                           {".crossattention.self.", ".crossattention.attention."},
+                                           {".attention.self.", ".attention.attention."}};
+    for (size_t r = 0; r < sizeof rules / sizeof *rules; r++) {
+        const char *at = strstr(lavis, rules[r][0]);
+        if (!at) continue;
+        snprintf(out, n, "%.*s%s%s", (int)(at - lavis), lavis, rules[r][1],
+                 at + strlen(rules[r][0]));
+        return;
+    }
+    snprintf(out, n, "%s", lavis);
+}
+
+static void map_frame_qformer(job *j) {
+    const gm_frame_qformer *f = j->m->frame_qformer;
+    add_map(j, f->ln_w, MAP_PLAIN, "vision_model.post_layernorm.weight");
+    add_map(j, f->ln_b, MAP_PLAIN, "vision_model.post_layernorm.bias");
+    add_map(j, f->query_tokens, MAP_PLAIN, "query_tokens");
+    const char *base = "model.Qformer.bert.";
+    for (int i = 0; i < f->qformer->n_params; i++) {
+        ag_tensor *p = f->qformer->params[i];
+        if (strncmp(p->name, base, strlen(base)))
+            ag_fail("import: frame qformer parameter '%s' is not under %s", p->name, base);
+        char hf[400], src[420];
+        qformer_hf_name(p->name + strlen(base), hf, sizeof hf);
+        snprintf(src, sizeof src, "qformer.%s", hf);
+        add_map(j, p, MAP_PLAIN, src);
+    }
+}
+
+static void map_checkpoint(job *j) {
+    const gm_params *reg = j->m->params;
+    const gm_llama *l = j->m->llm;
+    for (int i = 0; i < reg->n; i++) {
+        ag_tensor *p = reg->tensors[i];
+        bool split = p == l->embed || p == l->lm_head;
+        mapping *mp = add_map(j, p, split ? MAP_SPLIT : MAP_PLAIN, p->name);
+        mp->optional = true;
+        if (split) mp->added = p == l->embed ? j->m->embed_added : j->m->lm_head_added;
+    }
+}
+
+static bool starts(const char *s, const char *prefix) {
+    return !strncmp(s, prefix, strlen(prefix));
+}
+
+// Is rest (a file name after the prefix) in the namespace of this part?
+static bool in_scope(const job *j, const char *rest) {
+    static const char *const scopes[TR_INIT_NPART][5] = {
+        {"model.embed_tokens.", "model.layers.", "model.norm.", "lm_head.", NULL},
+        {"vision_model.", NULL},
+        {"blocks.", "cls_token", "pos_embed", "patch_embed.", NULL},
+        {"qformer.", "query_tokens", "vision_model.post_layernorm.", NULL},
+        {"modality_preprocessors.audio.", "modality_trunks.audio.", "modality_heads.audio.",
+         "modality_postprocessors.audio.", NULL},
+        {"", NULL}};
+    for (int k = 0; scopes[j->part][k]; k++)
+        if (starts(rest, scopes[j->part][k])) return true;
+    return false;
+}
+
+// Known leftovers of the originals that the model does not need.
+static bool ignorable(const job *j, const char *rest) {
+    int idx, at = -1;
+    switch (j->part) {
+    case TR_INIT_LLM:
+        return gm_glob_match("model.layers.*.self_attn.rotary_emb.inv_freq", rest);
+    case TR_INIT_IMAGE_ENCODER:
+    case TR_INIT_VIDEO_ENCODER:
+    case TR_INIT_AUDIO_ENCODER: {
+        static const char *const blocks[] = {"vision_model.encoder.layers.%d.%n", "blocks.%d.%n",
+                                             "modality_trunks.audio.blocks.%d.%n"};
+        const char *fmt = blocks[j->part == TR_INIT_IMAGE_ENCODER   ? 0
+                                 : j->part == TR_INIT_VIDEO_ENCODER ? 1
+                                                                    : 2];
+        // Blocks past the one whose output is used (CLIP's 24th, EVA's 40th).
+        if (sscanf(rest, fmt, &idx, &at) == 1 && at > 0)
+            return idx >= j->vit->n_layers_used && idx < j->vit->cfg.n_layers;
+        if (j->part == TR_INIT_IMAGE_ENCODER)
+            return !strcmp(rest, "vision_model.embeddings.position_ids") ||
+                   (!j->vit->head_norm_w && starts(rest, "vision_model.post_layernorm."));
+        return j->part == TR_INIT_AUDIO_ENCODER && starts(rest, "modality_postprocessors.audio.");
+    }
+    case TR_INIT_FRAME_QFORMER:
+        // The text FFN of each layer (queries use intermediate_query / output_query).
+        if (sscanf(rest, "qformer.encoder.layer.%d.%n", &idx, &at) == 1 && at > 0)
+            return starts(rest + at, "intermediate.") || starts(rest + at, "output.");
+        return false;
+    default:
+        return false;
+    }
+}
+
+static const char *fmt_shape(char *buf, size_t n, int ndim, const int64_t *d) {
+    int k = snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && k < (int)n; i++)
+        k += snprintf(buf + k, n - (size_t)k, i ? ",%lld" : "%lld", (long long)d[i]);
+    if (k < (int)n) snprintf(buf + k, n - (size_t)k, "]");
+    return buf;
+}
+
+static bool shape_is(const ag_st_entry *e, int ndim, const int64_t *d) {
+    if (e->ndim != ndim) return false;
+    for (int i = 0; i < ndim; i++)
+        if (e->shape[i] != d[i]) return false;
+    return true;
+}
+
+static bool float_dtype(const char *dt) {
+    return !strcmp(dt, "F32") || !strcmp(dt, "F16") || !strcmp(dt, "BF16") || !strcmp(dt, "F64");
+}
+
+// Finds and checks the file tensor of mp (missing, shape, dtype); marks it used.
+static void resolve(job *j, mapping *mp, bool *used) {
+    char have[96], want[200], a[96], b[96];
+    const ag_tensor *t = mp->dst;
+    mp->idx = tr_weights_find(j->w, mp->src);
+    if (mp->idx < 0) {
+        if (mp->optional) return;
+        ag_fail("%s: tensor '%s' %s is missing (for the %s parameter '%s')", j->w->path, mp->src,
+                fmt_shape(want, sizeof want, t->ndim, t->shape), part_keys[j->part], t->name);
+    }
+    const tr_weight *wt = &j->w->items[mp->idx];
+    const ag_st_entry *e = wt->entry;
+    int64_t d[4] = {t->shape[0], t->ndim > 1 ? t->shape[1] : 0, 0, 0};
+    bool ok;
+    if (mp->kind == MAP_CONV) {
+        d[1] = t->shape[3], d[2] = t->shape[1], d[3] = t->shape[2]; // (out, cin, kh, kw)
+        ok = shape_is(e, 4, d);
+        fmt_shape(want, sizeof want, 4, d);
+    } else if (mp->kind == MAP_SPLIT) {
+        int64_t d2[2] = {t->shape[0] + GM_N_ADDED, t->shape[1]};
+        ok = shape_is(e, 2, d) || shape_is(e, 2, d2);
+        snprintf(want, sizeof want, "%s or %s", fmt_shape(a, sizeof a, 2, d),
+                 fmt_shape(b, sizeof b, 2, d2));
+    } else {
+        ok = shape_is(e, t->ndim, t->shape);
+        fmt_shape(want, sizeof want, t->ndim, t->shape);
+    }
+    if (!ok)
+        ag_fail("%s: tensor '%s' has shape %s, the model's '%s' needs %s", wt->file->path, e->name,
+                fmt_shape(have, sizeof have, e->ndim, e->shape), t->name, want);
+    if (!float_dtype(e->dtype))
+        ag_fail("%s: tensor '%s' has dtype %s; '%s' needs F32, F16, BF16 or F64", wt->file->path,
+                e->name, e->dtype, t->name);
+    used[mp->idx] = true;
+}
+
+// Rows [r0, r0 + rows) of a 2-D entry as an entry of their own.
+static ag_st_entry row_slice(const ag_st_entry *e, int64_t r0, int64_t rows) {
+    ag_st_entry s = *e;
+    size_t row_bytes = e->nbytes / (size_t)e->shape[0];
+    s.shape[0] = rows;
+    s.data = (const char *)e->data + (size_t)r0 * row_bytes;
+    s.nbytes = (size_t)rows * row_bytes;
+    return s;
+}
+
+// added (9, C) = the mean of the rows of base (V0, C), as GroundingGPT initialises new tokens.
+static void mean_rows(const ag_st_file *f, ag_tensor *base, ag_tensor *added) {
+    const int64_t V = base->shape[0], C = base->shape[1];
+    float *host = ag_xmalloc(sizeof(float) * (size_t)(V * C), "embedding mean");
+    if (base->dtype == AG_F32) {
+        ag_copy_to_host(base, host);
+    } else { // bf16
+        uint16_t *h16 = ag_xmalloc(sizeof(uint16_t) * (size_t)(V * C), "embedding mean");
+        ag_copy_to_host(base, h16);
+        for (int64_t i = 0; i < V * C; i++) host[i] = ag_bf16_to_f32(h16[i]);
+        free(h16);
+    }
+    double *sum = ag_xcalloc((size_t)C, sizeof(double), "embedding mean");
+    for (int64_t v = 0; v < V; v++)
+        for (int64_t c = 0; c < C; c++) sum[c] += host[v * C + c];
+    float *rows = ag_xmalloc(sizeof(float) * (size_t)(GM_N_ADDED * C), "embedding mean");
+    for (int64_t r = 0; r < GM_N_ADDED; r++)
+        for (int64_t c = 0; c < C; c++) rows[r * C + c] = (float)(sum[c] / (double)V);
+    ag_st_entry e = {.name = (char *)added->name,
+                     .dtype = "F32",
+                     .ndim = 2,
+                     .shape = {GM_N_ADDED, C},
+                     .data = rows,
+                     .nbytes = sizeof(float) * (size_t)(GM_N_ADDED * C)};
+    ag_st_load_into(f, &e, added);
+    free(rows);
+    free(sum);
+    free(host);
+}
+
+static void load(job *j, const mapping *mp) {
+    const tr_weight *wt = &j->w->items[mp->idx];
+    const ag_st_entry *e = wt->entry;
+    ag_tensor *t = mp->dst;
+    if (mp->kind == MAP_PLAIN) {
+        ag_st_load_into(wt->file, e, t);
+    } else if (mp->kind == MAP_CONV) {
+        const int64_t out = t->shape[0], kh = t->shape[1], kw = t->shape[2], cin = t->shape[3];
+        const int64_t n = out * kh * kw * cin;
+        if (!n) return;
+        void *buf = ag_xmalloc(e->nbytes, "conv weight");
+        gm_vit_conv_to_patch(buf, e->data, e->nbytes / (size_t)n, out, cin, kh, kw);
+        ag_st_entry pe = *e; // the same values in the patch layout
+        pe.shape[0] = out, pe.shape[1] = kh, pe.shape[2] = kw, pe.shape[3] = cin;
+        pe.data = buf;
+        ag_st_load_into(wt->file, &pe, t);
+        free(buf);
+    } else {
+        const int64_t V0 = t->shape[0];
+        ag_st_entry base = row_slice(e, 0, V0);
+        ag_st_load_into(wt->file, &base, t);
+        if (e->shape[0] > V0) {
+            ag_st_entry add = row_slice(e, V0, GM_N_ADDED);
+            ag_st_load_into(wt->file, &add, mp->added);
+        } else if (j->part == TR_INIT_LLM) {
+            mean_rows(wt->file, t, mp->added);
+        }
+    }
+}
+
+int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, const char *prefix) {
+    job j = {.m = m, .part = part, .prefix = prefix ? prefix : ""};
+    static const gm_modality needs[TR_INIT_NPART] = {GM_NMOD,      GM_MOD_IMAGE, GM_MOD_VIDEO,
+                                                     GM_MOD_VIDEO, GM_MOD_AUDIO, GM_NMOD};
+    if ((unsigned)part >= TR_INIT_NPART) ag_fail("import: unknown part %d", (int)part);
+    if (needs[part] != GM_NMOD && !m->cfg.has[needs[part]])
+        ag_fail("init: %s is given, but the model has no %s branch", part_keys[part],
+                gm_modality_name(needs[part]));
+    j.w = tr_weights_open(path);
+    switch (part) {
+    case TR_INIT_LLM:
+        map_llm(&j);
+        break;
+    case TR_INIT_IMAGE_ENCODER:
+        map_vit(&j, m->image_vit, "model.vision_tower.");
+        break;
+    case TR_INIT_VIDEO_ENCODER:
+        map_vit(&j, m->video_vit, "model.visual_encoder.");
+        break;
+    case TR_INIT_FRAME_QFORMER:
+        map_frame_qformer(&j);
+        break;
+    case TR_INIT_AUDIO_ENCODER:
+        map_vit(&j, m->audio_vit, "model.audio_encoder.");
+        break;
+    default:
+        map_checkpoint(&j);
+        break;
+    }
+    // 1. every parameter's tensor, shape and dtype; 2. nothing left over; 3. copy.
+    bool *used = ag_xcalloc((size_t)(j.w->n ? j.w->n : 1), sizeof *used, "import");
+    for (int i = 0; i < j.n; i++) resolve(&j, &j.maps[i], used);
+    // A checkpoint holding the added rows both inside a (V0 + 9)-row table and on their own
+    // would be ambiguous.
+    for (int i = 0; i < j.n; i++) {
+        const mapping *mp = &j.maps[i];
+        if (mp->kind != MAP_SPLIT || mp->idx < 0) continue;
+        if (j.w->items[mp->idx].entry->shape[0] == mp->dst->shape[0]) continue;
+        for (int k = 0; k < j.n; k++)
+            if (j.maps[k].dst == mp->added && j.maps[k].idx >= 0)
+                ag_fail("%s: tensor '%s' holds the added rows and so does '%s'", j.w->path,
+                        j.w->items[mp->idx].entry->name, j.maps[k].src);
+    }
+    size_t np = strlen(j.prefix);
+    for (int i = 0; i < j.w->n; i++) {
+        const ag_st_entry *e = j.w->items[i].entry;
+        if (used[i] || strncmp(e->name, j.prefix, np)) continue;
+        const char *rest = e->name + np;
+        if (!in_scope(&j, rest) || ignorable(&j, rest)) continue;
+        char have[96];
+        ag_fail("%s: unexpected tensor '%s' %s: no parameter of the %s takes it",
+                j.w->items[i].file->path, e->name, fmt_shape(have, sizeof have, e->ndim, e->shape),
+                part_keys[part]);
+    }
+    int loaded = 0;
+    for (int i = 0; i < j.n; i++)
+        if (j.maps[i].idx >= 0) {
+            load(&j, &j.maps[i]);
+            loaded++;
+        }
+    if (part == TR_INIT_CHECKPOINT && !loaded)
+        ag_fail("%s: no tensor of the model in this checkpoint (prefix '%s')", path, j.prefix);
+    free(used);
+    free(j.maps);
+    tr_weights_close(j.w);
+    return loaded;
+}
+
+void tr_import(gm_groundinggpt *m, const tr_init_config *c, FILE *log) {
+    for (int p = 0; p < TR_INIT_NPART; p++) {
+        if (!c->path[p]) continue;
+        int n = tr_import_part(m, (tr_init_part)p, c->path[p], c->prefix[p]);
+        if (log) fprintf(log, "init %s: %d tensors from %s\n", part_keys[p], n, c->path[p]);
+    }
+}
+
+// Config ---------------------------------------------------------------------------------------
+
+void tr_init_config_read(tr_yaml *root, tr_init_config *c) {
+    memset(c, 0, sizeof *c);
+    tr_yaml *init = tr_yaml_map(root, "init");
+    if (!init) return;
+    for (int p = 0; p < TR_INIT_NPART; p++) {
+        tr_yaml *v = tr_yaml_get(init, part_keys[p]);
+        if (!v) continue;
+        const char *path = NULL, *prefix = NULL;
+        if (v->kind == TR_YAML_SCALAR) {
+            path = v->value;
+        } else if (v->kind == TR_YAML_MAP) {
+            if (!tr_yaml_get(v, "path")) tr_yaml_fail(v, "missing key 'path'");
+            path = tr_yaml_str(v, "path", NULL, NULL);
+            prefix = tr_yaml_str(v, "prefix", NULL, NULL);
+        } else {
+            tr_yaml_fail(v, "expected a path or a mapping {path, prefix}");
+        }
+        if (!path[0]) tr_yaml_fail(v, "empty path");
+        c->path[p] = tr_config_path(v, path);
+        c->prefix[p] = prefix ? ag_xstrdup(prefix) : NULL;
+    }
+    tr_yaml_check_used(init);
+}
+
+void tr_init_config_free(tr_init_config *c) {
+    for (int p = 0; p < TR_INIT_NPART; p++) {
+        free(c->path[p]);
+        free(c->prefix[p]);
+    }
+    memset(c, 0, sizeof *c);
+}

@@ -1,0 +1,101 @@
+// import.h: pretrained weights into a GroundingGPT model, from Hugging Face safetensors.
+//
+// A weight source is a .safetensors file or an HF folder holding model.safetensors, or shards
+// listed by model.safetensors.index.json ({"weight_map": {name: shard file}}). F32, F16, BF16
+// and F64 tensors convert to the model's dtype, rounding once to nearest even.
+//
+// A training config says which parts load from where (relative paths are relative to the
+// config's folder; each entry is a path, or {path: P, prefix: S} when the file puts S before
+// the names listed here, e.g. a CLIP tower saved inside a bigger model):
+//
+//   init:
+//     llm: vicuna-7b-v1.5             HF LlamaForCausalLM: model.embed_tokens.weight,
+//                                     model.layers.N.{self_attn.{q,k,v,o}_proj, mlp.{gate,up,
+//                                     down}_proj, input_layernorm, post_attention_layernorm}.
+//                                     weight, model.norm.weight, lm_head.weight
+//     image_encoder: clip-vit-large-patch14-336
+//                                     HF CLIPVisionModel / CLIPModel: vision_model.*
+//     video_encoder: eva_vit_g.safetensors
+//                                     EVA ViT-g in LAVIS names: cls_token, pos_embed,
+//                                     patch_embed.proj.*, blocks.N.*
+//     frame_qformer: blip2-opt-2.7b   HF Blip2 (transformers' Blip2QFormerModel names):
+//                                     qformer.layernorm.*, qformer.encoder.layer.N.{attention.
+//                                     attention, crossattention.attention}.{query,key,value}.*,
+//                                     ...output.dense/LayerNorm, intermediate_query.dense,
+//                                     output_query.*; query_tokens; vision_model.post_layernorm.*
+//                                     (BLIP-2's ln_vision)
+//     audio_encoder: imagebind_huge.safetensors
+//                                     ImageBind: modality_{preprocessors,trunks,heads}.audio.*
+//     checkpoint: checkpoints/stage1/step_00001000
+//                                     groundc / GroundingGPT names (model/groundinggpt.h), any
+//                                     subset; applied last, so it overrides the parts above
+//
+// Mapping to the model's names: the LLM's names are HF's; the encoders' names are the files'
+// after model.vision_tower. / model.visual_encoder. / model.audio_encoder.; the frame
+// Q-Former's LAVIS names (model.Qformer.bert.embeddings.LayerNorm, ...attention.self.query)
+// are HF's layernorm, ...attention.attention.query; conv weights are permuted to the patch
+// layout (model/vit.h). The LLM's embed_tokens and lm_head may hold V0 rows (a base Llama: the
+// 9 added rows become the mean of the base rows, as GroundingGPT's resize does) or V0 + 9 rows
+// (split into the base table and the added rows).
+//
+// Strict: every parameter of the part must be in the file with its exact shape, and every
+// tensor of the part's namespace in the file must be used, except known leftovers (blocks past
+// the selected layer, CLIP's post_layernorm, RoPE inv_freq buffers, the Q-Former's text FFN,
+// ImageBind's logit-scale buffer). A missing, unexpected or mis-shaped tensor, a truncated or
+// malformed file, or a broken index is one line naming the file, the tensor and both shapes.
+// Everything is checked before the first value is copied.
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "autograd/safetensors.h"
+#include "model/groundinggpt.h"
+#include "train/yaml_tree.h"
+
+// A weight source (one file or the shards of a folder) with a by-name lookup.
+typedef struct {
+    const ag_st_entry *entry;
+    const ag_st_file *file; // the file (shard) holding it
+} tr_weight;
+
+typedef struct {
+    char *path; // as given
+    int n_files;
+    ag_st_file **files;
+    int n;
+    tr_weight *items; // every tensor of every file, sorted by name
+} tr_weights;
+
+tr_weights *tr_weights_open(const char *path);
+void tr_weights_close(tr_weights *w);
+// Index of the tensor called name, or -1.
+int tr_weights_find(const tr_weights *w, const char *name);
+
+typedef enum {
+    TR_INIT_LLM,
+    TR_INIT_IMAGE_ENCODER,
+    TR_INIT_VIDEO_ENCODER,
+    TR_INIT_FRAME_QFORMER,
+    TR_INIT_AUDIO_ENCODER,
+    TR_INIT_CHECKPOINT,
+    TR_INIT_NPART
+} tr_init_part;
+
+// The YAML key of a part: "llm", "image_encoder", ...
+const char *tr_init_part_name(tr_init_part p);
+
+typedef struct {
+    char *path[TR_INIT_NPART];   // resolved; NULL when the part is not loaded
+    char *prefix[TR_INIT_NPART]; // NULL for none
+} tr_init_config;
+
+// Reads root's optional `init:` block (unknown parts, wrong types: file:line:column).
+void tr_init_config_read(tr_yaml *root, tr_init_config *c);
+void tr_init_config_free(tr_init_config *c);
+
+// Loads one part of m from path (prefix may be NULL). Returns the number of tensors read.
+int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, const char *prefix);
+// Loads every configured part (llm, encoders, frame Q-Former, then checkpoint); one line per
+// part to log (may be NULL). Fails for a part whose branch the model lacks.
+void tr_import(gm_groundinggpt *m, const tr_init_config *c, FILE *log);

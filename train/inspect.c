@@ -1,0 +1,160 @@
+// inspect.c: see inspect.h.
+#include "inspect.h"
+
+#include <string.h>
+#include <sys/stat.h>
+
+#include "autograd/error.h"
+#include "train/import.h"
+#include "train/model_config.h"
+#include "train/yaml_tree.h"
+
+// "6.74 B", "303.5 M", "12.3 K".
+static const char *human(char *buf, size_t n, int64_t x) {
+    double v = (double)x;
+    if (v >= 1e9)
+        snprintf(buf, n, "%.2f B", v / 1e9);
+    else if (v >= 1e6)
+        snprintf(buf, n, "%.1f M", v / 1e6);
+    else if (v >= 1e3)
+        snprintf(buf, n, "%.1f K", v / 1e3);
+    else
+        snprintf(buf, n, "%lld", (long long)x);
+    return buf;
+}
+
+static const char *bytes(char *buf, size_t n, int64_t b) {
+    double v = (double)b;
+    if (v >= 1024.0 * 1024 * 1024)
+        snprintf(buf, n, "%.2f GiB", v / (1024.0 * 1024 * 1024));
+    else
+        snprintf(buf, n, "%.1f MiB", v / (1024.0 * 1024));
+    return buf;
+}
+
+// A markdown separator row: k columns of the given widths, numbers right-aligned (all but the
+// first `left` columns).
+static void rule(FILE *out, const int *widths, int k, int left) {
+    for (int i = 0; i < k; i++) {
+        fputs("| ", out);
+        for (int c = 0; c < widths[i] - (i >= left); c++) fputc('-', out);
+        fputs(i >= left ? ": " : " ", out);
+    }
+    fputs("|\n", out);
+}
+
+void tr_inspect_model(const gm_groundinggpt_config *cfg, const char *source, int64_t batch,
+                      int64_t seq, FILE *out) {
+    gm_groundinggpt_check_config(cfg);
+    if (seq <= 0) seq = cfg->llm.max_seq < 2048 ? cfg->llm.max_seq : 2048;
+    if (seq > cfg->llm.max_seq)
+        ag_fail("inspect: --seq %lld exceeds max_seq %lld", (long long)seq,
+                (long long)cfg->llm.max_seq);
+    char h[32], b1[32], b2[32], b3[32], b4[32], b5[32];
+    fprintf(out, "model %s (%s): %s parameters, vocabulary %lld + %d added, branches:%s%s%s\n",
+            cfg->name, source, ag_dtype_name(cfg->dtype), (long long)cfg->llm.vocab, GM_N_ADDED,
+            cfg->has[GM_MOD_IMAGE] ? " image" : "", cfg->has[GM_MOD_VIDEO] ? " video" : "",
+            cfg->has[GM_MOD_AUDIO] ? " audio" : "");
+    fprintf(out, "tokens per item: image %lld, video %lld, audio %lld\n\n",
+            (long long)(cfg->has[GM_MOD_IMAGE] ? cfg->image_tokens : 0),
+            (long long)(cfg->has[GM_MOD_VIDEO] ? cfg->video_tokens : 0),
+            (long long)(cfg->has[GM_MOD_AUDIO] ? cfg->audio_tokens : 0));
+
+    gm_census_row rows[64];
+    int n = gm_groundinggpt_census(cfg, rows, 64);
+    if (n > 64) ag_fail("inspect: %d modules exceed the table", n);
+    int64_t total = 0, stage[3] = {0}, part[GM_NPART] = {0};
+    fprintf(out, "parameters per module\n");
+    fprintf(out, "| %-38s | %-13s | %14s | %14s | %15s |\n", "module", "part", "parameters",
+            "stage 1 trains", "stage 2/3 train");
+    rule(out, (const int[]){38, 13, 14, 14, 15}, 5, 2);
+    for (int i = 0; i < n; i++) {
+        const gm_census_row *r = &rows[i];
+        fprintf(out, "| %-38s | %-13s | %14lld | %14lld | %15lld |\n", r->group,
+                gm_part_name(r->part), (long long)r->total, (long long)r->stage[0],
+                (long long)r->stage[1]);
+        total += r->total;
+        part[r->part] += r->total;
+        for (int s = 0; s < 3; s++) stage[s] += r->stage[s];
+    }
+    fprintf(out, "| %-38s | %-13s | %14lld | %14lld | %15lld |\n\n", "total", "", (long long)total,
+            (long long)stage[0], (long long)stage[1]);
+
+    fprintf(out, "parameters per part\n| %-13s | %14s | %9s |\n", "part", "parameters", "");
+    rule(out, (const int[]){13, 14, 9}, 3, 1);
+    for (int p = 0; p < GM_NPART; p++)
+        if (part[p])
+            fprintf(out, "| %-13s | %14lld | %9s |\n", gm_part_name((gm_part)p), (long long)part[p],
+                    human(h, sizeof h, part[p]));
+    fprintf(out, "| %-13s | %14lld | %9s |\n\n", "total", (long long)total,
+            human(h, sizeof h, total));
+
+    // Activations: the decoder on B x T tokens (logits over V0 + 9), plus the (V, C)
+    // concatenation of lm_head and its gradient that the head makes.
+    gm_llama_config full = cfg->llm;
+    full.vocab = gm_groundinggpt_vocab(cfg);
+    const int64_t e = (int64_t)ag_dtype_size(cfg->dtype);
+    int64_t act =
+        gm_llama_activation_bytes(&full, cfg->dtype, batch, seq) + 2 * full.vocab * full.dim * e;
+    fprintf(out,
+            "memory per stage: micro-batch %lld x %lld tokens; %s weights and gradients, AdamW "
+            "f32 moments%s\n",
+            (long long)batch, (long long)seq, ag_dtype_name(cfg->dtype),
+            cfg->dtype == AG_BF16 ? " + f32 master weights" : "");
+    fprintf(out, "| %-5s | %14s | %11s | %11s | %11s | %11s | %11s |\n", "stage", "trainable",
+            "weights", "gradients", "optimizer", "activations", "total");
+    rule(out, (const int[]){5, 14, 11, 11, 11, 11, 11}, 7, 1);
+    for (int s = 0; s < 3; s++) {
+        gm_memory mem = gm_memory_estimate(total, stage[s], cfg->dtype, act);
+        fprintf(out, "| %-5d | %14lld | %11s | %11s | %11s | %11s | %11s |\n", s + 1,
+                (long long)stage[s], bytes(b1, sizeof b1, mem.weights),
+                bytes(b2, sizeof b2, mem.grads), bytes(b3, sizeof b3, mem.optimizer),
+                bytes(b4, sizeof b4, mem.activations), bytes(b5, sizeof b5, mem.total));
+    }
+    const int64_t chunk = GM_ENC_BATCH_DEFAULT;
+    fprintf(
+        out,
+        "\nfrozen encoders (own context, no tape), step memory per chunk of %lld rows (enc_batch): "
+        "image %s, video frames %s, audio clips %s\n",
+        (long long)chunk,
+        bytes(b1, sizeof b1, gm_groundinggpt_encoder_bytes(cfg, GM_MOD_IMAGE, chunk)),
+        bytes(b2, sizeof b2, gm_groundinggpt_encoder_bytes(cfg, GM_MOD_VIDEO, chunk)),
+        bytes(b3, sizeof b3, gm_groundinggpt_encoder_bytes(cfg, GM_MOD_AUDIO, chunk)));
+}
+
+int tr_inspect(const char *path, int64_t batch, int64_t seq, FILE *out) {
+    struct stat st;
+    if (!stat(path, &st) && S_ISDIR(st.st_mode))
+        ag_fail("inspect: %s is a folder; this build inspects model and training configs "
+                "(shard, checkpoint and export summaries come later)",
+                path);
+    tr_yaml *root = tr_yaml_load(path);
+    gm_groundinggpt_config cfg;
+    if (tr_config_is_model_file(root)) {
+        tr_model_config_read(root, &cfg);
+        tr_yaml_check_used(root);
+        tr_inspect_model(&cfg, path, batch, seq, out);
+    } else {
+        // A training config: its model and its init block; the other sections belong to
+        // groundc train, which checks them.
+        tr_model_config_from_train(root, &cfg);
+        tr_yaml *m = tr_yaml_get(root, "model");
+        if (m->kind == TR_YAML_MAP) tr_yaml_check_used(m);
+        tr_init_config init;
+        tr_init_config_read(root, &init);
+        tr_inspect_model(&cfg, path, batch, seq, out);
+        bool any = false;
+        for (int p = 0; p < TR_INIT_NPART; p++) {
+            if (!init.path[p]) continue;
+            if (!any) fprintf(out, "\ninit (weights loaded before training)\n");
+            any = true;
+            fprintf(out, "  %-14s %s%s%s%s\n", tr_init_part_name((tr_init_part)p), init.path[p],
+                    init.prefix[p] ? " (prefix '" : "", init.prefix[p] ? init.prefix[p] : "",
+                    init.prefix[p] ? "')" : "");
+        }
+        if (!any) fprintf(out, "\ninit: none (random initialisation)\n");
+        tr_init_config_free(&init);
+    }
+    tr_yaml_free(root);
+    return 0;
+}

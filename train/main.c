@@ -1,0 +1,142 @@
+// main.c: the groundc command: `groundc <command> [arguments]`.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/error.h"
+#include "data/pack.h"
+#include "data/synth.h"
+#include "train/inspect.h"
+#include "train/train_lm.h"
+#include "train/yaml_tree.h"
+
+#define GROUNDC_VERSION "0.1.0"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "groundc %s: train multimodal grounding models\n\n"
+            "usage:\n"
+            "  groundc synth --out DIR [--images N --videos N --audios N --seed S\n"
+            "                [--eval-fraction F --max-shapes K]]\n"
+            "  groundc pack --json FILE[,FILE] --media-root DIR --tokenizer FILE --out DIR\n"
+            "               [--shard-samples N --threads N --on-error skip|fail ...]\n"
+            "  groundc pack --grounding-jsonl FILE[,FILE] ... (groundc pack --help: all options)\n"
+            "  groundc train CONFIG.yaml [--set key.path=value ...]\n"
+            "  groundc inspect CONFIG.yaml [--batch B --seq T]   (model or training config)\n"
+            "  groundc --version | --help\n\n"
+            "Commands of later milestones (eval, generate, export) are\n"
+            "not part of this build yet.\n",
+            GROUNDC_VERSION);
+}
+
+// A whole-number option value; fails naming the option when it is not one.
+static long long int_arg(const char *opt, const char *v, long long lo, long long hi) {
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || x < lo || x > hi)
+        ag_fail("%s: expected a whole number in [%lld, %lld], got '%s'", opt, lo, hi, v);
+    return x;
+}
+
+static int cmd_synth(int argc, char **argv) {
+    ds_synth_config c = ds_synth_defaults();
+    for (int i = 0; i < argc; i++) {
+        const char *opt = argv[i];
+        if (i + 1 >= argc) ag_fail("synth: option %s needs a value", opt);
+        const char *v = argv[++i];
+        if (!strcmp(opt, "--out"))
+            c.out_dir = v;
+        else if (!strcmp(opt, "--images"))
+            c.images = int_arg(opt, v, 0, 100000000);
+        else if (!strcmp(opt, "--videos"))
+            c.videos = int_arg(opt, v, 0, 100000000);
+        else if (!strcmp(opt, "--audios"))
+            c.audios = int_arg(opt, v, 0, 100000000);
+        else if (!strcmp(opt, "--seed"))
+            c.seed = (uint64_t)int_arg(opt, v, 0, INT64_MAX);
+        else if (!strcmp(opt, "--max-shapes"))
+            c.max_shapes = (int)int_arg(opt, v, 1, 8);
+        else if (!strcmp(opt, "--eval-fraction")) {
+            char *end;
+            c.eval_fraction = strtod(v, &end);
+            if (end == v || *end || !(c.eval_fraction >= 0 && c.eval_fraction < 1))
+                ag_fail("%s: expected a number in [0, 1), got '%s'", opt, v);
+        } else
+            ag_fail("synth: unknown option '%s'", opt);
+    }
+    if (!c.out_dir) ag_fail("synth: --out DIR is required");
+    ds_synth(&c);
+    return 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+    const char *config = NULL;
+    tr_yaml *root = NULL;
+    const char **sets = calloc((size_t)argc, sizeof *sets);
+    int n_sets = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--set")) {
+            if (i + 1 >= argc) ag_fail("train: --set needs key.path=value");
+            sets[n_sets++] = argv[++i];
+        } else if (!strncmp(argv[i], "--", 2)) {
+            ag_fail("train: unknown option '%s'", argv[i]);
+        } else if (!config) {
+            config = argv[i];
+        } else {
+            ag_fail("train: more than one config given ('%s' and '%s')", config, argv[i]);
+        }
+    }
+    if (!config) ag_fail("train: no config given (groundc train CONFIG.yaml)");
+    root = tr_yaml_load(config);
+    for (int i = 0; i < n_sets; i++) tr_yaml_set(root, sets[i]);
+    free(sets);
+    tr_lm_config cfg;
+    tr_lm_config_read(root, &cfg);
+    printf("config %s resolved:\n", config);
+    tr_yaml_print(root, stdout, 2);
+    int rc = tr_train_lm(&cfg, root);
+    tr_yaml_free(root);
+    return rc;
+}
+
+static int cmd_inspect(int argc, char **argv) {
+    const char *path = NULL;
+    long long batch = 1, seq = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *opt = argv[i];
+        if (!strcmp(opt, "--batch") || !strcmp(opt, "--seq")) {
+            if (i + 1 >= argc) ag_fail("inspect: option %s needs a value", opt);
+            long long v = int_arg(opt, argv[++i], 1, 1LL << 40);
+            *(opt[2] == 'b' ? &batch : &seq) = v;
+        } else if (!strncmp(opt, "--", 2)) {
+            ag_fail("inspect: unknown option '%s'", opt);
+        } else if (!path) {
+            path = opt;
+        } else {
+            ag_fail("inspect: more than one file given ('%s' and '%s')", path, opt);
+        }
+    }
+    if (!path) ag_fail("inspect: no config given (groundc inspect CONFIG.yaml)");
+    return tr_inspect(path, batch, seq, stdout);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("groundc %s\n", GROUNDC_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
+    if (!strcmp(cmd, "pack")) return ds_pack_main(argc - 2, argv + 2);
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
+    ag_fail("unknown command '%s' (groundc --help lists the commands)", cmd);
+}

@@ -1,0 +1,232 @@
+// train_lm.c: see train_lm.h.
+#include "train_lm.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "autograd/error.h"
+#include "autograd/optim.h"
+#include "data/copy_task.h"
+#include "train/schedule.h"
+
+static tr_yaml *model_section(tr_yaml *root) {
+    tr_yaml *m = tr_yaml_get(root, "model");
+    if (!m) tr_yaml_fail(root, "missing 'model' section");
+    if (m->kind == TR_YAML_MAP) return m;
+    tr_yaml_fail(m, "expected a mapping of model sizes");
+}
+
+void tr_lm_config_read(tr_yaml *root, tr_lm_config *c) {
+    memset(c, 0, sizeof *c);
+    tr_yaml *m = model_section(root);
+    const int64_t big = (int64_t)1 << 40;
+    c->model.vocab = tr_yaml_int(m, "vocab", 32, 3, big);
+    c->model.dim = tr_yaml_int(m, "dim", 64, 2, big);
+    c->model.n_layers = tr_yaml_int(m, "layers", 2, 1, 1024);
+    c->model.n_heads = tr_yaml_int(m, "heads", 4, 1, 1024);
+    c->model.n_kv_heads = tr_yaml_int(m, "kv_heads", c->model.n_heads, 1, 1024);
+    c->model.ffn = tr_yaml_int(m, "ffn", 4 * c->model.dim, 1, big);
+    c->model.max_seq = tr_yaml_int(m, "max_seq", 64, 1, big);
+    c->model.rope_theta = tr_yaml_num(m, "rope_theta", 1e4, 1e-6, 1e12);
+    c->model.norm_eps = tr_yaml_num(m, "norm_eps", 1e-5, 1e-12, 1);
+    if (c->model.dim % c->model.n_heads)
+        tr_yaml_fail(m, "dim %lld is not a multiple of heads %lld", (long long)c->model.dim,
+                     (long long)c->model.n_heads);
+    if (c->model.n_heads % c->model.n_kv_heads)
+        tr_yaml_fail(m, "heads %lld is not a multiple of kv_heads %lld",
+                     (long long)c->model.n_heads, (long long)c->model.n_kv_heads);
+    gm_llama_check_config(&c->model);
+
+    tr_yaml *task = tr_yaml_map(root, "task");
+    if (!task) tr_yaml_fail(root, "missing 'task' section");
+    static const char *const tasks[] = {"copy", NULL};
+    tr_yaml_str(task, "name", "copy", tasks);
+    c->payload = tr_yaml_int(task, "payload", 8, 1, big);
+    c->data_seed = (uint64_t)tr_yaml_int(task, "seed", 1, 0, INT64_MAX);
+    if (ds_copy_seq_len(c->payload) > c->model.max_seq)
+        tr_yaml_fail(tr_yaml_get(task, "payload"), "sequences of %lld tokens exceed max_seq %lld",
+                     (long long)ds_copy_seq_len(c->payload), (long long)c->model.max_seq);
+
+    tr_yaml *t = tr_yaml_map(root, "train");
+    if (!t) tr_yaml_fail(root, "missing 'train' section");
+    c->steps = tr_yaml_int(t, "steps", 100, 1, big);
+    c->batch = tr_yaml_int(t, "batch", 8, 1, big);
+    c->lr = tr_yaml_num(t, "lr", 1e-3, 0, 10);
+    c->warmup_ratio = tr_yaml_num(t, "warmup_ratio", 0.03, 0, 1);
+    c->min_lr_ratio = tr_yaml_num(t, "min_lr_ratio", 0.0, 0, 1);
+    c->weight_decay = tr_yaml_num(t, "weight_decay", 0.0, 0, 10);
+    c->grad_clip = tr_yaml_num(t, "grad_clip", 1.0, 0, 1e9);
+    c->beta1 = tr_yaml_num(t, "beta1", 0.9, 0, 0.999999);
+    c->beta2 = tr_yaml_num(t, "beta2", 0.999, 0, 0.999999999);
+    c->eps = tr_yaml_num(t, "eps", 1e-8, 0, 1);
+    c->seed = (uint64_t)tr_yaml_int(t, "seed", 1, 0, INT64_MAX);
+    c->log_every = tr_yaml_int(t, "log_every", 10, 1, big);
+    c->out_dir = tr_yaml_str(t, "out", "checkpoints/run", NULL);
+
+    tr_yaml *e = tr_yaml_map(root, "eval");
+    c->eval_samples = tr_yaml_int(e, "samples", 256, 1, big);
+    tr_yaml_check_used(root);
+}
+
+static void make_dirs(const char *path) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        ag_fail("%s: path too long", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == 0) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(buf, 0777) && errno != EEXIST)
+                ag_fail("%s: cannot create: %s", buf, strerror(errno));
+            *p = c;
+            if (!c) break;
+        }
+    }
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// A batch of copy-task samples [first, first + B) into ids/targets tensors (B, T).
+static void load_batch(ag_ctx *ctx, const tr_lm_config *c, uint64_t seed, int64_t first,
+                       ag_tensor **ids, ag_tensor **targets) {
+    int64_t B = c->batch, T = ds_copy_seq_len(c->payload);
+    int32_t *hi = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)(B * T));
+    int32_t *ht = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)(B * T));
+    for (int64_t b = 0; b < B; b++)
+        ds_copy_sample(seed, first + b, c->payload, c->model.vocab, hi + b * T, ht + b * T);
+    *ids = ag_from_host(ctx, AG_I32, AG_SHAPE(B, T), hi);
+    *targets = ag_from_host(ctx, AG_I32, AG_SHAPE(B, T), ht);
+}
+
+// Held-out evaluation: greedy next-token accuracy on the copied half, per token and per
+// whole sequence; samples come from a seed the training data never uses.
+static void evaluate(ag_ctx *ctx, const gm_llama *m, const tr_lm_config *c, double *tok_acc,
+                     double *seq_acc) {
+    int64_t T = ds_copy_seq_len(c->payload), V = c->model.vocab, right = 0, total = 0,
+            seq_right = 0, seqs = 0;
+    uint64_t eval_seed = c->data_seed ^ 0x5eed0fe7a1u;
+    ag_no_grad_begin(ctx);
+    for (int64_t first = 0; first < c->eval_samples; first += c->batch) {
+        ag_tensor *ids, *targets;
+        load_batch(ctx, c, eval_seed, first, &ids, &targets);
+        ag_tensor *pos = gm_positions(ctx, T);
+        ag_tensor *logits =
+            gm_llama_logits(ctx, m, gm_llama_hidden(ctx, m, gm_llama_embed(ctx, m, ids), pos));
+        float *hl = ag_step_alloc(ctx, sizeof(float) * (size_t)ag_numel(logits));
+        ag_copy_to_host(ag_cast(ctx, logits, AG_F32), hl);
+        int32_t *ht = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)ag_numel(targets));
+        ag_copy_to_host(targets, ht);
+        for (int64_t b = 0; b < c->batch && first + b < c->eval_samples; b++) {
+            bool all = true;
+            for (int64_t t = 0; t < T; t++) {
+                int32_t want = ht[b * T + t];
+                if (want == DS_IGNORE) continue;
+                const float *row = hl + (b * T + t) * V;
+                int64_t best = 0;
+                for (int64_t v = 1; v < V; v++)
+                    if (row[v] > row[best]) best = v;
+                right += best == want;
+                all &= best == want;
+                total++;
+            }
+            seq_right += all;
+            seqs++;
+        }
+        ag_step_reset(ctx);
+    }
+    ag_no_grad_end(ctx);
+    *tok_acc = total ? (double)right / (double)total : 0;
+    *seq_acc = seqs ? (double)seq_right / (double)seqs : 0;
+}
+
+int tr_train_lm(const tr_lm_config *c, const tr_yaml *resolved) {
+    make_dirs(c->out_dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.yaml", c->out_dir);
+    FILE *cf = fopen(path, "w");
+    if (!cf) ag_fail("%s: cannot write: %s", path, strerror(errno));
+    tr_yaml_print(resolved, cf, 0);
+    if (fclose(cf)) ag_fail("%s: write failed: %s", path, strerror(errno));
+    snprintf(path, sizeof path, "%s/metrics.jsonl", c->out_dir);
+    FILE *mf = fopen(path, "w");
+    if (!mf) ag_fail("%s: cannot write: %s", path, strerror(errno));
+
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    gm_llama *m = gm_llama_new(ctx, &c->model, AG_F32);
+    gm_llama_init(m, c->seed, 0.02);
+    bool *decay = ag_xcalloc((size_t)m->n_params, sizeof *decay, "decay flags");
+    for (int i = 0; i < m->n_params; i++) {
+        ag_set_trainable(ctx, m->params[i], true);
+        // no decay on norms (vectors) and embeddings, as is usual for Llama training
+        decay[i] = m->params[i]->ndim >= 2 && !strstr(m->params[i]->name, "embed_tokens");
+    }
+    ag_adamw *opt = ag_adamw_new(ctx, m->params, m->n_params, decay,
+                                 (ag_adamw_config){c->beta1, c->beta2, c->eps, c->weight_decay});
+    int64_t T = ds_copy_seq_len(c->payload),
+            warmup = (int64_t)ceil(c->warmup_ratio * (double)c->steps);
+    printf("model: llama %lld params (dim %lld, %lld layers, %lld heads, %lld kv heads, ffn %lld, "
+           "vocab %lld); task: copy %lld tokens (T %lld); batch %lld; %lld steps\n",
+           (long long)gm_llama_param_count(m), (long long)c->model.dim,
+           (long long)c->model.n_layers, (long long)c->model.n_heads,
+           (long long)c->model.n_kv_heads, (long long)c->model.ffn, (long long)c->model.vocab,
+           (long long)c->payload, (long long)T, (long long)c->batch, (long long)c->steps);
+    double t0 = now_s(), t_log = t0, loss_sum = 0, last_loss = NAN;
+    int64_t loss_n = 0;
+    for (int64_t step = 0; step < c->steps; step++) {
+        ag_tensor *ids, *targets;
+        load_batch(ctx, c, c->data_seed, step * c->batch, &ids, &targets);
+        ag_tensor *loss = gm_llama_loss(ctx, m, ids, targets);
+        ag_backward(ctx, loss);
+        double l = ag_item(loss, 0);
+        double gnorm = ag_clip_grad_norm(m->params, m->n_params, c->grad_clip);
+        double lr = tr_lr_cosine(step, c->steps, warmup, c->lr, c->min_lr_ratio);
+        if (isfinite(l) && isfinite(gnorm))
+            ag_adamw_step(opt, lr);
+        else
+            fprintf(stderr, "step %lld: non-finite loss or gradient, update skipped\n",
+                    (long long)step + 1);
+        ag_zero_grad(ctx, m->params, m->n_params);
+        ag_step_reset(ctx);
+        loss_sum += l;
+        loss_n++;
+        if ((step + 1) % c->log_every == 0 || step + 1 == c->steps) {
+            double t = now_s(), tps = (double)(loss_n * c->batch * T) / (t - t_log);
+            last_loss = loss_sum / (double)loss_n;
+            double eta = (t - t0) / (double)(step + 1) * (double)(c->steps - step - 1);
+            printf("step %5lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | "
+                   "eta %dm%02ds\n",
+                   (long long)step + 1, (long long)c->steps, last_loss, lr, gnorm, tps,
+                   (int)eta / 60, (int)eta % 60);
+            fprintf(mf,
+                    "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
+                    "\"tokens_per_s\": %.1f}\n",
+                    (long long)step + 1, last_loss, lr, gnorm, tps);
+            fflush(stdout);
+            t_log = t;
+            loss_sum = 0;
+            loss_n = 0;
+        }
+    }
+    if (fclose(mf)) ag_fail("%s: write failed: %s", path, strerror(errno));
+    double tok_acc, seq_acc;
+    evaluate(ctx, m, c, &tok_acc, &seq_acc);
+    printf("\n| steps | final loss | held-out token acc | held-out sequence acc | time |\n");
+    printf("| %5lld | %10.4f | %18.3f | %21.3f | %5.1fs |\n", (long long)c->steps, last_loss,
+           tok_acc, seq_acc, now_s() - t0);
+    printf("peak step memory %.1f MiB, parameters + optimizer %.1f MiB\n",
+           (double)ag_step_peak_bytes(ctx) / 1048576.0, (double)ag_pool_bytes(ctx) / 1048576.0);
+    free(decay);
+    ag_adamw_free(opt);
+    gm_llama_free(m);
+    ag_ctx_free(ctx);
+    return 0;
+}
