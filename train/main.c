@@ -6,9 +6,9 @@
 #include "autograd/error.h"
 #include "data/pack.h"
 #include "data/synth.h"
+#include "train/curriculum.h"
+#include "train/dist.h"
 #include "train/inspect.h"
-#include "train/train_lm.h"
-#include "train/yaml_tree.h"
 
 #define GROUNDC_VERSION "0.1.0"
 
@@ -21,7 +21,8 @@ static void usage(FILE *out) {
             "  groundc pack --json FILE[,FILE] --media-root DIR --tokenizer FILE --out DIR\n"
             "               [--shard-samples N --threads N --on-error skip|fail ...]\n"
             "  groundc pack --grounding-jsonl FILE[,FILE] ... (groundc pack --help: all options)\n"
-            "  groundc train CONFIG.yaml [--set key.path=value ...]\n"
+            "  groundc train CONFIG.yaml [--resume auto|CKPT_DIR] [--set key.path=value ...]\n"
+            "        (stage, curriculum or copy-task config; mpirun -np N for N ranks)\n"
             "  groundc inspect CONFIG.yaml [--batch B --seq T]   (model or training config)\n"
             "  groundc --version | --help\n\n"
             "Commands of later milestones (eval, generate, export) are\n"
@@ -69,33 +70,20 @@ static int cmd_synth(int argc, char **argv) {
     return 0;
 }
 
+static tr_dist g_dist;
+
+// Under MPI an error on one rank must bring the job down, not leave the others waiting in a
+// collective: print the one line (naming the rank), then abort every rank.
+static void dist_error(const char *msg) {
+    fprintf(stderr, "groundc: error: [rank %d] %s\n", g_dist.rank, msg);
+    tr_dist_abort(&g_dist, 1);
+}
+
 static int cmd_train(int argc, char **argv) {
-    const char *config = NULL;
-    tr_yaml *root = NULL;
-    const char **sets = calloc((size_t)argc, sizeof *sets);
-    int n_sets = 0;
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--set")) {
-            if (i + 1 >= argc) ag_fail("train: --set needs key.path=value");
-            sets[n_sets++] = argv[++i];
-        } else if (!strncmp(argv[i], "--", 2)) {
-            ag_fail("train: unknown option '%s'", argv[i]);
-        } else if (!config) {
-            config = argv[i];
-        } else {
-            ag_fail("train: more than one config given ('%s' and '%s')", config, argv[i]);
-        }
-    }
-    if (!config) ag_fail("train: no config given (groundc train CONFIG.yaml)");
-    root = tr_yaml_load(config);
-    for (int i = 0; i < n_sets; i++) tr_yaml_set(root, sets[i]);
-    free(sets);
-    tr_lm_config cfg;
-    tr_lm_config_read(root, &cfg);
-    printf("config %s resolved:\n", config);
-    tr_yaml_print(root, stdout, 2);
-    int rc = tr_train_lm(&cfg, root);
-    tr_yaml_free(root);
+    g_dist = tr_dist_init(&argc, &argv);
+    if (g_dist.world > 1) ag_set_error_handler(dist_error);
+    int rc = tr_train_main(argc - 2, argv + 2, &g_dist);
+    tr_dist_finalize(&g_dist);
     return rc;
 }
 
@@ -136,7 +124,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "pack")) return ds_pack_main(argc - 2, argv + 2);
-    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "train")) return cmd_train(argc, argv);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     ag_fail("unknown command '%s' (groundc --help lists the commands)", cmd);
 }

@@ -1,0 +1,10 @@
+// batch.h: a loader micro-batch (data/loader.h) as the model's batch (model/groundinggpt.h):
+// media rows become tensors on ctx's device (videos flattened to (n·F, S, S, 3)), ids and
+// targets are shared, not copied. Lives until ag_step_reset.
+#pragma once
+#include "data/loader.h"
+#include "model/groundinggpt.h"
+
+void tr_batch_to_model(ag_ctx *ctx, const ds_batch *b, gm_groundinggpt_batch *out);
+// Supervised targets (!= DS_LOADER_IGNORE) of the batch.
+int64_t tr_batch_supervised(const ds_batch *b);

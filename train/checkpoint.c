@@ -1,0 +1,449 @@
+// checkpoint.c: see checkpoint.h.
+#include "train/checkpoint.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "autograd/error.h"
+#include "autograd/safetensors.h"
+
+// Paths -----------------------------------------------------------------------------------
+
+static void path_join(char *out, size_t n, const char *dir, const char *name) {
+    if ((size_t)snprintf(out, n, "%s/%s", dir, name) >= n)
+        ag_fail("%s/%s: path too long", dir, name);
+}
+
+static void make_dirs(const char *path) {
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        ag_fail("%s: path too long", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p) continue;
+        char c = *p;
+        *p = 0;
+        if (mkdir(buf, 0777) && errno != EEXIST)
+            ag_fail("%s: cannot create: %s", buf, strerror(errno));
+        *p = c;
+        if (!c) break;
+    }
+}
+
+static void fsync_path(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) ag_fail("%s: cannot open to sync: %s", path, strerror(errno));
+    if (fsync(fd) && errno != EINVAL) ag_fail("%s: fsync failed: %s", path, strerror(errno));
+    if (close(fd)) ag_fail("%s: close failed: %s", path, strerror(errno));
+}
+
+// rm -r of a checkpoint folder (plain files only: what tr_ckpt_save writes).
+static void remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT) return;
+        ag_fail("%s: cannot open: %s", dir, strerror(errno));
+    }
+    struct dirent *e;
+    char p[PATH_MAX];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        path_join(p, sizeof p, dir, e->d_name);
+        if (unlink(p)) ag_fail("%s: cannot remove: %s", p, strerror(errno));
+    }
+    closedir(d);
+    if (rmdir(dir)) ag_fail("%s: cannot remove: %s", dir, strerror(errno));
+}
+
+// Writes text to path atomically (temporary file, fsync, rename).
+static void write_text(const char *path, const char *text) {
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
+        ag_fail("%s: path too long", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) ag_fail("%s: cannot write: %s", tmp, strerror(errno));
+    size_t n = strlen(text);
+    if (fwrite(text, 1, n, f) != n || fflush(f) || fsync(fileno(f))) {
+        int e = errno;
+        fclose(f);
+        unlink(tmp);
+        ag_fail("%s: write failed: %s", tmp, strerror(e));
+    }
+    if (fclose(f)) ag_fail("%s: close failed: %s", tmp, strerror(errno));
+    if (rename(tmp, path)) ag_fail("%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+}
+
+static char *read_text(const char *path, size_t max) {
+    FILE *f = fopen(path, "rb");
+    if (!f) ag_fail("%s: cannot open: %s", path, strerror(errno));
+    char *buf = ag_xmalloc(max + 1, "state.json");
+    size_t n = fread(buf, 1, max + 1, f);
+    int err = ferror(f);
+    fclose(f);
+    if (err) ag_fail("%s: read failed", path);
+    if (n > max) ag_fail("%s: larger than %zu bytes, not a state file", path, max);
+    buf[n] = 0;
+    return buf;
+}
+
+// Digests -----------------------------------------------------------------------------------
+
+static void hex(const unsigned char *d, unsigned n, char out[65]) {
+    for (unsigned i = 0; i < n && i < 32; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+void tr_ckpt_model_digest(const gm_params *reg, char out[65]) {
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    bool ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1;
+    for (int i = 0; ok && i < reg->n; i++) {
+        const ag_tensor *t = reg->tensors[i];
+        char line[1024];
+        int k = snprintf(line, sizeof line, "%s %s", t->name, ag_dtype_name(t->dtype));
+        for (int d = 0; d < t->ndim && k < (int)sizeof line - 24; d++)
+            k += snprintf(line + k, sizeof line - (size_t)k, " %" PRId64, t->shape[d]);
+        line[k++] = '\n';
+        ok = EVP_DigestUpdate(c, line, (size_t)k) == 1;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    ok = ok && EVP_DigestFinal_ex(c, md, &n) == 1;
+    EVP_MD_CTX_free(c);
+    if (!ok) ag_fail("checkpoint: SHA-256 failed");
+    hex(md, n, out);
+}
+
+// state.json --------------------------------------------------------------------------------
+
+static char *state_json(const tr_ckpt_state *st) {
+    cJSON *j = cJSON_CreateObject();
+    char u64[32];
+    cJSON_AddNumberToObject(j, "format", TR_CKPT_FORMAT);
+    cJSON_AddNumberToObject(j, "step", (double)st->step);
+    cJSON_AddNumberToObject(j, "total_steps", (double)st->total_steps);
+    cJSON_AddNumberToObject(j, "stage", st->stage);
+    cJSON_AddBoolToObject(j, "complete", st->complete);
+    // 64-bit values as strings: JSON numbers are doubles.
+    snprintf(u64, sizeof u64, "%" PRIu64, st->seed);
+    cJSON_AddStringToObject(j, "seed", u64);
+    cJSON *cur = cJSON_AddObjectToObject(j, "data_cursor");
+    snprintf(u64, sizeof u64, "%" PRIu64, st->cursor.seed);
+    cJSON_AddStringToObject(cur, "seed", u64);
+    snprintf(u64, sizeof u64, "%" PRId64, st->cursor.position);
+    cJSON_AddStringToObject(cur, "position", u64);
+    cJSON_AddStringToObject(cur, "digest", st->cursor.digest);
+    cJSON_AddNumberToObject(j, "world_size", st->world);
+    cJSON_AddBoolToObject(j, "zero1", st->zero1);
+    cJSON_AddNumberToObject(j, "global_batch", (double)st->global_batch);
+    cJSON_AddNumberToObject(j, "bad_steps", st->bad_steps);
+    cJSON_AddNumberToObject(j, "tokens", st->tokens);
+    cJSON_AddNumberToObject(j, "loss", isfinite(st->loss) ? st->loss : -1);
+    cJSON_AddStringToObject(j, "config_digest", st->config_digest);
+    cJSON_AddStringToObject(j, "model_digest", st->model_digest);
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!s) ag_fail("checkpoint: out of memory formatting state.json");
+    return s;
+}
+
+static const cJSON *field(const char *path, const cJSON *obj, const char *key, int type) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!v) ag_fail("%s: missing field '%s'", path, key);
+    bool ok = type == cJSON_Number   ? cJSON_IsNumber(v)
+              : type == cJSON_String ? cJSON_IsString(v)
+              : type == cJSON_True   ? cJSON_IsBool(v)
+                                     : cJSON_IsObject(v);
+    if (!ok) ag_fail("%s: field '%s' has the wrong type", path, key);
+    return v;
+}
+
+static int64_t int_field(const char *path, const cJSON *obj, const char *key, int64_t lo,
+                         int64_t hi) {
+    double v = field(path, obj, key, cJSON_Number)->valuedouble;
+    if (!(v >= (double)lo && v <= (double)hi) || v != (double)(int64_t)v)
+        ag_fail("%s: field '%s' = %g is not a whole number in [%" PRId64 ", %" PRId64 "]", path,
+                key, v, lo, hi);
+    return (int64_t)v;
+}
+
+static uint64_t u64_field(const char *path, const cJSON *obj, const char *key, bool sign) {
+    const char *s = field(path, obj, key, cJSON_String)->valuestring;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!*s || *end || errno || *s == '-' || (sign && v > INT64_MAX))
+        ag_fail("%s: field '%s' = \"%s\" is not a %s integer", path, key, s,
+                sign ? "non-negative 63-bit" : "64-bit unsigned");
+    return v;
+}
+
+static void hex_field(const char *path, const cJSON *obj, const char *key, char out[65]) {
+    const char *s = field(path, obj, key, cJSON_String)->valuestring;
+    size_t n = strlen(s);
+    if (n != 64 || strspn(s, "0123456789abcdef") != 64)
+        ag_fail("%s: field '%s' is not a SHA-256 hex digest", path, key);
+    memcpy(out, s, 65);
+}
+
+void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st) {
+    char path[PATH_MAX];
+    path_join(path, sizeof path, dir, "state.json");
+    char *text = read_text(path, 1 << 20);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        ag_fail("%s: not a JSON object", path);
+    }
+    memset(st, 0, sizeof *st);
+    int64_t fmt = int_field(path, j, "format", 0, 1 << 20);
+    if (fmt != TR_CKPT_FORMAT)
+        ag_fail("%s: checkpoint format %" PRId64 ", this groundc reads %d", path, fmt,
+                TR_CKPT_FORMAT);
+    st->step = int_field(path, j, "step", 0, INT64_MAX / 2);
+    st->total_steps = int_field(path, j, "total_steps", 1, INT64_MAX / 2);
+    if (st->step > st->total_steps)
+        ag_fail("%s: step %" PRId64 " is past total_steps %" PRId64, path, st->step,
+                st->total_steps);
+    st->stage = (int)int_field(path, j, "stage", 0, 3);
+    st->complete = cJSON_IsTrue(field(path, j, "complete", cJSON_True));
+    st->seed = u64_field(path, j, "seed", false);
+    const cJSON *cur = field(path, j, "data_cursor", cJSON_Object);
+    st->cursor.seed = u64_field(path, cur, "seed", false);
+    st->cursor.position = (int64_t)u64_field(path, cur, "position", true);
+    hex_field(path, cur, "digest", st->cursor.digest);
+    st->world = (int)int_field(path, j, "world_size", 1, 1 << 20);
+    st->zero1 = cJSON_IsTrue(field(path, j, "zero1", cJSON_True));
+    st->global_batch = int_field(path, j, "global_batch", 1, INT64_MAX / 2);
+    st->bad_steps = (int)int_field(path, j, "bad_steps", 0, INT32_MAX);
+    st->tokens = field(path, j, "tokens", cJSON_Number)->valuedouble;
+    st->loss = field(path, j, "loss", cJSON_Number)->valuedouble;
+    hex_field(path, j, "config_digest", st->config_digest);
+    hex_field(path, j, "model_digest", st->model_digest);
+    cJSON_Delete(j);
+    if (st->complete != (st->step == st->total_steps))
+        ag_fail("%s: 'complete' disagrees with step %" PRId64 " of %" PRId64, path, st->step,
+                st->total_steps);
+}
+
+// Saving ------------------------------------------------------------------------------------
+
+static void optim_name(char *out, size_t n, int rank) {
+    snprintf(out, n, "optim.rank%05d.safetensors", rank);
+}
+
+static void write_optim(const char *dir, const ag_adamw *opt, int rank) {
+    char name[64], path[PATH_MAX];
+    optim_name(name, sizeof name, rank);
+    path_join(path, sizeof path, dir, name);
+    ag_st_writer *w = ag_st_writer_new();
+    char step[32];
+    snprintf(step, sizeof step, "%" PRId64, opt->step);
+    ag_st_add_meta(w, "adamw_step", step);
+    for (int i = 0; i < opt->n; i++) {
+        ag_st_add(w, opt->m[i]->name, opt->m[i]);
+        ag_st_add(w, opt->v[i]->name, opt->v[i]);
+        if (opt->master[i]) ag_st_add(w, opt->master[i]->name, opt->master[i]);
+    }
+    ag_st_write(w, path);
+}
+
+// Names of OUT's checkpoints (step_ + 8 or more digits), sorted by step.
+static int list_steps(const char *out_dir, char ***names) {
+    *names = NULL;
+    DIR *d = opendir(out_dir);
+    if (!d) ag_fail("%s: cannot open: %s", out_dir, strerror(errno));
+    int n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *s = e->d_name;
+        if (strncmp(s, "step_", 5) || strlen(s + 5) < 8 ||
+            strspn(s + 5, "0123456789") != strlen(s + 5))
+            continue;
+        if (n == cap)
+            *names =
+                ag_xrealloc(*names, sizeof **names * (size_t)(cap = cap ? 2 * cap : 16), "list");
+        (*names)[n++] = ag_xstrdup(s);
+    }
+    closedir(d);
+    // Same-width names sort as numbers; wider ones (past 10^8 steps) come later.
+    for (int i = 1; i < n; i++)
+        for (int k = i; k > 0; k--) {
+            char *a = (*names)[k - 1], *b = (*names)[k];
+            if (strlen(a) < strlen(b) || (strlen(a) == strlen(b) && strcmp(a, b) <= 0)) break;
+            (*names)[k - 1] = b, (*names)[k] = a;
+        }
+    return n;
+}
+
+static void prune(const char *out_dir, int keep, const char *newest) {
+    if (keep < 1) return;
+    char **names;
+    int n = list_steps(out_dir, &names), kept = 0;
+    for (int i = n - 1; i >= 0; i--) {
+        // Never the one `latest` names, whatever the order.
+        if (!strcmp(names[i], newest) || kept < keep - 1) {
+            if (strcmp(names[i], newest)) kept++;
+        } else {
+            char p[PATH_MAX];
+            path_join(p, sizeof p, out_dir, names[i]);
+            remove_tree(p);
+        }
+        free(names[i]);
+    }
+    free(names);
+}
+
+// Test hook: GROUNDC_TEST_KILL_IN_CHECKPOINT=N kills the process with SIGKILL halfway
+// through writing the N-th checkpoint of this process (after the model file, before the
+// rename), to test that such a crash leaves the previous checkpoint in charge.
+static void maybe_die_midway(void) {
+    static int count;
+    const char *v = getenv("GROUNDC_TEST_KILL_IN_CHECKPOINT");
+    if (v && ++count == atoi(v)) {
+        fflush(stdout);
+        fflush(stderr);
+        kill(getpid(), SIGKILL);
+    }
+}
+
+void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params *reg,
+                  const ag_adamw *opt, const tr_yaml *resolved, const tr_dist *d, int keep) {
+    char name[64], tmp[PATH_MAX], final[PATH_MAX], path[PATH_MAX];
+    snprintf(name, sizeof name, "step_%08" PRId64, st->step);
+    path_join(final, sizeof final, out_dir, name);
+    snprintf(path, sizeof path, ".tmp.%s", name);
+    path_join(tmp, sizeof tmp, out_dir, path);
+    struct stat sb;
+    // An identical checkpoint of this step already stands (a resumed run re-reaching it):
+    // rewriting it would only open a window where it is incomplete.
+    bool exists = stat(final, &sb) == 0;
+    if (d->rank == 0 && !exists) {
+        make_dirs(out_dir);
+        remove_tree(tmp); // left by a run killed while writing
+        if (mkdir(tmp, 0777)) ag_fail("%s: cannot create: %s", tmp, strerror(errno));
+    }
+    tr_dist_barrier(d);
+    if (!exists) {
+        if (d->rank == 0) {
+            path_join(path, sizeof path, tmp, "model.safetensors");
+            ag_st_writer *w = ag_st_writer_new();
+            for (int i = 0; i < reg->n; i++) ag_st_add(w, reg->tensors[i]->name, reg->tensors[i]);
+            ag_st_add_meta(w, "format", "groundc");
+            ag_st_write(w, path);
+            maybe_die_midway();
+        }
+        if (opt && (st->zero1 || d->rank == 0)) write_optim(tmp, opt, d->rank);
+        if (d->rank == 0) {
+            char *js = state_json(st);
+            path_join(path, sizeof path, tmp, "state.json");
+            write_text(path, js);
+            free(js);
+            path_join(path, sizeof path, tmp, "config.yaml");
+            char *yaml = NULL;
+            size_t len = 0;
+            FILE *mem = open_memstream(&yaml, &len);
+            if (!mem) ag_fail("checkpoint: open_memstream failed: %s", strerror(errno));
+            tr_yaml_print(resolved, mem, 0);
+            if (fclose(mem)) ag_fail("checkpoint: formatting config.yaml failed");
+            write_text(path, yaml);
+            free(yaml);
+        }
+    }
+    tr_dist_barrier(d); // every rank's files are synced
+    if (d->rank != 0) return;
+    if (!exists) {
+        fsync_path(tmp);
+        if (rename(tmp, final)) ag_fail("%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+        fsync_path(out_dir);
+    }
+    // latest -> step_N, replaced atomically.
+    char link_tmp[PATH_MAX], link[PATH_MAX];
+    path_join(link, sizeof link, out_dir, "latest");
+    if (snprintf(link_tmp, sizeof link_tmp, "%s.tmp.%d", link, (int)getpid()) >=
+        (int)sizeof link_tmp)
+        ag_fail("%s: path too long", link);
+    unlink(link_tmp);
+    if (symlink(name, link_tmp)) ag_fail("%s: cannot create link: %s", link_tmp, strerror(errno));
+    if (rename(link_tmp, link))
+        ag_fail("%s: cannot rename to %s: %s", link_tmp, link, strerror(errno));
+    fsync_path(out_dir);
+    prune(out_dir, keep, name);
+}
+
+// Loading -----------------------------------------------------------------------------------
+
+char *tr_ckpt_latest(const char *out_dir) {
+    char link[PATH_MAX], target[PATH_MAX];
+    path_join(link, sizeof link, out_dir, "latest");
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n < 0) {
+        if (errno == ENOENT) return NULL;
+        ag_fail("%s: cannot read link: %s", link, strerror(errno));
+    }
+    target[n] = 0;
+    if (strchr(target, '/') || strncmp(target, "step_", 5))
+        ag_fail("%s: points to '%s', not a checkpoint of this folder", link, target);
+    char *dir = ag_xmalloc(strlen(out_dir) + strlen(target) + 2, "path");
+    sprintf(dir, "%s/%s", out_dir, target);
+    struct stat sb;
+    if (stat(dir, &sb) || !S_ISDIR(sb.st_mode))
+        ag_fail("%s: points to '%s', which is not there", link, target);
+    return dir;
+}
+
+void tr_ckpt_load_model(const char *dir, const gm_params *reg) {
+    char path[PATH_MAX];
+    path_join(path, sizeof path, dir, "model.safetensors");
+    ag_st_file *f = ag_st_open(path);
+    for (int i = 0; i < reg->n; i++) {
+        const ag_st_entry *e = ag_st_find(f, reg->tensors[i]->name);
+        if (!e) ag_fail("%s: no tensor '%s' (the model has it)", path, reg->tensors[i]->name);
+        ag_st_load_into(f, e, reg->tensors[i]);
+    }
+    for (int i = 0; i < f->n; i++)
+        if (!gm_params_find(reg, f->entries[i].name))
+            ag_fail("%s: tensor '%s' is not a parameter of this model", path, f->entries[i].name);
+    ag_st_close(f);
+}
+
+void tr_ckpt_load_optim(const char *dir, const tr_ckpt_state *st, ag_adamw *opt, const tr_dist *d) {
+    if (!opt) return;
+    char name[64], path[PATH_MAX];
+    optim_name(name, sizeof name, st->zero1 ? d->rank : 0);
+    path_join(path, sizeof path, dir, name);
+    ag_st_file *f = ag_st_open(path);
+    const char *step = ag_st_meta(f, "adamw_step");
+    char *end;
+    long long s = step ? strtoll(step, &end, 10) : -1;
+    if (!step || !*step || *end || s < 0) ag_fail("%s: missing or bad metadata 'adamw_step'", path);
+    int expect = 0;
+    for (int i = 0; i < opt->n; i++) {
+        ag_tensor *ts[3] = {opt->m[i], opt->v[i], opt->master[i]};
+        for (int k = 0; k < 3; k++) {
+            if (!ts[k]) continue;
+            const ag_st_entry *e = ag_st_find(f, ts[k]->name);
+            if (!e)
+                ag_fail("%s: no optimizer state '%s' (was the checkpoint written with other "
+                        "trainable parameters?)",
+                        path, ts[k]->name);
+            ag_st_load_into(f, e, ts[k]);
+            expect++;
+        }
+    }
+    if (f->n != expect)
+        ag_fail("%s: holds %d optimizer tensors, this run's trainable parameters need %d", path,
+                f->n, expect);
+    opt->step = s;
+    ag_st_close(f);
+}

@@ -1,0 +1,67 @@
+// checkpoint.h: training checkpoints (DESIGN.md). A checkpoint is a folder
+//
+//   OUT/step_00000500/
+//     model.safetensors            every parameter, at its dtype, GroundingGPT names
+//     optim.rank00000.safetensors  AdamW moments (adam_m.<name>, adam_v.<name>) and f32 master
+//                                  weights (master.<name>) of the parameters this rank updates:
+//                                  all of them on rank 0 without ZeRO-1 (the other ranks hold
+//                                  the same state and write nothing), its share with ZeRO-1
+//     state.json                   step, stage, data cursor, seed, world size, config digest
+//     config.yaml                  the resolved training config
+//
+// written into OUT/.tmp.step_00000500 (every file fsynced), renamed into place, the folder
+// fsynced, then OUT/latest (a symbolic link to the newest complete checkpoint) replaced
+// atomically. A run killed at any moment leaves either the previous `latest` or the new one,
+// never a half-written checkpoint under a final name. Old checkpoints beyond `keep` are
+// removed after `latest` moves.
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "autograd/optim.h"
+#include "data/loader.h"
+#include "model/params.h"
+#include "train/dist.h"
+#include "train/yaml_tree.h"
+
+#define TR_CKPT_FORMAT 1
+
+typedef struct {
+    int64_t step;        // optimizer steps completed
+    int64_t total_steps; // of the stage
+    int stage;           // 1..3, 0 for a custom selection
+    bool complete;       // step == total_steps: the stage is done
+    ds_cursor cursor;    // the data stream after `step` steps
+    uint64_t seed;       // training seed (dropout streams derive from seed and step)
+    int world;           // ranks that wrote it
+    bool zero1;          // optimizer state sharded across ranks
+    int64_t global_batch;
+    int bad_steps;          // non-finite steps in a row at the save
+    double tokens;          // supervised tokens seen
+    double loss;            // mean loss of the last logged window
+    char config_digest[65]; // SHA-256 of the resolved config (for information)
+    char model_digest[65];  // SHA-256 of the parameter names, shapes and dtypes
+} tr_ckpt_state;
+
+// SHA-256 (hex) of every parameter's name, dtype and shape: two models fit one checkpoint
+// exactly when their digests agree.
+void tr_ckpt_model_digest(const gm_params *reg, char out[65]);
+
+// Writes OUT/step_<step> as above (collective: every rank calls it; rank r's optimizer state
+// is opt, NULL when it holds none). Then prunes to the newest keep (keep < 1: keep all).
+// The rank that fails reports one line and the job aborts.
+void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params *reg,
+                  const ag_adamw *opt, const tr_yaml *resolved, const tr_dist *d, int keep);
+
+// The checkpoint that `--resume auto` continues: OUT/latest resolved to its folder
+// (allocated), or NULL when OUT has none.
+char *tr_ckpt_latest(const char *out_dir);
+
+// Reads and validates DIR/state.json (one-line errors naming the file and field).
+void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st);
+// Loads every parameter of reg from DIR/model.safetensors (shapes checked, exact names; a
+// missing or extra tensor fails naming it).
+void tr_ckpt_load_model(const char *dir, const gm_params *reg);
+// Loads this rank's optimizer state (opt may be NULL when it holds none): from
+// optim.rank<rank>.safetensors with ZeRO-1, else from rank 0's file.
+void tr_ckpt_load_optim(const char *dir, const tr_ckpt_state *st, ag_adamw *opt, const tr_dist *d);

@@ -1,0 +1,164 @@
+// curriculum.c: see curriculum.h.
+// realpath(3) is XSI.
+#define _XOPEN_SOURCE 700
+#include "train/curriculum.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/error.h"
+#include "train/model_config.h"
+#include "train/train_lm.h"
+#include "train/trainer.h"
+
+typedef struct {
+    const char *config;
+    const char **sets;
+    int n_sets;
+    const char *resume; // NULL, "auto" or a folder
+} train_args;
+
+static void parse_args(int argc, char **argv, train_args *a) {
+    memset(a, 0, sizeof *a);
+    a->sets = ag_xcalloc((size_t)argc + 1, sizeof *a->sets, "arguments");
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--set") || !strcmp(argv[i], "--resume")) {
+            if (i + 1 >= argc)
+                ag_fail("train: %s needs a value (%s)", argv[i],
+                        argv[i][2] == 's' ? "key.path=value" : "auto or a checkpoint folder");
+            if (argv[i][2] == 's')
+                a->sets[a->n_sets++] = argv[++i];
+            else
+                a->resume = argv[++i];
+        } else if (!strncmp(argv[i], "--", 2)) {
+            ag_fail("train: unknown option '%s'", argv[i]);
+        } else if (!a->config) {
+            a->config = argv[i];
+        } else {
+            ag_fail("train: more than one config given ('%s' and '%s')", a->config, argv[i]);
+        }
+    }
+    if (!a->config) ag_fail("train: no config given (groundc train CONFIG.yaml)");
+}
+
+static tr_yaml *load_with_sets(const char *path, const train_args *a) {
+    tr_yaml *root = tr_yaml_load(path);
+    for (int i = 0; i < a->n_sets; i++) tr_yaml_set(root, a->sets[i]);
+    return root;
+}
+
+static void print_resolved(const char *path, const tr_yaml *root, const tr_dist *d) {
+    if (d->rank) return;
+    printf("config %s resolved:\n", path);
+    tr_yaml_print(root, stdout, 2);
+    fflush(stdout);
+}
+
+static void fmt_rate(char *buf, size_t n, double v, int64_t count) {
+    if (isnan(v))
+        snprintf(buf, n, "-");
+    else
+        snprintf(buf, n, "%.3f (%lld)", v, (long long)count);
+}
+
+static void print_table(const char *const *names, const tr_stage_result *r, int n) {
+    printf("\n| stage | steps | final loss | REC Acc@0.5 | temporal R@1@0.5 |\n");
+    printf("| --- | --- | --- | --- | --- |\n");
+    for (int i = 0; i < n; i++) {
+        char rec[48], tvg[48];
+        fmt_rate(rec, sizeof rec, r[i].rec_acc, r[i].rec_n);
+        fmt_rate(tvg, sizeof tvg, r[i].tvg_r1, r[i].tvg_n);
+        printf("| %s | %lld | %.4f | %s | %s |\n", names[i], (long long)r[i].steps, r[i].final_loss,
+               rec, tvg);
+    }
+    fflush(stdout);
+}
+
+static int run_stage(const char *path, tr_yaml *root, const train_args *a, const tr_dist *d,
+                     const char *resume, tr_stage_result *res) {
+    tr_train_config c;
+    tr_train_config_read(root, &c);
+    print_resolved(path, root, d);
+    tr_train_stage(&c, root, d, resume, res);
+    tr_train_config_free(&c);
+    return 0;
+}
+
+static int run_curriculum(tr_yaml *root, const train_args *a, const tr_dist *d) {
+    tr_yaml *list = tr_yaml_get(root, "stages");
+    if (list->kind != TR_YAML_SEQ || list->n < 1)
+        tr_yaml_fail(list, "expected a non-empty list of stage config paths");
+    if (a->resume && strcmp(a->resume, "auto"))
+        ag_fail("train: a curriculum resumes each stage from its own checkpoint folder; use "
+                "--resume auto (or nothing)");
+    int n = list->n;
+    char **paths = ag_xcalloc((size_t)n, sizeof *paths, "curriculum");
+    for (int i = 0; i < n; i++) {
+        if (list->items[i]->kind != TR_YAML_SCALAR) tr_yaml_fail(list->items[i], "expected a path");
+        paths[i] = tr_config_path(list->items[i], list->items[i]->value);
+    }
+    tr_yaml_check_used(root);
+    tr_stage_result *res = ag_xcalloc((size_t)n, sizeof *res, "curriculum");
+    char prev[PATH_MAX] = "";
+    for (int i = 0; i < n; i++) {
+        tr_yaml *st = load_with_sets(paths[i], a);
+        if (!tr_config_is_stage(st))
+            tr_yaml_fail(st, "not a stage config (needs model: and data:)");
+        tr_yaml *init = tr_yaml_get(st, "init");
+        if (*prev && !(init && init->kind == TR_YAML_MAP && tr_yaml_get(init, "checkpoint"))) {
+            char set[PATH_MAX + 32];
+            char *abs = realpath(prev, NULL);
+            if (!abs) ag_fail("%s: the previous stage's checkpoint is not there", prev);
+            snprintf(set, sizeof set, "init.checkpoint=%s", abs);
+            free(abs);
+            tr_yaml_set(st, set);
+        }
+        if (d->rank == 0) printf("\n== curriculum: stage %d of %d: %s\n", i + 1, n, paths[i]);
+        run_stage(paths[i], st, a, d, "auto", &res[i]);
+        snprintf(prev, sizeof prev, "%s", res[i].final_ckpt);
+        tr_yaml_free(st);
+    }
+    if (d->rank == 0) {
+        const char **names = ag_xcalloc((size_t)n, sizeof *names, "curriculum");
+        for (int i = 0; i < n; i++) {
+            const char *slash = strrchr(paths[i], '/');
+            names[i] = slash ? slash + 1 : paths[i];
+        }
+        print_table(names, res, n);
+        free(names);
+    }
+    for (int i = 0; i < n; i++) free(paths[i]);
+    free(paths);
+    free(res);
+    return 0;
+}
+
+int tr_train_main(int argc, char **argv, const tr_dist *d) {
+    train_args a;
+    parse_args(argc, argv, &a);
+    tr_yaml *root = load_with_sets(a.config, &a);
+    int rc;
+    if (root->kind == TR_YAML_MAP && tr_yaml_get(root, "stages")) {
+        rc = run_curriculum(root, &a, d);
+    } else if (root->kind == TR_YAML_MAP && tr_yaml_get(root, "task")) {
+        if (d->world > 1) ag_fail("%s: the copy-task trainer runs on one process", a.config);
+        if (a.resume) ag_fail("%s: the copy-task trainer does not checkpoint", a.config);
+        tr_lm_config cfg;
+        tr_lm_config_read(root, &cfg);
+        print_resolved(a.config, root, d);
+        rc = tr_train_lm(&cfg, root);
+    } else {
+        tr_stage_result res;
+        rc = run_stage(a.config, root, &a, d, a.resume, &res);
+        if (d->rank == 0) {
+            const char *name = a.config;
+            print_table(&name, &res, 1);
+        }
+    }
+    tr_yaml_free(root);
+    free(a.sets);
+    return rc;
+}

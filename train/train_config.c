@@ -1,0 +1,122 @@
+// train_config.c: see train_config.h.
+#include "train/train_config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/error.h"
+#include "train/model_config.h"
+
+bool tr_config_is_stage(tr_yaml *root) {
+    return root->kind == TR_YAML_MAP && tr_yaml_get(root, "data") && tr_yaml_get(root, "model");
+}
+
+static int read_patterns(tr_yaml *map, const char *key, char **out) {
+    tr_yaml *s = tr_yaml_get(map, key);
+    if (!s) return 0;
+    if (s->kind != TR_YAML_SEQ) tr_yaml_fail(s, "expected a list of name patterns");
+    if (s->n > TR_MAX_PATTERNS) tr_yaml_fail(s, "at most %d patterns", TR_MAX_PATTERNS);
+    for (int i = 0; i < s->n; i++) {
+        if (s->items[i]->kind != TR_YAML_SCALAR || !*s->items[i]->value)
+            tr_yaml_fail(s->items[i], "expected a name pattern");
+        out[i] = ag_xstrdup(s->items[i]->value);
+    }
+    return s->n;
+}
+
+static void read_datasets(tr_yaml *data, tr_train_config *c) {
+    tr_yaml *list = tr_yaml_get(data, "datasets");
+    if (!list) tr_yaml_fail(data, "missing 'datasets' (a list of {path, weight})");
+    if (list->kind != TR_YAML_SEQ || list->n < 1)
+        tr_yaml_fail(list, "expected a non-empty list of {path, weight}");
+    if (list->n > DS_LOADER_MAX_DATASETS)
+        tr_yaml_fail(list, "at most %d datasets", DS_LOADER_MAX_DATASETS);
+    c->n_datasets = list->n;
+    c->datasets = ag_xcalloc((size_t)list->n, sizeof *c->datasets, "datasets");
+    for (int i = 0; i < list->n; i++) {
+        tr_yaml *d = list->items[i];
+        if (d->kind == TR_YAML_SCALAR) { // a bare path: weight 1
+            c->datasets[i].dir = tr_config_path(d, d->value);
+            c->datasets[i].weight = 1;
+            continue;
+        }
+        if (d->kind != TR_YAML_MAP) tr_yaml_fail(d, "expected a path or {path, weight}");
+        const char *p = tr_yaml_str(d, "path", NULL, NULL);
+        if (!p) tr_yaml_fail(d, "missing 'path'");
+        c->datasets[i].dir = tr_config_path(tr_yaml_get(d, "path"), p);
+        c->datasets[i].weight = tr_yaml_num(d, "weight", 1, 1e-9, 1e9);
+    }
+}
+
+void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
+    memset(c, 0, sizeof *c);
+    const int64_t big = (int64_t)1 << 40;
+    tr_model_config_from_train(root, &c->model);
+    tr_init_config_read(root, &c->init);
+
+    c->stage = (int)tr_yaml_int(root, "stage", 0, 0, 3);
+    c->n_trainable = read_patterns(root, "trainable", c->trainable);
+    c->n_frozen = read_patterns(root, "frozen", c->frozen);
+    if (!c->stage && !c->n_trainable)
+        tr_yaml_fail(root, "say what trains: 'stage: 1|2|3' and/or a 'trainable:' pattern list");
+
+    tr_yaml *data = tr_yaml_map(root, "data");
+    read_datasets(data, c);
+    c->micro_batch = tr_yaml_int(data, "micro_batch", 1, 1, 1 << 20);
+    c->accumulation = tr_yaml_int(data, "accumulation", 1, 1, 1 << 20);
+    c->max_len = tr_yaml_int(data, "max_len", c->model.llm.max_seq, 1, c->model.llm.max_seq);
+    c->data_seed = (uint64_t)tr_yaml_int(data, "seed", 1, 0, INT64_MAX);
+    c->loader_threads = (int)tr_yaml_int(data, "threads", 1, 0, 64);
+    c->prefetch = (int)tr_yaml_int(data, "prefetch", 4, 1, 64);
+    c->checksums = tr_yaml_bool(data, "checksums", false);
+
+    tr_yaml *t = tr_yaml_map(root, "train");
+    if (!t) tr_yaml_fail(root, "missing 'train' section");
+    c->steps = tr_yaml_int(t, "steps", 0, 0, big);
+    c->epochs = tr_yaml_num(t, "epochs", c->steps ? 0 : 1, 0, 1e6);
+    if (!c->steps && !(c->epochs > 0)) tr_yaml_fail(t, "set 'steps' or 'epochs' > 0");
+    c->lr = tr_yaml_num(t, "lr", 2e-5, 0, 10);
+    c->warmup_ratio = tr_yaml_num(t, "warmup_ratio", 0.03, 0, 1);
+    c->min_lr_ratio = tr_yaml_num(t, "min_lr_ratio", 0, 0, 1);
+    c->weight_decay = tr_yaml_num(t, "weight_decay", 0, 0, 10);
+    c->decay_all = tr_yaml_bool(t, "decay_norms_biases_embeddings", false);
+    c->grad_clip = tr_yaml_num(t, "grad_clip", 1.0, 0, 1e9);
+    c->beta1 = tr_yaml_num(t, "beta1", 0.9, 0, 0.999999);
+    c->beta2 = tr_yaml_num(t, "beta2", 0.999, 0, 0.999999999);
+    c->eps = tr_yaml_num(t, "eps", 1e-8, 0, 1);
+    c->seed = (uint64_t)tr_yaml_int(t, "seed", 1, 0, INT64_MAX);
+    c->init_std = tr_yaml_num(t, "init_std", 0.02, 0, 10);
+    c->zero1 = tr_yaml_bool(t, "zero1", false);
+    c->bucket_elems = tr_yaml_int(t, "bucket_elems", 1 << 22, 1, big);
+    c->max_bad_steps = (int)tr_yaml_int(t, "max_bad_steps", 5, 1, 1 << 20);
+    c->log_every = tr_yaml_int(t, "log_every", 10, 1, big);
+
+    tr_yaml *ck = tr_yaml_map(root, "checkpoint");
+    c->out_dir = ag_xstrdup(tr_yaml_str(ck, "out", "checkpoints/run", NULL));
+    c->save_every = tr_yaml_int(ck, "every", 0, 0, big);
+    c->keep = (int)tr_yaml_int(ck, "keep", 3, 0, 1 << 20);
+
+    tr_yaml *ev = tr_yaml_map(root, "eval");
+    if (ev) {
+        const char *p = tr_yaml_str(ev, "data", NULL, NULL);
+        if (p) c->eval_data = tr_config_path(tr_yaml_get(ev, "data"), p);
+        const char *tk = tr_yaml_str(ev, "tokenizer", NULL, NULL);
+        if (tk) c->eval_tokenizer = tr_config_path(tr_yaml_get(ev, "tokenizer"), tk);
+        if (!p != !tk) tr_yaml_fail(ev, "give both 'data' and 'tokenizer' (or neither)");
+        c->eval_limit = tr_yaml_int(ev, "limit", 200, 1, big);
+        c->eval_max_new = tr_yaml_int(ev, "max_new_tokens", 48, 1, 4096);
+    }
+    tr_yaml_check_used(root);
+}
+
+void tr_train_config_free(tr_train_config *c) {
+    tr_init_config_free(&c->init);
+    for (int i = 0; i < c->n_trainable; i++) free(c->trainable[i]);
+    for (int i = 0; i < c->n_frozen; i++) free(c->frozen[i]);
+    for (int i = 0; i < c->n_datasets; i++) free((char *)c->datasets[i].dir);
+    free(c->datasets);
+    free(c->out_dir);
+    free(c->eval_data);
+    free(c->eval_tokenizer);
+    memset(c, 0, sizeof *c);
+}

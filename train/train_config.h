@@ -1,0 +1,58 @@
+// train_config.h: the configuration of one training stage (configs/stage*.yaml, schema in
+// configs/README.md), read strictly from YAML: unknown keys, wrong types and out-of-range
+// values fail with file:line:column. Input paths (model, init, data) are relative to the
+// folder of the file that names them; checkpoint.out is relative to the working directory.
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "data/loader.h"
+#include "model/groundinggpt.h"
+#include "train/import.h"
+#include "train/yaml_tree.h"
+
+#define TR_MAX_PATTERNS 64
+
+typedef struct {
+    gm_groundinggpt_config model;
+    tr_init_config init;
+    // What trains: stage 1..3 selects GroundingGPT's defaults; trainable/frozen patterns
+    // (model/params.h globs) replace or refine them.
+    int stage;
+    int n_trainable, n_frozen;
+    char *trainable[TR_MAX_PATTERNS], *frozen[TR_MAX_PATTERNS];
+    // data
+    int n_datasets;
+    ds_loader_dataset *datasets; // dir allocated
+    int64_t micro_batch, accumulation, max_len;
+    uint64_t data_seed;
+    int loader_threads, prefetch;
+    bool checksums;
+    // optimisation
+    double epochs; // > 0: steps = ceil(epochs * samples / global batch), unless steps is set
+    int64_t steps; // > 0: fixed number of optimizer steps
+    double lr, warmup_ratio, min_lr_ratio, weight_decay, grad_clip, beta1, beta2, eps;
+    bool decay_all; // weight decay on norms, biases, embeddings and added rows too
+    uint64_t seed;  // initialisation and dropout
+    double init_std;
+    bool zero1;
+    int64_t bucket_elems; // gradient all-reduce bucket
+    int max_bad_steps;    // non-finite steps in a row before the run stops
+    // telemetry
+    int64_t log_every;
+    // checkpoints
+    char *out_dir;
+    int64_t save_every; // 0: only at the end
+    int keep;           // newest checkpoints kept (0: all)
+    // evaluation after the stage (optional)
+    char *eval_data;      // dataset folder, NULL: none
+    char *eval_tokenizer; // the tokenizer.model it was packed with
+    int64_t eval_limit;
+    int64_t eval_max_new; // tokens generated per answer
+} tr_train_config;
+
+// Reads root (a stage config: has `model:` and `data:`) into c; fails on anything unknown.
+void tr_train_config_read(tr_yaml *root, tr_train_config *c);
+void tr_train_config_free(tr_train_config *c);
+// Is root a stage config (as opposed to the copy-task config or a curriculum)?
+bool tr_config_is_stage(tr_yaml *root);

@@ -1,0 +1,424 @@
+// trainer.c: see trainer.h.
+#include "train/trainer.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "autograd/error.h"
+#include "autograd/optim.h"
+#include "train/batch.h"
+#include "train/checkpoint.h"
+#include "train/eval.h"
+#include "train/schedule.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void make_dirs(const char *path) {
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        ag_fail("%s: path too long", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p) continue;
+        char c = *p;
+        *p = 0;
+        if (mkdir(buf, 0777) && errno != EEXIST)
+            ag_fail("%s: cannot create: %s", buf, strerror(errno));
+        *p = c;
+        if (!c) break;
+    }
+}
+
+static void config_digest(const tr_yaml *resolved, char out[65]) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    if (!mem) ag_fail("train: open_memstream failed: %s", strerror(errno));
+    tr_yaml_print(resolved, mem, 0);
+    if (fclose(mem)) ag_fail("train: formatting the config failed");
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    if (EVP_Digest(text, len, md, &n, EVP_sha256(), NULL) != 1) ag_fail("train: SHA-256 failed");
+    free(text);
+    for (unsigned i = 0; i < n && i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+// No decay on norms, biases, embeddings, positions, query tokens and added rows (vectors
+// or lookup tables), as is usual for transformers, unless the config asks for it.
+static bool decays(const ag_tensor *p, bool decay_all) {
+    if (decay_all) return true;
+    if (p->ndim < 2) return false;
+    static const char *const no[] = {"embed",        "added_rows", "position", "pos_embed",
+                                     "query_tokens", "cls_token",  NULL};
+    for (int i = 0; no[i]; i++)
+        if (strstr(p->name, no[i])) return false;
+    return true;
+}
+
+// Keeps the lines of metrics.jsonl up to step (a resumed run rewrites what came after).
+static void truncate_metrics(const char *path, int64_t step) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
+        ag_fail("%s: path too long", path);
+    FILE *o = fopen(tmp, "wb");
+    if (!o) ag_fail("%s: cannot write: %s", tmp, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        long long s = -1;
+        const char *at = strstr(line, "\"step\":");
+        if (at) s = strtoll(at + 7, NULL, 10);
+        if (s >= 0 && s <= step) fputs(line, o);
+    }
+    free(line);
+    fclose(f);
+    if (fclose(o)) ag_fail("%s: write failed: %s", tmp, strerror(errno));
+    if (rename(tmp, path)) ag_fail("%s: cannot rename: %s", tmp, strerror(errno));
+}
+
+// Test hook: GROUNDC_TEST_NAN_STEPS=a,b,... makes the loss of those steps (1-based) NaN, to
+// test the skip-and-stop logic without a diverging model.
+static bool poisoned(int64_t step) {
+    const char *v = getenv("GROUNDC_TEST_NAN_STEPS");
+    if (!v) return false;
+    for (const char *p = v; *p;) {
+        char *end;
+        long long s = strtoll(p, &end, 10);
+        if (end == p) break;
+        if (s == step) return true;
+        p = *end ? end + 1 : end;
+    }
+    return false;
+}
+
+typedef struct {
+    ag_tensor **params; // trainable, registry order
+    int n;
+    int *owner;       // ZeRO-1: the rank that updates each (all 0 without)
+    ag_tensor **mine; // the ones this rank updates
+    bool *mine_decay;
+    int n_mine;
+} trainables;
+
+static void pick_trainables(gm_groundinggpt *m, const tr_train_config *c, const tr_dist *d,
+                            trainables *t) {
+    const gm_params *reg = m->params;
+    t->params = ag_xcalloc((size_t)reg->n, sizeof *t->params, "trainable");
+    t->owner = ag_xcalloc((size_t)reg->n, sizeof *t->owner, "trainable");
+    t->mine = ag_xcalloc((size_t)reg->n, sizeof *t->mine, "trainable");
+    t->mine_decay = ag_xcalloc((size_t)reg->n, sizeof *t->mine_decay, "trainable");
+    int64_t *load = ag_xcalloc((size_t)d->world, sizeof *load, "trainable");
+    for (int i = 0; i < reg->n; i++) {
+        ag_tensor *p = reg->tensors[i];
+        if (!p->requires_grad) continue;
+        int k = t->n++, owner = 0;
+        t->params[k] = p;
+        if (c->zero1) // greedy: the least loaded rank, ties to the lowest
+            for (int r = 1; r < d->world; r++)
+                if (load[r] < load[owner]) owner = r;
+        load[owner] += ag_numel(p);
+        t->owner[k] = owner;
+        if (!c->zero1 || owner == d->rank) { // without ZeRO-1 every rank updates all
+            t->mine_decay[t->n_mine] = decays(p, c->decay_all);
+            t->mine[t->n_mine++] = p;
+        }
+    }
+    free(load);
+}
+
+static void free_trainables(trainables *t) {
+    free(t->params);
+    free(t->owner);
+    free(t->mine);
+    free(t->mine_decay);
+}
+
+static void select_stage(ag_ctx *ctx, gm_groundinggpt *m, const tr_train_config *c) {
+    const char *pats[TR_MAX_PATTERNS + 32];
+    int n = c->stage ? gm_groundinggpt_stage_patterns(&m->cfg, c->stage, pats, 32) : 0;
+    for (int i = 0; i < c->n_trainable; i++) pats[n++] = c->trainable[i];
+    gm_param_selection sel = {.trainable = pats,
+                              .n_trainable = n,
+                              .frozen = (const char *const *)c->frozen,
+                              .n_frozen = c->n_frozen};
+    if (gm_params_apply(ctx, m->params, &sel) == 0)
+        ag_fail("train: the stage selects no trainable parameter");
+}
+
+// Refuses a checkpoint that this run cannot continue.
+static void check_resume(const char *dir, const tr_ckpt_state *st, const char *model_digest,
+                         const tr_dist *d, int64_t global_batch, int64_t total_steps, bool zero1) {
+    if (strcmp(st->model_digest, model_digest))
+        ag_fail("%s: written for another model (parameter names, shapes or dtypes differ from "
+                "this config's)",
+                dir);
+    if (st->world != d->world)
+        ag_fail("%s: written by %d ranks, this run has %d (launch with mpirun -np %d)", dir,
+                st->world, d->world, st->world);
+    if (st->global_batch != global_batch)
+        ag_fail("%s: global batch %" PRId64 ", this config makes %" PRId64, dir, st->global_batch,
+                global_batch);
+    if (st->total_steps != total_steps)
+        ag_fail("%s: a run of %" PRId64 " steps, this config makes %" PRId64
+                " (the schedule would change)",
+                dir, st->total_steps, total_steps);
+    if (st->zero1 != zero1)
+        ag_fail("%s: written %s ZeRO-1, this config has train.zero1: %s", dir,
+                st->zero1 ? "with" : "without", zero1 ? "true" : "false");
+}
+
+void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_dist *d,
+                    const char *resume, tr_stage_result *res) {
+    memset(res, 0, sizeof *res);
+    res->final_loss = res->rec_acc = res->tvg_r1 = NAN;
+    const bool lead = d->rank == 0;
+    FILE *log = lead ? stdout : NULL;
+
+    // Which checkpoint, if any, to continue from.
+    char *from = NULL;
+    if (resume && !strcmp(resume, "auto")) {
+        from = tr_ckpt_latest(c->out_dir);
+    } else if (resume) {
+        from = ag_xstrdup(resume);
+    } else {
+        char *existing = tr_ckpt_latest(c->out_dir);
+        if (existing)
+            ag_fail("%s: holds checkpoints already (%s); continue with --resume auto, or set "
+                    "checkpoint.out to another folder",
+                    c->out_dir, existing);
+    }
+    tr_ckpt_state st = {0};
+    if (from) tr_ckpt_read_state(from, &st);
+
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    gm_groundinggpt *m = gm_groundinggpt_new(ctx, &c->model);
+    char model_digest[65], cfg_digest[65];
+    tr_ckpt_model_digest(m->params, model_digest);
+    config_digest(resolved, cfg_digest);
+    if (from && st.complete) {
+        check_resume(from, &st, model_digest, d, st.global_batch, st.total_steps, st.zero1);
+        if (log) fprintf(log, "stage already complete: %s (step %" PRId64 ")\n", from, st.step);
+        res->skipped = true;
+        res->steps = st.total_steps;
+        res->final_loss = st.loss;
+        snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s", from);
+        if (c->eval_data) { // still report the grounding scores
+            tr_ckpt_load_model(from, m->params);
+            goto evaluate;
+        }
+        goto done;
+    }
+    if (!from) {
+        gm_groundinggpt_init(m, c->seed, c->init_std);
+        tr_import(m, &c->init, log);
+    }
+    select_stage(ctx, m, c);
+    trainables tp = {0};
+    pick_trainables(m, c, d, &tp);
+    ag_adamw *opt = NULL;
+    if (tp.n_mine)
+        opt = ag_adamw_new(ctx, tp.mine, tp.n_mine, tp.mine_decay,
+                           (ag_adamw_config){c->beta1, c->beta2, c->eps, c->weight_decay});
+
+    // Data.
+    const int64_t G = c->micro_batch * c->accumulation * d->world;
+    ds_loader_config lc = {.datasets = c->datasets,
+                           .num_datasets = c->n_datasets,
+                           .seed = c->data_seed,
+                           .micro = c->micro_batch,
+                           .accumulation = c->accumulation,
+                           .rank = d->rank,
+                           .world = d->world,
+                           .max_len = c->max_len,
+                           .pad_id = 0,
+                           .prefetch = c->prefetch,
+                           .threads = c->loader_threads,
+                           .checksums = c->checksums,
+                           .resume = from ? &st.cursor : NULL};
+    ds_loader *loader = ds_loader_open(&lc);
+    int64_t samples = 0;
+    for (int i = 0; i < c->n_datasets; i++) samples += ds_loader_dataset_samples(loader, i);
+    int64_t total = c->steps ? c->steps : (int64_t)ceil(c->epochs * (double)samples / (double)G);
+    if (total < 1) total = 1;
+    int64_t step = 0;
+    double tokens_seen = 0;
+    int bad = 0;
+    if (from) {
+        check_resume(from, &st, model_digest, d, G, total, c->zero1);
+        tr_ckpt_load_model(from, m->params);
+        tr_ckpt_load_optim(from, &st, opt, d);
+        step = st.step;
+        tokens_seen = st.tokens;
+        bad = st.bad_steps;
+    }
+    const int64_t warmup = (int64_t)ceil(c->warmup_ratio * (double)total);
+
+    char metrics[PATH_MAX];
+    FILE *mf = NULL;
+    if (lead) {
+        make_dirs(c->out_dir);
+        snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", c->out_dir);
+        if (from) truncate_metrics(metrics, step);
+        mf = fopen(metrics, from ? "ab" : "wb");
+        if (!mf) ag_fail("%s: cannot write: %s", metrics, strerror(errno));
+        int64_t n_train = 0;
+        for (int i = 0; i < tp.n; i++) n_train += ag_numel(tp.params[i]);
+        fprintf(log,
+                "stage %d: model %s, %" PRId64 " parameters, %" PRId64 " trainable in %d tensors; "
+                "%d rank%s x micro %" PRId64 " x accumulation %" PRId64 " = global batch %" PRId64
+                "; %" PRId64 " samples, %" PRId64 " steps (warmup %" PRId64 ")%s%s\n",
+                c->stage, c->model.name, gm_params_total(m->params), n_train, tp.n, d->world,
+                d->world > 1 ? "s" : "", c->micro_batch, c->accumulation, G, samples, total, warmup,
+                from ? "; resumed from " : "", from ? from : "");
+        fflush(log);
+    }
+    const bool tty = lead && isatty(fileno(stdout));
+    double t0 = now_s(), t_win = t0, win_loss = 0, win_tokens = 0, last_loss = NAN;
+    int64_t win_steps = 0, start_step = step;
+    tr_ckpt_state out = {.total_steps = total,
+                         .stage = c->stage,
+                         .seed = c->seed,
+                         .world = d->world,
+                         .zero1 = c->zero1,
+                         .global_batch = G};
+    memcpy(out.config_digest, cfg_digest, 65);
+    memcpy(out.model_digest, model_digest, 65);
+    while (step < total) {
+        // Forward and backward over this rank's micro-batches; gradients add up.
+        double sums[2] = {0, 0}; // summed loss, supervised tokens
+        for (int64_t a = 0; a < c->accumulation; a++) {
+            const ds_batch *b = ds_loader_next(loader);
+            int64_t n = tr_batch_supervised(b);
+            if (n == 0) continue;
+            gm_groundinggpt_batch gb;
+            tr_batch_to_model(ctx, b, &gb);
+            uint64_t seed = mix64(c->seed ^ mix64((uint64_t)step * 0x10000u + (uint64_t)a) ^
+                                  mix64((uint64_t)d->rank + 0x51ed));
+            ag_tensor *loss = gm_groundinggpt_loss(ctx, m, &gb, true, seed);
+            ag_backward(ctx, ag_scale(ctx, loss, (double)n));
+            sums[0] += ag_item(loss, 0) * (double)n;
+            sums[1] += (double)n;
+            ag_step_reset(ctx);
+        }
+        tr_dist_sum_f64(d, sums, 2);
+        double loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
+        if (poisoned(step + 1)) loss = NAN;
+        tr_dist_allreduce_grads(d, tp.params, tp.n, sums[1] > 0 ? 1.0 / sums[1] : 0,
+                                c->bucket_elems);
+        double gnorm = ag_clip_grad_norm(tp.params, tp.n, c->grad_clip);
+        double lr = tr_lr_cosine(step, total, warmup, c->lr, c->min_lr_ratio);
+        bool finite = isfinite(loss) && isfinite(gnorm);
+        step++;
+        if (finite) {
+            bad = 0;
+            if (opt) ag_adamw_step(opt, lr);
+            if (c->zero1)
+                for (int i = 0; i < tp.n; i++) tr_dist_broadcast(d, tp.params[i], tp.owner[i]);
+            tokens_seen += sums[1];
+            win_loss += loss;
+            win_steps++;
+            win_tokens += sums[1];
+        } else {
+            bad++;
+            if (lead) {
+                fprintf(stderr,
+                        "step %" PRId64 ": non-finite %s (%g), update skipped (%d in a row)\n",
+                        step, isfinite(loss) ? "gradient norm" : "loss",
+                        isfinite(loss) ? gnorm : loss, bad);
+                fprintf(mf, "{\"step\": %" PRId64 ", \"skipped\": true, \"reason\": \"%s\"}\n",
+                        step, isfinite(loss) ? "gradient" : "loss");
+            }
+            if (bad >= c->max_bad_steps)
+                ag_fail("train: %d non-finite steps in a row (train.max_bad_steps); stopping at "
+                        "step %" PRId64 " (the last checkpoint is intact)",
+                        bad, step);
+        }
+        ag_zero_grad(ctx, tp.params, tp.n);
+
+        double t = now_s();
+        bool log_now = step % c->log_every == 0 || step == total;
+        if (lead && (log_now || tty)) {
+            double rate = (t - t_win) > 0 ? win_tokens / (t - t_win) : 0;
+            double eta = (t - t0) / (double)(step - start_step) * (double)(total - step);
+            double shown = win_steps ? win_loss / (double)win_steps : loss;
+            fprintf(log,
+                    "%sstage %d | step %" PRId64 "/%" PRId64 " | loss %.4f | lr %.2e | grad norm "
+                    "%.3f | %.0f tok/s | eta %dm%02ds%s",
+                    tty ? "\r" : "", c->stage, step, total, shown, lr, gnorm, rate, (int)eta / 60,
+                    (int)eta % 60, log_now || !tty ? "\n" : "");
+            fflush(log);
+        }
+        if (log_now && win_steps) {
+            last_loss = win_loss / (double)win_steps;
+            if (lead)
+                fprintf(mf,
+                        "{\"step\": %" PRId64 ", \"stage\": %d, \"loss\": %.17g, \"lr\": %.6e, "
+                        "\"grad_norm\": %.17g, \"tokens\": %.0f, \"tokens_per_s\": %.1f, "
+                        "\"elapsed_s\": %.3f}\n",
+                        step, c->stage, last_loss, lr, gnorm, tokens_seen,
+                        (t - t_win) > 0 ? win_tokens / (t - t_win) : 0, t - t0);
+            win_loss = win_tokens = 0;
+            win_steps = 0;
+            t_win = t;
+        }
+        if ((c->save_every && step % c->save_every == 0) || step == total) {
+            if (lead && fflush(mf)) ag_fail("%s: write failed: %s", metrics, strerror(errno));
+            out.step = step;
+            out.complete = step == total;
+            out.cursor = ds_loader_cursor(loader);
+            out.bad_steps = bad;
+            out.tokens = tokens_seen;
+            out.loss = last_loss;
+            tr_ckpt_save(c->out_dir, &out, m->params, opt, resolved, d, c->keep);
+        }
+    }
+    if (lead && fclose(mf)) ag_fail("%s: write failed: %s", metrics, strerror(errno));
+    ds_loader_close(loader);
+    if (opt) ag_adamw_free(opt);
+    free_trainables(&tp);
+    res->steps = total;
+    res->final_loss = isfinite(last_loss) ? last_loss : st.loss;
+    snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s/step_%08" PRId64, c->out_dir, total);
+
+evaluate:
+    if (c->eval_data) {
+        tr_eval_result er;
+        tr_eval_grounding(ctx, m, c->eval_data, c->eval_tokenizer, c->eval_limit, c->eval_max_new,
+                          d, &er, log, false);
+        res->rec_acc = tr_eval_rate(&er, TR_EVAL_REC);
+        res->tvg_r1 = tr_eval_rate(&er, TR_EVAL_TVG);
+        res->rec_n = er.n[TR_EVAL_REC];
+        res->tvg_n = er.n[TR_EVAL_TVG];
+        if (log)
+            fprintf(log,
+                    "eval %s: REC Acc@0.5 %.3f (%" PRId64
+                    " samples), temporal R@1@0.5 %.3f (%" PRId64
+                    " samples), sound R@1@0.5 %.3f (%" PRId64 " samples)\n",
+                    c->eval_data, res->rec_acc, er.n[0], res->tvg_r1, er.n[1],
+                    tr_eval_rate(&er, TR_EVAL_SOUND), er.n[2]);
+    }
+done:
+    free(from);
+    gm_groundinggpt_free(m);
+    ag_ctx_free(ctx);
+}

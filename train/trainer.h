@@ -1,0 +1,37 @@
+// trainer.h: one training stage of the GroundingGPT model: the model built from the config,
+// weights imported or resumed, the stage's parameters trainable, the streaming loader cut into
+// data-parallel micro-batches, AdamW with a cosine schedule, gradients summed across ranks,
+// checkpoints, telemetry, and an optional grounding evaluation at the end.
+//
+// The loss of an optimizer step is the mean cross-entropy over every supervised token of the
+// step's global batch (all micro-batches of all ranks): each micro-batch contributes its
+// summed loss, and the summed gradients are divided by the global token count. So 2 ranks x b
+// samples give the same step as 1 rank x 2b (up to float rounding), and a micro-batch with
+// few answer tokens weighs what its tokens weigh.
+//
+// Determinism: the data order comes from the loader's cursor, dropout from (seed, step,
+// micro-step, rank), so a run resumed from a checkpoint repeats the uninterrupted run's losses
+// bit for bit on the CPU.
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "train/dist.h"
+#include "train/train_config.h"
+#include "train/yaml_tree.h"
+
+typedef struct {
+    int64_t steps;        // optimizer steps of the stage
+    double final_loss;    // mean loss of the last logged window (NAN if none ran here)
+    bool skipped;         // already complete: nothing ran
+    double rec_acc;       // REC Acc@0.5 on the eval data (NAN when not evaluated)
+    double tvg_r1;        // temporal grounding R@1 at IoU 0.5 (NAN when not evaluated)
+    int64_t rec_n, tvg_n; // samples evaluated
+    char final_ckpt[4096];
+} tr_stage_result;
+
+// Runs the stage. resume: NULL (fresh; fails if checkpoint.out already holds checkpoints),
+// "auto" (the newest complete checkpoint of checkpoint.out, else fresh) or a checkpoint
+// folder. resolved is stored with every checkpoint. Collective across d's ranks.
+void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_dist *d,
+                    const char *resume, tr_stage_result *out);
