@@ -1,8 +1,35 @@
 #!/usr/bin/env bash
-# The main job end to end on the CPU: build, then train a tiny Llama decoder on a synthetic
-# task and evaluate it on held-out samples. (The multimodal three-stage curriculum replaces
-# this as the model, data and training milestones land.)
+# The main job end to end on the CPU, in minutes on 2 cores: build; make a synthetic
+# multi-granularity dataset (images with boxes, videos and sounds with time spans); pack it
+# into HDF5 + zstd shards for the tiny model; run the three-stage curriculum on 2 MPI ranks,
+# evaluating grounding (REC Acc@0.5, temporal R@1 at IoU 0.5) after each stage; plot the
+# curves. Everything lands in demo-out/. Rerunning resumes: complete stages are skipped.
+#   scripts/demo.sh            RANKS=1 scripts/demo.sh (no MPI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-build/groundc train configs/demo/lm.yaml "$@"
+ranks=${RANKS:-2}
+out=demo-out
+start=$(date +%s)
+pack=(--tokenizer tests/fixtures/tokenizer/test_bpe.model --image-size 32 --image-tokens 16
+      --video-frames 4 --video-size 16 --video-tokens 8 --audio-tokens 4)
+if [ ! -f "$out/eval/manifest.json" ]; then
+  rm -rf "$out/raw" "$out/train" "$out/eval"
+  mkdir -p "$out"
+  build/groundc synth --out "$out/raw" --images 900 --videos 300 --audios 150 --max-shapes 1
+  build/groundc pack --json "$out/raw/train.json" --media-root "$out/raw" --out "$out/train" "${pack[@]}"
+  build/groundc pack --json "$out/raw/eval.json" --media-root "$out/raw" --out "$out/eval" "${pack[@]}"
+fi
+if [ "$ranks" -gt 1 ]; then
+  launch=(mpirun --oversubscribe --allow-run-as-root -np "$ranks")
+  micro=$((8 / ranks))
+else
+  launch=()
+  micro=8
+fi
+"${launch[@]}" build/groundc train configs/demo/curriculum.yaml --resume auto \
+  --set data.micro_batch=$micro "$@" | tee "$out/curriculum.log"
+if /usr/bin/python3 -c "import matplotlib" 2>/dev/null; then
+  /usr/bin/python3 scripts/plot_metrics.py "$out"/checkpoints/stage{1,2,3} --out "$out/metrics.png"
+fi
+echo "demo: done in $(( $(date +%s) - start )) s; checkpoints, metrics and plot under $out/"

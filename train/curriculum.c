@@ -19,13 +19,16 @@ typedef struct {
     const char **sets;
     int n_sets;
     const char *resume; // NULL, "auto" or a folder
+    bool dry_run;       // read and check the configs, train nothing
 } train_args;
 
 static void parse_args(int argc, char **argv, train_args *a) {
     memset(a, 0, sizeof *a);
     a->sets = ag_xcalloc((size_t)argc + 1, sizeof *a->sets, "arguments");
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--set") || !strcmp(argv[i], "--resume")) {
+        if (!strcmp(argv[i], "--dry-run")) {
+            a->dry_run = true;
+        } else if (!strcmp(argv[i], "--set") || !strcmp(argv[i], "--resume")) {
             if (i + 1 >= argc)
                 ag_fail("train: %s needs a value (%s)", argv[i],
                         argv[i][2] == 's' ? "key.path=value" : "auto or a checkpoint folder");
@@ -47,6 +50,7 @@ static void parse_args(int argc, char **argv, train_args *a) {
 static tr_yaml *load_with_sets(const char *path, const train_args *a) {
     tr_yaml *root = tr_yaml_load(path);
     for (int i = 0; i < a->n_sets; i++) tr_yaml_set(root, a->sets[i]);
+    if (root->kind == TR_YAML_MAP && tr_yaml_get(root, "data")) tr_model_config_inline(root);
     return root;
 }
 
@@ -81,7 +85,21 @@ static int run_stage(const char *path, tr_yaml *root, const train_args *a, const
                      const char *resume, tr_stage_result *res) {
     tr_train_config c;
     tr_train_config_read(root, &c);
+    tr_train_config_fit_world(&c, d->world);
     print_resolved(path, root, d);
+    if (a->dry_run) {
+        if (d->rank == 0)
+            printf("%s: config valid: stage %d, %d dataset%s, micro batch %lld x accumulation %lld "
+                   "x %d rank%s; dry run, nothing trained\n",
+                   path, c.stage, c.n_datasets, c.n_datasets > 1 ? "s" : "",
+                   (long long)c.micro_batch, (long long)c.accumulation, d->world,
+                   d->world > 1 ? "s" : "");
+        memset(res, 0, sizeof *res);
+        res->final_loss = res->rec_acc = res->tvg_r1 = NAN;
+        snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s/latest", c.out_dir);
+        tr_train_config_free(&c);
+        return 0;
+    }
     tr_train_stage(&c, root, d, resume, res);
     tr_train_config_free(&c);
     return 0;
@@ -110,7 +128,7 @@ static int run_curriculum(tr_yaml *root, const train_args *a, const tr_dist *d) 
         tr_yaml *init = tr_yaml_get(st, "init");
         if (*prev && !(init && init->kind == TR_YAML_MAP && tr_yaml_get(init, "checkpoint"))) {
             char set[PATH_MAX + 32];
-            char *abs = realpath(prev, NULL);
+            char *abs = a->dry_run ? ag_xstrdup(prev) : realpath(prev, NULL);
             if (!abs) ag_fail("%s: the previous stage's checkpoint is not there", prev);
             snprintf(set, sizeof set, "init.checkpoint=%s", abs);
             free(abs);
@@ -121,7 +139,7 @@ static int run_curriculum(tr_yaml *root, const train_args *a, const tr_dist *d) 
         snprintf(prev, sizeof prev, "%s", res[i].final_ckpt);
         tr_yaml_free(st);
     }
-    if (d->rank == 0) {
+    if (d->rank == 0 && !a->dry_run) {
         const char **names = ag_xcalloc((size_t)n, sizeof *names, "curriculum");
         for (int i = 0; i < n; i++) {
             const char *slash = strrchr(paths[i], '/');
@@ -153,7 +171,7 @@ int tr_train_main(int argc, char **argv, const tr_dist *d) {
     } else {
         tr_stage_result res;
         rc = run_stage(a.config, root, &a, d, a.resume, &res);
-        if (d->rank == 0) {
+        if (d->rank == 0 && !a.dry_run) {
             const char *name = a.config;
             print_table(&name, &res, 1);
         }

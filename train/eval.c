@@ -11,6 +11,8 @@
 #include "data/manifest.h"
 #include "data/shard.h"
 #include "train/batch.h"
+#include "train/checkpoint.h"
+#include "train/model_config.h"
 
 double tr_eval_rate(const tr_eval_result *r, int task) {
     return r->n[task] ? (double)r->hits[task] / (double)r->n[task] : NAN;
@@ -158,4 +160,69 @@ void tr_eval_grounding(ag_ctx *ctx, gm_groundinggpt *m, const char *data_dir,
         r->hits[k] = (int64_t)sums[3 * k + 1];
         r->iou_sum[k] = sums[3 * k + 2];
     }
+}
+
+int tr_eval_main(int argc, char **argv, const tr_dist *d) {
+    const char *ckpt = NULL, *data = NULL, *tokenizer = NULL;
+    long long limit = 1000000, max_new = 48;
+    bool verbose = false;
+    for (int i = 0; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--verbose")) {
+            verbose = true;
+        } else if (!strncmp(o, "--", 2)) {
+            if (i + 1 >= argc) ag_fail("eval: option %s needs a value", o);
+            const char *v = argv[++i];
+            char *end;
+            if (!strcmp(o, "--data")) {
+                data = v;
+            } else if (!strcmp(o, "--tokenizer")) {
+                tokenizer = v;
+            } else if (!strcmp(o, "--limit") || !strcmp(o, "--max-new-tokens")) {
+                long long x = strtoll(v, &end, 10);
+                if (end == v || *end || x < 1)
+                    ag_fail("eval: %s: expected a positive whole number, got '%s'", o, v);
+                *(o[2] == 'l' ? &limit : &max_new) = x;
+            } else {
+                ag_fail("eval: unknown option '%s'", o);
+            }
+        } else if (!ckpt) {
+            ckpt = o;
+        } else {
+            ag_fail("eval: more than one checkpoint given ('%s' and '%s')", ckpt, o);
+        }
+    }
+    if (!ckpt || !data)
+        ag_fail("eval: usage: groundc eval CKPT_DIR --data DIR [--tokenizer FILE] [--limit N]");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.yaml", ckpt);
+    tr_yaml *root = tr_yaml_load(path);
+    gm_groundinggpt_config mc;
+    tr_model_config_from_train(root, &mc);
+    char *tok = NULL;
+    if (!tokenizer) {
+        tr_yaml *ev = tr_yaml_map(root, "eval");
+        const char *t = ev ? tr_yaml_str(ev, "tokenizer", NULL, NULL) : NULL;
+        if (!t) ag_fail("eval: %s names no eval.tokenizer; give --tokenizer FILE", path);
+        tok = tr_config_path(tr_yaml_get(ev, "tokenizer"), t);
+    }
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    gm_groundinggpt *m = gm_groundinggpt_new(ctx, &mc);
+    tr_ckpt_load_model(ckpt, m->params);
+    tr_eval_result r;
+    tr_eval_grounding(ctx, m, data, tokenizer ? tokenizer : tok, limit, max_new, d, &r,
+                      d->rank ? NULL : stdout, verbose);
+    if (d->rank == 0) {
+        static const char *const names[3] = {"rec (Acc@0.5)", "tvg (R@1@0.5)", "sound (R@1@0.5)"};
+        printf("\n| task | samples | hits | score | mean IoU |\n| --- | --- | --- | --- | --- |\n");
+        for (int k = 0; k < 3; k++)
+            printf("| %s | %lld | %lld | %.3f | %.3f |\n", names[k], (long long)r.n[k],
+                   (long long)r.hits[k], tr_eval_rate(&r, k),
+                   r.n[k] ? r.iou_sum[k] / (double)r.n[k] : NAN);
+    }
+    free(tok);
+    gm_groundinggpt_free(m);
+    ag_ctx_free(ctx);
+    tr_yaml_free(root);
+    return 0;
 }

@@ -31,3 +31,9 @@ void tr_eval_grounding(ag_ctx *ctx, gm_groundinggpt *m, const char *data_dir,
                        tr_eval_result *r, FILE *log, bool verbose);
 // hits / n, or NAN when n is 0.
 double tr_eval_rate(const tr_eval_result *r, int task);
+
+// `groundc eval CKPT_DIR --data DIR [--tokenizer FILE] [--limit N] [--max-new-tokens N]
+// [--verbose]`: the model of the checkpoint's config.yaml with its weights, evaluated as
+// above; the tokenizer defaults to the config's eval.tokenizer. Prints one table row per
+// task. Returns the exit code.
+int tr_eval_main(int argc, char **argv, const tr_dist *d);

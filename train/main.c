@@ -8,6 +8,7 @@
 #include "data/synth.h"
 #include "train/curriculum.h"
 #include "train/dist.h"
+#include "train/eval.h"
 #include "train/inspect.h"
 
 #define GROUNDC_VERSION "0.1.0"
@@ -21,11 +22,13 @@ static void usage(FILE *out) {
             "  groundc pack --json FILE[,FILE] --media-root DIR --tokenizer FILE --out DIR\n"
             "               [--shard-samples N --threads N --on-error skip|fail ...]\n"
             "  groundc pack --grounding-jsonl FILE[,FILE] ... (groundc pack --help: all options)\n"
-            "  groundc train CONFIG.yaml [--resume auto|CKPT_DIR] [--set key.path=value ...]\n"
+            "  groundc train CONFIG.yaml [--resume auto|CKPT_DIR] [--set key.path=value ...] "
+            "[--dry-run]\n"
             "        (stage, curriculum or copy-task config; mpirun -np N for N ranks)\n"
+            "  groundc eval CKPT_DIR --data DIR [--tokenizer FILE --limit N --verbose]\n"
             "  groundc inspect CONFIG.yaml [--batch B --seq T]   (model or training config)\n"
             "  groundc --version | --help\n\n"
-            "Commands of later milestones (eval, generate, export) are\n"
+            "Commands of later milestones (generate, export) are\n"
             "not part of this build yet.\n",
             GROUNDC_VERSION);
 }
@@ -87,6 +90,14 @@ static int cmd_train(int argc, char **argv) {
     return rc;
 }
 
+static int cmd_eval(int argc, char **argv) {
+    g_dist = tr_dist_init(&argc, &argv);
+    if (g_dist.world > 1) ag_set_error_handler(dist_error);
+    int rc = tr_eval_main(argc - 2, argv + 2, &g_dist);
+    tr_dist_finalize(&g_dist);
+    return rc;
+}
+
 static int cmd_inspect(int argc, char **argv) {
     const char *path = NULL;
     long long batch = 1, seq = 0;
@@ -125,6 +136,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "pack")) return ds_pack_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return cmd_train(argc, argv);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     ag_fail("unknown command '%s' (groundc --help lists the commands)", cmd);
 }

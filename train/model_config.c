@@ -245,3 +245,18 @@ bool tr_config_is_model_file(tr_yaml *root) {
     }
     tr_yaml_fail(root, "neither a model config (no 'llm') nor a training config (no 'model')");
 }
+
+void tr_model_config_inline(tr_yaml *root) {
+    tr_yaml *m = tr_yaml_get(root, "model");
+    if (!m || m->kind != TR_YAML_SCALAR) return;
+    char *path = tr_config_path(m, m->value);
+    tr_yaml *file = tr_yaml_load(path);
+    free(path);
+    if (!tr_config_is_model_file(file)) tr_yaml_fail(file, "not a model config (no 'llm')");
+    for (int i = 0; i < root->n; i++)
+        if (root->items[i] == m) {
+            root->items[i] = file;
+            tr_yaml_free(m);
+            return;
+        }
+}

@@ -21,6 +21,10 @@ void tr_model_config_load(const char *path, gm_groundinggpt_config *cfg);
 // The model of a training config: root's `model:` entry, a path (loaded as a model file) or a
 // mapping (read in place; the caller's tr_yaml_check_used covers it). Fails when absent.
 void tr_model_config_from_train(tr_yaml *root, gm_groundinggpt_config *cfg);
+// Replaces a `model:` path of a training config by the model file's mapping, so that the
+// resolved config (stored with checkpoints) stands on its own. Errors in it still name the
+// model file's lines.
+void tr_model_config_inline(tr_yaml *root);
 // True when root looks like a model file (has `llm`), false when it has `model` (a training
 // config); fails otherwise.
 bool tr_config_is_model_file(tr_yaml *root);

@@ -1,4 +1,6 @@
 // train_config.c: see train_config.h.
+// realpath(3) is XSI.
+#define _XOPEN_SOURCE 700
 #include "train/train_config.h"
 
 #include <stdlib.h>
@@ -9,6 +11,21 @@
 
 bool tr_config_is_stage(tr_yaml *root) {
     return root->kind == TR_YAML_MAP && tr_yaml_get(root, "data") && tr_yaml_get(root, "model");
+}
+
+// The absolute form of a path-valued scalar, written back into the tree so that the resolved
+// config stored with checkpoints means the same from any folder. A path that does not exist
+// yet stays as joined.
+static char *abs_path(tr_yaml *node) {
+    char *joined = tr_config_path(node, node->value);
+    char *abs = realpath(joined, NULL);
+    if (abs) {
+        free(joined);
+        joined = abs;
+    }
+    free(node->value);
+    node->value = ag_xstrdup(joined);
+    return joined;
 }
 
 static int read_patterns(tr_yaml *map, const char *key, char **out) {
@@ -36,14 +53,13 @@ static void read_datasets(tr_yaml *data, tr_train_config *c) {
     for (int i = 0; i < list->n; i++) {
         tr_yaml *d = list->items[i];
         if (d->kind == TR_YAML_SCALAR) { // a bare path: weight 1
-            c->datasets[i].dir = tr_config_path(d, d->value);
+            c->datasets[i].dir = abs_path(d);
             c->datasets[i].weight = 1;
             continue;
         }
         if (d->kind != TR_YAML_MAP) tr_yaml_fail(d, "expected a path or {path, weight}");
-        const char *p = tr_yaml_str(d, "path", NULL, NULL);
-        if (!p) tr_yaml_fail(d, "missing 'path'");
-        c->datasets[i].dir = tr_config_path(tr_yaml_get(d, "path"), p);
+        if (!tr_yaml_str(d, "path", NULL, NULL)) tr_yaml_fail(d, "missing 'path'");
+        c->datasets[i].dir = abs_path(tr_yaml_get(d, "path"));
         c->datasets[i].weight = tr_yaml_num(d, "weight", 1, 1e-9, 1e9);
     }
 }
@@ -63,7 +79,11 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
     tr_yaml *data = tr_yaml_map(root, "data");
     read_datasets(data, c);
     c->micro_batch = tr_yaml_int(data, "micro_batch", 1, 1, 1 << 20);
-    c->accumulation = tr_yaml_int(data, "accumulation", 1, 1, 1 << 20);
+    c->accumulation = tr_yaml_int(data, "accumulation", 0, 1, 1 << 20);
+    c->global_batch = tr_yaml_int(data, "global_batch", 0, 1, (int64_t)1 << 30);
+    if (c->accumulation && c->global_batch)
+        tr_yaml_fail(data, "give 'accumulation' or 'global_batch', not both");
+    if (!c->accumulation) c->accumulation = 1;
     c->max_len = tr_yaml_int(data, "max_len", c->model.llm.max_seq, 1, c->model.llm.max_seq);
     c->data_seed = (uint64_t)tr_yaml_int(data, "seed", 1, 0, INT64_MAX);
     c->loader_threads = (int)tr_yaml_int(data, "threads", 1, 0, 64);
@@ -98,11 +118,11 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
 
     tr_yaml *ev = tr_yaml_map(root, "eval");
     if (ev) {
-        const char *p = tr_yaml_str(ev, "data", NULL, NULL);
-        if (p) c->eval_data = tr_config_path(tr_yaml_get(ev, "data"), p);
-        const char *tk = tr_yaml_str(ev, "tokenizer", NULL, NULL);
-        if (tk) c->eval_tokenizer = tr_config_path(tr_yaml_get(ev, "tokenizer"), tk);
-        if (!p != !tk) tr_yaml_fail(ev, "give both 'data' and 'tokenizer' (or neither)");
+        bool p = tr_yaml_str(ev, "data", NULL, NULL) != NULL;
+        bool tk = tr_yaml_str(ev, "tokenizer", NULL, NULL) != NULL;
+        if (p) c->eval_data = abs_path(tr_yaml_get(ev, "data"));
+        if (tk) c->eval_tokenizer = abs_path(tr_yaml_get(ev, "tokenizer"));
+        if (p != tk) tr_yaml_fail(ev, "give both 'data' and 'tokenizer' (or neither)");
         c->eval_limit = tr_yaml_int(ev, "limit", 200, 1, big);
         c->eval_max_new = tr_yaml_int(ev, "max_new_tokens", 48, 1, 4096);
     }
@@ -119,4 +139,13 @@ void tr_train_config_free(tr_train_config *c) {
     free(c->eval_data);
     free(c->eval_tokenizer);
     memset(c, 0, sizeof *c);
+}
+
+void tr_train_config_fit_world(tr_train_config *c, int world) {
+    if (!c->global_batch) return;
+    int64_t per_step = c->micro_batch * world;
+    if (c->global_batch % per_step)
+        ag_fail("data.global_batch %lld is not a multiple of micro_batch %lld x %d ranks",
+                (long long)c->global_batch, (long long)c->micro_batch, world);
+    c->accumulation = c->global_batch / per_step;
 }

@@ -25,6 +25,7 @@ typedef struct {
     int n_datasets;
     ds_loader_dataset *datasets; // dir allocated
     int64_t micro_batch, accumulation, max_len;
+    int64_t global_batch; // > 0: accumulation = global_batch / (micro_batch x ranks)
     uint64_t data_seed;
     int loader_threads, prefetch;
     bool checksums;
@@ -54,5 +55,8 @@ typedef struct {
 // Reads root (a stage config: has `model:` and `data:`) into c; fails on anything unknown.
 void tr_train_config_read(tr_yaml *root, tr_train_config *c);
 void tr_train_config_free(tr_train_config *c);
+// With data.global_batch set, derives the accumulation for world ranks; fails when the
+// global batch is not a multiple of micro_batch x world.
+void tr_train_config_fit_world(tr_train_config *c, int world);
 // Is root a stage config (as opposed to the copy-task config or a curriculum)?
 bool tr_config_is_stage(tr_yaml *root);

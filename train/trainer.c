@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <math.h>
 #include <openssl/evp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +110,16 @@ static bool poisoned(int64_t step) {
         p = *end ? end + 1 : end;
     }
     return false;
+}
+
+// Test hook: GROUNDC_TEST_KILL_AT_STEP=N sends this process SIGKILL right after step N's
+// update, before anything of it is saved: a crash in the middle of training.
+static void maybe_die_at(int64_t step) {
+    const char *v = getenv("GROUNDC_TEST_KILL_AT_STEP");
+    if (v && atoll(v) == step) {
+        fflush(NULL);
+        kill(getpid(), SIGKILL);
+    }
 }
 
 typedef struct {
@@ -354,6 +365,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
                         bad, step);
         }
         ag_zero_grad(ctx, tp.params, tp.n);
+        maybe_die_at(step);
 
         double t = now_s();
         bool log_now = step % c->log_every == 0 || step == total;

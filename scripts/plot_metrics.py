@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""plot_metrics.py RUN_DIR_OR_METRICS.jsonl [...] [--out FILE.png]
+
+Draws the loss and learning-rate curves of one or more groundc runs (their metrics.jsonl)
+into one PNG, one line per run; skipped (non-finite) steps are marked on the loss plot.
+Needs Debian's python3-matplotlib; training never does."""
+import argparse
+import json
+import os
+import sys
+
+
+def load(path):
+    if os.path.isdir(path):
+        path = os.path.join(path, "metrics.jsonl")
+    steps, loss, lr, skipped = [], [], [], []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                sys.exit(f"{path}:{n}: not JSON: {e}")
+            if rec.get("skipped"):
+                skipped.append(rec["step"])
+            elif "loss" in rec:
+                steps.append(rec["step"])
+                loss.append(rec["loss"])
+                lr.append(rec["lr"])
+    if not steps:
+        sys.exit(f"{path}: no logged steps")
+    return path, steps, loss, lr, skipped
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[2])
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--out", default="metrics.png")
+    args = ap.parse_args()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for path in args.runs:
+        name, steps, loss, lr, skipped = load(path)
+        label = os.path.basename(os.path.dirname(os.path.abspath(name)))
+        (line,) = ax_loss.plot(steps, loss, label=label)
+        for s in skipped:
+            ax_loss.axvline(s, color=line.get_color(), alpha=0.3, linestyle=":")
+        ax_lr.plot(steps, lr, label=label)
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_yscale("log")
+    ax_loss.legend()
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=100)
+    print(f"plot_metrics: wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""st_compare.py A B [--rtol R --atol A]: the tensors of two safetensors files (same names,
+shapes, dtypes) agree within tolerance, read with numpy independently of groundc. Exit 1 with
+the first tensor that differs."""
+import json, struct, sys
+import numpy as np
+
+def read(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    types = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "U8": np.uint8}
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = e["data_offsets"]
+        if e["dtype"] == "BF16":
+            raw = np.frombuffer(data[a:b], dtype=np.uint16).astype(np.uint32) << 16
+            arr = raw.view(np.float32)
+        else:
+            arr = np.frombuffer(data[a:b], dtype=types[e["dtype"]])
+        out[name] = arr.reshape(e["shape"]).astype(np.float64)
+    return out
+
+def main():
+    args = sys.argv[1:]
+    rtol, atol = 1e-4, 1e-6
+    if "--rtol" in args:
+        i = args.index("--rtol"); rtol = float(args[i + 1]); del args[i:i + 2]
+    if "--atol" in args:
+        i = args.index("--atol"); atol = float(args[i + 1]); del args[i:i + 2]
+    a, b = read(args[0]), read(args[1])
+    if sorted(a) != sorted(b):
+        print("different tensor names:", sorted(set(a) ^ set(b))[:5]); return 1
+    worst = 0.0
+    for k in a:
+        if a[k].shape != b[k].shape:
+            print(f"{k}: shapes {a[k].shape} vs {b[k].shape}"); return 1
+        if not np.allclose(a[k], b[k], rtol=rtol, atol=atol):
+            d = np.abs(a[k] - b[k]).max()
+            print(f"{k}: max abs difference {d:g} beyond rtol {rtol} atol {atol}"); return 1
+        if a[k].size:
+            worst = max(worst, float(np.abs(a[k] - b[k]).max()))
+    print(f"{len(a)} tensors agree (max abs difference {worst:g})")
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())

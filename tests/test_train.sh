@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# test_train.sh GROUNDC BUILD_DIR: training stages end to end on synthetic shards (tiny model,
+# dropout off so that data-parallel layouts are comparable):
+#   * a run killed with SIGKILL mid-training, and one killed while writing a checkpoint,
+#     resume with --resume auto and repeat the uninterrupted run's losses bit for bit;
+#   * 2 MPI ranks x 4 samples and 2 ranks x 2 x accumulation 2 with ZeRO-1 give the losses
+#     and final weights of 1 rank x 8 (f32 tolerance; weights compared with numpy, within
+#     1e-4: AdamW divides by sqrt(v), so rounding in near-zero gradients moves a weight by a
+#     fraction of lr = 3e-3 per step);
+#   * checkpoints that do not fit (world size, model) and a fresh start over existing
+#     checkpoints are refused with one line; non-finite steps are skipped, then stop the run;
+#   * a two-stage curriculum starts stage 2 from stage 1's checkpoint and skips both when
+#     run again.
+set -u
+groundc=$1
+here=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+py=/usr/bin/python3
+mpi=(mpirun --oversubscribe --allow-run-as-root -np 2)
+export OMPI_MCA_rmaps_base_oversubscribe=1
+
+expect_error() { # DESCRIPTION PATTERN COMMAND...: non-zero exit, a stderr line matching
+  local what=$1 pattern=$2; shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [ $rc -ne 0 ] && grep -qE -e "$pattern" "$tmp/err" &&
+     [ "$(grep -c 'groundc: error' "$tmp/err")" -ge 1 ]; then ok
+  else bad "$what: rc=$rc, stderr: $(head -5 "$tmp/err")"; fi
+}
+
+# losses FILE: step, loss and grad norm columns of metrics.jsonl (what must repeat exactly)
+losses() { grep -o '"step": [0-9]*, "stage": [0-9], "loss": [^,]*, "lr": [^,]*, "grad_norm": [^,]*' "$1"; }
+
+# --- data: synthetic media, packed for the tiny model
+"$groundc" synth --out "$tmp/raw" --images 40 --videos 16 --audios 16 >/dev/null || bad synth
+P=(--tokenizer "$here/fixtures/tokenizer/test_bpe.model" --image-size 32 --image-tokens 16
+   --video-frames 4 --video-size 16 --video-tokens 8 --audio-tokens 4 --threads 1)
+"$groundc" pack --json "$tmp/raw/train.json" --media-root "$tmp/raw" --out "$tmp/train" "${P[@]}" >/dev/null || bad pack
+sed 's/dropout: 0.1/dropout: 0.0/' "$here/../configs/model/tiny.yaml" >"$tmp/tiny.yaml"
+cat >"$tmp/stage.yaml" <<YAML
+model: tiny.yaml
+stage: 2
+data:
+  datasets:
+    - {path: train, weight: 1}
+  micro_batch: 8
+  seed: 5
+train:
+  steps: 12
+  lr: 3.0e-3
+  log_every: 1
+checkpoint:
+  out: $tmp/ref
+  every: 3
+  keep: 2
+YAML
+cd "$tmp" || exit 1
+run() { "$groundc" train stage.yaml "$@" >"$tmp/log" 2>&1; }
+
+# --- reference: uninterrupted
+run || bad "reference run: $(tail -3 "$tmp/log")"
+[ "$(losses ref/metrics.jsonl | wc -l)" = 12 ] && ok || bad "reference: 12 metric lines"
+[ "$(readlink ref/latest)" = step_00000012 ] && ok || bad "latest -> step_00000012"
+n=$(ls -d ref/step_* | wc -l); [ "$n" = 2 ] && ok || bad "keep 2: $n checkpoints left"
+grep -qE '"complete":\s*true' ref/latest/state.json && ok || bad "final state complete"
+
+# --- SIGKILL after step 7 (checkpoints at 3, 6): resume continues from step 6
+GROUNDC_TEST_KILL_AT_STEP=7 run --set checkpoint.out=$tmp/k1
+[ "$(readlink k1/latest)" = step_00000006 ] && ok || bad "killed run: latest $(readlink k1/latest)"
+run --set checkpoint.out=$tmp/k1 --resume auto || bad "resume after kill: $(tail -3 "$tmp/log")"
+grep -q "resumed from $tmp/k1/step_00000006" "$tmp/log" && ok || bad "resume names its checkpoint"
+if diff <(losses ref/metrics.jsonl) <(losses k1/metrics.jsonl) >/dev/null; then ok
+else bad "losses after kill + resume differ: $(diff <(losses ref/metrics.jsonl) <(losses k1/metrics.jsonl) | head -4)"; fi
+cmp -s ref/step_00000012/model.safetensors k1/step_00000012/model.safetensors && ok || bad "final weights after resume differ"
+
+# --- SIGKILL in the middle of writing the 3rd checkpoint (step 9)
+GROUNDC_TEST_KILL_IN_CHECKPOINT=3 run --set checkpoint.out=$tmp/k2
+[ "$(readlink k2/latest)" = step_00000006 ] && ok || bad "killed in checkpoint: latest $(readlink k2/latest)"
+[ -d k2/.tmp.step_00000009 ] && [ ! -e k2/step_00000009 ] && ok || bad "half-written checkpoint under its final name"
+run --set checkpoint.out=$tmp/k2 --resume auto || bad "resume after checkpoint kill: $(tail -3 "$tmp/log")"
+diff <(losses ref/metrics.jsonl) <(losses k2/metrics.jsonl) >/dev/null && ok || bad "losses after checkpoint kill + resume differ"
+[ ! -e k2/.tmp.step_00000009 ] && ok || bad "temporary checkpoint folder left behind"
+# an explicit folder works too, and a complete stage is not run again
+run --set checkpoint.out=$tmp/k2 --resume "$tmp/k2/step_00000012" && grep -q "already complete" "$tmp/log" && ok || bad "complete stage skipped"
+
+# --- refusals
+expect_error "fresh start over checkpoints" "holds checkpoints already.*--resume auto" "$groundc" train stage.yaml --set checkpoint.out=$tmp/ref
+sed 's/dim: 64/dim: 32/; s/ffn: 176/ffn: 88/' tiny.yaml >tiny_small.yaml
+expect_error "another model" "written for another model" "$groundc" train stage.yaml --set model=tiny_small.yaml --set checkpoint.out=$tmp/k1 --resume auto
+expect_error "another step count" "a run of 12 steps, this config makes 20" "$groundc" train stage.yaml --set train.steps=20 --set checkpoint.out=$tmp/k1 --resume "$tmp/k1/step_00000009"
+expect_error "bad state.json" "state.json: field 'step'" bash -c "mkdir -p $tmp/bad && cp -r $tmp/k1/step_00000009 $tmp/bad/step_00000009 && sed -i -E 's/\"step\":\\s*9/\"step\": \"nine\"/' $tmp/bad/step_00000009/state.json && exec $groundc train stage.yaml --set checkpoint.out=$tmp/bad --resume $tmp/bad/step_00000009"
+expect_error "unknown key" "stage.yaml:[0-9]+:[0-9]+: .*shuffle" "$groundc" train stage.yaml --set data.shuffle=true
+expect_error "missing dataset" "nothere" "$groundc" train stage.yaml --set checkpoint.out=$tmp/x --set 'data.datasets=nothere'
+
+# --- non-finite steps: skipped and logged; too many in a row stop the run
+GROUNDC_TEST_NAN_STEPS=4 run --set checkpoint.out=$tmp/nan || bad "one NaN step: $(tail -3 "$tmp/log")"
+grep -q '"step": 4, "skipped": true' nan/metrics.jsonl && ok || bad "skipped step logged"
+grep -q "step 4: non-finite loss" "$tmp/log" && ok || bad "skipped step reported"
+GROUNDC_TEST_NAN_STEPS=4,5 expect_error "NaN steps in a row" "2 non-finite steps in a row" "$groundc" train stage.yaml --set checkpoint.out=$tmp/nan2 --set train.max_bad_steps=2
+
+# --- data parallel: 2 ranks x 4 and ZeRO-1 2 ranks x 2 x 2 vs 1 rank x 8
+if command -v mpirun >/dev/null; then
+  "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dp --set data.micro_batch=4 >"$tmp/log" 2>&1 || bad "mpirun 2 ranks: $(tail -3 "$tmp/log")"
+  "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/z1 --set data.micro_batch=2 --set data.accumulation=2 --set train.zero1=true >"$tmp/log" 2>&1 || bad "mpirun ZeRO-1: $(tail -3 "$tmp/log")"
+  for d in dp z1; do
+    "$py" - ref/metrics.jsonl $d/metrics.jsonl <<'PY' && ok || bad "losses of $d differ from 1 rank x 8"
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+assert len(a) == len(b) == 12, (len(a), len(b))
+for x, y in zip(a, b):
+    assert abs(x["loss"] - y["loss"]) <= 1e-5 * abs(x["loss"]), (x["step"], x["loss"], y["loss"])
+PY
+    "$py" "$here/st_compare.py" ref/step_00000012/model.safetensors $d/step_00000012/model.safetensors --rtol 1e-3 --atol 1e-4 >"$tmp/cmp" && ok || bad "weights of $d: $(cat "$tmp/cmp")"
+  done
+  [ -f z1/step_00000012/optim.rank00001.safetensors ] && ok || bad "ZeRO-1 writes one optimizer file per rank"
+  expect_error "another world size" "written by 2 ranks, this run has 1" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dp --set data.micro_batch=4 --resume "$tmp/dp/step_00000009"
+  # resume under MPI repeats the losses too
+  GROUNDC_TEST_KILL_AT_STEP=5 "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpk --set data.micro_batch=4 >/dev/null 2>&1
+  "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpk --set data.micro_batch=4 --resume auto >"$tmp/log" 2>&1 || bad "MPI resume: $(tail -3 "$tmp/log")"
+  diff <(losses dp/metrics.jsonl) <(losses dpk/metrics.jsonl) >/dev/null && ok || bad "MPI losses after kill + resume differ"
+else
+  bad "mpirun not found"
+fi
+
+# --- a curriculum of two stages
+sed -e "s#out: .*#out: $tmp/c1#" -e 's/stage: 2/stage: 1/' -e 's/steps: 12/steps: 3/' stage.yaml >c1.yaml
+sed -e "s#out: .*#out: $tmp/c2#" -e 's/steps: 12/steps: 3/' stage.yaml >c2.yaml
+printf 'stages:\n  - c1.yaml\n  - c2.yaml\n' >cur.yaml
+"$groundc" train cur.yaml >"$tmp/log" 2>&1 || bad "curriculum: $(tail -3 "$tmp/log")"
+grep -q "init checkpoint: .* from $tmp/c1/step_00000003" "$tmp/log" && ok || bad "stage 2 starts from stage 1's checkpoint"
+"$py" - c1/step_00000003/model.safetensors c2/step_00000003/model.safetensors "$here" <<'PY' && ok || bad "stage 2 carries stage 1's weights and trains the LLM"
+import sys
+sys.path.insert(0, sys.argv[3])
+from st_compare import read
+a, b = read(sys.argv[1]), read(sys.argv[2])
+enc = [k for k in a if k.startswith("model.vision_tower.")]
+assert enc and all((a[k] == b[k]).all() for k in enc), "frozen encoder changed"
+q = "model.layers.0.self_attn.q_proj.weight"
+assert (a[q] != b[q]).any(), "stage 2 left the LLM as stage 1 had it"
+PY
+"$groundc" train cur.yaml >"$tmp/log" 2>&1 || bad "curriculum again"
+[ "$(grep -c 'stage already complete' "$tmp/log")" = 2 ] && ok || bad "complete stages skipped"
+grep -q "^| c2.yaml | 3 |" "$tmp/log" && ok || bad "curriculum table: $(tail -4 "$tmp/log")"
+
+echo "test_train: $pass passed, $fail failed"
+[ "$fail" = 0 ]
