@@ -10,6 +10,7 @@
 #include <math.h>
 #include <openssl/evp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,42 +157,59 @@ static char *state_json(const tr_ckpt_state *st) {
     return s;
 }
 
-static const cJSON *field(const char *path, const cJSON *obj, const char *key, int type) {
+// state.json being read: a failure frees the parsed document before it reports.
+typedef struct {
+    const char *path;
+    cJSON *root;
+} state_doc;
+
+__attribute__((noreturn, format(printf, 2, 3))) static void doc_fail(state_doc *doc,
+                                                                     const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cJSON_Delete(doc->root);
+    doc->root = NULL;
+    ag_fail("%s: %s", doc->path, msg);
+}
+
+static const cJSON *field(state_doc *doc, const cJSON *obj, const char *key, int type) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!v) ag_fail("%s: missing field '%s'", path, key);
+    if (!v) doc_fail(doc, "missing field '%s'", key);
     bool ok = type == cJSON_Number   ? cJSON_IsNumber(v)
               : type == cJSON_String ? cJSON_IsString(v)
               : type == cJSON_True   ? cJSON_IsBool(v)
                                      : cJSON_IsObject(v);
-    if (!ok) ag_fail("%s: field '%s' has the wrong type", path, key);
+    if (!ok) doc_fail(doc, "field '%s' has the wrong type", key);
     return v;
 }
 
-static int64_t int_field(const char *path, const cJSON *obj, const char *key, int64_t lo,
+static int64_t int_field(state_doc *doc, const cJSON *obj, const char *key, int64_t lo,
                          int64_t hi) {
-    double v = field(path, obj, key, cJSON_Number)->valuedouble;
-    if (!(v >= (double)lo && v <= (double)hi) || v != (double)(int64_t)v)
-        ag_fail("%s: field '%s' = %g is not a whole number in [%" PRId64 ", %" PRId64 "]", path,
-                key, v, lo, hi);
+    double v = field(doc, obj, key, cJSON_Number)->valuedouble;
+    if (!(v >= (double)lo && v <= (double)hi) || v != floor(v))
+        doc_fail(doc, "field '%s' = %g is not a whole number in [%" PRId64 ", %" PRId64 "]", key, v,
+                 lo, hi);
     return (int64_t)v;
 }
 
-static uint64_t u64_field(const char *path, const cJSON *obj, const char *key, bool sign) {
-    const char *s = field(path, obj, key, cJSON_String)->valuestring;
+static uint64_t u64_field(state_doc *doc, const cJSON *obj, const char *key, bool sign) {
+    const char *s = field(doc, obj, key, cJSON_String)->valuestring;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
     if (!*s || *end || errno || *s == '-' || (sign && v > INT64_MAX))
-        ag_fail("%s: field '%s' = \"%s\" is not a %s integer", path, key, s,
-                sign ? "non-negative 63-bit" : "64-bit unsigned");
+        doc_fail(doc, "field '%s' = \"%.40s\" is not a %s integer", key, s,
+                 sign ? "non-negative 63-bit" : "64-bit unsigned");
     return v;
 }
 
-static void hex_field(const char *path, const cJSON *obj, const char *key, char out[65]) {
-    const char *s = field(path, obj, key, cJSON_String)->valuestring;
-    size_t n = strlen(s);
-    if (n != 64 || strspn(s, "0123456789abcdef") != 64)
-        ag_fail("%s: field '%s' is not a SHA-256 hex digest", path, key);
+static void hex_field(state_doc *doc, const cJSON *obj, const char *key, char out[65]) {
+    const char *s = field(doc, obj, key, cJSON_String)->valuestring;
+    if (strlen(s) != 64 || strspn(s, "0123456789abcdef") != 64)
+        doc_fail(doc, "field '%s' is not a SHA-256 hex digest", key);
     memcpy(out, s, 65);
 }
 
@@ -199,41 +217,37 @@ void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st) {
     char path[PATH_MAX];
     path_join(path, sizeof path, dir, "state.json");
     char *text = read_text(path, 1 << 20);
-    cJSON *j = cJSON_Parse(text);
+    state_doc doc = {.path = path, .root = cJSON_Parse(text)};
     free(text);
-    if (!j || !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        ag_fail("%s: not a JSON object", path);
-    }
+    if (!doc.root || !cJSON_IsObject(doc.root)) doc_fail(&doc, "not a JSON object");
+    const cJSON *j = doc.root;
     memset(st, 0, sizeof *st);
-    int64_t fmt = int_field(path, j, "format", 0, 1 << 20);
+    int64_t fmt = int_field(&doc, j, "format", 0, 1 << 20);
     if (fmt != TR_CKPT_FORMAT)
-        ag_fail("%s: checkpoint format %" PRId64 ", this groundc reads %d", path, fmt,
-                TR_CKPT_FORMAT);
-    st->step = int_field(path, j, "step", 0, INT64_MAX / 2);
-    st->total_steps = int_field(path, j, "total_steps", 1, INT64_MAX / 2);
+        doc_fail(&doc, "checkpoint format %" PRId64 ", this groundc reads %d", fmt, TR_CKPT_FORMAT);
+    st->step = int_field(&doc, j, "step", 0, INT64_MAX / 2);
+    st->total_steps = int_field(&doc, j, "total_steps", 1, INT64_MAX / 2);
     if (st->step > st->total_steps)
-        ag_fail("%s: step %" PRId64 " is past total_steps %" PRId64, path, st->step,
-                st->total_steps);
-    st->stage = (int)int_field(path, j, "stage", 0, 3);
-    st->complete = cJSON_IsTrue(field(path, j, "complete", cJSON_True));
-    st->seed = u64_field(path, j, "seed", false);
-    const cJSON *cur = field(path, j, "data_cursor", cJSON_Object);
-    st->cursor.seed = u64_field(path, cur, "seed", false);
-    st->cursor.position = (int64_t)u64_field(path, cur, "position", true);
-    hex_field(path, cur, "digest", st->cursor.digest);
-    st->world = (int)int_field(path, j, "world_size", 1, 1 << 20);
-    st->zero1 = cJSON_IsTrue(field(path, j, "zero1", cJSON_True));
-    st->global_batch = int_field(path, j, "global_batch", 1, INT64_MAX / 2);
-    st->bad_steps = (int)int_field(path, j, "bad_steps", 0, INT32_MAX);
-    st->tokens = field(path, j, "tokens", cJSON_Number)->valuedouble;
-    st->loss = field(path, j, "loss", cJSON_Number)->valuedouble;
-    hex_field(path, j, "config_digest", st->config_digest);
-    hex_field(path, j, "model_digest", st->model_digest);
-    cJSON_Delete(j);
+        doc_fail(&doc, "step %" PRId64 " is past total_steps %" PRId64, st->step, st->total_steps);
+    st->stage = (int)int_field(&doc, j, "stage", 0, 3);
+    st->complete = cJSON_IsTrue(field(&doc, j, "complete", cJSON_True));
+    st->seed = u64_field(&doc, j, "seed", false);
+    const cJSON *cur = field(&doc, j, "data_cursor", cJSON_Object);
+    st->cursor.seed = u64_field(&doc, cur, "seed", false);
+    st->cursor.position = (int64_t)u64_field(&doc, cur, "position", true);
+    hex_field(&doc, cur, "digest", st->cursor.digest);
+    st->world = (int)int_field(&doc, j, "world_size", 1, 1 << 20);
+    st->zero1 = cJSON_IsTrue(field(&doc, j, "zero1", cJSON_True));
+    st->global_batch = int_field(&doc, j, "global_batch", 1, INT64_MAX / 2);
+    st->bad_steps = (int)int_field(&doc, j, "bad_steps", 0, INT32_MAX);
+    st->tokens = field(&doc, j, "tokens", cJSON_Number)->valuedouble;
+    st->loss = field(&doc, j, "loss", cJSON_Number)->valuedouble;
+    hex_field(&doc, j, "config_digest", st->config_digest);
+    hex_field(&doc, j, "model_digest", st->model_digest);
     if (st->complete != (st->step == st->total_steps))
-        ag_fail("%s: 'complete' disagrees with step %" PRId64 " of %" PRId64, path, st->step,
-                st->total_steps);
+        doc_fail(&doc, "'complete' disagrees with step %" PRId64 " of %" PRId64, st->step,
+                 st->total_steps);
+    cJSON_Delete(doc.root);
 }
 
 // Saving ------------------------------------------------------------------------------------
@@ -402,18 +416,57 @@ char *tr_ckpt_latest(const char *out_dir) {
     return dir;
 }
 
+// Entry e of f fits tensor t (name, shape, a float dtype)? Otherwise closes f and fails, so
+// that nothing is left open (and the load after the checks cannot fail).
+static void check_entry(ag_st_file *f, const ag_st_entry *e, const ag_tensor *t, const char *what) {
+    char msg[512] = "";
+    if (!e) {
+        snprintf(msg, sizeof msg,
+                 "no %s '%s' (was it written for another model or other "
+                 "trainable parameters?)",
+                 what, t->name);
+    } else {
+        bool same = e->ndim == t->ndim;
+        for (int d = 0; same && d < t->ndim; d++) same = e->shape[d] == t->shape[d];
+        bool fl = !strcmp(e->dtype, "F32") || !strcmp(e->dtype, "BF16") ||
+                  !strcmp(e->dtype, "F16") || !strcmp(e->dtype, "F64");
+        if (!same) {
+            char have[128];
+            int k = snprintf(have, sizeof have, "[");
+            for (int d = 0; d < e->ndim && k < 100; d++)
+                k += snprintf(have + k, sizeof have - (size_t)k, "%s%" PRId64, d ? "," : "",
+                              e->shape[d]);
+            snprintf(have + k, sizeof have - (size_t)k, "]");
+            char want[64];
+            snprintf(msg, sizeof msg, "%s '%s' is %s, the model's is %s", what, t->name, have,
+                     ag_describe(t, want, sizeof want));
+        } else if (!fl) {
+            snprintf(msg, sizeof msg, "%s '%s' has dtype %s, not a float type", what, t->name,
+                     e->dtype);
+        }
+    }
+    if (!*msg) return;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s", f->path);
+    ag_st_close(f);
+    ag_fail("%s: %s", path, msg);
+}
+
 void tr_ckpt_load_model(const char *dir, const gm_params *reg) {
     char path[PATH_MAX];
     path_join(path, sizeof path, dir, "model.safetensors");
     ag_st_file *f = ag_st_open(path);
-    for (int i = 0; i < reg->n; i++) {
-        const ag_st_entry *e = ag_st_find(f, reg->tensors[i]->name);
-        if (!e) ag_fail("%s: no tensor '%s' (the model has it)", path, reg->tensors[i]->name);
-        ag_st_load_into(f, e, reg->tensors[i]);
-    }
+    for (int i = 0; i < reg->n; i++)
+        check_entry(f, ag_st_find(f, reg->tensors[i]->name), reg->tensors[i], "tensor");
     for (int i = 0; i < f->n; i++)
-        if (!gm_params_find(reg, f->entries[i].name))
-            ag_fail("%s: tensor '%s' is not a parameter of this model", path, f->entries[i].name);
+        if (!gm_params_find(reg, f->entries[i].name)) {
+            char name[256];
+            snprintf(name, sizeof name, "%s", f->entries[i].name);
+            ag_st_close(f);
+            ag_fail("%s: tensor '%s' is not a parameter of this model", path, name);
+        }
+    for (int i = 0; i < reg->n; i++)
+        ag_st_load_into(f, ag_st_find(f, reg->tensors[i]->name), reg->tensors[i]);
     ag_st_close(f);
 }
 
@@ -424,26 +477,33 @@ void tr_ckpt_load_optim(const char *dir, const tr_ckpt_state *st, ag_adamw *opt,
     path_join(path, sizeof path, dir, name);
     ag_st_file *f = ag_st_open(path);
     const char *step = ag_st_meta(f, "adamw_step");
-    char *end;
+    char *end = NULL;
     long long s = step ? strtoll(step, &end, 10) : -1;
-    if (!step || !*step || *end || s < 0) ag_fail("%s: missing or bad metadata 'adamw_step'", path);
-    int expect = 0;
-    for (int i = 0; i < opt->n; i++) {
-        ag_tensor *ts[3] = {opt->m[i], opt->v[i], opt->master[i]};
-        for (int k = 0; k < 3; k++) {
-            if (!ts[k]) continue;
-            const ag_st_entry *e = ag_st_find(f, ts[k]->name);
-            if (!e)
-                ag_fail("%s: no optimizer state '%s' (was the checkpoint written with other "
-                        "trainable parameters?)",
-                        path, ts[k]->name);
-            ag_st_load_into(f, e, ts[k]);
-            expect++;
-        }
+    if (!step || !*step || *end || s < 0) {
+        ag_st_close(f);
+        ag_fail("%s: missing or bad metadata 'adamw_step'", path);
     }
-    if (f->n != expect)
-        ag_fail("%s: holds %d optimizer tensors, this run's trainable parameters need %d", path,
-                f->n, expect);
+    int expect = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < opt->n; i++) {
+            ag_tensor *ts[3] = {opt->m[i], opt->v[i], opt->master[i]};
+            for (int k = 0; k < 3; k++) {
+                if (!ts[k]) continue;
+                const ag_st_entry *e = ag_st_find(f, ts[k]->name);
+                if (pass == 0) {
+                    check_entry(f, e, ts[k], "optimizer state");
+                    expect++;
+                } else {
+                    ag_st_load_into(f, e, ts[k]);
+                }
+            }
+            if (pass == 0 && i == opt->n - 1 && f->n != expect) {
+                int have = f->n;
+                ag_st_close(f);
+                ag_fail("%s: holds %d optimizer tensors, this run's trainable parameters need %d",
+                        path, have, expect);
+            }
+        }
     opt->step = s;
     ag_st_close(f);
 }

@@ -47,10 +47,15 @@ static void parse_args(int argc, char **argv, train_args *a) {
     if (!a->config) ag_fail("train: no config given (groundc train CONFIG.yaml)");
 }
 
-static tr_yaml *load_with_sets(const char *path, const train_args *a) {
-    tr_yaml *root = tr_yaml_load(path);
+static void apply_sets(tr_yaml *root, const train_args *a) {
     for (int i = 0; i < a->n_sets; i++) tr_yaml_set(root, a->sets[i]);
     if (root->kind == TR_YAML_MAP && tr_yaml_get(root, "data")) tr_model_config_inline(root);
+}
+
+static tr_yaml *load_with_sets(const char *path, const train_args *a) {
+    tr_yaml *root = tr_yaml_load(path);
+    apply_sets(root, a);
+    return root;
     return root;
 }
 
@@ -157,9 +162,12 @@ static int run_curriculum(tr_yaml *root, const train_args *a, const tr_dist *d) 
 int tr_train_main(int argc, char **argv, const tr_dist *d) {
     train_args a;
     parse_args(argc, argv, &a);
-    tr_yaml *root = load_with_sets(a.config, &a);
+    // --set applies to the stages of a curriculum, not to its list.
+    tr_yaml *root = tr_yaml_load(a.config);
+    bool curriculum = root->kind == TR_YAML_MAP && tr_yaml_get(root, "stages");
+    if (!curriculum) apply_sets(root, &a);
     int rc;
-    if (root->kind == TR_YAML_MAP && tr_yaml_get(root, "stages")) {
+    if (curriculum) {
         rc = run_curriculum(root, &a, d);
     } else if (root->kind == TR_YAML_MAP && tr_yaml_get(root, "task")) {
         if (d->world > 1) ag_fail("%s: the copy-task trainer runs on one process", a.config);

@@ -303,7 +303,9 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
                 from ? "; resumed from " : "", from ? from : "");
         fflush(log);
     }
-    const bool tty = lead && isatty(fileno(stdout));
+    // A live line on a terminal; not under mpirun, which hands every rank a pseudo-terminal
+    // even when the output goes to a file.
+    const bool tty = lead && d->world == 1 && isatty(fileno(stdout));
     double t0 = now_s(), t_win = t0, win_loss = 0, win_tokens = 0, last_loss = NAN;
     int64_t win_steps = 0, start_step = step;
     tr_ckpt_state out = {.total_steps = total,
