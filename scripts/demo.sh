@@ -11,7 +11,7 @@ scripts/setup.sh
 ranks=${RANKS:-2}
 out=demo-out
 start=$(date +%s)
-pack=(--tokenizer tests/fixtures/tokenizer/test_bpe.model --image-size 32 --image-tokens 16
+pack=(--tokenizer tests/fixtures/tokenizer/test_bpe.model --image-size 64 --image-tokens 64
       --video-frames 4 --video-size 16 --video-tokens 8 --audio-tokens 4)
 if [ ! -f "$out/eval/manifest.json" ]; then
   rm -rf "$out/raw" "$out/train" "$out/eval"

@@ -147,5 +147,21 @@ PY
 [ "$(grep -c 'stage already complete' "$tmp/log")" = 2 ] && ok || bad "complete stages skipped"
 grep -q "^| c2.yaml | 3 |" "$tmp/log" && ok || bad "curriculum table: $(tail -4 "$tmp/log")"
 
+# --- the shipped configs read and check (no weights or data needed for --dry-run)
+src=$here/..
+for c in stage1 stage2 stage3 curriculum finetune demo/curriculum; do
+  "$groundc" train "$src/configs/$c.yaml" --dry-run >"$tmp/log" 2>&1 && grep -q "config valid" "$tmp/log" && ok || bad "configs/$c.yaml --dry-run: $(tail -2 "$tmp/log")"
+done
+"$groundc" train "$src/configs/stage2.yaml" --dry-run --set data.micro_batch=48 >"$tmp/log" 2>&1
+grep -q "not a multiple of micro_batch 48" "$tmp/log" && ok || bad "global batch 512 with micro 48 refused"
+
+# --- the plot script draws the curves (needs python3-matplotlib)
+if "$py" -c "import matplotlib" 2>/dev/null; then
+  "$py" "$src/scripts/plot_metrics.py" ref nan --out "$tmp/m.png" >/dev/null &&
+    [ "$(head -c 4 "$tmp/m.png" | od -An -c | tr -d ' ')" = "211PNG" ] && ok || bad "plot_metrics.py"
+else
+  echo "test_train: python3-matplotlib missing; plot check skipped"
+fi
+
 echo "test_train: $pass passed, $fail failed"
 [ "$fail" = 0 ]

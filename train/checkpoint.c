@@ -27,7 +27,7 @@ static void path_join(char *out, size_t n, const char *dir, const char *name) {
         ag_fail("%s/%s: path too long", dir, name);
 }
 
-static void make_dirs(const char *path) {
+void tr_make_dirs(const char *path) {
     char buf[PATH_MAX];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
         ag_fail("%s: path too long", path);
@@ -343,7 +343,7 @@ void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params 
     // rewriting it would only open a window where it is incomplete.
     bool exists = stat(final, &sb) == 0;
     if (d->rank == 0 && !exists) {
-        make_dirs(out_dir);
+        tr_make_dirs(out_dir);
         remove_tree(tmp); // left by a run killed while writing
         if (mkdir(tmp, 0777)) ag_fail("%s: cannot create: %s", tmp, strerror(errno));
     }

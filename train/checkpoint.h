@@ -53,6 +53,9 @@ void tr_ckpt_model_digest(const gm_params *reg, char out[65]);
 void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params *reg,
                   const ag_adamw *opt, const tr_yaml *resolved, const tr_dist *d, int keep);
 
+// mkdir -p: creates path and its missing parents; fails naming the folder.
+void tr_make_dirs(const char *path);
+
 // The checkpoint that `--resume auto` continues: OUT/latest resolved to its folder
 // (allocated), or NULL when OUT has none.
 char *tr_ckpt_latest(const char *out_dir);

@@ -12,6 +12,7 @@
 #include "autograd/error.h"
 #include "autograd/optim.h"
 #include "data/copy_task.h"
+#include "train/checkpoint.h"
 #include "train/schedule.h"
 
 static tr_yaml *model_section(tr_yaml *root) {
@@ -71,22 +72,6 @@ void tr_lm_config_read(tr_yaml *root, tr_lm_config *c) {
     tr_yaml *e = tr_yaml_map(root, "eval");
     c->eval_samples = tr_yaml_int(e, "samples", 256, 1, big);
     tr_yaml_check_used(root);
-}
-
-static void make_dirs(const char *path) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        ag_fail("%s: path too long", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(buf, 0777) && errno != EEXIST)
-                ag_fail("%s: cannot create: %s", buf, strerror(errno));
-            *p = c;
-            if (!c) break;
-        }
-    }
 }
 
 static double now_s(void) {
@@ -149,7 +134,7 @@ static void evaluate(ag_ctx *ctx, const gm_llama *m, const tr_lm_config *c, doub
 }
 
 int tr_train_lm(const tr_lm_config *c, const tr_yaml *resolved) {
-    make_dirs(c->out_dir);
+    tr_make_dirs(c->out_dir);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.yaml", c->out_dir);
     FILE *cf = fopen(path, "w");

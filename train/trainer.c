@@ -33,21 +33,6 @@ static uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-static void make_dirs(const char *path) {
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        ag_fail("%s: path too long", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p) continue;
-        char c = *p;
-        *p = 0;
-        if (mkdir(buf, 0777) && errno != EEXIST)
-            ag_fail("%s: cannot create: %s", buf, strerror(errno));
-        *p = c;
-        if (!c) break;
-    }
-}
-
 static void config_digest(const tr_yaml *resolved, char out[65]) {
     char *text = NULL;
     size_t len = 0;
@@ -287,7 +272,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     char metrics[PATH_MAX];
     FILE *mf = NULL;
     if (lead) {
-        make_dirs(c->out_dir);
+        tr_make_dirs(c->out_dir);
         snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", c->out_dir);
         if (from) truncate_metrics(metrics, step);
         mf = fopen(metrics, from ? "ab" : "wb");
