@@ -8,8 +8,9 @@
 
 #include "autograd/error.h"
 
+// -0.0 becomes 0 too: "-0.000" would not match the reference's [0-9.]+ pattern.
 static double clamp01(double v) {
-    return v < 0 ? 0 : v > 1 ? 1 : v;
+    return v <= 0 ? 0 : v > 1 ? 1 : v;
 }
 
 ds_box ds_box_to_square(ds_box p, int w, int h) {

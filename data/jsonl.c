@@ -10,6 +10,7 @@
 
 #include "autograd/error.h"
 #include "data/grounding.h"
+#include "data/shard.h"
 
 char *ds_read_file(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
@@ -211,6 +212,91 @@ bool ds_grounding_record_parse(const cJSON *obj, ds_grounding_record *out, char 
            numbers(obj, "span", 2, out->v, err, err_size);
 }
 
+// At most n - 1 bytes of s for a message: control characters become '?' (the reason must stay
+// one line) and a UTF-8 sequence cut short by the limit is left out.
+static const char *quote(const char *s, char *buf, size_t n) {
+    size_t k = 0;
+    for (; s[k] && k + 1 < n; k++) buf[k] = (unsigned char)s[k] < 0x20 || s[k] == 0x7f ? '?' : s[k];
+    if (s[k] && ((unsigned char)s[k] & 0xc0) == 0x80) { // cut inside a sequence: back to its start
+        while (k > 0 && ((unsigned char)buf[k - 1] & 0xc0) == 0x80) k--;
+        if (k > 0 && (unsigned char)buf[k - 1] >= 0xc0) k--;
+    }
+    buf[k] = 0;
+    return buf;
+}
+
+const char *ds_json_sample_media(const cJSON *obj, const char *files[DS_MEDIA_KINDS]) {
+    static const char *const keys[DS_MEDIA_KINDS] = {"image", "video", "sound"};
+    static const char *const why[DS_MEDIA_KINDS] = {"\"image\" is not a file name",
+                                                    "\"video\" is not a file name",
+                                                    "\"sound\" is not a file name"};
+    for (int k = 0; k < DS_MEDIA_KINDS; k++) files[k] = NULL;
+    if (!cJSON_IsObject(obj)) return "the sample is not a JSON object";
+    for (int k = 0; k < DS_MEDIA_KINDS; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, keys[k]);
+        if (!v) continue;
+        if (!cJSON_IsString(v) || !v->valuestring[0]) return why[k];
+        files[k] = v->valuestring;
+    }
+    return NULL;
+}
+
+bool ds_json_sample_turns(const cJSON *obj, int *task, ds_turn **turns, int *n, char *err,
+                          size_t err_size) {
+    *task = -1, *turns = NULL, *n = 0;
+    const cJSON *tf = cJSON_GetObjectItemCaseSensitive(obj, "task");
+    if (tf) {
+        *task = cJSON_IsString(tf) ? ds_task_from_name(tf->valuestring) : -1;
+        if (*task < 0)
+            return fail(err, err_size,
+                        "unknown \"task\" (expected caption, rec, reg, tvg, sound or "
+                        "conversation)");
+    }
+    const cJSON *conv = cJSON_GetObjectItemCaseSensitive(obj, "conversations");
+    if (!cJSON_IsArray(conv)) return fail(err, err_size, "no \"conversations\" list");
+    int count = cJSON_GetArraySize(conv), i = 0;
+    ds_turn *t = ag_xcalloc((size_t)count + 1, sizeof *t, "turns");
+    for (const cJSON *c = conv->child; c; c = c->next, i++) {
+        const cJSON *from = cJSON_GetObjectItemCaseSensitive(c, "from");
+        const cJSON *value = cJSON_GetObjectItemCaseSensitive(c, "value");
+        if (!cJSON_IsString(from) || !cJSON_IsString(value)) {
+            free(t);
+            return fail(err, err_size, "turn %d has no \"from\" and \"value\" strings", i);
+        }
+        if (!strcmp(from->valuestring, "human"))
+            t[i].from_human = true;
+        else if (strcmp(from->valuestring, "gpt") != 0) {
+            free(t);
+            char name[41];
+            return fail(err, err_size, "turn %d is from \"%s\" (expected \"human\" or \"gpt\")", i,
+                        quote(from->valuestring, name, sizeof name));
+        }
+        t[i].text = value->valuestring;
+    }
+    *turns = t, *n = count;
+    return true;
+}
+
+int ds_infer_task(const ds_turn *t, int n, bool has_video, bool has_audio) {
+    bool box_answer = false, box_question = false, span_answer = false;
+    for (int i = 0; i < n; i++) {
+        ds_box b;
+        ds_span s;
+        if (t[i].from_human) {
+            box_question |= ds_parse_box(t[i].text, &b);
+        } else {
+            box_answer |= ds_parse_box(t[i].text, &b);
+            span_answer |= ds_parse_span(t[i].text, &s);
+        }
+    }
+    if (box_answer && !box_question) return DS_TASK_REC;
+    if (box_question) return DS_TASK_REG;
+    if (span_answer && has_video) return DS_TASK_TVG;
+    if (span_answer && has_audio) return DS_TASK_SOUND;
+    if (n > 2) return DS_TASK_CONVERSATION;
+    return DS_TASK_CAPTION;
+}
+
 static bool is_space(char c) {
     return c == ' ' || c == '\n' || c == '\t' || c == '\r';
 }
@@ -257,6 +343,11 @@ bool ds_grounding_conversation(const ds_grounding_record *r, int width, int heig
                         v[2], v[3], width, height);
         ds_box px = {fmax(v[0], 0), fmax(v[1], 0), fmin(v[0] + v[2], width),
                      fmin(v[1] + v[3], height)};
+        // Within the tolerance but wholly beside the image, the clamped box is empty or reversed
+        // (in the padded square it would even land in the padding).
+        if (!(px.x2 > px.x1 && px.y2 > px.y1))
+            return fail(err, err_size, "bbox [%g, %g, %g, %g] (x, y, w, h) misses the %dx%d image",
+                        v[0], v[1], v[2], v[3], width, height);
         ds_format_box(ds_box_to_square(px, width, height), buf, sizeof buf);
     } else {
         const char *what = r->kind == DS_MEDIA_VIDEO ? "video" : "audio";
@@ -267,7 +358,8 @@ bool ds_grounding_conversation(const ds_grounding_record *r, int width, int heig
         if (v[0] < 0 || v[0] >= duration || v[1] > duration + DS_SPAN_TOLERANCE_S)
             return fail(err, err_size, "span [%g, %g] s is outside the %s's %.3f s", v[0], v[1],
                         what, duration);
-        ds_span s = {v[0] / duration, fmin(v[1], duration) / duration};
+        // + 0.0 turns a start of -0.0 into 0: "{-0.00, ...}" would not parse back
+        ds_span s = {v[0] / duration + 0.0, fmin(v[1], duration) / duration};
         ds_format_span(s, buf, sizeof buf);
     }
     char *text = clean_text(r->text);

@@ -58,6 +58,19 @@ void ds_records_read_json(const char *path, ds_record_file *out);
 void ds_records_read_jsonl(const char *path, ds_record_file *out);
 void ds_record_file_free(ds_record_file *f);
 
+// The fields of one reference-format sample (what `groundc pack` reads before any media):
+// the media file names by ds_media_kind ("image", "video", "sound"; NULL where absent).
+// Returns NULL, or a static one-line reason when the sample is not an object or a name is not
+// a non-empty string.
+const char *ds_json_sample_media(const cJSON *obj, const char *files[DS_MEDIA_KINDS]);
+// The "task" (-1 when absent: ds_infer_task decides) and the "conversations" as turns, in a
+// malloc'd array (free it) whose texts point into obj. False with a one-line reason when the
+// task is unknown or a turn is not {"from": "human"|"gpt", "value": STRING}.
+bool ds_json_sample_turns(const cJSON *obj, int *task, ds_turn **turns, int *n, char *err,
+                          size_t err_size);
+// The task of a sample without a "task" field (the rules of pack.h).
+int ds_infer_task(const ds_turn *turns, int n, bool has_video, bool has_audio);
+
 // Reads a whole file into a malloc'd NUL-terminated buffer (length in *n, may be NULL);
 // fails naming the file.
 char *ds_read_file(const char *path, size_t *n);

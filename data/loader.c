@@ -672,7 +672,7 @@ static void ds_read_batch(ds_loader *l, ds_slot *slot, int64_t b) {
 
         ds_shard *sh = ds_get_shard(l, ls);
         ds_sample_ref r = ds_shard_sample(sh, local);
-        if (off + r.length > slot->raw_cap) {
+        if (!slot->raw_tok || off + r.length > slot->raw_cap) { // NULL + 0 is undefined too
             int64_t cap = slot->raw_cap ? slot->raw_cap : 4096;
             while (cap < off + r.length) cap *= 2;
             slot->raw_tok = ag_xrealloc(slot->raw_tok, (size_t)cap * sizeof(int32_t), "tokens");

@@ -258,21 +258,11 @@ static void read_inputs(packer *p) {
                 ds_grounding_record g;
                 if (ds_grounding_record_parse(it->obj, &g, err, sizeof err))
                     add_media(p, it, g.kind, g.media);
-            } else if (!cJSON_IsObject(it->obj)) {
-                it->bad = "the sample is not a JSON object";
             } else {
-                for (int k = 0; k < DS_MEDIA_KINDS; k++) {
-                    const cJSON *v = cJSON_GetObjectItemCaseSensitive(it->obj, media_keys[k]);
-                    if (!v) continue;
-                    if (!cJSON_IsString(v) || !v->valuestring[0]) {
-                        static const char *const why[DS_MEDIA_KINDS] = {
-                            "\"image\" is not a file name", "\"video\" is not a file name",
-                            "\"sound\" is not a file name"};
-                        it->bad = why[k];
-                        break;
-                    }
-                    add_media(p, it, (ds_media_kind)k, v->valuestring);
-                }
+                const char *files[DS_MEDIA_KINDS];
+                it->bad = ds_json_sample_media(it->obj, files);
+                for (int k = 0; !it->bad && k < DS_MEDIA_KINDS; k++)
+                    if (files[k]) add_media(p, it, (ds_media_kind)k, files[k]);
             }
         }
     }
@@ -369,53 +359,6 @@ static bool need_media(packer *p, int32_t m, char *err, size_t n) {
     if (!ok) snprintf(err, n, "%s", e->error);
     xunlock(&p->mu);
     return ok;
-}
-
-static bool read_turns(const cJSON *obj, ds_turn **out, int *n, char *err, size_t en) {
-    *out = NULL, *n = 0;
-    const cJSON *conv = cJSON_GetObjectItemCaseSensitive(obj, "conversations");
-    if (!cJSON_IsArray(conv)) return failf(err, en, "no \"conversations\" list");
-    int count = cJSON_GetArraySize(conv), i = 0;
-    ds_turn *t = ag_xcalloc((size_t)count + 1, sizeof *t, "turns");
-    for (const cJSON *c = conv->child; c; c = c->next, i++) {
-        const cJSON *from = cJSON_GetObjectItemCaseSensitive(c, "from");
-        const cJSON *value = cJSON_GetObjectItemCaseSensitive(c, "value");
-        if (!cJSON_IsString(from) || !cJSON_IsString(value)) {
-            free(t);
-            return failf(err, en, "turn %d has no \"from\" and \"value\" strings", i);
-        }
-        if (!strcmp(from->valuestring, "human"))
-            t[i].from_human = true;
-        else if (strcmp(from->valuestring, "gpt") != 0) {
-            free(t);
-            return failf(err, en, "turn %d is from \"%.40s\" (expected \"human\" or \"gpt\")", i,
-                         from->valuestring);
-        }
-        t[i].text = value->valuestring;
-    }
-    *out = t, *n = count;
-    return true;
-}
-
-// The task rules of pack.h.
-static int infer_task(const ds_turn *t, int n, const item *it) {
-    bool box_answer = false, box_question = false, span_answer = false;
-    for (int i = 0; i < n; i++) {
-        ds_box b;
-        ds_span s;
-        if (t[i].from_human) {
-            box_question |= ds_parse_box(t[i].text, &b);
-        } else {
-            box_answer |= ds_parse_box(t[i].text, &b);
-            span_answer |= ds_parse_span(t[i].text, &s);
-        }
-    }
-    if (box_answer && !box_question) return DS_TASK_REC;
-    if (box_question) return DS_TASK_REG;
-    if (span_answer && it->media[DS_MEDIA_VIDEO] >= 0) return DS_TASK_TVG;
-    if (span_answer && it->media[DS_MEDIA_AUDIO] >= 0) return DS_TASK_SOUND;
-    if (n > 2) return DS_TASK_CONVERSATION;
-    return DS_TASK_CAPTION;
 }
 
 static char *make_meta(const packer *p, const item *it, const ds_turn *t, int n) {
@@ -517,7 +460,9 @@ static bool build_sample(const packer *p, const item *it, const ds_turn *t, int 
     if (r->len > p->cfg->max_len)
         return failf(err, en, "%lld tokens after expanding media, more than --max-len %lld",
                      (long long)r->len, (long long)p->cfg->max_len);
-    r->task = task >= 0 ? task : infer_task(t, n, it);
+    r->task = task >= 0 ? task
+                        : ds_infer_task(t, n, it->media[DS_MEDIA_VIDEO] >= 0,
+                                        it->media[DS_MEDIA_AUDIO] >= 0);
     r->granularity = r->task == DS_TASK_REC || r->task == DS_TASK_REG || r->task == DS_TASK_TVG ||
                      r->task == DS_TASK_SOUND;
     r->meta = make_meta(p, it, t, n);
@@ -525,18 +470,9 @@ static bool build_sample(const packer *p, const item *it, const ds_turn *t, int 
 }
 
 static bool process_json(packer *p, const item *it, result *r, char *err, size_t en) {
-    int task = -1;
-    const cJSON *tf = cJSON_GetObjectItemCaseSensitive(it->obj, "task");
-    if (tf) {
-        task = cJSON_IsString(tf) ? ds_task_from_name(tf->valuestring) : -1;
-        if (task < 0)
-            return failf(err, en,
-                         "unknown \"task\" (expected caption, rec, reg, tvg, sound or "
-                         "conversation)");
-    }
+    int task, n;
     ds_turn *turns;
-    int n;
-    if (!read_turns(it->obj, &turns, &n, err, en)) return false;
+    if (!ds_json_sample_turns(it->obj, &task, &turns, &n, err, en)) return false;
     bool ok = build_sample(p, it, turns, n, task, r, err, en);
     free(turns);
     // media last: a sample already known to be bad costs no decode

@@ -872,17 +872,22 @@ static void *ds_r_all(ds_shard *s, hid_t d, const char *name, hid_t mtype, int64
     return buf;
 }
 
-// One hyperslab of a dataset into buf: start/count per dimension.
-static bool ds_r_slab(hid_t d, hid_t mtype, int rank, const hsize_t *start, const hsize_t *count,
-                      void *buf) {
+// One hyperslab of a dataset into buf: start/count per dimension; dxpl may be H5P_DEFAULT.
+static bool ds_r_slab_x(hid_t d, hid_t mtype, int rank, const hsize_t *start, const hsize_t *count,
+                        hid_t dxpl, void *buf) {
     hid_t fs = H5Dget_space(d), ms = H5I_INVALID_HID;
     bool ok = fs >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
               (ms = H5Screate_simple(rank, count, NULL)) >= 0 &&
-              H5Dread(d, mtype, ms, fs, H5P_DEFAULT, buf) >= 0;
+              H5Dread(d, mtype, ms, fs, dxpl, buf) >= 0;
     if (!ok) ds_h5_capture();
     if (ms >= 0) (void)H5Sclose(ms);
     if (fs >= 0) (void)H5Sclose(fs);
     return ok;
+}
+
+static bool ds_r_slab(hid_t d, hid_t mtype, int rank, const hsize_t *start, const hsize_t *count,
+                      void *buf) {
+    return ds_r_slab_x(d, mtype, rank, start, count, H5P_DEFAULT, buf);
 }
 
 static int64_t ds_r_attr_int(ds_shard *s, const char *name) {
@@ -925,7 +930,10 @@ static char **ds_r_attr_strings(ds_shard *s, const char *name, int64_t *count) {
     char **out = is_str ? ag_xcalloc((size_t)n + 1, sizeof *out, name) : NULL;
     if (is_str && n > 0) {
         hid_t mt = vlen ? H5Tcopy(s->str) : H5Tcopy(H5T_C_S1);
-        if (mt < 0 || (!vlen && H5Tset_size(mt, fixed + 1) < 0)) ok = false;
+        // HDF5 has no conversion between character sets: read in the attribute's own set
+        if (mt < 0 || (!vlen && H5Tset_size(mt, fixed + 1) < 0) ||
+            H5Tset_cset(mt, H5Tget_cset(t)) < 0)
+            ok = false;
         if (ok && vlen) {
             ok = H5Aread(a, mt, out) >= 0;
             if (ok) { // copy out of HDF5's allocations, then hand those back
@@ -1007,7 +1015,9 @@ ds_shard *ds_shard_open(const char *path) {
     free(digest);
     if (!digest_ok) ds_rfail(s, "attribute 'tokenizer_digest': not a 64-digit hex SHA-256");
     h->num_samples = ds_r_attr_int(s, "num_samples");
-    if (h->num_samples < 0) ds_rfail(s, "attribute 'num_samples': negative");
+    // offsets holds num_samples + 1 int64 entries: bound it so that count and size cannot overflow
+    if (h->num_samples < 0 || h->num_samples >= INT64_MAX / 8)
+        ds_rfail(s, "attribute 'num_samples': %lld out of range", (long long)h->num_samples);
     h->image_size = ds_r_attr_size(s, "image_size");
     h->video_frames = ds_r_attr_size(s, "video_frames");
     h->video_size = ds_r_attr_size(s, "video_size");
@@ -1047,6 +1057,11 @@ ds_shard *ds_shard_open(const char *path) {
     s->src = ds_r_per_sample(s, "sample_source", 2, false, H5T_NATIVE_UINT16);
     s->meta = ds_r_open(s, "sample_meta", H5T_STRING, 0, false, 1, dims, 0);
     ds_r_expect_len(s, "sample_meta", dims[0], n, "one per sample");
+    hid_t meta_type = H5Dget_type(s->meta); // ASCII or UTF-8: read it in its own set (as above)
+    bool cset_ok = meta_type >= 0 && H5Tset_cset(s->str, H5Tget_cset(meta_type)) >= 0;
+    if (!cset_ok) ds_h5_capture();
+    if (meta_type >= 0) (void)H5Tclose(meta_type);
+    if (!cset_ok) ds_rfail(s, "dataset 'sample_meta': cannot read its character set");
 
     // Media: rows and their per-row metadata.
     int64_t rows[DS_NMEDIA];
@@ -1179,7 +1194,15 @@ char *ds_shard_read_meta(ds_shard *s, int64_t i) {
     ds_r_check_sample(s, i);
     hsize_t start = (hsize_t)i, one = 1;
     char *raw = NULL;
-    if (!ds_r_slab(s->meta, s->str, 1, &start, &one, &raw))
+    // HDF5 callocs a 1 MiB conversion buffer per read by default; one string needs far less.
+    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+    if (dxpl >= 0 && H5Pset_buffer(dxpl, 4096, NULL, NULL) < 0) {
+        (void)H5Pclose(dxpl);
+        dxpl = H5I_INVALID_HID;
+    }
+    bool ok = ds_r_slab_x(s->meta, s->str, 1, &start, &one, dxpl >= 0 ? dxpl : H5P_DEFAULT, &raw);
+    if (dxpl >= 0) (void)H5Pclose(dxpl);
+    if (!ok)
         ds_rfail(s, "dataset 'sample_meta': sample %lld: read failed (corrupt or truncated chunk?)",
                  (long long)i);
     char *out = ag_xstrdup(raw ? raw : "");

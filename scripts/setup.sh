@@ -2,6 +2,7 @@
 # Installs the Debian packages groundc needs (only those missing), then configures and builds.
 #   scripts/setup.sh                 Release build in build/
 #   BUILD_DIR=b CMAKE_ARGS="..." scripts/setup.sh
+#   BUILD_TARGETS="a b" scripts/setup.sh   only those targets (and what they need)
 # Idempotent: with everything installed and built it only re-runs the (incremental) build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,8 @@ fi
 build=${BUILD_DIR:-build}
 # shellcheck disable=SC2086
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" ${CMAKE_ARGS:-} >/dev/null
-cmake --build "$build" -j "$(nproc)" 2>&1 | grep -v -E '^\[ *[0-9]+%\]' || true
+# shellcheck disable=SC2086
+cmake --build "$build" -j "$(nproc)" ${BUILD_TARGETS:+--target $BUILD_TARGETS} 2>&1 |
+  grep -v -E '^\[ *[0-9]+%\]' || true
 test "${PIPESTATUS[0]}" -eq 0
 echo "setup: built $build"

@@ -474,6 +474,14 @@ static void test_grounding_records(void) {
                  strstr(err, "outside the 38x60 image"),
              "box outside: %s", err);
     cJSON_Delete(o);
+    // Within the tolerance yet wholly left of the image: clamping would reverse it (found by
+    // fuzz_pack_jsonl: "[0.125, 0.000, 0.124, 0.016]" in a portrait image).
+    o = cJSON_Parse("{\"image\": \"a.png\", \"expression\": \"x\", \"bbox\": [-1, 0, 0.5, 10]}");
+    TL_CHECK(ds_grounding_record_parse(o, &g, err, sizeof err), "%s", err);
+    TL_CHECK(!ds_grounding_conversation(&g, 480, 640, 0, &q, &a, err, sizeof err) &&
+                 strstr(err, "misses the 480x640 image"),
+             "box beside the image: %s", err);
+    cJSON_Delete(o);
 
     o = cJSON_Parse("{\"video\": \"v.mp4\", \"query\": \"a man opens the door\", \"span\": [1.5, "
                     "4.5]}");
@@ -490,6 +498,14 @@ static void test_grounding_records(void) {
     TL_CHECK(ds_grounding_conversation(&g, 0, 0, 4.2, &q, &a, err, sizeof err) &&
                  !strcmp(a, "{0.36, 1.00}"),
              "span within tolerance: %s", err);
+    free(q), free(a);
+    cJSON_Delete(o);
+    // A start of -0 (valid JSON) must not print as "-0.00" (found by fuzz_pack_jsonl).
+    o = cJSON_Parse("{\"sound\": \"a.wav\", \"query\": \"x\", \"span\": [-0.0, 0.1]}");
+    TL_CHECK(ds_grounding_record_parse(o, &g, err, sizeof err), "%s", err);
+    TL_CHECK(ds_grounding_conversation(&g, 0, 0, 10.0, &q, &a, err, sizeof err) &&
+                 !strcmp(a, "{0.00, 0.01}"),
+             "span from -0: %s", a);
     free(q), free(a);
     cJSON_Delete(o);
 
@@ -512,6 +528,51 @@ static void test_grounding_records(void) {
     cJSON_Delete(o);
 }
 
+// The reference-format fields on their own.
+static void test_json_samples(void) {
+    char err[256];
+    int task, n;
+    ds_turn *turns;
+    cJSON *o = cJSON_Parse("{\"task\": \"tvg\", \"conversations\": [{\"from\": \"human\", "
+                           "\"value\": \"<video>\\nWhen?\"}, {\"from\": \"gpt\", \"value\": "
+                           "\"{0.10, 0.20}\"}]}");
+    TL_CHECK(ds_json_sample_turns(o, &task, &turns, &n, err, sizeof err) && task == DS_TASK_TVG &&
+                 n == 2 && turns[0].from_human && !turns[1].from_human,
+             "turns: %s", err);
+    TL_CHECK(ds_infer_task(turns, n, true, false) == DS_TASK_TVG &&
+                 ds_infer_task(turns, n, false, true) == DS_TASK_SOUND &&
+                 ds_infer_task(turns, n, false, false) == DS_TASK_CAPTION,
+             "inferred tasks");
+    free(turns);
+    cJSON_Delete(o);
+    // A speaker name is quoted in the reason, which must stay one line (found by
+    // fuzz_pack_json) and must not end in half a UTF-8 character.
+    o = cJSON_Parse("{\"conversations\": [{\"from\": \"a\\nb\", \"value\": \"x\"}]}");
+    TL_CHECK(!ds_json_sample_turns(o, &task, &turns, &n, err, sizeof err) &&
+                 strstr(err, "is from \"a?b\"") && !strchr(err, '\n'),
+             "speaker with a newline: %s", err);
+    cJSON_Delete(o);
+    o = cJSON_Parse(
+        "{\"conversations\": [{\"from\": "
+        "\"x\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+        "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\", \"value\": \"x\"}]}");
+    TL_CHECK(!ds_json_sample_turns(o, &task, &turns, &n, err, sizeof err) &&
+                 strstr(err, "is from \"x\xc3\xa9") && strstr(err, "\xc3\xa9\" (expected"),
+             "long speaker: %s", err);
+    cJSON_Delete(o);
+    const char *files[DS_MEDIA_KINDS];
+    o = cJSON_Parse("{\"image\": \"a.png\", \"sound\": \"\"}");
+    TL_CHECK(ds_json_sample_media(o, files) &&
+                 !strcmp(ds_json_sample_media(o, files), "\"sound\" is not a file name"),
+             "empty sound name");
+    cJSON_Delete(o);
+    o = cJSON_Parse("{\"image\": \"a.png\", \"video\": \"v.mp4\"}");
+    TL_CHECK(!ds_json_sample_media(o, files) && !strcmp(files[DS_MEDIA_IMAGE], "a.png") &&
+                 !strcmp(files[DS_MEDIA_VIDEO], "v.mp4") && !files[DS_MEDIA_AUDIO],
+             "media names");
+    cJSON_Delete(o);
+}
+
 // Replaces ' by " so the JSON below stays readable.
 static char *dq(const char *s) {
     char *t = strdup(s);
@@ -529,6 +590,7 @@ int main(void) {
     tl_source_path(g_tok, sizeof g_tok, "tests/fixtures/tokenizer/test_bpe.model");
 
     test_grounding_records();
+    test_json_samples();
 
     char args[8192];
     snprintf(args, sizeof args, "synth --out %s --images 12 --videos 4 --audios 4 --seed 5",

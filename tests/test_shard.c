@@ -533,6 +533,35 @@ static void test_corruption(const char *good, const corpus *c) {
         H5Dcreate2(f, "sample_task", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     H5Dclose(d), H5Sclose(sp), H5Fclose(f);
     EXPECT_FAIL(open_and_close(p), p, "dataset 'sample_task'", "int32", "expected uint8");
+
+    // A sample count whose offsets (count + 1 entries) would overflow (found by fuzz_shard).
+    path_in(p, sizeof p, "num_samples.h5");
+    f = open_copy(good, p);
+    a = H5Aopen(f, "num_samples", H5P_DEFAULT);
+    int64_t huge = INT64_MAX;
+    TL_CHECK(H5Awrite(a, H5T_NATIVE_INT64, &huge) >= 0, "attr write");
+    H5Aclose(a), H5Fclose(f);
+    EXPECT_FAIL(open_and_close(p), p, "attribute 'num_samples'", "out of range");
+
+    // sample_meta as ASCII strings (HDF5 converts none to UTF-8): still read.
+    path_in(p, sizeof p, "ascii_meta.h5");
+    f = open_copy(good, p);
+    H5Ldelete(f, "sample_meta", H5P_DEFAULT);
+    hid_t ascii = H5Tcopy(H5T_C_S1);
+    H5Tset_size(ascii, H5T_VARIABLE);
+    H5Tset_cset(ascii, H5T_CSET_ASCII);
+    const char **metas = calloc((size_t)c->n, sizeof *metas);
+    for (int64_t i = 0; i < c->n; i++) metas[i] = "{\"id\": 3}";
+    sp = H5Screate_simple(1, &n, NULL);
+    d = H5Dcreate2(f, "sample_meta", ascii, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    TL_CHECK(H5Dwrite(d, ascii, H5S_ALL, H5S_ALL, H5P_DEFAULT, metas) >= 0, "ascii meta write");
+    H5Dclose(d), H5Sclose(sp), H5Tclose(ascii), H5Fclose(f);
+    free(metas);
+    ds_shard *sh = ds_shard_open(p);
+    char *meta = ds_shard_read_meta(sh, c->n - 1);
+    TL_CHECK(!strcmp(meta, "{\"id\": 3}"), "ascii meta read back as %s", meta);
+    free(meta);
+    ds_shard_close(sh);
 }
 
 // ---- writer misuse: nothing half-written where a good file stood ----
