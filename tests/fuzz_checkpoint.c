@@ -13,6 +13,7 @@
 
 #include "autograd/context.h"
 #include "autograd/error.h"
+#include "fuzz_util.h"
 #include "train/checkpoint.h"
 
 static jmp_buf fuzz_jmp;
@@ -46,8 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int which = data[0] % 3;
     char path[128];
     snprintf(path, sizeof path, "%s/%s", dir, files[which]);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(data + 1, 1, size - 1, f) != size - 1 || fclose(f)) abort();
+    fz_write_file(path, data + 1, size - 1);
     tr_dist d = {.rank = 0, .world = 1};
     tr_ckpt_state st = {0};
     ag_set_error_handler(on_error);

@@ -124,6 +124,17 @@ void tr_ckpt_model_digest(const gm_params *reg, char out[65]) {
     hex(md, n, out);
 }
 
+void tr_ckpt_config_digest(const tr_yaml *resolved, char out[65]) {
+    size_t len;
+    char *text = tr_yaml_dump(resolved, &len);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    int ok = EVP_Digest(text, len, md, &n, EVP_sha256(), NULL);
+    free(text);
+    if (ok != 1) ag_fail("checkpoint: SHA-256 failed");
+    hex(md, n, out);
+}
+
 // state.json --------------------------------------------------------------------------------
 
 static char *state_json(const tr_ckpt_state *st) {
@@ -364,12 +375,7 @@ void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params 
             write_text(path, js);
             free(js);
             path_join(path, sizeof path, tmp, "config.yaml");
-            char *yaml = NULL;
-            size_t len = 0;
-            FILE *mem = open_memstream(&yaml, &len);
-            if (!mem) ag_fail("checkpoint: open_memstream failed: %s", strerror(errno));
-            tr_yaml_print(resolved, mem, 0);
-            if (fclose(mem)) ag_fail("checkpoint: formatting config.yaml failed");
+            char *yaml = tr_yaml_dump(resolved, NULL);
             write_text(path, yaml);
             free(yaml);
         }

@@ -47,6 +47,9 @@ typedef struct {
 // exactly when their digests agree.
 void tr_ckpt_model_digest(const gm_params *reg, char out[65]);
 
+// SHA-256 (hex) of the resolved config as stored in config.yaml.
+void tr_ckpt_config_digest(const tr_yaml *resolved, char out[65]);
+
 // Writes OUT/step_<step> as above (collective: every rank calls it; rank r's optimizer state
 // is opt, NULL when it holds none). Then prunes to the newest keep (keep < 1: keep all).
 // The rank that fails reports one line and the job aborts.

@@ -5,7 +5,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
-#include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,20 +30,6 @@ static uint64_t mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
-}
-
-static void config_digest(const tr_yaml *resolved, char out[65]) {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *mem = open_memstream(&text, &len);
-    if (!mem) ag_fail("train: open_memstream failed: %s", strerror(errno));
-    tr_yaml_print(resolved, mem, 0);
-    if (fclose(mem)) ag_fail("train: formatting the config failed");
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned n = 0;
-    if (EVP_Digest(text, len, md, &n, EVP_sha256(), NULL) != 1) ag_fail("train: SHA-256 failed");
-    free(text);
-    for (unsigned i = 0; i < n && i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
 // No decay on norms, biases, embeddings, positions, query tokens and added rows (vectors
@@ -210,7 +195,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     gm_groundinggpt *m = gm_groundinggpt_new(ctx, &c->model);
     char model_digest[65], cfg_digest[65];
     tr_ckpt_model_digest(m->params, model_digest);
-    config_digest(resolved, cfg_digest);
+    tr_ckpt_config_digest(resolved, cfg_digest);
     if (from && st.complete) {
         check_resume(from, &st, model_digest, d, st.global_batch, st.total_steps, st.zero1);
         if (log) fprintf(log, "stage already complete: %s (step %" PRId64 ")\n", from, st.step);

@@ -295,3 +295,14 @@ void tr_yaml_print(const tr_yaml *n, FILE *out, int indent) {
         }
     }
 }
+
+char *tr_yaml_dump(const tr_yaml *node, size_t *len) {
+    char *text = NULL;
+    size_t n = 0;
+    FILE *mem = open_memstream(&text, &n);
+    if (!mem) ag_fail("config: open_memstream failed: %s", strerror(errno));
+    tr_yaml_print(node, mem, 0);
+    if (fclose(mem)) ag_fail("config: formatting the resolved config failed");
+    if (len) *len = n;
+    return text;
+}

@@ -44,3 +44,5 @@ __attribute__((noreturn, format(printf, 2, 3))) void tr_yaml_fail(const tr_yaml 
                                                                   const char *fmt, ...);
 // Writes the tree as YAML (the resolved config stored with runs and checkpoints).
 void tr_yaml_print(const tr_yaml *node, FILE *out, int indent);
+// The same text in a malloc'd string (*len, may be NULL, gets its length).
+char *tr_yaml_dump(const tr_yaml *node, size_t *len);
