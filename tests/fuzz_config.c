@@ -3,17 +3,12 @@
 // thrown half-way through building the tree abandons what was built (the process exits on
 // errors in real use), so LeakSanitizer is told to ignore what a run allocates.
 // FUZZ_CORPUS: configs *.yaml
-// FUZZ_OPTIONS: -detect_leaks=0 -runs=20000
+// FUZZ_OPTIONS: -detect_leaks=0
 //
-// Such abandoned resources are why this target once failed at its own temp-file write (input
-// "train" or any other: the input at hand was never the cause). tr_yaml_load does not close
-// its FILE, nor delete its libyaml parser (~64 KiB of buffers), when libyaml reports a syntax
-// error, so each such input cost one file descriptor until fopen hit EMFILE (after ~1000 runs
-// under the usual limit of 1024). Until train/yaml_tree.c frees both before it fails, the
-// target closes what a run left open (and says so once) and stops after 20000 runs, before
-// the parsers add up to the 2 GiB RSS limit (~30000 runs). With seeds it also reaches
-// tr_lm_config_read's checks, some of which point their error at a key that may be absent
-// (tr_yaml_fail(tr_yaml_get(task, "payload"), ...) with no payload: a NULL node, a crash).
+// Each input is read as what it looks like: a stage or curriculum-stage config
+// (tr_train_config_read, which also reads the model and init blocks), a model file, or the
+// copy-task config. A refused input must close every file it opened: a descriptor left open
+// fails the run (the loader once leaked its FILE and libyaml parser on each syntax error).
 #include <sanitizer/lsan_interface.h>
 #include <setjmp.h>
 #include <stdint.h>
@@ -23,6 +18,8 @@
 
 #include "autograd/error.h"
 #include "fuzz_util.h"
+#include "train/model_config.h"
+#include "train/train_config.h"
 #include "train/train_lm.h"
 #include "train/yaml_tree.h"
 
@@ -45,17 +42,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (setjmp(fuzz_jmp) == 0) {
         root = tr_yaml_load(path);
         tr_yaml_set(root, "train.steps=3");
-        tr_lm_config cfg;
-        tr_lm_config_read(root, &cfg);
+        if (tr_config_is_stage(root)) {
+            tr_train_config cfg;
+            tr_train_config_read(root, &cfg);
+            tr_train_config_free(&cfg);
+        } else if (tr_yaml_get(root, "llm")) {
+            gm_groundinggpt_config cfg;
+            tr_model_config_read(root, &cfg);
+            tr_yaml_check_used(root);
+        } else {
+            tr_lm_config cfg;
+            tr_lm_config_read(root, &cfg);
+        }
     }
     ag_set_error_handler(NULL);
     if (root) tr_yaml_free(root);
     __lsan_enable();
-    static bool told;
-    if (fz_fds_new(&before, true) && !told) {
-        fprintf(stderr, "fuzz_config: a refused config left a file descriptor open (closed "
-                        "here; see the header of tests/fuzz_config.c)\n");
-        told = true;
+    if (fz_fds_new(&before, false)) {
+        fprintf(stderr, "fuzz_config: this input left a file descriptor open\n");
+        abort();
     }
     unlink(path);
     return 0;

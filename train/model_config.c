@@ -29,8 +29,8 @@ static tr_yaml *req_map(tr_yaml *map, const char *key) {
 // Dividing sizes: width % heads, at the heads entry.
 static void check_heads(tr_yaml *map, const char *width_key, int64_t width, int64_t heads) {
     if (width % heads)
-        tr_yaml_fail(tr_yaml_get(map, "heads"), "%s %lld is not a multiple of heads %lld",
-                     width_key, (long long)width, (long long)heads);
+        tr_yaml_fail(tr_yaml_at(map, "heads"), "%s %lld is not a multiple of heads %lld", width_key,
+                     (long long)width, (long long)heads);
 }
 
 static void read_llm(tr_yaml *root, gm_groundinggpt_config *c) {
@@ -47,10 +47,10 @@ static void read_llm(tr_yaml *root, gm_groundinggpt_config *c) {
     l->norm_eps = tr_yaml_num(m, "norm_eps", 1e-5, 1e-12, 1);
     check_heads(m, "dim", l->dim, l->n_heads);
     if ((l->dim / l->n_heads) % 2)
-        tr_yaml_fail(tr_yaml_get(m, "heads"), "head dim %lld must be even for RoPE",
+        tr_yaml_fail(tr_yaml_at(m, "heads"), "head dim %lld must be even for RoPE",
                      (long long)(l->dim / l->n_heads));
     if (l->n_heads % l->n_kv_heads)
-        tr_yaml_fail(tr_yaml_get(m, "kv_heads"), "heads %lld is not a multiple of kv_heads %lld",
+        tr_yaml_fail(tr_yaml_at(m, "kv_heads"), "heads %lld is not a multiple of kv_heads %lld",
                      (long long)l->n_heads, (long long)l->n_kv_heads);
 }
 
@@ -120,10 +120,10 @@ static void read_image(tr_yaml *root, gm_groundinggpt_config *c) {
     v->image_h = v->image_w = c->image_size;
     read_vit(e, v, false);
     if (v->patch > c->image_size)
-        tr_yaml_fail(tr_yaml_get(e, "patch"), "patch %lld is larger than the image size %lld",
+        tr_yaml_fail(tr_yaml_at(e, "patch"), "patch %lld is larger than the image size %lld",
                      (long long)v->patch, (long long)c->image_size);
     if (gm_vit_out_tokens(v) != c->image_tokens)
-        tr_yaml_fail(tr_yaml_get(s, "tokens"),
+        tr_yaml_fail(tr_yaml_at(s, "tokens"),
                      "%lld tokens, but a %lld-pixel image in %lld-pixel patches makes %lld",
                      (long long)c->image_tokens, (long long)c->image_size, (long long)v->patch,
                      (long long)gm_vit_out_tokens(v));
@@ -143,7 +143,7 @@ static void read_video(tr_yaml *root, gm_groundinggpt_config *c) {
     tr_yaml *e = req_map(s, "encoder");
     read_vit(e, v, false);
     if (v->patch > c->video_size)
-        tr_yaml_fail(tr_yaml_get(e, "patch"), "patch %lld is larger than the frame size %lld",
+        tr_yaml_fail(tr_yaml_at(e, "patch"), "patch %lld is larger than the frame size %lld",
                      (long long)v->patch, (long long)c->video_size);
 
     gm_frame_qformer_config *f = &c->frame_qformer;
@@ -160,7 +160,7 @@ static void read_video(tr_yaml *root, gm_groundinggpt_config *c) {
     a->max_frames = req_int(ad, "max_frames", 1, BIG);
     a->n_queries = c->video_tokens;
     if (a->max_frames < c->video_frames)
-        tr_yaml_fail(tr_yaml_get(ad, "max_frames"), "%lld frame positions for %lld frames",
+        tr_yaml_fail(tr_yaml_at(ad, "max_frames"), "%lld frame positions for %lld frames",
                      (long long)a->max_frames, (long long)c->video_frames);
 }
 
@@ -179,7 +179,7 @@ static void read_audio(tr_yaml *root, gm_groundinggpt_config *c) {
     tr_yaml *e = req_map(s, "encoder");
     read_vit(e, v, true);
     if (v->patch > c->audio_mels || v->patch > c->audio_frames)
-        tr_yaml_fail(tr_yaml_get(e, "patch"), "patch %lld is larger than the %lld x %lld fbank",
+        tr_yaml_fail(tr_yaml_at(e, "patch"), "patch %lld is larger than the %lld x %lld fbank",
                      (long long)v->patch, (long long)c->audio_mels, (long long)c->audio_frames);
 
     gm_audio_adapter_config *a = &c->audio_adapter;
@@ -189,7 +189,7 @@ static void read_audio(tr_yaml *root, gm_groundinggpt_config *c) {
     a->max_clips = req_int(ad, "max_clips", 1, BIG);
     a->n_queries = c->audio_tokens;
     if (a->max_clips < c->audio_clips)
-        tr_yaml_fail(tr_yaml_get(ad, "max_clips"), "%lld clip positions for %lld clips",
+        tr_yaml_fail(tr_yaml_at(ad, "max_clips"), "%lld clip positions for %lld clips",
                      (long long)a->max_clips, (long long)c->audio_clips);
 }
 

@@ -50,7 +50,7 @@ void tr_lm_config_read(tr_yaml *root, tr_lm_config *c) {
     c->payload = tr_yaml_int(task, "payload", 8, 1, big);
     c->data_seed = (uint64_t)tr_yaml_int(task, "seed", 1, 0, INT64_MAX);
     if (ds_copy_seq_len(c->payload) > c->model.max_seq)
-        tr_yaml_fail(tr_yaml_get(task, "payload"), "sequences of %lld tokens exceed max_seq %lld",
+        tr_yaml_fail(tr_yaml_at(task, "payload"), "sequences of %lld tokens exceed max_seq %lld",
                      (long long)ds_copy_seq_len(c->payload), (long long)c->model.max_seq);
 
     tr_yaml *t = tr_yaml_map(root, "train");

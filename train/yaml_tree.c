@@ -100,13 +100,21 @@ tr_yaml *tr_yaml_load(const char *path) {
     if (!f) ag_fail("%s: cannot open: %s", path, strerror(errno));
     yaml_parser_t parser;
     yaml_document_t doc;
-    if (!yaml_parser_initialize(&parser)) ag_fail("%s: cannot initialise the YAML parser", path);
+    if (!yaml_parser_initialize(&parser)) {
+        fclose(f);
+        ag_fail("%s: cannot initialise the YAML parser", path);
+    }
     yaml_parser_set_input_file(&parser, f);
     if (!yaml_parser_load(&parser, &doc)) {
+        // the message points into the parser: format it, then free parser and file
         const yaml_mark_t *m = parser.problem ? &parser.problem_mark : &parser.context_mark;
-        ag_fail("%s:%zu:%zu: YAML syntax: %s%s%s", path, m->line + 1, m->column + 1,
-                parser.problem ? parser.problem : "error", parser.context ? " " : "",
-                parser.context ? parser.context : "");
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s:%zu:%zu: YAML syntax: %s%s%s", path, m->line + 1,
+                 m->column + 1, parser.problem ? parser.problem : "error",
+                 parser.context ? " " : "", parser.context ? parser.context : "");
+        yaml_parser_delete(&parser);
+        fclose(f);
+        ag_fail("%s", msg);
     }
     fclose(f);
     yaml_node_t *root = yaml_document_get_root_node(&doc);
@@ -204,6 +212,11 @@ tr_yaml *tr_yaml_get(tr_yaml *map, const char *key) {
     if (i < 0) return NULL;
     map->used[i] = true;
     return map->items[i];
+}
+
+tr_yaml *tr_yaml_at(tr_yaml *map, const char *key) {
+    tr_yaml *n = tr_yaml_get(map, key);
+    return n ? n : map;
 }
 
 tr_yaml *tr_yaml_map(tr_yaml *map, const char *key) {

@@ -31,6 +31,9 @@ void tr_yaml_set(tr_yaml *root, const char *assignment);
 
 // Lookups in a mapping. A missing key returns NULL / the default. Type or range errors fail.
 tr_yaml *tr_yaml_get(tr_yaml *map, const char *key);
+// Where to point an error about key: its node, or the map itself when the key is absent
+// (its default value was used).
+tr_yaml *tr_yaml_at(tr_yaml *map, const char *key);
 tr_yaml *tr_yaml_map(tr_yaml *map, const char *key); // must be a mapping if present
 int64_t tr_yaml_int(tr_yaml *map, const char *key, int64_t def, int64_t lo, int64_t hi);
 double tr_yaml_num(tr_yaml *map, const char *key, double def, double lo, double hi);
