@@ -19,6 +19,7 @@
 
 #include "autograd/error.h"
 #include "autograd/safetensors.h"
+#include "train/model_config.h"
 
 // Paths -----------------------------------------------------------------------------------
 
@@ -49,8 +50,7 @@ static void fsync_path(const char *path) {
     if (close(fd)) ag_fail("%s: close failed: %s", path, strerror(errno));
 }
 
-// rm -r of a checkpoint folder (plain files only: what tr_ckpt_save writes).
-static void remove_tree(const char *dir) {
+void tr_remove_tree(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) {
         if (errno == ENOENT) return;
@@ -61,6 +61,14 @@ static void remove_tree(const char *dir) {
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         path_join(p, sizeof p, dir, e->d_name);
+        struct stat sb;
+        if (!lstat(p, &sb) && S_ISDIR(sb.st_mode)) {
+            closedir(d); // (re-opened below: the recursion may be deep)
+            tr_remove_tree(p);
+            d = opendir(dir);
+            if (!d) ag_fail("%s: cannot open: %s", dir, strerror(errno));
+            continue;
+        }
         if (unlink(p)) ag_fail("%s: cannot remove: %s", p, strerror(errno));
     }
     closedir(d);
@@ -322,7 +330,7 @@ static void prune(const char *out_dir, int keep, const char *newest) {
         } else {
             char p[PATH_MAX];
             path_join(p, sizeof p, out_dir, names[i]);
-            remove_tree(p);
+            tr_remove_tree(p);
         }
         free(names[i]);
     }
@@ -355,7 +363,7 @@ void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params 
     bool exists = stat(final, &sb) == 0;
     if (d->rank == 0 && !exists) {
         tr_make_dirs(out_dir);
-        remove_tree(tmp); // left by a run killed while writing
+        tr_remove_tree(tmp); // left by a run killed while writing
         if (mkdir(tmp, 0777)) ag_fail("%s: cannot create: %s", tmp, strerror(errno));
     }
     tr_dist_barrier(d);
@@ -512,4 +520,30 @@ void tr_ckpt_load_optim(const char *dir, const tr_ckpt_state *st, ag_adamw *opt,
         }
     opt->step = s;
     ag_st_close(f);
+}
+
+gm_groundinggpt *tr_ckpt_open_model(ag_ctx *ctx, const char *dir, tr_yaml **config) {
+    char path[PATH_MAX];
+    path_join(path, sizeof path, dir, "config.yaml");
+    struct stat sb;
+    if (stat(dir, &sb)) ag_fail("%s: cannot open the checkpoint: %s", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) ag_fail("%s: not a checkpoint folder", dir);
+    tr_yaml *root = tr_yaml_load(path);
+    gm_groundinggpt_config mc;
+    tr_model_config_from_train(root, &mc);
+    gm_groundinggpt *m = gm_groundinggpt_new(ctx, &mc);
+    tr_ckpt_load_model(dir, m->params);
+    *config = root;
+    return m;
+}
+
+char *tr_ckpt_tokenizer_path(tr_yaml *config, const char *override, const char *cmd) {
+    if (override) return ag_xstrdup(override);
+    tr_yaml *ev = tr_yaml_map(config, "eval");
+    const char *t = ev ? tr_yaml_str(ev, "tokenizer", NULL, NULL) : NULL;
+    if (!t)
+        ag_fail("%s: the checkpoint's config.yaml (%s) names no eval.tokenizer; give --tokenizer "
+                "FILE",
+                cmd, config->file);
+    return tr_config_path(tr_yaml_get(ev, "tokenizer"), t);
 }

@@ -20,6 +20,7 @@
 
 #include "autograd/optim.h"
 #include "data/loader.h"
+#include "model/groundinggpt.h"
 #include "model/params.h"
 #include "train/dist.h"
 #include "train/yaml_tree.h"
@@ -56,6 +57,9 @@ void tr_ckpt_config_digest(const tr_yaml *resolved, char out[65]);
 void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params *reg,
                   const ag_adamw *opt, const tr_yaml *resolved, const tr_dist *d, int keep);
 
+// rm -r of a folder of plain files and folders (absent: nothing to do); fails naming the path.
+void tr_remove_tree(const char *dir);
+
 // mkdir -p: creates path and its missing parents; fails naming the folder.
 void tr_make_dirs(const char *path);
 
@@ -68,6 +72,12 @@ void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st);
 // Loads every parameter of reg from DIR/model.safetensors (shapes checked, exact names; a
 // missing or extra tensor fails naming it).
 void tr_ckpt_load_model(const char *dir, const gm_params *reg);
+// The model a checkpoint folder holds: the model of its config.yaml, built on ctx, with the
+// weights of its model.safetensors. *config gets the parsed config.yaml (tr_yaml_free it).
+gm_groundinggpt *tr_ckpt_open_model(ag_ctx *ctx, const char *dir, tr_yaml **config);
+// The tokenizer file for a checkpoint: override when given, else its config's eval.tokenizer;
+// fails, naming cmd, when there is neither. Allocated.
+char *tr_ckpt_tokenizer_path(tr_yaml *config, const char *override, const char *cmd);
 // Loads this rank's optimizer state (opt may be NULL when it holds none): from
 // optim.rank<rank>.safetensors with ZeRO-1, else from rank 0's file.
 void tr_ckpt_load_optim(const char *dir, const tr_ckpt_state *st, ag_adamw *opt, const tr_dist *d);

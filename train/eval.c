@@ -194,24 +194,12 @@ int tr_eval_main(int argc, char **argv, const tr_dist *d) {
     }
     if (!ckpt || !data)
         ag_fail("eval: usage: groundc eval CKPT_DIR --data DIR [--tokenizer FILE] [--limit N]");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.yaml", ckpt);
-    tr_yaml *root = tr_yaml_load(path);
-    gm_groundinggpt_config mc;
-    tr_model_config_from_train(root, &mc);
-    char *tok = NULL;
-    if (!tokenizer) {
-        tr_yaml *ev = tr_yaml_map(root, "eval");
-        const char *t = ev ? tr_yaml_str(ev, "tokenizer", NULL, NULL) : NULL;
-        if (!t) ag_fail("eval: %s names no eval.tokenizer; give --tokenizer FILE", path);
-        tok = tr_config_path(tr_yaml_get(ev, "tokenizer"), t);
-    }
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
-    gm_groundinggpt *m = gm_groundinggpt_new(ctx, &mc);
-    tr_ckpt_load_model(ckpt, m->params);
+    tr_yaml *root;
+    gm_groundinggpt *m = tr_ckpt_open_model(ctx, ckpt, &root);
+    char *tok = tr_ckpt_tokenizer_path(root, tokenizer, "eval");
     tr_eval_result r;
-    tr_eval_grounding(ctx, m, data, tokenizer ? tokenizer : tok, limit, max_new, d, &r,
-                      d->rank ? NULL : stdout, verbose);
+    tr_eval_grounding(ctx, m, data, tok, limit, max_new, d, &r, d->rank ? NULL : stdout, verbose);
     if (d->rank == 0) {
         static const char *const names[3] = {"rec (Acc@0.5)", "tvg (R@1@0.5)", "sound (R@1@0.5)"};
         printf("\n| task | samples | hits | score | mean IoU |\n| --- | --- | --- | --- | --- |\n");

@@ -9,6 +9,8 @@
 #include "train/curriculum.h"
 #include "train/dist.h"
 #include "train/eval.h"
+#include "train/export.h"
+#include "train/generate.h"
 #include "train/inspect.h"
 
 #define GROUNDC_VERSION "0.1.0"
@@ -26,10 +28,10 @@ static void usage(FILE *out) {
             "[--dry-run]\n"
             "        (stage, curriculum or copy-task config; mpirun -np N for N ranks)\n"
             "  groundc eval CKPT_DIR --data DIR [--tokenizer FILE --limit N --verbose]\n"
+            "  groundc generate CKPT_DIR [--image F --video F --audio F] --prompt TEXT\n"
+            "  groundc export CKPT_DIR --format hf|gguf --out DIR [--dtype f32|f16|bf16|q8_0]\n"
             "  groundc inspect CONFIG.yaml [--batch B --seq T]   (model or training config)\n"
-            "  groundc --version | --help\n\n"
-            "Commands of later milestones (generate, export) are\n"
-            "not part of this build yet.\n",
+            "  groundc --version | --help\n",
             GROUNDC_VERSION);
 }
 
@@ -137,6 +139,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "pack")) return ds_pack_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return cmd_train(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
+    if (!strcmp(cmd, "generate")) return tr_generate_main(argc - 2, argv + 2);
+    if (!strcmp(cmd, "export")) return tr_export_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     ag_fail("unknown command '%s' (groundc --help lists the commands)", cmd);
 }

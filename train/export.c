@@ -1,0 +1,103 @@
+// export.c: the export command: arguments, checkpoint, tokenizer, and the temporary folder
+// that becomes OUT only when the format's writer has finished.
+#include "train/export.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "autograd/error.h"
+#include "train/checkpoint.h"
+
+static const char *const usage_line =
+    "export: usage: groundc export CKPT_DIR --format hf|gguf --out DIR [--dtype "
+    "f32|f16|bf16|q8_0] [--tokenizer FILE] [--force]";
+
+// A writer that fails leaves no temporary folder behind either.
+static char g_tmp[PATH_MAX];
+static void remove_tmp_on_error(const char *msg) {
+    (void)msg;
+    ag_set_error_handler(NULL); // a failure while cleaning up just exits
+    if (g_tmp[0]) tr_remove_tree(g_tmp);
+}
+
+int tr_export_main(int argc, char **argv) {
+    const char *ckpt = NULL, *format = NULL, *out = NULL, *dtype = NULL, *tokenizer = NULL;
+    bool force = false;
+    for (int i = 0; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--force")) {
+            force = true;
+        } else if (!strncmp(o, "--", 2)) {
+            if (i + 1 >= argc) ag_fail("export: option %s needs a value", o);
+            const char *v = argv[++i];
+            if (!strcmp(o, "--format"))
+                format = v;
+            else if (!strcmp(o, "--out"))
+                out = v;
+            else if (!strcmp(o, "--dtype"))
+                dtype = v;
+            else if (!strcmp(o, "--tokenizer"))
+                tokenizer = v;
+            else
+                ag_fail("export: unknown option '%s'", o);
+        } else if (!ckpt) {
+            ckpt = o;
+        } else {
+            ag_fail("export: more than one checkpoint given ('%s' and '%s')", ckpt, o);
+        }
+    }
+    if (!ckpt || !format || !out) ag_fail("%s", usage_line);
+    bool hf = !strcmp(format, "hf"), gguf = !strcmp(format, "gguf");
+    if (!hf && !gguf) ag_fail("export: unknown format '%s' (hf or gguf)", format);
+    if (!dtype) dtype = hf ? "f32" : "f16";
+    bool q8 = !strcmp(dtype, "q8_0");
+    if (strcmp(dtype, "f32") && strcmp(dtype, "f16") && strcmp(dtype, "bf16") && !(q8 && gguf))
+        ag_fail("export: --dtype %s: expected f32, f16 or bf16%s", dtype, gguf ? " or q8_0" : "");
+
+    struct stat sb;
+    if (!lstat(out, &sb) && !force)
+        ag_fail("export: %s already exists (remove it, choose another --out, or give --force)",
+                out);
+
+    // Everything that can fail on the input fails before anything is written.
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    tr_yaml *config;
+    gm_groundinggpt *m = tr_ckpt_open_model(ctx, ckpt, &config);
+    char *tok_path = tr_ckpt_tokenizer_path(config, tokenizer, "export");
+    ds_tokenizer *tok = ds_tokenizer_load(tok_path);
+
+    char *tmp = g_tmp, old[PATH_MAX];
+    if ((size_t)snprintf(tmp, sizeof g_tmp, "%s.tmp-%d", out, (int)getpid()) >= sizeof tmp ||
+        (size_t)snprintf(old, sizeof old, "%s.old-%d", out, (int)getpid()) >= sizeof old)
+        ag_fail("export: %s: path too long", out);
+    tr_remove_tree(tmp);
+    tr_make_dirs(tmp);
+    ag_set_error_handler(remove_tmp_on_error);
+    tr_export_job job = {
+        .ckpt_dir = ckpt, .model = m, .tok = tok, .tokenizer_path = tok_path, .dtype = dtype};
+    if (hf)
+        tr_export_hf(&job, tmp);
+    else
+        tr_export_gguf(&job, tmp);
+
+    bool replace = !lstat(out, &sb);
+    if (replace && rename(out, old))
+        ag_fail("export: cannot move the old %s aside: %s", out, strerror(errno));
+    if (rename(tmp, out)) ag_fail("export: cannot rename %s to %s: %s", tmp, out, strerror(errno));
+    g_tmp[0] = 0;
+    ag_set_error_handler(NULL);
+    if (replace) tr_remove_tree(old);
+    printf("export: %s -> %s (%s, %s)\n", ckpt, out, format, dtype);
+
+    ds_tokenizer_free(tok);
+    free(tok_path);
+    gm_groundinggpt_free(m);
+    ag_ctx_free(ctx);
+    tr_yaml_free(config);
+    return 0;
+}

@@ -1,0 +1,30 @@
+// export.h: `groundc export CKPT_DIR --format hf|gguf --out DIR [--dtype T] [--tokenizer F]
+// [--force]`: a trained checkpoint in the formats users run inference with (DESIGN.md).
+//
+//   hf    a LLaVA folder that transformers loads as LlavaForConditionalGeneration (config.json,
+//         model.safetensors, tokenizer files), plus the video and audio branches in their own
+//         safetensors with a config (export_hf.c);
+//   gguf  model.gguf (llama) and mmproj.gguf (clip, mlp projector) for llama.cpp
+//         (export_gguf.c).
+//
+// The export is written into a temporary folder beside OUT and renamed into place when
+// complete: a failure leaves nothing under OUT. An existing OUT is refused unless --force,
+// which replaces it only once the new export is complete.
+#pragma once
+#include "data/tokenizer.h"
+#include "model/groundinggpt.h"
+
+typedef struct {
+    const char *ckpt_dir;         // the checkpoint exported
+    const gm_groundinggpt *model; // its weights, loaded on the CPU (f32 or as trained)
+    const ds_tokenizer *tok;      // the tokenizer it was trained with (added tokens included)
+    const char *tokenizer_path;   // its tokenizer.model file
+    const char *dtype;            // tensor type: "f32", "f16", "bf16" (hf, gguf) or "q8_0" (gguf)
+} tr_export_job;
+
+// Write the export of job into the (empty, existing) folder dir. Fail with one line.
+void tr_export_hf(const tr_export_job *job, const char *dir);
+void tr_export_gguf(const tr_export_job *job, const char *dir);
+
+// The command; returns the exit code.
+int tr_export_main(int argc, char **argv);
