@@ -72,7 +72,7 @@ int tr_export_main(int argc, char **argv) {
     ds_tokenizer *tok = ds_tokenizer_load(tok_path);
 
     char *tmp = g_tmp, old[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof g_tmp, "%s.tmp-%d", out, (int)getpid()) >= sizeof tmp ||
+    if ((size_t)snprintf(tmp, sizeof g_tmp, "%s.tmp-%d", out, (int)getpid()) >= sizeof g_tmp ||
         (size_t)snprintf(old, sizeof old, "%s.old-%d", out, (int)getpid()) >= sizeof old)
         ag_fail("export: %s: path too long", out);
     tr_remove_tree(tmp);
