@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""st_compare.py A B [--rtol R --atol A]: the tensors of two safetensors files (same names,
-shapes, dtypes) agree within tolerance, read with numpy independently of groundc. Exit 1 with
+"""st_compare.py A B [--rtol R --atol A --only GLOB]: the tensors of two safetensors files
+(same names, shapes, dtypes; with --only, those whose name matches GLOB) agree within tolerance, read with numpy independently of groundc. Exit 1 with
 the first tensor that differs."""
-import json, struct, sys
+import fnmatch, json, struct, sys
 import numpy as np
 
 def read(path):
@@ -31,7 +31,15 @@ def main():
         i = args.index("--rtol"); rtol = float(args[i + 1]); del args[i:i + 2]
     if "--atol" in args:
         i = args.index("--atol"); atol = float(args[i + 1]); del args[i:i + 2]
+    only = None
+    if "--only" in args:
+        i = args.index("--only"); only = args[i + 1]; del args[i:i + 2]
     a, b = read(args[0]), read(args[1])
+    if only:
+        a = {k: v for k, v in a.items() if fnmatch.fnmatchcase(k, only)}
+        b = {k: v for k, v in b.items() if fnmatch.fnmatchcase(k, only)}
+        if not a:
+            print(f"no tensor matches {only}"); return 1
     if sorted(a) != sorted(b):
         print("different tensor names:", sorted(set(a) ^ set(b))[:5]); return 1
     worst = 0.0
