@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# test_export_hf.sh GROUNDC BUILD_DIR: `groundc export --format hf` on a checkpoint made here
+# (the tiny model, 2 training steps on synthetic shards):
+#   * f32, f16 and bf16 exports hold exactly the tensors transformers' LlavaForConditionalGeneration
+#     has (plus the video and audio branch files), with the checkpoint's values (tables
+#     concatenated, patch weights permuted, rounding to nearest even), and configs and tokenizer
+#     files that agree with the checkpoint (tests/export_hf_check.py, numpy only);
+#   * past the shard size (made small here), model.safetensors becomes shards + index;
+#   * rounding edge cases (ties, f16 subnormals, the f16 maximum) round as numpy does;
+#   * when `groundc generate --raw --logits-out` exists: the numpy LLaVA forward of the export
+#     (tests/export_hf_forward.py) gives groundc's logits for a text prompt;
+#   * refusals, each one line, non-zero, with neither OUT nor OUT.tmp-* left: unknown format,
+#     existing OUT without --force, a truncated model.safetensors, a config that does not fit
+#     the weights, a value f16 cannot hold; --force replaces an existing OUT.
+set -u
+groundc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+here=$(cd "$(dirname "$0")" && pwd)
+py=/usr/bin/python3
+if ! "$py" -c 'import numpy' 2>/dev/null; then echo "skip: no $py with numpy"; exit 77; fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+tokenizer=$here/fixtures/tokenizer/test_bpe.model
+cd "$tmp" || exit 1
+
+# nothing_left OUT: neither OUT nor a temporary folder beside it
+nothing_left() { [ ! -e "$1" ] && [ -z "$(ls -d "$1".tmp-* 2>/dev/null)" ]; }
+
+expect_error() { # DESCRIPTION PATTERN OUT COMMAND...: one error line, non-zero, OUT untouched
+  local what=$1 pattern=$2 out=$3; shift 3
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [ $rc -ne 0 ] && grep -qE -e "$pattern" "$tmp/err" && [ "$(wc -l <"$tmp/err")" = 1 ] &&
+     nothing_left "$out"; then ok
+  else bad "$what: rc=$rc, stderr: $(head -3 "$tmp/err"), left: $(ls -d "$out"* 2>/dev/null)"; fi
+}
+
+# --- a checkpoint: 2 steps of the tiny model
+"$groundc" synth --out raw --images 6 --videos 2 --audios 2 >/dev/null || bad synth
+"$groundc" pack --json raw/train.json --media-root raw --out train --tokenizer "$tokenizer" \
+  --image-size 32 --image-tokens 16 --video-frames 4 --video-size 16 --video-tokens 8 \
+  --audio-tokens 4 --threads 1 >pack.log 2>&1 || bad "pack: $(tail -2 pack.log)"
+cp "$here/../configs/model/tiny.yaml" tiny.yaml
+cat >stage.yaml <<YAML
+model: tiny.yaml
+stage: 2
+data:
+  datasets:
+    - {path: train, weight: 1}
+  micro_batch: 4
+  seed: 1
+train:
+  steps: 2
+  lr: 1.0e-3
+  log_every: 1
+checkpoint:
+  out: $tmp/ck
+  every: 2
+  keep: 1
+YAML
+"$groundc" train stage.yaml >train.log 2>&1 || { bad "train: $(tail -3 train.log)"; exit 1; }
+ck=$tmp/ck/step_00000002
+
+# --- exports in every dtype, checked against the checkpoint
+for dt in f32 f16 bf16; do
+  if "$groundc" export "$ck" --format hf --out "hf_$dt" --dtype "$dt" --tokenizer "$tokenizer" >log 2>&1; then
+    "$py" "$here/export_hf_check.py" "$ck" "hf_$dt" --dtype "$dt" --tokenizer "$tokenizer" >check.log 2>&1 &&
+      ok || bad "export --dtype $dt: $(grep -m5 FAIL check.log)"
+  else bad "export --dtype $dt: $(cat log)"; fi
+done
+[ -z "$(ls -d hf_*.tmp-* 2>/dev/null)" ] && ok || bad "temporary folders left"
+
+# --- model.safetensors in shards (the 5 GB default made small)
+GROUNDC_EXPORT_HF_SHARD_BYTES=40000 "$groundc" export "$ck" --format hf --out hf_shards --dtype f16 \
+  --tokenizer "$tokenizer" >log 2>&1 &&
+  [ "$(ls hf_shards/model-*-of-*.safetensors | wc -l)" -gt 2 ] &&
+  "$py" "$here/export_hf_check.py" "$ck" hf_shards --dtype f16 --tokenizer "$tokenizer" >check.log 2>&1 &&
+  ok || bad "sharded export: $(cat log; grep -m5 FAIL check.log)"
+
+# --- rounding edge cases in f16 and bf16
+"$py" "$here/export_hf_poke.py" "$ck" edge edge || bad "poke edge values"
+for dt in f16 bf16; do
+  "$groundc" export edge --format hf --out "edge_$dt" --dtype "$dt" --tokenizer "$tokenizer" >log 2>&1 &&
+    "$py" "$here/export_hf_check.py" edge "edge_$dt" --dtype "$dt" --tokenizer "$tokenizer" >check.log 2>&1 &&
+    ok || bad "edge values as $dt: $(cat log; grep -m5 FAIL check.log)"
+done
+
+# --- groundc's own logits against the numpy LLaVA forward of the export: a text prompt, and
+# one with an image (a 32 x 32 PNG: already square and of the model's size, so the pixels the
+# model sees are the file's). Needs `groundc generate --raw --logits-out` and, to tokenize the
+# prompt independently, python3-sentencepiece.
+"$py" - <<'PY' || bad "test image"
+import struct, zlib
+import numpy as np
+img = np.random.default_rng(4).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+np.save("img.npy", img)
+raw = b"".join(b"\0" + img[r].tobytes() for r in range(32))
+chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+open("img.png", "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, 8, 2, 0, 0, 0))
+                            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+PY
+# ids PROMPT: BOS, then each stretch between <image> placeholders encoded on its own (its own
+# dummy prefix), <image> as <im_start> <im_patch> x 16 <im_end> (the tiny model's ids).
+ids() { "$py" -c '
+import sys, sentencepiece as s
+sp = s.SentencePieceProcessor(model_file=sys.argv[1])
+out = [1]
+for i, part in enumerate(sys.argv[2].split("<image>")):
+    if i: out += [2001] + [2000] * 16 + [2002]
+    out += sp.encode(part) if part else []
+print(",".join(map(str, out)))' "$tokenizer" "$1" 2>/dev/null; }
+gen_check() { # WHAT PROMPT [--image F]
+  local what=$1 prompt=$2; shift 2
+  if ! "$groundc" generate "$ck" --raw --prompt "$prompt" "$@" --logits-out logits.npy \
+       --max-new-tokens 0 --tokenizer "$tokenizer" >gen.log 2>&1 || [ ! -s logits.npy ]; then
+    echo "skip: $what (groundc generate --raw --logits-out: $(head -1 gen.log))"; return
+  fi
+  local t; if ! t=$(ids "$prompt"); then echo "skip: $what (no python3-sentencepiece)"; return; fi
+  local img=(); [ $# -gt 0 ] && img=(--image img.npy)
+  if "$py" "$here/export_hf_forward.py" hf_f32 --ids "$t" --logits logits.npy "${img[@]}" --tol 1e-3 >fwd.log 2>&1; then
+    ok; cat fwd.log
+  else bad "$what: numpy forward of the export vs groundc generate: $(cat fwd.log)"; fi
+  rm -f logits.npy
+}
+gen_check "text prompt" "A chat between a curious human and an artificial intelligence assistant. ### Human: Where is the cat? ### Assistant:"
+gen_check "image prompt" "Where is the red square? <image> Answer: [0.25," --image img.png
+
+# --- refusals
+expect_error "unknown format" "unknown format 'onnx'" x1 "$groundc" export "$ck" --format onnx --out x1
+mkdir x2 && touch x2/keep
+"$groundc" export "$ck" --format hf --out x2 --tokenizer "$tokenizer" >out 2>err
+[ $? -ne 0 ] && grep -q "x2 already exists" err && [ "$(wc -l <err)" = 1 ] && [ -e x2/keep ] &&
+  [ -z "$(ls -d x2.tmp-* 2>/dev/null)" ] && ok || bad "existing OUT without --force: $(cat err)"
+"$groundc" export "$ck" --format hf --out x2 --tokenizer "$tokenizer" --force >out 2>err &&
+  [ ! -e x2/keep ] && [ -s x2/model.safetensors ] && [ -z "$(ls -d x2.*-* 2>/dev/null)" ] &&
+  ok || bad "--force replaces OUT: $(cat err)"
+cp -r "$ck" trunc && head -c 20000 "$ck/model.safetensors" >trunc/model.safetensors
+expect_error "truncated model.safetensors" "trunc/model.safetensors" x3 "$groundc" export trunc --format hf --out x3 --tokenizer "$tokenizer"
+cp -r "$ck" other && sed -i 's/^    dim: 64$/    dim: 32/' other/config.yaml
+expect_error "config of another model" "other/model.safetensors" x4 "$groundc" export other --format hf --out x4 --tokenizer "$tokenizer"
+"$py" "$here/export_hf_poke.py" "$ck" huge huge || bad "poke a huge value"
+expect_error "value beyond f16" "linear_1.bias.*does not fit F16" x5 "$groundc" export huge --format hf --out x5 --dtype f16 --tokenizer "$tokenizer"
+"$groundc" export huge --format hf --out x6 --dtype bf16 --tokenizer "$tokenizer" >/dev/null 2>&1 && ok || bad "bf16 holds 1e6"
+
+echo "test_export_hf: $pass passed, $fail failed"
+[ "$fail" = 0 ]
