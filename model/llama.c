@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "autograd/backend.h"
 #include "autograd/error.h"
+#include "autograd/memory.h"
 #include "model/init.h"
 
 void gm_llama_check_config(const gm_llama_config *c) {
@@ -97,28 +99,109 @@ ag_tensor *gm_llama_embed(ag_ctx *ctx, const gm_llama *m, ag_tensor *ids) {
     return ag_embedding(ctx, m->embed, ids); // (B, T, C)
 }
 
-ag_tensor *gm_llama_hidden(ag_ctx *ctx, const gm_llama *m, ag_tensor *x, ag_tensor *pos) {
+// Appends x (B, n, Hkv, D), contiguous, to cache c (B, max_len, Hkv, D) at position len.
+static void kv_append(ag_tensor *c, const ag_tensor *x, int64_t len) {
+    const ag_backend *be = ag_backend_for(c->device);
+    int64_t B = x->shape[0], n = x->shape[1], row = x->shape[2] * x->shape[3];
+    size_t es = ag_dtype_size(c->dtype);
+    ag_layout l = {.ndim = 1, .shape = {n * row}, .stride = {1}};
+    for (int64_t b = 0; b < B; b++)
+        be->copy_strided((char *)c->data + (size_t)((b * c->shape[1] + len) * row) * es,
+                         (const char *)x->data + (size_t)(b * n * row) * es, &l, es);
+}
+
+// One decoder block on x (B, T, C) at positions pos. With a cache, k and v are appended to
+// layer l's entries and the queries attend to everything cached.
+static ag_tensor *block(ag_ctx *ctx, const gm_llama *m, int64_t l, ag_tensor *x, ag_tensor *pos,
+                        gm_llama_kv *kv) {
     const gm_llama_config *c = &m->cfg;
+    const gm_llama_layer *L = &m->layers[l];
     int64_t B = x->shape[0], T = x->shape[1], C = c->dim;
     int64_t H = c->n_heads, Hkv = c->n_kv_heads, D = C / H;
-    double scale = 1.0 / sqrt((double)D);
-    for (int64_t l = 0; l < c->n_layers; l++) {
-        const gm_llama_layer *L = &m->layers[l];
-        ag_tensor *h = ag_rmsnorm(ctx, x, L->attn_norm, c->norm_eps); // (B, T, C)
-        ag_tensor *q = ag_reshape(ctx, ag_linear(ctx, h, L->wq, NULL), AG_SHAPE(B, T, H, D));
-        ag_tensor *k = ag_reshape(ctx, ag_linear(ctx, h, L->wk, NULL), AG_SHAPE(B, T, Hkv, D));
-        ag_tensor *v = ag_reshape(ctx, ag_linear(ctx, h, L->wv, NULL), AG_SHAPE(B, T, Hkv, D));
-        q = ag_rope(ctx, q, pos, c->rope_theta);
-        k = ag_rope(ctx, k, pos, c->rope_theta);
-        ag_tensor *a = ag_attention(ctx, q, k, v, NULL, true, scale); // (B, T, H, D)
-        a = ag_reshape(ctx, a, AG_SHAPE(B, T, C));
-        x = ag_add(ctx, x, ag_linear(ctx, a, L->wo, NULL));
-        h = ag_rmsnorm(ctx, x, L->ffn_norm, c->norm_eps);
-        ag_tensor *f = ag_swiglu(ctx, ag_linear(ctx, h, L->w_gate, NULL),
-                                 ag_linear(ctx, h, L->w_up, NULL)); // (B, T, F)
-        x = ag_add(ctx, x, ag_linear(ctx, f, L->w_down, NULL));
+    ag_tensor *h = ag_rmsnorm(ctx, x, L->attn_norm, c->norm_eps); // (B, T, C)
+    ag_tensor *q = ag_reshape(ctx, ag_linear(ctx, h, L->wq, NULL), AG_SHAPE(B, T, H, D));
+    ag_tensor *k = ag_reshape(ctx, ag_linear(ctx, h, L->wk, NULL), AG_SHAPE(B, T, Hkv, D));
+    ag_tensor *v = ag_reshape(ctx, ag_linear(ctx, h, L->wv, NULL), AG_SHAPE(B, T, Hkv, D));
+    q = ag_rope(ctx, q, pos, c->rope_theta);
+    k = ag_rope(ctx, k, pos, c->rope_theta);
+    if (kv) { // (B, len + T, Hkv, D) views of the cache
+        kv_append(&kv->k[l], k, kv->len);
+        kv_append(&kv->v[l], v, kv->len);
+        k = ag_slice(ctx, &kv->k[l], 1, 0, kv->len + T);
+        v = ag_slice(ctx, &kv->v[l], 1, 0, kv->len + T);
     }
-    return ag_rmsnorm(ctx, x, m->norm, c->norm_eps);
+    ag_tensor *a = ag_attention(ctx, q, k, v, NULL, true, 1.0 / sqrt((double)D)); // (B, T, H, D)
+    a = ag_reshape(ctx, a, AG_SHAPE(B, T, C));
+    x = ag_add(ctx, x, ag_linear(ctx, a, L->wo, NULL));
+    h = ag_rmsnorm(ctx, x, L->ffn_norm, c->norm_eps);
+    ag_tensor *f = ag_swiglu(ctx, ag_linear(ctx, h, L->w_gate, NULL),
+                             ag_linear(ctx, h, L->w_up, NULL)); // (B, T, F)
+    return ag_add(ctx, x, ag_linear(ctx, f, L->w_down, NULL));
+}
+
+ag_tensor *gm_llama_hidden(ag_ctx *ctx, const gm_llama *m, ag_tensor *x, ag_tensor *pos) {
+    for (int64_t l = 0; l < m->cfg.n_layers; l++) x = block(ctx, m, l, x, pos, NULL);
+    return ag_rmsnorm(ctx, x, m->norm, m->cfg.norm_eps);
+}
+
+gm_llama_kv *gm_llama_kv_new(const gm_llama *m, int64_t B, int64_t max_len) {
+    const gm_llama_config *c = &m->cfg;
+    if (B < 1 || max_len < 1 || max_len > c->max_seq)
+        ag_fail("llama kv cache: %lld sequences of %lld positions (max_seq %lld)", (long long)B,
+                (long long)max_len, (long long)c->max_seq);
+    gm_llama_kv *kv = ag_xcalloc(1, sizeof *kv, "kv cache");
+    kv->B = B, kv->max_len = max_len, kv->n_layers = c->n_layers;
+    kv->k = ag_xcalloc((size_t)c->n_layers, sizeof *kv->k, "kv cache");
+    kv->v = ag_xcalloc((size_t)c->n_layers, sizeof *kv->v, "kv cache");
+    int64_t D = c->dim / c->n_heads;
+    for (int64_t l = 0; l < 2 * c->n_layers; l++) {
+        ag_tensor *t = l < c->n_layers ? &kv->k[l] : &kv->v[l - c->n_layers];
+        t->dtype = m->embed->dtype;
+        t->device = m->embed->device;
+        t->ndim = 4;
+        t->shape[0] = B, t->shape[1] = max_len, t->shape[2] = c->n_kv_heads, t->shape[3] = D;
+        ag_set_contiguous_strides(t);
+        t->name = l < c->n_layers ? "kv_cache.k" : "kv_cache.v";
+        t->data = ag_device_alloc(t->device, ag_nbytes(t), "kv cache");
+    }
+    return kv;
+}
+
+void gm_llama_kv_free(gm_llama_kv *kv) {
+    if (!kv) return;
+    for (int64_t l = 0; l < kv->n_layers; l++) {
+        ag_device_free(kv->k[l].device, kv->k[l].data);
+        ag_device_free(kv->v[l].device, kv->v[l].data);
+    }
+    free(kv->k);
+    free(kv->v);
+    free(kv);
+}
+
+void gm_llama_kv_reset(gm_llama_kv *kv) {
+    kv->len = 0;
+}
+
+ag_tensor *gm_llama_hidden_cached(ag_ctx *ctx, const gm_llama *m, gm_llama_kv *kv, ag_tensor *x) {
+    if (ag_grad_enabled(ctx))
+        ag_fail("llama kv cache: inference only (gradients are enabled; use ag_no_grad_begin)");
+    if (x->ndim != 3 || x->shape[0] != kv->B || x->shape[2] != m->cfg.dim)
+        ag_fail("llama kv cache: input of shape [%lld, %lld, %lld], the cache holds %lld "
+                "sequences of width %lld",
+                (long long)x->shape[0], (long long)x->shape[1],
+                (long long)(x->ndim > 2 ? x->shape[2] : 0), (long long)kv->B,
+                (long long)m->cfg.dim);
+    int64_t n = x->shape[1];
+    if (kv->len + n > kv->max_len)
+        ag_fail("llama kv cache: %lld positions + %lld new exceed its %lld", (long long)kv->len,
+                (long long)n, (long long)kv->max_len);
+    int32_t *p = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)n);
+    for (int64_t t = 0; t < n; t++) p[t] = (int32_t)(kv->len + t);
+    ag_tensor *pos = ag_from_host(ctx, AG_I32, AG_SHAPE(n), p);
+    for (int64_t l = 0; l < m->cfg.n_layers; l++) x = block(ctx, m, l, x, pos, kv);
+    kv->len += n;
+    kv->rows += kv->B * n;
+    return ag_rmsnorm(ctx, x, m->norm, m->cfg.norm_eps);
 }
 
 ag_tensor *gm_llama_logits(ag_ctx *ctx, const gm_llama *m, ag_tensor *hidden) {

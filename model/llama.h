@@ -1,6 +1,7 @@
 // llama.h: a Llama-style decoder (Vicuna/Llama 2 shape; grouped-query attention) built from
 // autograd ops. Parameter names follow HF transformers (model.layers.N.self_attn.q_proj.weight
-// ...) so that weights map one to one.
+// ...) so that weights map one to one. Inference also has a KV-cached path (gm_llama_kv): the
+// prompt is run once (prefill), then each new token costs one decoder row per layer.
 #pragma once
 #include <stdint.h>
 
@@ -49,3 +50,26 @@ ag_tensor *gm_llama_hidden(ag_ctx *ctx, const gm_llama *m, ag_tensor *x, ag_tens
 ag_tensor *gm_llama_logits(ag_ctx *ctx, const gm_llama *m, ag_tensor *hidden);
 // Mean next-token cross-entropy: ids (B, T), targets (B, T) with ignore_index -100.
 ag_tensor *gm_llama_loss(ag_ctx *ctx, const gm_llama *m, ag_tensor *ids, ag_tensor *targets);
+
+// KV cache for inference ---------------------------------------------------------------------
+// Per layer the rotated keys and the values of every position run so far, (B, max_len, Hkv,
+// D) at the model's dtype on its device, in storage the cache owns (not a context arena, so
+// that it outlives step resets and can be freed). gm_llama_hidden_cached runs new positions
+// len .. len + n - 1 against it: the same ops as gm_llama_hidden (attention is causal with
+// Tk = len + n > Tq = n), so its outputs equal the full forward's rows.
+typedef struct {
+    int64_t B, max_len, n_layers;
+    int64_t len;      // positions filled (the same for every sample of the batch)
+    ag_tensor *k, *v; // (n_layers) tensors (B, max_len, Hkv, D)
+    int64_t rows;     // decoder rows run through the cache so far (B per position)
+} gm_llama_kv;
+
+// A cache for B sequences of up to max_len positions (<= the model's max_seq).
+gm_llama_kv *gm_llama_kv_new(const gm_llama *m, int64_t B, int64_t max_len);
+void gm_llama_kv_free(gm_llama_kv *kv);
+// Empties the cache (len = 0) for a new sequence; keeps the storage.
+void gm_llama_kv_reset(gm_llama_kv *kv);
+// The decoder stack on embeddings x (B, n, C) of positions kv->len .. kv->len + n - 1, which
+// are appended to the cache: final-normed hidden states (B, n, C). Inference only: fails
+// when gradients are enabled, or when the positions would pass max_len.
+ag_tensor *gm_llama_hidden_cached(ag_ctx *ctx, const gm_llama *m, gm_llama_kv *kv, ag_tensor *x);
