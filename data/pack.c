@@ -32,6 +32,7 @@
 #include "data/image.h"
 #include "data/jsonl.h"
 #include "data/manifest.h"
+#include "data/prompt.h"
 #include "data/shard.h"
 #include "data/template.h"
 #include "data/tokenizer.h"
@@ -41,10 +42,6 @@
 
 // The media keys of a reference sample, by ds_media_kind.
 static const char *const media_keys[DS_MEDIA_KINDS] = {"image", "video", "sound"};
-// The 9 added tokens of GroundingGPT, in the order that gives ids vocab + 0 ... vocab + 8.
-static const char *const added_tokens[9] = {"<im_patch>", "<im_start>", "<im_end>",
-                                            "<vi_patch>", "<vi_start>", "<vi_end>",
-                                            "<so_patch>", "<so_start>", "<so_end>"};
 
 ds_pack_sizes ds_pack_sizes_reference(void) {
     return (ds_pack_sizes){.image_size = 336,
@@ -123,9 +120,8 @@ typedef struct {
 typedef struct {
     const ds_pack_config *cfg;
     ds_tokenizer *tok;
-    int32_t model_vocab;
-    int32_t start_id[DS_MEDIA_KINDS], patch_id[DS_MEDIA_KINDS], end_id[DS_MEDIA_KINDS];
-    int patches[DS_MEDIA_KINDS];
+    ds_media_tokens media_tokens;
+    int64_t patches[DS_MEDIA_KINDS];
 
     int n_files;
     ds_record_file *files;
@@ -392,16 +388,6 @@ static char *make_meta(const packer *p, const item *it, const ds_turn *t, int n)
     return s;
 }
 
-static void append(result *r, int64_t *cap, int32_t id, uint8_t mask) {
-    if (r->len == *cap) {
-        *cap = *cap ? 2 * *cap : 512;
-        r->tokens = ag_xrealloc(r->tokens, (size_t)*cap * sizeof *r->tokens, "sample tokens");
-        r->mask = ag_xrealloc(r->mask, (size_t)*cap, "sample tokens");
-    }
-    r->tokens[r->len] = id;
-    r->mask[r->len++] = mask;
-}
-
 // Renders, checks and tokenizes a conversation into r. task < 0: infer it.
 static bool build_sample(const packer *p, const item *it, const ds_turn *t, int n, int task,
                          result *r, char *err, size_t en) {
@@ -430,33 +416,10 @@ static bool build_sample(const packer *p, const item *it, const ds_turn *t, int 
             return failf(err, en, "%d %s placeholders (one per sample)", count, ph);
         }
     }
-    int64_t cap = 0;
-    for (int i = 0; i < rd.n; i++) {
-        const ds_piece *pc = &rd.pieces[i];
-        if (pc->is_media) {
-            int k = pc->media;
-            append(r, &cap, p->start_id[k], 0);
-            for (int j = 0; j < p->patches[k]; j++) append(r, &cap, p->patch_id[k], 0);
-            append(r, &cap, p->end_id[k], 0);
-            continue;
-        }
-        unsigned flags = pc->starts_sequence ? DS_TOK_ADD_BOS : DS_TOK_NO_DUMMY_PREFIX;
-        int64_t m;
-        int32_t *ids = ds_tokenizer_encode_alloc(p->tok, pc->text, strlen(pc->text), flags, &m);
-        for (int64_t j = 0; j < m; j++) {
-            if (ids[j] >= p->model_vocab) {
-                // an added token spelled out in the text would corrupt the media splice
-                failf(err, en, "the text contains the special token %s",
-                      ds_tokenizer_id_to_piece(p->tok, ids[j]));
-                free(ids);
-                ds_rendered_free(&rd);
-                return false;
-            }
-            append(r, &cap, ids[j], pc->supervised ? 1 : 0);
-        }
-        free(ids);
-    }
+    bool ok = ds_prompt_tokenize(&rd, p->tok, &p->media_tokens, p->patches, &r->tokens, &r->mask,
+                                 &r->len, err, en);
     ds_rendered_free(&rd);
+    if (!ok) return false;
     if (r->len > p->cfg->max_len)
         return failf(err, en, "%lld tokens after expanding media, more than --max-len %lld",
                      (long long)r->len, (long long)p->cfg->max_len);
@@ -674,12 +637,7 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
     packer P = {.cfg = cfg}, *p = &P;
 
     p->tok = ds_tokenizer_load(cfg->tokenizer_path);
-    p->model_vocab = ds_tokenizer_model_vocab_size(p->tok);
-    int32_t ids[9];
-    for (int k = 0; k < 9; k++) ids[k] = ds_tokenizer_add_special(p->tok, added_tokens[k]);
-    for (int k = 0; k < DS_MEDIA_KINDS; k++) {
-        p->patch_id[k] = ids[3 * k], p->start_id[k] = ids[3 * k + 1], p->end_id[k] = ids[3 * k + 2];
-    }
+    p->media_tokens = ds_prompt_add_tokens(p->tok);
     p->patches[DS_MEDIA_IMAGE] = cfg->sizes.image_tokens;
     p->patches[DS_MEDIA_VIDEO] = cfg->sizes.video_tokens;
     p->patches[DS_MEDIA_AUDIO] = cfg->sizes.audio_tokens;
