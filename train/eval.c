@@ -10,9 +10,19 @@
 #include "data/loader.h"
 #include "data/manifest.h"
 #include "data/shard.h"
+#include "data/template.h"
+#include "train/atomic_file.h"
 #include "train/batch.h"
 #include "train/checkpoint.h"
+#include "train/generate.h"
 #include "train/model_config.h"
+
+const double tr_eval_thresholds[TR_EVAL_NTHR] = {0.3, 0.5, 0.7};
+
+const char *tr_eval_task_name(int task) {
+    static const char *const names[TR_EVAL_TASKS] = {"rec", "tvg", "sound", "caption"};
+    return task >= 0 && task < TR_EVAL_TASKS ? names[task] : NULL;
+}
 
 double tr_eval_rate(const tr_eval_result *r, int task) {
     return r->n[task] ? (double)r->hits[task] / (double)r->n[task] : NAN;
@@ -26,82 +36,86 @@ static int eval_kind(int task) {
         return TR_EVAL_TVG;
     case DS_TASK_SOUND:
         return TR_EVAL_SOUND;
+    case DS_TASK_CAPTION:
+        return TR_EVAL_CAPTION;
     default:
         return -1;
     }
 }
 
 // IoU of the first box (REC) or span of the two texts; -1 when the reference has none (the
-// sample is not gradable), 0 when the answer has none.
-static double answer_iou(int kind, const char *answer, const char *reference) {
+// sample is not gradable), 0 when the answer has none (*parsed false).
+static double answer_iou(int kind, const char *answer, const char *reference, bool *parsed) {
+    *parsed = false;
     if (kind == TR_EVAL_REC) {
         ds_box want, got;
         if (!ds_parse_box(reference, &want)) return -1;
-        return ds_parse_box(answer, &got) ? ds_box_iou(got, want) : 0;
+        *parsed = ds_parse_box(answer, &got);
+        return *parsed ? ds_box_iou(got, want) : 0;
     }
     ds_span want, got;
     if (!ds_parse_span(reference, &want)) return -1;
-    return ds_parse_span(answer, &got) ? ds_span_iou(got, want) : 0;
+    *parsed = ds_parse_span(answer, &got);
+    return *parsed ? ds_span_iou(got, want) : 0;
 }
 
-// Greedy continuation of prompt ids[0..T) of a one-sample batch; returns the generated ids
-// (malloc'd, *n of them).
-static int32_t *generate(ag_ctx *ctx, gm_groundinggpt *m, gm_groundinggpt_batch *gb,
-                         const ds_tokenizer *tok, int64_t max_new, int64_t *n) {
-    const int64_t T = gb->T, C = m->cfg.llm.dim, V0 = m->cfg.llm.vocab;
-    int64_t room = m->cfg.llm.max_seq - T;
-    if (max_new > room) max_new = room;
-    int32_t *out = ag_xmalloc(sizeof(int32_t) * (size_t)(max_new > 0 ? max_new : 1), "generate");
-    float *emb = ag_xmalloc(sizeof(float) * (size_t)((T + max_new) * C), "generate");
-    *n = 0;
-    ag_no_grad_begin(ctx);
-    ag_copy_to_host(ag_cast(ctx, gm_groundinggpt_embed(ctx, m, gb, false, 0), AG_F32), emb);
-    ag_step_reset(ctx);
-    for (int64_t k = 0; k < max_new; k++) {
-        int64_t L = T + k;
-        ag_tensor *x =
-            ag_cast(ctx, ag_from_host(ctx, AG_F32, AG_SHAPE(1, L, C), emb), m->cfg.dtype);
-        ag_tensor *h = gm_llama_hidden(ctx, m->llm, x, gm_positions(ctx, L)); // (1, L, C)
-        ag_tensor *logits = gm_groundinggpt_head(ctx, m, ag_slice(ctx, h, 1, L - 1, L));
-        int64_t V = logits->shape[1];
-        float *row = ag_step_alloc(ctx, sizeof(float) * (size_t)V);
-        ag_copy_to_host(ag_cast(ctx, logits, AG_F32), row);
-        int32_t best = 0;
-        for (int64_t v = 1; v < V; v++)
-            if (row[v] > row[best]) best = (int32_t)v;
-        ag_step_reset(ctx);
-        if (best >= V0) break; // an added (media) token ends the answer
-        out[(*n)++] = best;
-        char *text = ds_tokenizer_decode(tok, out, *n, NULL);
-        bool stop = strstr(text, "###") != NULL;
-        free(text);
-        if (stop) break;
-        ag_tensor *id = ag_from_host(ctx, AG_I32, AG_SHAPE(1, 1), &best);
-        ag_copy_to_host(ag_cast(ctx, gm_llama_embed(ctx, m->llm, id), AG_F32), emb + L * C);
-        ag_step_reset(ctx);
+// The text up to the stop marker, without surrounding whitespace (in place).
+static char *trim_answer(char *s) {
+    char *m = strstr(s, DS_STOP_MARKER);
+    if (m) *m = 0;
+    while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r') s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+        s[--n] = 0;
+    return s;
+}
+
+static void json_check(bool ok) {
+    if (!ok) ag_fail("eval: out of memory building the JSON report");
+}
+
+// Rank 0 gets every rank's records appended to its array (ranks in order).
+static void gather_samples(const tr_dist *d, cJSON *mine) {
+    if (d->world == 1) return;
+    char *text = cJSON_PrintUnformatted(mine);
+    json_check(text != NULL);
+    double *len = ag_xcalloc((size_t)d->world, sizeof *len, "eval");
+    len[d->rank] = (double)strlen(text) + 1;
+    tr_dist_sum_f64(d, len, d->world);
+    for (int r = 1; r < d->world; r++) {
+        int cap = (int)len[r];
+        char *buf = ag_xmalloc((size_t)cap, "eval");
+        if (d->rank == r) memcpy(buf, text, (size_t)cap);
+        tr_dist_broadcast_str(d, buf, cap, r);
+        if (d->rank == 0) {
+            cJSON *theirs = cJSON_Parse(buf);
+            if (!cJSON_IsArray(theirs)) ag_fail("eval: rank %d sent malformed sample records", r);
+            while (cJSON_GetArraySize(theirs) > 0)
+                json_check(cJSON_AddItemToArray(mine, cJSON_DetachItemFromArray(theirs, 0)));
+            cJSON_Delete(theirs);
+        }
+        free(buf);
     }
-    ag_no_grad_end(ctx);
-    free(emb);
-    return out;
+    free(len);
+    free(text);
 }
 
-void tr_eval_grounding(ag_ctx *ctx, gm_groundinggpt *m, const char *data_dir,
-                       const char *tokenizer_path, int64_t limit, int64_t max_new, const tr_dist *d,
-                       tr_eval_result *r, FILE *log, bool verbose) {
+void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const tr_dist *d,
+                 tr_eval_result *r, FILE *log, bool verbose, cJSON **samples) {
     memset(r, 0, sizeof *r);
-    ds_tokenizer *tok = ds_tokenizer_load(tokenizer_path);
+    ds_tokenizer *tok = ds_tokenizer_load(o->tokenizer_path);
     ds_manifest man;
-    ds_manifest_read(&man, data_dir);
+    ds_manifest_read(&man, o->data_dir);
     char digest[65];
     ds_tokenizer_digest(tok, digest);
     if (strcmp(digest, man.tokenizer_digest))
         ag_fail("%s: packed with another tokenizer than %s (digest %.12s..., the dataset's "
                 "%.12s...)",
-                data_dir, tokenizer_path, digest, man.tokenizer_digest);
-    int64_t total = man.num_samples < limit ? man.num_samples : limit;
+                o->data_dir, o->tokenizer_path, digest, man.tokenizer_digest);
+    int64_t total = man.num_samples < o->limit ? man.num_samples : o->limit;
     ds_manifest_free(&man);
 
-    ds_loader_dataset ds = {.dir = data_dir, .weight = 1};
+    ds_loader_dataset ds = {.dir = o->data_dir, .weight = 1};
     ds_loader_config lc = {.datasets = &ds,
                            .num_datasets = 1,
                            .seed = 0,
@@ -113,101 +127,270 @@ void tr_eval_grounding(ag_ctx *ctx, gm_groundinggpt *m, const char *data_dir,
                            .pad_id = 0,
                            .prefetch = 4};
     ds_loader *l = ds_loader_open(&lc);
+    gm_llama_kv *kv = gm_llama_kv_new(m->llm, 1, m->cfg.llm.max_seq);
+    cJSON *recs = NULL;
+    if (samples) json_check((recs = cJSON_CreateArray()) != NULL);
+    tr_decode_opts dopt = {.max_new = o->max_new, .top_p = 1};
     int64_t steps = (total + d->world - 1) / d->world;
     for (int64_t s = 0; s < steps; s++) {
         const ds_batch *b = ds_loader_next(l);
         if (b->positions[0] >= total) continue;
         int kind = eval_kind(b->task[0]);
-        if (kind < 0) continue;
+        if (kind < 0 || !(o->tasks & (1u << kind))) continue;
         int64_t t0 = 0, T = b->lengths[0];
         while (t0 < T && b->targets[t0] == DS_LOADER_IGNORE) t0++;
         if (t0 == T) continue;
         int64_t t1 = t0;
         while (t1 < T && b->targets[t1] != DS_LOADER_IGNORE) t1++;
-        char *reference = ds_tokenizer_decode(tok, b->targets + t0, t1 - t0, NULL);
+        char *ref_text = ds_tokenizer_decode(tok, b->targets + t0, t1 - t0, NULL);
         gm_groundinggpt_batch gb;
         tr_batch_to_model(ctx, b, &gb);
         gb.T = t0 + 1;
         gb.targets = NULL;
-        int64_t n;
-        int32_t *ids = generate(ctx, m, &gb, tok, max_new, &n);
-        char *answer = ds_tokenizer_decode(tok, ids, n, NULL);
-        double iou = answer_iou(kind, answer, reference);
-        if (iou >= 0) {
+        tr_decode_result dr;
+        tr_decode(ctx, m, kv, &gb, tok, &dopt, &dr);
+        r->new_tokens += dr.n;
+        r->prefill_s += dr.prefill_s;
+        r->decode_s += dr.decode_s;
+        char *ans_text = ds_tokenizer_decode(tok, dr.ids, dr.n, NULL);
+        char *answer = trim_answer(ans_text), *reference = trim_answer(ref_text);
+        cJSON *rec = NULL;
+        if (recs) {
+            json_check((rec = cJSON_CreateObject()) != NULL);
+            json_check(cJSON_AddNumberToObject(rec, "sample", (double)b->sample[0]) &&
+                       cJSON_AddStringToObject(rec, "task", tr_eval_task_name(kind)) &&
+                       cJSON_AddStringToObject(rec, "answer", answer) &&
+                       cJSON_AddStringToObject(rec, "reference", reference));
+        }
+        double score;
+        if (kind == TR_EVAL_CAPTION) {
+            tr_caption_add(&r->caption, answer, reference);
             r->n[kind]++;
-            r->hits[kind] += iou >= 0.5;
-            r->iou_sum[kind] += iou;
+            score = tr_rouge_l(answer, reference);
+            if (rec) json_check(cJSON_AddNumberToObject(rec, "rouge_l", score));
+        } else {
+            bool parsed;
+            score = answer_iou(kind, answer, reference, &parsed);
+            if (score >= 0) {
+                r->n[kind]++;
+                r->parsed[kind] += parsed;
+                r->iou_sum[kind] += score;
+                for (int k = 0; k < TR_EVAL_NTHR; k++)
+                    r->hits_at[kind][k] += score >= tr_eval_thresholds[k];
+                if (rec) json_check(cJSON_AddNumberToObject(rec, "iou", score));
+            }
+        }
+        if (rec) {
+            if (kind == TR_EVAL_CAPTION || score >= 0)
+                json_check(cJSON_AddItemToArray(recs, rec));
+            else
+                cJSON_Delete(rec);
         }
         if (verbose && log)
-            fprintf(log, "eval sample %lld (%s): iou %.3f | answer \"%s\" | reference \"%s\"\n",
-                    (long long)b->sample[0], ds_task_name(b->task[0]), iou, answer, reference);
-        free(answer);
-        free(reference);
-        free(ids);
+            fprintf(log, "eval sample %lld (%s): %s %.3f | answer \"%s\" | reference \"%s\"\n",
+                    (long long)b->sample[0], ds_task_name(b->task[0]),
+                    kind == TR_EVAL_CAPTION ? "rouge-l" : "iou", score, answer, reference);
+        free(ans_text);
+        free(ref_text);
+        free(dr.ids);
         ag_step_reset(ctx);
     }
+    gm_llama_kv_free(kv);
     ds_loader_close(l);
     ds_tokenizer_free(tok);
-    double sums[9];
-    for (int k = 0; k < 3; k++) {
-        sums[3 * k] = (double)r->n[k];
-        sums[3 * k + 1] = (double)r->hits[k];
-        sums[3 * k + 2] = r->iou_sum[k];
+
+    // every count is a sum over ranks
+    enum { PER = 4 + TR_EVAL_NTHR, NC = 11 };
+    double sums[TR_EVAL_TASKS * PER + NC + 3];
+    double *c = sums + TR_EVAL_TASKS * PER;
+    for (int k = 0; k < TR_EVAL_TASKS; k++) {
+        double *s = sums + k * PER;
+        s[0] = (double)r->n[k], s[1] = (double)r->parsed[k], s[2] = r->iou_sum[k];
+        for (int t = 0; t < TR_EVAL_NTHR; t++) s[3 + t] = (double)r->hits_at[k][t];
+        s[3 + TR_EVAL_NTHR] = 0;
     }
-    tr_dist_sum_f64(d, sums, 9);
-    for (int k = 0; k < 3; k++) {
-        r->n[k] = (int64_t)sums[3 * k];
-        r->hits[k] = (int64_t)sums[3 * k + 1];
-        r->iou_sum[k] = sums[3 * k + 2];
+    memcpy(c, r->caption.match, sizeof r->caption.match);
+    memcpy(c + 4, r->caption.total, sizeof r->caption.total);
+    c[8] = r->caption.cand_len, c[9] = r->caption.ref_len, c[10] = r->caption.rouge_sum;
+    c[11] = r->caption.n, c[12] = (double)r->new_tokens, c[13] = r->decode_s;
+    tr_dist_sum_f64(d, sums, (int)(sizeof sums / sizeof *sums));
+    for (int k = 0; k < TR_EVAL_TASKS; k++) {
+        const double *s = sums + k * PER;
+        r->n[k] = (int64_t)s[0], r->parsed[k] = (int64_t)s[1], r->iou_sum[k] = s[2];
+        for (int t = 0; t < TR_EVAL_NTHR; t++) r->hits_at[k][t] = (int64_t)s[3 + t];
+        r->hits[k] = r->hits_at[k][1];
+    }
+    memcpy(r->caption.match, c, sizeof r->caption.match);
+    memcpy(r->caption.total, c + 4, sizeof r->caption.total);
+    r->caption.cand_len = c[8], r->caption.ref_len = c[9], r->caption.rouge_sum = c[10];
+    r->caption.n = c[11], r->new_tokens = (int64_t)c[12], r->decode_s = c[13];
+    if (samples) {
+        gather_samples(d, recs);
+        if (d->rank == 0) {
+            *samples = recs;
+        } else {
+            cJSON_Delete(recs);
+            *samples = NULL;
+        }
     }
 }
 
-int tr_eval_main(int argc, char **argv, const tr_dist *d) {
-    const char *ckpt = NULL, *data = NULL, *tokenizer = NULL;
-    long long limit = 1000000, max_new = 48;
-    bool verbose = false;
-    for (int i = 0; i < argc; i++) {
-        const char *o = argv[i];
-        if (!strcmp(o, "--verbose")) {
-            verbose = true;
-        } else if (!strncmp(o, "--", 2)) {
-            if (i + 1 >= argc) ag_fail("eval: option %s needs a value", o);
-            const char *v = argv[++i];
-            char *end;
-            if (!strcmp(o, "--data")) {
-                data = v;
-            } else if (!strcmp(o, "--tokenizer")) {
-                tokenizer = v;
-            } else if (!strcmp(o, "--limit") || !strcmp(o, "--max-new-tokens")) {
-                long long x = strtoll(v, &end, 10);
-                if (end == v || *end || x < 1)
-                    ag_fail("eval: %s: expected a positive whole number, got '%s'", o, v);
-                *(o[2] == 'l' ? &limit : &max_new) = x;
-            } else {
-                ag_fail("eval: unknown option '%s'", o);
-            }
-        } else if (!ckpt) {
-            ckpt = o;
-        } else {
-            ag_fail("eval: more than one checkpoint given ('%s' and '%s')", ckpt, o);
+void tr_eval_grounding(ag_ctx *ctx, gm_groundinggpt *m, const char *data_dir,
+                       const char *tokenizer_path, int64_t limit, int64_t max_new, const tr_dist *d,
+                       tr_eval_result *r, FILE *log, bool verbose) {
+    tr_eval_opts o = {.data_dir = data_dir,
+                      .tokenizer_path = tokenizer_path,
+                      .limit = limit,
+                      .max_new = max_new,
+                      .tasks = TR_EVAL_GROUNDING};
+    tr_eval_run(ctx, m, &o, d, r, log, verbose, NULL);
+}
+
+static double ratio(int64_t a, int64_t n) {
+    return n ? (double)a / (double)n : NAN;
+}
+
+// The report: per task counts and metrics (null where undefined), the samples when given.
+static char *report_json(const char *ckpt, const tr_eval_opts *o, const tr_eval_result *r,
+                         cJSON *samples) {
+    cJSON *root = cJSON_CreateObject(), *tasks = cJSON_CreateObject();
+    json_check(root && tasks && cJSON_AddStringToObject(root, "checkpoint", ckpt) &&
+               cJSON_AddStringToObject(root, "data", o->data_dir) &&
+               cJSON_AddNumberToObject(root, "limit", (double)o->limit) &&
+               cJSON_AddNumberToObject(root, "max_new_tokens", (double)o->max_new) &&
+               cJSON_AddNumberToObject(root, "new_tokens", (double)r->new_tokens) &&
+               cJSON_AddNumberToObject(root, "decode_seconds", r->decode_s) &&
+               cJSON_AddItemToObject(root, "tasks", tasks));
+    for (int k = 0; k < TR_EVAL_TASKS; k++) {
+        if (!(o->tasks & (1u << k))) continue;
+        cJSON *t = cJSON_AddObjectToObject(tasks, tr_eval_task_name(k));
+        json_check(t && cJSON_AddNumberToObject(t, "samples", (double)r->n[k]));
+        if (k == TR_EVAL_CAPTION) {
+            const tr_caption_stats *c = &r->caption;
+            double bp, p[4];
+            double bleu = tr_caption_bleu4(c, &bp);
+            for (int n = 0; n < 4; n++) p[n] = c->total[n] > 0 ? c->match[n] / c->total[n] : NAN;
+            json_check(cJSON_AddNumberToObject(t, "bleu4", r->n[k] ? bleu : NAN) &&
+                       cJSON_AddNumberToObject(t, "rouge_l", tr_caption_rouge_l(c)) &&
+                       cJSON_AddItemToObject(t, "bleu_precisions", cJSON_CreateDoubleArray(p, 4)) &&
+                       cJSON_AddNumberToObject(t, "brevity_penalty", r->n[k] ? bp : NAN) &&
+                       cJSON_AddNumberToObject(t, "candidate_words", c->cand_len) &&
+                       cJSON_AddNumberToObject(t, "reference_words", c->ref_len));
+            continue;
+        }
+        json_check(cJSON_AddNumberToObject(t, "parsed", (double)r->parsed[k]) &&
+                   cJSON_AddNumberToObject(t, "mean_iou",
+                                           r->n[k] ? r->iou_sum[k] / (double)r->n[k] : NAN));
+        for (int h = 0; h < TR_EVAL_NTHR; h++) {
+            char name[32];
+            snprintf(name, sizeof name, "hits@%.1f", tr_eval_thresholds[h]);
+            json_check(cJSON_AddNumberToObject(t, name, (double)r->hits_at[k][h]));
+            snprintf(name, sizeof name, "%s@%.1f", k == TR_EVAL_REC ? "acc" : "r1",
+                     tr_eval_thresholds[h]);
+            json_check(cJSON_AddNumberToObject(t, name, ratio(r->hits_at[k][h], r->n[k])));
         }
     }
-    if (!ckpt || !data)
-        ag_fail("eval: usage: groundc eval CKPT_DIR --data DIR [--tokenizer FILE] [--limit N]");
+    if (samples) json_check(cJSON_AddItemReferenceToObject(root, "samples", samples));
+    char *s = cJSON_Print(root);
+    json_check(s != NULL);
+    cJSON_Delete(root);
+    return s;
+}
+
+static void print_table(const tr_eval_opts *o, const tr_eval_result *r) {
+    printf("\n| task | samples | metric | score | mean IoU |\n| --- | --- | --- | --- | --- |\n");
+    for (int k = 0; k < TR_EVAL_TASKS; k++) {
+        if (!(o->tasks & (1u << k))) continue;
+        double miou = r->n[k] ? r->iou_sum[k] / (double)r->n[k] : NAN;
+        if (k == TR_EVAL_REC)
+            printf("| rec | %lld | Acc@0.5 | %.3f | %.3f |\n", (long long)r->n[k],
+                   ratio(r->hits_at[k][1], r->n[k]), miou);
+        else if (k == TR_EVAL_CAPTION)
+            printf("| caption | %lld | BLEU-4 / ROUGE-L | %.3f / %.3f | - |\n", (long long)r->n[k],
+                   r->n[k] ? tr_caption_bleu4(&r->caption, NULL) : NAN,
+                   tr_caption_rouge_l(&r->caption));
+        else
+            printf("| %s | %lld | R@1 IoU 0.3 / 0.5 / 0.7 | %.3f / %.3f / %.3f | %.3f |\n",
+                   tr_eval_task_name(k), (long long)r->n[k], ratio(r->hits_at[k][0], r->n[k]),
+                   ratio(r->hits_at[k][1], r->n[k]), ratio(r->hits_at[k][2], r->n[k]), miou);
+    }
+}
+
+static unsigned parse_tasks(const char *v) {
+    unsigned mask = 0;
+    for (const char *s = v; *s;) {
+        size_t n = strcspn(s, ",");
+        int k = 0;
+        while (k < TR_EVAL_TASKS &&
+               !(strlen(tr_eval_task_name(k)) == n && !strncmp(s, tr_eval_task_name(k), n)))
+            k++;
+        if (k == TR_EVAL_TASKS)
+            ag_fail("eval: --task: unknown task '%.*s' (rec, tvg, sound or caption)", (int)n, s);
+        mask |= 1u << k;
+        s += n + (s[n] == ',');
+    }
+    if (!mask) ag_fail("eval: --task: no task given (rec, tvg, sound or caption)");
+    return mask;
+}
+
+int tr_eval_main(int argc, char **argv, const tr_dist *d) {
+    const char *ckpt = NULL, *tokenizer = NULL, *report = NULL;
+    tr_eval_opts o = {.limit = 1000000, .max_new = 48, .tasks = TR_EVAL_ALL};
+    bool verbose = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--verbose")) {
+            verbose = true;
+        } else if (!strncmp(a, "--", 2)) {
+            if (strcmp(a, "--data") && strcmp(a, "--tokenizer") && strcmp(a, "--report") &&
+                strcmp(a, "--task") && strcmp(a, "--limit") && strcmp(a, "--max-new-tokens"))
+                ag_fail("eval: unknown option '%s'", a);
+            if (i + 1 >= argc) ag_fail("eval: option %s needs a value", a);
+            const char *v = argv[++i];
+            char *end;
+            if (!strcmp(a, "--data")) {
+                o.data_dir = v;
+            } else if (!strcmp(a, "--tokenizer")) {
+                tokenizer = v;
+            } else if (!strcmp(a, "--report")) {
+                report = v;
+            } else if (!strcmp(a, "--task")) {
+                o.tasks = parse_tasks(v);
+            } else {
+                long long x = strtoll(v, &end, 10);
+                if (end == v || *end || x < 1)
+                    ag_fail("eval: %s: expected a positive whole number, got '%s'", a, v);
+                *(a[2] == 'l' ? &o.limit : &o.max_new) = x;
+            }
+        } else if (!ckpt) {
+            ckpt = a;
+        } else {
+            ag_fail("eval: more than one checkpoint given ('%s' and '%s')", ckpt, a);
+        }
+    }
+    if (!ckpt || !o.data_dir)
+        ag_fail("eval: usage: groundc eval CKPT_DIR --data DIR [--task rec|tvg|sound|caption] "
+                "[--report F.json] [--tokenizer FILE] [--limit N] [--max-new-tokens N] "
+                "[--verbose]");
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
     tr_yaml *root;
     gm_groundinggpt *m = tr_ckpt_open_model(ctx, ckpt, &root);
     char *tok = tr_ckpt_tokenizer_path(root, tokenizer, "eval");
+    o.tokenizer_path = tok;
     tr_eval_result r;
-    tr_eval_grounding(ctx, m, data, tok, limit, max_new, d, &r, d->rank ? NULL : stdout, verbose);
+    cJSON *samples = NULL;
+    tr_eval_run(ctx, m, &o, d, &r, d->rank ? NULL : stdout, verbose,
+                report && verbose ? &samples : NULL);
     if (d->rank == 0) {
-        static const char *const names[3] = {"rec (Acc@0.5)", "tvg (R@1@0.5)", "sound (R@1@0.5)"};
-        printf("\n| task | samples | hits | score | mean IoU |\n| --- | --- | --- | --- | --- |\n");
-        for (int k = 0; k < 3; k++)
-            printf("| %s | %lld | %lld | %.3f | %.3f |\n", names[k], (long long)r.n[k],
-                   (long long)r.hits[k], tr_eval_rate(&r, k),
-                   r.n[k] ? r.iou_sum[k] / (double)r.n[k] : NAN);
+        print_table(&o, &r);
+        if (report) {
+            char *json = report_json(ckpt, &o, &r, samples);
+            tr_file_part part = {json, strlen(json)};
+            tr_write_file_atomic(report, &part, 1);
+            free(json);
+        }
     }
+    cJSON_Delete(samples);
     free(tok);
     gm_groundinggpt_free(m);
     ag_ctx_free(ctx);

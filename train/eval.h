@@ -1,39 +1,70 @@
-// eval.h: grounding evaluation by greedy generation, as GROUNDINGGPT.md measures it.
+// eval.h: evaluation by greedy generation, as GROUNDINGGPT.md measures it.
 // Each evaluated sample's prompt is its tokens up to its first answer (the first supervised
-// target); the model continues it greedily until the stop marker "###", an added token or
-// max_new tokens. The first box "[x1, y1, x2, y2]" (REC) or span "{t1, t2}" (temporal video
-// grounding, sound localisation) of the answer is compared with the one in the reference
-// answer: a hit when IoU >= 0.5 (a missing or malformed box is a miss).
-//
-// The spliced prompt embeddings (encoders run once per sample) are kept on the host and the
-// decoder reruns over prompt + generated tokens at each step: no KV cache, fine for the tiny
-// models of tests and the demo, slow for the 7B.
+// target); the model continues it greedily with the KV cache (train/generate.h tr_decode)
+// until the stop marker "###", EOS, an added token or max_new tokens. Answer and reference
+// are compared up to their stop marker, trimmed:
+//   rec            the first box "[x1, y1, x2, y2]": Acc@IoU>=0.5 and mean IoU
+//   tvg, sound     the first span "{t1, t2}": R@1 at IoU 0.3, 0.5 and 0.7, and mean IoU
+//   caption        corpus BLEU-4 and mean ROUGE-L (train/caption_metric.h)
+// An answer without a parseable box or span is a miss (IoU 0); a sample whose reference has
+// none is not graded. Other tasks (reg, conversation) are skipped.
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
+#include <cjson/cJSON.h>
+
 #include "data/tokenizer.h"
 #include "model/groundinggpt.h"
+#include "train/caption_metric.h"
 #include "train/dist.h"
 
+enum { TR_EVAL_REC, TR_EVAL_TVG, TR_EVAL_SOUND, TR_EVAL_CAPTION, TR_EVAL_TASKS };
+#define TR_EVAL_GROUNDING ((1u << TR_EVAL_REC) | (1u << TR_EVAL_TVG) | (1u << TR_EVAL_SOUND))
+#define TR_EVAL_ALL       (TR_EVAL_GROUNDING | (1u << TR_EVAL_CAPTION))
+#define TR_EVAL_NTHR      3
+extern const double tr_eval_thresholds[TR_EVAL_NTHR]; // 0.3, 0.5, 0.7
+
 typedef struct {
-    int64_t n[3], hits[3]; // REC, TVG, sound: samples evaluated, hits at IoU >= 0.5
-    double iou_sum[3];
+    int64_t n[TR_EVAL_TASKS];                     // samples evaluated
+    int64_t hits[TR_EVAL_TASKS];                  // grounding: IoU >= 0.5
+    int64_t hits_at[TR_EVAL_TASKS][TR_EVAL_NTHR]; // IoU >= 0.3, 0.5, 0.7
+    int64_t parsed[TR_EVAL_TASKS];                // answers with a box / span
+    double iou_sum[TR_EVAL_TASKS];
+    tr_caption_stats caption;
+    int64_t new_tokens; // generated, all samples
+    double prefill_s, decode_s;
 } tr_eval_result;
 
-enum { TR_EVAL_REC, TR_EVAL_TVG, TR_EVAL_SOUND };
+typedef struct {
+    const char *data_dir;       // packed dataset folder
+    const char *tokenizer_path; // the tokenizer.model it was packed with (digest checked)
+    int64_t limit;              // samples of the dataset considered (first of the stream)
+    int64_t max_new;            // tokens generated per answer
+    unsigned tasks;             // bits 1 << TR_EVAL_*
+} tr_eval_opts;
 
-// Evaluates up to limit grounding samples (REC, TVG, sound) of the dataset folder data_dir
-// (tokenizer: the tokenizer.model it was packed with; its digest is checked), split across
-// d's ranks and summed. log (may be NULL) gets one line per sample on rank 0 when verbose.
+// "rec", "tvg", "sound", "caption".
+const char *tr_eval_task_name(int task);
+
+// Evaluates the dataset, split across d's ranks and summed. log (may be NULL) gets one line
+// per sample on rank 0 when verbose. samples (may be NULL): on rank 0, a new cJSON array of
+// every rank's per-sample records {"sample", "task", "answer", "reference", "iou" or
+// "rouge_l"} (the caller deletes it); collective, so every rank passes it or none.
+void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const tr_dist *d,
+                 tr_eval_result *r, FILE *log, bool verbose, cJSON **samples);
+// The grounding tasks (rec, tvg, sound) of tr_eval_run, as training's after-stage eval uses.
 void tr_eval_grounding(ag_ctx *ctx, gm_groundinggpt *m, const char *data_dir,
                        const char *tokenizer_path, int64_t limit, int64_t max_new, const tr_dist *d,
                        tr_eval_result *r, FILE *log, bool verbose);
-// hits / n, or NAN when n is 0.
+// hits / n at IoU 0.5, or NAN when n is 0.
 double tr_eval_rate(const tr_eval_result *r, int task);
 
-// `groundc eval CKPT_DIR --data DIR [--tokenizer FILE] [--limit N] [--max-new-tokens N]
-// [--verbose]`: the model of the checkpoint's config.yaml with its weights, evaluated as
-// above; the tokenizer defaults to the config's eval.tokenizer. Prints one table row per
-// task. Returns the exit code.
+// `groundc eval CKPT_DIR --data DIR [--task rec|tvg|sound|caption] [--report F.json]
+// [--tokenizer FILE] [--limit N] [--max-new-tokens N] [--verbose]`: the model of the
+// checkpoint's config.yaml with its weights, evaluated as above (all tasks without --task;
+// several may be given comma-separated); the tokenizer defaults to the config's
+// eval.tokenizer. Prints a markdown table; --report writes the counts and metrics as JSON
+// (atomically), with the per-sample answers when --verbose. Returns the exit code.
 int tr_eval_main(int argc, char **argv, const tr_dist *d);

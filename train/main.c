@@ -27,8 +27,11 @@ static void usage(FILE *out) {
             "  groundc train CONFIG.yaml [--resume auto|CKPT_DIR] [--set key.path=value ...] "
             "[--dry-run]\n"
             "        (stage, curriculum or copy-task config; mpirun -np N for N ranks)\n"
-            "  groundc eval CKPT_DIR --data DIR [--tokenizer FILE --limit N --verbose]\n"
+            "  groundc eval CKPT_DIR --data DIR [--task rec|tvg|sound|caption --report F.json\n"
+            "               --tokenizer FILE --limit N --max-new-tokens N --verbose]\n"
             "  groundc generate CKPT_DIR [--image F --video F --audio F] --prompt TEXT\n"
+            "               [--max-new-tokens N --temperature T --top-p P --seed S --raw\n"
+            "                --tokenizer F --logits-out F.npy]\n"
             "  groundc export CKPT_DIR --format hf|gguf --out DIR [--dtype f32|f16|bf16|q8_0]\n"
             "  groundc inspect CONFIG.yaml [--batch B --seq T]   (model or training config)\n"
             "  groundc --version | --help\n",

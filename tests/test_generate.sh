@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# test_generate.sh GROUNDC BUILD_DIR: `groundc generate` and `groundc eval` end to end on a tiny
+# checkpoint trained here (60 steps of the tiny model on synthetic grounding data, enough to
+# answer with boxes, spans and the stop marker):
+#   * generate's greedy answer for an eval sample (its image, video or audio and question)
+#     equals the answer `groundc eval` generated for that sample;
+#   * sampling with a seed repeats, differs from greedy at temperature 5, and equals greedy
+#     with a nucleus of one token; the stop marker and --max-new-tokens end the answer;
+#   * --raw --logits-out (text only) equals a numpy forward of the checkpoint's decoder
+#     (tests/llama_logits_reference.py); with media the prompt has the expanded length;
+#   * boxes are mapped to pixels of the original (non-square) image as a PIL pad-to-square
+#     says, spans to seconds of the video (duration from the mp4 header) and audio (wave);
+#   * eval: every metric of the JSON report recomputed by Python from its per-sample answers
+#     (tests/eval_report_check.py), --task, 2 MPI ranks give the 1-rank report;
+#   * bad input (missing media, unknown option, a prompt longer than max_seq, ...) is one
+#     error line and a non-zero exit, and leaves no file behind.
+set -u
+groundc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+here=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+py=/usr/bin/python3
+if ! "$py" -c "import numpy, PIL, sentencepiece" 2>/dev/null; then
+  echo "test_generate: python3 with numpy, PIL and sentencepiece needed; skipped"
+  exit 77
+fi
+tok=$here/fixtures/tokenizer/test_bpe.model
+
+expect_error() { # DESCRIPTION PATTERN COMMAND...: non-zero exit, one error line matching
+  local what=$1 pattern=$2; shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [ $rc -ne 0 ] && [ "$(grep -c 'groundc: error' "$tmp/err")" = 1 ] &&
+     grep -q "groundc: error: .*$pattern" "$tmp/err"; then ok
+  else bad "$what: rc=$rc, stderr: $(head -3 "$tmp/err")"; fi
+}
+
+# --- data and a checkpoint
+cd "$tmp" || exit 1
+"$groundc" synth --out raw --images 24 --videos 8 --audios 8 --eval-fraction 0.25 >/dev/null || bad synth
+"$py" - <<'PY' || bad "grounding subset"
+import json
+d = json.load(open("raw/train.json"))
+json.dump([x for x in d if x.get("task") in ("rec", "tvg", "sound")], open("raw/ground.json", "w"))
+PY
+P=(--tokenizer "$tok" --image-size 32 --image-tokens 16 --video-frames 4 --video-size 16
+   --video-tokens 8 --audio-tokens 4 --threads 2)
+"$groundc" pack --json raw/ground.json --media-root raw --out train "${P[@]}" >/dev/null 2>&1 || bad "pack train"
+"$groundc" pack --json raw/eval.json --media-root raw --out eval "${P[@]}" >/dev/null 2>&1 || bad "pack eval"
+sed 's/dropout: 0.1/dropout: 0.0/' "$here/../configs/model/tiny.yaml" >tiny.yaml
+cat >stage.yaml <<YAML
+model: tiny.yaml
+stage: 2
+data:
+  datasets:
+    - {path: train, weight: 1}
+  micro_batch: 8
+  seed: 5
+train:
+  steps: 60
+  lr: 5.0e-3
+  log_every: 20
+checkpoint:
+  out: ckpt
+  every: 0
+  keep: 1
+eval:
+  data: eval
+  tokenizer: $tok
+  limit: 6
+YAML
+# the after-stage eval of training runs the cached decoder too
+"$groundc" train stage.yaml >train.log 2>&1 || bad "train: $(tail -3 train.log)"
+grep -q "^eval .*REC Acc@0.5" train.log && ok || bad "after-stage eval line: $(tail -5 train.log)"
+ck=ckpt/latest
+
+# --- eval: report with per-sample answers, metrics recomputed by Python
+"$groundc" eval "$ck" --data eval --verbose --report report.json >eval.out 2>eval.err || bad "eval: $(cat eval.err)"
+grep -q "^| rec | 6 | Acc@0.5 |" eval.out && grep -q "^| tvg | 2 | R@1 IoU 0.3 / 0.5 / 0.7 |" eval.out &&
+  grep -q "^| caption | " eval.out && ok || bad "eval table: $(tail -6 eval.out)"
+"$py" "$here/eval_report_check.py" report.json >check.out && ok || bad "report metrics: $(cat check.out)"
+ls report.json.tmp* >/dev/null 2>&1 && bad "temporary report file left" || ok
+"$groundc" eval "$ck" --data eval --task tvg --report tvg.json >/dev/null || bad "eval --task tvg"
+"$py" - <<'PY' && ok || bad "--task tvg: only tvg, same numbers, no samples without --verbose"
+import json
+a, b = json.load(open("report.json")), json.load(open("tvg.json"))
+assert list(b["tasks"]) == ["tvg"] and "samples" not in b, b
+assert b["tasks"]["tvg"] == a["tasks"]["tvg"], (a["tasks"]["tvg"], b["tasks"]["tvg"])
+PY
+if command -v mpirun >/dev/null; then
+  mpirun --oversubscribe --allow-run-as-root -x ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" -np 2 \
+    "$groundc" eval "$ck" --data eval --verbose --report mpi.json >mpi.log 2>&1 || bad "eval on 2 ranks: $(tail -3 mpi.log)"
+  "$py" - <<'PY' && ok || bad "2 ranks: the 1-rank report"
+import json
+a, b = json.load(open("report.json")), json.load(open("mpi.json"))
+for t, x in a["tasks"].items():
+    y = b["tasks"][t]
+    for k, v in x.items():
+        assert (v == y[k]) if not isinstance(v, float) else abs(v - y[k]) <= 1e-9 * max(1, abs(v)), (t, k, v, y[k])
+key = lambda s: s["sample"]
+assert sorted(a["samples"], key=key) == sorted(b["samples"], key=key)
+PY
+else
+  echo "test_generate: mpirun missing; 2-rank eval skipped"
+fi
+
+# --- generate's greedy answers are eval's; boxes and spans in pixels and seconds
+"$py" - "$groundc" "$ck" <<'PY' && ok || bad "generate vs eval answers, boxes and spans"
+import json, re, struct, subprocess, sys, wave
+import numpy as np
+from PIL import Image
+groundc, ck = sys.argv[1:3]
+data = json.load(open("raw/eval.json"))
+recs = json.load(open("report.json"))["samples"]
+opt = {"image": "--image", "video": "--video", "sound": "--audio"}
+seen, boxes, spans, problems = {}, 0, 0, []
+
+def mp4_duration(path):
+    b = open(path, "rb").read()
+    i = b.find(b"mvhd") + 4
+    ts, du = struct.unpack(">II", b[i + 12:i + 20]) if b[i] == 0 else struct.unpack(">IQ", b[i + 20:i + 32])
+    return du / ts
+
+def expand2square_offset(im):  # LLaVA's expand2square, then where the image sits in it
+    w, h = im.size
+    side = max(w, h)
+    sq = Image.new("RGB", (side, side), (122, 116, 104))
+    sq.paste(im, ((side - w) // 2, (side - h) // 2))
+    a, s = np.asarray(im.convert("RGB")), np.asarray(sq)
+    for oy in range(side - h + 1):
+        for ox in range(side - w + 1):
+            if np.array_equal(s[oy:oy + h, ox:ox + w], a):
+                return side, ox, oy
+
+for r in recs:
+    if r["task"] == "caption" or seen.get(r["task"], 0) >= 2:
+        continue
+    seen[r["task"]] = seen.get(r["task"], 0) + 1
+    item = data[r["sample"]]
+    human, gpt = item["conversations"][0]["value"], item["conversations"][1]["value"]
+    assert gpt.strip() == r["reference"], (r, gpt)
+    kind = next(k for k in opt if k in item)
+    media = "raw/" + item[kind]
+    p = subprocess.run([groundc, "generate", ck, opt[kind], media, "--prompt", human,
+                        "--max-new-tokens", "48"], capture_output=True, text=True)
+    if p.returncode or not p.stdout.startswith(r["answer"] + "\n"):
+        problems.append(f"sample {r['sample']}: eval {r['answer']!r}, generate {p.stdout!r} {p.stderr!r}")
+        continue
+    if "###" in p.stdout or ("stopped: ###" not in p.stderr and "48 new tokens" not in p.stderr):
+        problems.append(f"sample {r['sample']}: stop marker: {p.stdout!r} {p.stderr!r}")
+    for line in p.stdout.splitlines()[1:]:
+        m = re.match(r"box \[([0-9.]+), ([0-9.]+), ([0-9.]+), ([0-9.]+)\] -> \[([0-9.]+), ([0-9.]+), ([0-9.]+), ([0-9.]+)\] px of (\S+) \((\d+)x(\d+)\)$", line)
+        if m:
+            n, px = [float(v) for v in m.groups()[:4]], [float(v) for v in m.groups()[4:8]]
+            im = Image.open(m.group(9))
+            w, h = im.size
+            assert (w, h) == (int(m.group(10)), int(m.group(11))) and w != h, (line, im.size)
+            side, ox, oy = expand2square_offset(im)
+            want = [min(max(n[0] * side - ox, 0), w), min(max(n[1] * side - oy, 0), h),
+                    min(max(n[2] * side - ox, 0), w), min(max(n[3] * side - oy, 0), h)]
+            assert np.allclose(px, want, atol=0.051), (line, want)
+            boxes += 1
+            continue
+        m = re.match(r"span \{([0-9.]+), ([0-9.]+)\} -> \{([0-9.]+), ([0-9.]+)\} s of (\S+) \(([0-9.]+) s\)$", line)
+        assert m, line
+        t1, t2, s1, s2, path, d = m.groups()
+        if path.endswith(".mp4"):
+            dur = mp4_duration(path)
+        else:
+            with wave.open(path) as wv:
+                dur = wv.getnframes() / wv.getframerate()
+        assert abs(float(d) - dur) <= 0.006, (line, dur)
+        assert abs(float(s1) - float(t1) * dur) <= 0.006 and abs(float(s2) - float(t2) * dur) <= 0.006, (line, dur)
+        spans += 1
+print(f"generate: {sum(seen.values())} eval samples repeated, {boxes} boxes and {spans} spans mapped")
+for x in problems:
+    print(x)
+assert not problems and boxes >= 1 and spans >= 1 and seen.get("rec") and seen.get("tvg") and seen.get("sound")
+PY
+
+# --- sampling, stopping
+img=raw/media/images/img_000018.png
+q="Can you describe the region that corresponds to the orange circle in this image?"
+gen() { "$groundc" generate "$ck" --image "$img" --prompt "$q" "$@" 2>>gen.err; }
+greedy=$(gen) || bad "greedy"
+s1=$(gen --temperature 5 --seed 11) || bad "sampling"
+s2=$(gen --temperature 5 --seed 11) || bad "sampling again"
+[ "$s1" = "$s2" ] && ok || bad "the same seed gives another answer: '$s1' / '$s2'"
+[ "$s1" != "$greedy" ] && ok || bad "temperature 5 gives the greedy answer '$s1'"
+s3=$(gen --temperature 5 --seed 12)
+[ "$s3" != "$s1" ] && ok || bad "another seed gives the same answer '$s3'"
+[ "$(gen --temperature 5 --seed 11 --top-p 1e-9)" = "$greedy" ] && ok || bad "a nucleus of one token is greedy"
+"$groundc" generate "$ck" --image "$img" --prompt "$q" --max-new-tokens 2 >two.out 2>two.err
+grep -q "2 new tokens .*stopped: max new tokens" two.err && [ "$(head -1 two.out)" = "${greedy:0:$(($(head -1 two.out | wc -c) - 1))}" ] && ok ||
+  bad "--max-new-tokens 2: $(cat two.out two.err)"
+
+# --- logits of the prompt
+text="Describe the picture of a red circle moving left."
+"$groundc" generate "$ck" --raw --prompt "$text" --max-new-tokens 0 --logits-out text.npy >zero.out 2>zero.err || bad "--logits-out: $(cat zero.err)"
+[ ! -s zero.out ] && ok || bad "--max-new-tokens 0 printed an answer: $(cat zero.out)"
+"$py" "$here/llama_logits_reference.py" "$ck" "$tok" "$text" text.npy >ref.out && ok || bad "logits vs numpy forward: $(cat ref.out)"
+"$groundc" generate "$ck" --raw --image "$img" --prompt "Look: <image> what is it?" --max-new-tokens 0 --logits-out img.npy 2>/dev/null || bad "--raw with <image>"
+"$py" - "$tok" <<'PY' && ok || bad "--raw <image> expands to <im_start> <im_patch>x16 <im_end>"
+import sys
+import numpy as np, sentencepiece as spm
+sp = spm.SentencePieceProcessor(model_file=sys.argv[1])
+ids = [sp.bos_id()] + sp.encode("Look: ") + [2001] + [2000] * 16 + [2002] + sp.encode(" what is it?")
+x = np.load("img.npy")
+assert x.dtype == np.float32 and x.shape == (len(ids), 2009), (x.shape, len(ids))
+assert np.isfinite(x).all()
+PY
+
+# --- errors: one line, non-zero exit, nothing written
+expect_error "missing image" "nothere.png" "$groundc" generate "$ck" --image nothere.png --prompt hi --logits-out e1.npy
+expect_error "unknown option" "unknown option '--frobnicate'" "$groundc" generate "$ck" --prompt hi --frobnicate 1
+long=$(printf 'word %.0s' $(seq 300))
+expect_error "prompt longer than max_seq" "more than the model's max_seq 256" "$groundc" generate "$ck" --prompt "$long" --logits-out e2.npy
+expect_error "placeholder without media" "<video> but no --video" "$groundc" generate "$ck" --prompt "<video> what happens?"
+expect_error "--raw without the placeholder" "no <image>" "$groundc" generate "$ck" --raw --image "$img" --prompt "what is it?"
+expect_error "bad temperature" "--temperature" "$groundc" generate "$ck" --prompt hi --temperature -1
+expect_error "no prompt" "usage" "$groundc" generate "$ck"
+expect_error "logits into a missing folder" "nofolder/x.npy" "$groundc" generate "$ck" --prompt hi --max-new-tokens 0 --logits-out nofolder/x.npy
+expect_error "unknown eval task" "unknown task 'grounding'" "$groundc" eval "$ck" --data eval --task grounding
+[ -z "$(ls e1.npy e2.npy ./*.tmp.* 2>/dev/null)" ] && ok || bad "files left by failed runs: $(ls e1.npy e2.npy ./*.tmp.* 2>/dev/null)"
+
+echo "test_generate: $pass passed, $fail failed"
+[ "$fail" = 0 ]
