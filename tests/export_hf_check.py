@@ -256,6 +256,30 @@ def main():
         check(piece in tmpl, f"chat_template lacks {piece!r}")
     check(json.load(open(os.path.join(export, "chat_template.json")))["chat_template"] == tmpl,
           "chat_template.json differs from tokenizer_config's")
+    try:  # rendered as transformers renders it, when Jinja is there (Debian python3-jinja2)
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError:
+        print("export_hf_check: chat template not rendered (no jinja2)")
+    else:
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        render = lambda msgs: env.from_string(tmpl).render(messages=msgs, bos_token="<s>",
+                                                           add_generation_prompt=True)
+        system = ("A chat between a curious human and an artificial intelligence assistant. The "
+                  "assistant gives helpful, detailed, and polite answers to the human's questions.")
+        vi = "<vi_start>" + "<vi_patch>" * cfg["video"]["tokens"] + "<vi_end>" if "video" in cfg else ""
+        cases = [
+            ([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " Where is the cat? "}]}],
+             "<s>" + system + "\n\n### Human: <im_start><im_patch><im_end>\nWhere is the cat?\n### Assistant:"),
+            ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+              {"role": "user", "content": [{"type": "text", "text": "When?"}, {"type": "video"}]}],
+             "<s>" + system + "\n\n### Human: Hi\n### Assistant: Hello.\n### Human: " + vi +
+             ("\n" if vi else "") + "When?\n### Assistant:"),
+            ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+             "<s>Be brief.\n\n### Human: Hi\n### Assistant:"),
+        ]
+        for msgs, expect in cases:
+            got = render(msgs)
+            check(got == expect, f"chat template renders {got!r}, expected {expect!r}")
     sm = json.load(open(os.path.join(export, "special_tokens_map.json")))
     check(len(sm["additional_special_tokens"]) == 9 and sm["bos_token"]["content"] == "<s>",
           "special_tokens_map.json")
