@@ -6,7 +6,8 @@
 #     concatenated, patch weights permuted, rounding to nearest even), and configs and tokenizer
 #     files that agree with the checkpoint (tests/export_hf_check.py, numpy only);
 #   * past the shard size (made small here), model.safetensors becomes shards + index;
-#   * rounding edge cases (ties, f16 subnormals, the f16 maximum) round as numpy does;
+#   * rounding edge cases (ties, f16 subnormals, the f16 maximum) round as numpy does; a bf16
+#     model's checkpoint exports widened to f32 exactly and narrowed to f16;
 #   * when `groundc generate --raw --logits-out` exists: the numpy LLaVA forward of the export
 #     (tests/export_hf_forward.py) gives groundc's logits for a text prompt;
 #   * refusals, each one line, non-zero, with neither OUT nor OUT.tmp-* left: unknown format,
@@ -85,6 +86,14 @@ for dt in f16 bf16; do
   "$groundc" export edge --format hf --out "edge_$dt" --dtype "$dt" --tokenizer "$tokenizer" >log 2>&1 &&
     "$py" "$here/export_hf_check.py" edge "edge_$dt" --dtype "$dt" --tokenizer "$tokenizer" >check.log 2>&1 &&
     ok || bad "edge values as $dt: $(cat log; grep -m5 FAIL check.log)"
+done
+
+# --- a bf16 model's checkpoint (the same weights rounded), exported widened and narrowed
+"$py" "$here/export_hf_poke.py" "$ck" ck_bf16 bf16 || bad "make a bf16 checkpoint"
+for dt in f32 f16; do
+  "$groundc" export ck_bf16 --format hf --out "bf16_$dt" --dtype "$dt" --tokenizer "$tokenizer" >log 2>&1 &&
+    "$py" "$here/export_hf_check.py" ck_bf16 "bf16_$dt" --dtype "$dt" --tokenizer "$tokenizer" >check.log 2>&1 &&
+    ok || bad "bf16 checkpoint as $dt: $(cat log; grep -m5 FAIL check.log)"
 done
 
 # --- groundc's own logits against the numpy LLaVA forward of the export: a text prompt, and
