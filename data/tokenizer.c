@@ -983,6 +983,16 @@ ds_tok_type ds_tokenizer_type(const ds_tokenizer *tok, int32_t id) {
                                                        : (ds_tok_type)0;
 }
 
+float ds_tokenizer_score(const ds_tokenizer *tok, int32_t id) {
+    return id >= 0 && id < tok->n_model ? tok->score[id] : 0.0f;
+}
+bool ds_tokenizer_dummy_prefix(const ds_tokenizer *tok) {
+    return tok->dummy_prefix;
+}
+bool ds_tokenizer_removes_extra_whitespace(const ds_tokenizer *tok) {
+    return tok->remove_extra_ws;
+}
+
 int32_t ds_tokenizer_bos_id(const ds_tokenizer *tok) {
     return tok->bos;
 }

@@ -100,6 +100,11 @@ const char *ds_tokenizer_id_to_piece(const ds_tokenizer *tok, int32_t id);
 int32_t ds_tokenizer_piece_to_id(const ds_tokenizer *tok, const char *piece);
 // The kind of an id; 0 if out of range.
 ds_tok_type ds_tokenizer_type(const ds_tokenizer *tok, int32_t id);
+// The SentencePiece score of a model piece; 0 for added tokens and ids out of range.
+float ds_tokenizer_score(const ds_tokenizer *tok, int32_t id);
+// The model's normalizer options: dummy prefix, extra whitespace removal.
+bool ds_tokenizer_dummy_prefix(const ds_tokenizer *tok);
+bool ds_tokenizer_removes_extra_whitespace(const ds_tokenizer *tok);
 // Special ids, -1 when the model has none (as SentencePiece: bos/eos/pad must be control pieces).
 int32_t ds_tokenizer_bos_id(const ds_tokenizer *tok);
 int32_t ds_tokenizer_eos_id(const ds_tokenizer *tok);
