@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# test_export_gguf.sh GROUNDC BUILD_DIR: `groundc export --format gguf` end to end.
+#   * a tiny checkpoint (the demo model: 64-pixel images, 64 image tokens; random weights of
+#     std 0.2, so that attention is sharp and a wrong layout shows; one step at learning rate
+#     0, so every build makes the same weights) exported in f32, f16, bf16
+#     and q8_0; tests/gguf_read.py parses each file independently and checks metadata, tensor
+#     names, shapes, types and every value against the checkpoint;
+#   * llama.cpp through its npm packages (tests/llamacpp/, installed once into
+#     BUILD_DIR/llamacpp-npm from the npm registry): tests/gguf_llamacpp.py compares its logits
+#     and next-token probabilities, for a prompt without and with a 64x64 image, with groundc's
+#     (`groundc generate --raw --logits-out`), tolerances per dtype stated there;
+#   * bad input is refused with one line and leaves nothing behind: q8_0 for --format hf, an
+#     unknown format, a checkpoint whose weights do not fit its config, a truncated
+#     model.safetensors, an existing OUT.
+# Without network (the npm install fails) the llama.cpp part is skipped: exit 77 when all else
+# passed.
+set -u
+groundc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1") # absolute: the test works in a temp folder
+build=$(mkdir -p "$2" && cd "$2" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+tok=$here/fixtures/tokenizer/test_bpe.model
+py=/usr/bin/python3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0 skipped=""
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+
+if ! $py -c "import numpy, yaml, sentencepiece, PIL" 2>/dev/null; then
+  echo "test_export_gguf: python3 numpy, yaml, sentencepiece or PIL missing; skipped"
+  exit 77
+fi
+
+expect_error() { # DESCRIPTION PATTERN COMMAND...: non-zero exit, one error line matching
+  local what=$1 pattern=$2; shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [ $rc -ne 0 ] && [ "$(grep -c 'groundc: error' "$tmp/err")" = 1 ] &&
+     grep -qE -e "$pattern" "$tmp/err"; then ok
+  else bad "$what: rc=$rc, stderr: $(head -3 "$tmp/err")"; fi
+}
+nothing_left() { # DESCRIPTION OUT: neither OUT nor a temporary folder beside it
+  if [ ! -e "$2" ] && ! compgen -G "$2.tmp-*" >/dev/null; then ok
+  else bad "$1: $2 or its temporary folder left behind"; fi
+}
+
+# --- a tiny checkpoint
+cd "$tmp" || exit 1
+"$groundc" synth --out raw --images 4 --videos 2 --audios 2 >/dev/null || bad synth
+"$groundc" pack --json raw/train.json --media-root raw --out train --tokenizer "$tok" \
+  --image-size 64 --image-tokens 64 --video-frames 4 --video-size 16 --video-tokens 8 \
+  --audio-tokens 4 --threads 1 >/dev/null || bad pack
+cat >stage.yaml <<YAML
+model: $here/../configs/demo/model.yaml
+stage: 2
+data:
+  datasets:
+    - {path: train, weight: 1}
+  micro_batch: 2
+train:
+  steps: 1
+  lr: 0           # the initial weights, the same in every build
+  init_std: 0.2
+checkpoint:
+  out: ck
+  every: 1
+YAML
+"$groundc" train stage.yaml >train.log 2>&1 || bad "train: $(tail -2 train.log)"
+ck=$tmp/ck/step_00000001
+
+# --- the export in every dtype, read back independently
+for d in f32 f16 bf16 q8_0; do
+  if "$groundc" export "$ck" --format gguf --dtype $d --tokenizer "$tok" --out "ex-$d" >"log-$d" 2>&1 &&
+     [ -f "ex-$d/model.gguf" ] && [ -f "ex-$d/mmproj.gguf" ] && [ -f "ex-$d/README.md" ]; then ok
+  else bad "export $d: $(tail -2 "log-$d")"; fi
+  grep -q "video and audio branches are not exported" "log-$d" && ok || bad "export $d: no note on video/audio"
+  $py "$here/gguf_read.py" "$ck" "ex-$d" $d "$tok" && ok || bad "gguf_read $d"
+done
+grep -q "features of block 1 of 2" log-f32 && ok || bad "export log names the feature layer"
+
+# --- bad input: one line, nothing written
+expect_error "q8_0 for hf" "q8_0" "$groundc" export "$ck" --format hf --dtype q8_0 --tokenizer "$tok" --out x1
+nothing_left "q8_0 for hf" x1
+expect_error "unknown format" "unknown format 'onnx'" "$groundc" export "$ck" --format onnx --out x2
+nothing_left "unknown format" x2
+cp -r "$ck" other && sed -i 's/^    dim: 128$/    dim: 96/' other/config.yaml
+expect_error "other model shape" "model.safetensors" "$groundc" export other --format gguf --tokenizer "$tok" --out x3
+nothing_left "other model shape" x3
+cp -r "$ck" cut && head -c 1000000 "$ck/model.safetensors" >cut/model.safetensors
+expect_error "truncated checkpoint" "model.safetensors" "$groundc" export cut --format gguf --tokenizer "$tok" --out x4
+nothing_left "truncated checkpoint" x4
+mkdir x5 && echo keep >x5/file
+expect_error "existing OUT" "already exists" "$groundc" export "$ck" --format gguf --tokenizer "$tok" --out x5
+[ "$(cat x5/file)" = keep ] && ok || bad "existing OUT damaged"
+
+# --- llama.cpp
+$py - <<'PY' || bad "test image"
+import numpy as np
+from PIL import Image
+rng = np.random.default_rng(3)
+a = (rng.random((64, 64, 3)) * 255).astype("uint8")
+a[10:30, 20:50] = [200, 30, 40]
+Image.fromarray(a).save("image.png")
+PY
+npm_dir=$build/llamacpp-npm
+if [ "$(uname -s)-$(uname -m)" != Linux-x86_64 ]; then
+  skipped="the pinned prebuilt llama.cpp packages are for Linux x86_64"
+elif ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  skipped="node or npm missing"
+elif ! cmp -s "$here/llamacpp/package.json" "$npm_dir/package.json" ||
+     [ ! -d "$npm_dir/node_modules/@fugood/node-llama-linux-x64" ] ||
+     [ ! -d "$npm_dir/node_modules/@node-llama-cpp/linux-x64" ]; then
+  # --omit=optional: the bindings list every platform's build (CUDA ones of some 100 MB);
+  # package.json names the x64 CPU builds directly. --ignore-scripts: nothing to build.
+  rm -rf "$npm_dir" && mkdir -p "$npm_dir" && cp "$here/llamacpp/package.json" "$npm_dir/" &&
+    (cd "$npm_dir" && timeout 300 npm install --no-save --no-package-lock --omit=optional \
+      --ignore-scripts --no-audit --no-fund --loglevel=error >install.log 2>&1) ||
+    { skipped="npm install failed (no network?): $(tail -2 "$npm_dir/install.log" 2>/dev/null)"
+      rm -f "$npm_dir/package.json"; }
+fi
+if [ -z "$skipped" ]; then
+  cp "$here/llamacpp/run.mjs" "$npm_dir/run.mjs"
+  for d in f32 f16 bf16 q8_0; do
+    mkdir -p "w-$d"
+    $py "$here/gguf_llamacpp.py" --groundc "$groundc" --ckpt "$ck" --export "ex-$d" --dtype $d \
+      --node "$npm_dir" --tokenizer "$tok" --image image.png --work "w-$d" && ok || bad "llama.cpp $d"
+  done
+fi
+
+echo "test_export_gguf: $pass passed, $fail failed"
+[ $fail -eq 0 ] || exit 1
+if [ -n "$skipped" ]; then
+  echo "test_export_gguf: llama.cpp part skipped: $skipped"
+  exit 77
+fi
+exit 0
