@@ -11,7 +11,7 @@
 #     (`groundc generate --raw --logits-out`), tolerances per dtype stated there;
 #   * bad input is refused with one line and leaves nothing behind: q8_0 for --format hf, an
 #     unknown format, a checkpoint whose weights do not fit its config, a truncated
-#     model.safetensors, an existing OUT.
+#     model.safetensors, a tokenizer groundc cannot use, an existing OUT.
 # Without network (the npm install fails) the llama.cpp part is skipped: exit 77 when all else
 # passed.
 set -u
@@ -89,6 +89,9 @@ nothing_left "other model shape" x3
 cp -r "$ck" cut && head -c 1000000 "$ck/model.safetensors" >cut/model.safetensors
 expect_error "truncated checkpoint" "model.safetensors" "$groundc" export cut --format gguf --tokenizer "$tok" --out x4
 nothing_left "truncated checkpoint" x4
+expect_error "unusable tokenizer" "test_unigram.model" "$groundc" export "$ck" --format gguf \
+  --tokenizer "$here/fixtures/tokenizer/test_unigram.model" --out x6
+nothing_left "unusable tokenizer" x6
 mkdir x5 && echo keep >x5/file
 expect_error "existing OUT" "already exists" "$groundc" export "$ck" --format gguf --tokenizer "$tok" --out x5
 [ "$(cat x5/file)" = keep ] && ok || bad "existing OUT damaged"
