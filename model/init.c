@@ -45,3 +45,25 @@ void gm_init_constant(ag_tensor *p, double value) {
     fill_from_f64(p, v);
     free(v);
 }
+
+void gm_init_sincos_2d(ag_tensor *p, int64_t lead, int64_t gh, int64_t gw) {
+    const int64_t C = p->shape[p->ndim - 1], rows = ag_numel(p) / C, q = C / 4;
+    if (C % 4 || rows != lead + gh * gw)
+        ag_fail("%s: a 2-D sin-cos table needs (%lld, C %% 4 == 0) rows, not %lld x %lld",
+                p->name ? p->name : "position table", (long long)(lead + gh * gw), (long long)rows,
+                (long long)C);
+    double *v = ag_xcalloc((size_t)(rows * C), sizeof *v, "position init");
+    for (int64_t y = 0; y < gh; y++)
+        for (int64_t x = 0; x < gw; x++) {
+            double *r = v + (lead + y * gw + x) * C;
+            for (int64_t k = 0; k < q; k++) {
+                double w = pow(10000.0, -(double)k / (double)q);
+                r[k] = sin((double)y * w);
+                r[q + k] = cos((double)y * w);
+                r[2 * q + k] = sin((double)x * w);
+                r[3 * q + k] = cos((double)x * w);
+            }
+        }
+    fill_from_f64(p, v);
+    free(v);
+}

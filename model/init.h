@@ -7,3 +7,8 @@
 // Normal(0, std) values from a counter-based generator keyed by (seed, stream).
 void gm_init_normal(ag_tensor *p, uint64_t seed, uint64_t stream, double std);
 void gm_init_constant(ag_tensor *p, double value);
+// 2-D sine-cosine position table (MAE / ViT from scratch) for rows = lead + gh * gw tokens of
+// width C (C % 4 == 0): the first `lead` rows (a class token) are zero; patch (y, x) gets
+// sin/cos of y * w_k in the first half of its columns and of x * w_k in the second half,
+// w_k = 10000^(-k / (C/4)). p is (rows, C) or (1, rows, C).
+void gm_init_sincos_2d(ag_tensor *p, int64_t lead, int64_t gh, int64_t gw);
