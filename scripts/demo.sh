@@ -3,7 +3,8 @@
 # multi-granularity dataset (images with boxes, videos and sounds with time spans); pack it
 # into HDF5 + zstd shards for the tiny model; run the three-stage curriculum on 2 MPI ranks,
 # evaluating grounding (REC Acc@0.5, temporal R@1 at IoU 0.5) after each stage; plot the
-# curves. Everything lands in demo-out/. Rerunning resumes: complete stages are skipped.
+# curves; export the final model for transformers (LLaVA) and llama.cpp (GGUF). Everything
+# lands in demo-out/. Rerunning resumes: complete stages are skipped.
 #   scripts/demo.sh            RANKS=1 scripts/demo.sh (no MPI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,10 @@ else
 fi
 "${launch[@]}" build/groundc train configs/demo/curriculum.yaml --resume auto \
   --set data.micro_batch=$micro "$@" | tee "$out/curriculum.log"
+# The final model in the formats users run: transformers (LLaVA) and llama.cpp (GGUF).
+final="$out/checkpoints/stage3/latest"
+build/groundc export "$final" --format hf --out "$out/export/hf" --force
+build/groundc export "$final" --format gguf --dtype f16 --out "$out/export/gguf" --force
 if /usr/bin/python3 -c "import matplotlib" 2>/dev/null; then
   /usr/bin/python3 scripts/plot_metrics.py "$out"/checkpoints/stage{1,2,3} --out "$out/metrics.png"
 fi

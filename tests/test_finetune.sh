@@ -2,7 +2,8 @@
 # test_finetune.sh GROUNDC BUILD_DIR: the README's "Fine-tune on your own data" recipe end to
 # end on synthetic custom data (tiny model):
 #   custom grounding JSONL (boxes in pixels of non-square images, spans in seconds)
-#   -> groundc pack -> groundc train (from a stage-3 checkpoint) -> groundc eval -> export.
+#   -> groundc pack -> groundc train (from a stage-3 checkpoint) -> groundc eval
+#   -> groundc export (hf and gguf).
 # Checks that the fine-tune starts from the checkpoint (frozen tensors identical to it, bit for
 # bit, read with numpy; trained ones moved), that the packed boxes are the pixel boxes
 # normalised to the padded square (recomputed in Python from the image sizes), and that eval
@@ -127,6 +128,14 @@ else ok; fi
 # --- eval on the custom held-out lines
 "$groundc" eval finetune/latest --data mine_eval --limit 20 >eval.log 2>&1 || bad "eval: $(tail -3 eval.log)"
 grep -qE '^\| rec[^|]*\| *[1-9]' eval.log && ok || bad "eval scored no REC sample: $(cat eval.log | tail -5)"
+
+# --- export the fine-tuned model (the formats' own tests check the contents)
+"$groundc" export finetune/latest --format hf --out export-hf >exp.log 2>&1 &&
+  [ -f export-hf/model.safetensors ] && [ -f export-hf/config.json ] && ok ||
+  bad "export hf: $(tail -2 exp.log)"
+"$groundc" export finetune/latest --format gguf --dtype q8_0 --out export-gguf >exp.log 2>&1 &&
+  [ -f export-gguf/model.gguf ] && [ -f export-gguf/mmproj.gguf ] && ok ||
+  bad "export gguf: $(tail -2 exp.log)"
 
 echo "test_finetune: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -17,7 +17,8 @@
 typedef struct {
     const char *ckpt_dir;         // the checkpoint exported
     const gm_groundinggpt *model; // its weights, loaded on the CPU (f32 or as trained)
-    const ds_tokenizer *tok;      // the tokenizer it was trained with (added tokens included)
+    const ds_tokenizer *tok;      // its tokenizer.model (pieces only; the model config names the
+                                  // added tokens)
     const char *tokenizer_path;   // its tokenizer.model file
     const char *dtype;            // tensor type: "f32", "f16", "bf16" (hf, gguf) or "q8_0" (gguf)
 } tr_export_job;
