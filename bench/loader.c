@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "autograd/optim.h"
+#include "autograd/rng.h"
 #include "data/loader.h"
 #include "data/manifest.h"
 #include "data/shard.h"
@@ -44,13 +45,6 @@ static double cpu_s(void) {
     if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
     return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
            1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
-}
-
-static uint64_t next_u64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
 }
 
 typedef struct {
@@ -106,7 +100,7 @@ static void parse(int argc, char **argv, int first, options *o) {
 static void make_image(uint8_t *rgb, int S, bool pad, uint64_t *rng, int32_t wh[2]) {
     static const int32_t sizes[][2] = {{640, 480}, {480, 640}, {640, 427},  {500, 375},
                                        {640, 640}, {427, 640}, {1024, 768}, {375, 500}};
-    const int32_t *o = sizes[next_u64(rng) % 8];
+    const int32_t *o = sizes[ag_splitmix64(rng) % 8];
     wh[0] = o[0], wh[1] = o[1];
     int side = o[0] > o[1] ? o[0] : o[1];
     int w = (int)((int64_t)S * o[0] / side), h = (int)((int64_t)S * o[1] / side);
@@ -114,13 +108,13 @@ static void make_image(uint8_t *rgb, int S, bool pad, uint64_t *rng, int32_t wh[
     int x0 = (S - w) / 2, y0 = (S - h) / 2;
     double a[3], b[3], c[3];
     for (int ch = 0; ch < 3; ch++) {
-        a[ch] = (double)(next_u64(rng) % 200) / (double)S;
-        b[ch] = (double)(next_u64(rng) % 200) / (double)S;
-        c[ch] = (double)(next_u64(rng) % 64);
+        a[ch] = (double)(ag_splitmix64(rng) % 200) / (double)S;
+        b[ch] = (double)(ag_splitmix64(rng) % 200) / (double)S;
+        c[ch] = (double)(ag_splitmix64(rng) % 64);
     }
-    int cx = (int)(next_u64(rng) % (uint64_t)S), cy = (int)(next_u64(rng) % (uint64_t)S);
-    int r2 = (int)(next_u64(rng) % (uint64_t)(S * S / 8)) + 1;
-    uint64_t noise = next_u64(rng);
+    int cx = (int)(ag_splitmix64(rng) % (uint64_t)S), cy = (int)(ag_splitmix64(rng) % (uint64_t)S);
+    int r2 = (int)(ag_splitmix64(rng) % (uint64_t)(S * S / 8)) + 1;
+    uint64_t noise = ag_splitmix64(rng);
     const uint8_t mean[3] = {122, 116, 104};
     for (int y = 0; y < S; y++)
         for (int x = 0; x < S; x++) {
@@ -176,10 +170,11 @@ static int cmd_make(const char *dir, const options *o) {
         int64_t end = o->samples * (j + 1) / o->shards;
         for (; i < end; i++) {
             int64_t spread = o->tokens / 3;
-            int64_t len = o->tokens - spread + (int64_t)(next_u64(&rng) % (uint64_t)(2 * spread));
+            int64_t len =
+                o->tokens - spread + (int64_t)(ag_splitmix64(&rng) % (uint64_t)(2 * spread));
             int64_t prompt = len * 2 / 5; // the user turn: not in the loss
             for (int64_t t = 0; t < len; t++)
-                tok[t] = (int32_t)(next_u64(&rng) % (VOCAB - 96)), mask[t] = t >= prompt;
+                tok[t] = (int32_t)(ag_splitmix64(&rng) % (VOCAB - 96)), mask[t] = t >= prompt;
             ds_sample s = {.tokens = tok, .loss_mask = mask, .length = len};
             s.image = s.video = s.audio = -1;
             if (i % 3 == 0) {
@@ -197,7 +192,7 @@ static int cmd_make(const char *dir, const options *o) {
             }
             if (i % 10 == 2) {
                 for (int k = 0; k < C * T * M; k++)
-                    aud[k] = (float)((int)(next_u64(&rng) % 512) - 256) / 64.0f;
+                    aud[k] = (float)((int)(ag_splitmix64(&rng) % 512) - 256) / 64.0f;
                 s.audio = ds_shard_add_audio(w, aud, 9.0f);
                 n_aud++;
             }

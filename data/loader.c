@@ -36,6 +36,7 @@
 #include <zstd.h>
 
 #include "autograd/error.h"
+#include "autograd/rng.h"
 #include "data/h5zstd.h"
 #include "data/manifest.h"
 #include "data/shard.h"
@@ -176,12 +177,6 @@ static int64_t ds_min64(int64_t a, int64_t b) {
 // ---------------------------------------------------------------------------------------
 // the stream (loader.h)
 
-static uint64_t ds_mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 #define DS_GOLDEN 0x9e3779b97f4a7c15ull
 
 // Uniform in [0, n): draws key's counter stream (c + 1 per draw) and rejects the top partial
@@ -189,13 +184,13 @@ static uint64_t ds_mix64(uint64_t z) {
 static uint64_t ds_uniform(uint64_t key, uint64_t *counter, uint64_t n) {
     uint64_t limit = UINT64_MAX - UINT64_MAX % n;
     for (;;) {
-        uint64_t r = ds_mix64(key + (++*counter) * DS_GOLDEN);
+        uint64_t r = ag_mix64(key + (++*counter) * DS_GOLDEN);
         if (r < limit) return r % n;
     }
 }
 
 static void ds_permutation(uint64_t seed, int d, int64_t epoch, int64_t n, int32_t *perm) {
-    uint64_t key = ds_mix64(ds_mix64(ds_mix64(seed) ^ (uint64_t)d) ^ (uint64_t)epoch);
+    uint64_t key = ag_mix64(ag_mix64(ag_mix64(seed) ^ (uint64_t)d) ^ (uint64_t)epoch);
     uint64_t counter = 0;
     for (int64_t i = 0; i < n; i++) perm[i] = (int32_t)i;
     for (int64_t i = n - 1; i > 0; i--) {

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "autograd/error.h"
+#include "autograd/rng.h"
 #include "data/audio.h"
 #include "data/grounding.h"
 #include "data/image.h"
@@ -21,10 +22,7 @@ typedef struct {
 } rng;
 
 static uint64_t next(rng *r) {
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return ag_splitmix64(&r->s);
 }
 static double uniform(rng *r) {
     return (double)(next(r) >> 11) * 0x1.0p-53;

@@ -8,12 +8,7 @@
 #include "autograd/backend.h"
 #include "autograd/context.h"
 #include "autograd/error.h"
-
-static uint64_t mix(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+#include "autograd/rng.h"
 
 static void fill_from_f64(ag_tensor *p, const double *v) {
     int64_t n = ag_numel(p);
@@ -26,10 +21,10 @@ static void fill_from_f64(ag_tensor *p, const double *v) {
 void gm_init_normal(ag_tensor *p, uint64_t seed, uint64_t stream, double std) {
     int64_t n = ag_numel(p);
     double *v = ag_xmalloc((size_t)n * sizeof *v, "parameter init");
-    uint64_t key = mix(seed * 0x9e3779b97f4a7c15ull + mix(stream + 1));
+    uint64_t key = ag_mix64(seed * 0x9e3779b97f4a7c15ull + ag_mix64(stream + 1));
     for (int64_t i = 0; i < n; i += 2) { // Box-Muller, two values per pair of uniforms
-        double u1 = (double)((mix(key + 2 * (uint64_t)i) >> 11) + 1) * 0x1.0p-53;
-        double u2 = (double)(mix(key + 2 * (uint64_t)i + 1) >> 11) * 0x1.0p-53;
+        double u1 = (double)((ag_mix64(key + 2 * (uint64_t)i) >> 11) + 1) * 0x1.0p-53;
+        double u2 = (double)(ag_mix64(key + 2 * (uint64_t)i + 1) >> 11) * 0x1.0p-53;
         double r = sqrt(-2.0 * log(u1)) * std;
         v[i] = r * cos(6.283185307179586 * u2);
         if (i + 1 < n) v[i + 1] = r * sin(6.283185307179586 * u2);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "autograd/error.h"
+#include "autograd/rng.h"
 
 // An expected failure unwinds with longjmp past the code that would free what it allocated
 // (ag_fail's contract: after a failure the process exits). LeakSanitizer is told to ignore
@@ -35,10 +36,7 @@ int tl_summary(const char *suite) {
 }
 
 uint64_t tl_next(tl_rng *r) {
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return ag_splitmix64(&r->s);
 }
 
 double tl_uniform(tl_rng *r) {

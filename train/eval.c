@@ -59,8 +59,7 @@ static double answer_iou(int kind, const char *answer, const char *reference, bo
     return *parsed ? ds_span_iou(got, want) : 0;
 }
 
-// The text up to the stop marker, without surrounding whitespace (in place).
-static char *trim_answer(char *s) {
+char *tr_eval_trim_answer(char *s) {
     char *m = strstr(s, DS_STOP_MARKER);
     if (m) *m = 0;
     while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r') s++;
@@ -153,7 +152,7 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
         r->prefill_s += dr.prefill_s;
         r->decode_s += dr.decode_s;
         char *ans_text = ds_tokenizer_decode(tok, dr.ids, dr.n, NULL);
-        char *answer = trim_answer(ans_text), *reference = trim_answer(ref_text);
+        char *answer = tr_eval_trim_answer(ans_text), *reference = tr_eval_trim_answer(ref_text);
         cJSON *rec = NULL;
         if (recs) {
             json_check((rec = cJSON_CreateObject()) != NULL);

@@ -58,6 +58,8 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
 void tr_eval_grounding(ag_ctx *ctx, gm_groundinggpt *m, const char *data_dir,
                        const char *tokenizer_path, int64_t limit, int64_t max_new, const tr_dist *d,
                        tr_eval_result *r, FILE *log, bool verbose);
+// The answer text up to the stop marker "###", without surrounding whitespace (in place).
+char *tr_eval_trim_answer(char *s);
 // hits / n at IoU 0.5, or NAN when n is 0.
 double tr_eval_rate(const tr_eval_result *r, int task);
 

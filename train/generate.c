@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "autograd/error.h"
+#include "autograd/rng.h"
 #include "data/audio.h"
 #include "data/grounding.h"
 #include "data/image.h"
@@ -18,6 +19,7 @@
 #include "data/video.h"
 #include "train/atomic_file.h"
 #include "train/checkpoint.h"
+#include "train/eval.h"
 
 const char *tr_stop_name(tr_stop_reason r) {
     static const char *const names[] = {"###", "eos", "added token", "max new tokens",
@@ -39,14 +41,6 @@ static ag_tensor *head_rows(ag_ctx *ctx, const gm_groundinggpt *m, ag_tensor *h)
                            ag_linear(ctx, h, m->lm_head_added, NULL)};
     ag_tensor *logits = ag_concat(ctx, 2, parts, h->ndim - 1);
     return ag_reshape(ctx, logits, AG_SHAPE(-1, gm_groundinggpt_vocab(&m->cfg)));
-}
-
-// splitmix64: the sampling stream.
-static uint64_t next_u64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
 }
 
 typedef struct {
@@ -81,7 +75,7 @@ static int32_t pick(const float *row, int64_t V, const tr_decode_opts *o, uint64
         for (keep = 0; keep < V && cum < o->top_p * sum;) cum += work[keep++].p;
         sum = cum;
     }
-    double u = (double)(next_u64(rng) >> 11) * 0x1.0p-53 * sum, acc = 0;
+    double u = (double)(ag_splitmix64(rng) >> 11) * 0x1.0p-53 * sum, acc = 0;
     for (int64_t i = 0; i < keep; i++) {
         acc += work[i].p;
         if (u < acc) return work[i].id;
@@ -373,17 +367,6 @@ static void load_media(ag_ctx *ctx, const gen_args *a, const gm_groundinggpt_con
     }
 }
 
-// The answer up to the stop marker, without surrounding whitespace (in place).
-static char *trim_answer(char *s) {
-    char *m = strstr(s, DS_STOP_MARKER);
-    if (m) *m = 0;
-    while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r') s++;
-    size_t n = strlen(s);
-    while (n && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\t' || s[n - 1] == '\r'))
-        s[--n] = 0;
-    return s;
-}
-
 // The pattern match of ds_parse_box / ds_parse_span that starts exactly at text (whose first
 // byte is the opening bracket): parses text up to the first closing bracket on its own.
 static bool parse_at(const char *text, char close, bool box, ds_box *b, ds_span *s) {
@@ -471,7 +454,7 @@ int tr_generate_main(int argc, char **argv) {
     if (a.logits_out) tr_write_npy_f32(a.logits_out, logits, (long long)T, (long long)V);
 
     char *text = ds_tokenizer_decode(tok, r.ids, r.n, NULL);
-    char *answer = trim_answer(text);
+    char *answer = tr_eval_trim_answer(text);
     if (a.max_new > 0) {
         printf("%s\n", answer);
         print_grounding(&a, &mi, answer);

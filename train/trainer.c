@@ -15,6 +15,7 @@
 
 #include "autograd/error.h"
 #include "autograd/optim.h"
+#include "autograd/rng.h"
 #include "train/batch.h"
 #include "train/checkpoint.h"
 #include "train/eval.h"
@@ -24,12 +25,6 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
 }
 
 // No decay on norms, biases, embeddings, positions, query tokens and added rows (vectors
@@ -295,8 +290,8 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
             if (n == 0) continue;
             gm_groundinggpt_batch gb;
             tr_batch_to_model(ctx, b, &gb);
-            uint64_t seed = mix64(c->seed ^ mix64((uint64_t)step * 0x10000u + (uint64_t)a) ^
-                                  mix64((uint64_t)d->rank + 0x51ed));
+            uint64_t seed = ag_mix64(c->seed ^ ag_mix64((uint64_t)step * 0x10000u + (uint64_t)a) ^
+                                     ag_mix64((uint64_t)d->rank + 0x51ed));
             ag_tensor *loss = gm_groundinggpt_loss(ctx, m, &gb, true, seed);
             ag_backward(ctx, ag_scale(ctx, loss, (double)n));
             sums[0] += ag_item(loss, 0) * (double)n;
