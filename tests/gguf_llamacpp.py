@@ -160,9 +160,16 @@ def main():
     got = {}
     for part in ["text", "image"]:  # one process each: the bindings ship separate ggml builds
         out_path, log_path = f"{args.work}/llamacpp-{part}.json", f"{args.work}/node-{part}.log"
-        with open(log_path, "w") as log:
-            r = subprocess.run(["node", f"{args.node}/run.mjs", part, job_path, out_path],
-                               stdout=log, stderr=subprocess.STDOUT)
+        # The prebuilt bindings sometimes die of a signal (SIGSEGV seen in the image binding's
+        # teardown, about one run in five): such a run is repeated, at most 3 times, and said.
+        for attempt in range(3):
+            with open(log_path, "w") as log:
+                r = subprocess.run(["node", f"{args.node}/run.mjs", part, job_path, out_path],
+                                   stdout=log, stderr=subprocess.STDOUT)
+            if r.returncode >= 0:
+                break
+            print(f"gguf_llamacpp: llama.cpp {part} run killed by signal {-r.returncode}; "
+                  f"attempt {attempt + 1} of 3")
         if r.returncode:
             tail = open(log_path, errors="replace").read().strip().splitlines()[-3:]
             fail(f"llama.cpp {part} run failed ({args.dtype}, exit {r.returncode}): " +
