@@ -117,15 +117,12 @@ def softmax(x):
 
 
 def groundc_logits(args, prompt, image, out):
-    """groundc's prompt logits (T, V), or None when this groundc's generate cannot write them
-    (a build from before `generate --logits-out`)."""
+    """groundc's prompt logits (T, V), from generate --logits-out."""
     cmd = [args.groundc, "generate", args.ckpt, "--raw", "--prompt", prompt, "--tokenizer",
            args.tokenizer, "--logits-out", out, "--max-new-tokens", "0"]
     if image:
         cmd += ["--image", image]
     r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode and ("not implemented" in r.stderr or "unknown option" in r.stderr):
-        return None
     if r.returncode:
         fail(f"groundc generate: {r.stderr.strip()}")
     return np.load(out).astype(np.float64)
@@ -197,10 +194,6 @@ def main():
                              args.image, f"{args.work}/g_image.npy")
     r_text = ref.logits(w, cfg, text_ids)
     r_image = ref.logits(w, cfg, image_ids, ref.image_features(w, cfg, pixels))
-    if g_text is None or g_image is None:
-        print("gguf_llamacpp: this groundc cannot write logits (generate --logits-out): "
-              "groundc's logits are stood in for by the numpy reference")
-        g_text, g_image = r_text, r_image
     if g_text.shape != (len(text_ids), V) or g_image.shape != (len(image_ids), V):
         fail(f"groundc logits {g_text.shape} / {g_image.shape}, expected ({len(text_ids)}, {V}) "
              f"/ ({len(image_ids)}, {V})")
