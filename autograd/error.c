@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 // Per thread: a worker (e.g. one packing samples) can catch its own errors and go on.
 static _Thread_local ag_error_handler g_handler;
@@ -21,7 +22,11 @@ void ag_vfail(const char *fmt, va_list ap) {
     if (g_handler) g_handler(msg);
     fflush(stdout);
     fprintf(stderr, "groundc: error: %s\n", msg);
-    exit(1);
+    // _exit, not exit: other threads (loader readers) may be inside HDF5, whose atexit shutdown
+    // would race them, and the buffers a dying process still holds are not leaks (LeakSanitizer
+    // would report them whenever the last pointer sat only in a register). Logs are flushed.
+    fflush(NULL);
+    _exit(1);
 }
 
 void ag_fail(const char *fmt, ...) {

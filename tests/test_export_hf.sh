@@ -35,7 +35,7 @@ expect_error() { # DESCRIPTION PATTERN OUT COMMAND...: one error line, non-zero,
   local rc=$?
   if [ $rc -ne 0 ] && grep -qE -e "$pattern" "$tmp/err" && [ "$(wc -l <"$tmp/err")" = 1 ] &&
      nothing_left "$out"; then ok
-  else bad "$what: rc=$rc, stderr: $(head -3 "$tmp/err"), left: $(ls -d "$out"* 2>/dev/null)"; fi
+  else bad "$what: rc=$rc, stderr: $(head -40 "$tmp/err"), left: $(ls -d "$out"* 2>/dev/null)"; fi
 }
 
 # --- a checkpoint: 2 steps of the tiny model
