@@ -137,6 +137,17 @@ typedef struct {
     double lr, beta1, beta2, eps, weight_decay, bias1, bias2;
 } ag_adamw_args;
 
+// One parameter of a multi-tensor AdamW step: as adamw's arguments, with its weight decay.
+typedef struct {
+    void *param;
+    ag_dtype dtype;
+    float *master;
+    const void *grad;
+    float *m, *v;
+    int64_t n;
+    double weight_decay;
+} ag_adamw_tensor;
+
 typedef struct {
     const char *name;
     const ag_kernels *kernels[AG_NDTYPES]; // per float dtype; NULL where unsupported
@@ -153,6 +164,13 @@ typedef struct {
     // m, v f32.
     void (*adamw)(const ag_adamw_args *a, void *param, ag_dtype dtype, float *master,
                   const void *grad, float *m, float *v, int64_t n);
+    // Optional (NULL: the optimizer loops over adamw): every parameter in one call, one
+    // launch on a GPU; a->weight_decay is ignored, each tensor brings its own.
+    void (*adamw_many)(const ag_adamw_args *a, const ag_adamw_tensor *t, int count);
+    // Optional (NULL: loop over the kernels' sum_squares): the sum of squares of count
+    // tensors x[i] of len[i] elements and dtype dt[i], with one device-to-host copy.
+    double (*sum_squares_many)(const void *const *x, const int64_t *len, const ag_dtype *dt,
+                               int count);
 } ag_backend;
 
 const ag_backend *ag_backend_for(ag_device device);

@@ -6,6 +6,7 @@
 
 #include "backend.h"
 #include "error.h"
+#include "ops_internal.h"
 
 ag_ctx *ag_ctx_new(ag_device device) {
     if (device == AG_CUDA && !ag_cuda_available())
@@ -266,8 +267,8 @@ void ag_backward(ag_ctx *ctx, ag_tensor *loss) {
     if (!loss->requires_grad)
         ag_fail("backward: the loss does not depend on any tensor that requires grad");
     ag_tensor *g = ag_grad_of(ctx, loss);
-    const ag_kernels *k = ag_backend_for(g->device)->kernels[g->dtype];
-    k->fill(g->data, 1, 1.0);
+    const ag_kernels *k = kernels_of("backward", g);
+    KERNEL("backward", k, fill)(g->data, 1, 1.0);
     run_tape(ctx);
 }
 
@@ -279,7 +280,7 @@ void ag_backward_from(ag_ctx *ctx, ag_tensor *out, const ag_tensor *seed) {
     }
     if (!out->requires_grad) ag_fail("backward: the output does not require grad");
     ag_tensor *g = ag_grad_of(ctx, out);
-    ag_backend_for(g->device)->kernels[g->dtype]->axpy(g->data, seed->data, ag_numel(g), 1.0);
+    KERNEL("backward", kernels_of("backward", g), axpy)(g->data, seed->data, ag_numel(g), 1.0);
     run_tape(ctx);
 }
 

@@ -85,5 +85,5 @@ int64_t rows_of(const ag_tensor *x) {
 void accumulate(ag_ctx *ctx, ag_tensor *x, const ag_tensor *g) {
     if (!x->requires_grad) return;
     ag_tensor *gx = ag_grad_of(ctx, x);
-    kernels_of("backward", gx)->axpy(gx->data, g->data, ag_numel(gx), 1.0);
+    KERNEL("backward", kernels_of("backward", gx), axpy)(gx->data, g->data, ag_numel(gx), 1.0);
 }

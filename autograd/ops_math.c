@@ -37,8 +37,9 @@ static ag_shape broadcast(const char *op, const ag_tensor *a, const ag_tensor *b
 static void binary_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *a = n->in[0], *b = n->in[1];
     const ag_kernels *k = kernels_of(n->op, n->out);
-    k->binary_bwd((ag_binary_op)n->i[0], n->extra, a->data, b->data, n->out->grad->data,
-                  grad_ptr(ctx, a), grad_ptr(ctx, b));
+    KERNEL(n->op, k, binary_bwd)
+    ((ag_binary_op)n->i[0], n->extra, a->data, b->data, n->out->grad->data, grad_ptr(ctx, a),
+     grad_ptr(ctx, b));
 }
 
 static ag_tensor *binary(ag_ctx *ctx, ag_binary_op bop, ag_tensor *a, ag_tensor *b) {
@@ -51,7 +52,7 @@ static ag_tensor *binary(ag_ctx *ctx, ag_binary_op bop, ag_tensor *a, ag_tensor 
     ag_bcast *bc = ag_step_alloc(ctx, sizeof *bc);
     ag_tensor *out = new_like(ctx, a, broadcast(op, a, b, bc));
     const ag_kernels *k = kernels_of(op, a);
-    k->binary_fwd(bop, bc, a->data, b->data, out->data);
+    KERNEL(op, k, binary_fwd)(bop, bc, a->data, b->data, out->data);
     ag_tensor *in[2] = {a, b};
     ag_node *node = ag_record(ctx, op, binary_backward, out, 2, in);
     if (node) {
@@ -75,15 +76,15 @@ ag_tensor *ag_mul(ag_ctx *ctx, ag_tensor *a, ag_tensor *b) {
 
 static void unary_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0];
-    kernels_of(n->op, x)->unary_bwd((ag_unary_op)n->i[0], x->data, n->out->grad->data,
-                                    grad_ptr(ctx, x), ag_numel(x), n->f[0]);
+    KERNEL(n->op, kernels_of(n->op, x), unary_bwd)
+    ((ag_unary_op)n->i[0], x->data, n->out->grad->data, grad_ptr(ctx, x), ag_numel(x), n->f[0]);
 }
 
 static ag_tensor *unary(ag_ctx *ctx, const char *op, ag_unary_op uop, ag_tensor *x, double p) {
     need_float(op, x, "x");
     need_contiguous(op, x, "x");
     ag_tensor *out = new_like(ctx, x, ag_shape_of(x));
-    kernels_of(op, x)->unary_fwd(uop, x->data, out->data, ag_numel(x), p);
+    KERNEL(op, kernels_of(op, x), unary_fwd)(uop, x->data, out->data, ag_numel(x), p);
     ag_node *node = ag_record(ctx, op, unary_backward, out, 1, &x);
     if (node) {
         node->i[0] = uop;
@@ -110,9 +111,9 @@ ag_tensor *ag_quick_gelu(ag_ctx *ctx, ag_tensor *x) {
 
 static void swiglu_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *gate = n->in[0], *up = n->in[1];
-    kernels_of("swiglu", gate)
-        ->swiglu_bwd(gate->data, up->data, n->out->grad->data, grad_ptr(ctx, gate),
-                     grad_ptr(ctx, up), ag_numel(gate));
+    KERNEL("swiglu", kernels_of("swiglu", gate), swiglu_bwd)
+    (gate->data, up->data, n->out->grad->data, grad_ptr(ctx, gate), grad_ptr(ctx, up),
+     ag_numel(gate));
 }
 
 ag_tensor *ag_swiglu(ag_ctx *ctx, ag_tensor *gate, ag_tensor *up) {
@@ -124,7 +125,7 @@ ag_tensor *ag_swiglu(ag_ctx *ctx, ag_tensor *gate, ag_tensor *up) {
     need_contiguous(op, gate, "gate");
     need_contiguous(op, up, "up");
     ag_tensor *out = new_like(ctx, gate, ag_shape_of(gate));
-    kernels_of(op, gate)->swiglu_fwd(gate->data, up->data, out->data, ag_numel(gate));
+    KERNEL(op, kernels_of(op, gate), swiglu_fwd)(gate->data, up->data, out->data, ag_numel(gate));
     ag_tensor *in[2] = {gate, up};
     ag_record(ctx, op, swiglu_backward, out, 2, in);
     return out;
@@ -132,9 +133,8 @@ ag_tensor *ag_swiglu(ag_ctx *ctx, ag_tensor *gate, ag_tensor *up) {
 
 static void dropout_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0];
-    kernels_of("dropout", x)
-        ->dropout_bwd(n->out->grad->data, grad_ptr(ctx, x), ag_numel(x), n->f[0],
-                      (uint64_t)n->i[0]);
+    KERNEL("dropout", kernels_of("dropout", x), dropout_bwd)
+    (n->out->grad->data, grad_ptr(ctx, x), ag_numel(x), n->f[0], (uint64_t)n->i[0]);
 }
 
 ag_tensor *ag_dropout(ag_ctx *ctx, ag_tensor *x, double p, uint64_t seed) {
@@ -148,7 +148,7 @@ ag_tensor *ag_dropout(ag_ctx *ctx, ag_tensor *x, double p, uint64_t seed) {
     }
     if (p == 0) return x;
     ag_tensor *out = new_like(ctx, x, ag_shape_of(x));
-    kernels_of(op, x)->dropout_fwd(x->data, out->data, ag_numel(x), p, seed);
+    KERNEL(op, kernels_of(op, x), dropout_fwd)(x->data, out->data, ag_numel(x), p, seed);
     ag_node *node = ag_record(ctx, op, dropout_backward, out, 1, &x);
     if (node) {
         node->f[0] = p;
@@ -174,11 +174,13 @@ static void matmul_backward(ag_ctx *ctx, ag_node *n) {
     if (a->requires_grad) {
         void *ga = ag_grad_of(ctx, a)->data;
         if (!m->ta) // dA (M,K) = dC op(B)^T
-            k->gemm(false, !m->tb, m->M, m->K, m->N, 1, g, m->N, sC, b->data, ldb, sB, 1, ga, lda,
-                    sA, m->batch);
+            KERNEL("matmul", k, gemm)
+            (false, !m->tb, m->M, m->K, m->N, 1, g, m->N, sC, b->data, ldb, sB, 1, ga, lda, sA,
+             m->batch);
         else // dA stored (K,M) = op(B) dC^T
-            k->gemm(m->tb, true, m->K, m->M, m->N, 1, b->data, ldb, sB, g, m->N, sC, 1, ga, lda, sA,
-                    m->batch);
+            KERNEL("matmul", k, gemm)
+            (m->tb, true, m->K, m->M, m->N, 1, b->data, ldb, sB, g, m->N, sC, 1, ga, lda, sA,
+             m->batch);
     }
     if (b->requires_grad) {
         void *gb = ag_grad_of(ctx, b)->data;
@@ -189,11 +191,12 @@ static void matmul_backward(ag_ctx *ctx, ag_node *n) {
             const char *ai = (const char *)a->data + (size_t)(i * sA) * es;
             const char *gi = (const char *)g + (size_t)(i * sC) * es;
             if (!m->tb) // dB (K,N) = op(A)^T dC
-                k->gemm(!m->ta, false, m->K, m->N, m->M, 1, ai, lda, sA, gi, m->N, sC, 1, gb, ldb,
-                        sB, per);
+                KERNEL("matmul", k, gemm)
+                (!m->ta, false, m->K, m->N, m->M, 1, ai, lda, sA, gi, m->N, sC, 1, gb, ldb, sB,
+                 per);
             else // dB stored (N,K) = dC^T op(A)
-                k->gemm(true, m->ta, m->N, m->K, m->M, 1, gi, m->N, sC, ai, lda, sA, 1, gb, ldb, sB,
-                        per);
+                KERNEL("matmul", k, gemm)
+                (true, m->ta, m->N, m->K, m->M, 1, gi, m->N, sC, ai, lda, sA, 1, gb, ldb, sB, per);
         }
     }
 }
@@ -237,11 +240,13 @@ ag_tensor *ag_matmul(ag_ctx *ctx, ag_tensor *a, ag_tensor *b, bool ta, bool tb) 
     const ag_kernels *k = kernels_of(op, a);
     int64_t lda = a->shape[na - 1], ldb = b->shape[nb - 1];
     if (m->b_shared && !ta) // fold the batch into M: one large gemm
-        k->gemm(false, tb, m->batch * m->M, m->N, m->K, 1, a->data, lda, 0, b->data, ldb, 0, 0,
-                out->data, m->N, 0, 1);
+        KERNEL(op, k, gemm)
+        (false, tb, m->batch * m->M, m->N, m->K, 1, a->data, lda, 0, b->data, ldb, 0, 0, out->data,
+         m->N, 0, 1);
     else
-        k->gemm(ta, tb, m->M, m->N, m->K, 1, a->data, lda, m->M * m->K, b->data, ldb,
-                m->b_shared ? 0 : m->K * m->N, 0, out->data, m->N, m->M * m->N, m->batch);
+        KERNEL(op, k, gemm)
+        (ta, tb, m->M, m->N, m->K, 1, a->data, lda, m->M * m->K, b->data, ldb,
+         m->b_shared ? 0 : m->K * m->N, 0, out->data, m->N, m->M * m->N, m->batch);
     ag_tensor *in[2] = {a, b};
     ag_node *node = ag_record(ctx, op, matmul_backward, out, 2, in);
     if (node) node->extra = m;
@@ -254,13 +259,16 @@ static void linear_backward(ag_ctx *ctx, ag_node *n) {
     const void *g = n->out->grad->data;
     int64_t rows = rows_of(x), in = w->shape[1], outf = w->shape[0];
     if (x->requires_grad) // dx (rows, in) += dy (rows, out) w (out, in)
-        k->gemm(false, false, rows, in, outf, 1, g, outf, 0, w->data, in, 0, 1,
-                ag_grad_of(ctx, x)->data, in, 0, 1);
+        KERNEL("linear", k, gemm)
+        (false, false, rows, in, outf, 1, g, outf, 0, w->data, in, 0, 1, ag_grad_of(ctx, x)->data,
+         in, 0, 1);
     if (w->requires_grad) // dw (out, in) += dy^T x
-        k->gemm(true, false, outf, in, rows, 1, g, outf, 0, x->data, in, 0, 1,
-                ag_grad_of(ctx, w)->data, in, 0, 1);
+        KERNEL("linear", k, gemm)
+        (true, false, outf, in, rows, 1, g, outf, 0, x->data, in, 0, 1, ag_grad_of(ctx, w)->data,
+         in, 0, 1);
     if (bias && bias->requires_grad) // db += sum over rows of dy
-        k->binary_bwd(AG_BIN_ADD, n->extra, NULL, NULL, g, NULL, ag_grad_of(ctx, bias)->data);
+        KERNEL("linear", k, binary_bwd)
+        (AG_BIN_ADD, n->extra, NULL, NULL, g, NULL, ag_grad_of(ctx, bias)->data);
 }
 
 ag_tensor *ag_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *bias) {
@@ -285,13 +293,14 @@ ag_tensor *ag_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *bias) {
     ag_tensor *out = new_like(ctx, x, s);
     const ag_kernels *k = kernels_of(op, x);
     int64_t rows = rows_of(x);
-    k->gemm(false, true, rows, outf, in, 1, x->data, in, 0, w->data, in, 0, 0, out->data, outf, 0,
-            1);
+    KERNEL(op, k, gemm)
+    (false, true, rows, outf, in, 1, x->data, in, 0, w->data, in, 0, 0, out->data, outf, 0, 1);
     ag_bcast *bc = NULL;
     if (bias) {
         bc = ag_step_alloc(ctx, sizeof *bc);
         broadcast(op, out, bias, bc);
-        k->binary_fwd(AG_BIN_ADD, bc, out->data, bias->data, out->data); // in place: same index
+        KERNEL(op, k, binary_fwd)
+        (AG_BIN_ADD, bc, out->data, bias->data, out->data); // in place: same index
     }
     ag_tensor *inputs[3] = {x, w, bias};
     ag_node *node = ag_record(ctx, op, linear_backward, out, 3, inputs);
@@ -311,9 +320,9 @@ static void need_vector(const char *op, const ag_tensor *x, const ag_tensor *v, 
 
 static void rmsnorm_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0], *w = n->in[1];
-    kernels_of("rmsnorm", x)
-        ->rmsnorm_bwd(x->data, w->data, n->saved[0]->data, n->out->grad->data, grad_ptr(ctx, x),
-                      grad_ptr(ctx, w), rows_of(x), x->shape[x->ndim - 1]);
+    KERNEL("rmsnorm", kernels_of("rmsnorm", x), rmsnorm_bwd)
+    (x->data, w->data, n->saved[0]->data, n->out->grad->data, grad_ptr(ctx, x), grad_ptr(ctx, w),
+     rows_of(x), x->shape[x->ndim - 1]);
 }
 
 ag_tensor *ag_rmsnorm(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, double eps) {
@@ -323,8 +332,8 @@ ag_tensor *ag_rmsnorm(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, double eps) {
     need_vector(op, x, w, "weight");
     ag_tensor *out = new_like(ctx, x, ag_shape_of(x));
     ag_tensor *rstd = new_stats(ctx, x, AG_SHAPE(rows_of(x)));
-    kernels_of(op, x)->rmsnorm_fwd(x->data, w->data, out->data, rstd->data, rows_of(x),
-                                   x->shape[x->ndim - 1], eps);
+    KERNEL(op, kernels_of(op, x), rmsnorm_fwd)
+    (x->data, w->data, out->data, rstd->data, rows_of(x), x->shape[x->ndim - 1], eps);
     ag_tensor *in[2] = {x, w};
     ag_node *node = ag_record(ctx, op, rmsnorm_backward, out, 2, in);
     if (node) node->saved[0] = rstd;
@@ -333,10 +342,9 @@ ag_tensor *ag_rmsnorm(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, double eps) {
 
 static void layernorm_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
-    kernels_of("layernorm", x)
-        ->layernorm_bwd(x->data, w->data, n->saved[0]->data, n->saved[1]->data, n->out->grad->data,
-                        grad_ptr(ctx, x), grad_ptr(ctx, w), grad_ptr(ctx, b), rows_of(x),
-                        x->shape[x->ndim - 1]);
+    KERNEL("layernorm", kernels_of("layernorm", x), layernorm_bwd)
+    (x->data, w->data, n->saved[0]->data, n->saved[1]->data, n->out->grad->data, grad_ptr(ctx, x),
+     grad_ptr(ctx, w), grad_ptr(ctx, b), rows_of(x), x->shape[x->ndim - 1]);
 }
 
 ag_tensor *ag_layernorm(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b, double eps) {
@@ -348,8 +356,9 @@ ag_tensor *ag_layernorm(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b, d
     ag_tensor *out = new_like(ctx, x, ag_shape_of(x));
     ag_tensor *mean = new_stats(ctx, x, AG_SHAPE(rows_of(x)));
     ag_tensor *rstd = new_stats(ctx, x, AG_SHAPE(rows_of(x)));
-    kernels_of(op, x)->layernorm_fwd(x->data, w->data, b->data, out->data, mean->data, rstd->data,
-                                     rows_of(x), x->shape[x->ndim - 1], eps);
+    KERNEL(op, kernels_of(op, x), layernorm_fwd)
+    (x->data, w->data, b->data, out->data, mean->data, rstd->data, rows_of(x),
+     x->shape[x->ndim - 1], eps);
     ag_tensor *in[3] = {x, w, b};
     ag_node *node = ag_record(ctx, op, layernorm_backward, out, 3, in);
     if (node) {
@@ -361,9 +370,9 @@ ag_tensor *ag_layernorm(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b, d
 
 static void l2norm_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0];
-    kernels_of("l2_normalize", x)
-        ->l2norm_bwd(x->data, n->saved[0]->data, n->out->grad->data, grad_ptr(ctx, x), rows_of(x),
-                     x->shape[x->ndim - 1], n->f[0]);
+    KERNEL("l2_normalize", kernels_of("l2_normalize", x), l2norm_bwd)
+    (x->data, n->saved[0]->data, n->out->grad->data, grad_ptr(ctx, x), rows_of(x),
+     x->shape[x->ndim - 1], n->f[0]);
 }
 
 ag_tensor *ag_l2_normalize(ag_ctx *ctx, ag_tensor *x, double eps) {
@@ -373,8 +382,8 @@ ag_tensor *ag_l2_normalize(ag_ctx *ctx, ag_tensor *x, double eps) {
     need_ndim(op, x, "x", 1, 4);
     ag_tensor *out = new_like(ctx, x, ag_shape_of(x));
     ag_tensor *norm = new_stats(ctx, x, AG_SHAPE(rows_of(x)));
-    kernels_of(op, x)->l2norm_fwd(x->data, out->data, norm->data, rows_of(x), x->shape[x->ndim - 1],
-                                  eps);
+    KERNEL(op, kernels_of(op, x), l2norm_fwd)
+    (x->data, out->data, norm->data, rows_of(x), x->shape[x->ndim - 1], eps);
     ag_node *node = ag_record(ctx, op, l2norm_backward, out, 1, &x);
     if (node) {
         node->saved[0] = norm;
@@ -385,9 +394,8 @@ ag_tensor *ag_l2_normalize(ag_ctx *ctx, ag_tensor *x, double eps) {
 
 static void softmax_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0];
-    kernels_of("softmax", x)
-        ->softmax_bwd(n->out->data, n->out->grad->data, grad_ptr(ctx, x), rows_of(x),
-                      x->shape[x->ndim - 1]);
+    KERNEL("softmax", kernels_of("softmax", x), softmax_bwd)
+    (n->out->data, n->out->grad->data, grad_ptr(ctx, x), rows_of(x), x->shape[x->ndim - 1]);
 }
 
 ag_tensor *ag_softmax(ag_ctx *ctx, ag_tensor *x) {
@@ -396,7 +404,8 @@ ag_tensor *ag_softmax(ag_ctx *ctx, ag_tensor *x) {
     need_contiguous(op, x, "x");
     need_ndim(op, x, "x", 1, 4);
     ag_tensor *out = new_like(ctx, x, ag_shape_of(x));
-    kernels_of(op, x)->softmax_fwd(x->data, out->data, rows_of(x), x->shape[x->ndim - 1]);
+    KERNEL(op, kernels_of(op, x), softmax_fwd)
+    (x->data, out->data, rows_of(x), x->shape[x->ndim - 1]);
     ag_record(ctx, op, softmax_backward, out, 1, &x);
     return out;
 }
@@ -405,8 +414,8 @@ ag_tensor *ag_softmax(ag_ctx *ctx, ag_tensor *x) {
 
 static void reduce_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0];
-    kernels_of("reduce", x)
-        ->reduce_bwd(n->out->grad->data, grad_ptr(ctx, x), n->i[0], n->i[1], n->i[2], n->f[0]);
+    KERNEL("reduce", kernels_of("reduce", x), reduce_bwd)
+    (n->out->grad->data, grad_ptr(ctx, x), n->i[0], n->i[1], n->i[2], n->f[0]);
 }
 
 static ag_tensor *reduce(ag_ctx *ctx, const char *op, ag_tensor *x, int dim, bool mean) {
@@ -421,7 +430,7 @@ static ag_tensor *reduce(ag_ctx *ctx, const char *op, ag_tensor *x, int dim, boo
         if (i != d) s.d[j++] = x->shape[i];
     double scale = mean ? (n ? 1.0 / (double)n : 0.0) : 1.0;
     ag_tensor *out = new_like(ctx, x, s);
-    kernels_of(op, x)->reduce_fwd(x->data, out->data, outer, n, inner, scale);
+    KERNEL(op, kernels_of(op, x), reduce_fwd)(x->data, out->data, outer, n, inner, scale);
     ag_node *node = ag_record(ctx, op, reduce_backward, out, 1, &x);
     if (node) {
         node->i[0] = outer;

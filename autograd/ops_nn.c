@@ -32,7 +32,7 @@ static void check_ids(ag_ctx *ctx, const char *op, const ag_tensor *ids, int64_t
 
 static void rope_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0];
-    kernels_of("rope", x)->rope_bwd(n->extra, n->out->grad->data, grad_ptr(ctx, x));
+    KERNEL("rope", kernels_of("rope", x), rope_bwd)(n->extra, n->out->grad->data, grad_ptr(ctx, x));
 }
 
 ag_tensor *ag_rope(ag_ctx *ctx, ag_tensor *x, ag_tensor *pos, double theta) {
@@ -60,7 +60,7 @@ ag_tensor *ag_rope(ag_ctx *ctx, ag_tensor *x, ag_tensor *pos, double theta) {
                         .pos_per_batch = per_batch,
                         .theta = theta};
     ag_tensor *out = new_like(ctx, x, ag_shape_of(x));
-    kernels_of(op, x)->rope_fwd(a, x->data, out->data);
+    KERNEL(op, kernels_of(op, x), rope_fwd)(a, x->data, out->data);
     ag_node *node = ag_record(ctx, op, rope_backward, out, 1, &x);
     if (node) node->extra = a;
     return out;
@@ -70,9 +70,9 @@ ag_tensor *ag_rope(ag_ctx *ctx, ag_tensor *x, ag_tensor *pos, double theta) {
 
 static void attention_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *q = n->in[0], *k = n->in[1], *v = n->in[2];
-    kernels_of("attention", q)
-        ->attention_bwd(n->extra, q->data, k->data, v->data, n->saved[0]->data, n->out->grad->data,
-                        grad_ptr(ctx, q), grad_ptr(ctx, k), grad_ptr(ctx, v));
+    KERNEL("attention", kernels_of("attention", q), attention_bwd)
+    (n->extra, q->data, k->data, v->data, n->saved[0]->data, n->out->grad->data, grad_ptr(ctx, q),
+     grad_ptr(ctx, k), grad_ptr(ctx, v));
 }
 
 ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *q, ag_tensor *k, ag_tensor *v, ag_tensor *key_mask,
@@ -125,7 +125,8 @@ ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *q, ag_tensor *k, ag_tensor *v, a
                         .mask = key_mask ? key_mask->data : NULL};
     ag_tensor *out = new_like(ctx, q, ag_shape_of(q));
     ag_tensor *probs = new_stats(ctx, q, AG_SHAPE(B, H, Tq, Tk));
-    kernels_of(op, q)->attention_fwd(a, q->data, k->data, v->data, out->data, probs->data);
+    KERNEL(op, kernels_of(op, q), attention_fwd)
+    (a, q->data, k->data, v->data, out->data, probs->data);
     ag_tensor *in[3] = {q, k, v};
     ag_node *node = ag_record(ctx, op, attention_backward, out, 3, in);
     if (node) {
@@ -140,15 +141,16 @@ ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *q, ag_tensor *k, ag_tensor *v, a
 static void gather_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0], *idx = n->in[1];
     int64_t c = x->shape[1];
-    kernels_of("gather", x)
-        ->rows_scatter_add(n->out->grad->data, idx->data, grad_ptr(ctx, x), ag_numel(idx), c);
+    KERNEL("gather", kernels_of("gather", x), rows_scatter_add)
+    (n->out->grad->data, idx->data, grad_ptr(ctx, x), ag_numel(idx), c);
 }
 
 static ag_tensor *gather(ag_ctx *ctx, const char *op, ag_tensor *x, const char *x_name,
                          ag_tensor *idx, ag_shape s) {
     check_ids(ctx, op, idx, x->shape[0], x, x_name);
     ag_tensor *out = new_like(ctx, x, s);
-    kernels_of(op, x)->rows_gather(x->data, idx->data, out->data, ag_numel(idx), x->shape[1]);
+    KERNEL(op, kernels_of(op, x), rows_gather)
+    (x->data, idx->data, out->data, ag_numel(idx), x->shape[1]);
     ag_tensor *in[2] = {x, idx};
     ag_record(ctx, op, gather_backward, out, 2, in);
     return out;
@@ -188,12 +190,12 @@ static void scatter_backward(ag_ctx *ctx, ag_node *n) {
         backend_of(g)->copy_strided(tmp->data, g->data,
                                     &(ag_layout){.ndim = 1, .shape = {ag_numel(g)}, .stride = {1}},
                                     ag_dtype_size(g->dtype));
-        k->rows_set(tmp->data, idx->data, NULL, m, c);
+        KERNEL("scatter_rows", k, rows_set)(tmp->data, idx->data, NULL, m, c);
         accumulate(ctx, base, tmp);
     }
     if (src->requires_grad) { // rows are distinct, so gathering is the adjoint
         ag_tensor *tmp = new_like(ctx, src, ag_shape_of(src));
-        k->rows_gather(g->data, idx->data, tmp->data, m, c);
+        KERNEL("scatter_rows", k, rows_gather)(g->data, idx->data, tmp->data, m, c);
         accumulate(ctx, src, tmp);
     }
 }
@@ -235,7 +237,7 @@ ag_tensor *ag_scatter_rows(ag_ctx *ctx, ag_tensor *base, ag_tensor *idx, ag_tens
     backend_of(base)->copy_strided(
         out->data, base->data, &(ag_layout){.ndim = 1, .shape = {ag_numel(base)}, .stride = {1}},
         ag_dtype_size(base->dtype));
-    kernels_of(op, base)->rows_set(out->data, idx->data, src->data, m, base->shape[1]);
+    KERNEL(op, kernels_of(op, base), rows_set)(out->data, idx->data, src->data, m, base->shape[1]);
     ag_tensor *in[3] = {base, idx, src};
     ag_record(ctx, op, scatter_backward, out, 3, in);
     return out;
@@ -248,10 +250,9 @@ static void cross_entropy_backward(ag_ctx *ctx, ag_node *n) {
     int64_t count = n->i[0];
     if (!count) return;
     double g = ag_item(n->out->grad, 0);
-    kernels_of("cross_entropy", logits)
-        ->cross_entropy_bwd(logits->data, targets->data, n->saved[0]->data, g / (double)count,
-                            grad_ptr(ctx, logits), logits->shape[0], logits->shape[1],
-                            (int32_t)n->i[1]);
+    KERNEL("cross_entropy", kernels_of("cross_entropy", logits), cross_entropy_bwd)
+    (logits->data, targets->data, n->saved[0]->data, g / (double)count, grad_ptr(ctx, logits),
+     logits->shape[0], logits->shape[1], (int32_t)n->i[1]);
 }
 
 ag_tensor *ag_cross_entropy(ag_ctx *ctx, ag_tensor *logits, ag_tensor *targets,
@@ -277,9 +278,8 @@ ag_tensor *ag_cross_entropy(ag_ctx *ctx, ag_tensor *logits, ag_tensor *targets,
     ag_tensor *loss = new_stats(ctx, logits, (ag_shape){.ndim = 0});
     ag_tensor *lse = new_stats(ctx, logits, AG_SHAPE(rows));
     int64_t count = 0;
-    kernels_of(op, logits)
-        ->cross_entropy_fwd(logits->data, targets->data, lse->data, loss->data, &count, rows, V,
-                            ignore_index);
+    KERNEL(op, kernels_of(op, logits), cross_entropy_fwd)
+    (logits->data, targets->data, lse->data, loss->data, &count, rows, V, ignore_index);
     ag_tensor *in[2] = {logits, targets};
     ag_node *node = ag_record(ctx, op, cross_entropy_backward, loss, 2, in);
     if (node) {

@@ -30,7 +30,8 @@ static void contiguous_strides(const ag_tensor *x, int64_t *stride) {
 static void view_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0];
     ag_tensor *gx = ag_grad_of(ctx, x);
-    kernels_of("view backward", gx)->add_strided(gx->data, n->extra, n->out->grad->data);
+    KERNEL("view backward", kernels_of("view backward", gx), add_strided)
+    (gx->data, n->extra, n->out->grad->data);
 }
 
 // Records a view node whose out sits in x (contiguous coordinates) at layout.
@@ -219,7 +220,7 @@ ag_tensor *ag_concat(ag_ctx *ctx, int n, ag_tensor *const *xs, int dim) {
     int64_t at = 0;
     for (int i = 0; i < n; i++) {
         ag_layout l = concat_piece(out, d, at, xs[i]->shape[d]);
-        k->add_strided(out->data, &l, xs[i]->data);
+        KERNEL(op, k, add_strided)(out->data, &l, xs[i]->data);
         at += xs[i]->shape[d];
     }
     ag_node *node = ag_record(ctx, op, concat_backward, out, n, xs);

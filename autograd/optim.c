@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "backend.h"
+#include "ops_internal.h"
 #include "error.h"
 
 static ag_tensor *state(ag_ctx *ctx, const char *what, const ag_tensor *p) {
@@ -78,8 +79,8 @@ double ag_grad_norm(ag_tensor **params, int n) {
     for (int i = 0; i < n; i++) {
         const ag_tensor *g = params[i]->grad;
         if (!g) continue;
-        const ag_kernels *k = ag_backend_for(g->device)->kernels[g->dtype];
-        ss += k->sum_squares(g->data, ag_numel(g));
+        const ag_kernels *k = kernels_of("gradient norm", g);
+        ss += KERNEL("gradient norm", k, sum_squares)(g->data, ag_numel(g));
     }
     return sqrt(ss);
 }
@@ -91,8 +92,9 @@ double ag_clip_grad_norm(ag_tensor **params, int n, double max_norm) {
         for (int i = 0; i < n; i++) {
             ag_tensor *g = params[i]->grad;
             if (!g) continue;
-            const ag_kernels *k = ag_backend_for(g->device)->kernels[g->dtype];
-            k->unary_fwd(AG_UN_SCALE, g->data, g->data, ag_numel(g), s);
+            const ag_kernels *k = kernels_of("gradient clipping", g);
+            KERNEL("gradient clipping", k, unary_fwd)
+            (AG_UN_SCALE, g->data, g->data, ag_numel(g), s);
         }
     }
     return norm;
