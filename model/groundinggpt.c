@@ -337,6 +337,7 @@ gm_groundinggpt *gm_groundinggpt_new(ag_ctx *ctx, const gm_groundinggpt_config *
     m->params = gm_params_new();
     m->llm = gm_llama_new(ctx, &cfg->llm, dt);
     gm_params_add_many(m->params, m->llm->params, m->llm->n_params);
+    gm_params_add_many(m->params, m->llm->lora_params, m->llm->n_lora); // none without LoRA
     m->embed_added =
         ag_param(ctx, "model.embed_tokens.added_rows", dt, AG_SHAPE(GM_N_ADDED, cfg->llm.dim));
     m->lm_head_added = ag_param(ctx, "lm_head.added_rows", dt, AG_SHAPE(GM_N_ADDED, cfg->llm.dim));
@@ -651,6 +652,7 @@ ag_tensor *gm_groundinggpt_embed(ag_ctx *ctx, gm_groundinggpt *m, const gm_groun
 ag_tensor *gm_groundinggpt_hidden(ag_ctx *ctx, gm_groundinggpt *m, const gm_groundinggpt_batch *b,
                                   bool train, uint64_t seed) {
     ag_tensor *x = gm_groundinggpt_embed(ctx, m, b, train, seed); // (B, T, C)
+    gm_llama_lora_mode(m->llm, train, seed ^ 0x6c6f7261ull); // LoRA dropout, if any
     return gm_llama_hidden(ctx, m->llm, x, gm_positions(ctx, b->T));
 }
 

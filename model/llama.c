@@ -8,6 +8,7 @@
 #include "autograd/backend.h"
 #include "autograd/error.h"
 #include "autograd/memory.h"
+#include "autograd/rng.h"
 #include "model/init.h"
 
 void gm_llama_check_config(const gm_llama_config *c) {
@@ -27,6 +28,7 @@ void gm_llama_check_config(const gm_llama_config *c) {
     if (c->max_seq < 1) ag_fail("llama config: max_seq must be >= 1");
     if (!(c->rope_theta > 0)) ag_fail("llama config: rope_theta must be > 0");
     if (!(c->norm_eps > 0)) ag_fail("llama config: norm_eps must be > 0");
+    gm_lora_check_config(&c->lora);
 }
 
 static ag_tensor *add_param(ag_ctx *ctx, gm_llama *m, const char *name, ag_dtype dt, ag_shape s) {
@@ -63,6 +65,21 @@ gm_llama *gm_llama_new(ag_ctx *ctx, const gm_llama_config *cfg, ag_dtype dt) {
     }
     m->norm = add_param(ctx, m, "model.norm.weight", dt, AG_SHAPE(C));
     m->lm_head = add_param(ctx, m, "lm_head.weight", dt, AG_SHAPE(V, C));
+    if (cfg->lora.rank > 0) {
+        m->lora_params = ag_xcalloc((size_t)(2 * GM_LORA_NTARGETS * cfg->n_layers),
+                                    sizeof *m->lora_params, "llama lora");
+        for (int64_t l = 0; l < cfg->n_layers; l++) {
+            gm_llama_layer *L = &m->layers[l];
+            ag_tensor *w[GM_LORA_NTARGETS] = {L->wq,     L->wk,   L->wv,    L->wo,
+                                              L->w_gate, L->w_up, L->w_down};
+            for (int t = 0; t < GM_LORA_NTARGETS; t++) {
+                if (!(cfg->lora.targets >> t & 1)) continue;
+                L->lora[t] = gm_lora_new(ctx, w[t], cfg->lora.rank);
+                m->lora_params[m->n_lora++] = L->lora[t].A;
+                m->lora_params[m->n_lora++] = L->lora[t].B;
+            }
+        }
+    }
     return m;
 }
 
@@ -70,6 +87,7 @@ void gm_llama_free(gm_llama *m) {
     if (!m) return;
     free(m->layers);
     free(m->params);
+    free(m->lora_params);
     free(m);
 }
 
@@ -81,6 +99,35 @@ void gm_llama_init(gm_llama *m, uint64_t seed, double std) {
         else
             gm_init_normal(p, seed, (uint64_t)i, std);
     }
+    for (int64_t l = 0; l < m->cfg.n_layers; l++)
+        for (int t = 0; t < GM_LORA_NTARGETS; t++) gm_lora_init(&m->layers[l].lora[t], seed);
+}
+
+void gm_llama_lora_mode(gm_llama *m, bool train, uint64_t seed) {
+    m->lora_train = train;
+    m->lora_seed = seed;
+}
+
+int gm_llama_lora_select(ag_ctx *ctx, gm_llama *m) {
+    if (!m->n_lora) return 0; // no LoRA: nothing changes
+    for (int i = 0; i < m->n_params; i++) ag_set_trainable(ctx, m->params[i], false);
+    for (int i = 0; i < m->n_lora; i++) ag_set_trainable(ctx, m->lora_params[i], true);
+    return m->n_lora;
+}
+
+void gm_llama_lora_merge(gm_llama *m) {
+    const double s = gm_lora_scale(&m->cfg.lora);
+    for (int64_t l = 0; l < m->cfg.n_layers; l++) {
+        gm_llama_layer *L = &m->layers[l];
+        ag_tensor *w[GM_LORA_NTARGETS] = {L->wq,     L->wk,   L->wv,    L->wo,
+                                          L->w_gate, L->w_up, L->w_down};
+        for (int t = 0; t < GM_LORA_NTARGETS; t++) {
+            gm_lora_merge(w[t], &L->lora[t], s);
+            L->lora[t] = (gm_lora_pair){NULL, NULL};
+        }
+    }
+    m->n_lora = 0;
+    m->cfg.lora = (gm_lora_config){0};
 }
 
 int64_t gm_llama_param_count(const gm_llama *m) {
@@ -110,6 +157,19 @@ static void kv_append(ag_tensor *c, const ag_tensor *x, int64_t len) {
                          (const char *)x->data + (size_t)(b * n * row) * es, &l, es);
 }
 
+// A layer's linears with their LoRA adapters (plain ag_linear where there is none).
+typedef struct {
+    const gm_llama_layer *L;
+    double scale, dropout;
+    uint64_t seed;
+} lora_args;
+
+static ag_tensor *lin(ag_ctx *ctx, const lora_args *a, ag_tensor *x, ag_tensor *w,
+                      gm_lora_target t) {
+    return gm_lora_linear(ctx, x, w, &a->L->lora[t], a->scale, a->dropout,
+                          ag_mix64(a->seed + (uint64_t)t));
+}
+
 // One decoder block on x (B, T, C) at positions pos. With a cache, k and v are appended to
 // layer l's entries and the queries attend to everything cached.
 static ag_tensor *block(ag_ctx *ctx, const gm_llama *m, int64_t l, ag_tensor *x, ag_tensor *pos,
@@ -118,10 +178,14 @@ static ag_tensor *block(ag_ctx *ctx, const gm_llama *m, int64_t l, ag_tensor *x,
     const gm_llama_layer *L = &m->layers[l];
     int64_t B = x->shape[0], T = x->shape[1], C = c->dim;
     int64_t H = c->n_heads, Hkv = c->n_kv_heads, D = C / H;
+    lora_args la = {.L = L,
+                    .scale = gm_lora_scale(&c->lora),
+                    .dropout = m->lora_train && !kv ? c->lora.dropout : 0,
+                    .seed = ag_mix64(m->lora_seed ^ ag_mix64((uint64_t)l + 0x4c6f5241))};
     ag_tensor *h = ag_rmsnorm(ctx, x, L->attn_norm, c->norm_eps); // (B, T, C)
-    ag_tensor *q = ag_reshape(ctx, ag_linear(ctx, h, L->wq, NULL), AG_SHAPE(B, T, H, D));
-    ag_tensor *k = ag_reshape(ctx, ag_linear(ctx, h, L->wk, NULL), AG_SHAPE(B, T, Hkv, D));
-    ag_tensor *v = ag_reshape(ctx, ag_linear(ctx, h, L->wv, NULL), AG_SHAPE(B, T, Hkv, D));
+    ag_tensor *q = ag_reshape(ctx, lin(ctx, &la, h, L->wq, GM_LORA_Q), AG_SHAPE(B, T, H, D));
+    ag_tensor *k = ag_reshape(ctx, lin(ctx, &la, h, L->wk, GM_LORA_K), AG_SHAPE(B, T, Hkv, D));
+    ag_tensor *v = ag_reshape(ctx, lin(ctx, &la, h, L->wv, GM_LORA_V), AG_SHAPE(B, T, Hkv, D));
     q = ag_rope(ctx, q, pos, c->rope_theta);
     k = ag_rope(ctx, k, pos, c->rope_theta);
     if (kv) { // (B, len + T, Hkv, D) views of the cache
@@ -132,11 +196,11 @@ static ag_tensor *block(ag_ctx *ctx, const gm_llama *m, int64_t l, ag_tensor *x,
     }
     ag_tensor *a = ag_attention(ctx, q, k, v, NULL, true, 1.0 / sqrt((double)D)); // (B, T, H, D)
     a = ag_reshape(ctx, a, AG_SHAPE(B, T, C));
-    x = ag_add(ctx, x, ag_linear(ctx, a, L->wo, NULL));
+    x = ag_add(ctx, x, lin(ctx, &la, a, L->wo, GM_LORA_O));
     h = ag_rmsnorm(ctx, x, L->ffn_norm, c->norm_eps);
-    ag_tensor *f = ag_swiglu(ctx, ag_linear(ctx, h, L->w_gate, NULL),
-                             ag_linear(ctx, h, L->w_up, NULL)); // (B, T, F)
-    return ag_add(ctx, x, ag_linear(ctx, f, L->w_down, NULL));
+    ag_tensor *f = ag_swiglu(ctx, lin(ctx, &la, h, L->w_gate, GM_LORA_GATE),
+                             lin(ctx, &la, h, L->w_up, GM_LORA_UP)); // (B, T, F)
+    return ag_add(ctx, x, lin(ctx, &la, f, L->w_down, GM_LORA_DOWN));
 }
 
 ag_tensor *gm_llama_hidden(ag_ctx *ctx, const gm_llama *m, ag_tensor *x, ag_tensor *pos) {

@@ -2,22 +2,27 @@
 // autograd ops. Parameter names follow HF transformers (model.layers.N.self_attn.q_proj.weight
 // ...) so that weights map one to one. Inference also has a KV-cached path (gm_llama_kv): the
 // prompt is run once (prefill), then each new token costs one decoder row per layer.
+// Optionally the seven linears of every layer carry LoRA adapters (model/lora.h).
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "autograd/ops.h"
+#include "model/lora.h"
 
 typedef struct {
     int64_t vocab, dim, n_layers, n_heads, n_kv_heads, ffn, max_seq;
     double rope_theta, norm_eps;
+    gm_lora_config lora; // rank 0: no LoRA
 } gm_llama_config;
 
 typedef struct {
-    ag_tensor *attn_norm;         // (C)
-    ag_tensor *wq, *wk, *wv, *wo; // (H*D, C), (Hkv*D, C), (Hkv*D, C), (C, H*D)
-    ag_tensor *ffn_norm;          // (C)
-    ag_tensor *w_gate, *w_up;     // (F, C)
-    ag_tensor *w_down;            // (C, F)
+    ag_tensor *attn_norm;                // (C)
+    ag_tensor *wq, *wk, *wv, *wo;        // (H*D, C), (Hkv*D, C), (Hkv*D, C), (C, H*D)
+    ag_tensor *ffn_norm;                 // (C)
+    ag_tensor *w_gate, *w_up;            // (F, C)
+    ag_tensor *w_down;                   // (C, F)
+    gm_lora_pair lora[GM_LORA_NTARGETS]; // by gm_lora_target; NULL pairs where not adapted
 } gm_llama_layer;
 
 typedef struct {
@@ -28,6 +33,12 @@ typedef struct {
     ag_tensor *lm_head; // (V, C)
     int n_params;
     ag_tensor **params; // every parameter, in HF order
+    // LoRA tensors (A, B per adapted linear, layer by layer), kept out of params so that
+    // params stays the HF model's list (import maps it one to one).
+    int n_lora;
+    ag_tensor **lora_params;
+    bool lora_train;    // LoRA dropout on (gm_llama_lora_mode)
+    uint64_t lora_seed; // its stream for the next forward
 } gm_llama;
 
 // Checks the config; fails with the offending field on nonsense (e.g. dim % heads != 0).
@@ -38,6 +49,19 @@ void gm_llama_free(gm_llama *m);
 // Initialises as HF does: normal(0, std) for matrices and embeddings, ones for norms.
 void gm_llama_init(gm_llama *m, uint64_t seed, double std);
 int64_t gm_llama_param_count(const gm_llama *m);
+
+// LoRA -----------------------------------------------------------------------------------
+// Training mode of the LoRA branch for the following forwards: dropout (cfg.lora.dropout)
+// with streams from seed when train. The KV-cached path never drops.
+void gm_llama_lora_mode(gm_llama *m, bool train, uint64_t seed);
+// Freezes every parameter of m->params (the base decoder: no gradient, no optimizer state)
+// and makes the LoRA tensors trainable; without LoRA does nothing. Returns the number of
+// LoRA tensors.
+int gm_llama_lora_select(ag_ctx *ctx, gm_llama *m);
+// Folds every adapter into its base weight (W += alpha / r B A) and detaches them: after
+// it, m is a plain decoder (cfg.lora.rank 0, n_lora 0); the LoRA tensors stay in the
+// context's pool, unused.
+void gm_llama_lora_merge(gm_llama *m);
 
 // Positions 0 .. T-1 as an i32 step tensor (T).
 ag_tensor *gm_positions(ag_ctx *ctx, int64_t T);

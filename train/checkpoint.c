@@ -522,6 +522,22 @@ void tr_ckpt_load_optim(const char *dir, const tr_ckpt_state *st, ag_adamw *opt,
     ag_st_close(f);
 }
 
+// A LoRA checkpoint opened for use (export, eval, generate): the adapters folded into the
+// base weights, and dropped from the registry, so that every reader sees a plain model.
+static void merge_lora(gm_groundinggpt *m) {
+    gm_llama *l = m->llm;
+    gm_params *reg = m->params;
+    int k = 0;
+    for (int i = 0; i < reg->n; i++) {
+        bool lora = false;
+        for (int j = 0; j < l->n_lora && !lora; j++) lora = reg->tensors[i] == l->lora_params[j];
+        if (!lora) reg->tensors[k++] = reg->tensors[i];
+    }
+    reg->n = k;
+    gm_llama_lora_merge(l);
+    m->cfg.llm.lora = l->cfg.lora; // off
+}
+
 gm_groundinggpt *tr_ckpt_open_model(ag_ctx *ctx, const char *dir, tr_yaml **config) {
     char path[PATH_MAX];
     path_join(path, sizeof path, dir, "config.yaml");
@@ -533,6 +549,7 @@ gm_groundinggpt *tr_ckpt_open_model(ag_ctx *ctx, const char *dir, tr_yaml **conf
     tr_model_config_from_train(root, &mc);
     gm_groundinggpt *m = gm_groundinggpt_new(ctx, &mc);
     tr_ckpt_load_model(dir, m->params);
+    if (m->llm->n_lora) merge_lora(m);
     *config = root;
     return m;
 }

@@ -74,6 +74,8 @@ void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st);
 void tr_ckpt_load_model(const char *dir, const gm_params *reg);
 // The model a checkpoint folder holds: the model of its config.yaml, built on ctx, with the
 // weights of its model.safetensors. *config gets the parsed config.yaml (tr_yaml_free it).
+// A LoRA checkpoint (config lora:) comes back merged (W + alpha / r B A) as a plain model
+// without the lora_A / lora_B tensors, so exports write merged weights.
 gm_groundinggpt *tr_ckpt_open_model(ag_ctx *ctx, const char *dir, tr_yaml **config);
 // The tokenizer file for a checkpoint: override when given, else its config's eval.tokenizer;
 // fails, naming cmd, when there is neither. Allocated.

@@ -224,17 +224,47 @@ char *tr_config_path(const tr_yaml *node, const char *path) {
     return out;
 }
 
+void tr_lora_config_read(tr_yaml *root, const gm_llama_config *llm, gm_lora_config *c) {
+    memset(c, 0, sizeof *c);
+    tr_yaml *s = tr_yaml_map(root, "lora");
+    if (!s) return;
+    c->rank = req_int(s, "rank", 1, llm->dim < llm->ffn ? llm->dim : llm->ffn);
+    c->alpha = tr_yaml_num(s, "alpha", (double)c->rank, 0, 1e9);
+    if (!(c->alpha > 0)) tr_yaml_fail(tr_yaml_at(s, "alpha"), "alpha must be > 0");
+    c->dropout = tr_yaml_num(s, "dropout", 0, 0, 0.99);
+    tr_yaml *t = tr_yaml_get(s, "targets");
+    if (!t) {
+        c->targets = GM_LORA_ALL_TARGETS;
+        return;
+    }
+    if (t->kind != TR_YAML_SEQ || t->n == 0)
+        tr_yaml_fail(t, "expected a non-empty list of q_proj, k_proj, v_proj, o_proj, "
+                        "gate_proj, up_proj, down_proj");
+    for (int i = 0; i < t->n; i++) {
+        const tr_yaml *v = t->items[i];
+        int k = v->kind == TR_YAML_SCALAR ? gm_lora_target_from_name(v->value) : -1;
+        if (k < 0)
+            tr_yaml_fail(v,
+                         "'%s' is not a Llama linear (q_proj, k_proj, v_proj, o_proj, "
+                         "gate_proj, up_proj, down_proj)",
+                         v->kind == TR_YAML_SCALAR ? v->value : "(not a name)");
+        if (c->targets >> k & 1) tr_yaml_fail(v, "'%s' is listed twice", v->value);
+        c->targets |= 1u << k;
+    }
+}
+
 void tr_model_config_from_train(tr_yaml *root, gm_groundinggpt_config *cfg) {
     tr_yaml *m = tr_yaml_get(root, "model");
     if (!m) tr_yaml_fail(root, "missing 'model' (a model file or a mapping of model sizes)");
     if (m->kind == TR_YAML_MAP) {
         tr_model_config_read(m, cfg);
-        return;
+    } else {
+        if (m->kind != TR_YAML_SCALAR) tr_yaml_fail(m, "expected a model file or a mapping");
+        char *path = tr_config_path(m, m->value);
+        tr_model_config_load(path, cfg);
+        free(path);
     }
-    if (m->kind != TR_YAML_SCALAR) tr_yaml_fail(m, "expected a model file or a mapping");
-    char *path = tr_config_path(m, m->value);
-    tr_model_config_load(path, cfg);
-    free(path);
+    tr_lora_config_read(root, &cfg->llm, &cfg->llm.lora);
 }
 
 bool tr_config_is_model_file(tr_yaml *root) {

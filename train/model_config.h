@@ -19,8 +19,16 @@ void tr_model_config_read(tr_yaml *map, gm_groundinggpt_config *cfg);
 // Loads a model file: read, check, and refuse unknown keys.
 void tr_model_config_load(const char *path, gm_groundinggpt_config *cfg);
 // The model of a training config: root's `model:` entry, a path (loaded as a model file) or a
-// mapping (read in place; the caller's tr_yaml_check_used covers it). Fails when absent.
+// mapping (read in place; the caller's tr_yaml_check_used covers it), plus root's `lora:`.
+// Fails when absent.
 void tr_model_config_from_train(tr_yaml *root, gm_groundinggpt_config *cfg);
+// A training config's optional top-level `lora:` (LoRA on the LLM's linears, model/lora.h):
+//   lora: {rank: 16, alpha: 32, dropout: 0.0, targets: [q_proj, k_proj, v_proj, o_proj,
+//          gate_proj, up_proj, down_proj]}
+// rank required (1 .. min(dim, ffn)); alpha > 0 (default rank: scale 1); dropout in
+// [0, 0.99] (default 0); targets default all seven. Absent: rank 0 (off). Called by
+// tr_model_config_from_train, so a checkpoint's config.yaml rebuilds the same LoRA model.
+void tr_lora_config_read(tr_yaml *root, const gm_llama_config *llm, gm_lora_config *c);
 // Replaces a `model:` path of a training config by the model file's mapping, so that the
 // resolved config (stored with checkpoints) stands on its own. Errors in it still name the
 // model file's lines.
