@@ -188,10 +188,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     tr_ckpt_state st = {0};
     if (from) tr_ckpt_read_state(from, &st);
 
-    // The device first: on a GPU every allocation must land on this rank's one.
-    char device[320];
-    tr_dist_use_device(d, c->device, device, sizeof device);
-    ag_ctx *ctx = ag_ctx_new(c->device);
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
     gm_groundinggpt *m = gm_groundinggpt_new(ctx, &c->model);
     char model_digest[65], cfg_digest[65];
     tr_ckpt_model_digest(m->params, model_digest);
@@ -267,11 +264,9 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
         fprintf(log,
                 "stage %d: model %s, %" PRId64 " parameters, %" PRId64 " trainable in %d tensors; "
                 "%d rank%s x micro %" PRId64 " x accumulation %" PRId64 " = global batch %" PRId64
-                "; %" PRId64 " samples, %" PRId64 " steps (warmup %" PRId64 "); on %s, %s%s%s%s\n",
+                "; %" PRId64 " samples, %" PRId64 " steps (warmup %" PRId64 ")%s%s\n",
                 c->stage, c->model.name, gm_params_total(m->params), n_train, tp.n, d->world,
                 d->world > 1 ? "s" : "", c->micro_batch, c->accumulation, G, samples, total, warmup,
-                device, ag_dtype_name(c->model.dtype),
-                c->model.dtype == AG_BF16 ? " (f32 master weights and moments)" : "",
                 from ? "; resumed from " : "", from ? from : "");
         fflush(log);
     }
