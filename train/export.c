@@ -1,5 +1,5 @@
 // export.c: the export command: arguments, checkpoint, tokenizer, and the temporary folder
-// that becomes OUT only when the format's writer has finished.
+// that becomes OUT only when the format's writer has finished; file helpers the writers share.
 #include "train/export.h"
 
 #include <errno.h>
@@ -100,4 +100,24 @@ int tr_export_main(int argc, char **argv) {
     ag_ctx_free(ctx);
     tr_yaml_free(config);
     return 0;
+}
+
+void tr_export_path(char *buf, size_t n, const char *dir, const char *name) {
+    if ((size_t)snprintf(buf, n, "%s/%s", dir, name) >= n)
+        ag_fail("export: %s/%s: path too long", dir, name);
+}
+
+void tr_export_write_file(const char *dir, const char *name, const void *data, size_t n) {
+    char path[PATH_MAX];
+    tr_export_path(path, sizeof path, dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f) ag_fail("export: %s: cannot create: %s", path, strerror(errno));
+    errno = 0;
+    bool ok = (n == 0 || fwrite(data, 1, n, f) == n) && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    int err = errno;
+    if (fclose(f) != 0 && ok) {
+        ok = false;
+        err = errno;
+    }
+    if (!ok) ag_fail("export: %s: write failed: %s", path, strerror(err ? err : EIO));
 }

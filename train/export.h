@@ -27,5 +27,10 @@ typedef struct {
 void tr_export_hf(const tr_export_job *job, const char *dir);
 void tr_export_gguf(const tr_export_job *job, const char *dir);
 
+// Helpers of the writers. dir/name into buf (fails when longer than n); writing dir/name with
+// data and syncing it (the folder becomes OUT only once every file is complete).
+void tr_export_path(char *buf, size_t n, const char *dir, const char *name);
+void tr_export_write_file(const char *dir, const char *name, const void *data, size_t n);
+
 // The command; returns the exit code.
 int tr_export_main(int argc, char **argv);

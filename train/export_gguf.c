@@ -24,11 +24,11 @@
 // biases, class and position embeddings stay F32; the patch conv is F16 for f16 and q8_0 and
 // F32 otherwise (ggml's im2col has no bf16 or q8_0 kernel). The video and audio branches have
 // no llama.cpp counterpart and are not exported (a log line and the README say so).
-#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "autograd/error.h"
 #include "data/template.h"
@@ -163,10 +163,36 @@ static void add(builder *b, const char *name, role r, src_kind kind, const ag_te
     tr_gguf_add_tensor(b->g, name, nd, ne, t, fill, s);
 }
 
-static void finish(builder *b, const char *dir, const char *file) {
-    char path[4096];
-    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, file) >= sizeof path)
-        ag_fail("export: %s: path too long", dir);
+// One tensor of a transformer block: its name after "PREFIX.N.", the layer struct's field
+// that holds it, and for SRC_ROPE which head count splits it.
+typedef enum { NO_HEADS, Q_HEADS, KV_HEADS } heads_of;
+typedef struct {
+    const char *suffix;
+    role r;
+    src_kind kind;
+    size_t field;   // offsetof the ag_tensor * in the layer struct
+    heads_of heads; // SRC_ROPE: the head count it is split into
+    bool optional;  // left out where the model has none
+} block_tensor;
+#define NB(t) ((int)(sizeof t / sizeof *t))
+
+// The tensors of block l (layer points at its gm_*_layer).
+static void add_block(builder *b, const char *prefix, int64_t l, const void *layer,
+                      const block_tensor *t, int n, int64_t q_heads, int64_t kv_heads) {
+    const int64_t heads[] = {[NO_HEADS] = 0, [Q_HEADS] = q_heads, [KV_HEADS] = kv_heads};
+    for (int i = 0; i < n; i++) {
+        const ag_tensor *a = *(ag_tensor *const *)((const char *)layer + t[i].field);
+        if (!a && t[i].optional) continue;
+        char name[64];
+        snprintf(name, sizeof name, "%s.%lld.%s", prefix, (long long)l, t[i].suffix);
+        add(b, name, t[i].r, t[i].kind, a, NULL, heads[t[i].heads]);
+    }
+}
+
+// Writes dir/file; returns how many q8_0 weights fell back to f16.
+static int finish(builder *b, const char *dir, const char *file) {
+    char path[PATH_MAX];
+    tr_export_path(path, sizeof path, dir, file);
     tr_gguf_write(b->g, path);
     tr_gguf_free(b->g);
     while (b->srcs) {
@@ -174,18 +200,12 @@ static void finish(builder *b, const char *dir, const char *file) {
         free(b->srcs);
         b->srcs = n;
     }
+    return b->n_f16_fallback;
 }
 
-static void write_text(const char *dir, const char *file, const char *text) {
-    char path[4096];
-    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, file) >= sizeof path)
-        ag_fail("export: %s: path too long", dir);
-    FILE *f = fopen(path, "wb");
-    if (!f) ag_fail("%s: cannot create: %s", path, strerror(errno));
-    size_t n = strlen(text);
-    if (fwrite(text, 1, n, f) != n || fflush(f) || fsync(fileno(f)))
-        ag_fail("%s: write failed: %s", path, strerror(errno));
-    if (fclose(f)) ag_fail("%s: close failed: %s", path, strerror(errno));
+static void note_fallback(const char *file, int fallback) {
+    if (fallback)
+        printf("export: %s: %d weights with rows not a multiple of 32 are f16\n", file, fallback);
 }
 
 // The types of a --dtype.
@@ -233,6 +253,21 @@ static void added_names(const gm_groundinggpt_config *cfg, const char *names[GM_
         }
     }
 }
+
+// blk.N.* of model.gguf.
+#define LL(f) offsetof(gm_llama_layer, f)
+static const block_tensor llama_block[] = {
+    {"attn_norm.weight", ROLE_F32, SRC_PLAIN, LL(attn_norm), NO_HEADS, false},
+    {"attn_q.weight", ROLE_WEIGHT, SRC_ROPE, LL(wq), Q_HEADS, false},
+    {"attn_k.weight", ROLE_WEIGHT, SRC_ROPE, LL(wk), KV_HEADS, false},
+    {"attn_v.weight", ROLE_WEIGHT, SRC_PLAIN, LL(wv), NO_HEADS, false},
+    {"attn_output.weight", ROLE_WEIGHT, SRC_PLAIN, LL(wo), NO_HEADS, false},
+    {"ffn_norm.weight", ROLE_F32, SRC_PLAIN, LL(ffn_norm), NO_HEADS, false},
+    {"ffn_gate.weight", ROLE_WEIGHT, SRC_PLAIN, LL(w_gate), NO_HEADS, false},
+    {"ffn_up.weight", ROLE_WEIGHT, SRC_PLAIN, LL(w_up), NO_HEADS, false},
+    {"ffn_down.weight", ROLE_WEIGHT, SRC_PLAIN, LL(w_down), NO_HEADS, false},
+};
+#undef LL
 
 static void write_model(const tr_export_job *job, const char *dir, tr_gguf_type wtype,
                         uint32_t ftype) {
@@ -308,33 +343,19 @@ static void write_model(const tr_export_job *job, const char *dir, tr_gguf_type 
                job->tokenizer_path);
 
     add(&b, "token_embd.weight", ROLE_WEIGHT, SRC_CAT, llm->embed, m->embed_added, 0);
-    for (int64_t l = 0; l < c->n_layers; l++) {
-        const gm_llama_layer *L = &llm->layers[l];
-        char n[64];
-#define BLK(suffix) (snprintf(n, sizeof n, "blk.%lld." suffix, (long long)l), n)
-        add(&b, BLK("attn_norm.weight"), ROLE_F32, SRC_PLAIN, L->attn_norm, NULL, 0);
-        add(&b, BLK("attn_q.weight"), ROLE_WEIGHT, SRC_ROPE, L->wq, NULL, c->n_heads);
-        add(&b, BLK("attn_k.weight"), ROLE_WEIGHT, SRC_ROPE, L->wk, NULL, c->n_kv_heads);
-        add(&b, BLK("attn_v.weight"), ROLE_WEIGHT, SRC_PLAIN, L->wv, NULL, 0);
-        add(&b, BLK("attn_output.weight"), ROLE_WEIGHT, SRC_PLAIN, L->wo, NULL, 0);
-        add(&b, BLK("ffn_norm.weight"), ROLE_F32, SRC_PLAIN, L->ffn_norm, NULL, 0);
-        add(&b, BLK("ffn_gate.weight"), ROLE_WEIGHT, SRC_PLAIN, L->w_gate, NULL, 0);
-        add(&b, BLK("ffn_up.weight"), ROLE_WEIGHT, SRC_PLAIN, L->w_up, NULL, 0);
-        add(&b, BLK("ffn_down.weight"), ROLE_WEIGHT, SRC_PLAIN, L->w_down, NULL, 0);
-#undef BLK
-    }
+    for (int64_t l = 0; l < c->n_layers; l++)
+        add_block(&b, "blk", l, &llm->layers[l], llama_block, NB(llama_block), c->n_heads,
+                  c->n_kv_heads);
     add(&b, "output_norm.weight", ROLE_F32, SRC_PLAIN, llm->norm, NULL, 0);
     add(&b, "output.weight", ROLE_WEIGHT, SRC_CAT, llm->lm_head, m->lm_head_added, 0);
-    int fallback = b.n_f16_fallback;
-    finish(&b, dir, "model.gguf");
+    int fallback = finish(&b, dir, "model.gguf");
     free(tokens);
     free(scores);
     free(types);
     printf("export: model.gguf: llama, %lld layers, vocabulary %lld (%lld + %d added), %s\n",
            (long long)c->n_layers, (long long)V, (long long)V0, GM_N_ADDED,
            tr_gguf_type_name(wtype));
-    if (fallback)
-        printf("export: model.gguf: %d weights with rows not a multiple of 32 are f16\n", fallback);
+    note_fallback("model.gguf", fallback);
 }
 
 // mmproj.gguf ------------------------------------------------------------------------------
@@ -342,6 +363,28 @@ static void write_model(const tr_export_job *job, const char *dir, tr_gguf_type 
 // CLIP's normalisation (gm_vit_clip_pixels).
 static const float clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
 static const float clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+
+// v.blk.N.* of mmproj.gguf (q, k, v biases where the model has them).
+#define VL(f) offsetof(gm_vit_layer, f)
+static const block_tensor clip_block[] = {
+    {"ln1.weight", ROLE_F32, SRC_PLAIN, VL(ln1_w), NO_HEADS, false},
+    {"ln1.bias", ROLE_F32, SRC_PLAIN, VL(ln1_b), NO_HEADS, false},
+    {"attn_q.weight", ROLE_WEIGHT, SRC_PLAIN, VL(q_w), NO_HEADS, false},
+    {"attn_q.bias", ROLE_F32, SRC_PLAIN, VL(q_b), NO_HEADS, true},
+    {"attn_k.weight", ROLE_WEIGHT, SRC_PLAIN, VL(k_w), NO_HEADS, false},
+    {"attn_k.bias", ROLE_F32, SRC_PLAIN, VL(k_b), NO_HEADS, true},
+    {"attn_v.weight", ROLE_WEIGHT, SRC_PLAIN, VL(v_w), NO_HEADS, false},
+    {"attn_v.bias", ROLE_F32, SRC_PLAIN, VL(v_b), NO_HEADS, true},
+    {"attn_out.weight", ROLE_WEIGHT, SRC_PLAIN, VL(out_w), NO_HEADS, false},
+    {"attn_out.bias", ROLE_F32, SRC_PLAIN, VL(out_b), NO_HEADS, false},
+    {"ln2.weight", ROLE_F32, SRC_PLAIN, VL(ln2_w), NO_HEADS, false},
+    {"ln2.bias", ROLE_F32, SRC_PLAIN, VL(ln2_b), NO_HEADS, false},
+    {"ffn_up.weight", ROLE_WEIGHT, SRC_PLAIN, VL(fc1_w), NO_HEADS, false},
+    {"ffn_up.bias", ROLE_F32, SRC_PLAIN, VL(fc1_b), NO_HEADS, false},
+    {"ffn_down.weight", ROLE_WEIGHT, SRC_PLAIN, VL(fc2_w), NO_HEADS, false},
+    {"ffn_down.bias", ROLE_F32, SRC_PLAIN, VL(fc2_b), NO_HEADS, false},
+};
+#undef VL
 
 static void write_mmproj(const tr_export_job *job, const char *dir, tr_gguf_type wtype,
                          tr_gguf_type conv, uint32_t ftype) {
@@ -389,41 +432,18 @@ static void write_mmproj(const tr_export_job *job, const char *dir, tr_gguf_type
         add(&b, "v.pre_ln.weight", ROLE_F32, SRC_PLAIN, vit->pre_norm_w, NULL, 0);
         add(&b, "v.pre_ln.bias", ROLE_F32, SRC_PLAIN, vit->pre_norm_b, NULL, 0);
     }
-    for (int l = 0; l < k; l++) {
-        const gm_vit_layer *L = &vit->layers[l];
-        char n[64];
-#define BLK(suffix) (snprintf(n, sizeof n, "v.blk.%d." suffix, l), n)
-        add(&b, BLK("ln1.weight"), ROLE_F32, SRC_PLAIN, L->ln1_w, NULL, 0);
-        add(&b, BLK("ln1.bias"), ROLE_F32, SRC_PLAIN, L->ln1_b, NULL, 0);
-        add(&b, BLK("attn_q.weight"), ROLE_WEIGHT, SRC_PLAIN, L->q_w, NULL, 0);
-        if (L->q_b) add(&b, BLK("attn_q.bias"), ROLE_F32, SRC_PLAIN, L->q_b, NULL, 0);
-        add(&b, BLK("attn_k.weight"), ROLE_WEIGHT, SRC_PLAIN, L->k_w, NULL, 0);
-        if (L->k_b) add(&b, BLK("attn_k.bias"), ROLE_F32, SRC_PLAIN, L->k_b, NULL, 0);
-        add(&b, BLK("attn_v.weight"), ROLE_WEIGHT, SRC_PLAIN, L->v_w, NULL, 0);
-        if (L->v_b) add(&b, BLK("attn_v.bias"), ROLE_F32, SRC_PLAIN, L->v_b, NULL, 0);
-        add(&b, BLK("attn_out.weight"), ROLE_WEIGHT, SRC_PLAIN, L->out_w, NULL, 0);
-        add(&b, BLK("attn_out.bias"), ROLE_F32, SRC_PLAIN, L->out_b, NULL, 0);
-        add(&b, BLK("ln2.weight"), ROLE_F32, SRC_PLAIN, L->ln2_w, NULL, 0);
-        add(&b, BLK("ln2.bias"), ROLE_F32, SRC_PLAIN, L->ln2_b, NULL, 0);
-        add(&b, BLK("ffn_up.weight"), ROLE_WEIGHT, SRC_PLAIN, L->fc1_w, NULL, 0);
-        add(&b, BLK("ffn_up.bias"), ROLE_F32, SRC_PLAIN, L->fc1_b, NULL, 0);
-        add(&b, BLK("ffn_down.weight"), ROLE_WEIGHT, SRC_PLAIN, L->fc2_w, NULL, 0);
-        add(&b, BLK("ffn_down.bias"), ROLE_F32, SRC_PLAIN, L->fc2_b, NULL, 0);
-#undef BLK
-    }
+    for (int l = 0; l < k; l++)
+        add_block(&b, "v.blk", l, &vit->layers[l], clip_block, NB(clip_block), 0, 0);
     add(&b, "mm.0.weight", ROLE_WEIGHT, SRC_PLAIN, pj->w1, NULL, 0);
     add(&b, "mm.0.bias", ROLE_F32, SRC_PLAIN, pj->b1, NULL, 0);
     add(&b, "mm.2.weight", ROLE_WEIGHT, SRC_PLAIN, pj->w2, NULL, 0);
     add(&b, "mm.2.bias", ROLE_F32, SRC_PLAIN, pj->b2, NULL, 0);
-    int fallback = b.n_f16_fallback;
-    finish(&b, dir, "mmproj.gguf");
+    int fallback = finish(&b, dir, "mmproj.gguf");
     printf("export: mmproj.gguf: clip, %lld-pixel images, %lld tokens, features of block %d of "
            "%lld, mlp projector %lld -> %lld, %s\n",
            (long long)v->image_h, (long long)gm_vit_patches(v), k, (long long)v->n_layers,
            (long long)pj->cfg.vision_dim, (long long)pj->cfg.llm_dim, tr_gguf_type_name(wtype));
-    if (fallback)
-        printf("export: mmproj.gguf: %d weights with rows not a multiple of 32 are f16\n",
-               fallback);
+    note_fallback("mmproj.gguf", fallback);
 }
 
 // README ---------------------------------------------------------------------------------------
@@ -461,7 +481,7 @@ static void write_readme(const tr_export_job *job, const char *dir, bool image, 
                       "have no llama.cpp counterpart and are not in these files; export with\n"
                       "`--format hf` to keep them.\n");
     if (n >= (int)sizeof text) ag_fail("export: README text too long");
-    write_text(dir, "README.md", text);
+    tr_export_write_file(dir, "README.md", text, strlen(text));
 }
 
 void tr_export_gguf(const tr_export_job *job, const char *dir) {

@@ -29,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "autograd/error.h"
 #include "autograd/safetensors.h"
@@ -61,27 +60,6 @@ static const double clip_mean[3] = {0.48145466, 0.4578275, 0.40821073};
 static const double clip_std[3] = {0.26862954, 0.26130258, 0.27577711};
 
 // Files ----------------------------------------------------------------------------------------
-
-static void path_in(char *buf, size_t n, const char *dir, const char *name) {
-    if ((size_t)snprintf(buf, n, "%s/%s", dir, name) >= n)
-        ag_fail("export: %s/%s: path too long", dir, name);
-}
-
-// Writes and syncs dir/name; the folder becomes OUT only once every file is complete.
-static void write_file(const char *dir, const char *name, const void *data, size_t n) {
-    char path[PATH_MAX];
-    path_in(path, sizeof path, dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f) ag_fail("export: %s: cannot create: %s", path, strerror(errno));
-    errno = 0;
-    bool ok = (n == 0 || fwrite(data, 1, n, f) == n) && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int err = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = false;
-        err = errno;
-    }
-    if (!ok) ag_fail("export: %s: write failed: %s", path, strerror(err ? err : EIO));
-}
 
 static char *read_file(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
@@ -155,7 +133,7 @@ static void write_json(const char *dir, const char *name, cJSON *root) {
     line[n] = '\n';
     free(text);
     cJSON_Delete(root);
-    write_file(dir, name, line, n + 1);
+    tr_export_write_file(dir, name, line, n + 1);
     free(line);
 }
 
@@ -316,7 +294,7 @@ static void write_items(hf_export *x, const hf_items *it, int a, int b, const ch
     if (groundc_names) ag_st_add_meta(w, "names", "groundinggpt");
     for (int i = a; i < b; i++) add_item(x, w, &it->v[i]);
     char path[PATH_MAX];
-    path_in(path, sizeof path, x->dir, file);
+    tr_export_path(path, sizeof path, x->dir, file);
     ag_st_write(w, path);
 }
 
@@ -636,7 +614,7 @@ static void write_tokenizer(const hf_export *x, const char *model_path) {
     const int32_t V0 = (int32_t)x->m->cfg.llm.vocab;
     size_t n;
     char *bytes = read_file(model_path, &n);
-    write_file(x->dir, "tokenizer.model", bytes, n);
+    tr_export_write_file(x->dir, "tokenizer.model", bytes, n);
     free(bytes);
 
     const char *bos = piece_of(x, ds_tokenizer_bos_id(tok)),
@@ -747,6 +725,48 @@ static void tokens_json(const hf_export *x, cJSON *o, gm_modality k) {
     }
 }
 
+// The part of a branch's JSON that every branch has, after writing its weights
+// (BRANCH_branch.safetensors): the weights' names and type, its tokens, and an empty "input"
+// object returned in *in.
+static cJSON *branch_begin(hf_export *x, const char *branch, const char *origin, gm_modality k,
+                           int64_t tokens, const gm_vit *vit, ag_tensor *const *const groups[],
+                           const int *counts, int n_groups, cJSON **in) {
+    char weights[64], names[160];
+    snprintf(weights, sizeof weights, "%s_branch.safetensors", branch);
+    snprintf(names, sizeof names,
+             "GroundingGPT checkpoint names (%s); conv weights in PyTorch's layout (out, in, kh, "
+             "kw)",
+             origin);
+    write_branch_weights(x, weights, vit, groups, counts, n_groups);
+
+    cJSON *r = jok(cJSON_CreateObject());
+    jstr(r, "branch", branch);
+    jstr(r, "weights", weights);
+    jstr(r, "names", names);
+    jstr(r, "dtype", x->torch_dtype);
+    tokens_json(x, r, k);
+    jnum(r, "tokens_per_item", (double)tokens);
+    *in = jobj(r, "input");
+    return r;
+}
+
+// A branch's last Q-Former (with its largest item count under max_key), the projection to the
+// LLM, the pipeline; then BRANCH_branch.json.
+static void branch_end(hf_export *x, cJSON *r, const char *branch, const char *qformer_key,
+                       const gm_qformer_config *q, int64_t queries, const char *max_key,
+                       int64_t max, int64_t llm_dim, const char *pipeline) {
+    cJSON *qo = jobj(r, qformer_key);
+    qformer_json(qo, q, queries);
+    jnum(qo, max_key, (double)max);
+    cJSON *pr = jobj(r, "projection");
+    jnum(pr, "in_features", (double)q->hidden);
+    jnum(pr, "out_features", (double)llm_dim);
+    jstr(r, "pipeline", pipeline);
+    char file[64];
+    snprintf(file, sizeof file, "%s_branch.json", branch);
+    write_json(x->dir, file, r);
+}
+
 static void write_video_branch(hf_export *x) {
     const gm_groundinggpt *m = x->m;
     const gm_groundinggpt_config *c = &m->cfg;
@@ -754,18 +774,9 @@ static void write_video_branch(hf_export *x) {
                                         m->video_adapter->params};
     const int counts[] = {m->video_vit->n_params, m->frame_qformer->n_params,
                           m->video_adapter->n_params};
-    write_branch_weights(x, "video_branch.safetensors", m->video_vit, groups, counts, 3);
-
-    cJSON *r = jok(cJSON_CreateObject());
-    jstr(r, "branch", "video");
-    jstr(r, "weights", "video_branch.safetensors");
-    jstr(r, "names",
-         "GroundingGPT checkpoint names (Video-LLaMA / LAVIS); conv weights in "
-         "PyTorch's layout (out, in, kh, kw)");
-    jstr(r, "dtype", x->torch_dtype);
-    tokens_json(x, r, GM_MOD_VIDEO);
-    jnum(r, "tokens_per_item", (double)c->video_tokens);
-    cJSON *in = jobj(r, "input");
+    cJSON *in;
+    cJSON *r = branch_begin(x, "video", "Video-LLaMA / LAVIS", GM_MOD_VIDEO, c->video_tokens,
+                            m->video_vit, groups, counts, 3, &in);
     jnum(in, "frames", (double)c->video_frames);
     jnum(in, "frame_size", (double)c->video_size);
     jnums(in, "pixel_mean", clip_mean, 3);
@@ -774,18 +785,13 @@ static void write_video_branch(hf_export *x) {
     cJSON *fq = jobj(r, "frame_qformer");
     qformer_json(fq, &c->frame_qformer.qformer, c->frame_qformer.n_queries);
     jnum(fq, "ln_vision_eps", c->frame_qformer.ln_eps);
-    cJSON *vq = jobj(r, "video_qformer");
-    qformer_json(vq, &c->video_adapter.qformer, c->video_adapter.n_queries);
-    jnum(vq, "max_frames", (double)c->video_adapter.max_frames);
-    cJSON *pr = jobj(r, "projection");
-    jnum(pr, "in_features", (double)c->video_adapter.qformer.hidden);
-    jnum(pr, "out_features", (double)c->video_adapter.llm_dim);
-    jstr(r, "pipeline",
-         "frames (F, S, S, 3) -> CLIP mean/std -> EVA ViT hidden states (CLS kept) -> ln_vision "
-         "-> frame Q-Former with query_tokens -> + video_frame_position_embedding[f] -> video "
-         "Q-Former with video_query_tokens over the F x Qf frame queries -> llama_proj -> the "
-         "<vi_patch> embeddings");
-    write_json(x->dir, "video_branch.json", r);
+    branch_end(x, r, "video", "video_qformer", &c->video_adapter.qformer,
+               c->video_adapter.n_queries, "max_frames", c->video_adapter.max_frames,
+               c->video_adapter.llm_dim,
+               "frames (F, S, S, 3) -> CLIP mean/std -> EVA ViT hidden states (CLS kept) -> "
+               "ln_vision -> frame Q-Former with query_tokens -> + "
+               "video_frame_position_embedding[f] -> video Q-Former with video_query_tokens over "
+               "the F x Qf frame queries -> llama_proj -> the <vi_patch> embeddings");
 }
 
 static void write_audio_branch(hf_export *x) {
@@ -793,18 +799,9 @@ static void write_audio_branch(hf_export *x) {
     const gm_groundinggpt_config *c = &m->cfg;
     ag_tensor *const *const groups[] = {m->audio_vit->params, m->audio_adapter->params};
     const int counts[] = {m->audio_vit->n_params, m->audio_adapter->n_params};
-    write_branch_weights(x, "audio_branch.safetensors", m->audio_vit, groups, counts, 2);
-
-    cJSON *r = jok(cJSON_CreateObject());
-    jstr(r, "branch", "audio");
-    jstr(r, "weights", "audio_branch.safetensors");
-    jstr(r, "names",
-         "GroundingGPT checkpoint names (ImageBind / LAVIS); conv weights in "
-         "PyTorch's layout (out, in, kh, kw)");
-    jstr(r, "dtype", x->torch_dtype);
-    tokens_json(x, r, GM_MOD_AUDIO);
-    jnum(r, "tokens_per_item", (double)c->audio_tokens);
-    cJSON *in = jobj(r, "input");
+    cJSON *in;
+    cJSON *r = branch_begin(x, "audio", "ImageBind / LAVIS", GM_MOD_AUDIO, c->audio_tokens,
+                            m->audio_vit, groups, counts, 2, &in);
     jnum(in, "clips", (double)c->audio_clips);
     jnum(in, "frames", (double)c->audio_frames);
     jnum(in, "mels", (double)c->audio_mels);
@@ -816,17 +813,12 @@ static void write_audio_branch(hf_export *x) {
          "(x - fbank_mean) / fbank_std; each clip enters the encoder as (1, mels, "
          "frames)");
     vit_json(jobj(r, "encoder"), m->audio_vit, "imagebind_audio");
-    cJSON *aq = jobj(r, "audio_qformer");
-    qformer_json(aq, &c->audio_adapter.qformer, c->audio_adapter.n_queries);
-    jnum(aq, "max_clips", (double)c->audio_adapter.max_clips);
-    cJSON *pr = jobj(r, "projection");
-    jnum(pr, "in_features", (double)c->audio_adapter.qformer.hidden);
-    jnum(pr, "out_features", (double)c->audio_adapter.llm_dim);
-    jstr(r, "pipeline",
-         "clips -> ImageBind audio encoder (pooled, L2-normalised x head_scale) -> + "
-         "audio_position_embedding[k] -> audio Q-Former with audio_query_tokens -> "
-         "audio_llama_proj -> the <so_patch> embeddings");
-    write_json(x->dir, "audio_branch.json", r);
+    branch_end(x, r, "audio", "audio_qformer", &c->audio_adapter.qformer,
+               c->audio_adapter.n_queries, "max_clips", c->audio_adapter.max_clips,
+               c->audio_adapter.llm_dim,
+               "clips -> ImageBind audio encoder (pooled, L2-normalised x head_scale) -> + "
+               "audio_position_embedding[k] -> audio Q-Former with audio_query_tokens -> "
+               "audio_llama_proj -> the <so_patch> embeddings");
 }
 
 static void write_readme(const hf_export *x, const char *ckpt) {
@@ -854,7 +846,7 @@ static void write_readme(const hf_export *x, const char *ckpt) {
         ckpt, c->name, x->torch_dtype, (long long)c->llm.vocab, (long long)c->llm.vocab,
         (long long)(c->llm.vocab + GM_N_ADDED - 1), c->image_vit.out_layer,
         (long long)c->image_size, (long long)c->image_tokens);
-    write_file(x->dir, "README.md", text, strlen(text));
+    tr_export_write_file(x->dir, "README.md", text, strlen(text));
 }
 
 // Checks
