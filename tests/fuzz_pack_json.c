@@ -4,24 +4,16 @@
 // give records or a one-line error, never a crash or a leak; every reason a sample is refused
 // for must be one line too (pack prints it as "FILE:INDEX: reason").
 // FUZZ_CORPUS: tests/fixtures/fuzz/fuzz_pack_json *.json
-#include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "autograd/error.h"
 #include "data/jsonl.h"
 #include "data/shard.h"
 #include "data/template.h"
 #include "fuzz_util.h"
-
-static jmp_buf fz_jmp;
-static void fz_on_error(const char *message) {
-    (void)message;
-    longjmp(fz_jmp, 1);
-}
 
 static void fz_one_line(const char *why) {
     if (!why || !why[0] || strpbrk(why, "\r\n")) {
@@ -31,7 +23,8 @@ static void fz_one_line(const char *why) {
 }
 
 // One record, as the packer's reader and workers see it.
-static void fz_sample(const cJSON *obj) {
+static void fz_sample(const ds_record *r) {
+    const cJSON *obj = r->item;
     const char *files[DS_MEDIA_KINDS];
     const char *bad = ds_json_sample_media(obj, files);
     if (bad) {
@@ -60,23 +53,6 @@ static void fz_sample(const cJSON *obj) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char path[64];
-    snprintf(path, sizeof path, "/tmp/fuzz_pack_%d.json", (int)getpid());
-    fz_write_file(path, data, size);
-    static fz_fds fds;
-    fz_fds_snapshot(&fds);
-    ds_record_file f = {0};
-    ag_set_error_handler(fz_on_error);
-    if (setjmp(fz_jmp) == 0) {
-        ds_records_read_json(path, &f);
-        for (int64_t i = 0; i < f.n; i++) fz_sample(f.records[i].item);
-    }
-    ag_set_error_handler(NULL);
-    ds_record_file_free(&f);
-    if (fz_fds_new(&fds, false)) {
-        fprintf(stderr, "fuzz_pack_json: the reader left a file descriptor open\n");
-        abort();
-    }
-    unlink(path);
+    fz_records("fuzz_pack_json", "json", data, size, ds_records_read_json, fz_sample);
     return 0;
 }

@@ -5,24 +5,16 @@
 // one line; an answer written for a record must parse back (ds_parse_box / ds_parse_span) to
 // a box or span inside [0, 1] that is not reversed.
 // FUZZ_CORPUS: tests/fixtures/fuzz/fuzz_pack_jsonl *.jsonl
-#include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "autograd/error.h"
 #include "data/grounding.h"
 #include "data/jsonl.h"
 #include "data/template.h"
 #include "fuzz_util.h"
-
-static jmp_buf fz_jmp;
-static void fz_on_error(const char *message) {
-    (void)message;
-    longjmp(fz_jmp, 1);
-}
 
 static void fz_check(bool ok, const char *what, const char *text) {
     if (ok) return;
@@ -82,23 +74,6 @@ static void fz_record(const ds_record *r) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char path[64];
-    snprintf(path, sizeof path, "/tmp/fuzz_pack_%d.jsonl", (int)getpid());
-    fz_write_file(path, data, size);
-    static fz_fds fds;
-    fz_fds_snapshot(&fds);
-    ds_record_file f = {0};
-    ag_set_error_handler(fz_on_error);
-    if (setjmp(fz_jmp) == 0) {
-        ds_records_read_jsonl(path, &f);
-        for (int64_t i = 0; i < f.n; i++) fz_record(&f.records[i]);
-    }
-    ag_set_error_handler(NULL);
-    ds_record_file_free(&f);
-    if (fz_fds_new(&fds, false)) {
-        fprintf(stderr, "fuzz_pack_jsonl: the reader left a file descriptor open\n");
-        abort();
-    }
-    unlink(path);
+    fz_records("fuzz_pack_jsonl", "jsonl", data, size, ds_records_read_jsonl, fz_record);
     return 0;
 }
