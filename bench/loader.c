@@ -28,6 +28,7 @@
 #include "data/manifest.h"
 #include "data/shard.h"
 #include "model/llama.h"
+#include "tests/shard_util.h"
 
 #define VOCAB 4096 // tokens of the synthetic set stay below the tiny model's vocabulary
 
@@ -133,6 +134,61 @@ static void make_image(uint8_t *rgb, int S, bool pad, uint64_t *rng, int32_t wh[
         }
 }
 
+// What cmd_make writes, shard by shard.
+typedef struct {
+    const options *o;
+    int S, F, VS, C, T, M; // image side, video frames and side, fbank clips, frames, mels
+    uint8_t *img, *vid;
+    float *aud;
+    int32_t *tok;
+    uint8_t *mask;
+    uint64_t rng;
+    int64_t i, n_img, n_vid, n_aud; // the next sample, media rows written
+} make_state;
+
+static void make_shard(void *arg, int64_t j, ds_shard_writer *w) {
+    static const char *const sources[] = {"refcoco", "flickr30k", "charades-sta", "vggss", "llava"};
+    make_state *m = arg;
+    const options *o = m->o;
+    const int S = m->S, F = m->F, VS = m->VS, C = m->C, T = m->T, M = m->M;
+    int64_t end = o->samples * (j + 1) / o->shards;
+    for (; m->i < end; m->i++) {
+        const int64_t i = m->i;
+        int64_t spread = o->tokens / 3;
+        int64_t len =
+            o->tokens - spread + (int64_t)(ag_splitmix64(&m->rng) % (uint64_t)(2 * spread));
+        int64_t prompt = len * 2 / 5; // the user turn: not in the loss
+        for (int64_t t = 0; t < len; t++)
+            m->tok[t] = (int32_t)(ag_splitmix64(&m->rng) % (VOCAB - 96)), m->mask[t] = t >= prompt;
+        ds_sample s = {.tokens = m->tok, .loss_mask = m->mask, .length = len};
+        s.image = s.video = s.audio = -1;
+        if (i % 3 == 0) {
+            int32_t wh[2];
+            make_image(m->img, S, true, &m->rng, wh);
+            s.image = ds_shard_add_image(w, m->img, wh[0], wh[1]);
+            m->n_img++;
+        }
+        if (i % 10 == 1) {
+            int32_t wh[2];
+            for (int f = 0; f < F; f++)
+                make_image(m->vid + (size_t)f * VS * VS * 3, VS, false, &m->rng, wh);
+            s.video = ds_shard_add_video(w, m->vid, 12.5f);
+            m->n_vid++;
+        }
+        if (i % 10 == 2) {
+            for (int k = 0; k < C * T * M; k++)
+                m->aud[k] = (float)((int)(ag_splitmix64(&m->rng) % 512) - 256) / 64.0f;
+            s.audio = ds_shard_add_audio(w, m->aud, 9.0f);
+            m->n_aud++;
+        }
+        s.task = (int)(i % DS_NTASKS);
+        s.granularity = (int)(i % 2);
+        s.source = sources[i % 5];
+        s.meta = "{\"id\": \"bench\"}";
+        ds_shard_add_sample(w, &s);
+    }
+}
+
 static int cmd_make(const char *dir, const options *o) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, DS_MANIFEST_NAME);
@@ -145,75 +201,27 @@ static int cmd_make(const char *dir, const options *o) {
         fprintf(stderr, "bench_loader: cannot create %s\n", dir);
         return 1;
     }
-    const int S = (int)o->image, F = 4, VS = 112, C = 3, T = 204, M = 128;
-    ds_shard_layout layout = {DIGEST, S, F, VS, C, T, M, 0};
-    uint8_t *img = malloc((size_t)S * S * 3), *vid = malloc((size_t)F * VS * VS * 3);
-    float *aud = malloc(sizeof(float) * (size_t)(C * T * M));
+    make_state ms = {
+        .o = o, .S = (int)o->image, .F = 4, .VS = 112, .C = 3, .T = 204, .M = 128, .rng = o->seed};
+    ds_shard_layout layout = {DIGEST, ms.S, ms.F, ms.VS, ms.C, ms.T, ms.M, 0};
+    ms.img = malloc((size_t)ms.S * ms.S * 3), ms.vid = malloc((size_t)ms.F * ms.VS * ms.VS * 3);
+    ms.aud = malloc(sizeof(float) * (size_t)(ms.C * ms.T * ms.M));
     int64_t max_tok = o->tokens * 2;
-    int32_t *tok = malloc(sizeof(int32_t) * (size_t)max_tok);
-    uint8_t *mask = malloc((size_t)max_tok);
-    if (!img || !vid || !aud || !tok || !mask) {
+    ms.tok = malloc(sizeof(int32_t) * (size_t)max_tok);
+    ms.mask = malloc((size_t)max_tok);
+    if (!ms.img || !ms.vid || !ms.aud || !ms.tok || !ms.mask) {
         fprintf(stderr, "bench_loader: out of memory\n");
         return 1;
     }
-    uint64_t rng = o->seed;
-    ds_manifest m;
-    ds_manifest_init(&m, DIGEST);
     double t0 = now_s();
-    int64_t i = 0, n_img = 0, n_vid = 0, n_aud = 0;
-    const char *sources[] = {"refcoco", "flickr30k", "charades-sta", "vggss", "llava"};
-    for (int64_t j = 0; j < o->shards; j++) {
-        char name[64];
-        snprintf(name, sizeof name, "shard_%05lld.h5", (long long)j);
-        snprintf(path, sizeof path, "%s/%s", dir, name);
-        ds_shard_writer *w = ds_shard_create(path, &layout);
-        int64_t end = o->samples * (j + 1) / o->shards;
-        for (; i < end; i++) {
-            int64_t spread = o->tokens / 3;
-            int64_t len =
-                o->tokens - spread + (int64_t)(ag_splitmix64(&rng) % (uint64_t)(2 * spread));
-            int64_t prompt = len * 2 / 5; // the user turn: not in the loss
-            for (int64_t t = 0; t < len; t++)
-                tok[t] = (int32_t)(ag_splitmix64(&rng) % (VOCAB - 96)), mask[t] = t >= prompt;
-            ds_sample s = {.tokens = tok, .loss_mask = mask, .length = len};
-            s.image = s.video = s.audio = -1;
-            if (i % 3 == 0) {
-                int32_t wh[2];
-                make_image(img, S, true, &rng, wh);
-                s.image = ds_shard_add_image(w, img, wh[0], wh[1]);
-                n_img++;
-            }
-            if (i % 10 == 1) {
-                int32_t wh[2];
-                for (int f = 0; f < F; f++)
-                    make_image(vid + (size_t)f * VS * VS * 3, VS, false, &rng, wh);
-                s.video = ds_shard_add_video(w, vid, 12.5f);
-                n_vid++;
-            }
-            if (i % 10 == 2) {
-                for (int k = 0; k < C * T * M; k++)
-                    aud[k] = (float)((int)(ag_splitmix64(&rng) % 512) - 256) / 64.0f;
-                s.audio = ds_shard_add_audio(w, aud, 9.0f);
-                n_aud++;
-            }
-            s.task = (int)(i % DS_NTASKS);
-            s.granularity = (int)(i % 2);
-            s.source = sources[i % 5];
-            s.meta = "{\"id\": \"bench\"}";
-            ds_shard_add_sample(w, &s);
-        }
-        ds_shard_info info;
-        ds_shard_finish(w, &info);
-        ds_manifest_add_shard(&m, name, &info);
-        ds_shard_info_free(&info);
-    }
-    ds_manifest_write(&m, dir);
+    ds_manifest m;
+    su_write_dataset(dir, DIGEST, &layout, o->shards, make_shard, &ms, &m);
     printf("{\"mode\": \"make\", \"dir\": \"%s\", \"samples\": %lld, \"tokens\": %lld, "
            "\"images\": %lld, \"videos\": %lld, \"audios\": %lld, \"seconds\": %.2f}\n",
-           dir, (long long)m.num_samples, (long long)m.num_tokens, (long long)n_img,
-           (long long)n_vid, (long long)n_aud, now_s() - t0);
+           dir, (long long)m.num_samples, (long long)m.num_tokens, (long long)ms.n_img,
+           (long long)ms.n_vid, (long long)ms.n_aud, now_s() - t0);
     ds_manifest_free(&m);
-    free(img), free(vid), free(aud), free(tok), free(mask);
+    free(ms.img), free(ms.vid), free(ms.aud), free(ms.tok), free(ms.mask);
     return 0;
 }
 

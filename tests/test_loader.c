@@ -23,18 +23,10 @@
 #include "data/loader.h"
 #include "data/manifest.h"
 #include "data/shard.h"
+#include "shard_util.h"
 
-#define IS        8 // image side
-#define VF        2 // video frames
-#define VS        6 // video side
-#define AC        2 // audio clips
-#define AT        5 // audio frames
-#define AM        4 // mel bins
-#define IMG_ELEMS (IS * IS * 3)
-#define VID_ELEMS (VF * VS * VS * 3)
-#define AUD_ELEMS (AC * AT * AM)
-#define MAX_LEN   32 // some samples are longer: truncated
-#define PAD       (-7)
+#define MAX_LEN 32 // some samples are longer: truncated
+#define PAD     (-7)
 
 static const char *DIGEST = "89abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567";
 static char g_dir[512], g_a[600], g_b[600];
@@ -92,51 +84,50 @@ static const char *source_of(int d, int i) {
     return d == 0 ? (i % 2 ? "srcA1" : "srcA0") : "srcB";
 }
 
+typedef struct {
+    int d, image_size;
+    const int *counts, *media;
+    int i; // the next sample
+} dataset_fill;
+
+static void fill_shard(void *arg, int64_t j, ds_shard_writer *w) {
+    dataset_fill *f = arg;
+    const int d = f->d, S = f->image_size;
+    uint8_t img[SU_IMG_ELEMS], vid[SU_VID_ELEMS];
+    float aud[SU_AUD_ELEMS];
+    int32_t toks[64];
+    uint8_t mask[64];
+    for (int n = 0; n < f->counts[j]; n++, f->i++) {
+        const int i = f->i;
+        ds_sample s = {.tokens = toks, .loss_mask = mask, .length = sample_len(d, i)};
+        for (int t = 0; t < s.length; t++) toks[t] = tok(d, i, t), mask[t] = mask_of(d, i, t);
+        s.image = s.video = s.audio = -1;
+        if ((f->media[j] & M_IMG) && i % 3 == 0) {
+            for (int k = 0; k < S * S * 3; k++) img[k] = img_px(d, i, k);
+            s.image = ds_shard_add_image(w, img, 100 + i, 50 + d);
+        }
+        if ((f->media[j] & M_VID) && i % 4 == 1) {
+            for (int k = 0; k < SU_VID_ELEMS; k++) vid[k] = vid_px(d, i, k);
+            s.video = ds_shard_add_video(w, vid, (float)i + 0.5f);
+        }
+        if ((f->media[j] & M_AUD) && i % 2 == 0) {
+            for (int k = 0; k < SU_AUD_ELEMS; k++) aud[k] = aud_val(d, i, k);
+            s.audio = ds_shard_add_audio(w, aud, (float)i * 0.25f);
+        }
+        s.task = i % DS_NTASKS;
+        s.granularity = i % 2;
+        s.source = source_of(d, i);
+        s.meta = "{}";
+        ds_shard_add_sample(w, &s);
+    }
+}
+
 static void write_dataset(const char *dir, int d, const int *counts, const int *media, int nshards,
                           int image_size) {
     mkdir(dir, 0755);
-    ds_manifest m;
-    ds_manifest_init(&m, DIGEST);
-    ds_shard_layout layout = {DIGEST, image_size, VF, VS, AC, AT, AM, 0};
-    uint8_t img[IMG_ELEMS], vid[VID_ELEMS];
-    float aud[AUD_ELEMS];
-    int32_t toks[64];
-    uint8_t mask[64];
-    int i = 0;
-    for (int j = 0; j < nshards; j++) {
-        char name[64], path[800];
-        snprintf(name, sizeof name, "shard_%05d.h5", j);
-        snprintf(path, sizeof path, "%s/%s", dir, name);
-        ds_shard_writer *w = ds_shard_create(path, &layout);
-        for (int n = 0; n < counts[j]; n++, i++) {
-            ds_sample s = {.tokens = toks, .loss_mask = mask, .length = sample_len(d, i)};
-            for (int t = 0; t < s.length; t++) toks[t] = tok(d, i, t), mask[t] = mask_of(d, i, t);
-            s.image = s.video = s.audio = -1;
-            if ((media[j] & M_IMG) && i % 3 == 0) {
-                for (int k = 0; k < image_size * image_size * 3; k++) img[k] = img_px(d, i, k);
-                s.image = ds_shard_add_image(w, img, 100 + i, 50 + d);
-            }
-            if ((media[j] & M_VID) && i % 4 == 1) {
-                for (int k = 0; k < VID_ELEMS; k++) vid[k] = vid_px(d, i, k);
-                s.video = ds_shard_add_video(w, vid, (float)i + 0.5f);
-            }
-            if ((media[j] & M_AUD) && i % 2 == 0) {
-                for (int k = 0; k < AUD_ELEMS; k++) aud[k] = aud_val(d, i, k);
-                s.audio = ds_shard_add_audio(w, aud, (float)i * 0.25f);
-            }
-            s.task = i % DS_NTASKS;
-            s.granularity = i % 2;
-            s.source = source_of(d, i);
-            s.meta = "{}";
-            ds_shard_add_sample(w, &s);
-        }
-        ds_shard_info info;
-        ds_shard_finish(w, &info);
-        ds_manifest_add_shard(&m, name, &info);
-        ds_shard_info_free(&info);
-    }
-    ds_manifest_write(&m, dir);
-    ds_manifest_free(&m);
+    ds_shard_layout layout = {DIGEST, image_size, SU_VF, SU_VS, SU_AC, SU_AT, SU_AM, 0};
+    dataset_fill f = {d, image_size, counts, media, 0};
+    su_write_dataset(dir, DIGEST, &layout, nshards, fill_shard, &f, NULL);
 }
 
 // ---- loader helpers ----
@@ -180,11 +171,11 @@ static uint64_t row_hash(const ds_batch *bt, int64_t b) {
     h = fnv(h, &bt->granularity[b], 1);
     h = fnv(h, bt->source[b], strlen(bt->source[b]));
     if (bt->image_index[b] >= 0)
-        h = fnv(h, bt->images + (size_t)bt->image_index[b] * IMG_ELEMS, IMG_ELEMS);
+        h = fnv(h, bt->images + (size_t)bt->image_index[b] * SU_IMG_ELEMS, SU_IMG_ELEMS);
     if (bt->video_index[b] >= 0)
-        h = fnv(h, bt->videos + (size_t)bt->video_index[b] * VID_ELEMS, VID_ELEMS);
+        h = fnv(h, bt->videos + (size_t)bt->video_index[b] * SU_VID_ELEMS, SU_VID_ELEMS);
     if (bt->audio_index[b] >= 0)
-        h = fnv(h, bt->audios + (size_t)bt->audio_index[b] * AUD_ELEMS, AUD_ELEMS * 4);
+        h = fnv(h, bt->audios + (size_t)bt->audio_index[b] * SU_AUD_ELEMS, SU_AUD_ELEMS * 4);
     return h;
 }
 
@@ -199,11 +190,11 @@ static uint64_t batch_hash(const ds_batch *bt) {
     h = fnv(h, bt->image_index, (size_t)bt->B * 4), h = fnv(h, bt->video_index, (size_t)bt->B * 4);
     h = fnv(h, bt->audio_index, (size_t)bt->B * 4);
     h = fnv(h, &bt->n_images, 8), h = fnv(h, &bt->n_videos, 8), h = fnv(h, &bt->n_audios, 8);
-    if (bt->n_images) h = fnv(h, bt->images, (size_t)bt->n_images * IMG_ELEMS);
+    if (bt->n_images) h = fnv(h, bt->images, (size_t)bt->n_images * SU_IMG_ELEMS);
     if (bt->n_images) h = fnv(h, bt->image_orig_size, (size_t)bt->n_images * 8);
-    if (bt->n_videos) h = fnv(h, bt->videos, (size_t)bt->n_videos * VID_ELEMS);
+    if (bt->n_videos) h = fnv(h, bt->videos, (size_t)bt->n_videos * SU_VID_ELEMS);
     if (bt->n_videos) h = fnv(h, bt->video_duration, (size_t)bt->n_videos * 4);
-    if (bt->n_audios) h = fnv(h, bt->audios, (size_t)bt->n_audios * AUD_ELEMS * 4);
+    if (bt->n_audios) h = fnv(h, bt->audios, (size_t)bt->n_audios * SU_AUD_ELEMS * 4);
     if (bt->n_audios) h = fnv(h, bt->audio_duration, (size_t)bt->n_audios * 4);
     for (int64_t b = 0; b < bt->B; b++) h ^= row_hash(bt, b) + (uint64_t)b;
     return h;
@@ -244,8 +235,8 @@ static bool check_batch(ds_loader *l, const ds_batch *bt, int64_t micro, int64_t
         int32_t ix = bt->image_index[b];
         if (!why[0] && (has_img(d, i) ? ix != ni : ix != -1))
             snprintf(why, sizeof why, "row %lld: image index %d", (long long)b, ix);
-        for (int k = 0; !why[0] && ix >= 0 && k < IMG_ELEMS; k++)
-            if (bt->images[(size_t)ix * IMG_ELEMS + k] != img_px(d, i, k))
+        for (int k = 0; !why[0] && ix >= 0 && k < SU_IMG_ELEMS; k++)
+            if (bt->images[(size_t)ix * SU_IMG_ELEMS + k] != img_px(d, i, k))
                 snprintf(why, sizeof why, "row %lld: image byte %d", (long long)b, k);
         if (!why[0] && ix >= 0 &&
             (bt->image_orig_size[2 * ix] != 100 + i || bt->image_orig_size[2 * ix + 1] != 50 + d))
@@ -254,8 +245,8 @@ static bool check_batch(ds_loader *l, const ds_batch *bt, int64_t micro, int64_t
         ix = bt->video_index[b];
         if (!why[0] && (has_vid(d, i) ? ix != nv : ix != -1))
             snprintf(why, sizeof why, "row %lld: video index %d", (long long)b, ix);
-        for (int k = 0; !why[0] && ix >= 0 && k < VID_ELEMS; k++)
-            if (bt->videos[(size_t)ix * VID_ELEMS + k] != vid_px(d, i, k))
+        for (int k = 0; !why[0] && ix >= 0 && k < SU_VID_ELEMS; k++)
+            if (bt->videos[(size_t)ix * SU_VID_ELEMS + k] != vid_px(d, i, k))
                 snprintf(why, sizeof why, "row %lld: video byte %d", (long long)b, k);
         if (!why[0] && ix >= 0 && bt->video_duration[ix] != (float)i + 0.5f)
             snprintf(why, sizeof why, "row %lld: video duration", (long long)b);
@@ -263,8 +254,8 @@ static bool check_batch(ds_loader *l, const ds_batch *bt, int64_t micro, int64_t
         ix = bt->audio_index[b];
         if (!why[0] && (has_aud(d, i) ? ix != na : ix != -1))
             snprintf(why, sizeof why, "row %lld: audio index %d", (long long)b, ix);
-        for (int k = 0; !why[0] && ix >= 0 && k < AUD_ELEMS; k++)
-            if (bt->audios[(size_t)ix * AUD_ELEMS + k] != aud_val(d, i, k))
+        for (int k = 0; !why[0] && ix >= 0 && k < SU_AUD_ELEMS; k++)
+            if (bt->audios[(size_t)ix * SU_AUD_ELEMS + k] != aud_val(d, i, k))
                 snprintf(why, sizeof why, "row %lld: audio value %d", (long long)b, k);
         if (!why[0] && ix >= 0 && bt->audio_duration[ix] != (float)i * 0.25f)
             snprintf(why, sizeof why, "row %lld: audio duration", (long long)b);
@@ -273,8 +264,8 @@ static bool check_batch(ds_loader *l, const ds_batch *bt, int64_t micro, int64_t
     if (!why[0] && (bt->n_images != ni || bt->n_videos != nv || bt->n_audios != na))
         snprintf(why, sizeof why, "media counts %lld/%lld/%lld", (long long)bt->n_images,
                  (long long)bt->n_videos, (long long)bt->n_audios);
-    if (!why[0] && ((ni && bt->image_size != IS) || (nv && bt->video_frames != VF) ||
-                    (na && bt->audio_mels != AM)))
+    if (!why[0] && ((ni && bt->image_size != SU_IS) || (nv && bt->video_frames != SU_VF) ||
+                    (na && bt->audio_mels != SU_AM)))
         snprintf(why, sizeof why, "media geometry");
     TL_CHECK(!why[0], "batch at position %lld: %s", (long long)first_position, why);
     return !why[0];
@@ -565,6 +556,21 @@ static void copy_file(const char *from, const char *to) {
     if (b) fclose(b);
 }
 
+// The stream of the one dataset in dir (seed 1, world 1).
+static ds_loader_dataset g_single;
+static ds_loader_config single(const char *dir, int64_t micro, int prefetch, int threads) {
+    g_single = (ds_loader_dataset){dir, 1};
+    return (ds_loader_config){.datasets = &g_single,
+                              .num_datasets = 1,
+                              .seed = 1,
+                              .micro = micro,
+                              .accumulation = 1,
+                              .world = 1,
+                              .max_len = MAX_LEN,
+                              .prefetch = prefetch,
+                              .threads = threads};
+}
+
 // A copy of dataset A in dir with one byte flipped in the middle of the compressed chunk
 // holding element `coord` of `dataset` in shard `shard` (dataset NULL: a plain copy).
 static void corrupt_copy(const char *dir, int shard, const char *dataset, const hsize_t *coord) {
@@ -602,16 +608,7 @@ static void corrupt_copy(const char *dir, int shard, const char *dataset, const 
 // The child: streams the corrupt dataset (checksums off: the damage is found when read).
 static int corrupt_child(const char *dir) {
     alarm(20); // a hang ends in SIGALRM, which the parent reports
-    ds_loader_dataset set = {dir, 1};
-    ds_loader_config c = {.datasets = &set,
-                          .num_datasets = 1,
-                          .seed = 1,
-                          .micro = 4,
-                          .accumulation = 1,
-                          .world = 1,
-                          .max_len = MAX_LEN,
-                          .prefetch = 4,
-                          .threads = 2};
+    ds_loader_config c = single(dir, 4, 4, 2);
     ds_loader *l = ds_loader_open(&c);
     for (int i = 0; i < 1000; i++) ds_loader_next(l);
     ds_loader_close(l);
@@ -622,16 +619,7 @@ static int corrupt_child(const char *dir) {
 // HDF5 shuts down at exit: that must not crash under a read in progress.
 static int exit_child(const char *dir) {
     alarm(20);
-    ds_loader_dataset set = {dir, 1};
-    ds_loader_config c = {.datasets = &set,
-                          .num_datasets = 1,
-                          .seed = 1,
-                          .micro = 2,
-                          .accumulation = 1,
-                          .world = 1,
-                          .max_len = MAX_LEN,
-                          .prefetch = 64,
-                          .threads = 2};
+    ds_loader_config c = single(dir, 2, 64, 2);
     ds_loader *l = ds_loader_open(&c);
     ds_loader_next(l);
     ag_fail("deliberate failure with the loader running");
@@ -698,17 +686,8 @@ static volatile int g_delivered;
 // Batches delivered before the failure, with a given prefetch / threads; the loader closes
 // cleanly after its consumer saw the error.
 static int deliver_until_failure(const char *dir, int prefetch, int threads, bool direct) {
-    ds_loader_dataset set = {dir, 1};
-    ds_loader_config c = {.datasets = &set,
-                          .num_datasets = 1,
-                          .seed = 1,
-                          .micro = 4,
-                          .accumulation = 1,
-                          .world = 1,
-                          .max_len = MAX_LEN,
-                          .prefetch = prefetch,
-                          .threads = threads,
-                          .no_direct_chunks = !direct};
+    ds_loader_config c = single(dir, 4, prefetch, threads);
+    c.no_direct_chunks = !direct;
     g_loader = ds_loader_open(&c);
     g_delivered = 0;
     EXPECT_FAIL(
@@ -751,7 +730,7 @@ static void test_errors(void) {
     // Another image size in a second dataset: refused at open, naming both shards.
     char small[700];
     snprintf(small, sizeof small, "%s/small_images", g_dir);
-    write_dataset(small, 1, B_SHARDS, B_MEDIA, 2, IS / 2);
+    write_dataset(small, 1, B_SHARDS, B_MEDIA, 2, SU_IS / 2);
     c = config(1, 1, 1, 4, 1, 0, 1);
     g_sets[1].dir = small;
     EXPECT_FAIL(ds_loader_open(&c), "small_images/shard_00001.h5", "images", "geometry");
@@ -815,8 +794,8 @@ int main(int argc, char **argv) {
     mkdir(g_dir, 0755);
     snprintf(g_a, sizeof g_a, "%s/a", g_dir);
     snprintf(g_b, sizeof g_b, "%s/b", g_dir);
-    write_dataset(g_a, 0, A_SHARDS, A_MEDIA, 3, IS);
-    write_dataset(g_b, 1, B_SHARDS, B_MEDIA, 2, IS);
+    write_dataset(g_a, 0, A_SHARDS, A_MEDIA, 3, SU_IS);
+    write_dataset(g_b, 1, B_SHARDS, B_MEDIA, 2, SU_IS);
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

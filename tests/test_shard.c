@@ -18,17 +18,7 @@
 #include "data/h5zstd.h"
 #include "data/manifest.h"
 #include "data/shard.h"
-
-// Small media so the test stays fast.
-#define IS        8 // image side
-#define VF        2 // video frames
-#define VS        6 // video side
-#define AC        2 // audio clips
-#define AT        5 // audio frames
-#define AM        4 // mel bins
-#define IMG_ELEMS (IS * IS * 3)
-#define VID_ELEMS (VF * VS * VS * 3)
-#define AUD_ELEMS (AC * AT * AM)
+#include "shard_util.h"
 
 // Checks a refusal and shows its message in the test log.
 #define EXPECT_FAIL(...)                                                                           \
@@ -67,18 +57,18 @@ static void make_corpus(corpus *c, uint64_t seed, int n, int n_img, int n_vid, i
     tl_rng r = {seed};
     memset(c, 0, sizeof *c);
     c->n = n, c->n_img = n_img, c->n_vid = n_vid, c->n_aud = n_aud;
-    c->img = malloc((size_t)(n_img * IMG_ELEMS + 1));
+    c->img = malloc((size_t)(n_img * SU_IMG_ELEMS + 1));
     c->img_wh = malloc(sizeof(int32_t) * (size_t)(2 * n_img + 1));
-    for (int i = 0; i < n_img * IMG_ELEMS; i++) c->img[i] = (uint8_t)tl_randint(&r, 256);
+    for (int i = 0; i < n_img * SU_IMG_ELEMS; i++) c->img[i] = (uint8_t)tl_randint(&r, 256);
     for (int i = 0; i < 2 * n_img; i++) c->img_wh[i] = 1 + (int32_t)tl_randint(&r, 4000);
-    c->vid = malloc((size_t)(n_vid * VID_ELEMS + 1));
+    c->vid = malloc((size_t)(n_vid * SU_VID_ELEMS + 1));
     c->vid_dur = malloc(sizeof(float) * (size_t)(n_vid + 1));
-    for (int i = 0; i < n_vid * VID_ELEMS; i++) c->vid[i] = (uint8_t)tl_randint(&r, 256);
+    for (int i = 0; i < n_vid * SU_VID_ELEMS; i++) c->vid[i] = (uint8_t)tl_randint(&r, 256);
     for (int i = 0; i < n_vid; i++) c->vid_dur[i] = (float)(tl_uniform(&r) * 60.0);
     // Audio values exactly representable in float16, plus its edge values in row 0.
-    c->aud = malloc(sizeof(float) * (size_t)(n_aud * AUD_ELEMS + 1));
+    c->aud = malloc(sizeof(float) * (size_t)(n_aud * SU_AUD_ELEMS + 1));
     c->aud_dur = malloc(sizeof(float) * (size_t)(n_aud + 1));
-    for (int i = 0; i < n_aud * AUD_ELEMS; i++)
+    for (int i = 0; i < n_aud * SU_AUD_ELEMS; i++)
         c->aud[i] = (float)(tl_randint(&r, 4096) - 2048) / 256.0f;
     if (n_aud > 0) {
         const float edge[] = {65504.0f, -65504.0f, 0x1p-14f, 0x1p-24f, -0x1p-24f, 0.0f, -0.0f};
@@ -129,8 +119,8 @@ static void free_corpus(corpus *c) {
 
 static ds_shard_layout layout_of(bool media) {
     ds_shard_layout l = {DIGEST, 0, 0, 0, 0, 0, 0, 0};
-    if (media) l.image_size = IS, l.video_frames = VF, l.video_size = VS;
-    if (media) l.audio_clips = AC, l.audio_frames = AT, l.audio_mels = AM;
+    if (media) l.image_size = SU_IS, l.video_frames = SU_VF, l.video_size = SU_VS;
+    if (media) l.audio_clips = SU_AC, l.audio_frames = SU_AT, l.audio_mels = SU_AM;
     return l;
 }
 
@@ -141,17 +131,19 @@ static void write_corpus(const corpus *c, const char *path, bool media, ds_shard
     int ni = 0, nv = 0, na = 0;
     for (int i = 0; i < c->n; i++) {
         while (ni < c->n_img && ni <= c->ref[0][i]) {
-            int32_t row = ds_shard_add_image(w, c->img + ni * IMG_ELEMS, c->img_wh[2 * ni],
+            int32_t row = ds_shard_add_image(w, c->img + ni * SU_IMG_ELEMS, c->img_wh[2 * ni],
                                              c->img_wh[2 * ni + 1]);
             TL_CHECK(row == ni, "image row %d, expected %d", row, ni);
             ni++;
         }
         while (nv < c->n_vid && nv <= c->ref[1][i]) {
-            TL_CHECK(ds_shard_add_video(w, c->vid + nv * VID_ELEMS, c->vid_dur[nv]) == nv, "row");
+            TL_CHECK(ds_shard_add_video(w, c->vid + nv * SU_VID_ELEMS, c->vid_dur[nv]) == nv,
+                     "row");
             nv++;
         }
         while (na < c->n_aud && na <= c->ref[2][i]) {
-            TL_CHECK(ds_shard_add_audio(w, c->aud + na * AUD_ELEMS, c->aud_dur[na]) == na, "row");
+            TL_CHECK(ds_shard_add_audio(w, c->aud + na * SU_AUD_ELEMS, c->aud_dur[na]) == na,
+                     "row");
             na++;
         }
         ds_sample s = {c->tok + c->off[i], c->mask + c->off[i], c->off[i + 1] - c->off[i],
@@ -161,9 +153,9 @@ static void write_corpus(const corpus *c, const char *path, bool media, ds_shard
         TL_CHECK(ds_shard_add_sample(w, &s) == i, "sample index");
     }
     for (; ni < c->n_img; ni++) // rows no sample uses are legal too
-        ds_shard_add_image(w, c->img + ni * IMG_ELEMS, c->img_wh[2 * ni], c->img_wh[2 * ni + 1]);
-    for (; nv < c->n_vid; nv++) ds_shard_add_video(w, c->vid + nv * VID_ELEMS, c->vid_dur[nv]);
-    for (; na < c->n_aud; na++) ds_shard_add_audio(w, c->aud + na * AUD_ELEMS, c->aud_dur[na]);
+        ds_shard_add_image(w, c->img + ni * SU_IMG_ELEMS, c->img_wh[2 * ni], c->img_wh[2 * ni + 1]);
+    for (; nv < c->n_vid; nv++) ds_shard_add_video(w, c->vid + nv * SU_VID_ELEMS, c->vid_dur[nv]);
+    for (; na < c->n_aud; na++) ds_shard_add_audio(w, c->aud + na * SU_AUD_ELEMS, c->aud_dur[na]);
     ds_shard_finish(w, info);
 }
 
@@ -183,10 +175,11 @@ static void check_read_back(const corpus *c, const char *path, const ds_shard_in
              (long long)h->num_samples, (long long)h->num_tokens);
     TL_CHECK(h->num_images == c->n_img && h->num_videos == c->n_vid && h->num_audios == c->n_aud,
              "media rows");
-    TL_CHECK(h->image_size == (c->n_img ? IS : 0) && h->video_frames == (c->n_vid ? VF : 0) &&
-                 h->video_size == (c->n_vid ? VS : 0) && h->audio_clips == (c->n_aud ? AC : 0) &&
-                 h->audio_frames == (c->n_aud ? AT : 0) && h->audio_mels == (c->n_aud ? AM : 0),
-             "media sizes in the header");
+    TL_CHECK(
+        h->image_size == (c->n_img ? SU_IS : 0) && h->video_frames == (c->n_vid ? SU_VF : 0) &&
+            h->video_size == (c->n_vid ? SU_VS : 0) && h->audio_clips == (c->n_aud ? SU_AC : 0) &&
+            h->audio_frames == (c->n_aud ? SU_AT : 0) && h->audio_mels == (c->n_aud ? SU_AM : 0),
+        "media sizes in the header");
     TL_CHECK(info->num_samples == c->n && info->num_tokens == c->off[c->n] &&
                  info->num_images == c->n_img && info->num_videos == c->n_vid &&
                  info->num_audios == c->n_aud,
@@ -238,27 +231,27 @@ static void check_read_back(const corpus *c, const char *path, const ds_shard_in
                  "range token read");
     }
 
-    uint8_t px[VID_ELEMS];
-    float fb[AUD_ELEMS];
+    uint8_t px[SU_VID_ELEMS];
+    float fb[SU_AUD_ELEMS];
     int bad_rows = 0;
     for (int i = 0; i < c->n_img; i++) {
         int32_t wh[2];
         ds_shard_read_image(s, i, px);
         ds_shard_image_orig_size(s, i, wh);
-        if (memcmp(px, c->img + i * IMG_ELEMS, IMG_ELEMS) != 0 || wh[0] != c->img_wh[2 * i] ||
+        if (memcmp(px, c->img + i * SU_IMG_ELEMS, SU_IMG_ELEMS) != 0 || wh[0] != c->img_wh[2 * i] ||
             wh[1] != c->img_wh[2 * i + 1])
             bad_rows++;
     }
     for (int i = 0; i < c->n_vid; i++) {
         ds_shard_read_video(s, i, px);
-        if (memcmp(px, c->vid + i * VID_ELEMS, VID_ELEMS) != 0 ||
+        if (memcmp(px, c->vid + i * SU_VID_ELEMS, SU_VID_ELEMS) != 0 ||
             ds_shard_video_duration(s, i) != c->vid_dur[i])
             bad_rows++;
     }
     for (int i = 0; i < c->n_aud; i++) {
         ds_shard_read_audio(s, i, fb);
         // memcmp also tells -0 from 0
-        if (memcmp(fb, c->aud + i * AUD_ELEMS, sizeof fb) != 0 ||
+        if (memcmp(fb, c->aud + i * SU_AUD_ELEMS, sizeof fb) != 0 ||
             ds_shard_audio_duration(s, i) != c->aud_dur[i])
             bad_rows++;
     }
@@ -448,9 +441,9 @@ static void test_flipped_image(const char *good, const corpus *c) {
     hsize_t row1[4] = {1, 0, 0, 0};
     flip_byte(p, chunk_middle(p, "images", row1));
     ds_shard *s = ds_shard_open(p);
-    uint8_t px[IMG_ELEMS];
+    uint8_t px[SU_IMG_ELEMS];
     ds_shard_read_image(s, 0, px);
-    TL_CHECK(memcmp(px, c->img, IMG_ELEMS) == 0, "neighbouring row still reads");
+    TL_CHECK(memcmp(px, c->img, SU_IMG_ELEMS) == 0, "neighbouring row still reads");
     EXPECT_FAIL(ds_shard_read_image(s, 1, px), p, "dataset 'images'", "row 1", "read failed");
     ds_shard_close(s);
 }
@@ -587,7 +580,7 @@ static void bad_row(const char *path) {
 static void no_images_in_layout(const char *path) {
     ds_shard_layout l = layout_of(false);
     ds_shard_writer *w = ds_shard_create(path, &l);
-    uint8_t px[IMG_ELEMS] = {0};
+    uint8_t px[SU_IMG_ELEMS] = {0};
     ds_shard_add_image(w, px, 10, 10);
 }
 
@@ -721,12 +714,12 @@ static void write_expected(const corpus *c, const char *path) {
     cJSON_AddNumberToObject(attrs, "schema_version", 1);
     cJSON_AddStringToObject(attrs, "tokenizer_digest", DIGEST);
     cJSON_AddNumberToObject(attrs, "num_samples", c->n);
-    cJSON_AddNumberToObject(attrs, "image_size", IS);
-    cJSON_AddNumberToObject(attrs, "video_frames", VF);
-    cJSON_AddNumberToObject(attrs, "video_size", VS);
-    cJSON_AddNumberToObject(attrs, "audio_clips", AC);
-    cJSON_AddNumberToObject(attrs, "audio_frames", AT);
-    cJSON_AddNumberToObject(attrs, "audio_mels", AM);
+    cJSON_AddNumberToObject(attrs, "image_size", SU_IS);
+    cJSON_AddNumberToObject(attrs, "video_frames", SU_VF);
+    cJSON_AddNumberToObject(attrs, "video_size", SU_VS);
+    cJSON_AddNumberToObject(attrs, "audio_clips", SU_AC);
+    cJSON_AddNumberToObject(attrs, "audio_frames", SU_AT);
+    cJSON_AddNumberToObject(attrs, "audio_mels", SU_AM);
     const char *names[8];
     int n_names = 0;
     int32_t *src = malloc(sizeof(int32_t) * (size_t)c->n);
@@ -747,11 +740,11 @@ static void write_expected(const corpus *c, const char *path) {
     json_add_numbers(o, "sample_source", src, c->n, J_I32);
     cJSON_AddItemToObject(o, "sample_meta",
                           cJSON_CreateStringArray((const char *const *)c->meta, c->n));
-    json_add_numbers(o, "images", c->img, (int64_t)c->n_img * IMG_ELEMS, J_U8);
+    json_add_numbers(o, "images", c->img, (int64_t)c->n_img * SU_IMG_ELEMS, J_U8);
     json_add_numbers(o, "image_orig_size", c->img_wh, 2 * c->n_img, J_I32);
-    json_add_numbers(o, "videos", c->vid, (int64_t)c->n_vid * VID_ELEMS, J_U8);
+    json_add_numbers(o, "videos", c->vid, (int64_t)c->n_vid * SU_VID_ELEMS, J_U8);
     json_add_numbers(o, "video_duration", c->vid_dur, c->n_vid, J_F32);
-    json_add_numbers(o, "audios", c->aud, (int64_t)c->n_aud * AUD_ELEMS, J_F32);
+    json_add_numbers(o, "audios", c->aud, (int64_t)c->n_aud * SU_AUD_ELEMS, J_F32);
     json_add_numbers(o, "audio_duration", c->aud_dur, c->n_aud, J_F32);
     cJSON *shapes = cJSON_AddObjectToObject(o, "shapes");
     int64_t n1[] = {ntok}, n2[] = {c->n + 1}, n3[] = {c->n};
@@ -761,8 +754,9 @@ static void write_expected(const corpus *c, const char *path) {
     const char *per[] = {"sample_image", "sample_video",       "sample_audio",
                          "sample_task",  "sample_granularity", "sample_source"};
     for (int i = 0; i < 6; i++) json_shape(shapes, per[i], 1, n3);
-    int64_t im[] = {c->n_img, IS, IS, 3}, iw[] = {c->n_img, 2}, vd[] = {c->n_vid, VF, VS, VS, 3};
-    int64_t vn[] = {c->n_vid}, ad[] = {c->n_aud, AC, AT, AM}, an[] = {c->n_aud};
+    int64_t im[] = {c->n_img, SU_IS, SU_IS, 3}, iw[] = {c->n_img, 2},
+            vd[] = {c->n_vid, SU_VF, SU_VS, SU_VS, 3};
+    int64_t vn[] = {c->n_vid}, ad[] = {c->n_aud, SU_AC, SU_AT, SU_AM}, an[] = {c->n_aud};
     json_shape(shapes, "images", 4, im);
     json_shape(shapes, "image_orig_size", 2, iw);
     json_shape(shapes, "videos", 5, vd);
