@@ -4,7 +4,7 @@
 // the op fails naming itself and the device. Conventions:
 //   - pointers are device pointers; all arrays contiguous unless a layout says otherwise;
 //   - "R" below is the arithmetic type of the dtype (f32 for f32/bf16, f64 for f64): saved
-//     statistics (rstd, lse, probabilities) are stored in R;
+//     statistics (rstd, lse) are stored in R;
 //   - every *_bwd kernel ADDS into its gradient outputs, and skips those passed as NULL.
 #pragma once
 #include <stdbool.h>
@@ -108,12 +108,16 @@ typedef struct {
     void (*softmax_bwd)(const void *out, const void *g, void *gx, int64_t rows, int64_t c);
     void (*rope_fwd)(const ag_rope_args *a, const void *x, void *out);
     void (*rope_bwd)(const ag_rope_args *a, const void *g, void *gx); // gx contiguous
-    // probs (B,H,Tq,Tk) in R, saved for backward
+    // out (B,Tq,H,D) contiguous; lse (B,H,Tq) in R, saved for backward: per query the log of
+    // sum_j exp(scale q.k_j) over the keys it sees, or +inf where it sees none (its out row
+    // is 0, and so is its gradient: backward's exp(s - lse) is 0). No (Tq, Tk) matrix is kept.
     void (*attention_fwd)(const ag_attn_args *a, const void *q, const void *k, const void *v,
-                          void *out, void *probs);
-    // gq, gk, gv contiguous (B,T,H*,D)
+                          void *out, void *lse);
+    // Recomputes P = exp(scale q.k - lse) from q, k and lse; out is the forward's output,
+    // for Dvec = rowsum(g * out). g, gq, gk, gv contiguous (B,T,H*,D).
     void (*attention_bwd)(const ag_attn_args *a, const void *q, const void *k, const void *v,
-                          const void *probs, const void *g, void *gq, void *gk, void *gv);
+                          const void *out, const void *lse, const void *g, void *gq, void *gk,
+                          void *gv);
     // loss (R scalar) = sum over rows with target != ignore of (lse - logit[target]) / count;
     // lse (rows) saved in R; count written as the number of supervised rows.
     void (*cross_entropy_fwd)(const void *logits, const int32_t *targets, void *lse, void *loss,

@@ -71,8 +71,8 @@ ag_tensor *ag_rope(ag_ctx *ctx, ag_tensor *x, ag_tensor *pos, double theta) {
 static void attention_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *q = n->in[0], *k = n->in[1], *v = n->in[2];
     KERNEL("attention", kernels_of("attention", q), attention_bwd)
-    (n->extra, q->data, k->data, v->data, n->saved[0]->data, n->out->grad->data, grad_ptr(ctx, q),
-     grad_ptr(ctx, k), grad_ptr(ctx, v));
+    (n->extra, q->data, k->data, v->data, n->out->data, n->saved[0]->data, n->out->grad->data,
+     grad_ptr(ctx, q), grad_ptr(ctx, k), grad_ptr(ctx, v));
 }
 
 ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *q, ag_tensor *k, ag_tensor *v, ag_tensor *key_mask,
@@ -124,14 +124,14 @@ ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *q, ag_tensor *k, ag_tensor *v, a
                         .causal = causal,
                         .mask = key_mask ? key_mask->data : NULL};
     ag_tensor *out = new_like(ctx, q, ag_shape_of(q));
-    ag_tensor *probs = new_stats(ctx, q, AG_SHAPE(B, H, Tq, Tk));
+    ag_tensor *lse = new_stats(ctx, q, AG_SHAPE(B, H, Tq)); // backward recomputes P from it
     KERNEL(op, kernels_of(op, q), attention_fwd)
-    (a, q->data, k->data, v->data, out->data, probs->data);
+    (a, q->data, k->data, v->data, out->data, lse->data);
     ag_tensor *in[3] = {q, k, v};
     ag_node *node = ag_record(ctx, op, attention_backward, out, 3, in);
     if (node) {
         node->extra = a;
-        node->saved[0] = probs;
+        node->saved[0] = lse;
     }
     return out;
 }
