@@ -102,8 +102,9 @@ ag_tensor *gm_lora_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, const gm_lora
     ag_tensor *y = ag_linear(ctx, x, w, NULL); // (..., out)
     if (!p || !p->A) return y;
     ag_tensor *xd = dropout > 0 ? ag_dropout(ctx, x, dropout, seed) : x;
-    ag_tensor *u = ag_linear(ctx, ag_linear(ctx, xd, p->A, NULL), p->B, NULL); // (..., out)
-    return ag_add(ctx, y, ag_scale(ctx, u, scale));
+    // The scale on the rank-r side: one (..., r) tensor more in the step arena, not (..., out).
+    ag_tensor *t = ag_scale(ctx, ag_linear(ctx, xd, p->A, NULL), scale); // (..., r)
+    return ag_add(ctx, y, ag_linear(ctx, t, p->B, NULL));
 }
 
 void gm_lora_merge(ag_tensor *w, const gm_lora_pair *p, double scale) {
