@@ -15,21 +15,10 @@
 # Without network (the npm install fails) the llama.cpp part is skipped: exit 77 when all else
 # passed.
 set -u
-groundc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1") # absolute: the test works in a temp folder
-build=$(mkdir -p "$2" && cd "$2" && pwd)
-here=$(cd "$(dirname "$0")" && pwd)
+. "$(dirname "$0")/lib.sh" "$@"
 tok=$here/fixtures/tokenizer/test_bpe.model
-py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0 skipped=""
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-
-if ! $py -c "import numpy, yaml, sentencepiece, PIL" 2>/dev/null; then
-  echo "test_export_gguf: python3 numpy, yaml, sentencepiece or PIL missing; skipped"
-  exit 77
-fi
+skipped=""
+need_python numpy yaml sentencepiece PIL
 
 expect_error() { # DESCRIPTION PATTERN COMMAND...: non-zero exit, one error line matching
   local what=$1 pattern=$2; shift 2
@@ -130,8 +119,7 @@ if [ -z "$skipped" ]; then
   done
 fi
 
-echo "test_export_gguf: $pass passed, $fail failed"
-[ $fail -eq 0 ] || exit 1
+summary || exit 1
 if [ -n "$skipped" ]; then
   echo "test_export_gguf: llama.cpp part skipped: $skipped"
   exit 77

@@ -14,15 +14,8 @@
 #     existing OUT without --force, a truncated model.safetensors, a config that does not fit
 #     the weights, a value f16 cannot hold; --force replaces an existing OUT.
 set -u
-groundc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-here=$(cd "$(dirname "$0")" && pwd)
-py=/usr/bin/python3
-if ! "$py" -c 'import numpy' 2>/dev/null; then echo "skip: no $py with numpy"; exit 77; fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+. "$(dirname "$0")/lib.sh" "$@"
+need_python numpy
 tokenizer=$here/fixtures/tokenizer/test_bpe.model
 cd "$tmp" || exit 1
 
@@ -153,5 +146,4 @@ expect_error "config of another model" "other/model.safetensors" x4 "$groundc" e
 expect_error "value beyond f16" "linear_1.bias.*does not fit F16" x5 "$groundc" export huge --format hf --out x5 --dtype f16 --tokenizer "$tokenizer"
 "$groundc" export huge --format hf --out x6 --dtype bf16 --tokenizer "$tokenizer" >/dev/null 2>&1 && ok || bad "bf16 holds 1e6"
 
-echo "test_export_hf: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary

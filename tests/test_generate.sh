@@ -15,18 +15,8 @@
 #   * bad input (missing media, unknown option, a prompt longer than max_seq, ...) is one
 #     error line and a non-zero exit, and leaves no file behind.
 set -u
-groundc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-here=$(cd "$(dirname "$0")" && pwd)
-tmp=$(mktemp -d)
-trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-py=/usr/bin/python3
-if ! "$py" -c "import numpy, PIL, sentencepiece" 2>/dev/null; then
-  echo "test_generate: python3 with numpy, PIL and sentencepiece needed; skipped"
-  exit 77
-fi
+. "$(dirname "$0")/lib.sh" "$@"
+need_python numpy PIL sentencepiece
 tok=$here/fixtures/tokenizer/test_bpe.model
 
 expect_error() { # DESCRIPTION PATTERN COMMAND...: non-zero exit, one error line matching
@@ -228,5 +218,4 @@ expect_error "logits into a missing folder" "nofolder/x.npy" "$groundc" generate
 expect_error "unknown eval task" "unknown task 'grounding'" "$groundc" eval "$ck" --data eval --task grounding
 [ -z "$(ls e1.npy e2.npy ./*.tmp.* 2>/dev/null)" ] && ok || bad "files left by failed runs: $(ls e1.npy e2.npy ./*.tmp.* 2>/dev/null)"
 
-echo "test_generate: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary

@@ -5,23 +5,7 @@
 # their known sizes; every module of the registry is listed; each stage's trainable count is
 # the sum of its parts; strict YAML errors are one line with file:line:column.
 set -u
-groundc=$1
-src=${GROUNDC_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-
-# expect_error DESCRIPTION PATTERN COMMAND...: non-zero exit, one stderr line matching PATTERN
-expect_error() {
-  local what=$1 pattern=$2; shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  local lines; lines=$(wc -l <"$tmp/err")
-  if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && grep -qE -e "$pattern" "$tmp/err"; then ok
-  else bad "$what: rc=$rc, stderr: $(cat "$tmp/err")"; fi
-}
+. "$(dirname "$0")/lib.sh" "$@"
 
 # The number in the parameters column of row NAME of a table in file F.
 count() { awk -F'|' -v n="$1" '{gsub(/ /, "", $2)} $2 == n {gsub(/ /, "", $3); print $3; exit}' "$2"; }
@@ -125,5 +109,4 @@ expect_error "no file" "no config given" "$groundc" inspect
 expect_error "folder" "is a folder" "$groundc" inspect "$tmp"
 expect_error "missing file" "nope.yaml: cannot open" "$groundc" inspect "$tmp/nope.yaml"
 
-echo "test_inspect: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary

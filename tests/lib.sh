@@ -1,0 +1,50 @@
+# lib.sh: the start every tests/test_*.sh shares; sourced with the test's arguments,
+#   . "$(dirname "$0")/lib.sh" "$@"        (the test is run as: test_X.sh GROUNDC [BUILD_DIR])
+# It sets
+#   groundc   GROUNDC as an absolute path (tests work in a temporary folder)
+#   build     BUILD_DIR as an absolute path, made when missing (empty when not given)
+#   here      tests/;  src: the source tree (GROUNDC_SOURCE_DIR, else tests/..)
+#   tmp       a temporary folder, removed at exit unless KEEP is set (to look at it)
+#   py        the Python the tests run (Debian's, with its numpy, PIL, ...)
+#   pass, fail and ok, bad MESSAGE (counts a failure and says it on stderr)
+# and offers need_python, expect_error and summary (below).
+test_name=$(basename "$0" .sh)
+groundc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+build=
+if [ -n "${2:-}" ]; then build=$(mkdir -p "$2" && cd "$2" && pwd); fi
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+src=${GROUNDC_SOURCE_DIR:-$(cd "$here/.." && pwd)}
+py=/usr/bin/python3
+tmp=$(mktemp -d)
+trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+
+# need_python MODULE...: skip the test (exit 77) when $py cannot import one of them.
+need_python() {
+  local m
+  for m in "$@"; do
+    if ! "$py" -c "import $m" 2>/dev/null; then
+      echo "$test_name: $py with $* needed ($m missing); skipped"
+      exit 77
+    fi
+  done
+}
+
+# expect_error DESCRIPTION PATTERN COMMAND...: non-zero exit, exactly one stderr line, matching
+# the extended regex PATTERN. Tests with other rules define their own after sourcing this.
+expect_error() {
+  local what=$1 pattern=$2; shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  local lines; lines=$(wc -l <"$tmp/err")
+  if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && grep -qE -e "$pattern" "$tmp/err"; then ok
+  else bad "$what: rc=$rc, stderr: $(cat "$tmp/err")"; fi
+}
+
+# summary: the count line; its status is the test's (0 when nothing failed).
+summary() {
+  echo "$test_name: $pass passed, $fail failed"
+  [ "$fail" -eq 0 ]
+}
