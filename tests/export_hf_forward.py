@@ -12,32 +12,11 @@ The dump (written by tests/test_export_hf_forward.c) holds "ids" I32 (T), "logit
 and optionally "image" U8 (S, S, 3): the square image as groundc's model received it (after
 padding and resizing). --ids takes comma-separated ids instead. Exit 0 when every logit is
 within --tol (default 1e-3) of groundc's; 1 otherwise, with the worst position."""
-import json, os, struct, sys
+import json, os, sys
 import numpy as np
 
-
-
-
-
-def read_raw(path):
-    """name -> numpy array in the file's own dtype (F32, F16, BF16 widened to f32, I32, U8)."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    types = {"F32": np.float32, "F16": np.float16, "I32": np.int32, "U8": np.uint8,
-             "F64": np.float64}
-    out = {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = e["data_offsets"]
-        if e["dtype"] == "BF16":
-            arr = (np.frombuffer(data[a:b], np.uint16).astype(np.uint32) << 16).view(np.float32)
-        else:
-            arr = np.frombuffer(data[a:b], types[e["dtype"]])
-        out[name] = arr.reshape(e["shape"])
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_read import read_raw  # noqa: E402
 
 
 def layer_norm(x, w, b, eps):

@@ -7,40 +7,23 @@ read from its model.safetensors (GroundingGPT names), for tests/test_export_gguf
   logits           ids (T) -> embeddings (base rows + the 9 added rows), patch rows replaced
                    by the image features -> Llama blocks (HF rotate-half RoPE) -> (T, V0 + 9)
 
-It shares no code with groundc or llama.cpp: a third implementation to judge both by.
+It shares no code with groundc or llama.cpp: a third implementation to judge both by (the
+Llama blocks are llama_logits_reference.py's, the safetensors reader st_read.py's).
 Also a module: load_safetensors, image_features, logits.
 """
 import json
 import math
-import struct
+import os
 import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llama_logits_reference import forward as llama_forward  # noqa: E402
+from st_read import read as load_safetensors  # noqa: E402
+
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711])
-
-
-def load_safetensors(path):
-    """name -> float64 array (F32 and BF16 only: what groundc checkpoints hold)."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = e["data_offsets"]
-        raw = data[a:b]
-        if e["dtype"] == "F32":
-            v = np.frombuffer(raw, dtype="<f4")
-        elif e["dtype"] == "BF16":
-            v = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-        else:
-            raise SystemExit(f"{path}: {name}: dtype {e['dtype']} not handled")
-        out[name] = v.astype(np.float64).reshape(e["shape"])
-    return out
 
 
 def _layernorm(x, w, b, eps):
@@ -98,54 +81,9 @@ def image_features(w, cfg, image, cls_last=False):
     return f @ w[m + "2.weight"].T + w[m + "2.bias"]
 
 
-def _rmsnorm(x, w, eps):
-    return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
-
-
-def _rope(x, theta):
-    """x (T, H, D), HF rotate-half."""
-    T, _, D = x.shape
-    inv = theta ** (-np.arange(0, D, 2) / D)
-    ang = np.arange(T)[:, None] * inv[None]  # (T, D/2)
-    cos = np.concatenate([np.cos(ang)] * 2, -1)[:, None]
-    sin = np.concatenate([np.sin(ang)] * 2, -1)[:, None]
-    rot = np.concatenate([-x[..., D // 2:], x[..., :D // 2]], -1)
-    return x * cos + rot * sin
-
-
 def logits(w, cfg, ids, feats=None):
     """ids (T) -> (T, V0 + 9); the <im_patch> rows take feats (N, L) in order."""
-    c = cfg["llm"]
-    C, H, Hkv, L = c["dim"], c["heads"], c["kv_heads"], c["layers"]
-    D = C // H
-    eps, theta = c.get("norm_eps", 1e-5), c.get("rope_theta", 10000)
-    table = np.concatenate([w["model.embed_tokens.weight"], w["model.embed_tokens.added_rows"]])
-    x = table[ids]
-    patch = np.nonzero(np.asarray(ids) == cfg["tokens"]["im_patch"])[0]
-    if len(patch):
-        x[patch] = feats
-    T = len(ids)
-    mask = np.triu(np.full((T, T), -np.inf), 1)
-    for l in range(L):
-        p = f"model.layers.{l}."
-        a = _rmsnorm(x, w[p + "input_layernorm.weight"], eps)
-        q = _rope((a @ w[p + "self_attn.q_proj.weight"].T).reshape(T, H, D), theta)
-        k = _rope((a @ w[p + "self_attn.k_proj.weight"].T).reshape(T, Hkv, D), theta)
-        v = (a @ w[p + "self_attn.v_proj.weight"].T).reshape(T, Hkv, D)
-        k = np.repeat(k, H // Hkv, 1)
-        v = np.repeat(v, H // Hkv, 1)
-        s = np.einsum("thd,shd->hts", q, k) / math.sqrt(D) + mask
-        s = np.exp(s - s.max(-1, keepdims=True))
-        s /= s.sum(-1, keepdims=True)
-        o = np.einsum("hts,shd->thd", s, v).reshape(T, C)
-        x = x + o @ w[p + "self_attn.o_proj.weight"].T
-        a = _rmsnorm(x, w[p + "post_attention_layernorm.weight"], eps)
-        g = a @ w[p + "mlp.gate_proj.weight"].T
-        u = a @ w[p + "mlp.up_proj.weight"].T
-        x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "mlp.down_proj.weight"].T
-    x = _rmsnorm(x, w["model.norm.weight"], eps)
-    head = np.concatenate([w["lm_head.weight"], w["lm_head.added_rows"]])
-    return x @ head.T
+    return llama_forward(w, cfg["llm"], ids, feats, cfg["tokens"]["im_patch"])
 
 
 def main():

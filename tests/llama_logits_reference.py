@@ -5,36 +5,46 @@ prompt agree with a plain numpy forward of the checkpoint's Llama decoder (float
 conventions: RMSNorm, rotate-half RoPE, causal softmax attention with grouped-query heads,
 SwiGLU; logits over the base vocabulary and the 9 added rows), on the ids SentencePiece gives
 for BOS + TEXT. Independent of groundc's code. Exit 1 when a row differs by more than rtol of
-its largest logit."""
+its largest logit.
+
+Also a module: forward (the decoder, used by gguf_reference.py too), rmsnorm, rope."""
 import os
 import sys
 
 import numpy as np
-import sentencepiece as spm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from st_compare import read  # noqa: E402
+from st_read import read  # noqa: E402
 
 
 def rmsnorm(x, w, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
 
 
-def rope(x, theta):  # x (T, H, D)
+def rope(x, theta):
+    """x (T, H, D), HF rotate-half."""
     T, _, D = x.shape
     inv = theta ** (-np.arange(0, D, 2) / D)
-    ang = np.arange(T)[:, None] * inv[None, :]
+    ang = np.arange(T)[:, None] * inv[None, :]  # (T, D/2)
     cos = np.concatenate([np.cos(ang)] * 2, axis=-1)[:, None, :]
     sin = np.concatenate([np.sin(ang)] * 2, axis=-1)[:, None, :]
     rot = np.concatenate([-x[..., D // 2:], x[..., :D // 2]], axis=-1)
     return x * cos + rot * sin
 
 
-def forward(w, cfg, ids):
+def forward(w, cfg, ids, feats=None, patch_id=None):
+    """ids (T) -> logits (T, V0 + 9) from the checkpoint's weights w (GroundingGPT names) and
+    its `llm:` config; with patch_id, the rows of the ids equal to it take feats (N, C) in
+    order."""
     C, H, Hkv = int(cfg["dim"]), int(cfg["heads"]), int(cfg["kv_heads"])
-    D, eps, theta = C // H, float(cfg["norm_eps"]), float(cfg["rope_theta"])
+    D = C // H
+    eps, theta = float(cfg.get("norm_eps", 1e-5)), float(cfg.get("rope_theta", 10000))
     table = np.concatenate([w["model.embed_tokens.weight"], w["model.embed_tokens.added_rows"]])
     x = table[ids]
+    if patch_id is not None:
+        patch = np.nonzero(np.asarray(ids) == patch_id)[0]
+        if len(patch):
+            x[patch] = feats
     T = len(ids)
     mask = np.triu(np.full((T, T), -np.inf), 1)
     for l in range(int(cfg["layers"])):
@@ -78,6 +88,8 @@ def llm_config(path):
 
 
 def main():
+    import sentencepiece as spm
+
     ckpt, tok, text, npy = sys.argv[1:5]
     rtol = float(sys.argv[sys.argv.index("--rtol") + 1]) if "--rtol" in sys.argv else 1e-4
     llm = llm_config(os.path.join(ckpt, "config.yaml"))

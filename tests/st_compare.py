@@ -2,27 +2,12 @@
 """st_compare.py A B [--rtol R --atol A --only GLOB]: the tensors of two safetensors files
 (same names, shapes, dtypes; with --only, those whose name matches GLOB) agree within tolerance, read with numpy independently of groundc. Exit 1 with
 the first tensor that differs."""
-import fnmatch, json, struct, sys
+import fnmatch, os, sys
 import numpy as np
 
-def read(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    types = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "U8": np.uint8}
-    out = {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = e["data_offsets"]
-        if e["dtype"] == "BF16":
-            raw = np.frombuffer(data[a:b], dtype=np.uint16).astype(np.uint32) << 16
-            arr = raw.view(np.float32)
-        else:
-            arr = np.frombuffer(data[a:b], dtype=types[e["dtype"]])
-        out[name] = arr.reshape(e["shape"]).astype(np.float64)
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_read import read  # noqa: E402  (also imported from here by other checks)
+
 
 def main():
     args = sys.argv[1:]
