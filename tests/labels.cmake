@@ -5,3 +5,7 @@ target_link_options(test_no_malloc PRIVATE -Wl,--wrap=malloc,--wrap=calloc,--wra
 add_dependencies(test_shard h5zstd_plugin)
 # test_pack runs the groundc command (synth, pack): build it first
 add_dependencies(test_pack groundc)
+# test_cuda_parity compares every op on CUDA with the CPU: it needs a GPU (exit 77 without)
+set_tests_properties(test_cuda_parity PROPERTIES LABELS gpu)
+# training on the GPU against the CPU (skips without a visible CUDA device)
+set_tests_properties(test_device_gpu PROPERTIES LABELS gpu)
