@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "context.h"
 
 typedef struct {
@@ -16,9 +17,10 @@ typedef struct {
     int n;
     ag_tensor **params;
     bool *decay;
-    ag_tensor **m, **v; // f32, one per parameter
-    ag_tensor **master; // f32 copy for bf16 parameters, NULL for f32 ones
-    int64_t step;       // completed steps
+    ag_tensor **m, **v;     // f32, one per parameter
+    ag_tensor **master;     // f32 copy for bf16 parameters, NULL for f32 ones
+    ag_adamw_tensor *batch; // n entries: the parameters of one device for its adamw_many
+    int64_t step;           // completed steps
     ag_adamw_config cfg;
     ag_ctx *ctx;
 } ag_adamw;

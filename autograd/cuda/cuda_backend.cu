@@ -182,4 +182,6 @@ extern "C" const ag_backend ag_cuda_backend = {
     /* cast */ cuda_cast,
     /* synchronize */ cuda_synchronize,
     /* adamw */ agc_adamw,
+    /* adamw_many */ agc_adamw_many,
+    /* sum_squares_many */ agc_sum_squares_many,
 };

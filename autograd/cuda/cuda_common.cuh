@@ -64,3 +64,9 @@ void agc_register_gemm(ag_kernels *k, ag_dtype dt);        // cuda_gemm.cu
 // AdamW on one parameter (backend.h ag_backend.adamw); cuda_optim.cu.
 void agc_adamw(const ag_adamw_args *a, void *param, ag_dtype dtype, float *master, const void *grad,
                float *m, float *v, int64_t n);
+// Every parameter in one launch (ag_backend.adamw_many); cuda_optim.cu.
+void agc_adamw_many(const ag_adamw_args *a, const ag_adamw_tensor *t, int count);
+// The sum of squares of count tensors, one copy to the host (ag_backend.sum_squares_many);
+// cuda_optim.cu.
+double agc_sum_squares_many(const void *const *x, const int64_t *len, const ag_dtype *dt,
+                            int count);
