@@ -152,14 +152,30 @@ __device__ __forceinline__ float bin_apply(int op, float x, float y) {
     return op == AG_BIN_ADD ? x + y : op == AG_BIN_SUB ? x - y : x * y;
 }
 
+// How an operand is indexed from output element i: the output's own shape (i), one row of C
+// repeated (i % C; a bias), or through its strides.
+enum { IDX_FULL, IDX_ROW, IDX_STRIDED };
+
+// The operand is one row (C) repeated over the leading dims (kernels.inc is_row).
+bool is_row(const int64_t st[4], const int64_t sh[4]) {
+    for (int d = 0; d < 3; d++)
+        if (st[d] != 0 && sh[d] != 1) return false;
+    return st[3] == 1 || sh[3] == 1;
+}
+
+int index_mode(bool full, const int64_t st[4], const int64_t sh[4]) {
+    return full ? IDX_FULL : is_row(st, sh) ? IDX_ROW : IDX_STRIDED;
+}
+
 // out[i] = a op b, one thread per output element. out may be a (in place): each thread reads
 // its operands before writing its own element, and a full operand is read at i.
 template <typename T>
 __global__ void binary_fwd_kernel(int op, bin_dims s, const T *a, const T *b, T *out, long long n,
-                                  bool a_full, bool b_full) {
+                                  int a_mode, int b_mode) {
+    const long long C = s.sh[3];
     GRID_STRIDE(i, n) {
-        long long ao = i, bo = i;
-        if (!a_full || !b_full) {
+        long long ao = a_mode == IDX_FULL ? i : i % C, bo = b_mode == IDX_FULL ? i : i % C;
+        if (a_mode == IDX_STRIDED || b_mode == IDX_STRIDED) {
             long long rem = i, ao_ = 0, bo_ = 0;
             for (int d = 3; d >= 0; d--) {
                 const long long c = rem % s.sh[d];
@@ -167,8 +183,8 @@ __global__ void binary_fwd_kernel(int op, bin_dims s, const T *a, const T *b, T 
                 ao_ += c * s.as[d];
                 bo_ += c * s.bs[d];
             }
-            if (!a_full) ao = ao_;
-            if (!b_full) bo = bo_;
+            if (a_mode == IDX_STRIDED) ao = ao_;
+            if (b_mode == IDX_STRIDED) bo = bo_;
         }
         const float x = agc_ld(a, ao), y = agc_ld(b, bo);
         agc_st(out, i, bin_apply(op, x, y));
@@ -186,8 +202,10 @@ void binary_fwd(ag_binary_op op, const ag_bcast *bc, const void *a, const void *
         n *= s.sh[d];
     }
     if (n <= 0) return;
+    const int am = index_mode(bc->a_full, bc->a_stride, bc->shape);
+    const int bm = index_mode(bc->b_full, bc->b_stride, bc->shape);
     binary_fwd_kernel<T><<<agc_blocks(n, TPB), TPB, 0, agc_stream()>>>(
-        (int)op, s, (const T *)a, (const T *)b, (T *)out, n, bc->a_full, bc->b_full);
+        (int)op, s, (const T *)a, (const T *)b, (T *)out, n, am, bm);
     CUDA_LAUNCHED("binary_fwd_kernel");
 }
 
