@@ -3,9 +3,13 @@
 // 0 meaning shared, exactly as the CPU's gemm (autograd/cpu/kernels.inc). f32 and bf16 data,
 // f32 arithmetic (CUBLAS_COMPUTE_32F, never TF32: f32 results stay within 1e-5 of the CPU).
 // One cuBLASLt handle and a 32 MiB workspace, made on first use; the descriptors and the
-// heuristic's algorithm are kept per call shape in a small table.
+// heuristic's algorithm are kept per call shape in a small table. Where the heuristic finds
+// no algorithm (an unusual layout), that shape goes through classic cuBLAS instead
+// (cublasGemmStridedBatchedEx, same compute type). Calls come from one host thread, as for
+// every kernel of this backend: the table and handles take no lock (a lock held across an
+// ag_fail that a test catches with longjmp would never be released).
 #include <cublasLt.h>
-#include <mutex>
+#include <cublas_v2.h>
 #include <string.h>
 
 #include "autograd/cuda/cuda_common.cuh"
@@ -30,14 +34,15 @@ struct gemm_key {
 
 struct gemm_plan {
     bool used;
+    bool classic; // no cuBLASLt algorithm: cuBLAS's gemm (the descriptors are unused)
     gemm_key key;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc; // cuBLAS's A (our B), B (our A), C = D
     cublasLtMatmulAlgo_t algo;
 };
 
-static std::mutex g_lock; // guards everything below
 static cublasLtHandle_t g_handle;
+static cublasHandle_t g_classic; // made on the first shape that needs it
 static void *g_workspace;
 static gemm_plan g_plans[CACHE_SIZE];
 
@@ -136,14 +141,8 @@ static gemm_plan *plan_for(const gemm_key *k) {
     CUBLAS_CHECK(
         cublasLtMatmulAlgoGetHeuristic(g_handle, op, la, lb, lc, lc, pref, 1, &res, &found));
     CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
-    if (found < 1 || res.state != CUBLAS_STATUS_SUCCESS)
-        ag_fail("gemm: cuBLASLt has no algorithm for %s A%s B%s, M %lld N %lld K %lld, batch "
-                "%lld (lda %lld ldb %lld ldc %lld)",
-                ag_dtype_name((ag_dtype)k->dtype), ta ? "^T" : "", tb ? "^T" : "", (long long)k->M,
-                (long long)k->N, (long long)k->K, (long long)k->batch, (long long)k->lda,
-                (long long)k->ldb, (long long)k->ldc);
-
     slot->used = true;
+    slot->classic = found < 1 || res.state != CUBLAS_STATUS_SUCCESS;
     slot->key = *k;
     slot->op = op;
     slot->la = la;
@@ -168,7 +167,8 @@ static void lt_gemm(ag_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t
                 "K %lld",
                 (long long)lda, (long long)ldb, (long long)ldc, (long long)M, (long long)N,
                 (long long)K);
-    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || batch > INT32_MAX)
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || batch > INT32_MAX || lda > INT32_MAX ||
+        ldb > INT32_MAX || ldc > INT32_MAX)
         ag_fail("gemm: dimensions %lld x %lld x %lld (batch %lld) exceed cuBLASLt's int range",
                 (long long)M, (long long)N, (long long)K, (long long)batch);
     const int64_t es = (int64_t)ag_dtype_size(dt);
@@ -192,12 +192,22 @@ static void lt_gemm(ag_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t
     key.al_b = alignment(B, sB * es);
     key.al_c = alignment(C, sC * es);
 
-    std::lock_guard<std::mutex> guard(g_lock);
     lt_init();
     const gemm_plan *p = plan_for(&key);
     const float a32 = (float)alpha, b32 = (float)beta;
-    CUBLAS_CHECK(cublasLtMatmul(g_handle, p->op, &a32, B, p->la, A, p->lb, &b32, C, p->lc, C, p->lc,
-                                &p->algo, g_workspace, WORKSPACE_BYTES, agc_stream()));
+    if (!p->classic) {
+        CUBLAS_CHECK(cublasLtMatmul(g_handle, p->op, &a32, B, p->la, A, p->lb, &b32, C, p->lc, C,
+                                    p->lc, &p->algo, g_workspace, WORKSPACE_BYTES, agc_stream()));
+        return;
+    }
+    if (!g_classic) // default math mode: CUBLAS_COMPUTE_32F then uses no TF32
+        CUBLAS_CHECK(cublasCreate(&g_classic));
+    CUBLAS_CHECK(cublasSetStream(g_classic, agc_stream()));
+    const cudaDataType_t type = dt == AG_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        g_classic, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M,
+        (int)K, &a32, B, type, (int)ldb, (long long)sB, A, type, (int)lda, (long long)sA, &b32, C,
+        type, (int)ldc, (long long)sC, (int)batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 // C = beta C (0 where beta is 0: C may hold garbage) for K == 0, where the product is empty.
