@@ -7,6 +7,7 @@
 #   tmp       a temporary folder, removed at exit unless KEEP is set (to look at it)
 #   py        the Python the tests run (Debian's, with its numpy, PIL, ...)
 #   pass, fail and ok, bad MESSAGE (counts a failure and says it on stderr)
+#   tiny_pack the `groundc pack` media options that fit configs/model/tiny.yaml
 # and offers need_python, expect_error and summary (below).
 test_name=$(basename "$0" .sh)
 groundc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -17,6 +18,8 @@ src=${GROUNDC_SOURCE_DIR:-$(cd "$here/.." && pwd)}
 py=/usr/bin/python3
 tmp=$(mktemp -d)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
+tiny_pack=(--image-size 32 --image-tokens 16 --video-frames 4 --video-size 16 --video-tokens 8
+  --audio-tokens 4)
 pass=0 fail=0
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }

@@ -34,8 +34,7 @@ expect_error() { # DESCRIPTION PATTERN OUT COMMAND...: one error line, non-zero,
 # --- a checkpoint: 2 steps of the tiny model
 "$groundc" synth --out raw --images 6 --videos 2 --audios 2 >/dev/null || bad synth
 "$groundc" pack --json raw/train.json --media-root raw --out train --tokenizer "$tokenizer" \
-  --image-size 32 --image-tokens 16 --video-frames 4 --video-size 16 --video-tokens 8 \
-  --audio-tokens 4 --threads 1 >pack.log 2>&1 || bad "pack: $(tail -2 pack.log)"
+  "${tiny_pack[@]}" --threads 1 >pack.log 2>&1 || bad "pack: $(tail -2 pack.log)"
 cp "$here/../configs/model/tiny.yaml" tiny.yaml
 cat >stage.yaml <<YAML
 model: tiny.yaml
@@ -73,21 +72,20 @@ GROUNDC_EXPORT_HF_SHARD_BYTES=40000 "$groundc" export "$ck" --format hf --out hf
   "$py" "$here/export_hf_check.py" "$ck" hf_shards --dtype f16 --tokenizer "$tokenizer" >check.log 2>&1 &&
   ok || bad "sharded export: $(cat log; grep -m5 FAIL check.log)"
 
+# export_checked WHAT CKPT OUT DTYPE: CKPT exported as DTYPE into OUT agrees with CKPT
+export_checked() {
+  "$groundc" export "$2" --format hf --out "$3" --dtype "$4" --tokenizer "$tokenizer" >log 2>&1 &&
+    "$py" "$here/export_hf_check.py" "$2" "$3" --dtype "$4" --tokenizer "$tokenizer" >check.log 2>&1 &&
+    ok || bad "$1: $(cat log; grep -m5 FAIL check.log)"
+}
+
 # --- rounding edge cases in f16 and bf16
 "$py" "$here/export_hf_poke.py" "$ck" edge edge || bad "poke edge values"
-for dt in f16 bf16; do
-  "$groundc" export edge --format hf --out "edge_$dt" --dtype "$dt" --tokenizer "$tokenizer" >log 2>&1 &&
-    "$py" "$here/export_hf_check.py" edge "edge_$dt" --dtype "$dt" --tokenizer "$tokenizer" >check.log 2>&1 &&
-    ok || bad "edge values as $dt: $(cat log; grep -m5 FAIL check.log)"
-done
+for dt in f16 bf16; do export_checked "edge values as $dt" edge "edge_$dt" "$dt"; done
 
 # --- a bf16 model's checkpoint (the same weights rounded), exported widened and narrowed
 "$py" "$here/export_hf_poke.py" "$ck" ck_bf16 bf16 || bad "make a bf16 checkpoint"
-for dt in f32 f16; do
-  "$groundc" export ck_bf16 --format hf --out "bf16_$dt" --dtype "$dt" --tokenizer "$tokenizer" >log 2>&1 &&
-    "$py" "$here/export_hf_check.py" ck_bf16 "bf16_$dt" --dtype "$dt" --tokenizer "$tokenizer" >check.log 2>&1 &&
-    ok || bad "bf16 checkpoint as $dt: $(cat log; grep -m5 FAIL check.log)"
-done
+for dt in f32 f16; do export_checked "bf16 checkpoint as $dt" ck_bf16 "bf16_$dt" "$dt"; done
 
 # --- groundc's own logits against the numpy LLaVA forward of the export: a text prompt, and
 # one with an image (a 32 x 32 PNG: already square and of the model's size, so the pixels the

@@ -36,8 +36,7 @@ import json
 d = json.load(open("raw/train.json"))
 json.dump([x for x in d if x.get("task") in ("rec", "tvg", "sound")], open("raw/ground.json", "w"))
 PY
-P=(--tokenizer "$tok" --image-size 32 --image-tokens 16 --video-frames 4 --video-size 16
-   --video-tokens 8 --audio-tokens 4 --threads 2)
+P=(--tokenizer "$tok" "${tiny_pack[@]}" --threads 2)
 "$groundc" pack --json raw/ground.json --media-root raw --out train "${P[@]}" >/dev/null 2>&1 || bad "pack train"
 "$groundc" pack --json raw/eval.json --media-root raw --out eval "${P[@]}" >/dev/null 2>&1 || bad "pack eval"
 sed 's/dropout: 0.1/dropout: 0.0/' "$here/../configs/model/tiny.yaml" >tiny.yaml
