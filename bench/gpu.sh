@@ -56,15 +56,19 @@ do_build() {
         # shellcheck disable=SC1091
         source .devdeps/unpack-debs.sh .devdeps
     fi
-    # what CMakeLists.txt asks pkg-config for: name what is missing before cmake does
-    local missing=()
-    for m in openblas yaml-0.1 libzstd libcjson libjpeg libpng libavformat libavcodec libswscale \
-        libavutil sndfile samplerate fftw3f libcrypto libprotobuf-c; do
-        pkg-config --exists "$m" 2>/dev/null || missing+=("$m")
+    # what CMakeLists.txt asks pkg-config for, and the Debian package with its .pc file: name
+    # what is missing before cmake does (the -dev package and its runtime libraries go into
+    # .devdeps: EXTRA_DEBS="..." bench/gpu.sh prepare)
+    local missing=() m
+    for m in openblas:libopenblas-pthread-dev yaml-0.1:libyaml-dev libzstd:libzstd-dev \
+        libcjson:libcjson-dev libjpeg:libjpeg62-turbo-dev libpng:libpng-dev \
+        libavformat:libavformat-dev libavcodec:libavcodec-dev libswscale:libswscale-dev \
+        libavutil:libavutil-dev sndfile:libsndfile1-dev samplerate:libsamplerate0-dev \
+        fftw3f:libfftw3-dev libcrypto:libssl-dev libprotobuf-c:libprotobuf-c-dev; do
+        pkg-config --exists "${m%%:*}" 2>/dev/null || missing+=("${m%%:*} (${m#*:})")
     done
-    command -v protoc-c >/dev/null || missing+=(protoc-c)
-    [ ${#missing[@]} -eq 0 ] || say "build: pkg-config lacks: ${missing[*]} (add their -dev" \
-        "packages and libraries to .devdeps: EXTRA_DEBS=... bench/gpu.sh prepare)"
+    command -v protoc-c >/dev/null || missing+=("protoc-c (protobuf-c-compiler)")
+    [ ${#missing[@]} -eq 0 ] || say "build: missing: ${missing[*]}"
     say "build: $build (CUDA, sm_90)"
     cmake -B "$build" -DGROUNDC_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release \
         >"$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; say "build: cmake failed"; exit 1; }
