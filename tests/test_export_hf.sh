@@ -56,13 +56,15 @@ YAML
 "$groundc" train stage.yaml >train.log 2>&1 || { bad "train: $(tail -3 train.log)"; exit 1; }
 ck=$tmp/ck/step_00000002
 
+# export_checked WHAT CKPT OUT DTYPE: CKPT exported as DTYPE into OUT agrees with CKPT
+export_checked() {
+  "$groundc" export "$2" --format hf --out "$3" --dtype "$4" --tokenizer "$tokenizer" >log 2>&1 &&
+    "$py" "$here/export_hf_check.py" "$2" "$3" --dtype "$4" --tokenizer "$tokenizer" >check.log 2>&1 &&
+    ok || bad "$1: $(cat log; grep -m5 FAIL check.log)"
+}
+
 # --- exports in every dtype, checked against the checkpoint
-for dt in f32 f16 bf16; do
-  if "$groundc" export "$ck" --format hf --out "hf_$dt" --dtype "$dt" --tokenizer "$tokenizer" >log 2>&1; then
-    "$py" "$here/export_hf_check.py" "$ck" "hf_$dt" --dtype "$dt" --tokenizer "$tokenizer" >check.log 2>&1 &&
-      ok || bad "export --dtype $dt: $(grep -m5 FAIL check.log)"
-  else bad "export --dtype $dt: $(cat log)"; fi
-done
+for dt in f32 f16 bf16; do export_checked "export --dtype $dt" "$ck" "hf_$dt" "$dt"; done
 [ -z "$(ls -d hf_*.tmp-* 2>/dev/null)" ] && ok || bad "temporary folders left"
 
 # --- model.safetensors in shards (the 5 GB default made small)
@@ -71,13 +73,6 @@ GROUNDC_EXPORT_HF_SHARD_BYTES=40000 "$groundc" export "$ck" --format hf --out hf
   [ "$(ls hf_shards/model-*-of-*.safetensors | wc -l)" -gt 2 ] &&
   "$py" "$here/export_hf_check.py" "$ck" hf_shards --dtype f16 --tokenizer "$tokenizer" >check.log 2>&1 &&
   ok || bad "sharded export: $(cat log; grep -m5 FAIL check.log)"
-
-# export_checked WHAT CKPT OUT DTYPE: CKPT exported as DTYPE into OUT agrees with CKPT
-export_checked() {
-  "$groundc" export "$2" --format hf --out "$3" --dtype "$4" --tokenizer "$tokenizer" >log 2>&1 &&
-    "$py" "$here/export_hf_check.py" "$2" "$3" --dtype "$4" --tokenizer "$tokenizer" >check.log 2>&1 &&
-    ok || bad "$1: $(cat log; grep -m5 FAIL check.log)"
-}
 
 # --- rounding edge cases in f16 and bf16
 "$py" "$here/export_hf_poke.py" "$ck" edge edge || bad "poke edge values"
