@@ -184,6 +184,12 @@ extern const ag_backend ag_cuda_backend;
 #endif
 // True where a GPU is usable (built with CUDA and a device is visible).
 bool ag_cuda_available(void);
+#ifdef GROUNDC_HAVE_CUDA
+// Makes GPU index % (visible GPUs) the current device of this process and returns it; name
+// (cap bytes, may be NULL) gets its model name. Call before anything is allocated on a GPU
+// (one process per GPU: index = the node-local rank). Fails with one line when none is visible.
+int ag_cuda_select(int index, char *name, size_t cap); // cuda/cuda_device.cu
+#endif
 
 #ifdef __cplusplus
 }

@@ -3,11 +3,17 @@
 // process is rank 0 of 1 and MPI is never initialised, so a plain `groundc train` needs no MPI
 // runtime at all.
 //
-// Gradients are summed across ranks in buckets of contiguous f32 (a few MPI calls per step
-// rather than one per tensor); the sum is deterministic for a given world size, so runs
-// repeat bitwise. Every MPI call is checked and a failure is one line naming the call.
+// Gradients are summed across ranks in buckets of contiguous gradients (a few calls per step
+// rather than one per tensor). Host f32 gradients go through MPI_Allreduce; the sum is
+// deterministic for a given world size, so CPU runs repeat bitwise. GPU gradients (f32 or
+// bf16) go through NCCL when groundc was built with it (GROUNDC_HAVE_NCCL): one communicator
+// per process, its id broadcast over MPI; without NCCL (and for bf16 host gradients) each
+// bucket is staged through host f32 and MPI: slow but correct. The all-reduce runs after the
+// backward pass: the tape has no per-gradient hook to start buckets early. Every MPI, NCCL
+// and CUDA call is checked and a failure is one line naming the call.
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "autograd/tensor.h"
@@ -27,14 +33,21 @@ void tr_dist_finalize(tr_dist *d);
 // the others waiting in a collective.
 _Noreturn void tr_dist_abort(const tr_dist *d, int code);
 
+// Makes dev the device of this process's tensors: for AG_CUDA, selects GPU local_rank % (GPUs
+// visible) and, with more than one rank and NCCL, creates the NCCL communicator (once;
+// collective). name (cap bytes) gets a description such as "cuda:1 (NVIDIA H100)" or "cpu".
+// Call before anything is allocated on the device.
+void tr_dist_use_device(const tr_dist *d, ag_device dev, char *name, size_t cap);
+
 void tr_dist_barrier(const tr_dist *d);
 // In-place sum over ranks of n doubles (losses, token counts).
 void tr_dist_sum_f64(const tr_dist *d, double *x, int n);
-// In-place sum over ranks of the gradients of params (f32 tensors with a gradient), packed
-// into buckets of at most bucket_elems elements. scale multiplies the result.
+// In-place sum over ranks of the gradients of params (contiguous f32 or bf16 gradients, on
+// the host or the GPU), packed into buckets of at most bucket_elems elements (larger
+// gradients go alone, in place). scale multiplies the result.
 void tr_dist_allreduce_grads(const tr_dist *d, ag_tensor **params, int n, double scale,
                              int64_t bucket_elems);
-// Copies tensor t (host f32, contiguous) from rank root to every rank.
+// Copies tensor t (contiguous; host or GPU) from rank root to every rank.
 void tr_dist_broadcast(const tr_dist *d, ag_tensor *t, int root);
 // Rank root's string (at most cap bytes with the NUL) to every rank.
 void tr_dist_broadcast_str(const tr_dist *d, char *s, int cap, int root);

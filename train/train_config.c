@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/backend.h"
 #include "autograd/error.h"
 #include "train/model_config.h"
 
@@ -26,6 +27,23 @@ static char *abs_path(tr_yaml *node) {
     free(node->value);
     node->value = ag_xstrdup(joined);
     return joined;
+}
+
+ag_device tr_config_device(tr_yaml *root) {
+    static const char *const names[] = {"auto", "cpu", "cuda", NULL};
+    const char *v = tr_yaml_str(root, "device", "auto", names);
+    if (!strcmp(v, "cpu")) return AG_CPU;
+    bool gpu = ag_cuda_available();
+    if (!strcmp(v, "auto")) return gpu ? AG_CUDA : AG_CPU;
+    if (!gpu)
+        tr_yaml_fail(tr_yaml_at(root, "device"), "'cuda' asked for, but %s; use auto or cpu",
+#ifdef GROUNDC_HAVE_CUDA
+                     "no CUDA device is visible"
+#else
+                     "this groundc was built without CUDA (configure with -DGROUNDC_CUDA=ON)"
+#endif
+        );
+    return AG_CUDA;
 }
 
 static int read_patterns(tr_yaml *map, const char *key, char **out) {
@@ -67,6 +85,7 @@ static void read_datasets(tr_yaml *data, tr_train_config *c) {
 void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
     memset(c, 0, sizeof *c);
     const int64_t big = (int64_t)1 << 40;
+    c->device = tr_config_device(root);
     tr_model_config_from_train(root, &c->model);
     tr_init_config_read(root, &c->init);
 

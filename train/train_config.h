@@ -14,6 +14,7 @@
 #define TR_MAX_PATTERNS 64
 
 typedef struct {
+    ag_device device; // `device:` resolved (tr_config_device)
     gm_groundinggpt_config model;
     tr_init_config init;
     // What trains: stage 1..3 selects GroundingGPT's defaults; trainable/frozen patterns
@@ -58,5 +59,9 @@ void tr_train_config_free(tr_train_config *c);
 // With data.global_batch set, derives the accumulation for world ranks; fails when the
 // global batch is not a multiple of micro_batch x world.
 void tr_train_config_fit_world(tr_train_config *c, int world);
+// The top-level `device: auto | cpu | cuda` key (default auto: cuda when a GPU is visible,
+// else cpu). cuda where none is visible (or in a build without CUDA) fails with one line
+// naming the file, line and key. Every training config kind reads it.
+ag_device tr_config_device(tr_yaml *root);
 // Is root a stage config (as opposed to the copy-task config or a curriculum)?
 bool tr_config_is_stage(tr_yaml *root);

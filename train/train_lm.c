@@ -13,7 +13,9 @@
 #include "autograd/optim.h"
 #include "data/copy_task.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/schedule.h"
+#include "train/train_config.h"
 
 static tr_yaml *model_section(tr_yaml *root) {
     tr_yaml *m = tr_yaml_get(root, "model");
@@ -24,6 +26,7 @@ static tr_yaml *model_section(tr_yaml *root) {
 
 void tr_lm_config_read(tr_yaml *root, tr_lm_config *c) {
     memset(c, 0, sizeof *c);
+    c->device = tr_config_device(root);
     tr_yaml *m = model_section(root);
     const int64_t big = (int64_t)1 << 40;
     c->model.vocab = tr_yaml_int(m, "vocab", 32, 3, big);
@@ -145,7 +148,11 @@ int tr_train_lm(const tr_lm_config *c, const tr_yaml *resolved) {
     FILE *mf = fopen(path, "w");
     if (!mf) ag_fail("%s: cannot write: %s", path, strerror(errno));
 
-    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    // One process: the first visible GPU, or the CPU.
+    char device[320];
+    tr_dist one = {.rank = 0, .world = 1};
+    tr_dist_use_device(&one, c->device, device, sizeof device);
+    ag_ctx *ctx = ag_ctx_new(c->device);
     gm_llama *m = gm_llama_new(ctx, &c->model, AG_F32);
     gm_llama_init(m, c->seed, 0.02);
     bool *decay = ag_xcalloc((size_t)m->n_params, sizeof *decay, "decay flags");
@@ -159,11 +166,11 @@ int tr_train_lm(const tr_lm_config *c, const tr_yaml *resolved) {
     int64_t T = ds_copy_seq_len(c->payload),
             warmup = (int64_t)ceil(c->warmup_ratio * (double)c->steps);
     printf("model: llama %lld params (dim %lld, %lld layers, %lld heads, %lld kv heads, ffn %lld, "
-           "vocab %lld); task: copy %lld tokens (T %lld); batch %lld; %lld steps\n",
+           "vocab %lld); task: copy %lld tokens (T %lld); batch %lld; %lld steps; on %s\n",
            (long long)gm_llama_param_count(m), (long long)c->model.dim,
            (long long)c->model.n_layers, (long long)c->model.n_heads,
            (long long)c->model.n_kv_heads, (long long)c->model.ffn, (long long)c->model.vocab,
-           (long long)c->payload, (long long)T, (long long)c->batch, (long long)c->steps);
+           (long long)c->payload, (long long)T, (long long)c->batch, (long long)c->steps, device);
     double t0 = now_s(), t_log = t0, loss_sum = 0, last_loss = NAN;
     int64_t loss_n = 0;
     for (int64_t step = 0; step < c->steps; step++) {

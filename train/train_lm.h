@@ -7,6 +7,7 @@
 #include "train/yaml_tree.h"
 
 typedef struct {
+    ag_device device; // `device: auto | cpu | cuda` (train/train_config.h)
     gm_llama_config model;
     int64_t payload; // copy task: tokens to copy
     uint64_t data_seed;

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "autograd/backend.h"
 #include "autograd/error.h"
 #include "autograd/optim.h"
 #include "autograd/rng.h"
@@ -85,6 +86,18 @@ static void maybe_die_at(int64_t step) {
         fflush(NULL);
         kill(getpid(), SIGKILL);
     }
+}
+
+// On a GPU the micro-batches' summed losses add up in a device scalar (f32) that is read
+// once per step, instead of one synchronising read per micro-batch: acc += n * loss.
+static void add_loss(ag_ctx *ctx, ag_tensor *acc, ag_tensor *loss, double n) {
+    ag_no_grad_begin(ctx);
+    ag_tensor *l = loss->dtype == AG_F32 ? loss : ag_cast(ctx, loss, AG_F32);
+    const ag_backend *be = ag_backend_for(ctx->device);
+    const ag_kernels *k = be->kernels[AG_F32];
+    if (!k || !k->axpy) ag_fail("train: no %s f32 axpy kernel (the step's loss sum)", be->name);
+    k->axpy(acc->data, l->data, 1, n);
+    ag_no_grad_end(ctx);
 }
 
 typedef struct {
@@ -188,7 +201,10 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     tr_ckpt_state st = {0};
     if (from) tr_ckpt_read_state(from, &st);
 
-    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    // The device first: on a GPU every allocation must land on this rank's one.
+    char device[320];
+    tr_dist_use_device(d, c->device, device, sizeof device);
+    ag_ctx *ctx = ag_ctx_new(c->device);
     gm_groundinggpt *m = gm_groundinggpt_new(ctx, &c->model);
     char model_digest[65], cfg_digest[65];
     tr_ckpt_model_digest(m->params, model_digest);
@@ -264,9 +280,12 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
         fprintf(log,
                 "stage %d: model %s, %" PRId64 " parameters, %" PRId64 " trainable in %d tensors; "
                 "%d rank%s x micro %" PRId64 " x accumulation %" PRId64 " = global batch %" PRId64
-                "; %" PRId64 " samples, %" PRId64 " steps (warmup %" PRId64 ")%s%s\n",
+                "; %" PRId64 " samples, %" PRId64 " steps (warmup %" PRId64
+                "); %s parameters%s on %s%s%s\n",
                 c->stage, c->model.name, gm_params_total(m->params), n_train, tp.n, d->world,
                 d->world > 1 ? "s" : "", c->micro_batch, c->accumulation, G, samples, total, warmup,
+                ag_dtype_name(c->model.dtype),
+                c->model.dtype == AG_BF16 ? " (f32 master weights and moments)" : "", device,
                 from ? "; resumed from " : "", from ? from : "");
         fflush(log);
     }
@@ -283,6 +302,8 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
                          .global_batch = G};
     memcpy(out.config_digest, cfg_digest, 65);
     memcpy(out.model_digest, model_digest, 65);
+    ag_tensor *loss_acc =
+        c->device == AG_CPU ? NULL : ag_param(ctx, "trainer.loss_sum", AG_F32, AG_SHAPE(1));
     while (step < total) {
         // Forward and backward over this rank's micro-batches; gradients add up.
         double sums[2] = {0, 0}; // summed loss, supervised tokens
@@ -296,15 +317,23 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
                                      ag_mix64((uint64_t)d->rank + 0x51ed));
             ag_tensor *loss = gm_groundinggpt_loss(ctx, m, &gb, true, seed);
             ag_backward(ctx, ag_scale(ctx, loss, (double)n));
-            sums[0] += ag_item(loss, 0) * (double)n;
+            if (loss_acc)
+                add_loss(ctx, loss_acc, loss, (double)n);
+            else
+                sums[0] += ag_item(loss, 0) * (double)n;
             sums[1] += (double)n;
             ag_step_reset(ctx);
+        }
+        if (loss_acc) { // the step's one read of the loss; the next step starts from 0
+            sums[0] = ag_item(loss_acc, 0);
+            ag_backend_for(ctx->device)->memset0(loss_acc->data, sizeof(float));
         }
         tr_dist_sum_f64(d, sums, 2);
         double loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
         if (poisoned(step + 1)) loss = NAN;
         tr_dist_allreduce_grads(d, tp.params, tp.n, sums[1] > 0 ? 1.0 / sums[1] : 0,
                                 c->bucket_elems);
+        // One device-to-host copy on a GPU (the backend's sum_squares_many).
         double gnorm = ag_clip_grad_norm(tp.params, tp.n, c->grad_clip);
         double lr = tr_lr_cosine(step, total, warmup, c->lr, c->min_lr_ratio);
         bool finite = isfinite(loss) && isfinite(gnorm);
