@@ -21,6 +21,9 @@
 // gradients and the result is halved: a kernel that overwrites instead of adding gives half
 // the answer, one that skips a gradient leaves zero.
 //
+// Also AdamW with gradient clipping (not an op of ops.h, but the end of every training step):
+// f32 and bf16 parameters, their f32 masters and the gradient norms after three steps.
+//
 // `test_cuda_parity --cpu-vs-cpu` runs the same harness with the CPU standing in for CUDA
 // (every error must be 0): a check of the harness on machines without a GPU.
 #include <math.h>
@@ -28,6 +31,7 @@
 
 #include "autograd/backend.h"
 #include "autograd/error.h"
+#include "autograd/optim.h"
 #include "testlib.h"
 
 #define TOL_F32      1e-5
@@ -584,6 +588,101 @@ static void compare(int ci, ag_dtype dt, const result *got, const result *want, 
     }
 }
 
+// AdamW (not an op, but every training step's last kernel): f32 and bf16 parameters of
+// awkward sizes, with and without weight decay, three steps with gradient clipping. Results:
+// each parameter, each f32 master copy, and the three gradient norms; the parameters
+// compare at their dtype's tolerance, the masters and norms at f32's.
+#define OPT_N 4
+static const ag_shape opt_shapes[OPT_N] = {{2, {37, 65}}, {1, {129}}, {2, {33, 17}}, {1, {1031}}};
+static const ag_dtype opt_dtypes[OPT_N] = {AG_F32, AG_F32, AG_BF16, AG_BF16};
+static const bool opt_decay[OPT_N] = {true, false, true, false};
+
+static void optim_inner(ag_ctx *ctx, result *r) {
+    env e = {.ctx = ctx, .rng = {0x5eed}};
+    ag_tensor *p[OPT_N];
+    for (int i = 0; i < OPT_N; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "p%d", i);
+        p[i] = ag_param(ctx, name, opt_dtypes[i], opt_shapes[i]);
+        ag_tensor *h = rand_tensor(&e, opt_dtypes[i], opt_shapes[i], 0.5);
+        void *buf = ag_xmalloc(ag_nbytes(h) + 1, "parity optim");
+        ag_copy_to_host(h, buf);
+        ag_copy_from_host(p[i], buf);
+        free(buf);
+        ag_set_trainable(ctx, p[i], true);
+    }
+    ag_adamw *opt = ag_adamw_new(ctx, p, OPT_N, opt_decay, (ag_adamw_config){0.9, 0.95, 1e-8, 0.1});
+    double norms[3];
+    for (int step = 0; step < 3; step++) {
+        for (int i = 0; i < OPT_N; i++) {
+            ag_tensor *g = rand_tensor(&e, opt_dtypes[i], opt_shapes[i], step == 1 ? 5 : 0.3);
+            void *buf = ag_xmalloc(ag_nbytes(g) + 1, "parity optim");
+            ag_copy_to_host(g, buf);
+            ag_copy_from_host(p[i]->grad, buf);
+            free(buf);
+        }
+        norms[step] = ag_clip_grad_norm(p, OPT_N, 1.0); // step 1 clips
+        ag_adamw_step(opt, 1e-2);
+        ag_step_reset(ctx);
+    }
+    for (int i = 0; i < OPT_N; i++) {
+        r->v[r->n] = to_host(p[i], &r->len[r->n]);
+        r->n++;
+    }
+    for (int i = 0; i < OPT_N; i++)
+        if (opt->master[i]) {
+            r->v[r->n] = to_host(opt->master[i], &r->len[r->n]);
+            r->n++;
+        }
+    r->v[r->n] = ag_xmalloc(sizeof norms, "parity optim");
+    memcpy(r->v[r->n], norms, sizeof norms);
+    r->len[r->n++] = 3;
+    ag_adamw_free(opt);
+}
+
+static void optim_run(ag_device dev, result *r) {
+    memset(r, 0, sizeof *r);
+    tl_catch_begin();
+    if (setjmp(tl_jmp) == 0) {
+        ag_ctx *ctx = ag_ctx_new(dev);
+        optim_inner(ctx, r);
+        ag_ctx_free(ctx);
+    } else
+        snprintf(r->error, sizeof r->error, "%s", tl_msg);
+    tl_catch_end();
+}
+
+// Returns the worst error of the parameters and of the masters and norms.
+static void optim_check(ag_device device, const char *dev, double *e_param, double *e_master) {
+    result want, got;
+    optim_run(AG_CPU, &want);
+    optim_run(device, &got);
+    *e_param = *e_master = INFINITY;
+    TL_CHECK(!want.error[0], "adamw [cpu]: %s", want.error);
+    TL_CHECK(!got.error[0], "adamw [%s]: %s", dev, got.error);
+    if (!want.error[0] && !got.error[0] && got.n == want.n) {
+        *e_param = *e_master = 0;
+        for (int i = 0; i < got.n; i++) {
+            const bool is_param = i < OPT_N, bf = is_param && opt_dtypes[i] == AG_BF16;
+            const double tol = bf ? TOL_BF16 : TOL_F32;
+            const double err =
+                got.len[i] == want.len[i] ? nrel(got.v[i], want.v[i], got.len[i]) : INFINITY;
+            TL_CHECK(err <= tol, "adamw: %s %d error %.3g > %.0e",
+                     is_param        ? "parameter"
+                     : i < got.n - 1 ? "master"
+                                     : "gradient norms",
+                     is_param ? i : i - OPT_N, err, tol);
+            if (is_param)
+                *e_param = fmax(*e_param, err);
+            else
+                *e_master = fmax(*e_master, err);
+        }
+    }
+    TL_CHECK(got.n == want.n, "adamw: %d results on %s, %d on cpu", got.n, dev, want.n);
+    result_free(&want);
+    result_free(&got);
+}
+
 int main(int argc, char **argv) {
     const bool self = argc > 1 && strcmp(argv[1], "--cpu-vs-cpu") == 0;
     if (!self && !ag_cuda_available()) {
@@ -614,8 +713,17 @@ int main(int argc, char **argv) {
                eo[0], eg[0], eo[1], eg[1], ok ? "ok" : "FAIL");
         fflush(stdout);
     }
+    {
+        double ep, em;
+        const int failed_before = tl_failed;
+        optim_check(dev, dev_name, &ep, &em);
+        const bool ok = tl_failed == failed_before;
+        bad_cases += !ok;
+        printf("%-28s params %8.2e | masters, grad norms %8.2e  %s\n", "adamw + clip_grad_norm", ep,
+               em, ok ? "ok" : "FAIL");
+    }
     printf("%s vs cpu: %d of %d cases agree (f32 <= %.0e, bf16 <= %.0e)\n", dev_name,
-           NCASES - bad_cases, NCASES, TOL_F32, TOL_BF16);
+           NCASES + 1 - bad_cases, NCASES + 1, TOL_F32, TOL_BF16);
     ag_ctx_free(cpu);
     ag_ctx_free(gpu);
     free(g_poison);
