@@ -10,7 +10,7 @@
 #   - a run killed after step 4 and resumed ends bit-identical to the uninterrupted run;
 #   - `groundc export --format hf` writes merged weights: W + (alpha / r) B A computed here from
 #     the checkpoint (within 1e-6 of the tensor's largest value), no lora tensor, and the
-#     linears that were not targeted equal to the base;
+#     linears that were not targeted equal to the base; `--format gguf` (f32) the same;
 #   - generate runs on the checkpoint.
 set -u
 groundc=$1
@@ -21,8 +21,8 @@ pass=0 fail=0
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 py=/usr/bin/python3
-if ! $py -c 'import numpy, PIL' 2>/dev/null; then
-  echo "test_finetune_lora: python3 with numpy and PIL needed; skipped"
+if ! $py -c 'import numpy, PIL, yaml' 2>/dev/null; then
+  echo "test_finetune_lora: python3 with numpy, PIL and yaml needed; skipped"
   exit 77
 fi
 cd "$tmp" || exit 1
@@ -215,6 +215,30 @@ for l in layers:
         assert err <= 1e-6, (base, err)
         n += 1
 print(f"export: {n} linears equal W + 2 B A (or W), worst relative error {worst:.2e}")
+PY
+
+# GGUF (f32): the same merged weights, read back through gguf_read.py's inverse transforms
+# (attn_q / attn_k un-permuted).
+"$groundc" export ft/latest --format gguf --dtype f32 --out gguf >exp.log 2>&1 && ok ||
+  bad "export gguf: $(tail -2 exp.log)"
+PYTHONPATH="$here" $py - <<'PY' && ok || bad "GGUF weights are not W + (alpha/r) B A"
+import yaml
+from gguf_read import to_checkpoint
+from st import *
+ck = read("ft/latest/model.safetensors")
+cfg = yaml.safe_load(open("ft/latest/config.yaml"))["model"]
+ex = to_checkpoint("gguf", cfg)
+worst = 0.0
+for l in range(cfg["llm"]["layers"]):
+    for t, part in {**TARGETS, **OTHERS}.items():
+        base = f"model.layers.{l}.{part}.{t}"
+        ref = ck[base + ".weight"]
+        if t in TARGETS:
+            ref = ref + (8 / 4) * ck[base + ".lora_B.weight"] @ ck[base + ".lora_A.weight"]
+        err = abs(ex[base + ".weight"] - ref).max() / abs(ref).max()
+        worst = max(worst, err)
+        assert err <= 1e-6, (base, err)
+print(f"gguf: merged linears, worst relative error {worst:.2e}")
 PY
 
 # --- generate on the LoRA checkpoint
