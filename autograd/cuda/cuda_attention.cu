@@ -2,8 +2,9 @@
 // flash-attention style: tiled over queries and keys with an online softmax, so no Tq x Tk
 // matrix is ever in memory. Forward saves lse (B,H,Tq) (backend.h); backward recomputes the
 // probabilities from q, k and lse, with Dvec = rowsum(dO * O). Causal (query i sees keys
-// j <= i + Tk - Tq), key padding mask, grouped-query heads, strided q/k/v, head dims 16, 32,
-// 64, 80, 96 and 128. bf16 multiplies on tensor cores (WMMA, f32 accumulation); f32 on CUDA
+// j <= i + Tk - Tq), key padding mask, grouped-query heads, strided q/k/v, any head dim up
+// to 128 (the kernels are compiled for DP = 16, 32, ..., 128 and a head dim D <= DP runs
+// zero-padded to DP). bf16 multiplies on tensor cores (WMMA, f32 accumulation); f32 on CUDA
 // cores in f32. Every tile product goes shared memory to shared memory: simple to check.
 #include <math.h>
 #include <mma.h>
@@ -19,9 +20,10 @@ namespace {
 constexpr int kThreads = 128; // 4 warps per block
 constexpr int kWarps = kThreads / 32;
 
-// Tile sizes and shared-memory row strides (elements) per storage type T and head dim D.
+// Tile sizes and shared-memory row strides (elements) per storage type T and padded head
+// dim DP.
 // Row strides keep WMMA pointers 32-byte aligned (bf16) or odd to spread banks (f32).
-template <typename T, int D> struct agc_attn_cfg {
+template <typename T, int DP> struct agc_attn_cfg {
     static constexpr bool kTensorCores = std::is_same<T, bf16>::value;
     static constexpr int kPadT = kTensorCores ? 8 : 1; // rows of T
     static constexpr int kPadF = kTensorCores ? 4 : 1; // rows of f32
@@ -29,13 +31,13 @@ template <typename T, int D> struct agc_attn_cfg {
     static constexpr int FK = 64;                      // forward: keys per step
     static constexpr int BQ = 32;                      // backward: queries per step
     static constexpr int BK = kTensorCores ? 64 : 32;  // backward: keys per block
-    static constexpr int LDT = D + kPadT;              // (rows, D) tiles of T
-    static constexpr int LDF = D + kPadF;              // (rows, D) tiles of f32
+    static constexpr int LDT = DP + kPadT;             // (rows, DP) tiles of T
+    static constexpr int LDF = DP + kPadF;             // (rows, DP) tiles of f32
     static constexpr int LDSF = FK + kPadF;            // forward scores, f32
     static constexpr int LDPF = FK + kPadT;            // forward probabilities, T
     static constexpr int LDSB = BK + kPadF;            // backward scores and dP, f32
     static constexpr int LDPB = BK + kPadT;            // backward P and dS, T
-    static_assert(D % 16 == 0, "head dim must be a multiple of 16");
+    static_assert(DP % 16 == 0 && DP <= 128, "padded head dim: a multiple of 16 up to 128");
 };
 
 constexpr size_t agc_align128(size_t x) {
@@ -44,8 +46,8 @@ constexpr size_t agc_align128(size_t x) {
 
 // Forward shared memory: Q (FQ,D), K and V (FK,D) in T; S (FQ,FK) f32; P (FQ,FK) in T;
 // the output accumulator O (FQ,D) f32; per row the running max, sum and rescale factor.
-template <typename T, int D> struct agc_fwd_smem {
-    using C = agc_attn_cfg<T, D>;
+template <typename T, int DP> struct agc_fwd_smem {
+    using C = agc_attn_cfg<T, DP>;
     static constexpr size_t q = 0;
     static constexpr size_t k = agc_align128(q + sizeof(T) * C::FQ * C::LDT);
     static constexpr size_t v = agc_align128(k + sizeof(T) * C::FK * C::LDT);
@@ -61,8 +63,8 @@ template <typename T, int D> struct agc_fwd_smem {
 // Backward shared memory: K, V (BK,D) in T and their gradient accumulators dK, dV (BK,D)
 // f32; per query step Q, dO (BQ,D) in T, S then P and dP (BQ,BK) f32 (the same space later
 // holds the dQ tile (BQ,D) f32), P and dS (BQ,BK) in T, lse and Dvec per row.
-template <typename T, int D> struct agc_bwd_smem {
-    using C = agc_attn_cfg<T, D>;
+template <typename T, int DP> struct agc_bwd_smem {
+    using C = agc_attn_cfg<T, DP>;
     static constexpr size_t k = 0;
     static constexpr size_t v = agc_align128(k + sizeof(T) * C::BK * C::LDT);
     static constexpr size_t dk = agc_align128(v + sizeof(T) * C::BK * C::LDT);
@@ -95,14 +97,15 @@ __device__ __forceinline__ long long agc_keys_visible(const ag_attn_args &a, lon
     return jn < 0 ? 0 : (jn > a.Tk ? a.Tk : jn);
 }
 
-// dst (R rows, D; row stride ld) = rows r0 .. r0+R-1 of src (row stride st), zero past n.
-template <typename T, int D, int R>
-__device__ void agc_load_rows(T *dst, int ld, const T *src, long long st, long long r0,
-                              long long n) {
-    for (int e = threadIdx.x; e < R * D; e += kThreads) {
-        const int r = e / D, d = e % D;
+// dst (R rows, DP; row stride ld) = rows r0 .. r0+R-1 of src (row stride st, D columns),
+// zero past row n and past column D.
+template <typename T, int DP, int R>
+__device__ void agc_load_rows(T *dst, int ld, const T *src, long long st, long long r0, long long n,
+                              int D) {
+    for (int e = threadIdx.x; e < R * DP; e += kThreads) {
+        const int r = e / DP, d = e % DP;
         const long long row = r0 + r;
-        dst[r * ld + d] = row < n ? src[row * st + d] : agc_from_f32<T>(0.f);
+        dst[r * ld + d] = row < n && d < D ? src[row * st + d] : agc_from_f32<T>(0.f);
     }
 }
 
@@ -166,11 +169,11 @@ __device__ __forceinline__ float agc_warp_sum(float x) {
 // S = Q K^T; per row m' = max(m, max_j scale S_j), P = exp(scale S - m'), l = l e^(m-m') +
 // sum P, O = O e^(m-m') + P V. At the end out = O / l and lse = m + log l; a row that sees
 // no key gets out 0 and lse +inf (so that backward's exp(s - lse) is 0 there).
-template <typename T, int D>
+template <typename T, int DP>
 __global__ void __launch_bounds__(kThreads)
     agc_attn_fwd_kernel(ag_attn_args a, const T *q, const T *k, const T *v, T *out, float *lse) {
-    using C = agc_attn_cfg<T, D>;
-    using L = agc_fwd_smem<T, D>;
+    using C = agc_attn_cfg<T, DP>;
+    using L = agc_fwd_smem<T, DP>;
     constexpr int BQ = C::FQ, BK = C::FK;
     T *Qs = (T *)(agc_attn_smem + L::q);
     T *Ks = (T *)(agc_attn_smem + L::k);
@@ -186,10 +189,11 @@ __global__ void __launch_bounds__(kThreads)
     const long long hk = h / (a.H / a.Hkv);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const float scale = (float)a.scale;
+    const int D = (int)a.D; // <= DP: columns D..DP-1 of the tiles are 0
     const uint8_t *mask = a.mask ? a.mask + b * a.Tk : nullptr;
 
-    agc_load_rows<T, D, BQ>(Qs, C::LDT, q + b * a.q_sb + h * a.q_sh, a.q_st, q0, a.Tq);
-    for (int e = threadIdx.x; e < BQ * D; e += kThreads) O[(e / D) * C::LDF + e % D] = 0.f;
+    agc_load_rows<T, DP, BQ>(Qs, C::LDT, q + b * a.q_sb + h * a.q_sh, a.q_st, q0, a.Tq, D);
+    for (int e = threadIdx.x; e < BQ * DP; e += kThreads) O[(e / DP) * C::LDF + e % DP] = 0.f;
     for (int r = threadIdx.x; r < BQ; r += kThreads) {
         m_s[r] = -INFINITY;
         l_s[r] = 0.f;
@@ -198,10 +202,10 @@ __global__ void __launch_bounds__(kThreads)
     const long long k_end = agc_keys_visible(a, q_last); // no row of the tile sees keys past it
     for (long long k0 = 0; k0 < k_end; k0 += BK) {
         __syncthreads(); // the previous step is done with Ks, Vs, P, O
-        agc_load_rows<T, D, BK>(Ks, C::LDT, k + b * a.k_sb + hk * a.k_sh, a.k_st, k0, a.Tk);
-        agc_load_rows<T, D, BK>(Vs, C::LDT, v + b * a.v_sb + hk * a.v_sh, a.v_st, k0, a.Tk);
+        agc_load_rows<T, DP, BK>(Ks, C::LDT, k + b * a.k_sb + hk * a.k_sh, a.k_st, k0, a.Tk, D);
+        agc_load_rows<T, DP, BK>(Vs, C::LDT, v + b * a.v_sb + hk * a.v_sh, a.v_st, k0, a.Tk, D);
         __syncthreads();
-        agc_tile_mm<false, true, BQ, BK, D>(S, C::LDSF, Qs, C::LDT, Ks, C::LDT, false);
+        agc_tile_mm<false, true, BQ, BK, DP>(S, C::LDSF, Qs, C::LDT, Ks, C::LDT, false);
         __syncthreads();
         for (int r = warp; r < BQ; r += kWarps) { // online softmax, one warp per row
             const long long i = q0 + r;
@@ -234,17 +238,17 @@ __global__ void __launch_bounds__(kThreads)
             }
         }
         __syncthreads();
-        for (int e = threadIdx.x; e < BQ * D; e += kThreads)
-            O[(e / D) * C::LDF + e % D] *= a_s[e / D];
+        for (int e = threadIdx.x; e < BQ * DP; e += kThreads)
+            O[(e / DP) * C::LDF + e % DP] *= a_s[e / DP];
         __syncthreads();
-        agc_tile_mm<false, false, BQ, D, BK>(O, C::LDF, P, C::LDPF, Vs, C::LDT, true);
+        agc_tile_mm<false, false, BQ, DP, BK>(O, C::LDF, P, C::LDPF, Vs, C::LDT, true);
     }
     __syncthreads();
     const long long H = a.H, Tq = a.Tq;
-    for (int e = threadIdx.x; e < BQ * D; e += kThreads) {
-        const int r = e / D, d = e % D;
+    for (int e = threadIdx.x; e < BQ * DP; e += kThreads) {
+        const int r = e / DP, d = e % DP;
         const long long i = q0 + r;
-        if (i >= Tq) continue;
+        if (i >= Tq || d >= D) continue;
         const float l = l_s[r];
         agc_st(out, ((b * Tq + i) * H + h) * D + d, l > 0.f ? O[r * C::LDF + d] / l : 0.f);
     }
@@ -281,12 +285,12 @@ __global__ void agc_attn_dvec_kernel(const T *g, const T *out, float *dvec, long
 // query tiles that can see the key tile, so the sum over the group is deterministic. Per
 // step: P = exp(scale Q K^T - lse) (0 where masked), dV += P^T dO, dP = dO V^T,
 // dS = scale P (dP - Dvec), dK += dS^T Q, and dQ += dS K by f32 atomics into dq (B,Tq,H,D).
-template <typename T, int D>
+template <typename T, int DP>
 __global__ void __launch_bounds__(kThreads)
     agc_attn_bwd_kernel(ag_attn_args a, const T *q, const T *k, const T *v, const T *g,
                         const float *lse, const float *dvec, float *dq, T *gk, T *gv) {
-    using C = agc_attn_cfg<T, D>;
-    using L = agc_bwd_smem<T, D>;
+    using C = agc_attn_cfg<T, DP>;
+    using L = agc_bwd_smem<T, DP>;
     constexpr int BQ = C::BQ, BK = C::BK;
     T *Ks = (T *)(agc_attn_smem + L::k);
     T *Vs = (T *)(agc_attn_smem + L::v);
@@ -306,12 +310,13 @@ __global__ void __launch_bounds__(kThreads)
     const long long H = a.H, Hkv = a.Hkv, Tq = a.Tq, Tk = a.Tk, grp = H / Hkv;
     const float scale = (float)a.scale;
     const uint8_t *mask = a.mask ? a.mask + b * Tk : nullptr;
+    const int D = (int)a.D; // <= DP: columns D..DP-1 of the tiles are 0
 
-    agc_load_rows<T, D, BK>(Ks, C::LDT, k + b * a.k_sb + hk * a.k_sh, a.k_st, k0, Tk);
-    agc_load_rows<T, D, BK>(Vs, C::LDT, v + b * a.v_sb + hk * a.v_sh, a.v_st, k0, Tk);
-    for (int e = threadIdx.x; e < BK * D; e += kThreads) {
-        dK[(e / D) * C::LDF + e % D] = 0.f;
-        dV[(e / D) * C::LDF + e % D] = 0.f;
+    agc_load_rows<T, DP, BK>(Ks, C::LDT, k + b * a.k_sb + hk * a.k_sh, a.k_st, k0, Tk, D);
+    agc_load_rows<T, DP, BK>(Vs, C::LDT, v + b * a.v_sb + hk * a.v_sh, a.v_st, k0, Tk, D);
+    for (int e = threadIdx.x; e < BK * DP; e += kThreads) {
+        dK[(e / DP) * C::LDF + e % DP] = 0.f;
+        dV[(e / DP) * C::LDF + e % DP] = 0.f;
     }
     // Queries before q_first see no key of this tile (causal: i >= j - (Tk - Tq)).
     long long q_first = a.causal ? k0 - (Tk - Tq) : 0;
@@ -319,15 +324,15 @@ __global__ void __launch_bounds__(kThreads)
     for (long long h = hk * grp; h < (hk + 1) * grp; h++)
         for (long long q0 = q_first; q0 < Tq; q0 += BQ) {
             __syncthreads(); // the previous step is done with every per-step buffer
-            agc_load_rows<T, D, BQ>(Qs, C::LDT, q + b * a.q_sb + h * a.q_sh, a.q_st, q0, Tq);
-            agc_load_rows<T, D, BQ>(Gs, C::LDT, g + b * Tq * H * D + h * D, H * D, q0, Tq);
+            agc_load_rows<T, DP, BQ>(Qs, C::LDT, q + b * a.q_sb + h * a.q_sh, a.q_st, q0, Tq, D);
+            agc_load_rows<T, DP, BQ>(Gs, C::LDT, g + b * Tq * H * D + h * D, H * D, q0, Tq, D);
             for (int r = threadIdx.x; r < BQ; r += kThreads) {
                 const long long i = q0 + r;
                 lse_s[r] = i < Tq ? lse[(b * H + h) * Tq + i] : INFINITY;
                 dvec_s[r] = i < Tq ? dvec[(b * H + h) * Tq + i] : 0.f;
             }
             __syncthreads();
-            agc_tile_mm<false, true, BQ, BK, D>(SP, C::LDSB, Qs, C::LDT, Ks, C::LDT, false);
+            agc_tile_mm<false, true, BQ, BK, DP>(SP, C::LDSB, Qs, C::LDT, Ks, C::LDT, false);
             __syncthreads();
             for (int e = threadIdx.x; e < BQ * BK; e += kThreads) {
                 const int r = e / BK, c = e % BK;
@@ -338,8 +343,8 @@ __global__ void __launch_bounds__(kThreads)
                 Pm[r * C::LDPB + c] = agc_from_f32<T>(p);
             }
             __syncthreads();
-            if (gv) agc_tile_mm<true, false, BK, D, BQ>(dV, C::LDF, Pm, C::LDPB, Gs, C::LDT, true);
-            agc_tile_mm<false, true, BQ, BK, D>(dP, C::LDSB, Gs, C::LDT, Vs, C::LDT, false);
+            if (gv) agc_tile_mm<true, false, BK, DP, BQ>(dV, C::LDF, Pm, C::LDPB, Gs, C::LDT, true);
+            agc_tile_mm<false, true, BQ, BK, DP>(dP, C::LDSB, Gs, C::LDT, Vs, C::LDT, false);
             __syncthreads();
             for (int e = threadIdx.x; e < BQ * BK; e += kThreads) {
                 const int r = e / BK, c = e % BK;
@@ -347,22 +352,24 @@ __global__ void __launch_bounds__(kThreads)
                 dSm[r * C::LDPB + c] = agc_from_f32<T>(scale * ds);
             }
             __syncthreads();
-            if (gk) agc_tile_mm<true, false, BK, D, BQ>(dK, C::LDF, dSm, C::LDPB, Qs, C::LDT, true);
+            if (gk)
+                agc_tile_mm<true, false, BK, DP, BQ>(dK, C::LDF, dSm, C::LDPB, Qs, C::LDT, true);
             if (dq) {
-                agc_tile_mm<false, false, BQ, D, BK>(dQs, C::LDF, dSm, C::LDPB, Ks, C::LDT, false);
+                agc_tile_mm<false, false, BQ, DP, BK>(dQs, C::LDF, dSm, C::LDPB, Ks, C::LDT, false);
                 __syncthreads();
-                for (int e = threadIdx.x; e < BQ * D; e += kThreads) {
-                    const int r = e / D, d = e % D;
+                for (int e = threadIdx.x; e < BQ * DP; e += kThreads) {
+                    const int r = e / DP, d = e % DP;
                     const long long i = q0 + r;
-                    if (i < Tq) atomicAdd(dq + ((b * Tq + i) * H + h) * D + d, dQs[r * C::LDF + d]);
+                    if (i < Tq && d < D)
+                        atomicAdd(dq + ((b * Tq + i) * H + h) * D + d, dQs[r * C::LDF + d]);
                 }
             }
         }
     __syncthreads();
-    for (int e = threadIdx.x; e < BK * D; e += kThreads) {
-        const int c = e / D, d = e % D;
+    for (int e = threadIdx.x; e < BK * DP; e += kThreads) {
+        const int c = e / DP, d = e % DP;
         const long long j = k0 + c;
-        if (j >= Tk) continue;
+        if (j >= Tk || d >= D) continue;
         const long long idx = ((b * Tk + j) * Hkv + hk) * D + d;
         if (gk) agc_st(gk, idx, agc_ld(gk, idx) + dK[c * C::LDF + d]);
         if (gv) agc_st(gv, idx, agc_ld(gv, idx) + dV[c * C::LDF + d]);
@@ -413,48 +420,48 @@ static void *agc_attn_scratch(size_t bytes) {
     return buf;
 }
 
-template <typename T, int D>
+template <typename T, int DP>
 static void agc_attn_fwd_run(const ag_attn_args *a, const T *q, const T *k, const T *v, T *out,
                              float *lse) {
-    using C = agc_attn_cfg<T, D>;
-    static_assert(agc_fwd_smem<T, D>::bytes <= 227 * 1024, "more than an H100 block holds");
-    static bool ready = false; // per <T, D>: the shared-memory limit is set once
+    using C = agc_attn_cfg<T, DP>;
+    static_assert(agc_fwd_smem<T, DP>::bytes <= 227 * 1024, "more than an H100 block holds");
+    static bool ready = false; // per <T, DP>: the shared-memory limit is set once
     if (!ready) {
-        agc_attn_smem_limit(agc_attn_fwd_kernel<T, D>, agc_fwd_smem<T, D>::bytes,
+        agc_attn_smem_limit(agc_attn_fwd_kernel<T, DP>, agc_fwd_smem<T, DP>::bytes,
                             "agc_attn_fwd_kernel");
         ready = true;
     }
     const long long tiles = (a->Tq + C::FQ - 1) / C::FQ;
     agc_attn_check_grid(a, tiles);
     dim3 grid((unsigned)tiles, (unsigned)a->H, (unsigned)a->B);
-    agc_attn_fwd_kernel<T, D>
-        <<<grid, kThreads, agc_fwd_smem<T, D>::bytes, agc_stream()>>>(*a, q, k, v, out, lse);
+    agc_attn_fwd_kernel<T, DP>
+        <<<grid, kThreads, agc_fwd_smem<T, DP>::bytes, agc_stream()>>>(*a, q, k, v, out, lse);
     CUDA_LAUNCHED("agc_attn_fwd_kernel");
 }
 
-template <typename T, int D>
+template <typename T, int DP>
 static void agc_attn_bwd_run(const ag_attn_args *a, const T *q, const T *k, const T *v,
                              const T *out, const float *lse, const T *g, T *gq, T *gk, T *gv) {
-    using C = agc_attn_cfg<T, D>;
-    static_assert(agc_bwd_smem<T, D>::bytes <= 227 * 1024, "more than an H100 block holds");
+    using C = agc_attn_cfg<T, DP>;
+    static_assert(agc_bwd_smem<T, DP>::bytes <= 227 * 1024, "more than an H100 block holds");
     static bool ready = false;
     if (!ready) {
-        agc_attn_smem_limit(agc_attn_bwd_kernel<T, D>, agc_bwd_smem<T, D>::bytes,
+        agc_attn_smem_limit(agc_attn_bwd_kernel<T, DP>, agc_bwd_smem<T, DP>::bytes,
                             "agc_attn_bwd_kernel");
         ready = true;
     }
-    const long long rows = a->B * a->Tq * a->H, nq = rows * D;
+    const long long rows = a->B * a->Tq * a->H, nq = rows * a->D;
     const size_t dvec_bytes = agc_align128(sizeof(float) * (size_t)rows);
     char *scratch = (char *)agc_attn_scratch(dvec_bytes + (gq ? sizeof(float) * (size_t)nq : 0));
     float *dvec = (float *)scratch, *dq = gq ? (float *)(scratch + dvec_bytes) : nullptr;
-    agc_attn_dvec_kernel<T>
-        <<<agc_blocks(rows * 32, 256), 256, 0, agc_stream()>>>(g, out, dvec, a->Tq, a->H, D, rows);
+    agc_attn_dvec_kernel<T><<<agc_blocks(rows * 32, 256), 256, 0, agc_stream()>>>(
+        g, out, dvec, a->Tq, a->H, a->D, rows);
     CUDA_LAUNCHED("agc_attn_dvec_kernel");
     if (dq) CUDA_CHECK(cudaMemsetAsync(dq, 0, sizeof(float) * (size_t)nq, agc_stream()));
     const long long tiles = (a->Tk + C::BK - 1) / C::BK;
     agc_attn_check_grid(a, tiles);
     dim3 grid((unsigned)tiles, (unsigned)a->Hkv, (unsigned)a->B);
-    agc_attn_bwd_kernel<T, D><<<grid, kThreads, agc_bwd_smem<T, D>::bytes, agc_stream()>>>(
+    agc_attn_bwd_kernel<T, DP><<<grid, kThreads, agc_bwd_smem<T, DP>::bytes, agc_stream()>>>(
         *a, q, k, v, g, lse, dvec, dq, gk, gv);
     CUDA_LAUNCHED("agc_attn_bwd_kernel");
     if (dq) {
@@ -463,30 +470,36 @@ static void agc_attn_bwd_run(const ag_attn_args *a, const T *q, const T *k, cons
     }
 }
 
-// Calls f with the head dim as a compile-time constant; other head dims are an error.
+// Calls f with the padded head dim DP (the multiple of 16 at or above D) as a compile-time
+// constant; head dims above 128 are an error.
 template <typename F> static void agc_attn_with_d(int64_t D, F f) {
-    switch (D) {
-    case 16:
+    switch ((D + 15) / 16) {
+    case 1:
         f(std::integral_constant<int, 16>{});
         break;
-    case 32:
+    case 2:
         f(std::integral_constant<int, 32>{});
         break;
-    case 64:
+    case 3:
+        f(std::integral_constant<int, 48>{});
+        break;
+    case 4:
         f(std::integral_constant<int, 64>{});
         break;
-    case 80:
+    case 5:
         f(std::integral_constant<int, 80>{});
         break;
-    case 96:
+    case 6:
         f(std::integral_constant<int, 96>{});
         break;
-    case 128:
+    case 7:
+        f(std::integral_constant<int, 112>{});
+        break;
+    case 8:
         f(std::integral_constant<int, 128>{});
         break;
     default:
-        ag_fail("attention: head dim %lld is not supported on CUDA (16, 32, 64, 80, 96 or 128)",
-                (long long)D);
+        ag_fail("attention: head dim %lld is not supported on CUDA (1 to 128)", (long long)D);
     }
 }
 
