@@ -242,12 +242,11 @@ int gm_groundinggpt_census(const gm_groundinggpt_config *c, gm_census_row *rows,
 // Step bytes of a ViT pass without a tape over `rows` inputs (see the header).
 static int64_t vit_bytes(const gm_vit_config *c, int64_t rows, int64_t e) {
     const int64_t C = c->width, F = c->mlp, H = c->n_heads, N = gm_vit_patches(c), T = 1 + N;
-    const int64_t Tk = T + (c->bias_kv ? 1 : 0);
     int64_t input = 4 * c->image_h * c->image_w * c->channels * e; // pixels / transposed fbank
     int64_t embed = (N * c->patch * c->patch * c->channels + N * C + 5 * T * C) * e;
     int64_t layers =
         c->head_dim > 0 || c->head_norm || c->head_scale > 0 ? c->n_layers : gm_vit_out_index(c);
-    int64_t per_layer = T * ((9 * C + 2 * F) * e + 16) + H * T * Tk * 4;
+    int64_t per_layer = T * ((9 * C + 2 * F) * e + 16) + H * T * 4; // attention keeps lse (H, T)
     int64_t out = T * C * e;
     return rows * (input + embed + layers * per_layer + out);
 }

@@ -154,9 +154,9 @@ int64_t gm_llama_activation_bytes(const gm_llama_config *c, ag_dtype dt, int64_t
     int64_t C = c->dim, H = c->n_heads, D = C / H, Ckv = c->n_kv_heads * D, F = c->ffn;
     int64_t V = c->vocab, N = B * T, e = (int64_t)ag_dtype_size(dt);
     int64_t f32 = 4;
-    // Forward, per layer: op outputs in dt, two norms' rstd in f32, the attention
-    // probabilities (B, H, T, T) in f32. Everything stays in the step arena until the reset.
-    int64_t per_layer = N * (9 * C + 3 * Ckv + 3 * F) * e + 2 * N * f32 + B * H * T * T * f32;
+    // Forward, per layer: op outputs in dt, two norms' rstd in f32, the attention's
+    // log-sum-exp (B, H, T) in f32. Everything stays in the step arena until the reset.
+    int64_t per_layer = N * (9 * C + 3 * Ckv + 3 * F) * e + 2 * N * f32 + B * H * T * f32;
     // Embedding + splice outputs, final norm, its rstd, logits, cross-entropy statistics.
     int64_t head = N * 3 * C * e + N * f32 + N * V * e + N * f32;
     // Backward on top: the logits' gradient (and that of their (B, T, V) view), then the
