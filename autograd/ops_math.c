@@ -175,12 +175,11 @@ static void matmul_backward(ag_ctx *ctx, ag_node *n) {
         void *ga = ag_grad_of(ctx, a)->data;
         if (!m->ta) // dA (M,K) = dC op(B)^T
             KERNEL("matmul", k, gemm)
-            (false, !m->tb, m->M, m->K, m->N, 1, g, m->N, sC, b->data, ldb, sB, 1, ga, lda, sA,
-             m->batch);
+        (false, !m->tb, m->M, m->K, m->N, 1, g, m->N, sC, b->data, ldb, sB, 1, ga, lda, sA,
+         m->batch);
         else // dA stored (K,M) = op(B) dC^T
-            KERNEL("matmul", k, gemm)
-            (m->tb, true, m->K, m->M, m->N, 1, b->data, ldb, sB, g, m->N, sC, 1, ga, lda, sA,
-             m->batch);
+            KERNEL("matmul", k, gemm)(m->tb, true, m->K, m->M, m->N, 1, b->data, ldb, sB, g, m->N,
+                                      sC, 1, ga, lda, sA, m->batch);
     }
     if (b->requires_grad) {
         void *gb = ag_grad_of(ctx, b)->data;
@@ -192,11 +191,10 @@ static void matmul_backward(ag_ctx *ctx, ag_node *n) {
             const char *gi = (const char *)g + (size_t)(i * sC) * es;
             if (!m->tb) // dB (K,N) = op(A)^T dC
                 KERNEL("matmul", k, gemm)
-                (!m->ta, false, m->K, m->N, m->M, 1, ai, lda, sA, gi, m->N, sC, 1, gb, ldb, sB,
-                 per);
+            (!m->ta, false, m->K, m->N, m->M, 1, ai, lda, sA, gi, m->N, sC, 1, gb, ldb, sB, per);
             else // dB stored (N,K) = dC^T op(A)
-                KERNEL("matmul", k, gemm)
-                (true, m->ta, m->N, m->K, m->M, 1, gi, m->N, sC, ai, lda, sA, 1, gb, ldb, sB, per);
+                KERNEL("matmul", k, gemm)(true, m->ta, m->N, m->K, m->M, 1, gi, m->N, sC, ai, lda,
+                                          sA, 1, gb, ldb, sB, per);
         }
     }
 }
@@ -241,12 +239,11 @@ ag_tensor *ag_matmul(ag_ctx *ctx, ag_tensor *a, ag_tensor *b, bool ta, bool tb) 
     int64_t lda = a->shape[na - 1], ldb = b->shape[nb - 1];
     if (m->b_shared && !ta) // fold the batch into M: one large gemm
         KERNEL(op, k, gemm)
-        (false, tb, m->batch * m->M, m->N, m->K, 1, a->data, lda, 0, b->data, ldb, 0, 0, out->data,
-         m->N, 0, 1);
-    else
-        KERNEL(op, k, gemm)
-        (ta, tb, m->M, m->N, m->K, 1, a->data, lda, m->M * m->K, b->data, ldb,
-         m->b_shared ? 0 : m->K * m->N, 0, out->data, m->N, m->M * m->N, m->batch);
+    (false, tb, m->batch * m->M, m->N, m->K, 1, a->data, lda, 0, b->data, ldb, 0, 0, out->data,
+     m->N, 0, 1);
+    else KERNEL(op, k, gemm)(ta, tb, m->M, m->N, m->K, 1, a->data, lda, m->M * m->K, b->data, ldb,
+                             m->b_shared ? 0 : m->K * m->N, 0, out->data, m->N, m->M * m->N,
+                             m->batch);
     ag_tensor *in[2] = {a, b};
     ag_node *node = ag_record(ctx, op, matmul_backward, out, 2, in);
     if (node) node->extra = m;
@@ -260,15 +257,15 @@ static void linear_backward(ag_ctx *ctx, ag_node *n) {
     int64_t rows = rows_of(x), in = w->shape[1], outf = w->shape[0];
     if (x->requires_grad) // dx (rows, in) += dy (rows, out) w (out, in)
         KERNEL("linear", k, gemm)
-        (false, false, rows, in, outf, 1, g, outf, 0, w->data, in, 0, 1, ag_grad_of(ctx, x)->data,
-         in, 0, 1);
+    (false, false, rows, in, outf, 1, g, outf, 0, w->data, in, 0, 1, ag_grad_of(ctx, x)->data, in,
+     0, 1);
     if (w->requires_grad) // dw (out, in) += dy^T x
         KERNEL("linear", k, gemm)
-        (true, false, outf, in, rows, 1, g, outf, 0, x->data, in, 0, 1, ag_grad_of(ctx, w)->data,
-         in, 0, 1);
+    (true, false, outf, in, rows, 1, g, outf, 0, x->data, in, 0, 1, ag_grad_of(ctx, w)->data, in, 0,
+     1);
     if (bias && bias->requires_grad) // db += sum over rows of dy
         KERNEL("linear", k, binary_bwd)
-        (AG_BIN_ADD, n->extra, NULL, NULL, g, NULL, ag_grad_of(ctx, bias)->data);
+    (AG_BIN_ADD, n->extra, NULL, NULL, g, NULL, ag_grad_of(ctx, bias)->data);
 }
 
 ag_tensor *ag_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *bias) {

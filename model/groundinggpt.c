@@ -651,7 +651,7 @@ ag_tensor *gm_groundinggpt_embed(ag_ctx *ctx, gm_groundinggpt *m, const gm_groun
 ag_tensor *gm_groundinggpt_hidden(ag_ctx *ctx, gm_groundinggpt *m, const gm_groundinggpt_batch *b,
                                   bool train, uint64_t seed) {
     ag_tensor *x = gm_groundinggpt_embed(ctx, m, b, train, seed); // (B, T, C)
-    gm_llama_lora_mode(m->llm, train, seed ^ 0x6c6f7261ull); // LoRA dropout, if any
+    gm_llama_lora_mode(m->llm, train, seed ^ 0x6c6f7261ull);      // LoRA dropout, if any
     return gm_llama_hidden(ctx, m->llm, x, gm_positions(ctx, b->T));
 }
 
