@@ -89,8 +89,9 @@ __device__ inline float load_f(const bf16 *p, long long i) {
 __device__ inline double load_f(const double *p, long long i) {
     return p[i];
 }
-__device__ inline float load_f(const int32_t *p, long long i) {
-    return (float)p[i];
+// i32 widens to double, exactly (through float, values past 2^24 would round).
+__device__ inline double load_f(const int32_t *p, long long i) {
+    return (double)p[i];
 }
 __device__ inline float load_f(const uint8_t *p, long long i) {
     return (float)p[i];
@@ -100,6 +101,10 @@ template <typename T> __device__ inline void store_f(T *p, long long i, double v
 }
 template <> __device__ inline void store_f(bf16 *p, long long i, double v) {
     p[i] = __float2bfloat16_rn((float)v);
+}
+// To u8 through int64 as on the CPU (negative and large values wrap rather than saturate).
+template <> __device__ inline void store_f(uint8_t *p, long long i, double v) {
+    p[i] = (uint8_t)(long long)v;
 }
 
 template <typename D, typename S> __global__ void cast_kernel(D *dst, const S *src, long long n) {
