@@ -37,6 +37,7 @@ void *scratch(int slot, size_t bytes) {
         CUDA_CHECK(cudaStreamSynchronize(agc_stream())); // no kernel still uses the old one
         if (buf[slot]) CUDA_CHECK(cudaFree(buf[slot]));
         buf[slot] = nullptr;
+        cap[slot] = 0; // a failed (and caught) cudaMalloc must not leave NULL with a capacity
         const size_t n = bytes + bytes / 2;
         CUDA_CHECK(cudaMalloc(&buf[slot], n));
         cap[slot] = n;

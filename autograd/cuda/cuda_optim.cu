@@ -134,6 +134,7 @@ void *desc_upload(desc_cache *c, size_t bytes) {
         CUDA_CHECK(cudaStreamSynchronize(agc_stream())); // no kernel still reads the old one
         if (c->dev) CUDA_CHECK(cudaFree(c->dev));
         c->dev = nullptr;
+        c->cap = c->bytes = 0; // a failed (and caught) allocation must not leave a stale match
         CUDA_CHECK(cudaMalloc(&c->dev, bytes));
         free(c->host);
         c->host = malloc(bytes);
@@ -203,6 +204,7 @@ double *ss_scratch(size_t count) {
         CUDA_CHECK(cudaStreamSynchronize(agc_stream()));
         if (buf) CUDA_CHECK(cudaFree(buf));
         buf = nullptr;
+        cap = 0; // a failed (and caught) cudaMalloc must not leave NULL with a capacity
         const size_t n = count + count / 2;
         CUDA_CHECK(cudaMalloc(&buf, n * sizeof(double)));
         cap = n;
