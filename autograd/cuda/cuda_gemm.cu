@@ -138,9 +138,15 @@ static gemm_plan *plan_for(const gemm_key *k) {
     cublasLtMatmulHeuristicResult_t res;
     memset(&res, 0, sizeof res);
     int found = 0;
-    CUBLAS_CHECK(
-        cublasLtMatmulAlgoGetHeuristic(g_handle, op, la, lb, lc, lc, pref, 1, &res, &found));
+    // No algorithm for the layout comes back either as found = 0 or as NOT_SUPPORTED from the
+    // call itself: both take the classic path.
+    const cublasStatus_t hs =
+        cublasLtMatmulAlgoGetHeuristic(g_handle, op, la, lb, lc, lc, pref, 1, &res, &found);
     CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    if (hs == CUBLAS_STATUS_NOT_SUPPORTED)
+        found = 0;
+    else
+        CUBLAS_CHECK(hs);
     slot->used = true;
     slot->classic = found < 1 || res.state != CUBLAS_STATUS_SUCCESS;
     slot->key = *k;
