@@ -413,6 +413,7 @@ static void *agc_attn_scratch(size_t bytes) {
     if (bytes > cap) {
         if (buf) CUDA_CHECK(cudaFree(buf));
         buf = nullptr;
+        cap = 0; // a failed cudaMalloc below must not leave the old capacity for a null buffer
         size_t n = bytes > cap + cap / 2 ? bytes : cap + cap / 2;
         CUDA_CHECK(cudaMalloc(&buf, n));
         cap = n;
