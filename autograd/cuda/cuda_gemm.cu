@@ -46,10 +46,11 @@ static cublasHandle_t g_classic; // made on the first shape that needs it
 static void *g_workspace;
 static gemm_plan g_plans[CACHE_SIZE];
 
+// Each piece made once; a failure caught by a test leaves the missing one for the next call
+// (a handle without its workspace would hand cuBLASLt a null workspace of 32 MiB).
 static void lt_init(void) {
-    if (g_handle) return;
-    CUBLAS_CHECK(cublasLtCreate(&g_handle));
-    CUDA_CHECK(cudaMalloc(&g_workspace, WORKSPACE_BYTES));
+    if (!g_handle) CUBLAS_CHECK(cublasLtCreate(&g_handle));
+    if (!g_workspace) CUDA_CHECK(cudaMalloc(&g_workspace, WORKSPACE_BYTES));
 }
 
 // The alignment cuBLASLt may assume of a matrix: the largest power of two (at most 256)
