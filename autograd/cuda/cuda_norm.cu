@@ -77,6 +77,18 @@ __device__ float block_sum(float v, float *sh) { // sh: 32 floats
     return v;
 }
 
+// row_sum_squares: the sum of x[j]^2 over j < c, each thread striding by blockDim.x from
+// threadIdx.x, then block_sum; every thread gets the total.
+template <typename T>
+__device__ __forceinline__ float row_sum_squares(const T *x, long long c, float *sh) {
+    float ss = 0.f;
+    for (long long j = threadIdx.x; j < c; j += blockDim.x) {
+        const float v = agc_ld(x, j);
+        ss += v * v;
+    }
+    return block_sum(ss, sh);
+}
+
 __device__ float2 block_sum2(float a, float b, float2 *sh) { // sh: 32 float2
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     a = warp_sum(a);
@@ -166,12 +178,7 @@ __global__ void rmsnorm_fwd_kernel(const T *X, const T *w, T *O, float *rstd, lo
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
         const T *x = X + r * c;
         T *o = O + r * c;
-        float ss = 0.f;
-        for (long long j = threadIdx.x; j < c; j += blockDim.x) {
-            const float v = agc_ld(x, j);
-            ss += v * v;
-        }
-        ss = block_sum(ss, sh);
+        const float ss = row_sum_squares(x, c, sh);
         const float rs = (float)(1.0 / sqrt((double)ss / (double)c + eps));
         if (rstd && threadIdx.x == 0) rstd[r] = rs;
         for (long long j = threadIdx.x; j < c; j += blockDim.x)
@@ -354,12 +361,7 @@ __global__ void l2norm_fwd_kernel(const T *X, T *O, float *norm, long long rows,
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
         const T *x = X + r * c;
         T *o = O + r * c;
-        float ss = 0.f;
-        for (long long j = threadIdx.x; j < c; j += blockDim.x) {
-            const float v = agc_ld(x, j);
-            ss += v * v;
-        }
-        ss = block_sum(ss, sh);
+        const float ss = row_sum_squares(x, c, sh);
         const float nr = (float)sqrt((double)ss);
         if (norm && threadIdx.x == 0) norm[r] = nr;
         const float inv = 1.f / (nr >= eps ? nr : eps);
