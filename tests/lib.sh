@@ -8,7 +8,7 @@
 #   py        the Python the tests run (Debian's, with its numpy, PIL, ...)
 #   pass, fail and ok, bad MESSAGE (counts a failure and says it on stderr)
 #   tiny_pack the `groundc pack` media options that fit configs/model/tiny.yaml
-# and offers need_python, expect_error and summary (below).
+# and offers need_python, expect_error, use_mpi, tiny_shards and summary (below).
 test_name=$(basename "$0" .sh)
 groundc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 build=
@@ -44,6 +44,27 @@ expect_error() {
   local lines; lines=$(wc -l <"$tmp/err")
   if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && grep -qE -e "$pattern" "$tmp/err"; then ok
   else bad "$what: rc=$rc, stderr: $(cat "$tmp/err")"; fi
+}
+
+# use_mpi [MPIRUN OPTION...]: mpi=(mpirun ... -np 2), the 2-rank launcher, with the options
+# given (e.g. -x VAR). Under LeakSanitizer (the ASan pass of scripts/test.sh),
+# MPI_Init/MPI_Finalize leave OpenMPI's and its plugins' allocations behind (no groundc frame in
+# any of them): leak detection is off for the mpirun runs only; address and UB checks stay on.
+use_mpi() {
+  mpi=(mpirun --oversubscribe --allow-run-as-root "$@"
+    -x ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" -np 2)
+  export OMPI_MCA_rmaps_base_oversubscribe=1
+}
+
+# tiny_shards SYNTH_OPTION...: in the current folder, raw/ (groundc synth with the options),
+# train/ (raw packed for the tiny model, test tokenizer) and tiny.yaml (configs/model/tiny.yaml
+# with dropout off).
+tiny_shards() {
+  "$groundc" synth --out raw "$@" >/dev/null || bad synth
+  "$groundc" pack --json raw/train.json --media-root raw --out train \
+    --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --threads 1 \
+    >/dev/null || bad pack
+  sed 's/dropout: 0.1/dropout: 0.0/' "$here/../configs/model/tiny.yaml" >tiny.yaml
 }
 
 # summary: the count line; its status is the test's (0 when nothing failed).

@@ -3,22 +3,7 @@
 # one line on stderr naming file:line:column and what is wrong, with a non-zero exit; a good
 # config trains and writes its run folder.
 set -u
-groundc=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-
-# expect_error DESCRIPTION PATTERN COMMAND...: non-zero exit, one stderr line matching PATTERN
-expect_error() {
-  local what=$1 pattern=$2; shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  local lines; lines=$(wc -l <"$tmp/err")
-  if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && grep -qE -e "$pattern" "$tmp/err"; then ok
-  else bad "$what: rc=$rc, stderr: $(cat "$tmp/err")"; fi
-}
+. "$(dirname "$0")/lib.sh" "$@"
 
 good=$tmp/good.yaml
 cat >"$good" <<YAML
@@ -72,5 +57,4 @@ grep -q '"step": 3, "loss": ' "$tmp/run/metrics.jsonl" && ok || bad "metrics.jso
 grep -q "steps: 3" "$tmp/run/config.yaml" && ok || bad "resolved config not saved with the override"
 grep -q "held-out token acc" "$tmp/out" && ok || bad "no evaluation table"
 
-echo "test_cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary

@@ -11,17 +11,9 @@
 #     1 rank x 8 within bf16 rounding (2e-3 relative; ranks that skipped the sum differ by
 #     4e-3 at step 2 and 3e-2 by step 5).
 set -u
-groundc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-here=$(cd "$(dirname "$0")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+. "$(dirname "$0")/lib.sh" "$@"
 export CUDA_VISIBLE_DEVICES=
-# Under LeakSanitizer, OpenMPI's own allocations are reported at exit (see test_train.sh).
-mpi=(mpirun --oversubscribe --allow-run-as-root -x CUDA_VISIBLE_DEVICES -x ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" -np 2)
-export OMPI_MCA_rmaps_base_oversubscribe=1
+use_mpi -x CUDA_VISIBLE_DEVICES
 cd "$tmp" || exit 1
 
 # one_line_error DESCRIPTION PATTERN COMMAND...: non-zero exit and stderr exactly one line,
@@ -52,11 +44,7 @@ one_line_error "copy task, cuda" "lm_cuda.yaml:1:9: device: $no_gpu" "$groundc" 
 "$groundc" train lm.yaml >log 2>&1 && grep -q "steps; on cpu$" log && ok || bad "copy task on auto: $(tail -3 log)"
 
 # --- stage configs on synthetic shards (tiny model, dropout off)
-"$groundc" synth --out raw --images 24 --videos 8 --audios 8 >/dev/null || bad synth
-"$groundc" pack --json raw/train.json --media-root raw --out train \
-  --tokenizer "$here/fixtures/tokenizer/test_bpe.model" --image-size 32 --image-tokens 16 \
-  --video-frames 4 --video-size 16 --video-tokens 8 --audio-tokens 4 --threads 1 >/dev/null || bad pack
-sed 's/dropout: 0.1/dropout: 0.0/' "$here/../configs/model/tiny.yaml" >tiny.yaml
+tiny_shards --images 24 --videos 8 --audios 8
 sed 's/^dtype: f32/dtype: bf16/' tiny.yaml >tiny_bf16.yaml
 cat >stage.yaml <<YAML
 model: tiny.yaml
@@ -105,5 +93,4 @@ else
   echo "test_device: mpirun missing; the 2-rank bf16 checks skipped"
 fi
 
-echo "test_device: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary

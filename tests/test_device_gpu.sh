@@ -11,16 +11,8 @@
 #     through NCCL, plain and with ZeRO-1 (NCCL broadcasts), f32 and bf16.
 # Never run where it was written (no GPU there): see the commit that added it.
 set -u
-groundc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-here=$(cd "$(dirname "$0")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-py=/usr/bin/python3
-mpi=(mpirun --oversubscribe --allow-run-as-root -x ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" -np 2)
-export OMPI_MCA_rmaps_base_oversubscribe=1
+. "$(dirname "$0")/lib.sh" "$@"
+use_mpi
 cd "$tmp" || exit 1
 
 # close A B TOL [N]: metrics files A and B have N (default 5) records with losses within TOL
@@ -57,11 +49,7 @@ grep -q "steps; on cuda:0 (" log && ok || bad "copy task not on cuda:0: $(grep '
 close lm_cpu/metrics.jsonl lm_cuda/metrics.jsonl 1e-3 10 && ok || bad "copy task: cuda losses differ from cpu"
 
 # --- the tiny model on synthetic shards
-"$groundc" synth --out raw --images 24 --videos 8 --audios 8 >/dev/null || bad synth
-"$groundc" pack --json raw/train.json --media-root raw --out train \
-  --tokenizer "$here/fixtures/tokenizer/test_bpe.model" --image-size 32 --image-tokens 16 \
-  --video-frames 4 --video-size 16 --video-tokens 8 --audio-tokens 4 --threads 1 >/dev/null 2>&1 || bad pack
-sed 's/dropout: 0.1/dropout: 0.0/' "$here/../configs/model/tiny.yaml" >tiny.yaml
+tiny_shards --images 24 --videos 8 --audios 8
 sed 's/^dtype: f32/dtype: bf16/' tiny.yaml >tiny_bf16.yaml
 cat >stage.yaml <<YAML
 device: cuda
@@ -119,5 +107,4 @@ else
   echo "test_device_gpu: mpirun missing; the 2-rank runs skipped"
 fi
 
-echo "test_device_gpu: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary

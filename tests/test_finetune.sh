@@ -9,22 +9,12 @@
 # normalised to the padded square (recomputed in Python from the image sizes), and that eval
 # scores the custom held-out lines.
 set -u
-groundc=$1
-here=$(cd "$(dirname "$0")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-py=/usr/bin/python3
+. "$(dirname "$0")/lib.sh" "$@"
 cd "$tmp" || exit 1
 
 # --- a stage-3 checkpoint of the tiny model (a few steps on synthetic data)
-"$groundc" synth --out raw --images 40 --videos 8 --audios 8 --max-shapes 1 >/dev/null || bad synth
-P=(--tokenizer "$here/fixtures/tokenizer/test_bpe.model" --image-size 32 --image-tokens 16
-   --video-frames 4 --video-size 16 --video-tokens 8 --audio-tokens 4 --threads 1)
-"$groundc" pack --json raw/train.json --media-root raw --out train "${P[@]}" >/dev/null || bad pack
-sed 's/dropout: 0.1/dropout: 0.0/' "$here/../configs/model/tiny.yaml" >tiny.yaml
+tiny_shards --images 40 --videos 8 --audios 8 --max-shapes 1
+P=(--tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --threads 1)
 cat >stage3.yaml <<YAML
 model: tiny.yaml
 stage: 3
@@ -137,5 +127,4 @@ grep -qE '^\| rec[^|]*\| *[1-9]' eval.log && ok || bad "eval scored no REC sampl
   [ -f export-gguf/model.gguf ] && [ -f export-gguf/mmproj.gguf ] && ok ||
   bad "export gguf: $(tail -2 exp.log)"
 
-echo "test_finetune: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary

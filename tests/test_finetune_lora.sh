@@ -13,27 +13,14 @@
 #     linears that were not targeted equal to the base; `--format gguf` (f32) the same;
 #   - generate runs on the checkpoint.
 set -u
-groundc=$1
-here=$(cd "$(dirname "$0")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-py=/usr/bin/python3
-if ! $py -c 'import numpy, PIL, yaml' 2>/dev/null; then
-  echo "test_finetune_lora: python3 with numpy, PIL and yaml needed; skipped"
-  exit 77
-fi
+. "$(dirname "$0")/lib.sh" "$@"
+need_python numpy PIL yaml
 cd "$tmp" || exit 1
 tok=$here/fixtures/tokenizer/test_bpe.model
 
 # --- a stage-3 checkpoint of the tiny model (a few steps on synthetic data)
-"$groundc" synth --out raw --images 40 --videos 4 --audios 4 --max-shapes 1 >/dev/null || bad synth
-P=(--tokenizer "$tok" --image-size 32 --image-tokens 16 --video-frames 4 --video-size 16
-   --video-tokens 8 --audio-tokens 4 --threads 1)
-"$groundc" pack --json raw/train.json --media-root raw --out train "${P[@]}" >/dev/null || bad pack
-sed 's/dropout: 0.1/dropout: 0.0/' "$here/../configs/model/tiny.yaml" >tiny.yaml
+tiny_shards --images 40 --videos 4 --audios 4 --max-shapes 1
+P=(--tokenizer "$tok" "${tiny_pack[@]}" --threads 1)
 cat >stage3.yaml <<YAML
 model: tiny.yaml
 stage: 3
@@ -128,26 +115,12 @@ if $py "$here/st_compare.py" --only 'model.mm_vision_projector.*' --rtol 0 --ato
   bad "the projector did not train"
 else ok; fi
 
-# Independent safetensors reader for the remaining checks (numpy only).
-cat >st.py <<'PY'
-import json, struct
-import numpy as np
-def read(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = e["data_offsets"]
-        if e["dtype"] == "BF16":
-            arr = (np.frombuffer(data[a:b], np.uint16).astype(np.uint32) << 16).view(np.float32)
-        else:
-            arr = np.frombuffer(data[a:b], {"F32": np.float32, "F16": np.float16}[e["dtype"]])
-        out[name] = arr.reshape(e["shape"]).astype(np.float64)
-    return out
+# For the remaining checks: tests/st_read.py's independent safetensors reader (numpy only, f64
+# arrays) and the linears LoRA targets.
+cat >st.py <<PY
+import sys
+sys.path.insert(0, "$here")
+from st_read import read  # noqa: E402
 TARGETS = {"q_proj": "self_attn", "k_proj": "self_attn", "o_proj": "self_attn",
            "gate_proj": "mlp", "down_proj": "mlp"}
 OTHERS = {"v_proj": "self_attn", "up_proj": "mlp"}
@@ -246,5 +219,4 @@ img=$(ls raw/media/images | head -1)
 "$groundc" generate ft/latest --image "raw/media/images/$img" --prompt "Where is the object?" \
   >gen.log 2>&1 && [ -s gen.log ] && ok || bad "generate: $(tail -3 gen.log)"
 
-echo "test_finetune_lora: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary

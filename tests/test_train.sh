@@ -12,19 +12,8 @@
 #   * a two-stage curriculum starts stage 2 from stage 1's checkpoint and skips both when
 #     run again.
 set -u
-groundc=$1
-here=$(cd "$(dirname "$0")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-py=/usr/bin/python3
-# Under LeakSanitizer (the ASan pass of scripts/test.sh), MPI_Init/MPI_Finalize leave
-# OpenMPI's and its plugins' allocations behind (no groundc frame in any of them): leak
-# detection is off for the mpirun runs only; address and UB checks stay on.
-mpi=(mpirun --oversubscribe --allow-run-as-root -x ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" -np 2)
-export OMPI_MCA_rmaps_base_oversubscribe=1
+. "$(dirname "$0")/lib.sh" "$@"
+use_mpi
 
 expect_error() { # DESCRIPTION PATTERN COMMAND...: non-zero exit, a stderr line matching
   local what=$1 pattern=$2; shift 2
@@ -39,11 +28,8 @@ expect_error() { # DESCRIPTION PATTERN COMMAND...: non-zero exit, a stderr line 
 losses() { grep -o '"step": [0-9]*, "stage": [0-9], "loss": [^,]*, "lr": [^,]*, "grad_norm": [^,]*' "$1"; }
 
 # --- data: synthetic media, packed for the tiny model
-"$groundc" synth --out "$tmp/raw" --images 40 --videos 16 --audios 16 >/dev/null || bad synth
-P=(--tokenizer "$here/fixtures/tokenizer/test_bpe.model" --image-size 32 --image-tokens 16
-   --video-frames 4 --video-size 16 --video-tokens 8 --audio-tokens 4 --threads 1)
-"$groundc" pack --json "$tmp/raw/train.json" --media-root "$tmp/raw" --out "$tmp/train" "${P[@]}" >/dev/null || bad pack
-sed 's/dropout: 0.1/dropout: 0.0/' "$here/../configs/model/tiny.yaml" >"$tmp/tiny.yaml"
+cd "$tmp" || exit 1
+tiny_shards --images 40 --videos 16 --audios 16
 cat >"$tmp/stage.yaml" <<YAML
 model: tiny.yaml
 stage: 2
@@ -61,7 +47,6 @@ checkpoint:
   every: 3
   keep: 2
 YAML
-cd "$tmp" || exit 1
 run() { "$groundc" train stage.yaml "$@" >"$tmp/log" 2>&1; }
 
 # --- reference: uninterrupted
@@ -166,5 +151,4 @@ else
   echo "test_train: python3-matplotlib missing; plot check skipped"
 fi
 
-echo "test_train: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary
