@@ -184,6 +184,10 @@ extern const ag_backend ag_cuda_backend;
 #endif
 // True where a GPU is usable (built with CUDA and a device is visible).
 bool ag_cuda_available(void);
+// CPU kernels of this process use the processors it may run on divided among `sharing`
+// processes on the node (at least 1 thread; OpenMP and OpenBLAS alike), unless the user set
+// OMP_NUM_THREADS. Returns the thread count now in use.
+int ag_cpu_share_threads(int sharing);
 #ifdef GROUNDC_HAVE_CUDA
 // Makes GPU index % (visible GPUs) the current device of this process and returns it; name
 // (cap bytes, may be NULL) gets its model name. Call before anything is allocated on a GPU

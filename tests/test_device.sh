@@ -41,7 +41,7 @@ one_line_error "copy task, bad value" "lm_gpu.yaml:1:9: device: 'gpu' is not one
 sed 's/^device: auto/device: cuda/' lm.yaml >lm_cuda.yaml
 one_line_error "copy task, cuda" "lm_cuda.yaml:1:9: device: $no_gpu" "$groundc" train lm_cuda.yaml
 [ ! -e lm ] && ok || bad "a refused copy-task run left its output folder"
-"$groundc" train lm.yaml >log 2>&1 && grep -q "steps; on cpu$" log && ok || bad "copy task on auto: $(tail -3 log)"
+"$groundc" train lm.yaml >log 2>&1 && grep -qE "steps; on cpu \([0-9]+ threads?\)$" log && ok || bad "copy task on auto: $(tail -3 log)"
 
 # --- stage configs on synthetic shards (tiny model, dropout off)
 tiny_shards --images 24 --videos 8 --audios 8
@@ -67,7 +67,7 @@ one_line_error "stage, --set device=tpu" "--set device=tpu:1:8: device: 'tpu' is
 [ ! -e auto ] && ok || bad "a refused stage run left its output folder"
 
 "$groundc" train stage.yaml >log 2>&1 || bad "auto: $(tail -3 log)"
-grep -q "; f32 parameters on cpu$" log && ok || bad "device auto without a GPU: not on the CPU: $(grep '^stage 2:' log)"
+grep -qE "; f32 parameters on cpu \([0-9]+ threads?\)$" log && ok || bad "device auto without a GPU: not on the CPU: $(grep '^stage 2:' log)"
 "$groundc" train stage.yaml --set device=cpu --set checkpoint.out=$tmp/cpu >log 2>&1 || bad "cpu: $(tail -3 log)"
 grep -q "device: cpu" cpu/latest/config.yaml && ok || bad "device not in the checkpoint's config.yaml"
 [ "$(losses auto/metrics.jsonl | wc -l)" = 5 ] && diff <(losses auto/metrics.jsonl) <(losses cpu/metrics.jsonl) >/dev/null && ok || bad "auto and cpu losses differ"
@@ -75,9 +75,12 @@ grep -q "device: cpu" cpu/latest/config.yaml && ok || bad "device not in the che
 # --- bf16 on CPU ranks: 1 x 8, 2 x 4, ZeRO-1 2 x 2 x 2
 B=(--set model=tiny_bf16.yaml)
 "$groundc" train stage.yaml "${B[@]}" --set checkpoint.out=$tmp/b1 >log 2>&1 || bad "bf16 1 rank: $(tail -3 log)"
-grep -q "; bf16 parameters (f32 master weights and moments) on cpu$" log && ok || bad "bf16 header: $(grep '^stage 2:' log)"
+grep -qE "; bf16 parameters \(f32 master weights and moments\) on cpu \([0-9]+ threads?\)$" log && ok || bad "bf16 header: $(grep '^stage 2:' log)"
 if command -v mpirun >/dev/null; then
   "${mpi[@]}" "$groundc" train stage.yaml "${B[@]}" --set checkpoint.out=$tmp/b2 --set data.micro_batch=4 >log 2>&1 || bad "bf16 2 ranks: $(tail -3 log)"
+  # two ranks on this node share its processors (unless OMP_NUM_THREADS says otherwise)
+  share=$(( $(nproc) / 2 )); [ "$share" -ge 1 ] || share=1
+  [ -n "${OMP_NUM_THREADS:-}" ] || { grep -qE "on cpu \($share threads?\)$" log && ok || bad "2 ranks on $(nproc) processors: not $share threads each: $(grep '^stage 2:' log)"; }
   "${mpi[@]}" "$groundc" train stage.yaml "${B[@]}" --set checkpoint.out=$tmp/bz --set data.micro_batch=2 --set data.accumulation=2 --set train.zero1=true >log 2>&1 || bad "bf16 ZeRO-1: $(tail -3 log)"
   for d in b2 bz; do
     /usr/bin/python3 - b1/metrics.jsonl $d/metrics.jsonl <<'PY' && ok || bad "bf16 losses of $d differ from 1 rank x 8"

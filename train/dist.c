@@ -60,7 +60,8 @@ tr_dist tr_dist_init(int *argc, char ***argv) {
                                          "PMIX_LOCAL_RANK",
                                          "SLURM_LOCALID",
                                          NULL};
-    tr_dist d = {.rank = 0, .world = 1, .local_rank = 0, .mpi = false};
+    tr_dist d = {.rank = 0, .world = 1, .local_rank = 0, .local_size = 1, .mpi = false};
+    d.cpu_threads = ag_cpu_share_threads(1);
     if (env_int(sizes, 0) < 1 && !getenv("PMIX_RANK")) return d;
     mpi_check(MPI_Init(argc, argv), "MPI_Init");
     // Errors come back as codes, so that each is reported as one line.
@@ -69,13 +70,21 @@ tr_dist tr_dist_init(int *argc, char ***argv) {
     mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &d.rank), "MPI_Comm_rank");
     mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &d.world), "MPI_Comm_size");
     d.local_rank = env_int(locals, d.rank);
+    MPI_Comm node;
+    mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node),
+              "MPI_Comm_split_type");
+    mpi_check(MPI_Comm_size(node, &d.local_size), "MPI_Comm_size (node)");
+    mpi_check(MPI_Comm_free(&node), "MPI_Comm_free");
+    // Ranks on one node split its cores between their CPU kernels (see ag_cpu_share_threads).
+    d.cpu_threads = ag_cpu_share_threads(d.local_size);
     d.mpi = true;
     return d;
 }
 
 void tr_dist_use_device(const tr_dist *d, ag_device dev, char *name, size_t cap) {
     if (dev == AG_CPU) {
-        snprintf(name, cap, "cpu");
+        int n = d->cpu_threads > 0 ? d->cpu_threads : ag_cpu_share_threads(1);
+        snprintf(name, cap, "cpu (%d thread%s)", n, n == 1 ? "" : "s");
         return;
     }
 #ifdef GROUNDC_HAVE_CUDA

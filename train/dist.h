@@ -20,8 +20,10 @@
 
 typedef struct {
     int rank, world;
-    int local_rank; // rank on this node (which GPU), from the launcher's environment
-    bool mpi;       // MPI initialised by tr_dist_init
+    int local_rank;  // rank on this node (which GPU), from the launcher's environment
+    int local_size;  // ranks on this node (they share its CPU cores)
+    int cpu_threads; // threads of this rank's CPU kernels
+    bool mpi;        // MPI initialised by tr_dist_init
 } tr_dist;
 
 // Initialises MPI when launched by mpirun (OpenMPI, MPICH/PMI or PMIx environment), else a

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <cblas.h>
+#include <omp.h>
 
 #include "autograd/backend.h"
 #include "autograd/cpu/cpu_kernels.h"
@@ -52,6 +53,17 @@ void *ag_cpu_scratch(int slot, size_t bytes) {
 int ag_cpu_blas_serial_begin(void) {
     int n = openblas_get_num_threads();
     if (n > 1) openblas_set_num_threads(1);
+    return n;
+}
+
+int ag_cpu_share_threads(int sharing) {
+    if (getenv("OMP_NUM_THREADS") || sharing <= 1) return omp_get_max_threads();
+    // Ranks sharing cores each running a full team oversubscribe them, and every OpenMP
+    // barrier then waits for a descheduled thread.
+    int n = omp_get_num_procs() / sharing;
+    if (n < 1) n = 1;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
     return n;
 }
 
