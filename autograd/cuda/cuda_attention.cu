@@ -408,17 +408,8 @@ static void agc_attn_check_grid(const ag_attn_args *a, long long tiles) {
 // Scratch for backward (Dvec and the f32 dQ): grows, never shrinks, so a warm step does not
 // allocate. cudaFree waits for the kernels still using the old buffer.
 static void *agc_attn_scratch(size_t bytes) {
-    static void *buf = nullptr;
-    static size_t cap = 0;
-    if (bytes > cap) {
-        if (buf) CUDA_CHECK(cudaFree(buf));
-        buf = nullptr;
-        cap = 0; // a failed cudaMalloc below must not leave the old capacity for a null buffer
-        size_t n = bytes > cap + cap / 2 ? bytes : cap + cap / 2;
-        CUDA_CHECK(cudaMalloc(&buf, n));
-        cap = n;
-    }
-    return buf;
+    static agc_scratch buf = {nullptr, 0};
+    return agc_scratch_get(&buf, bytes);
 }
 
 template <typename T, int DP>

@@ -54,6 +54,41 @@ static inline cudaStream_t agc_stream(void) {
     return 0;
 }
 
+// A device buffer that grows (never shrinks), so a warm loop does not allocate: at least
+// bytes, with half again as headroom for slightly larger shapes.
+struct agc_scratch {
+    void *p;
+    size_t cap;
+};
+static inline void *agc_scratch_get(agc_scratch *s, size_t bytes) {
+    if (bytes > s->cap) {
+        CUDA_CHECK(cudaStreamSynchronize(agc_stream())); // no kernel still uses the old one
+        if (s->p) CUDA_CHECK(cudaFree(s->p));
+        s->p = nullptr;
+        s->cap = 0; // a failed (and caught) cudaMalloc must not leave NULL with a capacity
+        const size_t n = bytes + bytes / 2;
+        CUDA_CHECK(cudaMalloc(&s->p, n));
+        s->cap = n;
+    }
+    return s->p;
+}
+
+// Sum over a block in double, in a fixed tree (warp shuffles, then the warps' sums); the
+// result is valid in thread 0. blockDim.x must be a multiple of 32, at most 1024.
+static __device__ __forceinline__ double agc_block_sum_f64(double v) {
+    __shared__ double warp_sums[32];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    __syncthreads(); // warp_sums may still be read by a previous call
+    if (lane == 0) warp_sums[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < nwarps ? warp_sums[lane] : 0.0;
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    }
+    return v;
+}
+
 // Each kernel file sets its entries of table k for dtype dt (AG_F32 or AG_BF16) and leaves
 // the others alone. cuda_backend.cu calls them all once, before main.
 void agc_register_elementwise(ag_kernels *k, ag_dtype dt); // cuda_elementwise.cu

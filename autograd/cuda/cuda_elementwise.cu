@@ -30,35 +30,8 @@ template <> struct Round<bf16> {
 // Device scratch, one buffer per slot: grows (never shrinks), so a warm loop never allocates.
 enum { SCR_PART, SCR_RESULT, SCR_KEYS, SCR_ROWS_IN, SCR_ROWS, SCR_CUB, SCR_N };
 void *scratch(int slot, size_t bytes) {
-    static void *buf[SCR_N];
-    static size_t cap[SCR_N];
-    if (bytes < 256) bytes = 256;
-    if (bytes > cap[slot]) {
-        CUDA_CHECK(cudaStreamSynchronize(agc_stream())); // no kernel still uses the old one
-        if (buf[slot]) CUDA_CHECK(cudaFree(buf[slot]));
-        buf[slot] = nullptr;
-        cap[slot] = 0; // a failed (and caught) cudaMalloc must not leave NULL with a capacity
-        const size_t n = bytes + bytes / 2;
-        CUDA_CHECK(cudaMalloc(&buf[slot], n));
-        cap[slot] = n;
-    }
-    return buf[slot];
-}
-
-// Sum over a block in double, in a fixed tree (warp shuffles, then the warps' sums); the
-// result is valid in thread 0. blockDim.x must be a multiple of 32, at most 1024.
-__device__ double block_sum(double v) {
-    __shared__ double warp_sums[32];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    __syncthreads(); // warp_sums may still be read by a previous call
-    if (lane == 0) warp_sums[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < nwarps ? warp_sums[lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    }
-    return v;
+    static agc_scratch buf[SCR_N];
+    return agc_scratch_get(&buf[slot], bytes < 256 ? 256 : bytes);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -572,7 +545,7 @@ __global__ void sum_chunks_kernel(const T *x, long long n, long long nch, bool s
         const double v = (double)agc_ld(xs, i);
         acc += squares ? v * v : v;
     }
-    acc = block_sum(acc);
+    acc = agc_block_sum_f64(acc);
     if (threadIdx.x == 0) part[o * nch + k] = acc;
 }
 
@@ -583,7 +556,7 @@ __global__ void sum_finish_kernel(const double *part, long long nch, double scal
     const long long o = blockIdx.x;
     double acc = 0;
     for (long long k = threadIdx.x; k < nch; k += blockDim.x) acc += part[o * nch + k];
-    acc = block_sum(acc);
+    acc = agc_block_sum_f64(acc);
     if (threadIdx.x == 0) {
         if (out) agc_st(out, o, (float)(scale * acc));
         if (res) res[o] = scale * acc;

@@ -26,27 +26,9 @@ unsigned row_grid(long long rows) {
 }
 
 // --------------------------------------------------------------------------------------------
-// Scratch: device buffers kept across calls, grown (never shrunk) when a call needs more.
-// cudaFree waits for the device, so no kernel still reads the old buffer.
-
-struct scratch {
-    void *p;
-    size_t cap;
-};
-scratch g_partial = {nullptr, 0}; // norm weight/bias partial rows
-scratch g_ce = {nullptr, 0};      // cross-entropy per-row losses and the summary
-
-void *scratch_get(scratch *s, size_t bytes) {
-    if (bytes > s->cap) {
-        if (s->p) CUDA_CHECK(cudaFree(s->p));
-        s->p = nullptr;
-        s->cap = 0;
-        size_t cap = bytes + bytes / 2; // headroom for slightly larger shapes
-        CUDA_CHECK(cudaMalloc(&s->p, cap));
-        s->cap = cap;
-    }
-    return s->p;
-}
+// Scratch: device buffers kept across calls (agc_scratch_get).
+agc_scratch g_partial = {nullptr, 0}; // norm weight/bias partial rows
+agc_scratch g_ce = {nullptr, 0};      // cross-entropy per-row losses and the summary
 
 // Index arrays (rope positions, targets) must be reachable from the GPU: a plain host pointer
 // (a CPU tensor) would fault inside the kernel and poison the context, so it is refused here.
@@ -238,7 +220,7 @@ void rmsnorm_bwd(const void *x, const void *w, const void *rstd, const void *g, 
     if (rows <= 0 || c <= 0 || (!gx && !gw)) return;
     const long long cr = gw ? chunk_rows(rows) : 1, nch = (rows + cr - 1) / cr;
     float *part =
-        gw ? (float *)scratch_get(&g_partial, (size_t)(nch * c) * sizeof(float)) : nullptr;
+        gw ? (float *)agc_scratch_get(&g_partial, (size_t)(nch * c) * sizeof(float)) : nullptr;
     rmsnorm_bwd_kernel<<<row_grid(nch), row_threads(c), 0, agc_stream()>>>(
         (const T *)x, (const T *)w, (const float *)rstd, (const T *)g, (T *)gx, part, rows, c, cr,
         nch);
@@ -341,7 +323,7 @@ void layernorm_bwd(const void *x, const void *w, const void *mean, const void *r
     const int np = (gw != nullptr) + (gb != nullptr); // partial regions of nch rows
     const long long cr = np ? chunk_rows(rows) : 1, nch = (rows + cr - 1) / cr;
     float *part =
-        np ? (float *)scratch_get(&g_partial, (size_t)(np * nch * c) * sizeof(float)) : nullptr;
+        np ? (float *)agc_scratch_get(&g_partial, (size_t)(np * nch * c) * sizeof(float)) : nullptr;
     float *pw = gw ? part : nullptr, *pb = gb ? part + (gw ? nch * c : 0) : nullptr;
     layernorm_bwd_kernel<<<row_grid(nch), row_threads(c), 0, agc_stream()>>>(
         (const T *)x, (const T *)w, (const float *)mean, (const float *)rstd, (const T *)g, (T *)gx,
@@ -546,7 +528,7 @@ void cross_entropy_fwd(const void *logits, const int32_t *targets, void *lse, vo
     if (rows > 0) need_device_ptr(targets, "cross_entropy", "targets");
     // rl (rows doubles), then the summary
     const size_t rl_bytes = ((size_t)(rows > 0 ? rows : 0) * sizeof(double) + 15) / 16 * 16;
-    char *buf = (char *)scratch_get(&g_ce, rl_bytes + sizeof(ce_summary));
+    char *buf = (char *)agc_scratch_get(&g_ce, rl_bytes + sizeof(ce_summary));
     double *rl = (double *)buf;
     ce_summary *dsum = (ce_summary *)(buf + rl_bytes);
     if (rows > 0) {

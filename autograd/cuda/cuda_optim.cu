@@ -161,20 +161,6 @@ struct ss_desc {
     int is_bf16;
 };
 
-// Sum over a block in double, in a fixed tree; valid in thread 0 (blockDim.x a multiple of 32).
-__device__ double block_sum(double v) {
-    __shared__ double warp_sums[32];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    if (lane == 0) warp_sums[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < nwarps ? warp_sums[lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    }
-    return v;
-}
-
 __global__ void ss_chunks_kernel(const ss_desc *d, int count, double *part) {
     const long long b = blockIdx.x;
     const ss_desc t = d[find_desc(d, count, b)];
@@ -185,31 +171,21 @@ __global__ void ss_chunks_kernel(const ss_desc *d, int count, double *part) {
                                    : (double)((const float *)t.x)[i];
         acc += v * v;
     }
-    acc = block_sum(acc);
+    acc = agc_block_sum_f64(acc);
     if (threadIdx.x == 0) part[b] = acc;
 }
 
 __global__ void ss_finish_kernel(const double *part, long long n, double *res) {
     double acc = 0;
     for (long long k = threadIdx.x; k < n; k += blockDim.x) acc += part[k];
-    acc = block_sum(acc);
+    acc = agc_block_sum_f64(acc);
     if (threadIdx.x == 0) *res = acc;
 }
 
 // Grow-only device buffer for the partials and the result.
 double *ss_scratch(size_t count) {
-    static double *buf;
-    static size_t cap;
-    if (count > cap) {
-        CUDA_CHECK(cudaStreamSynchronize(agc_stream()));
-        if (buf) CUDA_CHECK(cudaFree(buf));
-        buf = nullptr;
-        cap = 0; // a failed (and caught) cudaMalloc must not leave NULL with a capacity
-        const size_t n = count + count / 2;
-        CUDA_CHECK(cudaMalloc(&buf, n * sizeof(double)));
-        cap = n;
-    }
-    return buf;
+    static agc_scratch buf;
+    return (double *)agc_scratch_get(&buf, count * sizeof(double));
 }
 
 } // namespace
