@@ -2,7 +2,8 @@
 """eval_report_check.py REPORT.json: recomputes every metric of a `groundc eval --report F
 --verbose` report from its per-sample answers and references, independently of groundc: the
 first box / span matched by the reference's pattern (a match whose numbers do not parse is
-skipped), IoU, hits at 0.3 / 0.5 / 0.7, mean IoU, parsed counts; caption BLEU-4 and ROUGE-L
+skipped), IoU, hits at 0.3 / 0.5 / 0.7, mean IoU, parsed counts, the best constant answer's
+hit rate at 0.5 (every reference tried as the answer to all); caption BLEU-4 and ROUGE-L
 with caption_metric_reference.py. Exit 1 naming the first disagreement."""
 import json
 import os
@@ -81,6 +82,10 @@ def main():
                 failures.append(f"{task} sample {s['sample']}: IoU {s['iou']}, recomputed {v}")
             ious.append(v)
         n = len(ious)
+        refs = [w for w in (first(pattern, s["reference"]) for s in mine) if w is not None]
+        best = max(sum(iou(task, c, w) >= 0.5 for w in refs) for c in refs) / n if n else None
+        if not close(got["best_constant@0.5"], best):
+            failures.append(f"{task}: best constant {got['best_constant@0.5']}, recomputed {best}")
         if got["parsed"] != parsed:
             failures.append(f"{task}: parsed {got['parsed']}, recomputed {parsed}")
         mean = sum(ious) / n if n else None

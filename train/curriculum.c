@@ -66,20 +66,22 @@ static void print_resolved(const char *path, const tr_yaml *root, const tr_dist 
     fflush(stdout);
 }
 
-static void fmt_rate(char *buf, size_t n, double v, int64_t count) {
+// "score (samples; constant c)": c is the best constant answer's score (eval.h), what a
+// model blind to the media reaches.
+static void fmt_rate(char *buf, size_t n, double v, int64_t count, double constant) {
     if (isnan(v))
         snprintf(buf, n, "-");
     else
-        snprintf(buf, n, "%.3f (%lld)", v, (long long)count);
+        snprintf(buf, n, "%.3f (%lld; constant %.3f)", v, (long long)count, constant);
 }
 
 static void print_table(const char *const *names, const tr_stage_result *r, int n) {
     printf("\n| stage | steps | final loss | REC Acc@0.5 | temporal R@1@0.5 |\n");
     printf("| --- | --- | --- | --- | --- |\n");
     for (int i = 0; i < n; i++) {
-        char rec[48], tvg[48];
-        fmt_rate(rec, sizeof rec, r[i].rec_acc, r[i].rec_n);
-        fmt_rate(tvg, sizeof tvg, r[i].tvg_r1, r[i].tvg_n);
+        char rec[64], tvg[64];
+        fmt_rate(rec, sizeof rec, r[i].rec_acc, r[i].rec_n, r[i].rec_constant);
+        fmt_rate(tvg, sizeof tvg, r[i].tvg_r1, r[i].tvg_n, r[i].tvg_constant);
         printf("| %s | %lld | %.4f | %s | %s |\n", names[i], (long long)r[i].steps, r[i].final_loss,
                rec, tvg);
     }
@@ -100,7 +102,7 @@ static int run_stage(const char *path, tr_yaml *root, const train_args *a, const
                    (long long)c.micro_batch, (long long)c.accumulation, d->world,
                    d->world > 1 ? "s" : "");
         memset(res, 0, sizeof *res);
-        res->final_loss = res->rec_acc = res->tvg_r1 = NAN;
+        res->final_loss = res->rec_acc = res->tvg_r1 = res->rec_constant = res->tvg_constant = NAN;
         snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s/latest", c.out_dir);
         tr_train_config_free(&c);
         return 0;

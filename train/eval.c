@@ -44,19 +44,71 @@ static int eval_kind(int task) {
 }
 
 // IoU of the first box (REC) or span of the two texts; -1 when the reference has none (the
-// sample is not gradable), 0 when the answer has none (*parsed false).
-static double answer_iou(int kind, const char *answer, const char *reference, bool *parsed) {
+// sample is not gradable), 0 when the answer has none (*parsed false). want gets the
+// reference's box (x1, y1, x2, y2) or span (t1, t2, 0, 0).
+static double answer_iou(int kind, const char *answer, const char *reference, bool *parsed,
+                         double want[4]) {
     *parsed = false;
     if (kind == TR_EVAL_REC) {
-        ds_box want, got;
-        if (!ds_parse_box(reference, &want)) return -1;
+        ds_box w, got;
+        if (!ds_parse_box(reference, &w)) return -1;
+        memcpy(want, (double[4]){w.x1, w.y1, w.x2, w.y2}, 4 * sizeof *want);
         *parsed = ds_parse_box(answer, &got);
-        return *parsed ? ds_box_iou(got, want) : 0;
+        return *parsed ? ds_box_iou(got, w) : 0;
     }
-    ds_span want, got;
-    if (!ds_parse_span(reference, &want)) return -1;
+    ds_span w, got;
+    if (!ds_parse_span(reference, &w)) return -1;
+    memcpy(want, (double[4]){w.t1, w.t2, 0, 0}, 4 * sizeof *want);
     *parsed = ds_parse_span(answer, &got);
-    return *parsed ? ds_span_iou(got, want) : 0;
+    return *parsed ? ds_span_iou(got, w) : 0;
+}
+
+static double ref_iou(int kind, const double *a, const double *b) {
+    if (kind == TR_EVAL_REC)
+        return ds_box_iou((ds_box){a[0], a[1], a[2], a[3]}, (ds_box){b[0], b[1], b[2], b[3]});
+    return ds_span_iou((ds_span){a[0], a[1]}, (ds_span){b[0], b[1]});
+}
+
+// The graded references of one grounding task on this rank, 4 numbers each.
+typedef struct {
+    double *v;
+    int64_t n, cap;
+} ref_list;
+
+static void ref_push(ref_list *l, const double want[4]) {
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 64;
+        l->v = ag_xrealloc(l->v, (size_t)l->cap * 4 * sizeof *l->v, "eval references");
+    }
+    memcpy(l->v + 4 * l->n++, want, 4 * sizeof *want);
+}
+
+// The best constant answer's hit rate at IoU 0.5: every rank's references are gathered
+// (collective), each is tried as the one answer to all of them, the best rate is returned.
+// It is what a model that ignores the media can reach at most (with hindsight), so a score
+// near it means the task was not learnt.
+static double best_constant(int kind, const ref_list *mine, const tr_dist *d) {
+    double *counts = ag_xcalloc((size_t)d->world, sizeof *counts, "eval");
+    counts[d->rank] = (double)mine->n;
+    tr_dist_sum_f64(d, counts, d->world);
+    int64_t total = 0, offset = 0;
+    for (int r = 0; r < d->world; r++) {
+        if (r == d->rank) offset = total;
+        total += (int64_t)counts[r];
+    }
+    free(counts);
+    if (total == 0) return NAN;
+    double *all = ag_xcalloc((size_t)(4 * total), sizeof *all, "eval references");
+    if (mine->n) memcpy(all + 4 * offset, mine->v, (size_t)(4 * mine->n) * sizeof *all);
+    tr_dist_sum_f64(d, all, (int)(4 * total));
+    int64_t best = 0;
+    for (int64_t c = 0; c < total; c++) {
+        int64_t hits = 0;
+        for (int64_t i = 0; i < total; i++) hits += ref_iou(kind, all + 4 * c, all + 4 * i) >= 0.5;
+        if (hits > best) best = hits;
+    }
+    free(all);
+    return (double)best / (double)total;
 }
 
 char *tr_eval_trim_answer(char *s) {
@@ -130,6 +182,7 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
     cJSON *recs = NULL;
     if (samples) json_check((recs = cJSON_CreateArray()) != NULL);
     tr_decode_opts dopt = {.max_new = o->max_new, .top_p = 1};
+    ref_list refs[TR_EVAL_TASKS] = {0};
     int64_t steps = (total + d->world - 1) / d->world;
     for (int64_t s = 0; s < steps; s++) {
         const ds_batch *b = ds_loader_next(l);
@@ -169,8 +222,10 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
             if (rec) json_check(cJSON_AddNumberToObject(rec, "rouge_l", score));
         } else {
             bool parsed;
-            score = answer_iou(kind, answer, reference, &parsed);
+            double want[4];
+            score = answer_iou(kind, answer, reference, &parsed, want);
             if (score >= 0) {
+                ref_push(&refs[kind], want);
                 r->n[kind]++;
                 r->parsed[kind] += parsed;
                 r->iou_sum[kind] += score;
@@ -218,6 +273,10 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
         r->n[k] = (int64_t)s[0], r->parsed[k] = (int64_t)s[1], r->iou_sum[k] = s[2];
         for (int t = 0; t < TR_EVAL_NTHR; t++) r->hits_at[k][t] = (int64_t)s[3 + t];
         r->hits[k] = r->hits_at[k][1];
+    }
+    for (int k = 0; k < TR_EVAL_TASKS; k++) {
+        r->constant[k] = k == TR_EVAL_CAPTION ? NAN : best_constant(k, &refs[k], d);
+        free(refs[k].v);
     }
     memcpy(r->caption.match, c, sizeof r->caption.match);
     memcpy(r->caption.total, c + 4, sizeof r->caption.total);
@@ -278,6 +337,7 @@ static char *report_json(const char *ckpt, const tr_eval_opts *o, const tr_eval_
             continue;
         }
         json_check(cJSON_AddNumberToObject(t, "parsed", (double)r->parsed[k]) &&
+                   cJSON_AddNumberToObject(t, "best_constant@0.5", r->constant[k]) &&
                    cJSON_AddNumberToObject(t, "mean_iou",
                                            r->n[k] ? r->iou_sum[k] / (double)r->n[k] : NAN));
         for (int h = 0; h < TR_EVAL_NTHR; h++) {
@@ -297,21 +357,23 @@ static char *report_json(const char *ckpt, const tr_eval_opts *o, const tr_eval_
 }
 
 static void print_table(const tr_eval_opts *o, const tr_eval_result *r) {
-    printf("\n| task | samples | metric | score | mean IoU |\n| --- | --- | --- | --- | --- |\n");
+    printf("\n| task | samples | metric | score | mean IoU | best constant @0.5 |\n"
+           "| --- | --- | --- | --- | --- | --- |\n");
     for (int k = 0; k < TR_EVAL_TASKS; k++) {
         if (!(o->tasks & (1u << k))) continue;
         double miou = r->n[k] ? r->iou_sum[k] / (double)r->n[k] : NAN;
         if (k == TR_EVAL_REC)
-            printf("| rec | %lld | Acc@0.5 | %.3f | %.3f |\n", (long long)r->n[k],
-                   ratio(r->hits_at[k][1], r->n[k]), miou);
+            printf("| rec | %lld | Acc@0.5 | %.3f | %.3f | %.3f |\n", (long long)r->n[k],
+                   ratio(r->hits_at[k][1], r->n[k]), miou, r->constant[k]);
         else if (k == TR_EVAL_CAPTION)
-            printf("| caption | %lld | BLEU-4 / ROUGE-L | %.3f / %.3f | - |\n", (long long)r->n[k],
-                   r->n[k] ? tr_caption_bleu4(&r->caption, NULL) : NAN,
+            printf("| caption | %lld | BLEU-4 / ROUGE-L | %.3f / %.3f | - | - |\n",
+                   (long long)r->n[k], r->n[k] ? tr_caption_bleu4(&r->caption, NULL) : NAN,
                    tr_caption_rouge_l(&r->caption));
         else
-            printf("| %s | %lld | R@1 IoU 0.3 / 0.5 / 0.7 | %.3f / %.3f / %.3f | %.3f |\n",
+            printf("| %s | %lld | R@1 IoU 0.3 / 0.5 / 0.7 | %.3f / %.3f / %.3f | %.3f | %.3f |\n",
                    tr_eval_task_name(k), (long long)r->n[k], ratio(r->hits_at[k][0], r->n[k]),
-                   ratio(r->hits_at[k][1], r->n[k]), ratio(r->hits_at[k][2], r->n[k]), miou);
+                   ratio(r->hits_at[k][1], r->n[k]), ratio(r->hits_at[k][2], r->n[k]), miou,
+                   r->constant[k]);
     }
 }
 

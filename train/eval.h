@@ -7,7 +7,8 @@
 //   tvg, sound     the first span "{t1, t2}": R@1 at IoU 0.3, 0.5 and 0.7, and mean IoU
 //   caption        corpus BLEU-4 and mean ROUGE-L (train/caption_metric.h)
 // An answer without a parseable box or span is a miss (IoU 0); a sample whose reference has
-// none is not graded. Other tasks (reg, conversation) are skipped.
+// none is not graded. Other tasks (reg, conversation) are skipped. Beside each grounding score
+// stands the best constant answer's: a score near it means the media were not used.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -32,6 +33,9 @@ typedef struct {
     int64_t hits_at[TR_EVAL_TASKS][TR_EVAL_NTHR]; // IoU >= 0.3, 0.5, 0.7
     int64_t parsed[TR_EVAL_TASKS];                // answers with a box / span
     double iou_sum[TR_EVAL_TASKS];
+    // grounding: the best single answer's hit rate at IoU 0.5 (each reference tried as the
+    // answer to all): the score of a model that ignores the media. NaN without samples.
+    double constant[TR_EVAL_TASKS];
     tr_caption_stats caption;
     int64_t new_tokens; // generated, all samples
     double prefill_s, decode_s;

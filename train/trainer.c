@@ -181,7 +181,7 @@ static void check_resume(const char *dir, const tr_ckpt_state *st, const char *m
 void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_dist *d,
                     const char *resume, tr_stage_result *res) {
     memset(res, 0, sizeof *res);
-    res->final_loss = res->rec_acc = res->tvg_r1 = NAN;
+    res->final_loss = res->rec_acc = res->tvg_r1 = res->rec_constant = res->tvg_constant = NAN;
     const bool lead = d->rank == 0;
     FILE *log = lead ? stdout : NULL;
 
@@ -417,6 +417,8 @@ evaluate:
                           d, &er, log, false);
         res->rec_acc = tr_eval_rate(&er, TR_EVAL_REC);
         res->tvg_r1 = tr_eval_rate(&er, TR_EVAL_TVG);
+        res->rec_constant = er.constant[TR_EVAL_REC];
+        res->tvg_constant = er.constant[TR_EVAL_TVG];
         res->rec_n = er.n[TR_EVAL_REC];
         res->tvg_n = er.n[TR_EVAL_TVG];
         if (log)

@@ -21,12 +21,13 @@
 #include "train/yaml_tree.h"
 
 typedef struct {
-    int64_t steps;        // optimizer steps of the stage
-    double final_loss;    // mean loss of the last logged window (NAN if none ran here)
-    bool skipped;         // already complete: nothing ran
-    double rec_acc;       // REC Acc@0.5 on the eval data (NAN when not evaluated)
-    double tvg_r1;        // temporal grounding R@1 at IoU 0.5 (NAN when not evaluated)
-    int64_t rec_n, tvg_n; // samples evaluated
+    int64_t steps;                     // optimizer steps of the stage
+    double final_loss;                 // mean loss of the last logged window (NAN if none ran here)
+    bool skipped;                      // already complete: nothing ran
+    double rec_acc;                    // REC Acc@0.5 on the eval data (NAN when not evaluated)
+    double tvg_r1;                     // temporal grounding R@1 at IoU 0.5 (NAN when not evaluated)
+    double rec_constant, tvg_constant; // the best constant answer's scores (tr_eval_result)
+    int64_t rec_n, tvg_n;              // samples evaluated
     char final_ckpt[4096];
 } tr_stage_result;
 
