@@ -713,6 +713,8 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
             fprintf(stderr, "%s:%lld: %s (skipped)\n", p->files[it->file].path,
                     (long long)it->index, r.bad);
             st.skipped++;
+        } else if (cfg->task_mask && !(cfg->task_mask & (1u << r.task))) {
+            st.filtered++;
         } else {
             if (!w) {
                 shard_name(name, sizeof name, st.shards);
@@ -787,8 +789,9 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
 
     if (st.samples == 0) {
         remove_dir(staging);
-        ag_fail("pack: no sample could be packed (%lld of %lld skipped)", (long long)st.skipped,
-                (long long)p->n);
+        ag_fail("pack: no sample could be packed (%lld of %lld skipped, %lld of other tasks than "
+                "--tasks)",
+                (long long)st.skipped, (long long)p->n, (long long)st.filtered);
     }
     // Publish: shards into OUT, then the manifest (its rename makes the dataset current),
     // then the previous dataset's extra shards go.
@@ -815,6 +818,8 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
            (long long)st.samples, (long long)st.tokens, (long long)st.shards, (long long)st.images,
            (long long)st.videos, (long long)st.audios, cfg->out_dir, (long long)st.skipped,
            st.seconds, st.seconds > 0 ? (double)p->n / st.seconds : 0.0);
+    if (cfg->task_mask)
+        printf("pack: %lld samples of other tasks left out (--tasks)\n", (long long)st.filtered);
     printf("pack: tasks");
     for (int k = 0; k < man.num_tasks; k++)
         printf(" %s %lld", man.tasks[k].name, (long long)man.tasks[k].count);
@@ -852,6 +857,8 @@ void ds_pack_usage(FILE *out) {
             "  --threads N               worker threads (default: cores)\n"
             "  --on-error skip|fail      bad samples: skip and count them, or stop (skip)\n"
             "  --max-len N               most tokens per sample after media expansion (2048)\n"
+            "  --tasks T[,T]             pack only these tasks (caption, rec, reg, tvg, sound,\n"
+            "                            conversation), e.g. one dataset per curriculum stage\n"
             "  --image-size 336 --image-tokens 576 --video-frames 64 --video-size 224\n"
             "  --video-tokens 64 --audio-tokens 8   model-dependent sizes (reference values)\n");
 }
@@ -863,6 +870,28 @@ static long long int_opt(const char *opt, const char *v, long long lo, long long
     if (end == v || *end || errno || x < lo || x > hi)
         ag_fail("pack: %s: expected a whole number in [%lld, %lld], got '%s'", opt, lo, hi, v);
     return x;
+}
+
+// "rec,tvg" -> (1 << DS_TASK_REC) | (1 << DS_TASK_TVG).
+static unsigned parse_tasks(const char *v) {
+    unsigned mask = 0;
+    for (const char *s = v;;) {
+        size_t n = strcspn(s, ",");
+        char name[32];
+        int t = -1;
+        if (n < sizeof name) {
+            memcpy(name, s, n);
+            name[n] = 0;
+            t = ds_task_from_name(name);
+        }
+        if (t < 0)
+            ag_fail("pack: --tasks: unknown task '%.*s' (caption, rec, reg, tvg, sound or "
+                    "conversation)",
+                    (int)n, s);
+        mask |= 1u << t;
+        if (!s[n]) return mask;
+        s += n + 1;
+    }
 }
 
 // Appends the comma-separated names of v to *list (pointers into the strdup'd copy *keep).
@@ -924,6 +953,8 @@ int ds_pack_main(int argc, char **argv) {
             c.threads = (int)int_opt(opt, v, 1, 1024);
         else if (!strcmp(opt, "--max-len"))
             c.max_len = int_opt(opt, v, 1, INT32_MAX);
+        else if (!strcmp(opt, "--tasks"))
+            c.task_mask = parse_tasks(v);
         else if (!strcmp(opt, "--on-error")) {
             if (strcmp(v, "skip") && strcmp(v, "fail"))
                 ag_fail("pack: --on-error: expected skip or fail, got '%s'", v);

@@ -60,13 +60,14 @@ typedef struct {
                            // without its extension
     int threads;           // worker threads, >= 1
     bool fail_on_error;    // stop at the first bad sample instead of skipping it
+    unsigned task_mask;    // pack only samples of these tasks (bits 1 << ds_task); 0: all
     int64_t max_len;       // tokens per sample after expansion (default 2048)
     ds_pack_sizes sizes;
     int progress; // 1 progress bar / lines on stderr, 0 none, -1 auto (bar on a TTY)
 } ds_pack_config;
 
 typedef struct {
-    int64_t samples, skipped, tokens, shards;
+    int64_t samples, skipped, filtered, tokens, shards; // filtered: of other tasks than asked
     int64_t images, videos, audios; // media rows written (a file shared by shards counts per shard)
     double seconds;
 } ds_pack_stats;

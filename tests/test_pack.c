@@ -804,11 +804,41 @@ int main(void) {
     TL_CHECK(!exists(path), "a failed run left its staging folder");
     free(errf);
 
+    char *errm;
+    // --tasks rec,sound: exactly the expected samples of those tasks, in order, the others
+    // counted as left out; an unknown task is a one-line error
+    char outt[600];
+    snprintf(outt, sizeof outt, "%s/outt", g_dir);
+    snprintf(args, sizeof args, "%s --out %s --threads 2 --tasks rec,sound", common, outt);
+    rc = groundc("tasks", args);
+    char *outt_text = output("tasks", "out");
+    int kept = 0, all = g_n_exp;
+    expect *saved = malloc(sizeof g_exp);
+    memcpy(saved, g_exp, sizeof g_exp);
+    for (int i = 0; i < all; i++)
+        if (g_exp[i].task == DS_TASK_REC || g_exp[i].task == DS_TASK_SOUND)
+            g_exp[kept++] = saved[i];
+    TL_CHECK(rc == 0 && kept > 0 && kept < all, "pack --tasks: exit %d, %d of %d expected", rc,
+             kept, all);
+    snprintf(want_count, sizeof want_count, "pack: %d samples of other tasks left out", all - kept);
+    TL_CHECK(strstr(outt_text, want_count) != NULL, "no \"%s\" in %s", want_count, outt_text);
+    g_n_exp = kept;
+    if (rc == 0) check_dataset(outt, tok);
+    g_n_exp = all;
+    memcpy(g_exp, saved, sizeof g_exp);
+    free(saved), free(outt_text);
+    snprintf(args, sizeof args, "%s --out %s/x --tasks rec,detect", common, g_dir);
+    rc = groundc("badtask", args);
+    errm = output("badtask", "err");
+    TL_CHECK(rc != 0 && strstr(errm, "--tasks: unknown task 'detect'"),
+             "--tasks detect: exit %d, %s", rc, errm);
+    free(errm);
+
     // whole-input errors: one line naming the file
     snprintf(args, sizeof args, "pack --json %s/none.json --tokenizer %s --out %s/x", g_dir, g_tok,
              g_dir);
     rc = groundc("missing", args);
-    char *errm = output("missing", "err");
+    errm = output("missing", "err");
     TL_CHECK(rc != 0 && strstr(errm, "none.json: cannot open") && strchr(errm, '\n') &&
                  !strchr(errm, '\n')[1],
              "missing input: exit %d, %s", rc, errm);
