@@ -13,12 +13,18 @@ ranks=${RANKS:-2}
 out=demo-out
 start=$(date +%s)
 pack=(--tokenizer tests/fixtures/tokenizer/test_bpe.model --image-size 64 --image-tokens 64
-      --video-frames 4 --video-size 16 --video-tokens 8 --audio-tokens 4)
+      --video-frames 8 --video-size 16 --video-tokens 8 --audio-tokens 4)
 if [ ! -f "$out/eval/manifest.json" ]; then
-  rm -rf "$out/raw" "$out/train" "$out/eval"
+  rm -rf "$out/raw" "$out/coarse" "$out/rec" "$out/fine" "$out/eval"
   mkdir -p "$out"
-  build/groundc synth --out "$out/raw" --images 900 --videos 300 --audios 150 --max-shapes 1
-  build/groundc pack --json "$out/raw/train.json" --media-root "$out/raw" --out "$out/train" "${pack[@]}"
+  build/groundc synth --out "$out/raw" --images 3000 --videos 600 --audios 200 --max-shapes 1
+  # one dataset per granularity, mixed per stage by the stage configs
+  build/groundc pack --json "$out/raw/train.json" --media-root "$out/raw" --out "$out/coarse" \
+    --tasks caption "${pack[@]}"
+  build/groundc pack --json "$out/raw/train.json" --media-root "$out/raw" --out "$out/rec" \
+    --tasks rec "${pack[@]}"
+  build/groundc pack --json "$out/raw/train.json" --media-root "$out/raw" --out "$out/fine" \
+    --tasks reg,tvg,sound "${pack[@]}"
   build/groundc pack --json "$out/raw/eval.json" --media-root "$out/raw" --out "$out/eval" "${pack[@]}"
 fi
 if [ "$ranks" -gt 1 ]; then
