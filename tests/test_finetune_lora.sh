@@ -11,6 +11,8 @@
 #   - `groundc export --format hf` writes merged weights: W + (alpha / r) B A computed here from
 #     the checkpoint (within 1e-6 of the tensor's largest value), no lora tensor, and the
 #     linears that were not targeted equal to the base; `--format gguf` (f32) the same;
+#   - a model without lora: initialised from the LoRA checkpoint holds the same merged weights
+#     (folded on import); without the checkpoint's config.yaml (alpha) that is refused;
 #   - generate runs on the checkpoint.
 set -u
 . "$(dirname "$0")/lib.sh" "$@"
@@ -213,6 +215,38 @@ for l in range(cfg["llm"]["layers"]):
         assert err <= 1e-6, (base, err)
 print(f"gguf: merged linears, worst relative error {worst:.2e}")
 PY
+
+# --- a plain model (no lora:) started from the LoRA checkpoint: init folds the adapters into
+# the base weights (alpha / r from the checkpoint's config.yaml). lr 0 keeps the step's
+# weights at the init.
+write_config "$tmp/plain" | sed -e '/^lora:/,/^  targets:/d' -e 's|lr: 1.0e-2|lr: 0|' \
+  -e 's|steps: 8|steps: 1|' -e "s|checkpoint: $tmp/stage3/latest|checkpoint: $tmp/ft/latest|" \
+  >plain.yaml
+grep -q lora plain.yaml && bad "plain.yaml still has lora: $(cat plain.yaml)"
+"$groundc" train plain.yaml >plain.log 2>&1 && ok || bad "plain from LoRA: $(tail -3 plain.log)"
+$py - <<'PY' && ok || bad "init from a LoRA checkpoint did not fold W + (alpha/r) B A"
+from st import *
+ck, got = read("ft/latest/model.safetensors"), read("plain/latest/model.safetensors")
+assert not any("lora" in k for k in got), "lora tensors in the plain model"
+worst, n = 0.0, 0
+for l in sorted({int(k.split(".")[2]) for k in ck if k.startswith("model.layers.")}):
+    for t, part in {**TARGETS, **OTHERS}.items():
+        base = f"model.layers.{l}.{part}.{t}"
+        ref = ck[base + ".weight"]
+        if t in TARGETS:
+            ref = ref + (8 / 4) * ck[base + ".lora_B.weight"] @ ck[base + ".lora_A.weight"]
+        err = abs(got[base + ".weight"] - ref).max() / abs(ref).max()
+        worst, n = max(worst, err), n + 1
+        assert err <= 1e-6, (base, err)
+print(f"init from LoRA: {n} linears equal W + 2 B A (or W), worst relative error {worst:.2e}")
+PY
+# ... and a checkpoint with adapters but no config.yaml to give alpha is refused
+mkdir -p noconf && cp ft/latest/model.safetensors noconf/
+sed "s|checkpoint: $tmp/ft/latest|checkpoint: $tmp/noconf|; s|out: $tmp/plain|out: $tmp/plain2|" \
+  plain.yaml >plain2.yaml
+"$groundc" train plain2.yaml >plain2.log 2>&1 && bad "adapters without alpha were accepted"
+grep -q "noconf.*LoRA adapters.*no config.yaml" plain2.log && ok ||
+  bad "no config.yaml: $(tail -2 plain2.log)"
 
 # --- generate on the LoRA checkpoint
 img=$(ls raw/media/images | head -1)

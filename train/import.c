@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "autograd/context.h"
 #include "autograd/error.h"
 #include "train/model_config.h"
 
@@ -172,6 +173,12 @@ typedef struct {
     int idx;       // the file tensor, or -1
 } mapping;
 
+// A checkpoint's LoRA adapter that the model lacks: folded into its base weight after loading.
+typedef struct {
+    ag_tensor *w;
+    int a, b; // the file's lora_A (r, in) and lora_B (out, r)
+} lora_fold;
+
 typedef struct {
     gm_groundinggpt *m;
     tr_init_part part;
@@ -180,6 +187,8 @@ typedef struct {
     mapping *maps;
     int n, cap;
     const gm_vit *vit; // encoder parts
+    lora_fold *folds;
+    int n_folds;
 } job;
 
 static mapping *add_map(job *j, ag_tensor *dst, map_kind kind, const char *src) {
@@ -436,6 +445,72 @@ static void load(job *j, const mapping *mp) {
     }
 }
 
+// rest = "<base>.lora_A.weight" of a checkpoint whose base weight "<base>.weight" the model
+// has, loaded from the file, but without that adapter (a model without LoRA, or with other
+// targets): the pair is folded. Marks A and B used. False when rest is no such name.
+static bool plan_fold(job *j, const char *rest, int a, bool *used) {
+    static const char suffix[] = ".lora_A.weight";
+    size_t n = strlen(rest), k = sizeof suffix - 1;
+    if (j->part != TR_INIT_CHECKPOINT || n <= k || strcmp(rest + n - k, suffix)) return false;
+    char base[512], bname[600];
+    snprintf(base, sizeof base, "%.*s.weight", (int)(n - k), rest);
+    ag_tensor *w = gm_params_find(j->m->params, base);
+    if (!w) return false;
+    bool loaded = false;
+    for (int i = 0; i < j->n && !loaded; i++) loaded = j->maps[i].dst == w && j->maps[i].idx >= 0;
+    if (!loaded) return false;
+    snprintf(bname, sizeof bname, "%s%.*s.lora_B.weight", j->prefix, (int)(n - k), rest);
+    int b = tr_weights_find(j->w, bname);
+    if (b < 0) ag_fail("%s: '%s' has no '%s'", j->w->path, j->w->items[a].entry->name, bname);
+    j->folds = ag_xrealloc(j->folds, sizeof *j->folds * (size_t)(j->n_folds + 1), "import");
+    j->folds[j->n_folds++] = (lora_fold){w, a, b};
+    used[a] = used[b] = true;
+    return true;
+}
+
+// W += (alpha / r) B A for every planned fold; alpha and r come from the config.yaml of the
+// checkpoint (beside its weights), which trained them.
+static void fold_lora(job *j) {
+    if (!j->n_folds) return;
+    struct stat st;
+    char *dir = ag_xstrdup(j->w->path);
+    if (!stat(dir, &st) && !S_ISDIR(st.st_mode)) {
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            *slash = 0;
+        else
+            strcpy(dir, ".");
+    }
+    char *cfg_path = join(dir, "config.yaml");
+    if (!exists(cfg_path))
+        ag_fail("%s: holds LoRA adapters ('%s') but no config.yaml beside it gives their alpha",
+                j->w->path, j->w->items[j->folds[0].a].entry->name);
+    tr_yaml *root = tr_yaml_load(cfg_path);
+    gm_lora_config lc;
+    tr_lora_config_read(root, &j->m->cfg.llm, &lc);
+    if (lc.rank <= 0)
+        ag_fail("%s: holds LoRA adapters ('%s') but has no lora: section", cfg_path,
+                j->w->items[j->folds[0].a].entry->name);
+    ag_ctx *tmp = ag_ctx_new(AG_CPU);
+    for (int i = 0; i < j->n_folds; i++) {
+        const tr_weight *a = &j->w->items[j->folds[i].a], *b = &j->w->items[j->folds[i].b];
+        if (a->entry->ndim != 2 || b->entry->ndim != 2 || a->entry->shape[0] != lc.rank)
+            ag_fail("%s: '%s' is not a rank-%lld LoRA A (r, in) as %s says", j->w->path,
+                    a->entry->name, (long long)lc.rank, cfg_path);
+        gm_lora_pair pair = {
+            ag_param(tmp, a->entry->name, AG_F32, AG_SHAPE(a->entry->shape[0], a->entry->shape[1])),
+            ag_param(tmp, b->entry->name, AG_F32,
+                     AG_SHAPE(b->entry->shape[0], b->entry->shape[1]))};
+        ag_st_load_into(a->file, a->entry, pair.A);
+        ag_st_load_into(b->file, b->entry, pair.B);
+        gm_lora_merge(j->folds[i].w, &pair, gm_lora_scale(&lc));
+    }
+    ag_ctx_free(tmp);
+    tr_yaml_free(root);
+    free(cfg_path);
+    free(dir);
+}
+
 int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, const char *prefix) {
     job j = {.m = m, .part = part, .prefix = prefix ? prefix : ""};
     static const gm_modality needs[TR_INIT_NPART] = {GM_NMOD,      GM_MOD_IMAGE, GM_MOD_VIDEO,
@@ -484,7 +559,7 @@ int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, cons
         const ag_st_entry *e = j.w->items[i].entry;
         if (used[i] || strncmp(e->name, j.prefix, np)) continue;
         const char *rest = e->name + np;
-        if (!in_scope(&j, rest) || ignorable(&j, rest)) continue;
+        if (!in_scope(&j, rest) || ignorable(&j, rest) || plan_fold(&j, rest, i, used)) continue;
         char have[96];
         ag_fail("%s: unexpected tensor '%s' %s: no parameter of the %s takes it",
                 j.w->items[i].file->path, e->name, fmt_shape(have, sizeof have, e->ndim, e->shape),
@@ -496,6 +571,9 @@ int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, cons
             load(&j, &j.maps[i]);
             loaded++;
         }
+    fold_lora(&j);
+    loaded += 2 * j.n_folds;
+    free(j.folds);
     if (part == TR_INIT_CHECKPOINT && !loaded)
         ag_fail("%s: no tensor of the model in this checkpoint (prefix '%s')", path, j.prefix);
     free(used);
