@@ -26,6 +26,16 @@ ag_ctx *ag_ctx_new(ag_device device) {
     return ctx;
 }
 
+ag_ctx *ag_ctx_new_meta(void) {
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    ctx->meta = true;
+    return ctx;
+}
+
+ag_ctx *ag_ctx_new_sibling(const ag_ctx *ctx) {
+    return ctx->meta ? ag_ctx_new_meta() : ag_ctx_new(ctx->device);
+}
+
 void ag_ctx_free(ag_ctx *ctx) {
     if (!ctx) return;
     ag_arena_free(&ctx->pool_meta);
@@ -66,6 +76,7 @@ static ag_tensor *make(ag_ctx *ctx, ag_dtype dtype, ag_shape shape, bool persist
     for (int i = 0; i < shape.ndim; i++)
         if (shape.d[i] < 0)
             ag_fail("new tensor: dim %d is negative (%lld)", i, (long long)shape.d[i]);
+    if (ctx->meta && !persistent) ag_fail("new tensor: a meta context holds no step tensors");
     ag_arena *meta = persistent ? &ctx->pool_meta : &ctx->step_meta;
     ag_arena *data = persistent ? &ctx->pool_data : &ctx->step_data;
     ag_tensor *t = ag_arena_alloc(meta, sizeof *t);
@@ -75,7 +86,7 @@ static ag_tensor *make(ag_ctx *ctx, ag_dtype dtype, ag_shape shape, bool persist
     t->ndim = shape.ndim;
     for (int i = 0; i < shape.ndim; i++) t->shape[i] = shape.d[i];
     ag_set_contiguous_strides(t);
-    t->data = ag_arena_alloc(data, ag_nbytes(t));
+    t->data = ctx->meta ? NULL : ag_arena_alloc(data, ag_nbytes(t));
     t->is_param = persistent;
     return t;
 }
@@ -92,7 +103,7 @@ ag_tensor *ag_zeros(ag_ctx *ctx, ag_dtype dtype, ag_shape shape) {
 
 ag_tensor *ag_param(ag_ctx *ctx, const char *name, ag_dtype dtype, ag_shape shape) {
     ag_tensor *t = make(ctx, dtype, shape, true);
-    backend(ctx)->memset0(t->data, ag_nbytes(t));
+    if (!ctx->meta) backend(ctx)->memset0(t->data, ag_nbytes(t));
     if (name) {
         size_t n = strlen(name) + 1;
         char *copy = ag_arena_alloc(&ctx->pool_meta, n);
@@ -106,7 +117,7 @@ static ag_tensor *new_grad(ag_ctx *ctx, const ag_tensor *t) {
     if (t->is_param) {
         ag_tensor *g = make(ctx, t->dtype, ag_shape_of(t), true);
         g->is_param = false;
-        backend(ctx)->memset0(g->data, ag_nbytes(g));
+        if (!ctx->meta) backend(ctx)->memset0(g->data, ag_nbytes(g));
         return g;
     }
     // a step gradient: reuse a released buffer of the same size when there is one
@@ -162,13 +173,21 @@ ag_tensor *ag_from_host(ag_ctx *ctx, ag_dtype dtype, ag_shape shape, const void 
     return t;
 }
 
+// A meta tensor (ag_ctx_new_meta) has no values to copy.
+static void check_storage(const ag_tensor *t, const char *what) {
+    if (!t->data && ag_numel(t) > 0)
+        ag_fail("%s: '%s' has no storage (a meta context)", what, ag_label(t, "?"));
+}
+
 void ag_copy_from_host(ag_tensor *t, const void *src) {
     if (!ag_is_contiguous(t)) ag_fail("copy_from_host: '%s' is not contiguous", ag_label(t, "?"));
+    check_storage(t, "copy_from_host");
     ag_backend_for(t->device)->copy_from_host(t->data, src, ag_nbytes(t));
 }
 
 void ag_copy_to_host(const ag_tensor *t, void *dst) {
     if (!ag_is_contiguous(t)) ag_fail("copy_to_host: '%s' is not contiguous", ag_label(t, "?"));
+    check_storage(t, "copy_to_host");
     ag_backend_for(t->device)->copy_to_host(dst, t->data, ag_nbytes(t));
 }
 

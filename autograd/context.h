@@ -40,9 +40,16 @@ struct ag_ctx {
     ag_node *tape;                 // newest node; nodes link to the previous one
     ag_free_block *free_grads;     // step memory of released gradients, for reuse
     int no_grad_depth;
+    bool meta; // shapes and names only (ag_ctx_new_meta)
 };
 
 ag_ctx *ag_ctx_new(ag_device device);
+// A context whose parameters have names, shapes and dtypes but no storage: a model built on it
+// can be counted and its parameters selected (as PyTorch's meta device) without allocating its
+// weights. Step tensors and copies of values fail, naming the tensor.
+ag_ctx *ag_ctx_new_meta(void);
+// A new context like ctx: the same device, meta when ctx is.
+ag_ctx *ag_ctx_new_sibling(const ag_ctx *ctx);
 void ag_ctx_free(ag_ctx *ctx);
 // Drops the tape and all step tensors; parameters and their gradients stay.
 void ag_step_reset(ag_ctx *ctx);

@@ -343,7 +343,7 @@ gm_groundinggpt *gm_groundinggpt_new(ag_ctx *ctx, const gm_groundinggpt_config *
     gm_params_add(m->params, m->embed_added);
     gm_params_add(m->params, m->lm_head_added);
     bool any = cfg->has[GM_MOD_IMAGE] || cfg->has[GM_MOD_VIDEO] || cfg->has[GM_MOD_AUDIO];
-    if (any) m->enc_ctx = ag_ctx_new(ctx->device);
+    if (any) m->enc_ctx = ag_ctx_new_sibling(ctx);
     if (cfg->has[GM_MOD_IMAGE]) {
         m->image_vit = gm_vit_new(m->enc_ctx, &cfg->image_vit, "model.vision_tower.", dt);
         gm_params_add_many(m->params, m->image_vit->params, m->image_vit->n_params);

@@ -174,6 +174,30 @@ static void test_census(void) {
     gm_groundinggpt_free(m);
     ag_ctx_free(ctx);
 
+    // On a meta context (no storage) the 7B registry is built without 16 GB: the same modules
+    // and sizes as the census, no pool bytes, and a copy of values fails naming the tensor.
+    {
+        gm_groundinggpt_config r7 = gm_groundinggpt_reference_config();
+        ag_ctx *meta = ag_ctx_new_meta();
+        gm_groundinggpt *m7 = gm_groundinggpt_new(meta, &r7);
+        gm_census_row r7rows[64];
+        gm_param_group g7[64];
+        int n7 = gm_groundinggpt_census(&r7, r7rows, 64),
+            ng7 = gm_params_groups(m7->params, g7, 64);
+        bool same7 = n7 == ng7;
+        for (int i = 0; i < n7 && i < ng7; i++)
+            same7 &= !strcmp(r7rows[i].group, g7[i].name) && r7rows[i].total == g7[i].total;
+        TL_CHECK(same7, "7B on a meta context: %d modules, census %d, sizes equal", ng7, n7);
+        TL_CHECK(ag_pool_bytes(meta) == 0 && ag_pool_bytes(m7->enc_ctx) == 0,
+                 "meta pools hold %zu + %zu bytes", ag_pool_bytes(meta),
+                 ag_pool_bytes(m7->enc_ctx));
+        TL_CHECK(gm_groundinggpt_set_stage(meta, m7, 2) > 0, "stage selection on a meta model");
+        float one;
+        TL_EXPECT_FAIL(ag_copy_to_host(m7->llm->norm, &one), "model.norm.weight' has no storage");
+        gm_groundinggpt_free(m7);
+        ag_ctx_free(meta);
+    }
+
     // The 7B file is the reference, size for size.
     char path[1024];
     tl_source_path(path, sizeof path, "configs/model/groundinggpt-7b.yaml");
