@@ -3,7 +3,9 @@
 # config. The LLM counts are recomputed here from the dims (the 7B one must be Vicuna-7B's
 # 6,738,415,616 plus the 9 added rows of embed_tokens and lm_head); the encoders must have
 # their known sizes; every module of the registry is listed; each stage's trainable count is
-# the sum of its parts; strict YAML errors are one line with file:line:column.
+# the sum of its parts; a stage config's own selection (stage defaults, trainable/frozen
+# patterns, LoRA adapters) is counted from the dims and equals what `groundc train` selects;
+# strict YAML errors are one line with file:line:column.
 set -u
 . "$(dirname "$0")/lib.sh" "$@"
 
@@ -33,6 +35,7 @@ cat "$tmp/7b"
 vicuna=$((2 * 32000 * 4096 + 4096 + 32 * (2 * 4096 + 4 * 4096 * 4096 + 3 * 11008 * 4096)))
 [ "$vicuna" -eq 6738415616 ] && ok || bad "the Vicuna-7B formula gives $vicuna"
 want=$(llm_count 32000 4096 32 32 32 11008)
+want7b=$want
 [ "$want" -eq $((6738415616 + 9 * 4096 * 2)) ] && ok || bad "7B llm count formula: $want"
 got=$(count llm "$tmp/7b")
 [ "$got" = "$want" ] && ok || bad "7B llm: got '$got', want $want"
@@ -80,6 +83,50 @@ YAML
 grep -q "model tiny" "$tmp/train" && grep -q "llm            /weights/vicuna" "$tmp/train" &&
   grep -q "image_encoder  $tmp/cfg/clip (prefix 'vision_tower.')" "$tmp/train" && ok ||
   bad "training config report: $(tail -4 "$tmp/train")"
+
+# Stage configs: what `groundc train` would train ------------------------------------------
+# Row NAME of the "this config trains" table (column 3: parameters, 4: trainable).
+cfg_col() { sed -n '/^this config trains/,$p' "$3" | awk -F'|' -v n="$1" -v c="$2" '{gsub(/ /, "", $2)} $2 == n {gsub(/ /, "", $c); print $c; exit}'; }
+
+# The 7B LoRA fine-tune: rank 16 on all seven linears of 32 layers (A r x in, B out x r), the
+# base decoder frozen, the 2 x 9 added rows, projector and adapters trained (stage 3).
+"$groundc" inspect "$src/configs/finetune_lora.yaml" >"$tmp/lora" 2>"$tmp/err" && ok || bad "inspect lora: $(cat "$tmp/err")"
+lora=$((32 * 16 * (4 * (4096 + 4096) + 3 * (4096 + 11008))))
+[ "$(cfg_col llm 3 "$tmp/lora")" = $((want7b + lora)) ] && ok || bad "7B LoRA llm parameters: $(cfg_col llm 3 "$tmp/lora")"
+[ "$(cfg_col llm 4 "$tmp/lora")" = $((lora + 2 * 9 * 4096)) ] && ok || bad "7B LoRA llm trainable: $(cfg_col llm 4 "$tmp/lora")"
+[ "$(cfg_col total 4 "$tmp/lora")" = $((parts1 + lora)) ] && ok || bad "7B LoRA trainable: $(cfg_col total 4 "$tmp/lora")"
+grep -q "LoRA rank 16, alpha 32 on q_proj k_proj v_proj o_proj gate_proj up_proj down_proj" "$tmp/lora" && ok || bad "LoRA line"
+# Sized for one 80 GB GPU, as the config says.
+grep "^| this config " "$tmp/lora" | awk -F'|' '{gsub(/ GiB| /, "", $8); exit !($8 < 80)}' && ok || bad "7B LoRA does not fit 80 GB: $(grep '^| this config' "$tmp/lora")"
+
+# Stage 2 plus a trainable encoder, minus a frozen layer, on the tiny model: the count equals
+# the stage-2 default + the encoder - layer 0 from the module table, and what train selects.
+mkdir -p "$tmp/sel" && cd "$tmp/sel" || exit 1
+tiny_shards --images 8 --videos 2 --audios 2 --max-shapes 1
+cat >sel.yaml <<YAML
+model: tiny.yaml
+stage: 2
+trainable: ["model.vision_tower.*"]
+frozen: ["model.layers.0.*"]
+data:
+  datasets: [train]
+  micro_batch: 2
+train:
+  steps: 1
+checkpoint:
+  out: $tmp/sel/run
+YAML
+"$groundc" inspect sel.yaml >sel.txt 2>err && ok || bad "inspect sel: $(cat err)"
+layer0=$((2 * 64 + 2 * 64 * 64 + 2 * 64 * 64 + 3 * 176 * 64))
+tower=$(awk -F'|' '{gsub(/ /, "", $2)} $2 == "model.vision_tower" {gsub(/ /, "", $4); print $4; exit}' sel.txt)
+exp=$(($(stage_col 2 1 sel.txt) + tower - layer0))
+[ "$(cfg_col total 4 sel.txt)" = "$exp" ] && ok || bad "selected: $(cfg_col total 4 sel.txt) != $exp"
+"$groundc" train sel.yaml >train.log 2>&1 || bad "train sel: $(tail -2 train.log)"
+grep -q ", $exp trainable in" train.log && ok || bad "train selects otherwise: $(grep trainable train.log)"
+[ "$(grep '^| this config ' sel.txt | awk -F'|' '{gsub(/ /, "", $3); print $3}')" = "$exp" ] && ok || bad "memory row trainable"
+sed 's/model.vision_tower/model.vision_towr/' sel.yaml >typo.yaml
+expect_error "pattern typo" "model.vision_towr.*" "$groundc" inspect typo.yaml
+cd - >/dev/null || exit 1
 
 # Errors --------------------------------------------------------------------------------------
 tiny=$src/configs/model/tiny.yaml

@@ -1,12 +1,15 @@
 // inspect.c: see inspect.h.
 #include "inspect.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "autograd/context.h"
 #include "autograd/error.h"
 #include "train/import.h"
 #include "train/model_config.h"
+#include "train/train_config.h"
 #include "train/yaml_tree.h"
 
 // "6.74 B", "303.5 M", "12.3 K".
@@ -43,14 +46,40 @@ static void rule(FILE *out, const int *widths, int k, int left) {
     fputs("|\n", out);
 }
 
-void tr_inspect_model(const gm_groundinggpt_config *cfg, const char *source, int64_t batch,
-                      int64_t seq, FILE *out) {
-    gm_groundinggpt_check_config(cfg);
+static int64_t pick_seq(const gm_groundinggpt_config *cfg, int64_t seq) {
     if (seq <= 0) seq = cfg->llm.max_seq < 2048 ? cfg->llm.max_seq : 2048;
     if (seq > cfg->llm.max_seq)
         ag_fail("inspect: --seq %lld exceeds max_seq %lld", (long long)seq,
                 (long long)cfg->llm.max_seq);
-    char h[32], b1[32], b2[32], b3[32], b4[32], b5[32];
+    return seq;
+}
+
+// Activations: the decoder on B x T tokens (logits over V0 + 9), plus the (V, C)
+// concatenation of lm_head and its gradient that the head makes.
+static int64_t activation_bytes(const gm_groundinggpt_config *cfg, int64_t batch, int64_t seq) {
+    gm_llama_config full = cfg->llm;
+    full.vocab = gm_groundinggpt_vocab(cfg);
+    const int64_t e = (int64_t)ag_dtype_size(cfg->dtype);
+    return gm_llama_activation_bytes(&full, cfg->dtype, batch, seq) + 2 * full.vocab * full.dim * e;
+}
+
+static const char *const memory_head = "| %-11s | %14s | %11s | %11s | %11s | %11s | %11s |\n";
+
+static void memory_row(FILE *out, const char *label, int64_t total, int64_t trainable, ag_dtype dt,
+                       int64_t act) {
+    char b1[32], b2[32], b3[32], b4[32], b5[32];
+    gm_memory mem = gm_memory_estimate(total, trainable, dt, act);
+    fprintf(out, "| %-11s | %14lld | %11s | %11s | %11s | %11s | %11s |\n", label,
+            (long long)trainable, bytes(b1, sizeof b1, mem.weights),
+            bytes(b2, sizeof b2, mem.grads), bytes(b3, sizeof b3, mem.optimizer),
+            bytes(b4, sizeof b4, mem.activations), bytes(b5, sizeof b5, mem.total));
+}
+
+void tr_inspect_model(const gm_groundinggpt_config *cfg, const char *source, int64_t batch,
+                      int64_t seq, FILE *out) {
+    gm_groundinggpt_check_config(cfg);
+    seq = pick_seq(cfg, seq);
+    char h[32], b1[32], b2[32], b3[32];
     fprintf(out, "model %s (%s): %s parameters, vocabulary %lld + %d added, branches:%s%s%s\n",
             cfg->name, source, ag_dtype_name(cfg->dtype), (long long)cfg->llm.vocab, GM_N_ADDED,
             cfg->has[GM_MOD_IMAGE] ? " image" : "", cfg->has[GM_MOD_VIDEO] ? " video" : "",
@@ -89,27 +118,19 @@ void tr_inspect_model(const gm_groundinggpt_config *cfg, const char *source, int
     fprintf(out, "| %-13s | %14lld | %9s |\n\n", "total", (long long)total,
             human(h, sizeof h, total));
 
-    // Activations: the decoder on B x T tokens (logits over V0 + 9), plus the (V, C)
-    // concatenation of lm_head and its gradient that the head makes.
-    gm_llama_config full = cfg->llm;
-    full.vocab = gm_groundinggpt_vocab(cfg);
-    const int64_t e = (int64_t)ag_dtype_size(cfg->dtype);
-    int64_t act =
-        gm_llama_activation_bytes(&full, cfg->dtype, batch, seq) + 2 * full.vocab * full.dim * e;
+    const int64_t act = activation_bytes(cfg, batch, seq);
     fprintf(out,
             "memory per stage: micro-batch %lld x %lld tokens; %s weights and gradients, AdamW "
             "f32 moments%s\n",
             (long long)batch, (long long)seq, ag_dtype_name(cfg->dtype),
             cfg->dtype == AG_BF16 ? " + f32 master weights" : "");
-    fprintf(out, "| %-5s | %14s | %11s | %11s | %11s | %11s | %11s |\n", "stage", "trainable",
-            "weights", "gradients", "optimizer", "activations", "total");
-    rule(out, (const int[]){5, 14, 11, 11, 11, 11, 11}, 7, 1);
+    fprintf(out, memory_head, "stage", "trainable", "weights", "gradients", "optimizer",
+            "activations", "total");
+    rule(out, (const int[]){11, 14, 11, 11, 11, 11, 11}, 7, 1);
     for (int s = 0; s < 3; s++) {
-        gm_memory mem = gm_memory_estimate(total, stage[s], cfg->dtype, act);
-        fprintf(out, "| %-5d | %14lld | %11s | %11s | %11s | %11s | %11s |\n", s + 1,
-                (long long)stage[s], bytes(b1, sizeof b1, mem.weights),
-                bytes(b2, sizeof b2, mem.grads), bytes(b3, sizeof b3, mem.optimizer),
-                bytes(b4, sizeof b4, mem.activations), bytes(b5, sizeof b5, mem.total));
+        char label[16];
+        snprintf(label, sizeof label, "%d", s + 1);
+        memory_row(out, label, total, stage[s], cfg->dtype, act);
     }
     const int64_t chunk = GM_ENC_BATCH_DEFAULT;
     fprintf(
@@ -120,6 +141,90 @@ void tr_inspect_model(const gm_groundinggpt_config *cfg, const char *source, int
         bytes(b1, sizeof b1, gm_groundinggpt_encoder_bytes(cfg, GM_MOD_IMAGE, chunk)),
         bytes(b2, sizeof b2, gm_groundinggpt_encoder_bytes(cfg, GM_MOD_VIDEO, chunk)),
         bytes(b3, sizeof b3, gm_groundinggpt_encoder_bytes(cfg, GM_MOD_AUDIO, chunk)));
+}
+
+// The part a parameter belongs to: that of the census row whose group prefixes its name.
+static gm_part part_of(const gm_census_row *rows, int n, const char *name) {
+    for (int i = 0; i < n; i++) {
+        size_t k = strlen(rows[i].group);
+        if (!strncmp(name, rows[i].group, k) && (name[k] == '.' || !name[k])) return rows[i].part;
+    }
+    ag_fail("inspect: parameter '%s' is in no module of the census", name);
+}
+
+static bool listed(ag_tensor *const *ts, int n, const ag_tensor *t) {
+    for (int i = 0; i < n; i++)
+        if (ts[i] == t) return true;
+    return false;
+}
+
+// What this stage config trains, exactly as groundc train selects it (stage defaults,
+// trainable/frozen patterns, LoRA), counted on a model built without storage.
+static void inspect_stage(const tr_train_config *c, int64_t batch, int64_t seq, FILE *out) {
+    const gm_groundinggpt_config *cfg = &c->model;
+    ag_ctx *meta = ag_ctx_new_meta();
+    gm_groundinggpt *m = gm_groundinggpt_new(meta, cfg);
+    const char *pats[TR_SELECTION_MAX];
+    gm_param_selection sel = tr_train_selection(c, pats);
+    gm_params_count_selected(m->params, &sel); // a pattern matching nothing fails, as in train
+    gm_census_row rows[64];
+    int nr = gm_groundinggpt_census(cfg, rows, 64);
+    const gm_llama *l = m->llm;
+    int64_t total[GM_NPART] = {0}, train[GM_NPART] = {0}, all = 0, trainable = 0;
+    for (int i = 0; i < m->params->n; i++) {
+        const ag_tensor *p = m->params->tensors[i];
+        gm_part part = part_of(rows, nr, p->name);
+        bool t = listed(l->lora_params, l->n_lora, p) ||
+                 (!(l->n_lora && listed(l->params, l->n_params, p)) &&
+                  gm_params_selected(&sel, p->name));
+        total[part] += ag_numel(p);
+        all += ag_numel(p);
+        if (t) {
+            train[part] += ag_numel(p);
+            trainable += ag_numel(p);
+        }
+    }
+    fprintf(out, "\nthis config trains: ");
+    if (c->stage) fprintf(out, "stage %d's defaults", c->stage);
+    for (int i = 0; i < c->n_trainable; i++)
+        fprintf(out, "%s%s", i || c->stage ? ", " : "", c->trainable[i]);
+    for (int i = 0; i < c->n_frozen; i++)
+        fprintf(out, "%s%s", i ? ", " : "; frozen ", c->frozen[i]);
+    const gm_lora_config *lc = &cfg->llm.lora;
+    if (lc->rank > 0) {
+        fprintf(out, "; LoRA rank %lld, alpha %g on", (long long)lc->rank, lc->alpha);
+        for (int t = 0; t < GM_LORA_NTARGETS; t++)
+            if (lc->targets >> t & 1) fprintf(out, " %s", gm_lora_target_name((gm_lora_target)t));
+        fprintf(out, " (the base decoder frozen)");
+    }
+    fprintf(out, "\n| %-13s | %14s | %14s |\n", "part", "parameters", "trainable");
+    rule(out, (const int[]){13, 14, 14}, 3, 1);
+    for (int p = 0; p < GM_NPART; p++)
+        if (total[p])
+            fprintf(out, "| %-13s | %14lld | %14lld |\n", gm_part_name((gm_part)p),
+                    (long long)total[p], (long long)train[p]);
+    fprintf(out, "| %-13s | %14lld | %14lld |\n", "total", (long long)all, (long long)trainable);
+    fprintf(out, "memory of this config (micro-batch %lld x %lld tokens)\n", (long long)batch,
+            (long long)seq);
+    fprintf(out, memory_head, "config", "trainable", "weights", "gradients", "optimizer",
+            "activations", "total");
+    rule(out, (const int[]){11, 14, 11, 11, 11, 11, 11}, 7, 1);
+    memory_row(out, "this config", all, trainable, cfg->dtype, activation_bytes(cfg, batch, seq));
+    gm_groundinggpt_free(m);
+    ag_ctx_free(meta);
+}
+
+static void print_init(const tr_init_config *init, FILE *out) {
+    bool any = false;
+    for (int p = 0; p < TR_INIT_NPART; p++) {
+        if (!init->path[p]) continue;
+        if (!any) fprintf(out, "\ninit (weights loaded before training)\n");
+        any = true;
+        fprintf(out, "  %-14s %s%s%s%s\n", tr_init_part_name((tr_init_part)p), init->path[p],
+                init->prefix[p] ? " (prefix '" : "", init->prefix[p] ? init->prefix[p] : "",
+                init->prefix[p] ? "')" : "");
+    }
+    if (!any) fprintf(out, "\ninit: none (random initialisation)\n");
 }
 
 int tr_inspect(const char *path, int64_t batch, int64_t seq, FILE *out) {
@@ -134,25 +239,30 @@ int tr_inspect(const char *path, int64_t batch, int64_t seq, FILE *out) {
         tr_model_config_read(root, &cfg);
         tr_yaml_check_used(root);
         tr_inspect_model(&cfg, path, batch, seq, out);
+    } else if (tr_config_is_stage(root)) {
+        // A stage config, read (and checked) as groundc train reads it. Counting needs no
+        // device, so one that asks for cuda is inspected where none is.
+        tr_yaml *dev = tr_yaml_get(root, "device");
+        if (dev && dev->kind == TR_YAML_SCALAR && !strcmp(dev->value, "cuda")) {
+            free(dev->value);
+            dev->value = ag_xstrdup("cpu");
+        }
+        tr_train_config c;
+        tr_train_config_read(root, &c);
+        tr_inspect_model(&c.model, path, batch, seq, out);
+        print_init(&c.init, out);
+        inspect_stage(&c, batch, pick_seq(&c.model, seq), out);
+        tr_train_config_free(&c);
     } else {
-        // A training config: its model and its init block; the other sections belong to
-        // groundc train, which checks them.
+        // Another training config: its model and its init block; the other sections belong
+        // to groundc train, which checks them.
         tr_model_config_from_train(root, &cfg);
         tr_yaml *m = tr_yaml_get(root, "model");
         if (m->kind == TR_YAML_MAP) tr_yaml_check_used(m);
         tr_init_config init;
         tr_init_config_read(root, &init);
         tr_inspect_model(&cfg, path, batch, seq, out);
-        bool any = false;
-        for (int p = 0; p < TR_INIT_NPART; p++) {
-            if (!init.path[p]) continue;
-            if (!any) fprintf(out, "\ninit (weights loaded before training)\n");
-            any = true;
-            fprintf(out, "  %-14s %s%s%s%s\n", tr_init_part_name((tr_init_part)p), init.path[p],
-                    init.prefix[p] ? " (prefix '" : "", init.prefix[p] ? init.prefix[p] : "",
-                    init.prefix[p] ? "')" : "");
-        }
-        if (!any) fprintf(out, "\ninit: none (random initialisation)\n");
+        print_init(&init, out);
         tr_init_config_free(&init);
     }
     tr_yaml_free(root);

@@ -5,7 +5,10 @@
 // of B sequences of T tokens; model/params.h's estimates), plus the step memory of the frozen
 // encoders per chunk. Counts come from the config alone (gm_groundinggpt_census), so the 7B
 // preset is inspected without allocating 16 GB; tests/test_groundinggpt.c checks the census
-// against a real registry.
+// against a real registry. For a stage config it adds what that config trains, selected as
+// groundc train selects it (stage defaults, trainable/frozen patterns, LoRA adapters with the
+// base decoder frozen) on a model built on a meta context (names and shapes, no storage), and
+// that config's memory.
 #pragma once
 #include <stdint.h>
 #include <stdio.h>

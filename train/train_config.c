@@ -82,6 +82,17 @@ static void read_datasets(tr_yaml *data, tr_train_config *c) {
     }
 }
 
+gm_param_selection tr_train_selection(const tr_train_config *c, const char **pats) {
+    int n = c->stage ? gm_groundinggpt_stage_patterns(&c->model, c->stage, pats,
+                                                      TR_SELECTION_MAX - TR_MAX_PATTERNS)
+                     : 0;
+    for (int i = 0; i < c->n_trainable; i++) pats[n++] = c->trainable[i];
+    return (gm_param_selection){.trainable = pats,
+                                .n_trainable = n,
+                                .frozen = (const char *const *)c->frozen,
+                                .n_frozen = c->n_frozen};
+}
+
 void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
     memset(c, 0, sizeof *c);
     const int64_t big = (int64_t)1 << 40;

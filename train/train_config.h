@@ -53,6 +53,13 @@ typedef struct {
     int64_t eval_max_new; // tokens generated per answer
 } tr_train_config;
 
+// What c trains of its model: the default patterns of c->stage (none for stage 0) plus c's
+// trainable patterns, minus its frozen ones. pats (TR_SELECTION_MAX entries) backs the result.
+// A LoRA model (lora:) then trains the adapters instead of the base decoder
+// (gm_llama_lora_select), which the selection does not express.
+#define TR_SELECTION_MAX (TR_MAX_PATTERNS + 32)
+gm_param_selection tr_train_selection(const tr_train_config *c, const char **pats);
+
 // Reads root (a stage config: has `model:` and `data:`) into c; fails on anything unknown.
 void tr_train_config_read(tr_yaml *root, tr_train_config *c);
 void tr_train_config_free(tr_train_config *c);

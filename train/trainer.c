@@ -143,13 +143,8 @@ static void free_trainables(trainables *t) {
 }
 
 static void select_stage(ag_ctx *ctx, gm_groundinggpt *m, const tr_train_config *c) {
-    const char *pats[TR_MAX_PATTERNS + 32];
-    int n = c->stage ? gm_groundinggpt_stage_patterns(&m->cfg, c->stage, pats, 32) : 0;
-    for (int i = 0; i < c->n_trainable; i++) pats[n++] = c->trainable[i];
-    gm_param_selection sel = {.trainable = pats,
-                              .n_trainable = n,
-                              .frozen = (const char *const *)c->frozen,
-                              .n_frozen = c->n_frozen};
+    const char *pats[TR_SELECTION_MAX];
+    gm_param_selection sel = tr_train_selection(c, pats);
     if (gm_params_apply(ctx, m->params, &sel) == 0)
         ag_fail("train: the stage selects no trainable parameter");
     // LoRA (config lora:): the base decoder freezes, its adapters train; the rest as selected.
