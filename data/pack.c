@@ -28,6 +28,7 @@
 
 #include "autograd/error.h"
 #include "data/audio.h"
+#include "data/files.h"
 #include "data/grounding.h"
 #include "data/image.h"
 #include "data/jsonl.h"
@@ -559,24 +560,6 @@ static void remove_dir(const char *dir) {
     (void)rmdir(dir);
 }
 
-static void make_dirs(const char *path) {
-    char *s = ag_xstrdup(path);
-    for (char *q = s + 1;; q++) {
-        if (*q != '/' && *q) continue;
-        char c = *q;
-        *q = 0;
-        if (mkdir(s, 0777) != 0 && errno != EEXIST) {
-            int e = errno;
-            ag_fail("%s: cannot create the folder: %s", s, strerror(e));
-        }
-        *q = c;
-        if (!c) break;
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) ag_fail("%s: not a folder", path);
-    free(s);
-}
-
 static void shard_name(char *buf, size_t n, int64_t k) {
     snprintf(buf, n, "shard_%05lld.h5", (long long)k);
 }
@@ -646,7 +629,7 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
 
     read_inputs(p);
 
-    make_dirs(cfg->out_dir);
+    ds_make_dirs(cfg->out_dir);
     char *staging = join_path(cfg->out_dir, STAGING_NAME);
     remove_dir(staging); // left over by a run that crashed
     if (mkdir(staging, 0777) != 0)

@@ -13,6 +13,7 @@
 #include "autograd/error.h"
 #include "autograd/rng.h"
 #include "data/audio.h"
+#include "data/files.h"
 #include "data/grounding.h"
 #include "data/image.h"
 #include "data/video.h"
@@ -99,11 +100,6 @@ static void fill(uint8_t *rgb, int w, int h, rng *r) {
 
 static bool overlaps(const shape *a, const shape *b) {
     return a->x1 < b->x2 && b->x1 < a->x2 && a->y1 < b->y2 && b->y1 < a->y2;
-}
-
-static void make_dir(const char *path) {
-    if (mkdir(path, 0777) && errno != EEXIST)
-        ag_fail("%s: cannot create: %s", path, strerror(errno));
 }
 
 static cJSON *turn(const char *from, const char *value) {
@@ -283,13 +279,13 @@ void ds_synth(const ds_synth_config *c) {
     if (!(c->eval_fraction >= 0 && c->eval_fraction < 1))
         ag_fail("synth: eval_fraction outside [0, 1)");
     char dir[4096];
-    make_dir(c->out_dir);
+    ds_make_dirs(c->out_dir);
     snprintf(dir, sizeof dir, "%s/media", c->out_dir);
-    make_dir(dir);
+    ds_make_dirs(dir);
     const char *sub[] = {"images", "videos", "audio"};
     for (int k = 0; k < 3; k++) {
         snprintf(dir, sizeof dir, "%s/media/%s", c->out_dir, sub[k]);
-        make_dir(dir);
+        ds_make_dirs(dir);
     }
     cJSON *train = cJSON_CreateArray(), *eval = cJSON_CreateArray();
     int64_t counts[3] = {c->images, c->videos, c->audios};

@@ -146,7 +146,10 @@ int main(void) {
     c.max_shapes = 3;
     c.out_dir = dir;
     ds_synth(&c);
-    c.out_dir = dir2;
+    // The second run into a folder whose parents do not exist yet (mkdir -p).
+    char nested[512];
+    snprintf(nested, sizeof nested, "%s/a/b", dir2);
+    c.out_dir = nested;
     ds_synth(&c);
 
     char path[4096];
@@ -186,7 +189,7 @@ int main(void) {
                           "media/videos/vid_000002.mp4", "media/audio/aud_000003.wav"};
     for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
         char a[4096], b[4096];
-        snprintf(a, sizeof a, "cmp -s %s/%s %s/%s", dir, same[i], dir2, same[i]);
+        snprintf(a, sizeof a, "cmp -s %s/%s %s/%s", dir, same[i], nested, same[i]);
         TL_CHECK(system(a) == 0, "%s differs between two runs with the same seed", same[i]);
         (void)b;
     }

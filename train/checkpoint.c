@@ -19,6 +19,7 @@
 
 #include "autograd/error.h"
 #include "autograd/safetensors.h"
+#include "data/files.h"
 #include "train/model_config.h"
 
 // Paths -----------------------------------------------------------------------------------
@@ -29,18 +30,7 @@ static void path_join(char *out, size_t n, const char *dir, const char *name) {
 }
 
 void tr_make_dirs(const char *path) {
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        ag_fail("%s: path too long", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p) continue;
-        char c = *p;
-        *p = 0;
-        if (mkdir(buf, 0777) && errno != EEXIST)
-            ag_fail("%s: cannot create: %s", buf, strerror(errno));
-        *p = c;
-        if (!c) break;
-    }
+    ds_make_dirs(path);
 }
 
 static void fsync_path(const char *path) {
