@@ -56,6 +56,13 @@ run || bad "reference run: $(tail -3 "$tmp/log")"
 n=$(ls -d ref/step_* | wc -l); [ "$n" = 2 ] && ok || bad "keep 2: $n checkpoints left"
 grep -qE '"complete":\s*true' ref/latest/state.json && ok || bad "final state complete"
 
+# --- metrics.jsonl is written as the run goes: killed after step 5 (last checkpoint at 3), it
+# holds steps 1-4; the resume drops step 4's line and writes it again, the same
+GROUNDC_TEST_KILL_AT_STEP=5 run --set checkpoint.out=$tmp/k0
+[ "$(losses k0/metrics.jsonl | wc -l)" = 4 ] && ok || bad "live metrics: $(losses k0/metrics.jsonl | wc -l) lines after step 4, want 4"
+run --set checkpoint.out=$tmp/k0 --resume auto || bad "resume k0: $(tail -3 "$tmp/log")"
+diff <(losses ref/metrics.jsonl) <(losses k0/metrics.jsonl) >/dev/null && ok || bad "k0 losses differ after resume"
+
 # --- SIGKILL after step 7 (checkpoints at 3, 6): resume continues from step 6
 GROUNDC_TEST_KILL_AT_STEP=7 run --set checkpoint.out=$tmp/k1
 [ "$(readlink k1/latest)" = step_00000006 ] && ok || bad "killed run: latest $(readlink k1/latest)"

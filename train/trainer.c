@@ -382,6 +382,8 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
                         "\"elapsed_s\": %.3f}\n",
                         step, c->stage, last_loss, lr, gnorm, tokens_seen,
                         (t - t_win) > 0 ? win_tokens / (t - t_win) : 0, t - t0);
+            // Live for tail -f and plots mid-run; a resume drops lines past its checkpoint.
+            if (lead && fflush(mf)) ag_fail("%s: write failed: %s", metrics, strerror(errno));
             win_loss = win_tokens = 0;
             win_steps = 0;
             t_win = t;
