@@ -12,7 +12,8 @@
 #     the checkpoint (within 1e-6 of the tensor's largest value), no lora tensor, and the
 #     linears that were not targeted equal to the base; `--format gguf` (f32) the same;
 #   - a model without lora: initialised from the LoRA checkpoint holds the same merged weights
-#     (folded on import); without the checkpoint's config.yaml (alpha) that is refused;
+#     (folded on import), and so does a LoRA run of another rank, whose own adapters start
+#     fresh; without the checkpoint's config.yaml (alpha) that is refused;
 #   - generate runs on the checkpoint.
 set -u
 . "$(dirname "$0")/lib.sh" "$@"
@@ -239,6 +240,31 @@ for l in sorted({int(k.split(".")[2]) for k in ck if k.startswith("model.layers.
         worst, n = max(worst, err), n + 1
         assert err <= 1e-6, (base, err)
 print(f"init from LoRA: {n} linears equal W + 2 B A (or W), worst relative error {worst:.2e}")
+PY
+# ... and a LoRA run of another rank and targets started from it: the checkpoint's adapters
+# are folded the same way, the new ones (rank 2 on q_proj, v_proj) start fresh (B = 0 at lr 0)
+write_config "$tmp/r2" | sed -e 's|rank: 4|rank: 2|' -e 's|alpha: 8|alpha: 4|' \
+  -e 's|targets: .*|targets: [q_proj, v_proj]|' -e 's|lr: 1.0e-2|lr: 0|' -e 's|steps: 8|steps: 1|' \
+  -e "s|checkpoint: $tmp/stage3/latest|checkpoint: $tmp/ft/latest|" >r2.yaml
+"$groundc" train r2.yaml >r2.log 2>&1 && ok || bad "rank 2 from rank 4: $(tail -3 r2.log)"
+$py - <<'PY' && ok || bad "rank-2 run from the rank-4 checkpoint: not W + (alpha/r) B A, or adapters not fresh"
+from st import *
+ck, got = read("ft/latest/model.safetensors"), read("r2/latest/model.safetensors")
+n = 0
+for l in sorted({int(k.split(".")[2]) for k in ck if k.startswith("model.layers.")}):
+    for t, part in {**TARGETS, **OTHERS}.items():
+        base = f"model.layers.{l}.{part}.{t}"
+        ref = ck[base + ".weight"]
+        if t in TARGETS:
+            ref = ref + (8 / 4) * ck[base + ".lora_B.weight"] @ ck[base + ".lora_A.weight"]
+        assert abs(got[base + ".weight"] - ref).max() / abs(ref).max() <= 1e-6, base
+        fresh = t in ("q_proj", "v_proj")
+        assert (base + ".lora_A.weight" in got) == fresh, base
+        if fresh:
+            assert got[base + ".lora_A.weight"].shape[0] == 2, base
+            assert not got[base + ".lora_B.weight"].any(), base + ": B is not fresh"
+        n += 1
+print(f"rank 2 from rank 4: {n} linears folded, fresh adapters on q_proj and v_proj")
 PY
 # ... and a checkpoint with adapters but no config.yaml to give alpha is refused
 mkdir -p noconf && cp ft/latest/model.safetensors noconf/

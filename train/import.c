@@ -366,6 +366,13 @@ static void resolve(job *j, mapping *mp, bool *used) {
         ok = shape_is(e, t->ndim, t->shape);
         fmt_shape(want, sizeof want, t->ndim, t->shape);
     }
+    // A checkpoint's LoRA adapter of another rank: the model keeps its fresh adapter and the
+    // file's pair is folded into the base weight (plan_fold).
+    if (!ok && j->part == TR_INIT_CHECKPOINT &&
+        (strstr(t->name, ".lora_A.weight") || strstr(t->name, ".lora_B.weight"))) {
+        mp->idx = -1;
+        return;
+    }
     if (!ok)
         ag_fail("%s: tensor '%s' has shape %s, the model's '%s' needs %s", wt->file->path, e->name,
                 fmt_shape(have, sizeof have, e->ndim, e->shape), t->name, want);

@@ -96,9 +96,10 @@ void tr_init_config_free(tr_init_config *c);
 
 // Loads one part of m from path (prefix may be NULL). Returns the number of tensors read.
 // Part checkpoint: LoRA adapters in the file ("<W>.lora_A.weight", "<W>.lora_B.weight") that
-// the model does not have (no lora: section, or other targets) are folded into their base
-// weight, W += (alpha / r) B A, with alpha and r from the config.yaml beside the weights (the
-// checkpoint's); without one that is an error. Adapters the model has load as they are.
+// the model does not have (no lora: section, other targets, or another rank: the model's own
+// adapter then starts fresh) are folded into their base weight, W += (alpha / r) B A, with
+// alpha and r from the config.yaml beside the weights (the checkpoint's); without one that is
+// an error. Adapters of the same shape load as they are (a LoRA run continued).
 int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, const char *prefix);
 // Loads every configured part (llm, encoders, frame Q-Former, then checkpoint); one line per
 // part to log (may be NULL). Fails for a part whose branch the model lacks.
