@@ -127,6 +127,27 @@ from st_read import read  # noqa: E402
 TARGETS = {"q_proj": "self_attn", "k_proj": "self_attn", "o_proj": "self_attn",
            "gate_proj": "mlp", "down_proj": "mlp"}
 OTHERS = {"v_proj": "self_attn", "up_proj": "mlp"}
+
+
+def merged(ck):
+    """(name, t, W + (alpha/r) B A for a targeted linear, else W) for every linear of ck."""
+    for l in sorted({int(k.split(".")[2]) for k in ck if k.startswith("model.layers.")}):
+        for t, part in {**TARGETS, **OTHERS}.items():
+            base = f"model.layers.{l}.{part}.{t}"
+            ref = ck[base + ".weight"]
+            if t in TARGETS:
+                ref = ref + (8 / 4) * ck[base + ".lora_B.weight"] @ ck[base + ".lora_A.weight"]
+            yield base, t, ref
+
+
+def check_merged(ck, got, what):
+    """Every linear of got (a name -> array function) equals merged(ck) to 1e-6 relative."""
+    worst, n = 0.0, 0
+    for base, t, ref in merged(ck):
+        err = abs(got(base + ".weight") - ref).max() / abs(ref).max()
+        worst, n = max(worst, err), n + 1
+        assert err <= 1e-6, (base, err)
+    print(f"{what}: {n} linears equal W + 2 B A (or W), worst relative error {worst:.2e}")
 PY
 
 # Adapters: every targeted linear of every layer has A (4, in) and B (out, 4); B moved off 0;
@@ -175,22 +196,10 @@ def exported(name):  # checkpoint name -> the export's (LLaVA nests the LLM)
         if k in ex:
             return ex[k]
     raise KeyError(name)
-worst, n = 0.0, 0
-layers = sorted({int(k.split(".")[2]) for k in ck if k.startswith("model.layers.")})
-for l in layers:
-    for t, part in {**TARGETS, **OTHERS}.items():
-        base = f"model.layers.{l}.{part}.{t}"
-        W = ck[base + ".weight"]
-        ref = W
-        if t in TARGETS:
-            ref = W + (8 / 4) * ck[base + ".lora_B.weight"] @ ck[base + ".lora_A.weight"]
-            assert abs(ref - W).max() > 1e-6, base + ": the update is negligible"
-        got = exported(base + ".weight")
-        err = abs(got - ref).max() / abs(ref).max()
-        worst = max(worst, err)
-        assert err <= 1e-6, (base, err)
-        n += 1
-print(f"export: {n} linears equal W + 2 B A (or W), worst relative error {worst:.2e}")
+for base, t, ref in merged(ck):
+    if t in TARGETS:
+        assert abs(ref - ck[base + ".weight"]).max() > 1e-6, base + ": the update is negligible"
+check_merged(ck, exported, "export")
 PY
 
 # GGUF (f32): the same merged weights, read back through gguf_read.py's inverse transforms
@@ -204,17 +213,7 @@ from st import *
 ck = read("ft/latest/model.safetensors")
 cfg = yaml.safe_load(open("ft/latest/config.yaml"))["model"]
 ex = to_checkpoint("gguf", cfg)
-worst = 0.0
-for l in range(cfg["llm"]["layers"]):
-    for t, part in {**TARGETS, **OTHERS}.items():
-        base = f"model.layers.{l}.{part}.{t}"
-        ref = ck[base + ".weight"]
-        if t in TARGETS:
-            ref = ref + (8 / 4) * ck[base + ".lora_B.weight"] @ ck[base + ".lora_A.weight"]
-        err = abs(ex[base + ".weight"] - ref).max() / abs(ref).max()
-        worst = max(worst, err)
-        assert err <= 1e-6, (base, err)
-print(f"gguf: merged linears, worst relative error {worst:.2e}")
+check_merged(ck, lambda k: ex[k], "gguf")
 PY
 
 # --- a plain model (no lora:) started from the LoRA checkpoint: init folds the adapters into
@@ -229,17 +228,7 @@ $py - <<'PY' && ok || bad "init from a LoRA checkpoint did not fold W + (alpha/r
 from st import *
 ck, got = read("ft/latest/model.safetensors"), read("plain/latest/model.safetensors")
 assert not any("lora" in k for k in got), "lora tensors in the plain model"
-worst, n = 0.0, 0
-for l in sorted({int(k.split(".")[2]) for k in ck if k.startswith("model.layers.")}):
-    for t, part in {**TARGETS, **OTHERS}.items():
-        base = f"model.layers.{l}.{part}.{t}"
-        ref = ck[base + ".weight"]
-        if t in TARGETS:
-            ref = ref + (8 / 4) * ck[base + ".lora_B.weight"] @ ck[base + ".lora_A.weight"]
-        err = abs(got[base + ".weight"] - ref).max() / abs(ref).max()
-        worst, n = max(worst, err), n + 1
-        assert err <= 1e-6, (base, err)
-print(f"init from LoRA: {n} linears equal W + 2 B A (or W), worst relative error {worst:.2e}")
+check_merged(ck, lambda k: got[k], "init from LoRA")
 PY
 # ... and a LoRA run of another rank and targets started from it: the checkpoint's adapters
 # are folded the same way, the new ones (rank 2 on q_proj, v_proj) start fresh (B = 0 at lr 0)
@@ -250,21 +239,14 @@ write_config "$tmp/r2" | sed -e 's|rank: 4|rank: 2|' -e 's|alpha: 8|alpha: 4|' \
 $py - <<'PY' && ok || bad "rank-2 run from the rank-4 checkpoint: not W + (alpha/r) B A, or adapters not fresh"
 from st import *
 ck, got = read("ft/latest/model.safetensors"), read("r2/latest/model.safetensors")
-n = 0
-for l in sorted({int(k.split(".")[2]) for k in ck if k.startswith("model.layers.")}):
-    for t, part in {**TARGETS, **OTHERS}.items():
-        base = f"model.layers.{l}.{part}.{t}"
-        ref = ck[base + ".weight"]
-        if t in TARGETS:
-            ref = ref + (8 / 4) * ck[base + ".lora_B.weight"] @ ck[base + ".lora_A.weight"]
-        assert abs(got[base + ".weight"] - ref).max() / abs(ref).max() <= 1e-6, base
-        fresh = t in ("q_proj", "v_proj")
-        assert (base + ".lora_A.weight" in got) == fresh, base
-        if fresh:
-            assert got[base + ".lora_A.weight"].shape[0] == 2, base
-            assert not got[base + ".lora_B.weight"].any(), base + ": B is not fresh"
-        n += 1
-print(f"rank 2 from rank 4: {n} linears folded, fresh adapters on q_proj and v_proj")
+check_merged(ck, lambda k: got[k], "rank 2 from rank 4")
+for base, t, _ in merged(ck):
+    fresh = t in ("q_proj", "v_proj")
+    assert (base + ".lora_A.weight" in got) == fresh, base
+    if fresh:
+        assert got[base + ".lora_A.weight"].shape[0] == 2, base
+        assert not got[base + ".lora_B.weight"].any(), base + ": B is not fresh"
+print("rank 2 from rank 4: fresh adapters on q_proj and v_proj")
 PY
 # ... and a checkpoint with adapters but no config.yaml to give alpha is refused
 mkdir -p noconf && cp ft/latest/model.safetensors noconf/
