@@ -152,34 +152,22 @@ static gm_part part_of(const gm_census_row *rows, int n, const char *name) {
     ag_fail("inspect: parameter '%s' is in no module of the census", name);
 }
 
-static bool listed(ag_tensor *const *ts, int n, const ag_tensor *t) {
-    for (int i = 0; i < n; i++)
-        if (ts[i] == t) return true;
-    return false;
-}
-
 // What this stage config trains, exactly as groundc train selects it (stage defaults,
 // trainable/frozen patterns, LoRA), counted on a model built without storage.
 static void inspect_stage(const tr_train_config *c, int64_t batch, int64_t seq, FILE *out) {
     const gm_groundinggpt_config *cfg = &c->model;
     ag_ctx *meta = ag_ctx_new_meta();
     gm_groundinggpt *m = gm_groundinggpt_new(meta, cfg);
-    const char *pats[TR_SELECTION_MAX];
-    gm_param_selection sel = tr_train_selection(c, pats);
-    gm_params_count_selected(m->params, &sel); // a pattern matching nothing fails, as in train
+    tr_train_select(meta, m, c); // the trainer's own selection, on shapes only
     gm_census_row rows[64];
     int nr = gm_groundinggpt_census(cfg, rows, 64);
-    const gm_llama *l = m->llm;
     int64_t total[GM_NPART] = {0}, train[GM_NPART] = {0}, all = 0, trainable = 0;
     for (int i = 0; i < m->params->n; i++) {
         const ag_tensor *p = m->params->tensors[i];
         gm_part part = part_of(rows, nr, p->name);
-        bool t = listed(l->lora_params, l->n_lora, p) ||
-                 (!(l->n_lora && listed(l->params, l->n_params, p)) &&
-                  gm_params_selected(&sel, p->name));
         total[part] += ag_numel(p);
         all += ag_numel(p);
-        if (t) {
+        if (p->requires_grad) {
             train[part] += ag_numel(p);
             trainable += ag_numel(p);
         }

@@ -82,15 +82,18 @@ static void read_datasets(tr_yaml *data, tr_train_config *c) {
     }
 }
 
-gm_param_selection tr_train_selection(const tr_train_config *c, const char **pats) {
-    int n = c->stage ? gm_groundinggpt_stage_patterns(&c->model, c->stage, pats,
-                                                      TR_SELECTION_MAX - TR_MAX_PATTERNS)
-                     : 0;
+void tr_train_select(ag_ctx *ctx, gm_groundinggpt *m, const tr_train_config *c) {
+    const char *pats[TR_MAX_PATTERNS + 32];
+    int n = c->stage ? gm_groundinggpt_stage_patterns(&m->cfg, c->stage, pats, 32) : 0;
     for (int i = 0; i < c->n_trainable; i++) pats[n++] = c->trainable[i];
-    return (gm_param_selection){.trainable = pats,
-                                .n_trainable = n,
-                                .frozen = (const char *const *)c->frozen,
-                                .n_frozen = c->n_frozen};
+    gm_param_selection sel = {.trainable = pats,
+                              .n_trainable = n,
+                              .frozen = (const char *const *)c->frozen,
+                              .n_frozen = c->n_frozen};
+    if (gm_params_apply(ctx, m->params, &sel) == 0)
+        ag_fail("train: the stage selects no trainable parameter");
+    // LoRA (config lora:): the base decoder freezes, its adapters train; the rest as selected.
+    if (m->llm->n_lora) gm_llama_lora_select(ctx, m->llm);
 }
 
 void tr_train_config_read(tr_yaml *root, tr_train_config *c) {

@@ -53,12 +53,11 @@ typedef struct {
     int64_t eval_max_new; // tokens generated per answer
 } tr_train_config;
 
-// What c trains of its model: the default patterns of c->stage (none for stage 0) plus c's
-// trainable patterns, minus its frozen ones. pats (TR_SELECTION_MAX entries) backs the result.
-// A LoRA model (lora:) then trains the adapters instead of the base decoder
-// (gm_llama_lora_select), which the selection does not express.
-#define TR_SELECTION_MAX (TR_MAX_PATTERNS + 32)
-gm_param_selection tr_train_selection(const tr_train_config *c, const char **pats);
+// Marks what c trains of m (built from c->model) trainable and every other parameter frozen:
+// the default patterns of c->stage (none for stage 0) plus c's trainable patterns, minus its
+// frozen ones; with LoRA (lora:) the base decoder then freezes and its adapters train. Fails
+// when a pattern matches nothing or nothing trains. Works on a meta context too (inspect).
+void tr_train_select(ag_ctx *ctx, gm_groundinggpt *m, const tr_train_config *c);
 
 // Reads root (a stage config: has `model:` and `data:`) into c; fails on anything unknown.
 void tr_train_config_read(tr_yaml *root, tr_train_config *c);

@@ -142,15 +142,6 @@ static void free_trainables(trainables *t) {
     free(t->mine_decay);
 }
 
-static void select_stage(ag_ctx *ctx, gm_groundinggpt *m, const tr_train_config *c) {
-    const char *pats[TR_SELECTION_MAX];
-    gm_param_selection sel = tr_train_selection(c, pats);
-    if (gm_params_apply(ctx, m->params, &sel) == 0)
-        ag_fail("train: the stage selects no trainable parameter");
-    // LoRA (config lora:): the base decoder freezes, its adapters train; the rest as selected.
-    if (m->llm->n_lora) gm_llama_lora_select(ctx, m->llm);
-}
-
 // Refuses a checkpoint that this run cannot continue.
 static void check_resume(const char *dir, const tr_ckpt_state *st, const char *model_digest,
                          const tr_dist *d, int64_t global_batch, int64_t total_steps, bool zero1) {
@@ -221,7 +212,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
         gm_groundinggpt_init(m, c->seed, c->init_std);
         tr_import(m, &c->init, log);
     }
-    select_stage(ctx, m, c);
+    tr_train_select(ctx, m, c);
     trainables tp = {0};
     pick_trainables(m, c, d, &tp);
     ag_adamw *opt = NULL;
