@@ -101,8 +101,7 @@ static int run_stage(const char *path, tr_yaml *root, const train_args *a, const
                    path, c.stage, c.n_datasets, c.n_datasets > 1 ? "s" : "",
                    (long long)c.micro_batch, (long long)c.accumulation, d->world,
                    d->world > 1 ? "s" : "");
-        memset(res, 0, sizeof *res);
-        res->final_loss = res->rec_acc = res->tvg_r1 = res->rec_constant = res->tvg_constant = NAN;
+        tr_stage_result_clear(res);
         snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s/latest", c.out_dir);
         tr_train_config_free(&c);
         return 0;

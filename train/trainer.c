@@ -164,10 +164,14 @@ static void check_resume(const char *dir, const tr_ckpt_state *st, const char *m
                 st->zero1 ? "with" : "without", zero1 ? "true" : "false");
 }
 
+void tr_stage_result_clear(tr_stage_result *r) {
+    memset(r, 0, sizeof *r);
+    r->final_loss = r->rec_acc = r->tvg_r1 = r->rec_constant = r->tvg_constant = NAN;
+}
+
 void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_dist *d,
                     const char *resume, tr_stage_result *res) {
-    memset(res, 0, sizeof *res);
-    res->final_loss = res->rec_acc = res->tvg_r1 = res->rec_constant = res->tvg_constant = NAN;
+    tr_stage_result_clear(res);
     const bool lead = d->rank == 0;
     FILE *log = lead ? stdout : NULL;
 

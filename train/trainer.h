@@ -31,6 +31,9 @@ typedef struct {
     char final_ckpt[4096];
 } tr_stage_result;
 
+// An empty result: nothing ran, every score NAN, no checkpoint.
+void tr_stage_result_clear(tr_stage_result *r);
+
 // Runs the stage. resume: NULL (fresh; fails if checkpoint.out already holds checkpoints),
 // "auto" (the newest complete checkpoint of checkpoint.out, else fresh) or a checkpoint
 // folder. resolved is stored with every checkpoint. Collective across d's ranks.
