@@ -279,10 +279,7 @@ void ds_synth(const ds_synth_config *c) {
     if (!(c->eval_fraction >= 0 && c->eval_fraction < 1))
         ag_fail("synth: eval_fraction outside [0, 1)");
     char dir[4096];
-    ds_make_dirs(c->out_dir);
-    snprintf(dir, sizeof dir, "%s/media", c->out_dir);
-    ds_make_dirs(dir);
-    const char *sub[] = {"images", "videos", "audio"};
+    const char *sub[] = {"images", "videos", "audio"}; // mkdir -p makes OUT and OUT/media too
     for (int k = 0; k < 3; k++) {
         snprintf(dir, sizeof dir, "%s/media/%s", c->out_dir, sub[k]);
         ds_make_dirs(dir);

@@ -18,6 +18,7 @@
 #include "data/tokenizer.h"
 #include "model/groundinggpt.h"
 #include "testlib.h"
+#include "data/files.h"
 #include "train/checkpoint.h"
 #include "train/export.h"
 #include "train/model_config.h"
@@ -35,7 +36,7 @@ static gm_groundinggpt_config tiny_config(void) {
 static void export_to(const gm_groundinggpt *m, const ds_tokenizer *tok, const char *dtype,
                       const char *dir) {
     tr_remove_tree(dir);
-    tr_make_dirs(dir);
+    ds_make_dirs(dir);
     tr_export_job job = {.ckpt_dir = "(test model)",
                          .model = m,
                          .tok = tok,
@@ -54,7 +55,7 @@ int main(void) {
     char root[1024];
     if (keep && keep[0]) {
         snprintf(root, sizeof root, "%s", keep);
-        tr_make_dirs(root);
+        ds_make_dirs(root);
     } else {
         snprintf(root, sizeof root, "/tmp/groundc-export-hf-XXXXXX");
         if (!mkdtemp(root)) ag_fail("cannot make a temporary folder");

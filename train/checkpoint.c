@@ -29,10 +29,6 @@ static void path_join(char *out, size_t n, const char *dir, const char *name) {
         ag_fail("%s/%s: path too long", dir, name);
 }
 
-void tr_make_dirs(const char *path) {
-    ds_make_dirs(path);
-}
-
 static void fsync_path(const char *path) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) ag_fail("%s: cannot open to sync: %s", path, strerror(errno));
@@ -352,7 +348,7 @@ void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params 
     // rewriting it would only open a window where it is incomplete.
     bool exists = stat(final, &sb) == 0;
     if (d->rank == 0 && !exists) {
-        tr_make_dirs(out_dir);
+        ds_make_dirs(out_dir);
         tr_remove_tree(tmp); // left by a run killed while writing
         if (mkdir(tmp, 0777)) ag_fail("%s: cannot create: %s", tmp, strerror(errno));
     }

@@ -60,9 +60,6 @@ void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params 
 // rm -r of a folder of plain files and folders (absent: nothing to do); fails naming the path.
 void tr_remove_tree(const char *dir);
 
-// mkdir -p: creates path and its missing parents; fails naming the folder.
-void tr_make_dirs(const char *path);
-
 // The checkpoint that `--resume auto` continues: OUT/latest resolved to its folder
 // (allocated), or NULL when OUT has none.
 char *tr_ckpt_latest(const char *out_dir);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "autograd/error.h"
+#include "data/files.h"
 #include "train/checkpoint.h"
 
 static const char *const usage_line =
@@ -76,7 +77,7 @@ int tr_export_main(int argc, char **argv) {
         (size_t)snprintf(old, sizeof old, "%s.old-%d", out, (int)getpid()) >= sizeof old)
         ag_fail("export: %s: path too long", out);
     tr_remove_tree(tmp);
-    tr_make_dirs(tmp);
+    ds_make_dirs(tmp);
     ag_set_error_handler(remove_tmp_on_error);
     tr_export_job job = {
         .ckpt_dir = ckpt, .model = m, .tok = tok, .tokenizer_path = tok_path, .dtype = dtype};

@@ -12,6 +12,7 @@
 #include "autograd/error.h"
 #include "autograd/optim.h"
 #include "data/copy_task.h"
+#include "data/files.h"
 #include "train/checkpoint.h"
 #include "train/dist.h"
 #include "train/schedule.h"
@@ -137,7 +138,7 @@ static void evaluate(ag_ctx *ctx, const gm_llama *m, const tr_lm_config *c, doub
 }
 
 int tr_train_lm(const tr_lm_config *c, const tr_yaml *resolved) {
-    tr_make_dirs(c->out_dir);
+    ds_make_dirs(c->out_dir);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.yaml", c->out_dir);
     FILE *cf = fopen(path, "w");

@@ -18,6 +18,7 @@
 #include "autograd/optim.h"
 #include "autograd/rng.h"
 #include "train/batch.h"
+#include "data/files.h"
 #include "train/checkpoint.h"
 #include "train/eval.h"
 #include "train/schedule.h"
@@ -260,7 +261,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     char metrics[PATH_MAX];
     FILE *mf = NULL;
     if (lead) {
-        tr_make_dirs(c->out_dir);
+        ds_make_dirs(c->out_dir);
         snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", c->out_dir);
         if (from) truncate_metrics(metrics, step);
         mf = fopen(metrics, from ? "ab" : "wb");
