@@ -1,6 +1,7 @@
 // context.c: see context.h.
 #include "context.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -272,23 +273,98 @@ ag_tensor *ag_grad_of(ag_ctx *ctx, ag_tensor *t) {
     return t->grad;
 }
 
-static void run_tape(ag_ctx *ctx) {
+// Watched tensors (ag_backward_watch): for each, the tape nodes still to run that read it.
+typedef struct {
+    uintptr_t key; // the tensor's address, for sorting
+    int index;     // into watch[]
+} watch_key;
+
+typedef struct {
+    ag_tensor *const *watch;
+    int n;
+    watch_key *sorted; // by key, for the lookup of a node's inputs
+    int *left;         // per watch index: readers not yet run
+    ag_grad_ready_fn ready;
+    void *user;
+} watcher;
+
+static int cmp_watch_key(const void *a, const void *b) {
+    uintptr_t x = ((const watch_key *)a)->key, y = ((const watch_key *)b)->key;
+    return (x > y) - (x < y);
+}
+
+// Index into watch[] of t, -1 when t is not watched.
+static int watch_index(const watcher *w, const ag_tensor *t) {
+    if (!t) return -1;
+    watch_key k = {.key = (uintptr_t)t}, *hit;
+    hit = bsearch(&k, w->sorted, (size_t)w->n, sizeof k, cmp_watch_key);
+    return hit ? hit->index : -1;
+}
+
+static ag_tensor *node_input(const ag_node *n, int i) {
+    return n->n_in > AG_NODE_MAX_IN ? n->in_many[i] : n->in[i];
+}
+
+// Counts each watched tensor's readers on the tape and fires those with none.
+static void watch_begin(ag_ctx *ctx, watcher *w) {
+    w->sorted = ag_step_alloc(ctx, sizeof *w->sorted * (size_t)w->n);
+    w->left = ag_step_alloc(ctx, sizeof *w->left * (size_t)w->n);
+    for (int i = 0; i < w->n; i++) {
+        if (!w->watch[i]) ag_fail("backward_watch: watch[%d] is NULL", i);
+        w->sorted[i] = (watch_key){.key = (uintptr_t)w->watch[i], .index = i};
+        w->left[i] = 0;
+    }
+    qsort(w->sorted, (size_t)w->n, sizeof *w->sorted, cmp_watch_key);
+    for (int i = 1; i < w->n; i++)
+        if (w->sorted[i].key == w->sorted[i - 1].key)
+            ag_fail("backward_watch: '%s' is watched twice",
+                    ag_label(w->watch[w->sorted[i].index], "?"));
     for (ag_node *n = ctx->tape; n; n = n->prev)
+        for (int i = 0; i < n->n_in; i++) {
+            int k = watch_index(w, node_input(n, i));
+            if (k >= 0) w->left[k]++;
+        }
+    for (int i = 0; i < w->n; i++)
+        if (w->left[i] == 0) w->ready(w->watch[i], w->user);
+}
+
+// Node n has run (or was skipped): its watched inputs have one reader fewer.
+static void watch_done(watcher *w, const ag_node *n) {
+    for (int i = 0; i < n->n_in; i++) {
+        int k = watch_index(w, node_input(n, i));
+        if (k >= 0 && --w->left[k] == 0) w->ready(w->watch[k], w->user);
+    }
+}
+
+// The one walk of the tape, newest node first; w is NULL when nothing is watched.
+static void run_tape(ag_ctx *ctx, watcher *w) {
+    if (w) watch_begin(ctx, w);
+    for (ag_node *n = ctx->tape; n; n = n->prev) {
         if (n->out->grad) {
             n->backward(ctx, n);
             release_grad(ctx, n->out);
         }
+        if (w) watch_done(w, n);
+    }
 }
 
-void ag_backward(ag_ctx *ctx, ag_tensor *loss) {
+void ag_backward_watch(ag_ctx *ctx, ag_tensor *loss, ag_tensor *const *watch, int n_watch,
+                       ag_grad_ready_fn ready, void *user) {
     if (ag_numel(loss) != 1)
         ag_fail("backward: loss must have one element, got %lld", (long long)ag_numel(loss));
     if (!loss->requires_grad)
         ag_fail("backward: the loss does not depend on any tensor that requires grad");
+    if (n_watch < 0 || (n_watch > 0 && (!watch || !ready)))
+        ag_fail("backward_watch: %d watched tensors need a list and a ready callback", n_watch);
     ag_tensor *g = ag_grad_of(ctx, loss);
     const ag_kernels *k = kernels_of("backward", g);
     KERNEL("backward", k, fill)(g->data, 1, 1.0);
-    run_tape(ctx);
+    watcher w = {.watch = watch, .n = n_watch, .ready = ready, .user = user};
+    run_tape(ctx, n_watch > 0 ? &w : NULL);
+}
+
+void ag_backward(ag_ctx *ctx, ag_tensor *loss) {
+    ag_backward_watch(ctx, loss, NULL, 0, NULL, NULL);
 }
 
 void ag_backward_from(ag_ctx *ctx, ag_tensor *out, const ag_tensor *seed) {
@@ -300,7 +376,7 @@ void ag_backward_from(ag_ctx *ctx, ag_tensor *out, const ag_tensor *seed) {
     if (!out->requires_grad) ag_fail("backward: the output does not require grad");
     ag_tensor *g = ag_grad_of(ctx, out);
     KERNEL("backward", kernels_of("backward", g), axpy)(g->data, seed->data, ag_numel(g), 1.0);
-    run_tape(ctx);
+    run_tape(ctx, NULL);
 }
 
 void ag_zero_grad(ag_ctx *ctx, ag_tensor **params, int n) {

@@ -87,6 +87,19 @@ bool ag_grad_enabled(const ag_ctx *ctx);
 void ag_backward(ag_ctx *ctx, ag_tensor *loss);
 // Backpropagates from out with seed gradient seed (same shape as out).
 void ag_backward_from(ag_ctx *ctx, ag_tensor *out, const ag_tensor *seed);
+
+// Told that t's gradient is final for this backward pass (no node left can add into it).
+typedef void (*ag_grad_ready_fn)(ag_tensor *t, void *user);
+// ag_backward that also calls ready(t, user) exactly once for each of the n_watch distinct
+// tensors in watch, as soon as no tape node still to run reads t: at once (before the walk)
+// for a tensor no node reads, else right after the last (oldest) node that reads it has run
+// or been skipped. Lets a caller start work on a gradient (a data-parallel all-reduce) while
+// the rest of the backward pass runs: nothing in the pass touches t->grad after ready(t).
+// Meant for leaves (parameters). Costs a sort of watch and a binary search per node input;
+// the bookkeeping lives in the step arena.
+void ag_backward_watch(ag_ctx *ctx, ag_tensor *loss, ag_tensor *const *watch, int n_watch,
+                       ag_grad_ready_fn ready, void *user);
+
 void ag_zero_grad(ag_ctx *ctx, ag_tensor **params, int n);
 
 // For op implementations (ops_*.c) ------------------------------------------------------
