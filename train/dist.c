@@ -2,6 +2,7 @@
 #include "train/dist.h"
 
 #include <mpi.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -362,19 +363,27 @@ static void allreduce_nccl(ag_tensor **params, int n, double scale, int64_t buck
 }
 #endif
 
-void tr_dist_allreduce_grads(const tr_dist *d, ag_tensor **params, int n, double scale,
-                             int64_t bucket_elems) {
-    if (bucket_elems < 1) bucket_elems = 1;
-    bool host_f32 = true, cuda = n > 0;
+// Fails unless every parameter has a contiguous f32 or bf16 gradient; says whether all are
+// f32 on the host and whether all are on the GPU.
+static void check_grads(ag_tensor **params, int n, bool *host_f32, bool *cuda) {
+    *host_f32 = true;
+    *cuda = n > 0;
     for (int i = 0; i < n; i++) {
         const ag_tensor *g = params[i]->grad;
         if (!g) ag_fail("dist: parameter '%s' has no gradient", ag_label(params[i], "?"));
         if (!ag_is_contiguous(g) || (g->dtype != AG_F32 && g->dtype != AG_BF16))
             ag_fail("dist: the gradient of '%s' must be a contiguous f32 or bf16 tensor",
                     ag_label(params[i], "?"));
-        host_f32 &= g->dtype == AG_F32 && g->device == AG_CPU;
-        cuda &= g->device == AG_CUDA;
+        *host_f32 &= g->dtype == AG_F32 && g->device == AG_CPU;
+        *cuda &= g->device == AG_CUDA;
     }
+}
+
+void tr_dist_allreduce_grads(const tr_dist *d, ag_tensor **params, int n, double scale,
+                             int64_t bucket_elems) {
+    if (bucket_elems < 1) bucket_elems = 1;
+    bool host_f32, cuda;
+    check_grads(params, n, &host_f32, &cuda);
     if (host_f32) {
         allreduce_host_f32(d, params, n, scale, bucket_elems);
         return;
@@ -394,6 +403,354 @@ void tr_dist_allreduce_grads(const tr_dist *d, ag_tensor **params, int n, double
 #endif
     (void)cuda;
     allreduce_staged(params, n, scale, bucket_elems);
+}
+
+// The overlapped all-reduce ---------------------------------------------------------------
+
+typedef enum {
+    RED_AFTER, // nothing overlaps: tr_dist_allreduce_grads from finish (one rank, staged paths)
+    RED_HOST,  // host f32 gradients: MPI_Iallreduce as buckets become ready
+    RED_NCCL,  // GPU gradients with NCCL: ncclAllReduce on a stream of the reducer's own
+} red_mode;
+
+typedef struct {
+    int first, last; // r->order[first .. last)
+    int64_t elems;   // in all its gradients
+    bool alone;      // one large gradient, reduced in place
+    size_t offset;   // bytes into r->pack (a packed bucket)
+    int ready;       // its gradients reported final this step
+    int req0, n_req; // host: its requests, r->req[req0 .. req0 + n_req)
+} red_bucket;
+
+typedef struct {
+    uintptr_t key; // a parameter's address, for the lookup of ready reports
+    int bucket;
+} red_key;
+
+struct tr_grad_reducer {
+    tr_dist d;
+    red_mode mode;
+    ag_tensor **params; // as given (RED_AFTER sums them in this order)
+    int n;
+    int64_t bucket_elems;
+    ag_tensor **order; // params reversed: the buckets' order
+    red_key *keys;     // sorted by key
+    red_bucket *b;
+    int nb;
+    int next;    // the first bucket not issued this step
+    bool active; // between begin and finish
+    void *pack;  // the packed buckets, side by side (host floats, or device memory)
+    MPI_Comm comm;
+    MPI_Request *req;
+    int n_req, n_live, n_done; // requests in all; issued this step; known complete
+#ifdef GROUNDC_HAVE_NCCL
+    cudaStream_t stream;           // the NCCL stream (does not wait for stream 0 by itself)
+    cudaEvent_t computed, reduced; // on stream 0 at an issue; on the NCCL stream at finish
+#endif
+};
+
+static int cmp_red_key(const void *a, const void *b) {
+    uintptr_t x = ((const red_key *)a)->key, y = ((const red_key *)b)->key;
+    return (x > y) - (x < y);
+}
+
+// MPI counts are int: a large in-place gradient goes in pieces of this many elements.
+#define RED_MPI_PIECE ((int64_t)INT32_MAX / 2)
+
+// Fixed buckets over r->order, the same on every rank: runs of small gradients of one dtype
+// packed up to bucket_elems elements, any gradient of bucket_elems or more alone.
+static size_t plan_buckets(tr_grad_reducer *r) {
+    const int64_t be = r->bucket_elems;
+    size_t pack_bytes = 0;
+    int req = 0;
+    r->b = ag_xcalloc((size_t)r->n, sizeof *r->b, "gradient buckets");
+    for (int i = 0; i < r->n;) {
+        const ag_tensor *g0 = r->order[i]->grad;
+        red_bucket *b = &r->b[r->nb++];
+        b->first = i;
+        if (ag_numel(g0) >= be) {
+            b->alone = true;
+            b->last = i + 1;
+            b->elems = ag_numel(g0);
+            b->n_req =
+                r->mode == RED_HOST ? (int)((b->elems + RED_MPI_PIECE - 1) / RED_MPI_PIECE) : 1;
+        } else {
+            int last = i;
+            while (last < r->n && r->order[last]->grad->dtype == g0->dtype &&
+                   b->elems + ag_numel(r->order[last]->grad) <= be)
+                b->elems += ag_numel(r->order[last++]->grad);
+            b->last = last;
+            b->offset = pack_bytes;
+            // 256-byte aligned, as NCCL and vector loads like it
+            pack_bytes += ((size_t)b->elems * ag_dtype_size(g0->dtype) + 255) & ~(size_t)255;
+            b->n_req = 1;
+        }
+        b->req0 = req;
+        req += b->n_req;
+        i = b->last;
+    }
+    r->n_req = req;
+    return pack_bytes;
+}
+
+tr_grad_reducer *tr_grad_reducer_new(const tr_dist *d, ag_tensor **params, int n,
+                                     int64_t bucket_elems) {
+    tr_grad_reducer *r = ag_xcalloc(1, sizeof *r, "gradient reducer");
+    r->d = *d;
+    r->params = params;
+    r->n = n;
+    r->bucket_elems = bucket_elems < 1 ? 1 : bucket_elems;
+    bool host_f32, cuda;
+    check_grads(params, n, &host_f32, &cuda);
+    r->mode = RED_AFTER;
+    if (d->world > 1 && host_f32) r->mode = RED_HOST;
+#ifdef GROUNDC_HAVE_NCCL
+    if (d->world > 1 && cuda && g_nccl) r->mode = RED_NCCL;
+#endif
+    (void)cuda;
+    if (r->mode == RED_AFTER) return r;
+    // packed host buckets are one MPI call each: their count must be an int
+    if (r->mode == RED_HOST && r->bucket_elems > RED_MPI_PIECE) r->bucket_elems = RED_MPI_PIECE;
+    r->order = ag_xcalloc((size_t)n, sizeof *r->order, "gradient reducer");
+    for (int i = 0; i < n; i++) r->order[i] = params[n - 1 - i];
+    size_t pack_bytes = plan_buckets(r);
+    r->keys = ag_xcalloc((size_t)n, sizeof *r->keys, "gradient reducer");
+    for (int k = 0; k < r->nb; k++)
+        for (int i = r->b[k].first; i < r->b[k].last; i++)
+            r->keys[i] = (red_key){.key = (uintptr_t)r->order[i], .bucket = k};
+    qsort(r->keys, (size_t)n, sizeof *r->keys, cmp_red_key);
+    for (int i = 1; i < n; i++)
+        if (r->keys[i].key == r->keys[i - 1].key)
+            ag_fail("dist: parameter '%s' listed twice for the gradient all-reduce",
+                    ag_label((const ag_tensor *)r->keys[i].key, "?"));
+    if (r->mode == RED_HOST) {
+        r->pack = ag_xmalloc(pack_bytes ? pack_bytes : 1, "gradient buckets");
+        r->req = ag_xmalloc(sizeof *r->req * (size_t)(r->n_req ? r->n_req : 1), "gradient buckets");
+        for (int i = 0; i < r->n_req; i++) r->req[i] = MPI_REQUEST_NULL;
+        // A communicator of the buckets' own: ranks issue the buckets at different points of
+        // their backward passes, so the loss sums' blocking all-reduce on MPI_COMM_WORLD may
+        // fall between buckets in a different place on each rank (collectives must come in the
+        // same order on each communicator, not across communicators).
+        mpi_check(MPI_Comm_dup(MPI_COMM_WORLD, &r->comm), "MPI_Comm_dup (gradient buckets)");
+    }
+#ifdef GROUNDC_HAVE_NCCL
+    if (r->mode == RED_NCCL) {
+        if (pack_bytes)
+            cuda_check(cudaMalloc(&r->pack, pack_bytes), "cudaMalloc (gradient buckets)");
+        cuda_check(cudaStreamCreateWithFlags(&r->stream, cudaStreamNonBlocking),
+                   "cudaStreamCreateWithFlags (gradient all-reduce)");
+        cuda_check(cudaEventCreateWithFlags(&r->computed, cudaEventDisableTiming),
+                   "cudaEventCreateWithFlags (gradients computed)");
+        cuda_check(cudaEventCreateWithFlags(&r->reduced, cudaEventDisableTiming),
+                   "cudaEventCreateWithFlags (gradients reduced)");
+    }
+#endif
+    return r;
+}
+
+void tr_grad_reducer_free(tr_grad_reducer *r) {
+    if (!r) return;
+    if (r->mode == RED_HOST) {
+        mpi_check(MPI_Comm_free(&r->comm), "MPI_Comm_free (gradient buckets)");
+        free(r->pack);
+    }
+#ifdef GROUNDC_HAVE_NCCL
+    if (r->mode == RED_NCCL) {
+        cuda_check(cudaStreamSynchronize(r->stream), "cudaStreamSynchronize (gradient all-reduce)");
+        if (r->pack) cuda_check(cudaFree(r->pack), "cudaFree (gradient buckets)");
+        cuda_check(cudaEventDestroy(r->computed), "cudaEventDestroy");
+        cuda_check(cudaEventDestroy(r->reduced), "cudaEventDestroy");
+        cuda_check(cudaStreamDestroy(r->stream), "cudaStreamDestroy (gradient all-reduce)");
+    }
+#endif
+    free(r->req);
+    free(r->keys);
+    free(r->b);
+    free(r->order);
+    free(r);
+}
+
+// Starts the all-reduce of bucket b (its gradients are final).
+static void issue_host(tr_grad_reducer *r, const red_bucket *b) {
+    if (b->alone) {
+        float *g = r->order[b->first]->grad->data;
+        for (int c = 0; c < b->n_req; c++) {
+            int64_t off = (int64_t)c * RED_MPI_PIECE;
+            int64_t cnt = b->elems - off < RED_MPI_PIECE ? b->elems - off : RED_MPI_PIECE;
+            mpi_check(MPI_Iallreduce(MPI_IN_PLACE, g + off, (int)cnt, MPI_FLOAT, MPI_SUM, r->comm,
+                                     &r->req[b->req0 + c]),
+                      "MPI_Iallreduce (gradients)");
+        }
+    } else {
+        float *bucket = (float *)((char *)r->pack + b->offset);
+        int64_t fill = 0;
+        for (int i = b->first; i < b->last; i++) {
+            const ag_tensor *g = r->order[i]->grad;
+            memcpy(bucket + fill, g->data, sizeof(float) * (size_t)ag_numel(g));
+            fill += ag_numel(g);
+        }
+        mpi_check(MPI_Iallreduce(MPI_IN_PLACE, bucket, (int)b->elems, MPI_FLOAT, MPI_SUM, r->comm,
+                                 &r->req[b->req0]),
+                  "MPI_Iallreduce (gradient bucket)");
+    }
+    r->n_live = b->req0 + b->n_req;
+}
+
+#ifdef GROUNDC_HAVE_NCCL
+// Everything on r->stream, after r->computed (recorded on stream 0 by the caller once per
+// round of issues): the backward kernels that wrote these gradients come first.
+static void issue_nccl(tr_grad_reducer *r, const red_bucket *b) {
+    const ag_tensor *g0 = r->order[b->first]->grad;
+    const ag_dtype dt = g0->dtype;
+    if (b->alone) {
+        nccl_check(ncclAllReduce(g0->data, g0->data, (size_t)b->elems, nccl_type(dt), ncclSum,
+                                 g_nccl, r->stream),
+                   "ncclAllReduce (gradients)");
+        return;
+    }
+    char *bucket = (char *)r->pack + b->offset;
+    const size_t es = ag_dtype_size(dt);
+    size_t fill = 0;
+    for (int i = b->first; i < b->last; i++) {
+        const ag_tensor *g = r->order[i]->grad;
+        size_t bytes = (size_t)ag_numel(g) * es;
+        cuda_check(
+            cudaMemcpyAsync(bucket + fill, g->data, bytes, cudaMemcpyDeviceToDevice, r->stream),
+            "cudaMemcpyAsync (gradient into bucket)");
+        fill += bytes;
+    }
+    nccl_check(
+        ncclAllReduce(bucket, bucket, (size_t)b->elems, nccl_type(dt), ncclSum, g_nccl, r->stream),
+        "ncclAllReduce (gradient bucket)");
+}
+#endif
+
+// Issues every bucket that is complete and whose predecessors have all gone: the same
+// sequence of collectives on every rank, whatever order its gradients became final in.
+static void issue_ready(tr_grad_reducer *r) {
+    bool first = true;
+    while (r->next < r->nb) {
+        const red_bucket *b = &r->b[r->next];
+        if (b->ready < b->last - b->first) break;
+        r->next++;
+        if (r->mode == RED_HOST) {
+            issue_host(r, b);
+            continue;
+        }
+#ifdef GROUNDC_HAVE_NCCL
+        if (first) {
+            cuda_check(cudaEventRecord(r->computed, 0), "cudaEventRecord (gradients computed)");
+            cuda_check(cudaStreamWaitEvent(r->stream, r->computed, 0),
+                       "cudaStreamWaitEvent (gradients computed)");
+        }
+        issue_nccl(r, b);
+#endif
+        first = false;
+    }
+    (void)first;
+}
+
+void tr_grad_reducer_begin(tr_grad_reducer *r) {
+    if (r->active || r->next)
+        ag_fail("dist: tr_grad_reducer_begin again before tr_grad_reducer_finish");
+    r->active = true;
+}
+
+void tr_grad_reducer_ready(ag_tensor *param, void *user) {
+    tr_grad_reducer *r = user;
+    if (r->mode == RED_AFTER) return;
+    if (!r->active)
+        ag_fail("dist: gradient of '%s' reported outside tr_grad_reducer_begin/finish",
+                ag_label(param, "?"));
+    red_key k = {.key = (uintptr_t)param}, *hit;
+    hit = bsearch(&k, r->keys, (size_t)r->n, sizeof k, cmp_red_key);
+    if (!hit)
+        ag_fail("dist: gradient of '%s' reported, not one of the all-reduced parameters",
+                ag_label(param, "?"));
+    red_bucket *b = &r->b[hit->bucket];
+    if (++b->ready > b->last - b->first)
+        ag_fail("dist: gradient of '%s' reported twice in one step", ag_label(param, "?"));
+    issue_ready(r);
+    if (r->mode == RED_HOST && r->n_live > r->n_done) {
+        // Nonblocking collectives advance only inside MPI calls (OpenMPI has no progress
+        // thread by default): each report gives the issued ones a turn.
+        int flag = 0;
+        mpi_check(
+            MPI_Testall(r->n_live - r->n_done, r->req + r->n_done, &flag, MPI_STATUSES_IGNORE),
+            "MPI_Testall (gradient buckets)");
+        if (flag) r->n_done = r->n_live;
+    }
+}
+
+// Host: waits for every bucket, then writes the sums times scale into the gradients (f32
+// arithmetic as tr_dist_allreduce_grads, so the two agree bit for bit on two ranks).
+static void finish_host(tr_grad_reducer *r, double scale) {
+    mpi_check(MPI_Waitall(r->n_live - r->n_done, r->req + r->n_done, MPI_STATUSES_IGNORE),
+              "MPI_Waitall (gradient buckets)");
+    const float s = (float)scale;
+    for (int k = 0; k < r->nb; k++) {
+        const red_bucket *b = &r->b[k];
+        if (b->alone) {
+            float *g = r->order[b->first]->grad->data;
+            if (scale != 1.0)
+                for (int64_t j = 0; j < b->elems; j++) g[j] *= s;
+            continue;
+        }
+        const float *bucket = (const float *)((const char *)r->pack + b->offset);
+        for (int i = b->first; i < b->last; i++) {
+            float *g = r->order[i]->grad->data;
+            int64_t m = ag_numel(r->order[i]->grad);
+            for (int64_t j = 0; j < m; j++) g[j] = bucket[j] * s;
+            bucket += m;
+        }
+    }
+}
+
+#ifdef GROUNDC_HAVE_NCCL
+// GPU: stream 0 waits for the NCCL stream, then scales and unpacks in its own order, so the
+// gradient norm and the optimizer (on stream 0) see the sums without a host synchronisation.
+static void finish_nccl(tr_grad_reducer *r, double scale) {
+    cuda_check(cudaEventRecord(r->reduced, r->stream), "cudaEventRecord (gradients reduced)");
+    cuda_check(cudaStreamWaitEvent(0, r->reduced, 0), "cudaStreamWaitEvent (gradients reduced)");
+    for (int k = 0; k < r->nb; k++) {
+        const red_bucket *b = &r->b[k];
+        ag_tensor *g0 = r->order[b->first]->grad;
+        const ag_dtype dt = g0->dtype;
+        if (b->alone) {
+            scale_on(AG_CUDA, dt, g0->data, b->elems, scale);
+            continue;
+        }
+        char *bucket = (char *)r->pack + b->offset;
+        scale_on(AG_CUDA, dt, bucket, b->elems, scale);
+        const size_t es = ag_dtype_size(dt);
+        for (int i = b->first; i < b->last; i++) {
+            ag_tensor *g = r->order[i]->grad;
+            size_t bytes = (size_t)ag_numel(g) * es;
+            cuda_check(cudaMemcpyAsync(g->data, bucket, bytes, cudaMemcpyDeviceToDevice, 0),
+                       "cudaMemcpyAsync (bucket into gradient)");
+            bucket += bytes;
+        }
+    }
+}
+#endif
+
+void tr_grad_reducer_finish(tr_grad_reducer *r, double scale) {
+    if (r->mode == RED_AFTER) {
+        tr_dist_allreduce_grads(&r->d, r->params, r->n, scale, r->bucket_elems);
+        r->active = false;
+        return;
+    }
+    // Every gradient is final now, reported or not (a rank whose last micro-batch had no
+    // supervised token ran no watched pass): what is left goes, in bucket order.
+    for (int k = 0; k < r->nb; k++) r->b[k].ready = r->b[k].last - r->b[k].first;
+    issue_ready(r);
+    if (r->mode == RED_HOST) finish_host(r, scale);
+#ifdef GROUNDC_HAVE_NCCL
+    if (r->mode == RED_NCCL) finish_nccl(r, scale);
+#endif
+    for (int k = 0; k < r->nb; k++) r->b[k].ready = 0;
+    r->next = r->n_live = r->n_done = 0;
+    r->active = false;
 }
 
 void tr_dist_broadcast(const tr_dist *d, ag_tensor *t, int root) {

@@ -4,13 +4,24 @@
 // runtime at all.
 //
 // Gradients are summed across ranks in buckets of contiguous gradients (a few calls per step
-// rather than one per tensor). Host f32 gradients go through MPI_Allreduce; the sum is
-// deterministic for a given world size, so CPU runs repeat bitwise. GPU gradients (f32 or
-// bf16) go through NCCL when groundc was built with it (GROUNDC_HAVE_NCCL): one communicator
-// per process, its id broadcast over MPI; without NCCL (and for bf16 host gradients) each
-// bucket is staged through host f32 and MPI: slow but correct. The all-reduce runs after the
-// backward pass: the tape has no per-gradient hook to start buckets early. Every MPI, NCCL
-// and CUDA call is checked and a failure is one line naming the call.
+// rather than one per tensor). Host f32 gradients go through MPI; the sum is deterministic for
+// a given world size (fixed buckets, fixed order), so CPU runs repeat bitwise. GPU gradients
+// (f32 or bf16) go through NCCL when groundc was built with it (GROUNDC_HAVE_NCCL): one
+// communicator per process, its id broadcast over MPI; without NCCL (and for bf16 host
+// gradients) each bucket is staged through host f32 and MPI: slow but correct.
+//
+// Overlap with the backward pass (tr_grad_reducer, fed by ag_backward_watch, which reports
+// each parameter once no tape node still to run can add into its gradient): a bucket is
+// issued once all its gradients are final and every earlier bucket has been issued, so every
+// rank issues the same collectives in the same order although ranks' tapes differ (a rank
+// with no video in its micro-batch has its video gradients final from the start). What
+// overlaps: host f32 gradients (MPI_Iallreduce on a communicator of their own, advanced by
+// MPI_Testall at each report), and GPU gradients with NCCL (packing and ncclAllReduce on a
+// non-blocking stream of their own that waits for the backward kernels through an event;
+// written and compiled, never run on a GPU). What does not: the host-staged path (GPU without
+// NCCL, bf16 host gradients) and a world of one, which run as tr_dist_allreduce_grads after
+// the backward pass. Every MPI, NCCL and CUDA call is checked and a failure is one line naming
+// the call.
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -49,6 +60,31 @@ void tr_dist_sum_f64(const tr_dist *d, double *x, int n);
 // gradients go alone, in place). scale multiplies the result.
 void tr_dist_allreduce_grads(const tr_dist *d, ag_tensor **params, int n, double scale,
                              int64_t bucket_elems);
+
+// The gradient all-reduce of training, overlapped with the last micro-batch's backward pass:
+//   r = tr_grad_reducer_new(d, params, n, bucket_elems)            once (collective)
+//   per step: backward passes of the micro-batches but the last (ag_backward), then
+//     tr_grad_reducer_begin(r);
+//     ag_backward_watch(ctx, loss, params, n, tr_grad_reducer_ready, r);
+//     ... (other collectives, such as tr_dist_sum_f64, may come here) ...
+//     tr_grad_reducer_finish(r, scale);
+// A rank that skips its last backward pass (no supervised token) calls finish alone: it
+// issues whatever was not issued. The buckets are fixed at creation and the same on every
+// rank: params in reverse (the last parameters' gradients tend to be final first), runs of
+// small gradients of one dtype packed up to bucket_elems, a gradient of bucket_elems or more
+// alone, in place. Sums are unscaled until finish (the scale, 1 / tokens of all ranks, is
+// known only after the backward pass). params must outlive the reducer.
+typedef struct tr_grad_reducer tr_grad_reducer;
+tr_grad_reducer *tr_grad_reducer_new(const tr_dist *d, ag_tensor **params, int n,
+                                     int64_t bucket_elems);
+void tr_grad_reducer_free(tr_grad_reducer *r);
+void tr_grad_reducer_begin(tr_grad_reducer *r);
+// An ag_grad_ready_fn (user: the reducer): param's gradient is final for this step.
+void tr_grad_reducer_ready(ag_tensor *param, void *user);
+// Issues what is left, waits for every bucket (on a GPU: makes stream 0 wait), writes the
+// sums times scale into the gradients.
+void tr_grad_reducer_finish(tr_grad_reducer *r, double scale);
+
 // Copies tensor t (contiguous; host or GPU) from rank root to every rank.
 void tr_dist_broadcast(const tr_dist *d, ag_tensor *t, int root);
 // Rank root's string (at most cap bytes with the NUL) to every rank.

@@ -141,6 +141,7 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
     c->init_std = tr_yaml_num(t, "init_std", 0.02, 0, 10);
     c->zero1 = tr_yaml_bool(t, "zero1", false);
     c->bucket_elems = tr_yaml_int(t, "bucket_elems", 1 << 22, 1, big);
+    c->overlap_allreduce = tr_yaml_bool(t, "overlap_allreduce", true);
     c->max_bad_steps = (int)tr_yaml_int(t, "max_bad_steps", 5, 1, 1 << 20);
     c->log_every = tr_yaml_int(t, "log_every", 10, 1, big);
 

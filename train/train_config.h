@@ -38,8 +38,9 @@ typedef struct {
     uint64_t seed;  // initialisation and dropout
     double init_std;
     bool zero1;
-    int64_t bucket_elems; // gradient all-reduce bucket
-    int max_bad_steps;    // non-finite steps in a row before the run stops
+    int64_t bucket_elems;   // gradient all-reduce bucket
+    bool overlap_allreduce; // sum gradients across ranks during the last backward pass
+    int max_bad_steps;      // non-finite steps in a row before the run stops
     // telemetry
     int64_t log_every;
     // checkpoints

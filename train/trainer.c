@@ -89,6 +89,14 @@ static void maybe_die_at(int64_t step) {
     }
 }
 
+// Test hook: GROUNDC_TEST_SKIP_LAST_MICRO=R makes rank R treat the last micro-batch of every
+// even step (1-based) as one without a supervised token, so that a rank that runs no watched
+// backward pass meets ranks that did in the overlapped gradient all-reduce.
+static bool skip_last_micro(const tr_dist *d, int64_t step, int64_t a, int64_t accumulation) {
+    const char *v = getenv("GROUNDC_TEST_SKIP_LAST_MICRO");
+    return v && *v && atoi(v) == d->rank && a == accumulation - 1 && (step + 1) % 2 == 0;
+}
+
 // On a GPU the micro-batches' summed losses add up in a device scalar (f32) that is read
 // once per step, instead of one synchronising read per micro-batch: acc += n * loss.
 static void add_loss(ag_ctx *ctx, ag_tensor *acc, ag_tensor *loss, double n) {
@@ -295,19 +303,30 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     memcpy(out.model_digest, model_digest, 65);
     ag_tensor *loss_acc =
         c->device == AG_CPU ? NULL : ag_param(ctx, "trainer.loss_sum", AG_F32, AG_SHAPE(1));
+    // Gradients are summed across ranks while the last micro-batch's backward pass runs
+    // (train.overlap_allreduce; train/dist.h says what overlaps on which path), else after it.
+    tr_grad_reducer *red =
+        c->overlap_allreduce ? tr_grad_reducer_new(d, tp.params, tp.n, c->bucket_elems) : NULL;
     while (step < total) {
         // Forward and backward over this rank's micro-batches; gradients add up.
         double sums[2] = {0, 0}; // summed loss, supervised tokens
         for (int64_t a = 0; a < c->accumulation; a++) {
             const ds_batch *b = ds_loader_next(loader);
             int64_t n = tr_batch_supervised(b);
+            if (skip_last_micro(d, step, a, c->accumulation)) n = 0;
             if (n == 0) continue;
             gm_groundinggpt_batch gb;
             tr_batch_to_model(ctx, b, &gb);
             uint64_t seed = ag_mix64(c->seed ^ ag_mix64((uint64_t)step * 0x10000u + (uint64_t)a) ^
                                      ag_mix64((uint64_t)d->rank + 0x51ed));
             ag_tensor *loss = gm_groundinggpt_loss(ctx, m, &gb, true, seed);
-            ag_backward(ctx, ag_scale(ctx, loss, (double)n));
+            ag_tensor *scaled = ag_scale(ctx, loss, (double)n);
+            if (red && a == c->accumulation - 1) { // earlier passes still add into the gradients
+                tr_grad_reducer_begin(red);
+                ag_backward_watch(ctx, scaled, tp.params, tp.n, tr_grad_reducer_ready, red);
+            } else {
+                ag_backward(ctx, scaled);
+            }
             if (loss_acc)
                 add_loss(ctx, loss_acc, loss, (double)n);
             else
@@ -322,8 +341,12 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
         tr_dist_sum_f64(d, sums, 2);
         double loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
         if (poisoned(step + 1)) loss = NAN;
-        tr_dist_allreduce_grads(d, tp.params, tp.n, sums[1] > 0 ? 1.0 / sums[1] : 0,
-                                c->bucket_elems);
+        // Summed unscaled (the scale needs every rank's token count); scaled here.
+        const double inv_tokens = sums[1] > 0 ? 1.0 / sums[1] : 0;
+        if (red)
+            tr_grad_reducer_finish(red, inv_tokens);
+        else
+            tr_dist_allreduce_grads(d, tp.params, tp.n, inv_tokens, c->bucket_elems);
         // One device-to-host copy on a GPU (the backend's sum_squares_many).
         double gnorm = ag_clip_grad_norm(tp.params, tp.n, c->grad_clip);
         double lr = tr_lr_cosine(step, total, warmup, c->lr, c->min_lr_ratio);
@@ -397,6 +420,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     }
     if (lead && fclose(mf)) ag_fail("%s: write failed: %s", metrics, strerror(errno));
     ds_loader_close(loader);
+    tr_grad_reducer_free(red);
     if (opt) ag_adamw_free(opt);
     free_trainables(&tp);
     res->steps = total;
