@@ -503,7 +503,7 @@ tr_grad_reducer *tr_grad_reducer_new(const tr_dist *d, ag_tensor **params, int n
     bool host_f32, cuda;
     check_grads(params, n, &host_f32, &cuda);
     r->mode = RED_AFTER;
-    if (d->world > 1 && host_f32) r->mode = RED_HOST;
+    if (d->world > 1 && n > 0 && host_f32) r->mode = RED_HOST;
 #ifdef GROUNDC_HAVE_NCCL
     if (d->world > 1 && cuda && g_nccl) r->mode = RED_NCCL;
 #endif
