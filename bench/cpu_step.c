@@ -7,21 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "autograd/optim.h"
+#include "bench/bench_util.h"
 #include "model/llama.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv) {
     gm_llama_config c = {.vocab = 4096,
@@ -36,18 +25,8 @@ int main(int argc, char **argv) {
     int64_t B = 8, T = 256, steps = 10, warmup = 2;
     for (int i = 1; i + 1 < argc; i += 2) {
         int64_t v = atoll(argv[i + 1]);
-        if (!strcmp(argv[i], "--dim"))
-            c.dim = v;
-        else if (!strcmp(argv[i], "--layers"))
-            c.n_layers = v;
-        else if (!strcmp(argv[i], "--heads"))
-            c.n_heads = c.n_kv_heads = v;
-        else if (!strcmp(argv[i], "--ffn"))
-            c.ffn = v;
-        else if (!strcmp(argv[i], "--vocab"))
-            c.vocab = v;
-        else if (!strcmp(argv[i], "--seq"))
-            c.max_seq = T = v;
+        if (bench_llama_option(&c, &T, argv[i], v))
+            continue;
         else if (!strcmp(argv[i], "--batch"))
             B = v;
         else if (!strcmp(argv[i], "--steps"))
@@ -67,16 +46,14 @@ int main(int argc, char **argv) {
         ag_adamw_new(ctx, m->params, m->n_params, NULL, (ag_adamw_config){0.9, 0.999, 1e-8, 0.0});
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(B * T));
     int32_t *tgt = malloc(sizeof(int32_t) * (size_t)(B * T));
-    uint64_t s = 12345;
-    for (int64_t i = 0; i < B * T; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        ids[i] = (int32_t)((s >> 33) % (uint64_t)c.vocab);
-        tgt[i] = (int32_t)((s >> 13) % (uint64_t)c.vocab);
+    if (!bench_tokens(ids, tgt, B * T, c.vocab, 12345)) {
+        fprintf(stderr, "bench_cpu_step: out of memory\n");
+        return 1;
     }
     double *times = malloc(sizeof(double) * (size_t)steps);
     double loss = 0;
     for (int64_t it = 0; it < warmup + steps; it++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         ag_tensor *ti = ag_from_host(ctx, AG_I32, AG_SHAPE(B, T), ids);
         ag_tensor *tt = ag_from_host(ctx, AG_I32, AG_SHAPE(B, T), tgt);
         ag_tensor *l = gm_llama_loss(ctx, m, ti, tt);
@@ -85,10 +62,9 @@ int main(int argc, char **argv) {
         ag_adamw_step(opt, 1e-4);
         ag_zero_grad(ctx, m->params, m->n_params);
         ag_step_reset(ctx);
-        if (it >= warmup) times[it - warmup] = now_s() - t0;
+        if (it >= warmup) times[it - warmup] = bench_now_s() - t0;
     }
-    qsort(times, (size_t)steps, sizeof *times, cmp_double);
-    double median = times[steps / 2];
+    double median = bench_median(times, steps);
     printf("{\"impl\": \"groundc\", \"median_step_s\": %.6f, \"tokens_per_s\": %.1f, "
            "\"params\": %lld, \"loss\": %.4f, \"peak_step_bytes\": %zu}\n",
            median, (double)(B * T) / median, (long long)gm_llama_param_count(m), loss,

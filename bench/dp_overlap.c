@@ -11,27 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "autograd/optim.h"
+#include "bench/bench_util.h"
 #include "model/llama.h"
 #include "train/dist.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *x, int n) {
-    qsort(x, (size_t)n, sizeof *x, cmp_double);
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
 
 int main(int argc, char **argv) {
     tr_dist d = tr_dist_init(&argc, &argv);
@@ -47,18 +31,8 @@ int main(int argc, char **argv) {
     int64_t B = 2, T = 128, steps = 6, rounds = 3, warmup = 2, bucket = (int64_t)1 << 22;
     for (int i = 1; i + 1 < argc; i += 2) {
         int64_t v = atoll(argv[i + 1]);
-        if (!strcmp(argv[i], "--dim"))
-            c.dim = v;
-        else if (!strcmp(argv[i], "--layers"))
-            c.n_layers = v;
-        else if (!strcmp(argv[i], "--heads"))
-            c.n_heads = c.n_kv_heads = v;
-        else if (!strcmp(argv[i], "--ffn"))
-            c.ffn = v;
-        else if (!strcmp(argv[i], "--vocab"))
-            c.vocab = v;
-        else if (!strcmp(argv[i], "--seq"))
-            c.max_seq = T = v;
+        if (bench_llama_option(&c, &T, argv[i], v))
+            continue;
         else if (!strcmp(argv[i], "--batch"))
             B = v;
         else if (!strcmp(argv[i], "--steps"))
@@ -90,15 +64,9 @@ int main(int argc, char **argv) {
     // each rank its own tokens, as data parallelism has it
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(B * T));
     int32_t *tgt = malloc(sizeof(int32_t) * (size_t)(B * T));
-    if (!ids || !tgt) {
+    if (!bench_tokens(ids, tgt, B * T, c.vocab, 12345 + 7919 * (uint64_t)d.rank)) {
         fprintf(stderr, "bench_dp_overlap: out of memory\n");
         tr_dist_abort(&d, 1);
-    }
-    uint64_t s = 12345 + 7919 * (uint64_t)d.rank;
-    for (int64_t i = 0; i < B * T; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        ids[i] = (int32_t)((s >> 33) % (uint64_t)c.vocab);
-        tgt[i] = (int32_t)((s >> 13) % (uint64_t)c.vocab);
     }
     const int64_t n = rounds * steps;
     double *step_s[2], *wait_s[2];
@@ -117,7 +85,7 @@ int main(int argc, char **argv) {
         const int mode = (int)(r % 2);
         for (int64_t it = 0; it < warmup + steps; it++) {
             tr_dist_barrier(&d); // every rank starts the step together
-            double t0 = now_s();
+            double t0 = bench_now_s();
             ag_tensor *ti = ag_from_host(ctx, AG_I32, AG_SHAPE(B, T), ids);
             ag_tensor *tt = ag_from_host(ctx, AG_I32, AG_SHAPE(B, T), tgt);
             ag_tensor *l = gm_llama_loss(ctx, m, ti, tt);
@@ -127,7 +95,7 @@ int main(int argc, char **argv) {
             } else {
                 ag_backward(ctx, l);
             }
-            double t1 = now_s();
+            double t1 = bench_now_s();
             double sum[1] = {ag_item(l, 0)};
             tr_dist_sum_f64(&d, sum, 1);
             loss = sum[0] / d.world;
@@ -135,19 +103,19 @@ int main(int argc, char **argv) {
                 tr_grad_reducer_finish(red, 1.0 / d.world);
             else
                 tr_dist_allreduce_grads(&d, m->params, m->n_params, 1.0 / d.world, bucket);
-            double t2 = now_s();
+            double t2 = bench_now_s();
             ag_adamw_step(opt, 1e-4);
             ag_zero_grad(ctx, m->params, m->n_params);
             ag_step_reset(ctx);
-            double t3 = now_s();
+            double t3 = bench_now_s();
             if (it >= warmup) {
                 step_s[mode][done[mode]] = t3 - t0;
                 wait_s[mode][done[mode]++] = t2 - t1;
             }
         }
     }
-    double step_after = median(step_s[0], (int)n), step_overlap = median(step_s[1], (int)n);
-    double wait_after = median(wait_s[0], (int)n), wait_overlap = median(wait_s[1], (int)n);
+    double step_after = bench_median(step_s[0], n), step_overlap = bench_median(step_s[1], n);
+    double wait_after = bench_median(wait_s[0], n), wait_overlap = bench_median(wait_s[1], n);
     if (d.rank == 0)
         printf("{\"ranks\": %d, \"device\": \"%s\", \"params\": %lld, \"tokens_per_rank\": %lld, "
                "\"steps_each\": %lld, \"median_step_s_after\": %.6f, "

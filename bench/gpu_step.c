@@ -15,25 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "autograd/backend.h"
 #include "autograd/error.h"
 #include "autograd/optim.h"
+#include "bench/bench_util.h"
 #include "autograd/rng.h"
 #include "model/adapters.h"
 #include "model/llama.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 // normal(0, std) values for a parameter, fast enough for 7B of them: a block of BLOCK random
 // values (a prime count, so that the tiling does not line up with rows) repeated. Vectors
@@ -113,20 +102,8 @@ int main(int argc, char **argv) {
             dev = !strcmp(s, "cuda") ? AG_CUDA : AG_CPU;
         else if (!strcmp(o, "--dtype") && (!strcmp(s, "bf16") || !strcmp(s, "f32")))
             dt = !strcmp(s, "bf16") ? AG_BF16 : AG_F32;
-        else if (!strcmp(o, "--dim"))
-            p.c.dim = v;
-        else if (!strcmp(o, "--layers"))
-            p.c.n_layers = v;
-        else if (!strcmp(o, "--heads"))
-            p.c.n_heads = p.c.n_kv_heads = v;
-        else if (!strcmp(o, "--kv-heads"))
-            p.c.n_kv_heads = v;
-        else if (!strcmp(o, "--ffn"))
-            p.c.ffn = v;
-        else if (!strcmp(o, "--vocab"))
-            p.c.vocab = v;
-        else if (!strcmp(o, "--seq"))
-            p.T = v;
+        else if (bench_llama_option(&p.c, &p.T, o, v))
+            continue;
         else if (!strcmp(o, "--batch"))
             p.B = v;
         else if (!strcmp(o, "--stage1"))
@@ -194,7 +171,7 @@ int main(int argc, char **argv) {
     double loss = 0;
     be->synchronize();
     for (int64_t it = 0; it < warmup + steps; it++) {
-        const double t0 = now_s();
+        const double t0 = bench_now_s();
         ag_tensor *tt = ag_from_host(ctx, AG_I32, AG_SHAPE(B * T), tgt);
         ag_tensor *l;
         if (!p.stage1) {
@@ -213,10 +190,9 @@ int main(int argc, char **argv) {
         ag_zero_grad(ctx, train, n_train);
         ag_step_reset(ctx);
         be->synchronize();
-        if (it >= warmup) times[it - warmup] = now_s() - t0;
+        if (it >= warmup) times[it - warmup] = bench_now_s() - t0;
     }
-    qsort(times, (size_t)steps, sizeof *times, cmp_double);
-    const double step_s = times[steps / 2];
+    const double step_s = bench_median(times, steps);
 
     // FLOPs as torch_reference.py: N = decoder parameters less the input embedding (head
     // counted); attention 12 L d T per token (forward and backward); a frozen decoder skips

@@ -19,10 +19,10 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "autograd/optim.h"
+#include "bench/bench_util.h"
 #include "autograd/rng.h"
 #include "data/loader.h"
 #include "data/manifest.h"
@@ -33,12 +33,6 @@
 #define VOCAB 4096 // tokens of the synthetic set stay below the tiny model's vocabulary
 
 static const char *DIGEST = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 // CPU seconds of the whole process (every thread), user + system.
 static double cpu_s(void) {
@@ -213,13 +207,13 @@ static int cmd_make(const char *dir, const options *o) {
         fprintf(stderr, "bench_loader: out of memory\n");
         return 1;
     }
-    double t0 = now_s();
+    double t0 = bench_now_s();
     ds_manifest m;
     su_write_dataset(dir, DIGEST, &layout, o->shards, make_shard, &ms, &m);
     printf("{\"mode\": \"make\", \"dir\": \"%s\", \"samples\": %lld, \"tokens\": %lld, "
            "\"images\": %lld, \"videos\": %lld, \"audios\": %lld, \"seconds\": %.2f}\n",
            dir, (long long)m.num_samples, (long long)m.num_tokens, (long long)ms.n_img,
-           (long long)ms.n_vid, (long long)ms.n_aud, now_s() - t0);
+           (long long)ms.n_vid, (long long)ms.n_aud, bench_now_s() - t0);
     ds_manifest_free(&m);
     free(ms.img), free(ms.vid), free(ms.aud), free(ms.tok), free(ms.mask);
     return 0;
@@ -239,9 +233,9 @@ static ds_loader *open_loader(const char *dir, const options *o, double *open_s)
                           .prefetch = o->prefetch,
                           .threads = o->threads,
                           .no_direct_chunks = !o->direct};
-    double t0 = now_s();
+    double t0 = bench_now_s();
     ds_loader *l = ds_loader_open(&c);
-    *open_s = now_s() - t0;
+    *open_s = bench_now_s() - t0;
     return l;
 }
 
@@ -251,7 +245,7 @@ static int cmd_load(const char *dir, const options *o) {
     int64_t batches = (o->samples + o->micro - 1) / o->micro;
     // The first batch pays for thread start-up and cold caches: timed separately.
     ds_loader_next(l);
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = bench_now_s(), c0 = cpu_s();
     uint64_t check = 0;
     int64_t tokens = 0, images = 0, videos = 0, audios = 0;
     for (int64_t b = 0; b < batches; b++) {
@@ -260,7 +254,7 @@ static int cmd_load(const char *dir, const options *o) {
         check += (uint64_t)bt->ids[bt->T - 1] + (uint64_t)bt->targets[0];
         images += bt->n_images, videos += bt->n_videos, audios += bt->n_audios;
     }
-    double dt = now_s() - t0, cpu = cpu_s() - c0;
+    double dt = bench_now_s() - t0, cpu = cpu_s() - c0;
     printf("{\"impl\": \"groundc\", \"samples\": %lld, \"seconds\": %.4f, \"samples_per_s\": %.1f, "
            "\"cpu_us_per_sample\": %.1f, "
            "\"tokens\": %lld, \"images\": %lld, \"videos\": %lld, \"audios\": %lld, "
@@ -272,11 +266,6 @@ static int cmd_load(const char *dir, const options *o) {
            (unsigned long long)check);
     ds_loader_close(l);
     return 0;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static int cmd_train(const char *dir, const options *o) {
@@ -301,9 +290,9 @@ static int cmd_train(const char *dir, const options *o) {
     double wait = 0, total = 0, loss = 0;
     int64_t samples = 0, tsum = 0;
     for (int64_t it = 0; it < o->warmup + o->steps; it++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         const ds_batch *bt = ds_loader_next(l);
-        double t1 = now_s();
+        double t1 = bench_now_s();
         ag_tensor *ids = ag_from_host(ctx, AG_I32, AG_SHAPE(bt->B, bt->T), bt->ids);
         ag_tensor *tgt = ag_from_host(ctx, AG_I32, AG_SHAPE(bt->B, bt->T), bt->targets);
         ag_tensor *lt = gm_llama_loss(ctx, m, ids, tgt);
@@ -312,15 +301,14 @@ static int cmd_train(const char *dir, const options *o) {
         ag_adamw_step(opt, 1e-4);
         ag_zero_grad(ctx, m->params, m->n_params);
         ag_step_reset(ctx);
-        double t2 = now_s();
+        double t2 = bench_now_s();
         if (it >= o->warmup) {
             times[it - o->warmup] = t2 - t0;
             wait += t1 - t0, total += t2 - t0;
             samples += bt->B, tsum += bt->T;
         }
     }
-    qsort(times, (size_t)o->steps, sizeof *times, cmp_double);
-    double median = times[o->steps / 2];
+    double median = bench_median(times, o->steps);
     printf("{\"impl\": \"step\", \"median_step_s\": %.4f, \"samples_per_s\": %.2f, "
            "\"mean_T\": %.1f, \"loader_wait_fraction\": %.5f, \"loss\": %.4f}\n",
            median, (double)o->micro / median, (double)tsum / (double)o->steps,
