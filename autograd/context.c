@@ -325,14 +325,14 @@ static void watch_begin(ag_ctx *ctx, watcher *w) {
             if (k >= 0) w->left[k]++;
         }
     for (int i = 0; i < w->n; i++)
-        if (w->left[i] == 0) w->ready(w->watch[i], w->user);
+        if (w->left[i] == 0) w->ready(w->watch[i], i, w->user);
 }
 
 // Node n has run (or was skipped): its watched inputs have one reader fewer.
 static void watch_done(watcher *w, const ag_node *n) {
     for (int i = 0; i < n->n_in; i++) {
         int k = watch_index(w, node_input(n, i));
-        if (k >= 0 && --w->left[k] == 0) w->ready(w->watch[k], w->user);
+        if (k >= 0 && --w->left[k] == 0) w->ready(w->watch[k], k, w->user);
     }
 }
 

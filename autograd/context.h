@@ -88,9 +88,10 @@ void ag_backward(ag_ctx *ctx, ag_tensor *loss);
 // Backpropagates from out with seed gradient seed (same shape as out).
 void ag_backward_from(ag_ctx *ctx, ag_tensor *out, const ag_tensor *seed);
 
-// Told that t's gradient is final for this backward pass (no node left can add into it).
-typedef void (*ag_grad_ready_fn)(ag_tensor *t, void *user);
-// ag_backward that also calls ready(t, user) exactly once for each of the n_watch distinct
+// Told that t = watch[index]'s gradient is final for this backward pass (no node left can
+// add into it).
+typedef void (*ag_grad_ready_fn)(ag_tensor *t, int index, void *user);
+// ag_backward that also calls ready(t, index, user) exactly once for each of the n_watch distinct
 // tensors in watch, as soon as no tape node still to run reads t: at once (before the walk)
 // for a tensor no node reads, else right after the last (oldest) node that reads it has run
 // or been skipped. Lets a caller start work on a gradient (a data-parallel all-reduce) while

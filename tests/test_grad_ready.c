@@ -40,13 +40,11 @@ static double abs_sum(const ag_tensor *g) {
     return s;
 }
 
-static void on_ready(ag_tensor *t, void *user) {
+static void on_ready(ag_tensor *t, int k, void *user) {
     recorder *r = user;
-    int k = -1;
-    for (int i = 0; i < r->n; i++)
-        if (r->watch[i] == t) k = i;
-    TL_CHECK(k >= 0, "ready called for a tensor not watched ('%s')", ag_label(t, "?"));
-    if (k < 0) return;
+    TL_CHECK(k >= 0 && k < r->n && r->watch[k] == t,
+             "ready called for '%s' as watch[%d], which it is not", ag_label(t, "?"), k);
+    if (k < 0 || k >= r->n || r->watch[k] != t) return;
     r->order[r->n_fired++] = k;
     if (r->fired[k]++) return; // counted; the snapshot is the first report's
     int64_t m = ag_numel(t->grad);

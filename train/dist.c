@@ -422,11 +422,6 @@ typedef struct {
     int req0, n_req; // host: its requests, r->req[req0 .. req0 + n_req)
 } red_bucket;
 
-typedef struct {
-    uintptr_t key; // a parameter's address, for the lookup of ready reports
-    int bucket;
-} red_key;
-
 struct tr_grad_reducer {
     tr_dist d;
     red_mode mode;
@@ -434,7 +429,7 @@ struct tr_grad_reducer {
     int n;
     int64_t bucket_elems;
     ag_tensor **order; // params reversed: the buckets' order
-    red_key *keys;     // sorted by key
+    int *bucket_of;    // per params[] index: its bucket (ready reports come by that index)
     red_bucket *b;
     int nb;
     int next;    // the first bucket not issued this step
@@ -449,8 +444,8 @@ struct tr_grad_reducer {
 #endif
 };
 
-static int cmp_red_key(const void *a, const void *b) {
-    uintptr_t x = ((const red_key *)a)->key, y = ((const red_key *)b)->key;
+static int cmp_address(const void *a, const void *b) {
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
     return (x > y) - (x < y);
 }
 
@@ -514,15 +509,17 @@ tr_grad_reducer *tr_grad_reducer_new(const tr_dist *d, ag_tensor **params, int n
     r->order = ag_xcalloc((size_t)n, sizeof *r->order, "gradient reducer");
     for (int i = 0; i < n; i++) r->order[i] = params[n - 1 - i];
     size_t pack_bytes = plan_buckets(r);
-    r->keys = ag_xcalloc((size_t)n, sizeof *r->keys, "gradient reducer");
+    r->bucket_of = ag_xcalloc((size_t)n, sizeof *r->bucket_of, "gradient reducer");
     for (int k = 0; k < r->nb; k++)
-        for (int i = r->b[k].first; i < r->b[k].last; i++)
-            r->keys[i] = (red_key){.key = (uintptr_t)r->order[i], .bucket = k};
-    qsort(r->keys, (size_t)n, sizeof *r->keys, cmp_red_key);
+        for (int i = r->b[k].first; i < r->b[k].last; i++) r->bucket_of[n - 1 - i] = k;
+    uintptr_t *addr = ag_xmalloc(sizeof *addr * (size_t)n, "gradient reducer");
+    for (int i = 0; i < n; i++) addr[i] = (uintptr_t)params[i];
+    qsort(addr, (size_t)n, sizeof *addr, cmp_address);
     for (int i = 1; i < n; i++)
-        if (r->keys[i].key == r->keys[i - 1].key)
+        if (addr[i] == addr[i - 1])
             ag_fail("dist: parameter '%s' listed twice for the gradient all-reduce",
-                    ag_label((const ag_tensor *)r->keys[i].key, "?"));
+                    ag_label((const ag_tensor *)addr[i], "?"));
+    free(addr);
     if (r->mode == RED_HOST) {
         r->pack = ag_xmalloc(pack_bytes ? pack_bytes : 1, "gradient buckets");
         r->req = ag_xmalloc(sizeof *r->req * (size_t)(r->n_req ? r->n_req : 1), "gradient buckets");
@@ -564,7 +561,7 @@ void tr_grad_reducer_free(tr_grad_reducer *r) {
     }
 #endif
     free(r->req);
-    free(r->keys);
+    free(r->bucket_of);
     free(r->b);
     free(r->order);
     free(r);
@@ -656,18 +653,17 @@ void tr_grad_reducer_begin(tr_grad_reducer *r) {
     r->active = true;
 }
 
-void tr_grad_reducer_ready(ag_tensor *param, void *user) {
+void tr_grad_reducer_ready(ag_tensor *param, int index, void *user) {
     tr_grad_reducer *r = user;
     if (r->mode == RED_AFTER) return;
     if (!r->active)
         ag_fail("dist: gradient of '%s' reported outside tr_grad_reducer_begin/finish",
                 ag_label(param, "?"));
-    red_key k = {.key = (uintptr_t)param}, *hit;
-    hit = bsearch(&k, r->keys, (size_t)r->n, sizeof k, cmp_red_key);
-    if (!hit)
-        ag_fail("dist: gradient of '%s' reported, not one of the all-reduced parameters",
-                ag_label(param, "?"));
-    red_bucket *b = &r->b[hit->bucket];
+    if (index < 0 || index >= r->n || r->params[index] != param)
+        ag_fail("dist: gradient of '%s' reported as parameter %d, which it is not (watch the "
+                "reducer's own parameter list)",
+                ag_label(param, "?"), index);
+    red_bucket *b = &r->b[r->bucket_of[index]];
     if (++b->ready > b->last - b->first)
         ag_fail("dist: gradient of '%s' reported twice in one step", ag_label(param, "?"));
     issue_ready(r);

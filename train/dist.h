@@ -79,8 +79,9 @@ tr_grad_reducer *tr_grad_reducer_new(const tr_dist *d, ag_tensor **params, int n
                                      int64_t bucket_elems);
 void tr_grad_reducer_free(tr_grad_reducer *r);
 void tr_grad_reducer_begin(tr_grad_reducer *r);
-// An ag_grad_ready_fn (user: the reducer): param's gradient is final for this step.
-void tr_grad_reducer_ready(ag_tensor *param, void *user);
+// An ag_grad_ready_fn (user: the reducer): param = params[index] of tr_grad_reducer_new has
+// its final gradient for this step (watch the same params array).
+void tr_grad_reducer_ready(ag_tensor *param, int index, void *user);
 // Issues what is left, waits for every bucket (on a GPU: makes stream 0 wait), writes the
 // sums times scale into the gradients.
 void tr_grad_reducer_finish(tr_grad_reducer *r, double scale);
