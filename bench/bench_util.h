@@ -1,6 +1,7 @@
 // bench_util.h: what the benchmarks share: a monotonic clock, the median of a set of
-// timings, the Llama size options (--dim --layers --heads --ffn --vocab --seq) and the random
-// token batch a decoder step is timed on. Header-only: each bench is one executable.
+// timings, the small Llama a CPU step is timed on (model + AdamW) with its size options
+// (--dim --layers --heads --ffn --vocab --seq) and its random token batch. Header-only: each
+// bench is one executable.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "autograd/optim.h"
 #include "model/llama.h"
 
 static inline double bench_now_s(void) {
@@ -25,6 +27,31 @@ static inline int bench_cmp_double(const void *a, const void *b) {
 static inline double bench_median(double *x, int64_t n) {
     qsort(x, (size_t)n, sizeof *x, bench_cmp_double);
     return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+// The small decoder of the CPU benches (bench/cpu_step_torch.py builds the same one): d 256,
+// 4 layers of 4 heads, FFN 768, vocabulary 4096.
+static inline gm_llama_config bench_llama_config(int64_t max_seq) {
+    return (gm_llama_config){.vocab = 4096,
+                             .dim = 256,
+                             .n_layers = 4,
+                             .n_heads = 4,
+                             .n_kv_heads = 4,
+                             .ffn = 768,
+                             .max_seq = max_seq,
+                             .rope_theta = 1e4,
+                             .norm_eps = 1e-5};
+}
+
+// A decoder of config c on ctx, initialised (seed 1, std 0.02), every parameter trained, and
+// its AdamW (betas 0.9 / 0.999, eps 1e-8, no weight decay) in *opt.
+static inline gm_llama *bench_llama_new(ag_ctx *ctx, const gm_llama_config *c, ag_adamw **opt) {
+    gm_llama *m = gm_llama_new(ctx, c, AG_F32);
+    gm_llama_init(m, 1, 0.02);
+    for (int i = 0; i < m->n_params; i++) ag_set_trainable(ctx, m->params[i], true);
+    *opt =
+        ag_adamw_new(ctx, m->params, m->n_params, NULL, (ag_adamw_config){0.9, 0.999, 1e-8, 0.0});
+    return m;
 }
 
 // Applies option key = v when it is one of the decoder's sizes (--seq sets max_seq and *T);

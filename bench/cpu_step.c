@@ -13,15 +13,7 @@
 #include "model/llama.h"
 
 int main(int argc, char **argv) {
-    gm_llama_config c = {.vocab = 4096,
-                         .dim = 256,
-                         .n_layers = 4,
-                         .n_heads = 4,
-                         .n_kv_heads = 4,
-                         .ffn = 768,
-                         .max_seq = 256,
-                         .rope_theta = 1e4,
-                         .norm_eps = 1e-5};
+    gm_llama_config c = bench_llama_config(256);
     int64_t B = 8, T = 256, steps = 10, warmup = 2;
     for (int i = 1; i + 1 < argc; i += 2) {
         int64_t v = atoll(argv[i + 1]);
@@ -39,11 +31,8 @@ int main(int argc, char **argv) {
         }
     }
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
-    gm_llama *m = gm_llama_new(ctx, &c, AG_F32);
-    gm_llama_init(m, 1, 0.02);
-    for (int i = 0; i < m->n_params; i++) ag_set_trainable(ctx, m->params[i], true);
-    ag_adamw *opt =
-        ag_adamw_new(ctx, m->params, m->n_params, NULL, (ag_adamw_config){0.9, 0.999, 1e-8, 0.0});
+    ag_adamw *opt;
+    gm_llama *m = bench_llama_new(ctx, &c, &opt);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(B * T));
     int32_t *tgt = malloc(sizeof(int32_t) * (size_t)(B * T));
     if (!bench_tokens(ids, tgt, B * T, c.vocab, 12345)) {

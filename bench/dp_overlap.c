@@ -19,15 +19,7 @@
 
 int main(int argc, char **argv) {
     tr_dist d = tr_dist_init(&argc, &argv);
-    gm_llama_config c = {.vocab = 4096,
-                         .dim = 256,
-                         .n_layers = 4,
-                         .n_heads = 4,
-                         .n_kv_heads = 4,
-                         .ffn = 768,
-                         .max_seq = 128,
-                         .rope_theta = 1e4,
-                         .norm_eps = 1e-5};
+    gm_llama_config c = bench_llama_config(128);
     int64_t B = 2, T = 128, steps = 6, rounds = 3, warmup = 2, bucket = (int64_t)1 << 22;
     for (int i = 1; i + 1 < argc; i += 2) {
         int64_t v = atoll(argv[i + 1]);
@@ -55,11 +47,8 @@ int main(int argc, char **argv) {
     char device[128];
     tr_dist_use_device(&d, AG_CPU, device, sizeof device);
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
-    gm_llama *m = gm_llama_new(ctx, &c, AG_F32);
-    gm_llama_init(m, 1, 0.02);
-    for (int i = 0; i < m->n_params; i++) ag_set_trainable(ctx, m->params[i], true);
-    ag_adamw *opt =
-        ag_adamw_new(ctx, m->params, m->n_params, NULL, (ag_adamw_config){0.9, 0.999, 1e-8, 0.0});
+    ag_adamw *opt;
+    gm_llama *m = bench_llama_new(ctx, &c, &opt);
     tr_grad_reducer *red = tr_grad_reducer_new(&d, m->params, m->n_params, bucket);
     // each rank its own tokens, as data parallelism has it
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(B * T));

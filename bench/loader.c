@@ -30,7 +30,7 @@
 #include "model/llama.h"
 #include "tests/shard_util.h"
 
-#define VOCAB 4096 // tokens of the synthetic set stay below the tiny model's vocabulary
+#define VOCAB 4096 // bench_llama_config's vocabulary: the synthetic set's tokens stay below it
 
 static const char *DIGEST = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
 
@@ -269,21 +269,10 @@ static int cmd_load(const char *dir, const options *o) {
 }
 
 static int cmd_train(const char *dir, const options *o) {
-    gm_llama_config c = {.vocab = VOCAB,
-                         .dim = 256,
-                         .n_layers = 4,
-                         .n_heads = 4,
-                         .n_kv_heads = 4,
-                         .ffn = 768,
-                         .max_seq = o->max_len,
-                         .rope_theta = 1e4,
-                         .norm_eps = 1e-5};
+    gm_llama_config c = bench_llama_config(o->max_len);
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
-    gm_llama *m = gm_llama_new(ctx, &c, AG_F32);
-    gm_llama_init(m, 1, 0.02);
-    for (int i = 0; i < m->n_params; i++) ag_set_trainable(ctx, m->params[i], true);
-    ag_adamw *opt =
-        ag_adamw_new(ctx, m->params, m->n_params, NULL, (ag_adamw_config){0.9, 0.999, 1e-8, 0.0});
+    ag_adamw *opt;
+    gm_llama *m = bench_llama_new(ctx, &c, &opt);
     double open_s;
     ds_loader *l = open_loader(dir, o, &open_s);
     double *times = malloc(sizeof(double) * (size_t)o->steps);
