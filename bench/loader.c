@@ -6,9 +6,10 @@
 //       writes DIR (manifest + shards): ~tokens (+-1/3) per sample, a 336x336 image for every
 //       third sample, a 4 x 112x112 video for every tenth, a 3 x 204 x 128 fbank for every
 //       tenth; nothing is written when DIR/manifest.json exists
-//   bench_loader load DIR [--micro 8 --samples 6000 --max-len 512 --prefetch 4 --threads N]
+//   bench_loader load DIR [--micro 8 --samples 20000 --max-len 512 --prefetch 4 --threads N]
 //       full batches (ids, targets, media) as fast as the loader delivers them (N: one
-//       collate worker per core, up to 8; --direct 0 reads media through the shard layer)
+//       collate worker per core, up to 8; --direct 0 reads media through the shard layer,
+//       --map 0 has the reader copy each media chunk out instead of mapping the shard)
 //   bench_loader train DIR [--micro 8 --steps 8 --warmup 2 --max-len 512]
 //       training steps of a tiny Llama (bench/cpu_step.c's: d 256, 4 layers, vocab 4096) on
 //       the loader's batches; samples/s the step consumes, and the share of the time spent
@@ -44,7 +45,7 @@ static double cpu_s(void) {
 
 typedef struct {
     int64_t samples, shards, tokens, image, micro, max_len, steps, warmup;
-    int prefetch, threads, direct;
+    int prefetch, threads, direct, map;
     uint64_t seed;
 } options;
 
@@ -78,6 +79,8 @@ static void parse(int argc, char **argv, int first, options *o) {
             o->threads = (int)v;
         else if (!strcmp(k, "--direct"))
             o->direct = (int)v;
+        else if (!strcmp(k, "--map"))
+            o->map = (int)v;
         else if (!strcmp(k, "--seed"))
             o->seed = (uint64_t)v;
         else {
@@ -232,7 +235,8 @@ static ds_loader *open_loader(const char *dir, const options *o, double *open_s)
                           .pad_id = 0,
                           .prefetch = o->prefetch,
                           .threads = o->threads,
-                          .no_direct_chunks = !o->direct};
+                          .no_direct_chunks = !o->direct,
+                          .no_map = !o->map};
     double t0 = bench_now_s();
     ds_loader *l = ds_loader_open(&c);
     *open_s = bench_now_s() - t0;
@@ -258,11 +262,11 @@ static int cmd_load(const char *dir, const options *o) {
     printf("{\"impl\": \"groundc\", \"samples\": %lld, \"seconds\": %.4f, \"samples_per_s\": %.1f, "
            "\"cpu_us_per_sample\": %.1f, "
            "\"tokens\": %lld, \"images\": %lld, \"videos\": %lld, \"audios\": %lld, "
-           "\"open_s\": %.4f, \"prefetch\": %d, \"threads\": %d, \"direct\": %d, "
+           "\"open_s\": %.4f, \"prefetch\": %d, \"threads\": %d, \"direct\": %d, \"map\": %d, "
            "\"check\": %llu}\n",
            (long long)(batches * o->micro), dt, (double)(batches * o->micro) / dt,
            1e6 * cpu / (double)(batches * o->micro), (long long)tokens, (long long)images,
-           (long long)videos, (long long)audios, open_s, o->prefetch, o->threads, o->direct,
+           (long long)videos, (long long)audios, open_s, o->prefetch, o->threads, o->direct, o->map,
            (unsigned long long)check);
     ds_loader_close(l);
     return 0;
@@ -323,12 +327,14 @@ int main(int argc, char **argv) {
                  .prefetch = 4,
                  .threads = 2,
                  .direct = 1,
+                 .map = 1,
                  .seed = 1};
     if (argc < 3) {
         fprintf(stderr, "usage: bench_loader make|load|train DIR [options]\n");
         return 2;
     }
-    if (!strcmp(argv[1], "load")) o.samples = 6000;
+    if (!strcmp(argv[1], "load"))
+        o.samples = 20000; // 10 passes over the 2000 samples: the steady state, as in training
     long cpus = sysconf(_SC_NPROCESSORS_ONLN); // collate workers: one per core, up to 8
     o.threads = cpus < 1 ? 1 : cpus > 8 ? 8 : (int)cpus;
     parse(argc, argv, 3, &o);

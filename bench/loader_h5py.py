@@ -7,7 +7,7 @@ longest sample (up to max_len), targets shifted with -100 where the next token i
 loss and on padding, media stacked. Per-sample metadata is loaded once at open, as groundc's
 reader does, and every file gets groundc's token chunk cache (4 MiB) for all its datasets.
 Needs HDF5_PLUGIN_PATH pointing at the zstd plugin (build/hdf5-plugins). Prints one JSON line.
-    loader_h5py.py DIR [--micro 8] [--samples 6000] [--max-len 512] [--seed 1]
+    loader_h5py.py DIR [--micro 8] [--samples 20000] [--max-len 512] [--seed 1]
 """
 import argparse
 import json
@@ -61,7 +61,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
     ap.add_argument("--micro", type=int, default=8)
-    ap.add_argument("--samples", type=int, default=6000)
+    ap.add_argument("--samples", type=int, default=20000)
     ap.add_argument("--max-len", type=int, default=512)
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()

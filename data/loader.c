@@ -10,8 +10,9 @@
 //
 // Work split: zstd decompression of media rows is most of the CPU time (a 336x336 image is
 // 330 KiB), and HDF5 would run it in the reader, the one thread that may call HDF5. So the
-// reader reads each media row's chunk as stored (H5Dread_chunk) into the slot's stage and
-// the collating thread decompresses it straight into the batch array (no second copy),
+// reader only locates each media row's chunk in its mapped shard file (or, unmapped, reads it
+// as stored with H5Dread_chunk into the slot's stage) and the collating thread decompresses
+// it straight into the batch array (no copy in between),
 // widening float16 audio by table; it also turns the raw token runs into the padded (B, T)
 // ids and shifted targets. Tokens and masks come through the shard layer (its chunk cache
 // holds a shard's token stream, so they are cheap).
@@ -30,6 +31,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <hdf5.h>
 #include <openssl/evp.h>
@@ -58,6 +63,13 @@ static void ds_f16_table_init(void) {
     for (uint32_t h = 0; h < 65536; h++) ds_f16_table[h] = ds_f32_from_f16((uint16_t)h);
 }
 
+// Where a media row's stored chunk lies in the mapped file.
+typedef struct {
+    uint64_t offset;
+    uint32_t size;    // 0: not located yet
+    uint32_t filters; // bit 0 set: the zstd filter was skipped for this chunk
+} ds_chunk_loc;
+
 enum { DS_FREE, DS_READING, DS_READ, DS_COLLATING, DS_READY, DS_HELD };
 
 static const char *const ds_media_name[3] = {"images", "videos", "audios"};
@@ -72,6 +84,16 @@ typedef struct {
     bool raw_tried;
     hid_t raw_file, raw_dset[3]; // H5I_INVALID_HID where the shard layer reads instead
     bool raw_zstd[3];            // chunks are zstd frames (else stored as they are)
+    // The file mapped read-only (ds_map_shard): workers decompress media chunks straight from
+    // it, so the reader neither copies them nor calls HDF5 for a row it has located before.
+    // Kept until the loader closes, even while the handle is closed: prepared slots may still
+    // point into it. NULL: chunks go through H5Dread_chunk and the slot's stage.
+    const uint8_t *map;
+    size_t map_len;
+    struct stat map_stat; // the file as mapped; a reopened shard must still be that file
+    int64_t adjust;       // file offset = chunk address + adjust (see ds_map_shard), or -1
+    ds_chunk_loc *loc[3]; // per media row, once located (size 0: not yet)
+    int64_t nloc[3];
 } ds_lshard;
 
 typedef struct {
@@ -90,12 +112,14 @@ typedef struct {
     int32_t **perm;
 } ds_perms;
 
-// One media row to decompress: from stage[src, src + size) into dst.
+// One media row to decompress: from stage[src, src + size), or from mapped[0, size) when the
+// shard is mapped, into dst.
 typedef struct {
     int kind; // 0 image, 1 video, 2 audio
     int32_t row;
     void *dst; // uint8 rows; float32 for audio
     size_t src, size;
+    const uint8_t *mapped;
     bool zstd; // false: the chunk is stored uncompressed
     int64_t position, sample, local;
     int dataset;
@@ -113,8 +137,8 @@ typedef struct {
     // Media rows read as compressed chunks, decompressed by whoever collates the slot.
     ds_job *jobs; // up to 3 per sample
     int njobs;
-    uint8_t *stage; // the compressed chunks, one after another
-    size_t stage_cap;
+    uint8_t *stage; // the compressed chunks of unmapped shards, one after another
+    size_t stage_cap, stage_used;
     ZSTD_DCtx *dctx;
     uint16_t *half; // one audio row as float16
 } ds_slot;
@@ -348,6 +372,88 @@ static void ds_close_shard(ds_loader *l, ds_lshard *s) {
     l->open_shards--;
 }
 
+static bool ds_same_file(const struct stat *a, const struct stat *b) {
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+// Where chunk `offset` of d lies in the mapping, or -1. HDF5 reports chunk addresses relative
+// to the file's base address (the user block) before 1.14.4 and absolute from then on, so the
+// caller finds the adjustment once by comparing with H5Dread_chunk.
+static int64_t ds_chunk_offset(const ds_lshard *s, hid_t d, const hsize_t *offset, int64_t adjust,
+                               unsigned *filters, uint32_t *size) {
+    haddr_t addr = HADDR_UNDEF;
+    hsize_t n = 0;
+    if (H5Dget_chunk_info_by_coord(d, offset, filters, &addr, &n) < 0 || addr == HADDR_UNDEF ||
+        n == 0 || n > UINT32_MAX || addr > (haddr_t)s->map_len ||
+        (uint64_t)adjust > s->map_len - addr || n > s->map_len - addr - (uint64_t)adjust)
+        return -1;
+    *size = (uint32_t)n;
+    return (int64_t)addr + adjust;
+}
+
+// Maps the shard file once ds_raw_setup has chosen its datasets (see ds_lshard.map). Any
+// failure here only leaves the shard unmapped; a reopened shard that is no longer the file
+// mapped is an error (its tokens and its media would come from different files).
+static void ds_map_shard(ds_lshard *s, const int64_t rows[3]) {
+    int fd = open(s->path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    bool ok = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0;
+    if (s->map) {
+        if (fd >= 0) (void)close(fd);
+        if (!ok || !ds_same_file(&st, &s->map_stat))
+            ag_fail("%s: the shard changed on disk while the loader was reading it", s->path);
+        return;
+    }
+    void *p = ok ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+    if (fd >= 0) (void)close(fd); // the mapping keeps the file
+    if (p == MAP_FAILED) return;
+    s->map = p, s->map_len = (size_t)st.st_size, s->map_stat = st;
+    // The adjustment, from the first row of the first mapped dataset.
+    hsize_t ub = 0;
+    hid_t fcpl = H5Fget_create_plist(s->raw_file);
+    if (fcpl < 0 || H5Pget_userblock(fcpl, &ub) < 0) ub = 0;
+    if (fcpl >= 0) (void)H5Pclose(fcpl);
+    int64_t adjust = -1;
+    for (int k = 0; k < 3 && adjust < 0; k++) {
+        if (s->raw_dset[k] < 0 || rows[k] == 0) continue;
+        hsize_t offset[5] = {0, 0, 0, 0, 0};
+        unsigned fm;
+        uint32_t n = 0;
+        int64_t off = ds_chunk_offset(s, s->raw_dset[k], offset, 0, &fm, &n);
+        uint8_t *buf = off >= 0 ? malloc(n) : NULL;
+        uint32_t filters = 0;
+        if (buf && H5Dread_chunk(s->raw_dset[k], H5P_DEFAULT, offset, &filters, buf) >= 0) {
+            const int64_t cand[2] = {0, (int64_t)ub};
+            for (int c = 0; c < 2 && adjust < 0; c++)
+                if ((uint64_t)(off + cand[c]) <= s->map_len - n &&
+                    !memcmp(s->map + off + cand[c], buf, n))
+                    adjust = cand[c];
+        }
+        free(buf);
+        break;
+    }
+    for (int k = 0; k < 3 && adjust >= 0; k++)
+        if (s->raw_dset[k] >= 0 && rows[k] > 0) {
+            s->loc[k] = calloc((size_t)rows[k], sizeof *s->loc[k]);
+            if (!s->loc[k]) adjust = -1;
+            s->nloc[k] = rows[k];
+        }
+    if (adjust < 0) {
+        (void)munmap((void *)s->map, s->map_len);
+        for (int k = 0; k < 3; k++) free(s->loc[k]), s->loc[k] = NULL, s->nloc[k] = 0;
+        s->map = NULL, s->map_len = 0;
+        return;
+    }
+    s->adjust = adjust;
+}
+
+static void ds_unmap_shard(ds_lshard *s) {
+    if (s->map) (void)munmap((void *)s->map, s->map_len);
+    for (int k = 0; k < 3; k++) free(s->loc[k]), s->loc[k] = NULL;
+    s->map = NULL;
+}
+
 // Direct chunk reads: a second HDF5 handle on the (already validated) shard, and for each
 // media kind the dataset when its chunks are single rows, zstd-compressed (filter 32015) or
 // unfiltered: then H5Dread_chunk hands back a row's stored bytes and a worker decompresses
@@ -407,6 +513,8 @@ static void ds_raw_setup(ds_loader *l, ds_lshard *s, ds_shard *sh) {
             (void)H5Dclose(d);
         }
     }
+    if (!l->cfg.no_map && (s->raw_dset[0] >= 0 || s->raw_dset[1] >= 0 || s->raw_dset[2] >= 0))
+        ds_map_shard(s, rows);
 }
 
 static void ds_close_all_shards(ds_loader *l) {
@@ -621,25 +729,42 @@ static void ds_fetch_media(ds_loader *l, ds_slot *slot, ds_lshard *ls, ds_shard 
         if (k == 2) ds_shard_read_audio(sh, row, dst);
         return;
     }
-    hsize_t offset[5] = {(hsize_t)row, 0, 0, 0, 0}, bytes = 0;
-    if (H5Dget_chunk_storage_size(d, offset, &bytes) < 0 || bytes == 0 || bytes > UINT32_MAX)
-        ag_fail("%s: dataset '%s': row %d: its chunk is missing or unreadable", ls->path,
-                ds_media_name[k], row);
-    size_t used =
-        slot->njobs ? slot->jobs[slot->njobs - 1].src + slot->jobs[slot->njobs - 1].size : 0;
-    if (used + bytes > slot->stage_cap) {
-        size_t cap = slot->stage_cap ? slot->stage_cap : 1 << 20;
-        while (cap < used + bytes) cap *= 2;
-        slot->stage = ag_xrealloc(slot->stage, cap, "loader media chunks");
-        slot->stage_cap = cap;
-    }
-    uint32_t filters = 0;
-    if (H5Dread_chunk(d, H5P_DEFAULT, offset, &filters, slot->stage + used) < 0)
-        ag_fail("%s: dataset '%s': row %d: read failed (truncated file?)", ls->path,
-                ds_media_name[k], row);
+    hsize_t offset[5] = {(hsize_t)row, 0, 0, 0, 0};
     ds_job *j = &slot->jobs[slot->njobs++];
-    j->kind = k, j->row = row, j->dst = dst, j->src = used, j->size = (size_t)bytes;
-    j->zstd = ls->raw_zstd[k] && !(filters & 1); // bit 0 set: the filter was skipped
+    if (ls->map && row >= 0 && row < ls->nloc[k]) {
+        ds_chunk_loc *c = &ls->loc[k][row];
+        if (!c->size) {
+            unsigned fm = 0;
+            int64_t off = ds_chunk_offset(ls, d, offset, ls->adjust, &fm, &c->size);
+            if (off < 0)
+                ag_fail("%s: dataset '%s': row %d: its chunk is missing or lies past the end of "
+                        "the file (truncated?)",
+                        ls->path, ds_media_name[k], row);
+            c->offset = (uint64_t)off, c->filters = fm;
+        }
+        j->mapped = ls->map + c->offset, j->src = 0, j->size = c->size;
+        j->zstd = ls->raw_zstd[k] && !(c->filters & 1); // bit 0 set: the filter was skipped
+    } else {
+        hsize_t bytes = 0;
+        if (H5Dget_chunk_storage_size(d, offset, &bytes) < 0 || bytes == 0 || bytes > UINT32_MAX)
+            ag_fail("%s: dataset '%s': row %d: its chunk is missing or unreadable", ls->path,
+                    ds_media_name[k], row);
+        size_t used = slot->stage_used;
+        if (used + bytes > slot->stage_cap) {
+            size_t cap = slot->stage_cap ? slot->stage_cap : 1 << 20;
+            while (cap < used + bytes) cap *= 2;
+            slot->stage = ag_xrealloc(slot->stage, cap, "loader media chunks");
+            slot->stage_cap = cap;
+        }
+        uint32_t filters = 0;
+        if (H5Dread_chunk(d, H5P_DEFAULT, offset, &filters, slot->stage + used) < 0)
+            ag_fail("%s: dataset '%s': row %d: read failed (truncated file?)", ls->path,
+                    ds_media_name[k], row);
+        slot->stage_used = used + bytes;
+        j->mapped = NULL, j->src = used, j->size = (size_t)bytes;
+        j->zstd = ls->raw_zstd[k] && !(filters & 1);
+    }
+    j->kind = k, j->row = row, j->dst = dst;
     j->position = l->ctx_position, j->sample = l->ctx_sample, j->local = l->ctx_local;
     j->dataset = l->ctx_dataset, j->path = ls->path;
 }
@@ -652,7 +777,7 @@ static void ds_read_batch(ds_loader *l, ds_slot *slot, int64_t b) {
     size_t vid = (size_t)l->video_frames * (size_t)l->video_size * (size_t)l->video_size * 3;
     size_t aud = (size_t)l->audio_clips * (size_t)l->audio_frames * (size_t)l->audio_mels;
     int64_t off = 0, ni = 0, nv = 0, na = 0;
-    slot->njobs = 0;
+    slot->njobs = 0, slot->stage_used = 0;
     for (int64_t i = 0; i < B; i++) {
         int64_t pos = base + i, sample;
         int32_t d;
@@ -722,14 +847,15 @@ static bool ds_decode_media(ds_loader *l, ds_slot *slot, char *err, size_t n) {
         void *out = j->kind == 2 ? (void *)slot->half : j->dst;
         size_t want = row_bytes[j->kind], got = j->size;
         const char *why = NULL;
+        const uint8_t *src = j->mapped ? j->mapped : slot->stage + j->src;
         if (!j->zstd) {
-            if (got == want) memcpy(out, slot->stage + j->src, want);
+            if (got == want) memcpy(out, src, want);
         } else {
             if (!slot->dctx && !(slot->dctx = ZSTD_createDCtx())) {
                 snprintf(err, n, "loader: out of memory creating a zstd context");
                 return false;
             }
-            got = ZSTD_decompressDCtx(slot->dctx, out, want, slot->stage + j->src, j->size);
+            got = ZSTD_decompressDCtx(slot->dctx, out, want, src, j->size);
             if (ZSTD_isError(got)) why = ZSTD_getErrorName(got);
         }
         if (why || got != want) {
@@ -909,7 +1035,8 @@ static void ds_loader_free(ds_loader *l) {
         for (int d = 0; d < l->nd; d++) {
             ds_ldataset *ds = &l->ds[d];
             for (int j = 0; j < ds->nshards; j++)
-                free(ds->shards[j].path), free(ds->shards[j].source_map);
+                ds_unmap_shard(&ds->shards[j]), free(ds->shards[j].path),
+                    free(ds->shards[j].source_map);
             free(ds->shards);
             ds_manifest_free(&ds->manifest);
             free(ds->dir);

@@ -40,8 +40,12 @@
 // (threads = 0: the reader does it); `prefetch` batches are prepared ahead. Output does not
 // depend on either. Decompressing media is most of the work, so the reader does not do it:
 // where a media dataset is stored as FORMAT.md says (one row per chunk, zstd or no filter)
-// it reads each row's chunk as stored (H5Dread_chunk) and the workers decompress it (and
-// widen float16 audio) straight into the batch; anything else goes through the shard layer.
+// the workers decompress each row's chunk as stored (and widen float16 audio) straight into
+// the batch, reading it from a read-only mapping of the shard file (located once through
+// H5Dget_chunk_info_by_coord) or, where the file cannot be mapped, from a copy the reader made
+// with H5Dread_chunk; anything else goes through the shard layer. A shard must not be
+// truncated in place while a loader reads it (the mapping would fault; pack replaces files
+// by rename, which is safe).
 // HDF5 (the Debian serial build) is not thread-safe: the readers of all loaders in a process
 // take one process-wide lock around their HDF5 work, but no other code may call HDF5 while a
 // loader is open (and a process exiting with a loader open waits for its reader's current
@@ -87,6 +91,10 @@ typedef struct {
     // Read media rows through the shard layer only, decompressed on the reader thread (slower;
     // for comparisons and tests). Default: direct chunk reads, decompressed by the workers.
     bool no_direct_chunks;
+    // Direct chunk reads copy each chunk out of the file (H5Dread_chunk) for the workers,
+    // instead of the workers decompressing it from a read-only mapping of the shard (slower;
+    // for comparisons and tests). Default: mapped where the file allows it.
+    bool no_map;
     // NULL: start at position 0. Otherwise continue from there: seed and digest must match,
     // and position must be a multiple of micro * world.
     const ds_cursor *resume;

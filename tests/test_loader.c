@@ -520,14 +520,17 @@ static void test_threads(void) {
         TL_CHECK(same, "prefetch %d, threads %d: same batches", conf[k][0], conf[k][1]);
         ds_loader_close(l);
     }
-    // Media through the shard layer instead of direct chunk reads: same batches.
-    for (int threads = 0; threads <= 2; threads += 2) {
+    // Media through the shard layer instead of direct chunk reads, and direct chunks copied
+    // out by the reader instead of read from the mapped file: same batches.
+    for (int way = 0; way < 4; way++) {
         ds_loader_config c = config(1, 1, 5, 5, 1, 0, 1);
-        c.no_direct_chunks = true, c.threads = threads;
+        int threads = way % 2 ? 2 : 0;
+        c.no_direct_chunks = way < 2, c.no_map = way >= 2, c.threads = threads;
         ds_loader *l = ds_loader_open(&c);
         bool same = true;
         for (int i = 0; i < 25; i++) same = same && batch_hash(ds_loader_next(l)) == first[i];
-        TL_CHECK(same, "media through the shard layer (threads %d): same batches", threads);
+        TL_CHECK(same, "media %s (threads %d): same batches",
+                 way < 2 ? "through the shard layer" : "copied by the reader", threads);
         ds_loader_close(l);
     }
     // Closing while the reader is mid-stream (prefetch slots full) neither hangs nor leaks.
@@ -603,6 +606,54 @@ static void corrupt_copy(const char *dir, int shard, const char *dataset, const 
     ok = ok && pwrite(fd, &byte, 1, at) == 1;
     if (fd >= 0) close(fd);
     TL_CHECK(ok, "flip a byte of %s", to);
+}
+
+// A copy of dataset a whose shards start with a 512-byte user block (as `h5jam` or h5py's
+// userblock_size make them): HDF5 reports chunk addresses relative to it before 1.14.4, so
+// reading chunks from the mapped file must add it. Same batches as a itself.
+static void test_userblock(void) {
+    char dir[700], from[800], to[800];
+    snprintf(dir, sizeof dir, "%s/userblock", g_dir);
+    mkdir(dir, 0755);
+    ds_manifest m;
+    ds_manifest_read(&m, g_a);
+    for (int j = 0; j < m.num_shards; j++) {
+        snprintf(from, sizeof from, "%s/%s", g_a, m.shards[j].file);
+        snprintf(to, sizeof to, "%s/%s", dir, m.shards[j].file);
+        FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+        char buf[65536] = {0};
+        bool ok = a && b && fwrite(buf, 1, 512, b) == 512;
+        size_t n;
+        while (ok && (n = fread(buf, 1, sizeof buf, a)) > 0) ok = fwrite(buf, 1, n, b) == n;
+        if (a) fclose(a);
+        if (b) ok = fclose(b) == 0 && ok;
+        TL_CHECK(ok, "copy %s behind a user block", from);
+        m.shards[j].bytes += 512;
+    }
+    ds_manifest_write(&m, dir);
+    ds_manifest_free(&m);
+    hid_t f = H5Fopen(to, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t fcpl = f >= 0 ? H5Fget_create_plist(f) : H5I_INVALID_HID;
+    hsize_t ub = 0;
+    TL_CHECK(fcpl >= 0 && H5Pget_userblock(fcpl, &ub) >= 0 && ub == 512,
+             "HDF5 sees the 512-byte user block (%llu)", (unsigned long long)ub);
+    if (fcpl >= 0) H5Pclose(fcpl);
+    if (f >= 0) H5Fclose(f);
+    for (int way = 0; way < 2; way++) {
+        ds_loader_config c = single(g_a, 4, 4, 2);
+        ds_loader *l = ds_loader_open(&c);
+        uint64_t want[12];
+        for (int i = 0; i < 12; i++) want[i] = batch_hash(ds_loader_next(l));
+        ds_loader_close(l);
+        c = single(dir, 4, 4, 2);
+        c.no_map = way == 1;
+        l = ds_loader_open(&c);
+        bool same = true;
+        for (int i = 0; i < 12; i++) same = same && batch_hash(ds_loader_next(l)) == want[i];
+        ds_loader_close(l);
+        TL_CHECK(same, "shards behind a user block (%s): same batches as without",
+                 way ? "chunks copied by the reader" : "mapped");
+    }
 }
 
 // The child: streams the corrupt dataset (checksums off: the damage is found when read).
@@ -685,9 +736,10 @@ static volatile int g_delivered;
 
 // Batches delivered before the failure, with a given prefetch / threads; the loader closes
 // cleanly after its consumer saw the error.
-static int deliver_until_failure(const char *dir, int prefetch, int threads, bool direct) {
+static int deliver_until_failure(const char *dir, int prefetch, int threads, bool direct,
+                                 bool map) {
     ds_loader_config c = single(dir, 4, prefetch, threads);
-    c.no_direct_chunks = !direct;
+    c.no_direct_chunks = !direct, c.no_map = !map;
     g_loader = ds_loader_open(&c);
     g_delivered = 0;
     EXPECT_FAIL(
@@ -751,12 +803,14 @@ static void test_errors(void) {
     run_child(bad_img, "corrupt image chunk", "dataset 'images'");
     run_child(bad_tok, "corrupt token chunk", "dataset 'tokens'");
     // ... and in-process: the batches before the bad one arrive whatever the prefetch.
-    // (Decompressed by the reader, by workers, and by HDF5 through the shard layer.)
-    int n1 = deliver_until_failure(bad_img, 1, 0, true);
-    int n2 = deliver_until_failure(bad_img, 16, 3, true);
-    int n3 = deliver_until_failure(bad_img, 8, 2, false);
-    TL_CHECK(n1 == n2 && n1 == n3 && n1 == 3, "batches before the failure: %d, %d and %d (want 3)",
-             n1, n2, n3);
+    // (Decompressed by the reader, by workers, from the mapped file or from the reader's copy,
+    // and by HDF5 through the shard layer.)
+    int n1 = deliver_until_failure(bad_img, 1, 0, true, true);
+    int n2 = deliver_until_failure(bad_img, 16, 3, true, true);
+    int n3 = deliver_until_failure(bad_img, 8, 2, false, true);
+    int n4 = deliver_until_failure(bad_img, 8, 2, true, false);
+    TL_CHECK(n1 == n2 && n1 == n3 && n1 == n4 && n1 == 3,
+             "batches before the failure: %d, %d, %d and %d (want 3)", n1, n2, n3, n4);
 
     // Exiting (here: failing elsewhere) with a loader busy reading is a clean exit 1.
     bool clean = true;
@@ -804,6 +858,7 @@ int main(int argc, char **argv) {
     test_data_parallel();
     test_resume();
     test_threads();
+    test_userblock();
     test_errors();
     clock_gettime(CLOCK_MONOTONIC, &t1);
     printf("test_loader: %.1f s\n",
