@@ -28,6 +28,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -372,6 +373,33 @@ static void ds_close_shard(ds_loader *l, ds_lshard *s) {
     l->open_shards--;
 }
 
+// A mapped shard truncated in place under a running loader makes reads of the lost pages raise
+// SIGBUS. While a thread reads a mapping it points ds_tl_bus at a jump buffer and the handler
+// jumps back there, so the loader fails with a message instead of the process dying. Any other
+// SIGBUS goes to the disposition that was there before.
+static _Thread_local sigjmp_buf *volatile ds_tl_bus;
+static struct sigaction ds_prev_bus;
+static pthread_once_t ds_bus_once = PTHREAD_ONCE_INIT;
+static bool ds_bus_ok;
+
+static void ds_on_sigbus(int sig, siginfo_t *si, void *uc) {
+    if (ds_tl_bus) siglongjmp(*ds_tl_bus, 1);
+    if (ds_prev_bus.sa_flags & SA_SIGINFO) {
+        ds_prev_bus.sa_sigaction(sig, si, uc);
+    } else if (ds_prev_bus.sa_handler != SIG_DFL && ds_prev_bus.sa_handler != SIG_IGN) {
+        ds_prev_bus.sa_handler(sig);
+    } else { // the default: returning re-runs the faulting access, which now kills
+        struct sigaction dfl = {.sa_handler = SIG_DFL};
+        (void)sigemptyset(&dfl.sa_mask);
+        (void)sigaction(SIGBUS, &dfl, NULL);
+    }
+}
+
+static void ds_install_sigbus(void) {
+    struct sigaction sa = {.sa_sigaction = ds_on_sigbus, .sa_flags = SA_SIGINFO | SA_NODEFER};
+    ds_bus_ok = sigemptyset(&sa.sa_mask) == 0 && sigaction(SIGBUS, &sa, &ds_prev_bus) == 0;
+}
+
 static bool ds_same_file(const struct stat *a, const struct stat *b) {
     return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
            a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
@@ -405,6 +433,8 @@ static void ds_map_shard(ds_lshard *s, const int64_t rows[3]) {
             ag_fail("%s: the shard changed on disk while the loader was reading it", s->path);
         return;
     }
+    // Without the SIGBUS guard a shard cut short while mapped would kill the process.
+    if (pthread_once(&ds_bus_once, ds_install_sigbus) != 0 || !ds_bus_ok) ok = false;
     void *p = ok ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
     if (fd >= 0) (void)close(fd); // the mapping keeps the file
     if (p == MAP_FAILED) return;
@@ -423,13 +453,17 @@ static void ds_map_shard(ds_lshard *s, const int64_t rows[3]) {
         int64_t off = ds_chunk_offset(s, s->raw_dset[k], offset, 0, &fm, &n);
         uint8_t *buf = off >= 0 ? malloc(n) : NULL;
         uint32_t filters = 0;
-        if (buf && H5Dread_chunk(s->raw_dset[k], H5P_DEFAULT, offset, &filters, buf) >= 0) {
+        sigjmp_buf jb;
+        if (buf && H5Dread_chunk(s->raw_dset[k], H5P_DEFAULT, offset, &filters, buf) >= 0 &&
+            !sigsetjmp(jb, 0)) {
+            ds_tl_bus = &jb;
             const int64_t cand[2] = {0, (int64_t)ub};
             for (int c = 0; c < 2 && adjust < 0; c++)
                 if ((uint64_t)(off + cand[c]) <= s->map_len - n &&
                     !memcmp(s->map + off + cand[c], buf, n))
                     adjust = cand[c];
         }
+        ds_tl_bus = NULL;
         free(buf);
         break;
     }
@@ -842,7 +876,21 @@ static bool ds_decode_media(ds_loader *l, ds_slot *slot, char *err, size_t n) {
     size_t row_bytes[3] = {
         (size_t)l->image_size * (size_t)l->image_size * 3,
         (size_t)l->video_frames * (size_t)l->video_size * (size_t)l->video_size * 3, aud * 2};
+    volatile int at = 0; // the job being read when a mapping faulted
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0)) {
+        ds_tl_bus = NULL;
+        const ds_job *j = &slot->jobs[at];
+        snprintf(err, n,
+                 "%s: dataset '%s': row %d: read failed (the file shrank while being read: "
+                 "truncated in place?) (stream position %lld: dataset %d sample %lld)",
+                 j->path, ds_media_name[j->kind], j->row, (long long)j->position, j->dataset,
+                 (long long)j->sample);
+        return false;
+    }
+    ds_tl_bus = &jb;
     for (int i = 0; i < slot->njobs; i++) {
+        at = i;
         const ds_job *j = &slot->jobs[i];
         void *out = j->kind == 2 ? (void *)slot->half : j->dst;
         size_t want = row_bytes[j->kind], got = j->size;
@@ -852,6 +900,7 @@ static bool ds_decode_media(ds_loader *l, ds_slot *slot, char *err, size_t n) {
             if (got == want) memcpy(out, src, want);
         } else {
             if (!slot->dctx && !(slot->dctx = ZSTD_createDCtx())) {
+                ds_tl_bus = NULL;
                 snprintf(err, n, "loader: out of memory creating a zstd context");
                 return false;
             }
@@ -860,6 +909,7 @@ static bool ds_decode_media(ds_loader *l, ds_slot *slot, char *err, size_t n) {
         }
         if (why || got != want) {
             const char *slash = strrchr(j->path, '/');
+            ds_tl_bus = NULL;
             snprintf(err, n,
                      "%s: dataset '%s': row %d: read failed (corrupt or truncated chunk: %s) "
                      "(stream position %lld: dataset %d sample %lld = sample %lld of %s)",
@@ -871,6 +921,7 @@ static bool ds_decode_media(ds_loader *l, ds_slot *slot, char *err, size_t n) {
         if (j->kind == 2)
             for (size_t e = 0; e < aud; e++) ((float *)j->dst)[e] = ds_f16_table[slot->half[e]];
     }
+    ds_tl_bus = NULL;
     return true;
 }
 

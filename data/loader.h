@@ -43,9 +43,10 @@
 // the workers decompress each row's chunk as stored (and widen float16 audio) straight into
 // the batch, reading it from a read-only mapping of the shard file (located once through
 // H5Dget_chunk_info_by_coord) or, where the file cannot be mapped, from a copy the reader made
-// with H5Dread_chunk; anything else goes through the shard layer. A shard must not be
-// truncated in place while a loader reads it (the mapping would fault; pack replaces files
-// by rename, which is safe).
+// with H5Dread_chunk; anything else goes through the shard layer. A mapped shard cut short in
+// place while a loader reads it is reported like a truncated chunk (the loader catches the
+// SIGBUS of reading lost pages; it installs a process-wide handler that passes every other
+// SIGBUS on to the previous disposition).
 // HDF5 (the Debian serial build) is not thread-safe: the readers of all loaders in a process
 // take one process-wide lock around their HDF5 work, but no other code may call HDF5 while a
 // loader is open (and a process exiting with a loader open waits for its reader's current

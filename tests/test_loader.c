@@ -668,6 +668,24 @@ static int corrupt_child(const char *dir) {
 
 // The other child: fails (ag_fail) for reasons of its own while its loader is busy reading.
 // HDF5 shuts down at exit: that must not crash under a read in progress.
+// The child: streams dir until every chunk was read once from its mapped shard, cuts every
+// shard of dir to 4 KiB in place, and streams on: reading the lost pages of a mapping raises
+// SIGBUS, which must become the loader's one-line error, not the death of the process.
+static int truncate_child(const char *dir) {
+    alarm(20);
+    ds_loader_config c = single(dir, 4, 1, 1);
+    ds_loader *l = ds_loader_open(&c);
+    for (int i = 0; i < 30; i++) ds_loader_next(l); // 3 passes over the 37 samples
+    for (int j = 0; j < 3; j++) {
+        char path[800];
+        snprintf(path, sizeof path, "%s/shard_%05d.h5", dir, j);
+        if (truncate(path, 4096) != 0) return 3;
+    }
+    for (int i = 0; i < 1000; i++) ds_loader_next(l);
+    ds_loader_close(l);
+    return 0;
+}
+
 static int exit_child(const char *dir) {
     alarm(20);
     ds_loader_config c = single(dir, 2, 64, 2);
@@ -834,11 +852,26 @@ static void test_errors(void) {
     set.dir = cut;
     c.checksums = false;
     EXPECT_FAIL(ds_loader_open(&c), "truncated/shard_00001.h5", "size");
+
+    // Shards cut short in place while mapped and streamed: one line, exit 1, no SIGBUS death.
+    char text[4096];
+    snprintf(cut, sizeof cut, "%s/truncated_live", g_dir);
+    corrupt_copy(cut, 0, NULL, NULL);
+    int status = run_self("--truncate-child", cut, text, sizeof text);
+    TL_CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1,
+             "shards truncated under a running loader: exit status 1 (status 0x%x: %s)", status,
+             status != -1 && WIFSIGNALED(status) ? strsignal(WTERMSIG(status)) : "exited");
+    char *nl = strchr(text, '\n');
+    TL_CHECK(nl && nl[1] == 0 && strncmp(text, "groundc: error: ", 16) == 0 &&
+                 strstr(text, "truncated_live/shard_0000") && strstr(text, "shrank"),
+             "shards truncated under a running loader: one line naming the shard: \"%s\"", text);
+    printf("  truncated while mapped: %s", text);
 }
 
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--corrupt-child") == 0) return corrupt_child(argv[2]);
     if (argc == 3 && strcmp(argv[1], "--exit-child") == 0) return exit_child(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "--truncate-child") == 0) return truncate_child(argv[2]);
     alarm(120); // a deadlock must fail the test, not hang ctest
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     snprintf(g_dir, sizeof g_dir, "%s/test_loader_files", GROUNDC_BINARY_DIR);
