@@ -52,6 +52,20 @@ static void init_small(ag_tensor *const *ps, int n, uint64_t seed, double std) {
     }
 }
 
+// Rows [s0, s0 + n) of src into rows [d0, d0 + n) of dst, both seen as (rows, last dim), of
+// the same dtype and width. Through the host: parameters may live on the GPU.
+static void copy_rows(ag_tensor *dst, int64_t d0, const ag_tensor *src, int64_t s0, int64_t n) {
+    size_t ds = ag_nbytes(dst), ss = ag_nbytes(src);
+    size_t row = ag_nbytes(src) / (size_t)(ag_numel(src) / src->shape[src->ndim - 1]);
+    char *hd = ag_xmalloc(ds, "init"), *hs = ag_xmalloc(ss, "init");
+    ag_copy_to_host(dst, hd);
+    ag_copy_to_host(src, hs);
+    memcpy(hd + (size_t)d0 * row, hs + (size_t)s0 * row, (size_t)n * row);
+    ag_copy_from_host(dst, hd);
+    free(hd);
+    free(hs);
+}
+
 static void check_dim(const char *what, const char *field, int64_t v) {
     if (v < 1) ag_fail("%s config: %s must be >= 1, got %lld", what, field, (long long)v);
 }
@@ -137,6 +151,7 @@ void gm_frame_qformer_free(gm_frame_qformer *m) {
 }
 
 void gm_frame_qformer_init(gm_frame_qformer *m, uint64_t seed, double std) {
+    if (m->cfg.qformer.init_std > 0) std = m->cfg.qformer.init_std;
     init_small(m->params, 3, seed, std);
     gm_qformer_init(m->qformer, seed, std);
 }
@@ -200,8 +215,21 @@ void gm_video_adapter_free(gm_video_adapter *m) {
 }
 
 void gm_video_adapter_init(gm_video_adapter *m, uint64_t seed, double std) {
+    if (m->cfg.qformer.init_std > 0) std = m->cfg.qformer.init_std;
     init_small(m->params, 4, seed, std);
     gm_qformer_init(m->qformer, seed, std);
+    if (!m->cfg.aligned_init) return;
+    const int64_t C = m->cfg.qformer.hidden, Q = m->cfg.n_queries, Fm = m->cfg.max_frames;
+    if (m->cfg.qformer.encoder_width != C)
+        ag_fail("video adapter: aligned init needs the Q-Former's hidden width (%lld) equal to "
+                "its encoder width (%lld)",
+                (long long)C, (long long)m->cfg.qformer.encoder_width);
+    gm_init_normal(m->frame_pos, seed, 0x616c69676e, 1.0); // stream "align"
+    for (int64_t j = 0; j < Q; j++) copy_rows(m->query_tokens, j, m->frame_pos, j * Fm / Q, 1);
+    for (int64_t l = 0; l < m->cfg.qformer.n_layers; l++) {
+        const gm_qformer_layer *L = &m->qformer->layers[l];
+        if (L->has_cross) copy_rows(L->cross.k_w, 0, L->cross.q_w, 0, C);
+    }
 }
 
 ag_tensor *gm_video_adapter_forward(ag_ctx *ctx, const gm_video_adapter *m, ag_tensor *frames,
@@ -274,6 +302,7 @@ void gm_audio_adapter_free(gm_audio_adapter *m) {
 }
 
 void gm_audio_adapter_init(gm_audio_adapter *m, uint64_t seed, double std) {
+    if (m->cfg.qformer.init_std > 0) std = m->cfg.qformer.init_std;
     init_small(m->params, 4, seed, std);
     gm_qformer_init(m->qformer, seed, std);
 }

@@ -31,8 +31,9 @@
 // and <prefix>audio_qformer. instead (transformers' Blip2 layout); the other names stay.
 //
 // Initialisation (gm_*_init): matrices, query tokens and position embeddings normal(0, std)
-// (0.02, BERT's initializer_range), biases 0, LayerNorm weights 1. The reference inits its
-// projections with torch's default (Kaiming-uniform) and its position embeddings N(0, 1);
+// (0.02, BERT's initializer_range, or the Q-Former config's init_std), biases 0, LayerNorm
+// weights 1; the video adapter's aligned_init changes its start as its config says. The reference
+// inits its projections with torch's default (Kaiming-uniform) and its position embeddings N(0, 1);
 // both are trained from there, and pretrained weights replace them anyway.
 #pragma once
 #include <stdbool.h>
@@ -97,6 +98,12 @@ typedef struct {
     int64_t n_queries;         // 64
     int64_t max_frames;        // rows of the frame position embedding: 64
     int64_t llm_dim;           // L
+    // From-scratch init in which query j starts out attending to frame j·max_frames/Q: the
+    // frame position rows are N(0, 1) (nn.Embedding's init, the reference's), query token j
+    // is a copy of row j·max_frames/Q, and every cross-attention's key projection starts as
+    // a copy of its query projection (needs hidden = encoder width). A video Q-Former drawn
+    // at random instead averages all frames alike and never learns to tell them apart.
+    bool aligned_init;
 } gm_video_adapter_config;
 
 typedef struct {

@@ -50,6 +50,11 @@ typedef struct {
     int64_t cross_attention_frequency; // layer l cross-attends when l % f == 0 (2 or 1)
     double eps;                        // LayerNorm eps, 1e-12
     double dropout;                    // hidden dropout in training (BERT: 0.1); 0 disables
+    // Normal std of the matrices at init (and of the owner's query tokens and projection);
+    // 0: the std the init call is given (BERT's 0.02, made for width 768). Only matters for
+    // a Q-Former trained from scratch: a narrow one passes its input on at about
+    // 1/sqrt(hidden), a 0.02 one at a few per cent of it.
+    double init_std;
     gm_qformer_names names;
 } gm_qformer_config;
 

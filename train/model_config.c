@@ -104,6 +104,7 @@ static void read_qformer(tr_yaml *q, gm_qformer_config *c, int64_t encoder_width
     c->cross_attention_frequency = req_int(q, "cross_attention_every", 1, 4096);
     c->eps = tr_yaml_num(q, "eps", c->eps, 1e-15, 1);
     if (dropout) c->dropout = tr_yaml_num(q, "dropout", c->dropout, 0, 0.99);
+    c->init_std = tr_yaml_num(q, "init_std", c->init_std, 0, 10);
     c->encoder_width = encoder_width;
     check_heads(q, "hidden", c->hidden, c->n_heads);
 }
@@ -159,6 +160,12 @@ static void read_video(tr_yaml *root, gm_groundinggpt_config *c) {
     read_qformer(ad, &a->qformer, f->qformer.hidden, true);
     a->max_frames = req_int(ad, "max_frames", 1, BIG);
     a->n_queries = c->video_tokens;
+    static const char *const inits[] = {"normal", "aligned", NULL};
+    a->aligned_init = !strcmp(tr_yaml_str(ad, "init", "normal", inits), "aligned");
+    if (a->aligned_init && a->qformer.hidden != f->qformer.hidden)
+        tr_yaml_fail(tr_yaml_at(ad, "init"),
+                     "aligned init needs hidden %lld equal to the frame Q-Former's %lld",
+                     (long long)a->qformer.hidden, (long long)f->qformer.hidden);
     if (a->max_frames < c->video_frames)
         tr_yaml_fail(tr_yaml_at(ad, "max_frames"), "%lld frame positions for %lld frames",
                      (long long)a->max_frames, (long long)c->video_frames);
