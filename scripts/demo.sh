@@ -14,17 +14,21 @@ out=demo-out
 start=$(date +%s)
 pack=(--tokenizer tests/fixtures/tokenizer/test_bpe.model --image-size 64 --image-tokens 64
       --video-frames 8 --video-size 16 --video-tokens 8 --audio-tokens 4)
-if [ ! -f "$out/eval/manifest.json" ]; then
-  rm -rf "$out/raw" "$out/coarse" "$out/rec" "$out/fine" "$out/eval"
+if [ ! -f "$out/eval/manifest.json" ] || [ ! -f "$out/tvg/manifest.json" ]; then
+  # new data: checkpoints trained on other data would be taken as complete stages
+  rm -rf "$out/raw" "$out/coarse" "$out/rec" "$out/fine" "$out/tvg" "$out/eval" "$out/checkpoints"
   mkdir -p "$out"
-  build/groundc synth --out "$out/raw" --images 3000 --videos 600 --audios 200 --max-shapes 1
-  # one dataset per granularity, mixed per stage by the stage configs
+  build/groundc synth --out "$out/raw" --images 3000 --videos 3000 --audios 200 --max-shapes 1
+  # one dataset per granularity, mixed per stage by the stage configs (tvg/ again on its
+  # own, so that stage 2 can weight it)
   build/groundc pack --json "$out/raw/train.json" --media-root "$out/raw" --out "$out/coarse" \
     --tasks caption "${pack[@]}"
   build/groundc pack --json "$out/raw/train.json" --media-root "$out/raw" --out "$out/rec" \
     --tasks rec "${pack[@]}"
   build/groundc pack --json "$out/raw/train.json" --media-root "$out/raw" --out "$out/fine" \
     --tasks reg,tvg,sound "${pack[@]}"
+  build/groundc pack --json "$out/raw/train.json" --media-root "$out/raw" --out "$out/tvg" \
+    --tasks tvg "${pack[@]}"
   build/groundc pack --json "$out/raw/eval.json" --media-root "$out/raw" --out "$out/eval" "${pack[@]}"
 fi
 if [ "$ranks" -gt 1 ]; then
