@@ -52,18 +52,12 @@ static void init_small(ag_tensor *const *ps, int n, uint64_t seed, double std) {
     }
 }
 
-// Rows [s0, s0 + n) of src into rows [d0, d0 + n) of dst, both seen as (rows, last dim), of
-// the same dtype and width. Through the host: parameters may live on the GPU.
-static void copy_rows(ag_tensor *dst, int64_t d0, const ag_tensor *src, int64_t s0, int64_t n) {
-    size_t ds = ag_nbytes(dst), ss = ag_nbytes(src);
-    size_t row = ag_nbytes(src) / (size_t)(ag_numel(src) / src->shape[src->ndim - 1]);
-    char *hd = ag_xmalloc(ds, "init"), *hs = ag_xmalloc(ss, "init");
-    ag_copy_to_host(dst, hd);
-    ag_copy_to_host(src, hs);
-    memcpy(hd + (size_t)d0 * row, hs + (size_t)s0 * row, (size_t)n * row);
-    ag_copy_from_host(dst, hd);
-    free(hd);
-    free(hs);
+// dst = src (same dtype and shape), through the host: parameters may live on the GPU.
+static void copy_param(ag_tensor *dst, const ag_tensor *src) {
+    void *h = ag_xmalloc(ag_nbytes(src), "init");
+    ag_copy_to_host(src, h);
+    ag_copy_from_host(dst, h);
+    free(h);
 }
 
 static void check_dim(const char *what, const char *field, int64_t v) {
@@ -225,10 +219,19 @@ void gm_video_adapter_init(gm_video_adapter *m, uint64_t seed, double std) {
                 "its encoder width (%lld)",
                 (long long)C, (long long)m->cfg.qformer.encoder_width);
     gm_init_normal(m->frame_pos, seed, 0x616c69676e, 1.0); // stream "align"
-    for (int64_t j = 0; j < Q; j++) copy_rows(m->query_tokens, j, m->frame_pos, j * Fm / Q, 1);
+    // query j = frame position row j·Fm/Q: rows of (1, Q, C) from rows of (Fm, C)
+    size_t row = ag_nbytes(m->frame_pos) / (size_t)Fm;
+    char *pos = ag_xmalloc(ag_nbytes(m->frame_pos), "init"),
+         *q = ag_xmalloc(row * (size_t)Q, "init");
+    ag_copy_to_host(m->frame_pos, pos);
+    for (int64_t j = 0; j < Q; j++)
+        memcpy(q + (size_t)j * row, pos + (size_t)(j * Fm / Q) * row, row);
+    ag_copy_from_host(m->query_tokens, q);
+    free(pos);
+    free(q);
     for (int64_t l = 0; l < m->cfg.qformer.n_layers; l++) {
         const gm_qformer_layer *L = &m->qformer->layers[l];
-        if (L->has_cross) copy_rows(L->cross.k_w, 0, L->cross.q_w, 0, C);
+        if (L->has_cross) copy_param(L->cross.k_w, L->cross.q_w);
     }
 }
 
