@@ -92,7 +92,7 @@ typedef struct {
     const uint8_t *map;
     size_t map_len;
     struct stat map_stat; // the file as mapped; a reopened shard must still be that file
-    int64_t adjust;       // file offset = chunk address + adjust (see ds_map_shard), or -1
+    int64_t adjust;       // file offset = chunk address + adjust (see ds_map_shard)
     ds_chunk_loc *loc[3]; // per media row, once located (size 0: not yet)
     int64_t nloc[3];
 } ds_lshard;
@@ -420,6 +420,30 @@ static int64_t ds_chunk_offset(const ds_lshard *s, hid_t d, const hsize_t *offse
     return (int64_t)addr + adjust;
 }
 
+// Which of the offsets 0 and ub puts chunk bytes buf[0, n), whose address says off, in the
+// mapping: 0, ub, or -1 for neither. A SIGBUS while comparing (the file shrank) is neither.
+static int64_t ds_match_adjust(const ds_lshard *s, int64_t off, const uint8_t *buf, uint32_t n,
+                               int64_t ub) {
+    volatile int64_t adjust = -1; // set after sigsetjmp, read after a jump back
+    sigjmp_buf jb;
+    if (!sigsetjmp(jb, 0)) {
+        ds_tl_bus = &jb;
+        const int64_t cand[2] = {0, ub};
+        for (int c = 0; c < 2 && adjust < 0; c++)
+            if ((uint64_t)(off + cand[c]) <= s->map_len - n &&
+                !memcmp(s->map + off + cand[c], buf, n))
+                adjust = cand[c];
+    }
+    ds_tl_bus = NULL;
+    return adjust;
+}
+
+static void ds_unmap_shard(ds_lshard *s) {
+    if (s->map) (void)munmap((void *)s->map, s->map_len);
+    for (int k = 0; k < 3; k++) free(s->loc[k]), s->loc[k] = NULL, s->nloc[k] = 0;
+    s->map = NULL, s->map_len = 0;
+}
+
 // Maps the shard file once ds_raw_setup has chosen its datasets (see ds_lshard.map). Any
 // failure here only leaves the shard unmapped; a reopened shard that is no longer the file
 // mapped is an error (its tokens and its media would come from different files).
@@ -444,48 +468,29 @@ static void ds_map_shard(ds_lshard *s, const int64_t rows[3]) {
     hid_t fcpl = H5Fget_create_plist(s->raw_file);
     if (fcpl < 0 || H5Pget_userblock(fcpl, &ub) < 0) ub = 0;
     if (fcpl >= 0) (void)H5Pclose(fcpl);
+    int k = 0;
+    while (k < 3 && (s->raw_dset[k] < 0 || rows[k] == 0)) k++;
     int64_t adjust = -1;
-    for (int k = 0; k < 3 && adjust < 0; k++) {
-        if (s->raw_dset[k] < 0 || rows[k] == 0) continue;
+    if (k < 3) {
         hsize_t offset[5] = {0, 0, 0, 0, 0};
         unsigned fm;
-        uint32_t n = 0;
+        uint32_t n = 0, filters = 0;
         int64_t off = ds_chunk_offset(s, s->raw_dset[k], offset, 0, &fm, &n);
         uint8_t *buf = off >= 0 ? malloc(n) : NULL;
-        uint32_t filters = 0;
-        sigjmp_buf jb;
-        if (buf && H5Dread_chunk(s->raw_dset[k], H5P_DEFAULT, offset, &filters, buf) >= 0 &&
-            !sigsetjmp(jb, 0)) {
-            ds_tl_bus = &jb;
-            const int64_t cand[2] = {0, (int64_t)ub};
-            for (int c = 0; c < 2 && adjust < 0; c++)
-                if ((uint64_t)(off + cand[c]) <= s->map_len - n &&
-                    !memcmp(s->map + off + cand[c], buf, n))
-                    adjust = cand[c];
-        }
-        ds_tl_bus = NULL;
+        if (buf && H5Dread_chunk(s->raw_dset[k], H5P_DEFAULT, offset, &filters, buf) >= 0)
+            adjust = ds_match_adjust(s, off, buf, n, (int64_t)ub);
         free(buf);
-        break;
     }
-    for (int k = 0; k < 3 && adjust >= 0; k++)
+    for (k = 0; k < 3 && adjust >= 0; k++)
         if (s->raw_dset[k] >= 0 && rows[k] > 0) {
             s->loc[k] = calloc((size_t)rows[k], sizeof *s->loc[k]);
             if (!s->loc[k]) adjust = -1;
             s->nloc[k] = rows[k];
         }
-    if (adjust < 0) {
-        (void)munmap((void *)s->map, s->map_len);
-        for (int k = 0; k < 3; k++) free(s->loc[k]), s->loc[k] = NULL, s->nloc[k] = 0;
-        s->map = NULL, s->map_len = 0;
-        return;
-    }
-    s->adjust = adjust;
-}
-
-static void ds_unmap_shard(ds_lshard *s) {
-    if (s->map) (void)munmap((void *)s->map, s->map_len);
-    for (int k = 0; k < 3; k++) free(s->loc[k]), s->loc[k] = NULL;
-    s->map = NULL;
+    if (adjust < 0)
+        ds_unmap_shard(s);
+    else
+        s->adjust = adjust;
 }
 
 // Direct chunk reads: a second HDF5 handle on the (already validated) shard, and for each
