@@ -667,9 +667,23 @@ ag_tensor *gm_groundinggpt_head(ag_ctx *ctx, const gm_groundinggpt *m, ag_tensor
 ag_tensor *gm_groundinggpt_loss(ag_ctx *ctx, gm_groundinggpt *m, const gm_groundinggpt_batch *b,
                                 bool train, uint64_t seed) {
     if (!b->targets) ag_fail("groundinggpt: the loss needs targets");
-    ag_tensor *h = gm_groundinggpt_hidden(ctx, m, b, train, seed);
-    ag_tensor *t = ag_from_host(ctx, AG_I32, AG_SHAPE(b->B * b->T), b->targets);
-    return ag_cross_entropy(ctx, gm_groundinggpt_head(ctx, m, h), t, -100);
+    ag_tensor *h = gm_groundinggpt_hidden(ctx, m, b, train, seed); // (B, T, C)
+    // Logits only where a target is: patch tokens, the prompt and padding (most of a grounding
+    // sample) need none, and the head is the largest matmul of a small model. The mean over
+    // the targets is the same; a batch without any keeps one ignored row (loss 0).
+    int64_t N = b->B * b->T, M = 0;
+    for (int64_t i = 0; i < N; i++) M += b->targets[i] != -100;
+    int64_t keep = M > 0 ? M : 1;
+    int32_t *rows = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)keep);
+    int32_t *kept = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)keep);
+    rows[0] = 0, kept[0] = -100;
+    for (int64_t i = 0, j = 0; i < N; i++)
+        if (b->targets[i] != -100) rows[j] = (int32_t)i, kept[j++] = b->targets[i];
+    ag_tensor *flat = ag_reshape(ctx, h, AG_SHAPE(N, h->shape[h->ndim - 1])); // (N, C)
+    ag_tensor *idx = ag_from_host(ctx, AG_I32, AG_SHAPE(keep), rows);
+    ag_tensor *sel = ag_index_select_rows(ctx, flat, idx);                    // (M, C)
+    ag_tensor *t = ag_from_host(ctx, AG_I32, AG_SHAPE(keep), kept);           // (M)
+    return ag_cross_entropy(ctx, gm_groundinggpt_head(ctx, m, sel), t, -100); // (M, V)
 }
 
 ag_tensor *gm_groundinggpt_logits(ag_ctx *ctx, gm_groundinggpt *m, const gm_groundinggpt_batch *b) {

@@ -205,7 +205,8 @@ ag_tensor *gm_groundinggpt_hidden(ag_ctx *ctx, gm_groundinggpt *m, const gm_grou
                                   bool train, uint64_t seed);
 // Logits (N, V0 + 9) of hidden states (..., C) (N = their rows).
 ag_tensor *gm_groundinggpt_head(ag_ctx *ctx, const gm_groundinggpt *m, ag_tensor *hidden);
-// Training: the mean cross-entropy over targets != -100 (0-dim).
+// Training: the mean cross-entropy over targets != -100 (0-dim); logits are computed at
+// those rows only.
 ag_tensor *gm_groundinggpt_loss(ag_ctx *ctx, gm_groundinggpt *m, const gm_groundinggpt_batch *b,
                                 bool train, uint64_t seed);
 // Inference (eval, generate): logits (B·T, V0 + 9) in eval mode, without a tape.

@@ -8,6 +8,8 @@
 //   - a batch without video never runs the video encoder; absent modalities cost nothing;
 //   - the frozen encoders give the same loss chunked one row at a time, all at once, and run
 //     with the tape in the caller's context (a trainable encoder parameter);
+//   - the loss takes logits at the supervised rows only: same loss as the full logits' mean
+//     cross-entropy (float64 on the host) and the same gradients; no targets give 0;
 //   - samples sharing one media row; inference logits without a tape; a bf16 model;
 //   - patch-count mismatches, missing branches and bad media are one-line errors;
 //   - the time of one tiny training step (printed; must stay well under a second).
@@ -347,6 +349,99 @@ static void test_step(void) {
     ag_ctx_free(ctx);
 }
 
+// Gradients of the lm_head and of the image projector's first matrix, to the host (f32).
+static float *head_grads(const gm_groundinggpt *m, int64_t *n) {
+    const ag_tensor *g[2] = {m->llm->lm_head->grad, m->projector->w1->grad};
+    int64_t a = ag_numel(m->llm->lm_head), c = ag_numel(m->projector->w1);
+    float *h = calloc((size_t)(a + c), sizeof *h);
+    if (g[0]) ag_copy_to_host(g[0], h);
+    if (g[1]) ag_copy_to_host(g[1], h + a);
+    *n = a + c;
+    return h;
+}
+
+// The loss takes logits at the supervised rows only: it equals the mean cross-entropy of the
+// full (B·T, V) inference logits over the targets (float64 on the host); its gradients equal
+// those of a cross-entropy over every row's logits; a batch without targets gives loss 0 and
+// zero gradients.
+static void test_supervised_rows(void) {
+    gm_groundinggpt_config c = tiny_config();
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    gm_groundinggpt *m = gm_groundinggpt_new(ctx, &c);
+    gm_groundinggpt_init(m, 9, 0.02);
+    gm_groundinggpt_set_stage(ctx, m, 2);
+    static batch_data d;
+    make_data(&d, &c, true, 51);
+
+    gm_groundinggpt_batch b = make_batch(ctx, &d, true);
+    ag_tensor *logits = gm_groundinggpt_logits(ctx, m, &b); // (B·T, V)
+    int64_t V = logits->shape[1];
+    float *lg = malloc(sizeof(float) * (size_t)(B * T * V));
+    ag_copy_to_host(logits, lg);
+    double sum = 0;
+    int n = 0;
+    for (int i = 0; i < B * T; i++) {
+        if (d.targets[i] == -100) continue;
+        const float *row = lg + (int64_t)i * V;
+        double mx = row[0], se = 0;
+        for (int64_t v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+        for (int64_t v = 0; v < V; v++) se += exp((double)row[v] - mx);
+        sum += mx + log(se) - row[d.targets[i]], n++;
+    }
+    free(lg);
+    double ref = sum / n;
+    ag_step_reset(ctx);
+
+    zero_all(ctx, m);
+    b = make_batch(ctx, &d, true);
+    ag_tensor *loss = gm_groundinggpt_loss(ctx, m, &b, false, 0);
+    double l = ag_item(loss, 0);
+    TL_CHECK(n > 0 && n < B * T && fabs(l - ref) < 1e-5 * fmax(1.0, ref),
+             "loss over %d of %d rows %.7f, host cross-entropy of the full logits %.7f", n, B * T,
+             l, ref);
+    ag_backward(ctx, loss);
+    int64_t ng;
+    float *g_rows = head_grads(m, &ng);
+    ag_step_reset(ctx);
+
+    zero_all(ctx, m);
+    b = make_batch(ctx, &d, true);
+    ag_tensor *h = gm_groundinggpt_hidden(ctx, m, &b, false, 0);
+    ag_tensor *t = ag_from_host(ctx, AG_I32, AG_SHAPE(B * T), d.targets);
+    ag_tensor *full = ag_cross_entropy(ctx, gm_groundinggpt_head(ctx, m, h), t, -100);
+    TL_CHECK(fabs(ag_item(full, 0) - l) < 1e-6 * fmax(1.0, l), "full-logit loss %.7f vs %.7f",
+             ag_item(full, 0), l);
+    ag_backward(ctx, full);
+    float *g_full = head_grads(m, &ng);
+    double worst = 0, scale = 0;
+    for (int64_t i = 0; i < ng; i++) {
+        worst = fmax(worst, fabs((double)g_rows[i] - g_full[i]));
+        scale = fmax(scale, fabs((double)g_full[i]));
+    }
+    TL_CHECK(scale > 0 && worst <= 1e-5 * scale,
+             "lm_head and projector gradients: max difference %.3g (largest %.3g)", worst, scale);
+    free(g_rows);
+    free(g_full);
+    ag_step_reset(ctx);
+
+    static batch_data e;
+    e = d;
+    for (int i = 0; i < B * T; i++) e.targets[i] = -100;
+    zero_all(ctx, m);
+    b = make_batch(ctx, &e, true);
+    loss = gm_groundinggpt_loss(ctx, m, &b, true, 0);
+    l = ag_item(loss, 0);
+    ag_backward(ctx, loss);
+    float *g_none = head_grads(m, &ng);
+    double most = 0;
+    for (int64_t i = 0; i < ng; i++) most = fmax(most, fabs((double)g_none[i]));
+    TL_CHECK(l == 0 && most == 0, "no targets: loss %g, largest gradient %g", l, most);
+    free(g_none);
+    ag_step_reset(ctx);
+    gm_groundinggpt_free(m);
+    ag_ctx_free(ctx);
+}
+
 // Frozen encoders: chunked in their own context (any chunk size) or with the tape in the
 // caller's context give the same loss.
 static void test_encoder_paths(void) {
@@ -497,6 +592,7 @@ static void test_bf16(void) {
 int main(void) {
     test_census();
     test_step();
+    test_supervised_rows();
     test_encoder_paths();
     test_errors();
     test_bf16();
