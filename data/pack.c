@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <zstd.h>
 
 #include "autograd/error.h"
 #include "data/audio.h"
@@ -607,6 +608,8 @@ static void check_config(const ds_pack_config *c) {
     if (c->shard_samples < 1) ag_fail("pack: --shard-samples must be at least 1");
     if (c->threads < 1) ag_fail("pack: --threads must be at least 1");
     if (c->max_len < 1) ag_fail("pack: --max-len must be at least 1");
+    if (c->zstd_level < 0 || c->zstd_level > ZSTD_maxCLevel())
+        ag_fail("pack: --zstd-level must be 1 to %d, got %d", ZSTD_maxCLevel(), c->zstd_level);
     const ds_pack_sizes *s = &c->sizes;
     if (s->image_size < 1 || s->image_tokens < 1 || s->video_frames < 1 || s->video_size < 1 ||
         s->video_tokens < 1 || s->audio_tokens < 1)
@@ -658,7 +661,8 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
                               .video_size = cfg->sizes.video_size,
                               .audio_clips = DS_AUDIO_CLIPS,
                               .audio_frames = DS_AUDIO_FRAMES,
-                              .audio_mels = DS_AUDIO_MELS};
+                              .audio_mels = DS_AUDIO_MELS,
+                              .compression_level = cfg->zstd_level};
     ds_manifest man;
     ds_manifest_init(&man, digest);
     ds_pack_stats st = {0};
@@ -840,6 +844,7 @@ void ds_pack_usage(FILE *out) {
             "  --threads N               worker threads (default: cores)\n"
             "  --on-error skip|fail      bad samples: skip and count them, or stop (skip)\n"
             "  --max-len N               most tokens per sample after media expansion (2048)\n"
+            "  --zstd-level N            1 (fastest to write and read) to 22 (smallest) (3)\n"
             "  --tasks T[,T]             pack only these tasks (caption, rec, reg, tvg, sound,\n"
             "                            conversation), e.g. one dataset per curriculum stage\n"
             "  --image-size 336 --image-tokens 576 --video-frames 64 --video-size 224\n"
@@ -936,6 +941,8 @@ int ds_pack_main(int argc, char **argv) {
             c.threads = (int)int_opt(opt, v, 1, 1024);
         else if (!strcmp(opt, "--max-len"))
             c.max_len = int_opt(opt, v, 1, INT32_MAX);
+        else if (!strcmp(opt, "--zstd-level"))
+            c.zstd_level = (int)int_opt(opt, v, 1, ZSTD_maxCLevel());
         else if (!strcmp(opt, "--tasks"))
             c.task_mask = parse_tasks(v);
         else if (!strcmp(opt, "--on-error")) {

@@ -8,7 +8,8 @@
 // and sample_meta; JSONL boxes and spans against data/grounding.h on the same numbers. Also:
 // byte-identical output for 1, 2 and 3 threads and across runs (into a folder holding an older
 // dataset with more shards), bad samples reported as "FILE:INDEX: reason" and skipped, and
-// --on-error fail exiting non-zero with that line while leaving the old dataset untouched.
+// --on-error fail exiting non-zero with that line while leaving the old dataset untouched;
+// --zstd-level writing that level into every dataset's filter.
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -16,6 +17,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <hdf5.h>
 
 #include "autograd/error.h"
 #include "data/audio.h"
@@ -574,6 +577,25 @@ static void test_json_samples(void) {
 }
 
 // Replaces ' by " so the JSON below stays readable.
+// The zstd level in the filter of dataset `name` of a shard (cd_values[0]); -1 when absent.
+static int zstd_level_of(const char *dir, const char *name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/shard_00000.h5", dir);
+    int level = -1;
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = f >= 0 ? H5Dopen2(f, name, H5P_DEFAULT) : H5I_INVALID_HID;
+    hid_t dcpl = d >= 0 ? H5Dget_create_plist(d) : H5I_INVALID_HID;
+    unsigned flags, cd[4] = {0}, conf;
+    size_t ncd = 4;
+    if (dcpl >= 0 && H5Pget_filter_by_id2(dcpl, 32015, &flags, &ncd, cd, 0, NULL, &conf) >= 0 &&
+        ncd >= 1)
+        level = (int)cd[0];
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (d >= 0) H5Dclose(d);
+    if (f >= 0) H5Fclose(f);
+    return level;
+}
+
 static char *dq(const char *s) {
     char *t = strdup(s);
     for (char *p = t; *p; p++)
@@ -803,6 +825,27 @@ int main(void) {
     snprintf(path, sizeof path, "%s/.pack-staging", out2);
     TL_CHECK(!exists(path), "a failed run left its staging folder");
     free(errf);
+
+    // --zstd-level 19: the same samples; every compressed dataset says level 19 (the default
+    // run above wrote 3); a level outside 1..22 is a one-line error that writes nothing
+    char out19[600];
+    snprintf(out19, sizeof out19, "%s/out19", g_dir);
+    snprintf(args, sizeof args, "%s --out %s --threads 2 --zstd-level 19", common, out19);
+    rc = groundc("pack19", args);
+    TL_CHECK(rc == 0, "pack --zstd-level 19: exit %d", rc);
+    if (rc == 0) check_dataset(out19, tok);
+    const char *const zds[3] = {"tokens", "loss_mask", "images"};
+    for (int k = 0; k < 3; k++)
+        TL_CHECK(zstd_level_of(out1, zds[k]) == 3 && zstd_level_of(out19, zds[k]) == 19,
+                 "dataset %s: zstd level %d by default, %d with --zstd-level 19", zds[k],
+                 zstd_level_of(out1, zds[k]), zstd_level_of(out19, zds[k]));
+    snprintf(args, sizeof args, "%s --out %s/z23 --zstd-level 23", common, g_dir);
+    rc = groundc("pack23", args);
+    char *err23 = output("pack23", "err");
+    snprintf(path, sizeof path, "%s/z23", g_dir);
+    TL_CHECK(rc != 0 && strstr(err23, "--zstd-level") && strstr(err23, "23") && !exists(path),
+             "--zstd-level 23: exit %d, stderr: %s", rc, err23);
+    free(err23);
 
     char *errm;
     // --tasks rec,sound: exactly the expected samples of those tasks, in order, the others
