@@ -2,7 +2,8 @@
 // packed multimodal dataset, and of a tiny-model CPU training step fed by it. bench/loader.sh
 // runs it beside the same reads in h5py + numpy (bench/loader_h5py.py) and prints the ratios.
 // Each mode prints one JSON line.
-//   bench_loader make DIR [--samples 2000 --shards 4 --tokens 300 --image 336 --seed 1]
+//   bench_loader make DIR [--samples 2000 --shards 4 --tokens 300 --image 336 --seed 1
+//                           --level 1 (zstd; pack --zstd-level)]
 //       writes DIR (manifest + shards): ~tokens (+-1/3) per sample, a 336x336 image for every
 //       third sample, a 4 x 112x112 video for every tenth, a 3 x 204 x 128 fbank for every
 //       tenth; nothing is written when DIR/manifest.json exists
@@ -45,7 +46,7 @@ static double cpu_s(void) {
 
 typedef struct {
     int64_t samples, shards, tokens, image, micro, max_len, steps, warmup;
-    int prefetch, threads, direct, map;
+    int prefetch, threads, direct, map, level;
     uint64_t seed;
 } options;
 
@@ -83,6 +84,8 @@ static void parse(int argc, char **argv, int first, options *o) {
             o->map = (int)v;
         else if (!strcmp(k, "--seed"))
             o->seed = (uint64_t)v;
+        else if (!strcmp(k, "--level"))
+            o->level = (int)v;
         else {
             fprintf(stderr, "bench_loader: unknown option %s\n", k);
             exit(2);
@@ -200,7 +203,7 @@ static int cmd_make(const char *dir, const options *o) {
     }
     make_state ms = {
         .o = o, .S = (int)o->image, .F = 4, .VS = 112, .C = 3, .T = 204, .M = 128, .rng = o->seed};
-    ds_shard_layout layout = {DIGEST, ms.S, ms.F, ms.VS, ms.C, ms.T, ms.M, 0};
+    ds_shard_layout layout = {DIGEST, ms.S, ms.F, ms.VS, ms.C, ms.T, ms.M, o->level};
     ms.img = malloc((size_t)ms.S * ms.S * 3), ms.vid = malloc((size_t)ms.F * ms.VS * ms.VS * 3);
     ms.aud = malloc(sizeof(float) * (size_t)(ms.C * ms.T * ms.M));
     int64_t max_tok = o->tokens * 2;

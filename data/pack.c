@@ -844,7 +844,7 @@ void ds_pack_usage(FILE *out) {
             "  --threads N               worker threads (default: cores)\n"
             "  --on-error skip|fail      bad samples: skip and count them, or stop (skip)\n"
             "  --max-len N               most tokens per sample after media expansion (2048)\n"
-            "  --zstd-level N            1 (fastest to write and read) to 22 (smallest) (3)\n"
+            "  --zstd-level N            1 (fastest to write and read) to 22 (smallest) (1)\n"
             "  --tasks T[,T]             pack only these tasks (caption, rec, reg, tvg, sound,\n"
             "                            conversation), e.g. one dataset per curriculum stage\n"
             "  --image-size 336 --image-tokens 576 --video-frames 64 --video-size 224\n"

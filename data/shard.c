@@ -407,7 +407,7 @@ ds_shard_writer *ds_shard_create(const char *path, const ds_shard_layout *layout
     w->layout = *layout;
     memcpy(w->digest, layout->tokenizer_digest, 65);
     w->layout.tokenizer_digest = w->digest;
-    int level = layout->compression_level ? layout->compression_level : DS_H5ZSTD_DEFAULT_LEVEL;
+    int level = layout->compression_level ? layout->compression_level : DS_SHARD_ZSTD_LEVEL;
     w->level = (unsigned)(level < 1 ? 1 : level);
     w->offsets = ag_xcalloc(1, sizeof *w->offsets, "shard offsets");
 
