@@ -34,6 +34,15 @@ static gm_groundinggpt_config tiny_config(void) {
     return c;
 }
 
+// A new model from c, initialised from seed (std 0.02) and set to a stage.
+static gm_groundinggpt *staged_model(ag_ctx *ctx, const gm_groundinggpt_config *c, uint64_t seed,
+                                     int stage) {
+    gm_groundinggpt *m = gm_groundinggpt_new(ctx, c);
+    gm_groundinggpt_init(m, seed, 0.02);
+    gm_groundinggpt_set_stage(ctx, m, stage);
+    return m;
+}
+
 // A span <start> <patch> x n <end> at ids[at]; returns the position after it.
 static int span(int32_t *ids, int at, const gm_groundinggpt_config *c, gm_modality m, int64_t n) {
     ids[at++] = c->tokens.start[m];
@@ -367,9 +376,7 @@ static float *head_grads(const gm_groundinggpt *m, int64_t *n) {
 static void test_supervised_rows(void) {
     gm_groundinggpt_config c = tiny_config();
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
-    gm_groundinggpt *m = gm_groundinggpt_new(ctx, &c);
-    gm_groundinggpt_init(m, 9, 0.02);
-    gm_groundinggpt_set_stage(ctx, m, 2);
+    gm_groundinggpt *m = staged_model(ctx, &c, 9, 2);
     static batch_data d;
     make_data(&d, &c, true, 51);
 
@@ -447,9 +454,7 @@ static void test_supervised_rows(void) {
 static void test_encoder_paths(void) {
     gm_groundinggpt_config c = tiny_config();
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
-    gm_groundinggpt *m = gm_groundinggpt_new(ctx, &c);
-    gm_groundinggpt_init(m, 5, 0.02);
-    gm_groundinggpt_set_stage(ctx, m, 1);
+    gm_groundinggpt *m = staged_model(ctx, &c, 5, 1);
     static batch_data d;
     make_data(&d, &c, true, 21);
     double l[4];
@@ -573,9 +578,7 @@ static void test_bf16(void) {
     gm_groundinggpt_config c = tiny_config();
     c.dtype = AG_BF16;
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
-    gm_groundinggpt *m = gm_groundinggpt_new(ctx, &c);
-    gm_groundinggpt_init(m, 7, 0.02);
-    gm_groundinggpt_set_stage(ctx, m, 2);
+    gm_groundinggpt *m = staged_model(ctx, &c, 7, 2);
     static batch_data d;
     make_data(&d, &c, true, 41);
     gm_groundinggpt_batch b = make_batch(ctx, &d, true);
