@@ -23,6 +23,7 @@
 #include "autograd/error.h"
 #include "data/audio.h"
 #include "data/grounding.h"
+#include "data/h5zstd.h"
 #include "data/image.h"
 #include "data/jsonl.h"
 #include "data/manifest.h"
@@ -576,7 +577,6 @@ static void test_json_samples(void) {
     cJSON_Delete(o);
 }
 
-// Replaces ' by " so the JSON below stays readable.
 // The zstd level in the filter of dataset `name` of a shard (cd_values[0]); -1 when absent.
 static int zstd_level_of(const char *dir, const char *name) {
     char path[1024];
@@ -587,8 +587,8 @@ static int zstd_level_of(const char *dir, const char *name) {
     hid_t dcpl = d >= 0 ? H5Dget_create_plist(d) : H5I_INVALID_HID;
     unsigned flags, cd[4] = {0}, conf;
     size_t ncd = 4;
-    if (dcpl >= 0 && H5Pget_filter_by_id2(dcpl, 32015, &flags, &ncd, cd, 0, NULL, &conf) >= 0 &&
-        ncd >= 1)
+    if (dcpl >= 0 &&
+        H5Pget_filter_by_id2(dcpl, DS_H5ZSTD_ID, &flags, &ncd, cd, 0, NULL, &conf) >= 0 && ncd >= 1)
         level = (int)cd[0];
     if (dcpl >= 0) H5Pclose(dcpl);
     if (d >= 0) H5Dclose(d);
@@ -596,6 +596,7 @@ static int zstd_level_of(const char *dir, const char *name) {
     return level;
 }
 
+// Replaces ' by " so the JSON below stays readable.
 static char *dq(const char *s) {
     char *t = strdup(s);
     for (char *p = t; *p; p++)
