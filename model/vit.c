@@ -375,6 +375,7 @@ static void init_const(ag_tensor *p, double v) {
 }
 
 void gm_vit_init(gm_vit *m, uint64_t seed, double std) {
+    if (m->cfg.init_std > 0) std = m->cfg.init_std;
     init_normal(m->patch_w, seed, std);
     init_const(m->patch_b, 0);
     init_const(m->patch_norm_w, 1);

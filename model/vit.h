@@ -104,6 +104,7 @@ typedef struct {
     bool head_norm;              // pooled: LayerNorm on the CLS of the last block
     int64_t head_dim;            // pooled: > 0 projects to head_dim (Linear, no bias)
     double head_scale;           // pooled: > 0 L2-normalises, then multiplies by this
+    double init_std;             // > 0: std of the from-scratch normal draws (gm_vit_init)
 } gm_vit_config;
 
 // Full-size presets (see the header comment). Copy and change fields for tiny models.

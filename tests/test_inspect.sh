@@ -154,6 +154,8 @@ sed 's/^    max_frames: 4$/    max_frames: 4\n    init: aligned/; /^  adapter:/,
 expect_error "aligned width" "align.yaml:[0-9]+:11: video.adapter.init: aligned init needs hidden 16 equal to the frame Q-Former's 32" "$groundc" inspect "$tmp/align.yaml"
 sed 's/^    max_frames: 4$/    max_frames: 4\n    init: aligned\n    init_std: 0.177/' "$tiny" >"$tmp/aligned_ok.yaml"
 "$groundc" inspect "$tmp/aligned_ok.yaml" >/dev/null 2>"$tmp/err" && ok || bad "aligned init config: $(cat "$tmp/err")"
+sed 's/^    select_layer: 2$/    select_layer: 2\n    init_std: -0.1/' "$tiny" >"$tmp/vit_std.yaml"
+expect_error "encoder init_std" "vit_std.yaml:[0-9]+:15: video.encoder.init_std: -0.1 is outside" "$groundc" inspect "$tmp/vit_std.yaml"
 printf 'train:\n  steps: 3\n' >"$tmp/neither.yaml"
 expect_error "neither" "neither.yaml:1:1: .*neither a model config" "$groundc" inspect "$tmp/neither.yaml"
 expect_error "seq too long" "--seq 300 exceeds max_seq 256" "$groundc" inspect "$tiny" --seq 300

@@ -12,9 +12,9 @@
 // the error of a tensor being max|got - want| / max(max|want|, 1e-6), as in
 // test_ops_reference.c. Also: the layers a config runs and allocates (hidden_states[0],
 // LLaVA's -2 without a head, EVA's "one block fewer than the checkpoint"), the preset
-// shapes of the full-size encoders, patchify + linear against a naive strided convolution,
-// the conv-weight permutations, and bad input (mis-shaped images, bad configs, missing or
-// mis-shaped tensors) failing with one-line errors.
+// shapes of the full-size encoders, init_std, patchify + linear against a naive strided
+// convolution, the conv-weight permutations, and bad input (mis-shaped images, bad configs, missing
+// or mis-shaped tensors) failing with one-line errors.
 #include <math.h>
 #include <stdlib.h>
 
@@ -82,6 +82,14 @@ static double *tensor_f64(ag_ctx *ctx, ag_tensor *t) {
     double *v = malloc(sizeof(double) * (size_t)ag_numel(c));
     ag_copy_to_host(c, v);
     return v;
+}
+
+static double sample_std(ag_ctx *ctx, ag_tensor *t) {
+    double *v = tensor_f64(ctx, t), s = 0, s2 = 0;
+    int64_t n = ag_numel(t);
+    for (int64_t i = 0; i < n; i++) s += v[i], s2 += v[i] * v[i];
+    free(v);
+    return sqrt(s2 / (double)n - (s / (double)n) * (s / (double)n));
 }
 
 static double rel_err(const double *got, const double *want, int64_t n) {
@@ -346,6 +354,17 @@ static void check_layer_selection(void) {
     TL_CHECK(ag_item(m->layers[0].ln1_w, 0) == 1.0 && ag_item(m->layers[0].q_b, 0) == 0.0 &&
                  ag_item(m->patch_w, 0) != 0.0,
              "eva: init");
+    double plain = sample_std(ctx, m->patch_w);
+    gm_vit_free(m);
+    // init_std replaces the caller's std for every normal draw (the sin-cos table stays)
+    e.init_std = 0.1;
+    m = gm_vit_new(ctx, &e, "visual_encoder.", AG_F32);
+    gm_vit_init(m, 7, 0.02);
+    double patch = sample_std(ctx, m->patch_w), fc1 = sample_std(ctx, m->layers[1].fc1_w);
+    TL_CHECK(fabs(plain / 0.02 - 1) < 0.1 && fabs(patch / 0.1 - 1) < 0.1 &&
+                 fabs(fc1 / 0.1 - 1) < 0.1,
+             "eva: init_std 0.1: patch std %.4f, fc1 std %.4f (without it %.4f, want 0.02)", patch,
+             fc1, plain);
     gm_vit_free(m);
     ag_ctx_free(ctx);
 }

@@ -84,6 +84,7 @@ static void read_vit(tr_yaml *e, gm_vit_config *v, bool audio) {
     v->n_heads = req_int(e, "heads", 1, 4096);
     v->mlp = req_int(e, "mlp", 1, BIG);
     v->norm_eps = tr_yaml_num(e, "norm_eps", v->norm_eps, 1e-12, 1);
+    v->init_std = tr_yaml_num(e, "init_std", v->init_std, 0, 10);
     check_heads(e, "width", v->width, v->n_heads);
     if (!audio) {
         v->out_layer = (int)req_int(e, "select_layer", -(v->n_layers + 1), v->n_layers);
