@@ -1,6 +1,7 @@
 // test_synth.c: `groundc synth` data is what its annotations say. Each referring expression's
 // box covers the named shape in the padded image and nothing of its colour lies outside;
-// each temporal span covers exactly the frames in which the shape is visible; each sound
+// each temporal span covers exactly the frames in which the shape is visible, and the shape
+// is half the frame's height or more; each sound
 // span holds the event's energy; held-out media never appear in train.json; the same seed
 // gives identical files.
 #include <cjson/cJSON.h>
@@ -87,28 +88,37 @@ static void check_rec(const char *dir, const cJSON *s) {
 static void check_tvg(const char *dir, const cJSON *s, const ds_synth_config *c) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, cJSON_GetObjectItem(s, "video")->valuestring);
-    int F = c->video_frames, S = 16; // every frame, small
+    enum { S = 48 }; // every frame, at the synthetic height (rows map 1:1)
+    int F = c->video_frames;
     uint8_t *frames = malloc((size_t)F * S * S * 3);
     ds_video_info info;
     ds_video_load(path, F, S, frames, &info);
     TL_CHECK(info.n_decoded == F, "%s: %d frames, wrote %d", path, (int)info.n_decoded, F);
     ds_span sp;
     TL_CHECK(ds_parse_span(answer(s), &sp), "no span in %s", answer(s));
-    int wrong = 0;
+    int wrong = 0, tallest = 0;
     for (int f = 0; f < F; f++) {
         // visible: some pixel far from the (grey) background
         int colourful = 0;
+        bool row_hit[S] = {false};
         for (int p = 0; p < S * S; p++) {
             const uint8_t *q = frames + ((size_t)f * S * S + p) * 3;
             int mx = q[0] > q[1] ? (q[0] > q[2] ? q[0] : q[2]) : (q[1] > q[2] ? q[1] : q[2]);
             int mn = q[0] < q[1] ? (q[0] < q[2] ? q[0] : q[2]) : (q[1] < q[2] ? q[1] : q[2]);
             colourful += mx - mn > 60;
+            if (mx - mn > 60) row_hit[p / S] = true;
         }
+        int rows = 0;
+        for (int y = 0; y < S; y++) rows += row_hit[y];
+        if (rows > tallest) tallest = rows;
         double t = (f + 0.5) / F;
         bool in_span = t > sp.t1 && t < sp.t2;
         wrong += in_span != (colourful > 0);
     }
     TL_CHECK(wrong == 0, "%s: %d frames disagree with the span %s", path, wrong, answer(s));
+    // large enough to be seen at 16 pixels a frame (synth.c says why)
+    // half the height or more (synth.c says why)
+    TL_CHECK(tallest >= S / 2, "%s: the shape spans %d of %d rows", path, tallest, S);
     free(frames);
 }
 
