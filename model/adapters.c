@@ -64,6 +64,72 @@ static void check_dim(const char *what, const char *field, int64_t v) {
     if (v < 1) ag_fail("%s config: %s must be >= 1, got %lld", what, field, (long long)v);
 }
 
+// Own parameters (drawn at the Q-Former's init_std when it has one, else std) and the
+// Q-Former's.
+static void init_with_qformer(ag_tensor *const *own, int n_own, gm_qformer *q,
+                              const gm_qformer_config *cfg, uint64_t seed, double std) {
+    if (cfg->init_std > 0) std = cfg->init_std;
+    init_small(own, n_own, seed, std);
+    gm_qformer_init(q, seed, std);
+}
+
+// The video and audio adapters alike: learned queries over position-tagged encoder rows,
+// then a projection to the LLM width. Names of their own parameters and Q-Former.
+typedef struct {
+    const char *what, *rows_field, *queries, *positions, *proj, *lavis_base, *hf_base;
+} query_adapter_names;
+
+typedef struct {
+    ag_tensor *own[4]; // query tokens (1, Q, C), positions (rows, Cenc), proj w (L, C), b (L)
+    gm_qformer *qformer;
+    ag_tensor **params;
+    int n_params;
+} query_adapter;
+
+static int64_t query_adapter_param_count(const gm_qformer_config *q, int64_t n_queries,
+                                         int64_t rows, int64_t llm_dim) {
+    return n_queries * q->hidden + rows * q->encoder_width + llm_dim * q->hidden + llm_dim +
+           gm_qformer_config_param_count(q);
+}
+
+static query_adapter query_adapter_new(ag_ctx *ctx, const gm_qformer_config *q, int64_t n_queries,
+                                       int64_t rows, int64_t llm_dim, const query_adapter_names *nm,
+                                       const char *prefix, ag_dtype dt) {
+    char what[96];
+    snprintf(what, sizeof what, "%s qformer", nm->what);
+    gm_qformer_check_config(q, what);
+    check_dim(nm->what, "n_queries", n_queries);
+    check_dim(nm->what, nm->rows_field, rows);
+    check_dim(nm->what, "llm_dim", llm_dim);
+    query_adapter a = {0};
+    int n = 0;
+    char name[128];
+    new_param(ctx, a.own, &n, prefix, nm->queries, dt, AG_SHAPE(1, n_queries, q->hidden));
+    snprintf(name, sizeof name, "%s.weight", nm->positions);
+    new_param(ctx, a.own, &n, prefix, name, dt, AG_SHAPE(rows, q->encoder_width));
+    snprintf(name, sizeof name, "%s.weight", nm->proj);
+    new_param(ctx, a.own, &n, prefix, name, dt, AG_SHAPE(llm_dim, q->hidden));
+    snprintf(name, sizeof name, "%s.bias", nm->proj);
+    new_param(ctx, a.own, &n, prefix, name, dt, AG_SHAPE(llm_dim));
+    a.qformer = new_qformer(ctx, q, prefix, nm->lavis_base, nm->hf_base, dt);
+    a.params = join_params(a.own, n, a.qformer, &a.n_params);
+    return a;
+}
+
+// x (N, rows, Cenc) position-tagged encoder rows -> (N, Q, L).
+static ag_tensor *query_adapter_forward(ag_ctx *ctx, gm_qformer *q, ag_tensor *queries,
+                                        ag_tensor *x, ag_tensor *proj_w, ag_tensor *proj_b,
+                                        bool train, uint64_t seed) {
+    ag_tensor *y = gm_qformer_forward(ctx, q, queries, x, NULL, train, seed); // (N, Q, C)
+    return ag_linear(ctx, y, proj_w, proj_b);
+}
+
+static void free_with_qformer(void *m, gm_qformer *q, ag_tensor **params) {
+    gm_qformer_free(q);
+    free(params);
+    free(m);
+}
+
 // Image projector ------------------------------------------------------------------------------
 
 int64_t gm_projector_config_param_count(const gm_projector_config *c) {
@@ -138,16 +204,11 @@ gm_frame_qformer *gm_frame_qformer_new(ag_ctx *ctx, const gm_frame_qformer_confi
 }
 
 void gm_frame_qformer_free(gm_frame_qformer *m) {
-    if (!m) return;
-    gm_qformer_free(m->qformer);
-    free(m->params);
-    free(m);
+    if (m) free_with_qformer(m, m->qformer, m->params);
 }
 
 void gm_frame_qformer_init(gm_frame_qformer *m, uint64_t seed, double std) {
-    if (m->cfg.qformer.init_std > 0) std = m->cfg.qformer.init_std;
-    init_small(m->params, 3, seed, std);
-    gm_qformer_init(m->qformer, seed, std);
+    init_with_qformer(m->params, 3, m->qformer, &m->cfg.qformer, seed, std);
 }
 
 ag_tensor *gm_frame_qformer_forward(ag_ctx *ctx, const gm_frame_qformer *m, ag_tensor *vit_hidden) {
@@ -172,46 +233,37 @@ gm_video_adapter_config gm_video_adapter_default(int64_t llm_dim) {
         .qformer = q, .n_queries = 64, .max_frames = 64, .llm_dim = llm_dim};
 }
 
+static const query_adapter_names video_names = {
+    "video adapter",  "max_frames",    "video_query_tokens", "video_frame_position_embedding",
+    "llama_proj", // the reference's plain name
+    "video_Qformer.", "video_qformer."};
+
 int64_t gm_video_adapter_config_param_count(const gm_video_adapter_config *c) {
-    int64_t C = c->qformer.hidden;
-    return c->n_queries * C + c->max_frames * c->qformer.encoder_width + c->llm_dim * C +
-           c->llm_dim + gm_qformer_config_param_count(&c->qformer);
+    return query_adapter_param_count(&c->qformer, c->n_queries, c->max_frames, c->llm_dim);
 }
 
 gm_video_adapter *gm_video_adapter_new(ag_ctx *ctx, const gm_video_adapter_config *cfg,
                                        const char *prefix, ag_dtype dt) {
-    gm_qformer_check_config(&cfg->qformer, "video adapter qformer");
-    check_dim("video adapter", "n_queries", cfg->n_queries);
-    check_dim("video adapter", "max_frames", cfg->max_frames);
-    check_dim("video adapter", "llm_dim", cfg->llm_dim);
+    query_adapter a = query_adapter_new(ctx, &cfg->qformer, cfg->n_queries, cfg->max_frames,
+                                        cfg->llm_dim, &video_names, prefix, dt);
     gm_video_adapter *m = ag_xcalloc(1, sizeof *m, "video adapter");
-    m->cfg = *cfg;
-    int64_t C = cfg->qformer.hidden, Cf = cfg->qformer.encoder_width, L = cfg->llm_dim;
-    ag_tensor *own[4];
-    int n = 0;
-    m->query_tokens =
-        new_param(ctx, own, &n, prefix, "video_query_tokens", dt, AG_SHAPE(1, cfg->n_queries, C));
-    m->frame_pos = new_param(ctx, own, &n, prefix, "video_frame_position_embedding.weight", dt,
-                             AG_SHAPE(cfg->max_frames, Cf));
-    // The reference names the video projection plain "llama_proj".
-    m->proj_w = new_param(ctx, own, &n, prefix, "llama_proj.weight", dt, AG_SHAPE(L, C));
-    m->proj_b = new_param(ctx, own, &n, prefix, "llama_proj.bias", dt, AG_SHAPE(L));
-    m->qformer = new_qformer(ctx, &cfg->qformer, prefix, "video_Qformer.", "video_qformer.", dt);
-    m->params = join_params(own, n, m->qformer, &m->n_params);
+    *m = (gm_video_adapter){.cfg = *cfg,
+                            .query_tokens = a.own[0],
+                            .frame_pos = a.own[1],
+                            .proj_w = a.own[2],
+                            .proj_b = a.own[3],
+                            .qformer = a.qformer,
+                            .n_params = a.n_params,
+                            .params = a.params};
     return m;
 }
 
 void gm_video_adapter_free(gm_video_adapter *m) {
-    if (!m) return;
-    gm_qformer_free(m->qformer);
-    free(m->params);
-    free(m);
+    if (m) free_with_qformer(m, m->qformer, m->params);
 }
 
 void gm_video_adapter_init(gm_video_adapter *m, uint64_t seed, double std) {
-    if (m->cfg.qformer.init_std > 0) std = m->cfg.qformer.init_std;
-    init_small(m->params, 4, seed, std);
-    gm_qformer_init(m->qformer, seed, std);
+    init_with_qformer(m->params, 4, m->qformer, &m->cfg.qformer, seed, std);
     if (!m->cfg.aligned_init) return;
     const int64_t C = m->cfg.qformer.hidden, Q = m->cfg.n_queries, Fm = m->cfg.max_frames;
     if (m->cfg.qformer.encoder_width != C)
@@ -254,8 +306,8 @@ ag_tensor *gm_video_adapter_forward(ag_ctx *ctx, const gm_video_adapter *m, ag_t
     ag_tensor *x = ag_reshape(ctx, frames, AG_SHAPE(N, F, Qf, Cf));
     ag_tensor *pos = ag_reshape(ctx, ag_slice(ctx, m->frame_pos, 0, 0, F), AG_SHAPE(F, 1, Cf));
     x = ag_reshape(ctx, ag_add(ctx, x, pos), AG_SHAPE(N, F * Qf, Cf));
-    ag_tensor *y = gm_qformer_forward(ctx, m->qformer, m->query_tokens, x, NULL, train, seed);
-    return ag_linear(ctx, y, m->proj_w, m->proj_b); // (N, Q, L)
+    return query_adapter_forward(ctx, m->qformer, m->query_tokens, x, m->proj_w, m->proj_b, train,
+                                 seed); // (N, Q, L)
 }
 
 // Audio adapter ------------------------------------------------------------------------------
@@ -269,45 +321,36 @@ gm_audio_adapter_config gm_audio_adapter_default(int64_t llm_dim) {
         .qformer = q, .n_queries = 8, .max_clips = 8, .llm_dim = llm_dim};
 }
 
+static const query_adapter_names audio_names = {
+    "audio adapter",    "max_clips",      "audio_query_tokens", "audio_position_embedding",
+    "audio_llama_proj", "audio_Qformer.", "audio_qformer."};
+
 int64_t gm_audio_adapter_config_param_count(const gm_audio_adapter_config *c) {
-    int64_t C = c->qformer.hidden;
-    return c->n_queries * C + c->max_clips * c->qformer.encoder_width + c->llm_dim * C +
-           c->llm_dim + gm_qformer_config_param_count(&c->qformer);
+    return query_adapter_param_count(&c->qformer, c->n_queries, c->max_clips, c->llm_dim);
 }
 
 gm_audio_adapter *gm_audio_adapter_new(ag_ctx *ctx, const gm_audio_adapter_config *cfg,
                                        const char *prefix, ag_dtype dt) {
-    gm_qformer_check_config(&cfg->qformer, "audio adapter qformer");
-    check_dim("audio adapter", "n_queries", cfg->n_queries);
-    check_dim("audio adapter", "max_clips", cfg->max_clips);
-    check_dim("audio adapter", "llm_dim", cfg->llm_dim);
+    query_adapter a = query_adapter_new(ctx, &cfg->qformer, cfg->n_queries, cfg->max_clips,
+                                        cfg->llm_dim, &audio_names, prefix, dt);
     gm_audio_adapter *m = ag_xcalloc(1, sizeof *m, "audio adapter");
-    m->cfg = *cfg;
-    int64_t C = cfg->qformer.hidden, Ca = cfg->qformer.encoder_width, L = cfg->llm_dim;
-    ag_tensor *own[4];
-    int n = 0;
-    m->query_tokens =
-        new_param(ctx, own, &n, prefix, "audio_query_tokens", dt, AG_SHAPE(1, cfg->n_queries, C));
-    m->clip_pos = new_param(ctx, own, &n, prefix, "audio_position_embedding.weight", dt,
-                            AG_SHAPE(cfg->max_clips, Ca));
-    m->proj_w = new_param(ctx, own, &n, prefix, "audio_llama_proj.weight", dt, AG_SHAPE(L, C));
-    m->proj_b = new_param(ctx, own, &n, prefix, "audio_llama_proj.bias", dt, AG_SHAPE(L));
-    m->qformer = new_qformer(ctx, &cfg->qformer, prefix, "audio_Qformer.", "audio_qformer.", dt);
-    m->params = join_params(own, n, m->qformer, &m->n_params);
+    *m = (gm_audio_adapter){.cfg = *cfg,
+                            .query_tokens = a.own[0],
+                            .clip_pos = a.own[1],
+                            .proj_w = a.own[2],
+                            .proj_b = a.own[3],
+                            .qformer = a.qformer,
+                            .n_params = a.n_params,
+                            .params = a.params};
     return m;
 }
 
 void gm_audio_adapter_free(gm_audio_adapter *m) {
-    if (!m) return;
-    gm_qformer_free(m->qformer);
-    free(m->params);
-    free(m);
+    if (m) free_with_qformer(m, m->qformer, m->params);
 }
 
 void gm_audio_adapter_init(gm_audio_adapter *m, uint64_t seed, double std) {
-    if (m->cfg.qformer.init_std > 0) std = m->cfg.qformer.init_std;
-    init_small(m->params, 4, seed, std);
-    gm_qformer_init(m->qformer, seed, std);
+    init_with_qformer(m->params, 4, m->qformer, &m->cfg.qformer, seed, std);
 }
 
 ag_tensor *gm_audio_adapter_forward(ag_ctx *ctx, const gm_audio_adapter *m, ag_tensor *clips,
@@ -324,6 +367,6 @@ ag_tensor *gm_audio_adapter_forward(ag_ctx *ctx, const gm_audio_adapter *m, ag_t
     if (!ag_is_contiguous(clips)) clips = ag_contiguous(ctx, clips);
     ag_tensor *pos = ag_slice(ctx, m->clip_pos, 0, 0, K); // (K, Ca), broadcast over N
     ag_tensor *x = ag_add(ctx, clips, pos);               // (N, K, Ca)
-    ag_tensor *y = gm_qformer_forward(ctx, m->qformer, m->query_tokens, x, NULL, train, seed);
-    return ag_linear(ctx, y, m->proj_w, m->proj_b); // (N, Q, L)
+    return query_adapter_forward(ctx, m->qformer, m->query_tokens, x, m->proj_w, m->proj_b, train,
+                                 seed); // (N, Q, L)
 }
