@@ -10,6 +10,7 @@
 #include "data/copy_task.h"
 #include "model/init.h"
 #include "model/llama.h"
+#include "llama_util.h"
 #include "testlib.h"
 
 static ag_tensor *filled(ag_ctx *ctx, const char *name, ag_shape s, uint64_t seed) {
@@ -78,15 +79,7 @@ static void test_accumulation_and_reuse(void) {
 }
 
 static void test_arena_steady_state(void) {
-    gm_llama_config c = {.vocab = 20,
-                         .dim = 16,
-                         .n_layers = 2,
-                         .n_heads = 2,
-                         .n_kv_heads = 1,
-                         .ffn = 24,
-                         .max_seq = 16,
-                         .rope_theta = 1e4,
-                         .norm_eps = 1e-5};
+    gm_llama_config c = lu_tiny_llama_config();
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
     // small chunks so that the first step needs several
     ctx->step_data.min_chunk = 4096;

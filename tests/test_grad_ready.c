@@ -14,6 +14,7 @@
 #include "data/copy_task.h"
 #include "model/init.h"
 #include "model/llama.h"
+#include "llama_util.h"
 #include "testlib.h"
 
 #define MAX_WATCH 64
@@ -188,15 +189,7 @@ static void test_small_graph(void) {
 // A small Llama (embedding, RoPE attention, SwiGLU, norms, tied nothing): every parameter
 // reported once with its final gradient, then no system allocation in later steps.
 static void test_llama(void) {
-    gm_llama_config c = {.vocab = 20,
-                         .dim = 16,
-                         .n_layers = 2,
-                         .n_heads = 2,
-                         .n_kv_heads = 1,
-                         .ffn = 24,
-                         .max_seq = 16,
-                         .rope_theta = 1e4,
-                         .norm_eps = 1e-5};
+    gm_llama_config c = lu_tiny_llama_config();
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
     gm_llama *m = gm_llama_new(ctx, &c, AG_F32);
     gm_llama_init(m, 1, 0.02);
