@@ -247,14 +247,9 @@ gm_video_adapter *gm_video_adapter_new(ag_ctx *ctx, const gm_video_adapter_confi
     query_adapter a = query_adapter_new(ctx, &cfg->qformer, cfg->n_queries, cfg->max_frames,
                                         cfg->llm_dim, &video_names, prefix, dt);
     gm_video_adapter *m = ag_xcalloc(1, sizeof *m, "video adapter");
-    *m = (gm_video_adapter){.cfg = *cfg,
-                            .query_tokens = a.own[0],
-                            .frame_pos = a.own[1],
-                            .proj_w = a.own[2],
-                            .proj_b = a.own[3],
-                            .qformer = a.qformer,
-                            .n_params = a.n_params,
-                            .params = a.params};
+    m->cfg = *cfg;
+    m->query_tokens = a.own[0], m->frame_pos = a.own[1], m->proj_w = a.own[2], m->proj_b = a.own[3];
+    m->qformer = a.qformer, m->params = a.params, m->n_params = a.n_params;
     return m;
 }
 
@@ -334,14 +329,9 @@ gm_audio_adapter *gm_audio_adapter_new(ag_ctx *ctx, const gm_audio_adapter_confi
     query_adapter a = query_adapter_new(ctx, &cfg->qformer, cfg->n_queries, cfg->max_clips,
                                         cfg->llm_dim, &audio_names, prefix, dt);
     gm_audio_adapter *m = ag_xcalloc(1, sizeof *m, "audio adapter");
-    *m = (gm_audio_adapter){.cfg = *cfg,
-                            .query_tokens = a.own[0],
-                            .clip_pos = a.own[1],
-                            .proj_w = a.own[2],
-                            .proj_b = a.own[3],
-                            .qformer = a.qformer,
-                            .n_params = a.n_params,
-                            .params = a.params};
+    m->cfg = *cfg;
+    m->query_tokens = a.own[0], m->clip_pos = a.own[1], m->proj_w = a.own[2], m->proj_b = a.own[3];
+    m->qformer = a.qformer, m->params = a.params, m->n_params = a.n_params;
     return m;
 }
 
