@@ -116,14 +116,6 @@ static query_adapter query_adapter_new(ag_ctx *ctx, const gm_qformer_config *q, 
     return a;
 }
 
-// x (N, rows, Cenc) position-tagged encoder rows -> (N, Q, L).
-static ag_tensor *query_adapter_forward(ag_ctx *ctx, gm_qformer *q, ag_tensor *queries,
-                                        ag_tensor *x, ag_tensor *proj_w, ag_tensor *proj_b,
-                                        bool train, uint64_t seed) {
-    ag_tensor *y = gm_qformer_forward(ctx, q, queries, x, NULL, train, seed); // (N, Q, C)
-    return ag_linear(ctx, y, proj_w, proj_b);
-}
-
 static void free_with_qformer(void *m, gm_qformer *q, ag_tensor **params) {
     gm_qformer_free(q);
     free(params);
@@ -233,10 +225,13 @@ gm_video_adapter_config gm_video_adapter_default(int64_t llm_dim) {
         .qformer = q, .n_queries = 64, .max_frames = 64, .llm_dim = llm_dim};
 }
 
-static const query_adapter_names video_names = {
-    "video adapter",  "max_frames",    "video_query_tokens", "video_frame_position_embedding",
-    "llama_proj", // the reference's plain name
-    "video_Qformer.", "video_qformer."};
+static const query_adapter_names video_names = {.what = "video adapter",
+                                                .rows_field = "max_frames",
+                                                .queries = "video_query_tokens",
+                                                .positions = "video_frame_position_embedding",
+                                                .proj = "llama_proj", // the reference's plain name
+                                                .lavis_base = "video_Qformer.",
+                                                .hf_base = "video_qformer."};
 
 int64_t gm_video_adapter_config_param_count(const gm_video_adapter_config *c) {
     return query_adapter_param_count(&c->qformer, c->n_queries, c->max_frames, c->llm_dim);
@@ -301,8 +296,8 @@ ag_tensor *gm_video_adapter_forward(ag_ctx *ctx, const gm_video_adapter *m, ag_t
     ag_tensor *x = ag_reshape(ctx, frames, AG_SHAPE(N, F, Qf, Cf));
     ag_tensor *pos = ag_reshape(ctx, ag_slice(ctx, m->frame_pos, 0, 0, F), AG_SHAPE(F, 1, Cf));
     x = ag_reshape(ctx, ag_add(ctx, x, pos), AG_SHAPE(N, F * Qf, Cf));
-    return query_adapter_forward(ctx, m->qformer, m->query_tokens, x, m->proj_w, m->proj_b, train,
-                                 seed); // (N, Q, L)
+    ag_tensor *y = gm_qformer_forward(ctx, m->qformer, m->query_tokens, x, NULL, train, seed);
+    return ag_linear(ctx, y, m->proj_w, m->proj_b); // (N, Q, L)
 }
 
 // Audio adapter ------------------------------------------------------------------------------
@@ -316,9 +311,13 @@ gm_audio_adapter_config gm_audio_adapter_default(int64_t llm_dim) {
         .qformer = q, .n_queries = 8, .max_clips = 8, .llm_dim = llm_dim};
 }
 
-static const query_adapter_names audio_names = {
-    "audio adapter",    "max_clips",      "audio_query_tokens", "audio_position_embedding",
-    "audio_llama_proj", "audio_Qformer.", "audio_qformer."};
+static const query_adapter_names audio_names = {.what = "audio adapter",
+                                                .rows_field = "max_clips",
+                                                .queries = "audio_query_tokens",
+                                                .positions = "audio_position_embedding",
+                                                .proj = "audio_llama_proj",
+                                                .lavis_base = "audio_Qformer.",
+                                                .hf_base = "audio_qformer."};
 
 int64_t gm_audio_adapter_config_param_count(const gm_audio_adapter_config *c) {
     return query_adapter_param_count(&c->qformer, c->n_queries, c->max_clips, c->llm_dim);
@@ -357,6 +356,6 @@ ag_tensor *gm_audio_adapter_forward(ag_ctx *ctx, const gm_audio_adapter *m, ag_t
     if (!ag_is_contiguous(clips)) clips = ag_contiguous(ctx, clips);
     ag_tensor *pos = ag_slice(ctx, m->clip_pos, 0, 0, K); // (K, Ca), broadcast over N
     ag_tensor *x = ag_add(ctx, clips, pos);               // (N, K, Ca)
-    return query_adapter_forward(ctx, m->qformer, m->query_tokens, x, m->proj_w, m->proj_b, train,
-                                 seed); // (N, Q, L)
+    ag_tensor *y = gm_qformer_forward(ctx, m->qformer, m->query_tokens, x, NULL, train, seed);
+    return ag_linear(ctx, y, m->proj_w, m->proj_b); // (N, Q, L)
 }
