@@ -44,30 +44,6 @@ static const ag_st_entry *entry(const ag_st_file *f, const char *name) {
     return e;
 }
 
-static int64_t entry_numel(const ag_st_entry *e) {
-    int64_t n = 1;
-    for (int i = 0; i < e->ndim; i++) n *= e->shape[i];
-    return n;
-}
-
-// A float entry (F64 or F32) as doubles (malloc'd).
-static double *entry_f64(const ag_st_entry *e) {
-    int64_t n = entry_numel(e);
-    double *v = malloc(sizeof(double) * (size_t)(n ? n : 1));
-    for (int64_t i = 0; i < n; i++) {
-        if (!strcmp(e->dtype, "F64")) {
-            memcpy(&v[i], (const char *)e->data + 8 * i, 8);
-        } else if (!strcmp(e->dtype, "F32")) {
-            float x;
-            memcpy(&x, (const char *)e->data + 4 * i, 4);
-            v[i] = x;
-        } else {
-            ag_fail("fixture tensor %s: unexpected dtype %s", e->name, e->dtype);
-        }
-    }
-    return v;
-}
-
 // A step tensor of dtype dt holding entry e (converted).
 static ag_tensor *load_entry(ag_ctx *ctx, const ag_st_file *f, const ag_st_entry *e, ag_dtype dt) {
     ag_shape s = {.ndim = e->ndim};
@@ -77,29 +53,12 @@ static ag_tensor *load_entry(ag_ctx *ctx, const ag_st_file *f, const ag_st_entry
     return t;
 }
 
-static double *tensor_f64(ag_ctx *ctx, ag_tensor *t) {
-    ag_tensor *c = ag_cast(ctx, ag_contiguous(ctx, t), AG_F64);
-    double *v = malloc(sizeof(double) * (size_t)ag_numel(c));
-    ag_copy_to_host(c, v);
-    return v;
-}
-
 static double sample_std(ag_ctx *ctx, ag_tensor *t) {
-    double *v = tensor_f64(ctx, t), s = 0, s2 = 0;
+    double *v = tl_tensor_f64(ctx, t), s = 0, s2 = 0;
     int64_t n = ag_numel(t);
     for (int64_t i = 0; i < n; i++) s += v[i], s2 += v[i] * v[i];
     free(v);
     return sqrt(s2 / (double)n - (s / (double)n) * (s / (double)n));
-}
-
-static double rel_err(const double *got, const double *want, int64_t n) {
-    double scale = 1e-6, err = 0;
-    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs(got[i] - want[i]);
-        if (!(e <= err)) err = e; // NaN wins
-    }
-    return err / scale;
 }
 
 // Reference runs ----------------------------------------------------------------------------
@@ -114,7 +73,7 @@ static double hidden_err(ag_ctx *ctx, const ag_st_file *f, int k, bool drop_cls,
     char name[64];
     snprintf(name, sizeof name, "test.hidden.%d", k);
     const ag_st_entry *e = entry(f, name);
-    double *want = entry_f64(e), *g = tensor_f64(ctx, got);
+    double *want = tl_entry_f64(e), *g = tl_tensor_f64(ctx, got);
     int64_t B = e->shape[0], T = e->shape[1], C = e->shape[2], skip = drop_cls ? 1 : 0;
     double err = INFINITY;
     if (got->ndim == 3 && got->shape[0] == B && got->shape[1] == T - skip && got->shape[2] == C) {
@@ -122,17 +81,9 @@ static double hidden_err(ag_ctx *ctx, const ag_st_file *f, int k, bool drop_cls,
         for (int64_t b = 0; b < B; b++)
             memcpy(w + b * (T - skip) * C, want + (b * T + skip) * C,
                    sizeof(double) * (size_t)((T - skip) * C));
-        err = rel_err(g, w, B * (T - skip) * C);
+        err = tl_max_rel_err(g, w, B * (T - skip) * C);
         free(w);
     }
-    free(want), free(g);
-    return err;
-}
-
-static double tensor_err(ag_ctx *ctx, const ag_st_entry *e, ag_tensor *got) {
-    if (ag_numel(got) != entry_numel(e)) return INFINITY;
-    double *want = entry_f64(e), *g = tensor_f64(ctx, got);
-    double err = rel_err(g, want, ag_numel(got));
     free(want), free(g);
     return err;
 }
@@ -159,7 +110,7 @@ static vit_errs run_reference(const ag_st_file *f, const gm_vit_config *cfg, ag_
     ag_tensor *hidden = NULL, *pooled = NULL;
     gm_vit_forward(ctx, m, x, &hidden, head ? &pooled : NULL);
     r.hidden = hidden_err(ctx, f, gm_vit_out_index(cfg), cfg->drop_cls, hidden);
-    if (head) r.pooled = tensor_err(ctx, entry(f, "test.pooled"), pooled);
+    if (head) r.pooled = tl_rel_err_entry(ctx, pooled, entry(f, "test.pooled"));
     if (grads) {
         // L = sum(hidden * r_h) [+ sum(pooled * r_p)], sums as mean_all * count
         ag_tensor *rh = load_entry(ctx, f, entry(f, "test.r_hidden"), dt);
@@ -175,7 +126,7 @@ static vit_errs run_reference(const ag_st_file *f, const gm_vit_config *cfg, ag_
         double want = lv ? atof(lv) : NAN;
         r.loss = fabs(ag_item(loss, 0) - want) / fmax(fabs(want), 1e-6);
         ag_backward(ctx, loss);
-        r.grads = tensor_err(ctx, entry(f, "test.grad.input"), x->grad);
+        r.grads = tl_rel_err_entry(ctx, x->grad, entry(f, "test.grad.input"));
         r.n_grads = 1;
         for (int i = 0; i < f->n; i++) {
             const char *n = f->entries[i].name;
@@ -189,13 +140,14 @@ static vit_errs run_reference(const ag_st_file *f, const gm_vit_config *cfg, ag_
             double err;
             if (p == m->patch_w) { // the reference is in PyTorch's conv layout
                 int64_t o = p->shape[0], kh = p->shape[1], kw = p->shape[2], ci = p->shape[3];
-                double *want = entry_f64(e), *perm = malloc(sizeof(double) * (size_t)ag_numel(p));
-                double *g = tensor_f64(ctx, p->grad);
+                double *want = tl_entry_f64(e),
+                       *perm = malloc(sizeof(double) * (size_t)ag_numel(p));
+                double *g = tl_tensor_f64(ctx, p->grad);
                 gm_vit_conv_to_patch(perm, want, sizeof(double), o, ci, kh, kw);
-                err = rel_err(g, perm, ag_numel(p));
+                err = tl_max_rel_err(g, perm, ag_numel(p));
                 free(want), free(perm), free(g);
             } else {
-                err = tensor_err(ctx, e, p->grad);
+                err = tl_rel_err_entry(ctx, p->grad, e);
             }
             if (!(err <= r.grads)) r.grads = err;
             r.n_grads++;
@@ -406,7 +358,7 @@ static void check_conv_equivalence(void) {
     ag_tensor *xt = ag_from_host(ctx, AG_F64, AG_SHAPE(B, H, W, CI), x);
     ag_tensor *wt = ag_from_host(ctx, AG_F64, AG_SHAPE(CO, KH * KW * CI), wp);
     ag_tensor *y = ag_linear(ctx, ag_patchify(ctx, xt, KH, KW, SH, SW), wt, NULL); // (B, N, CO)
-    double *got = tensor_f64(ctx, y), err = 0;
+    double *got = tl_tensor_f64(ctx, y), err = 0;
     for (int64_t b = 0; b < B; b++)
         for (int64_t i = 0; i < Nh; i++)
             for (int64_t j = 0; j < Nw; j++)

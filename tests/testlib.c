@@ -2,6 +2,7 @@
 #include "testlib.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "autograd/error.h"
@@ -71,4 +72,55 @@ void tl_catch_end(void) {
 
 void tl_source_path(char *buf, size_t n, const char *rel) {
     snprintf(buf, n, "%s/%s", GROUNDC_SOURCE_DIR, rel);
+}
+
+// Reference comparisons ----------------------------------------------------------------------
+
+int64_t tl_entry_numel(const ag_st_entry *e) {
+    int64_t n = 1;
+    for (int i = 0; i < e->ndim; i++) n *= e->shape[i];
+    return n;
+}
+
+double *tl_entry_f64(const ag_st_entry *e) {
+    int64_t n = tl_entry_numel(e);
+    bool f64 = !strcmp(e->dtype, "F64");
+    if (!f64 && strcmp(e->dtype, "F32"))
+        ag_fail("fixture tensor %s: dtype %s, expected F64 or F32", e->name, e->dtype);
+    double *v = ag_xmalloc(sizeof(double) * (size_t)(n ? n : 1), "fixture tensor");
+    for (int64_t i = 0; i < n; i++) {
+        if (f64) {
+            memcpy(&v[i], (const char *)e->data + 8 * i, 8);
+        } else {
+            float x;
+            memcpy(&x, (const char *)e->data + 4 * i, 4);
+            v[i] = x;
+        }
+    }
+    return v;
+}
+
+double *tl_tensor_f64(ag_ctx *ctx, ag_tensor *t) {
+    ag_tensor *c = ag_cast(ctx, ag_contiguous(ctx, t), AG_F64);
+    double *v = ag_xmalloc(sizeof(double) * (size_t)(ag_numel(c) ? ag_numel(c) : 1), "tensor copy");
+    ag_copy_to_host(c, v);
+    return v;
+}
+
+double tl_max_rel_err(const double *got, const double *want, int64_t n) {
+    double scale = 1e-6, err = 0;
+    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs(got[i] - want[i]);
+        if (!(e <= err)) err = e; // NaN wins
+    }
+    return err / scale;
+}
+
+double tl_rel_err_entry(ag_ctx *ctx, ag_tensor *t, const ag_st_entry *e) {
+    if (ag_numel(t) != tl_entry_numel(e)) return INFINITY;
+    double *want = tl_entry_f64(e), *got = tl_tensor_f64(ctx, t);
+    double err = tl_max_rel_err(got, want, ag_numel(t));
+    free(want), free(got);
+    return err;
 }

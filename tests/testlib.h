@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
+#include "autograd/safetensors.h"
 
 // Counts checks; tl_summary prints "N passed, M failed" and returns the exit code.
 extern int tl_passed, tl_failed;
@@ -58,3 +59,14 @@ void tl_catch_end(void);
 
 // Path of a file under the source tree (static buffer per call site is the caller's).
 void tl_source_path(char *buf, size_t n, const char *rel);
+
+// Reference comparisons (malloc'd arrays; the caller frees them).
+// A fixture tensor (F64 or F32) as doubles; fails on another dtype.
+double *tl_entry_f64(const ag_st_entry *e);
+int64_t tl_entry_numel(const ag_st_entry *e);
+// A step tensor (any float dtype) as doubles, through a cast on ctx.
+double *tl_tensor_f64(ag_ctx *ctx, ag_tensor *t);
+// max |got - want| / max(max |want|, 1e-6); NaN anywhere gives NaN.
+double tl_max_rel_err(const double *got, const double *want, int64_t n);
+// tl_max_rel_err of t against fixture tensor e; INFINITY when their element counts differ.
+double tl_rel_err_entry(ag_ctx *ctx, ag_tensor *t, const ag_st_entry *e);
