@@ -14,6 +14,8 @@
 #                                    split it as below; build-gpu stays on a warm machine)
 #   bash bench/gpu.sh build          configure and build build-gpu
 #   bash bench/gpu.sh parity         tests/test_cuda_parity (and test_ops_reference) on CUDA
+#   bash bench/gpu.sh golden         scripts/make_fixtures.py with the machine's transformers
+#                                    into $OUT/golden, then tests/test_golden on them
 #   bash bench/gpu.sh bench 124m     one shape or more: 124m 1b 7b (default all three)
 #   bash bench/gpu.sh table          the table again from the logs under $OUT... of this run
 # Settings: QUICK=1 small shapes (same code paths, a couple of minutes in all);
@@ -73,7 +75,7 @@ do_build() {
     cmake -B "$build" -DGROUNDC_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release \
         >"$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; say "build: cmake failed"; exit 1; }
     cmake --build "$build" -j "$(nproc)" --target test_cuda_parity test_ops_reference \
-        bench_gpu_step >"$out/build.log" 2>&1 || {
+        test_golden bench_gpu_step >"$out/build.log" 2>&1 || {
         grep -E "error|Error" "$out/build.log" | head -40
         say "build: failed (log: build.log)"
         exit 1
@@ -203,8 +205,21 @@ print("max_memory_allocated. Ratios above 1: groundc faster.")
 PY
 }
 
+# The golden fixtures (issue 4): transformers' tiny models, made with the machine's
+# transformers into $out/golden (commit that folder as tests/fixtures/golden/), then checked.
+do_golden() {
+    say "golden: scripts/make_fixtures.py -> $out/golden"
+    python3 scripts/make_fixtures.py --out "$out/golden" >"$out/golden.log" 2>&1 ||
+        { tail -20 "$out/golden.log"; say "golden: make_fixtures.py failed"; return 1; }
+    GROUNDC_GOLDEN_DIR="$out/golden" "$build/tests/test_golden" >>"$out/golden.log" 2>&1
+    local rc=$?
+    grep -E "FAIL|golden:" "$out/golden.log" | tail -30
+    say "golden: test_golden exit $rc (log: golden.log)"
+}
+
 case $cmd in
     prepare) prepare ;;
+    golden) do_golden ;;
     build) do_build ;;
     parity) do_parity ;;
     bench) do_bench && do_table ;;
@@ -218,11 +233,12 @@ case $cmd in
             do_build
         fi
         do_parity
+        [ "$dry" = 1 ] || do_golden
         do_bench
         do_table
         ;;
     *)
-        echo "usage: bench/gpu.sh [prepare|build|parity|bench [124m 1b 7b]|table|all]"
+        echo "usage: bench/gpu.sh [prepare|build|parity|golden|bench [124m 1b 7b]|table|all]"
         exit 2
         ;;
 esac
