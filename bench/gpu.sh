@@ -16,6 +16,7 @@
 #   bash bench/gpu.sh parity         tests/test_cuda_parity (and test_ops_reference) on CUDA
 #   bash bench/gpu.sh golden         scripts/make_fixtures.py with the machine's transformers
 #                                    into $OUT/golden, then tests/test_golden on them
+#   bash bench/gpu.sh hf             an HF export checked with transformers (hf_logits_check.py)
 #   bash bench/gpu.sh bench 124m     one shape or more: 124m 1b 7b (default all three)
 #   bash bench/gpu.sh table          the table again from the logs under $OUT... of this run
 # Settings: QUICK=1 small shapes (same code paths, a couple of minutes in all);
@@ -75,7 +76,7 @@ do_build() {
     cmake -B "$build" -DGROUNDC_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release \
         >"$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; say "build: cmake failed"; exit 1; }
     cmake --build "$build" -j "$(nproc)" --target test_cuda_parity test_ops_reference \
-        test_golden bench_gpu_step >"$out/build.log" 2>&1 || {
+        test_golden test_export_hf_forward bench_gpu_step >"$out/build.log" 2>&1 || {
         grep -E "error|Error" "$out/build.log" | head -40
         say "build: failed (log: build.log)"
         exit 1
@@ -217,9 +218,26 @@ do_golden() {
     say "golden: test_golden exit $rc (log: golden.log)"
 }
 
+# The HF export against transformers (issue 7): test_export_hf_forward keeps its export and
+# groundc's logits, and tests/hf_logits_check.py loads the export with
+# LlavaForConditionalGeneration and compares (1e-3).
+do_hf() {
+    say "hf: test_export_hf_forward -> $out/hfcheck, then tests/hf_logits_check.py"
+    rm -rf "$out/hfcheck"
+    GROUNDC_EXPORT_HF_KEEP="$out/hfcheck" "$build/tests/test_export_hf_forward" \
+        >"$out/hf.log" 2>&1 ||
+        { tail -20 "$out/hf.log"; say "hf: test_export_hf_forward failed"; return 1; }
+    python3 tests/hf_logits_check.py "$out/hfcheck/export" --dump "$out/hfcheck/dump.safetensors" \
+        >>"$out/hf.log" 2>&1
+    local rc=$?
+    tail -15 "$out/hf.log"
+    say "hf: hf_logits_check exit $rc (log: hf.log)"
+}
+
 case $cmd in
     prepare) prepare ;;
     golden) do_golden ;;
+    hf) do_hf ;;
     build) do_build ;;
     parity) do_parity ;;
     bench) do_bench && do_table ;;
@@ -233,12 +251,12 @@ case $cmd in
             do_build
         fi
         do_parity
-        [ "$dry" = 1 ] || do_golden
+        [ "$dry" = 1 ] || { do_golden; do_hf; }
         do_bench
         do_table
         ;;
     *)
-        echo "usage: bench/gpu.sh [prepare|build|parity|golden|bench [124m 1b 7b]|table|all]"
+        echo "usage: bench/gpu.sh [prepare|build|parity|golden|hf|bench [124m 1b 7b]|table|all]"
         exit 2
         ;;
 esac
