@@ -40,13 +40,7 @@ static const ag_st_entry *entry(const char *name) {
 
 // A tensor of the fixture, converted to dt (float entries) or in its own dtype.
 static ag_tensor *load(ag_ctx *ctx, const char *name, ag_dtype dt) {
-    const ag_st_entry *e = entry(name);
-    ag_shape s = {.ndim = e->ndim};
-    for (int i = 0; i < e->ndim; i++) s.d[i] = e->shape[i];
-    ag_dtype fdt = ag_st_dtype(ref, e);
-    ag_tensor *t = ag_new(ctx, ag_dtype_is_float(fdt) ? dt : fdt, s);
-    ag_st_load_into(ref, e, t);
-    return t;
+    return tl_st_tensor(ctx, ref, entry(name), dt);
 }
 
 static void expect(ag_ctx *ctx, const char *what, ag_dtype dt, ag_tensor *got, const char *name,

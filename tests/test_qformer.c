@@ -63,12 +63,7 @@ static void load_params(ag_ctx *ctx, ag_tensor *const *ps, int n) {
 
 // A step tensor holding fixture tensor name, in dtype dt (float) or the file's (u8).
 static ag_tensor *load_input(ag_ctx *ctx, const char *name, ag_dtype dt, bool grad) {
-    const ag_st_entry *e = entry(name);
-    ag_shape s = {.ndim = e->ndim};
-    for (int i = 0; i < e->ndim; i++) s.d[i] = e->shape[i];
-    ag_dtype fdt = ag_st_dtype(fx, e);
-    ag_tensor *t = ag_new(ctx, ag_dtype_is_float(fdt) ? dt : fdt, s);
-    ag_st_load_into(fx, e, t);
+    ag_tensor *t = tl_st_tensor(ctx, fx, entry(name), dt);
     if (grad) ag_set_requires_grad(t, true);
     return t;
 }

@@ -44,15 +44,6 @@ static const ag_st_entry *entry(const ag_st_file *f, const char *name) {
     return e;
 }
 
-// A step tensor of dtype dt holding entry e (converted).
-static ag_tensor *load_entry(ag_ctx *ctx, const ag_st_file *f, const ag_st_entry *e, ag_dtype dt) {
-    ag_shape s = {.ndim = e->ndim};
-    for (int i = 0; i < e->ndim; i++) s.d[i] = e->shape[i];
-    ag_tensor *t = ag_new(ctx, dt, s);
-    ag_st_load_into(f, e, t);
-    return t;
-}
-
 static double sample_std(ag_ctx *ctx, ag_tensor *t) {
     double *v = tl_tensor_f64(ctx, t), s = 0, s2 = 0;
     int64_t n = ag_numel(t);
@@ -91,8 +82,8 @@ static double hidden_err(ag_ctx *ctx, const ag_st_file *f, int k, bool drop_cls,
 // The model input of a fixture: CLIP-normalised u8 images, or the fbank.
 static ag_tensor *fixture_input(ag_ctx *ctx, const ag_st_file *f, ag_dtype dt) {
     const ag_st_entry *img = ag_st_find(f, "test.images");
-    if (img) return gm_vit_clip_pixels(ctx, load_entry(ctx, f, img, AG_U8), dt);
-    return load_entry(ctx, f, entry(f, "test.fbank"), dt);
+    if (img) return gm_vit_clip_pixels(ctx, tl_st_tensor(ctx, f, img, AG_U8), dt);
+    return tl_st_tensor(ctx, f, entry(f, "test.fbank"), dt);
 }
 
 // Forward (and with grads, backward) of cfg on fixture f in dtype dt.
@@ -113,11 +104,11 @@ static vit_errs run_reference(const ag_st_file *f, const gm_vit_config *cfg, ag_
     if (head) r.pooled = tl_rel_err_entry(ctx, pooled, entry(f, "test.pooled"));
     if (grads) {
         // L = sum(hidden * r_h) [+ sum(pooled * r_p)], sums as mean_all * count
-        ag_tensor *rh = load_entry(ctx, f, entry(f, "test.r_hidden"), dt);
+        ag_tensor *rh = tl_st_tensor(ctx, f, entry(f, "test.r_hidden"), dt);
         ag_tensor *loss =
             ag_scale(ctx, ag_mean_all(ctx, ag_mul(ctx, hidden, rh)), (double)ag_numel(hidden));
         if (head) {
-            ag_tensor *rp = load_entry(ctx, f, entry(f, "test.r_pooled"), dt);
+            ag_tensor *rp = tl_st_tensor(ctx, f, entry(f, "test.r_pooled"), dt);
             loss = ag_add(
                 ctx, loss,
                 ag_scale(ctx, ag_mean_all(ctx, ag_mul(ctx, pooled, rp)), (double)ag_numel(pooled)));

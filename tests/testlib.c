@@ -100,6 +100,15 @@ double *tl_entry_f64(const ag_st_entry *e) {
     return v;
 }
 
+ag_tensor *tl_st_tensor(ag_ctx *ctx, const ag_st_file *f, const ag_st_entry *e, ag_dtype dt) {
+    ag_shape s = {.ndim = e->ndim};
+    for (int i = 0; i < e->ndim; i++) s.d[i] = e->shape[i];
+    ag_dtype fdt = ag_st_dtype(f, e);
+    ag_tensor *t = ag_new(ctx, ag_dtype_is_float(fdt) ? dt : fdt, s);
+    ag_st_load_into(f, e, t);
+    return t;
+}
+
 double *tl_tensor_f64(ag_ctx *ctx, ag_tensor *t) {
     ag_tensor *c = ag_cast(ctx, ag_contiguous(ctx, t), AG_F64);
     double *v = ag_xmalloc(sizeof(double) * (size_t)(ag_numel(c) ? ag_numel(c) : 1), "tensor copy");

@@ -64,6 +64,9 @@ void tl_source_path(char *buf, size_t n, const char *rel);
 // A fixture tensor (F64 or F32) as doubles; fails on another dtype.
 double *tl_entry_f64(const ag_st_entry *e);
 int64_t tl_entry_numel(const ag_st_entry *e);
+// Fixture tensor e of f as a step tensor: float entries converted to dt, others (u8, i32) in
+// the file's dtype.
+ag_tensor *tl_st_tensor(ag_ctx *ctx, const ag_st_file *f, const ag_st_entry *e, ag_dtype dt);
 // A step tensor (any float dtype) as doubles, through a cast on ctx.
 double *tl_tensor_f64(ag_ctx *ctx, ag_tensor *t);
 // max |got - want| / max(max |want|, 1e-6); NaN anywhere gives NaN.
