@@ -47,19 +47,6 @@
 
 static char g_dir[256], g_synth[512], g_bad[512], g_jsonl[512], g_tok[1024];
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    size_t got = fread(s, 1, (size_t)n, f);
-    s[got] = 0;
-    fclose(f);
-    return s;
-}
-
 static void spit(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
     if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
@@ -80,7 +67,7 @@ static int groundc(const char *tag, const char *args) {
 static char *output(const char *tag, const char *ext) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s.%s", g_dir, tag, ext);
-    char *s = slurp(path);
+    char *s = tl_slurp(path);
     return s ? s : strdup("");
 }
 
@@ -127,7 +114,7 @@ static char *media_path(const char *rel) {
 // Reference-format samples of file at the given indices (all when idx is NULL).
 static void expect_json(const char *file, const char *source, const int *idx, int n_idx,
                         const int *tasks) {
-    char *text = slurp(file);
+    char *text = tl_slurp(file);
     cJSON *root = cJSON_Parse(text);
     int n = n_idx ? n_idx : cJSON_GetArraySize(root);
     for (int k = 0; k < n; k++) {

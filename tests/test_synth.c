@@ -18,19 +18,6 @@
 #include "data/video.h"
 #include "testlib.h"
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    size_t got = fread(s, 1, (size_t)n, f);
-    s[got] = 0;
-    fclose(f);
-    return s;
-}
-
 static const char *answer(const cJSON *s) {
     const cJSON *conv = cJSON_GetObjectItem(s, "conversations");
     return cJSON_GetArrayItem(conv, 1)->child->next->valuestring;
@@ -160,9 +147,9 @@ int main(void) {
 
     char path[4096];
     snprintf(path, sizeof path, "%s/train.json", dir);
-    char *train_text = slurp(path);
+    char *train_text = tl_slurp(path);
     snprintf(path, sizeof path, "%s/eval.json", dir);
-    char *eval_text = slurp(path);
+    char *eval_text = tl_slurp(path);
     cJSON *train = cJSON_Parse(train_text), *eval = cJSON_Parse(eval_text);
     TL_CHECK(train && eval, "JSON does not parse");
     // 3 conversations per image, 2 per video and per audio; 20 % of the media held out

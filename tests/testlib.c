@@ -74,6 +74,22 @@ void tl_source_path(char *buf, size_t n, const char *rel) {
     snprintf(buf, n, "%s/%s", GROUNDC_SOURCE_DIR, rel);
 }
 
+char *tl_slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return NULL;
+    }
+    char *s = ag_xmalloc((size_t)n + 1, path);
+    size_t got = fread(s, 1, (size_t)n, f);
+    s[got] = 0;
+    fclose(f);
+    return s;
+}
+
 // Reference comparisons ----------------------------------------------------------------------
 
 int64_t tl_entry_numel(const ag_st_entry *e) {

@@ -57,6 +57,9 @@ void tl_catch_end(void);
         }                                                                                          \
     } while (0)
 
+// A whole file as a NUL-terminated string (malloc'd), or NULL when it cannot be opened.
+char *tl_slurp(const char *path);
+
 // Path of a file under the source tree (static buffer per call site is the caller's).
 void tl_source_path(char *buf, size_t n, const char *rel);
 
