@@ -16,13 +16,6 @@
 
 static char g_dir[256];
 
-// Expects a one-line error and shows it (the messages are part of what is tested by eye).
-#define EXPECT_FAIL_SHOWN(block, ...)                                                              \
-    do {                                                                                           \
-        TL_EXPECT_FAIL(block, __VA_ARGS__);                                                        \
-        printf("  refused: %s\n", tl_msg);                                                         \
-    } while (0)
-
 static void path_in(char *buf, size_t n, const char *name) {
     snprintf(buf, n, "%s/%s", g_dir, name);
 }
@@ -112,22 +105,22 @@ static void test_errors(void) {
     uint8_t buf[64];
 
     path_in(p, sizeof p, "does_not_exist.jpg");
-    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "cannot open");
+    TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "cannot open");
 
     path_in(p, sizeof p, "empty.png");
     spit(p, "", 0);
-    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "empty");
+    TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "empty");
 
     tl_rng rng = {42};
     for (int i = 0; i < 64; i++) buf[i] = (uint8_t)tl_next(&rng);
     buf[0] = 0x12; // not a JPEG/PNG signature by construction
     path_in(p, sizeof p, "random.jpg");
     spit(p, buf, sizeof buf);
-    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "not a JPEG or PNG");
+    TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "not a JPEG or PNG");
 
     path_in(p, sizeof p, "anim.png"); // a GIF whatever its name says
     spit(p, "GIF89a\x01\x00\x01\x00\x00\x00\x00;", 14);
-    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "unsupported image format GIF");
+    TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "unsupported image format GIF");
 
     // Truncated JPEG: half the file.
     char good[512];
@@ -140,18 +133,18 @@ static void test_errors(void) {
     free(rgb);
     path_in(p, sizeof p, "truncated.jpg");
     spit(p, jpg, n / 2);
-    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "truncated");
+    TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "truncated");
     // Only the first marker: the header is cut short.
     path_in(p, sizeof p, "header_only.jpg");
     spit(p, jpg, 20);
-    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "JPEG");
+    TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "JPEG");
     // Garbage in the middle of the header (the quantisation/Huffman tables).
     uint8_t *volatile bad = malloc(n);
     memcpy(bad, jpg, n);
     for (size_t i = 4; i < 200 && i < n; i++) bad[i] = 0xff ^ (uint8_t)i;
     path_in(p, sizeof p, "corrupt.jpg");
     spit(p, bad, n);
-    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "JPEG");
+    TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "JPEG");
     // Absurd width: patch SOF0's width field (JPEG has no checksum).
     memcpy(bad, jpg, n);
     for (size_t i = 2; i + 9 < n; i++)
@@ -161,7 +154,7 @@ static void test_errors(void) {
         }
     path_in(p, sizeof p, "huge.jpg");
     spit(p, bad, n);
-    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "too large", "40000");
+    TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "too large", "40000");
     free(bad);
     free(jpg);
 
@@ -182,15 +175,15 @@ static void test_errors(void) {
     uint8_t *volatile png = slurp(good, &n);
     path_in(p, sizeof p, "truncated.png");
     spit(p, png, n / 2);
-    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "truncated");
+    TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "truncated");
     path_in(p, sizeof p, "no_iend.png"); // cut inside the IEND chunk
     spit(p, png, n - 6);
-    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "PNG");
+    TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "PNG");
     // Corrupt pixel data: flip bytes inside IDAT (caught by the CRC).
     png[n / 2] ^= 0x55;
     path_in(p, sizeof p, "badcrc.png");
     spit(p, png, n);
-    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "PNG");
+    TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "PNG");
     free(png);
     // Absurd dimensions in a well-formed IHDR.
     uint8_t ihdr[8 + 25 + 12] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
@@ -205,13 +198,13 @@ static void test_errors(void) {
     put32(ihdr + 41, crc32_png(ihdr + 37, 4));
     path_in(p, sizeof p, "huge.png");
     spit(p, ihdr, sizeof ihdr);
-    EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "too large", "40000");
+    TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "too large", "40000");
 
     // The writer refuses a path it cannot create.
     path_in(p, sizeof p, "no_such_dir/x.png");
-    EXPECT_FAIL_SHOWN(ds_image_write_png(p, img, 30, 20), p, "cannot create");
+    TL_EXPECT_FAIL_SHOWN(ds_image_write_png(p, img, 30, 20), p, "cannot create");
     // And decode_memory names what it was given.
-    EXPECT_FAIL_SHOWN(ds_image_decode_memory(buf, sizeof buf, "blob#7", &w, &h), "blob#7");
+    TL_EXPECT_FAIL_SHOWN(ds_image_decode_memory(buf, sizeof buf, "blob#7", &w, &h), "blob#7");
 }
 
 static void test_pad_and_boxes(void) {

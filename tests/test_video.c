@@ -14,13 +14,6 @@
 enum { W = 96, H = 64, STRIPES = 4, BAR = 8 }; // bars: 8 columns each side, block aligned
 static char g_dir[256];
 
-// Expects a one-line error and shows it (the messages are part of what is tested by eye).
-#define EXPECT_FAIL_SHOWN(block, ...)                                                              \
-    do {                                                                                           \
-        TL_EXPECT_FAIL(block, __VA_ARGS__);                                                        \
-        printf("  refused: %s\n", tl_msg);                                                         \
-    } while (0)
-
 static int level(int digit) {
     return 16 + 36 * digit;
 }
@@ -161,16 +154,16 @@ static void test_errors(const char *mp4, const char *mkv) {
     static uint8_t out[4 * 16 * 16 * 3];
 
     snprintf(p, sizeof p, "%s/missing.mp4", g_dir);
-    EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p, "cannot open");
+    TL_EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p, "cannot open");
 
     snprintf(p, sizeof p, "%s/text.mp4", g_dir);
     const char *text = "this is not a video, just a line of text pretending to be one\n";
     spit(p, text, strlen(text));
-    EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p);
+    TL_EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p);
 
     snprintf(p, sizeof p, "%s/empty.mp4", g_dir);
     spit(p, "", 0);
-    EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p);
+    TL_EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p);
 
     // Audio only: a valid 0.1 s WAV file.
     uint8_t wav[44 + 1600] = {0};
@@ -180,7 +173,7 @@ static void test_errors(const char *mp4, const char *mkv) {
     put_le(wav + 34, 16, 2), memcpy(wav + 36, "data", 4), put_le(wav + 40, 1600, 4);
     snprintf(p, sizeof p, "%s/sound.wav", g_dir);
     spit(p, wav, sizeof wav);
-    EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p, "no video stream");
+    TL_EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p, "no video stream");
 
     size_t got = 0;
     uint8_t *volatile data = slurp(mp4, &got);
@@ -189,7 +182,7 @@ static void test_errors(const char *mp4, const char *mkv) {
     if (!data) return;
     snprintf(p, sizeof p, "%s/truncated.mp4", g_dir);
     spit(p, data, n / 2);
-    EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p);
+    TL_EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p);
     // Corrupt index: the mp4 muxer writes the moov box (the index) last; overwrite its end.
     tl_rng rng = {3};
     uint8_t *copy = malloc(n);
@@ -198,7 +191,7 @@ static void test_errors(const char *mp4, const char *mkv) {
     snprintf(p, sizeof p, "%s/corrupt_index.mp4", g_dir);
     spit(p, copy, n);
     free(copy);
-    EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p);
+    TL_EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p);
     // Corrupt pictures: noise over the first frames' data (just after the 48-byte ftyp and
     // mdat headers). The decoder rejects or conceals them; they are skipped and counted,
     // and frame selection still yields exactly F frames.
@@ -223,17 +216,17 @@ static void test_errors(const char *mp4, const char *mkv) {
     TL_CHECK(cluster > 0, "no cluster in the mkv");
     snprintf(p, sizeof p, "%s/header_only.mkv", g_dir);
     spit(p, mk, cluster);
-    EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p);
+    TL_EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p);
     free(mk);
 
     // Writer errors.
     static uint8_t rgb[2 * 10 * 10 * 3];
     snprintf(p, sizeof p, "%s/odd.mp4", g_dir);
-    EXPECT_FAIL_SHOWN(ds_video_write(p, rgb, 1, 9, 10, 25), p, "even");
+    TL_EXPECT_FAIL_SHOWN(ds_video_write(p, rgb, 1, 9, 10, 25), p, "even");
     snprintf(p, sizeof p, "%s/no_such_dir/x.mp4", g_dir);
-    EXPECT_FAIL_SHOWN(ds_video_write(p, rgb, 2, 10, 10, 25), p, "cannot create");
+    TL_EXPECT_FAIL_SHOWN(ds_video_write(p, rgb, 2, 10, 10, 25), p, "cannot create");
     snprintf(p, sizeof p, "%s/x.unknownext", g_dir);
-    EXPECT_FAIL_SHOWN(ds_video_write(p, rgb, 2, 10, 10, 25), p, "container");
+    TL_EXPECT_FAIL_SHOWN(ds_video_write(p, rgb, 2, 10, 10, 25), p, "container");
 }
 
 int main(void) {

@@ -60,6 +60,13 @@ void tl_catch_end(void);
 // A whole file as a NUL-terminated string (malloc'd), or NULL when it cannot be opened.
 char *tl_slurp(const char *path);
 
+// TL_EXPECT_FAIL that also prints the message (for messages worth reading in the log).
+#define TL_EXPECT_FAIL_SHOWN(block, ...)                                                           \
+    do {                                                                                           \
+        TL_EXPECT_FAIL(block, __VA_ARGS__);                                                        \
+        printf("  refused: %s\n", tl_msg);                                                         \
+    } while (0)
+
 // Path of a file under the source tree (static buffer per call site is the caller's).
 void tl_source_path(char *buf, size_t n, const char *rel);
 
