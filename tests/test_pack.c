@@ -67,7 +67,7 @@ static int groundc(const char *tag, const char *args) {
 static char *output(const char *tag, const char *ext) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s.%s", g_dir, tag, ext);
-    char *s = tl_slurp(path);
+    char *s = tl_slurp(path, NULL);
     return s ? s : strdup("");
 }
 
@@ -114,7 +114,7 @@ static char *media_path(const char *rel) {
 // Reference-format samples of file at the given indices (all when idx is NULL).
 static void expect_json(const char *file, const char *source, const int *idx, int n_idx,
                         const int *tasks) {
-    char *text = tl_slurp(file);
+    char *text = tl_slurp(file, NULL);
     cJSON *root = cJSON_Parse(text);
     int n = n_idx ? n_idx : cJSON_GetArraySize(root);
     for (int k = 0; k < n; k++) {

@@ -147,9 +147,9 @@ int main(void) {
 
     char path[4096];
     snprintf(path, sizeof path, "%s/train.json", dir);
-    char *train_text = tl_slurp(path);
+    char *train_text = tl_slurp(path, NULL);
     snprintf(path, sizeof path, "%s/eval.json", dir);
-    char *eval_text = tl_slurp(path);
+    char *eval_text = tl_slurp(path, NULL);
     cJSON *train = cJSON_Parse(train_text), *eval = cJSON_Parse(eval_text);
     TL_CHECK(train && eval, "JSON does not parse");
     // 3 conversations per image, 2 per video and per audio; 20 % of the media held out

@@ -74,7 +74,7 @@ void tl_source_path(char *buf, size_t n, const char *rel) {
     snprintf(buf, n, "%s/%s", GROUNDC_SOURCE_DIR, rel);
 }
 
-char *tl_slurp(const char *path) {
+char *tl_slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     long n = -1;
@@ -87,6 +87,7 @@ char *tl_slurp(const char *path) {
     size_t got = fread(s, 1, (size_t)n, f);
     s[got] = 0;
     fclose(f);
+    if (len) *len = got;
     return s;
 }
 

@@ -57,8 +57,9 @@ void tl_catch_end(void);
         }                                                                                          \
     } while (0)
 
-// A whole file as a NUL-terminated string (malloc'd), or NULL when it cannot be opened.
-char *tl_slurp(const char *path);
+// A whole file as a NUL-terminated string (malloc'd), or NULL when it cannot be opened; its
+// length in *len when len is not NULL.
+char *tl_slurp(const char *path, size_t *len);
 
 // TL_EXPECT_FAIL that also prints the message (for messages worth reading in the log).
 #define TL_EXPECT_FAIL_SHOWN(block, ...)                                                           \
