@@ -275,6 +275,8 @@ void ag_st_close(ag_st_file *f) {
     }
     free(f->meta_keys);
     free(f->meta_values);
+    for (int i = 0; i < f->n_owned; i++) free(f->owned[i]);
+    free(f->owned);
     free(f->path);
     free(f);
 }

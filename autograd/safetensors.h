@@ -26,6 +26,8 @@ typedef struct {
     ag_st_entry *entries; // in file order
     int n_meta;
     char **meta_keys, **meta_values;
+    int n_owned;
+    void **owned; // buffers entries point into besides the mapping (torch_file.h), freed on close
 } ag_st_file;
 
 // Opens and validates; fails (ag_fail) with file and tensor name on any defect.

@@ -47,7 +47,8 @@ say() { echo "== $*" | tee -a "$out/gpu.log"; }
 prepare() {
     [ -d ../shared ] || { echo "prepare: ../shared not found (run this on the dev machine)"; exit 1; }
     grep -qs '^/.devdeps/' .gitignore .git/info/exclude || echo /.devdeps/ >>.git/info/exclude
-    ../shared/device/fetch-debs.sh .devdeps
+    # minizip (torch.save archives) besides the recipe's libyaml
+    EXTRA_DEBS="libminizip1 libminizip-dev ${EXTRA_DEBS:-}" ../shared/device/fetch-debs.sh .devdeps
     mkdir -p .gpu/ref
     cp ../shared/bench/torch_reference.py .gpu/ref/
     git check-ignore -q .gpu/ref/torch_reference.py || echo "prepare: .gpu/ is not git-ignored"
@@ -67,7 +68,8 @@ do_build() {
         libcjson:libcjson-dev libjpeg:libjpeg62-turbo-dev libpng:libpng-dev \
         libavformat:libavformat-dev libavcodec:libavcodec-dev libswscale:libswscale-dev \
         libavutil:libavutil-dev sndfile:libsndfile1-dev samplerate:libsamplerate0-dev \
-        fftw3f:libfftw3-dev libcrypto:libssl-dev libprotobuf-c:libprotobuf-c-dev; do
+        fftw3f:libfftw3-dev libcrypto:libssl-dev libprotobuf-c:libprotobuf-c-dev \
+        minizip:libminizip-dev; do
         pkg-config --exists "${m%%:*}" 2>/dev/null || missing+=("${m%%:*} (${m#*:})")
     done
     command -v protoc-c >/dev/null || missing+=("protoc-c (protobuf-c-compiler)")

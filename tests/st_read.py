@@ -5,12 +5,12 @@ import struct
 
 import numpy as np
 
-TYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I32": np.int32,
+TYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I32": np.int32, "I64": np.int64,
          "U8": np.uint8}
 
 
 def read_raw(path):
-    """name -> numpy array in the file's own dtype (F32, F16, F64, I32, U8; BF16 widened to
+    """name -> numpy array in the file's own dtype (F32, F16, F64, I32, I64, U8; BF16 widened to
     f32 exactly)."""
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]

@@ -11,6 +11,8 @@
 //     unused block, ImageBind's logit scale) are skipped;
 //   - the 9 added rows: the mean of a V0-row table, or rows V0.. of a (V0 + 9)-row table;
 //   - groundc checkpoints (our names, any subset, combined embedding tables), file prefixes;
+//   - PyTorch checkpoints (tests/fixtures/torch/, tests/make_torch_fixtures.py): .pth and
+//     pytorch_model*.bin of the same tensors, byte-equal and imported alike; their errors;
 //   - one-line errors: missing, unexpected and mis-shaped tensors (name and both shapes), a
 //     wrong dtype, a truncated file, a broken index, a part without its branch; the init:
 //     block of a config (relative paths, unknown parts).
@@ -21,6 +23,7 @@
 
 #include "autograd/error.h"
 #include "autograd/safetensors.h"
+#include "autograd/torch_file.h"
 #include "model/groundinggpt.h"
 #include "testlib.h"
 #include "train/import.h"
@@ -285,21 +288,17 @@ static void test_errors(void) {
                    "layers.3.mlp.fc2.bias");
 
     // Truncated file.
-    FILE *in = fopen(llama, "rb");
-    fseek(in, 0, SEEK_END);
-    long n = ftell(in);
-    fseek(in, 0, SEEK_SET);
-    char *buf = malloc((size_t)n);
-    TL_CHECK(fread(buf, 1, (size_t)n, in) == (size_t)n, "read fixture");
-    fclose(in);
+    size_t n = 0;
+    char *buf = tl_slurp(llama, &n);
     FILE *out = fopen(bad, "wb");
-    fwrite(buf, 1, (size_t)n - 100, out);
-    fclose(out);
+    TL_CHECK(buf && out && fwrite(buf, 1, n - 100, out) == n - 100 && !fclose(out), "write %s",
+             bad);
     TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, bad, NULL), "bad.safetensors");
     free(buf);
     TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, "/nonexistent/weights", NULL),
                    "/nonexistent/weights", "cannot open");
-    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, tmp, NULL), "neither model.safetensors");
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, tmp, NULL), "holds none of model.safetensors",
+                   "pytorch_model.bin");
 
     // A broken index: one tensor in the wrong shard; a shard tensor the index does not list.
     char dir[600], p[700], src[1300];
@@ -418,6 +417,135 @@ static void test_checkpoint_and_prefix(void) {
     ag_ctx_free(ctx);
 }
 
+// Counts the entries of a torch file (or of the union of two shards) that differ from the
+// safetensors file's of the same name in dtype, shape or bytes, or that one of them lacks.
+static int differing_entries(ag_st_file *const *pt, int n_pt, const ag_st_file *st) {
+    int bad = 0, seen = 0;
+    for (int k = 0; k < n_pt; k++)
+        for (int i = 0; i < pt[k]->n; i++, seen++) {
+            const ag_st_entry *a = &pt[k]->entries[i], *b = ag_st_find(st, a->name);
+            bool same = b && !strcmp(a->dtype, b->dtype) && a->ndim == b->ndim &&
+                        !memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim) &&
+                        a->nbytes == b->nbytes && !memcmp(a->data, b->data, a->nbytes);
+            if (!same) fprintf(stderr, "%s: %s differs from %s\n", pt[k]->path, a->name, st->path);
+            bad += !same;
+        }
+    return bad + abs(st->n - seen);
+}
+
+// PyTorch checkpoints (autograd/torch_file.h) of the same tensors as the safetensors fixtures
+// (tests/make_torch_fixtures.py): every entry byte-equal, including views into shared
+// storages, transposed and strided tensors, pickle protocols 2 and 4, a training checkpoint's
+// "model" entry, and int64 buffers; then the same imports as from safetensors.
+static void test_torch_files(void) {
+    char torch_dir[1200], path[1300], ref[1300];
+    snprintf(torch_dir, sizeof torch_dir, "%.1000s/../torch", fixtures);
+    const struct {
+        const char *files[2], *ref, *import, *file_dt;
+        tr_init_part part;
+        int expect; // parameters
+    } cases[] = {
+        {{"eva.pth"}, "eva-f32.safetensors", "eva.pth", "f32", TR_INIT_VIDEO_ENCODER, 0},
+        {{"imagebind.pth"},
+         "imagebind-f32.safetensors",
+         "imagebind.pth",
+         "f32",
+         TR_INIT_AUDIO_ENCODER,
+         0},
+        {{"llama-bf16-bin/pytorch_model-00001-of-00002.bin",
+          "llama-bf16-bin/pytorch_model-00002-of-00002.bin"},
+         "llama-bf16-single/model.safetensors",
+         "llama-bf16-bin",
+         "bf16",
+         TR_INIT_LLM,
+         2 + 9 * 2 + 1},
+        {{"clip-f16-bin/pytorch_model.bin"},
+         "clip-f16-single/model.safetensors",
+         "clip-f16-bin",
+         "f16",
+         TR_INIT_IMAGE_ENCODER,
+         5 + 2 * 16},
+    };
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        ag_st_file *pt[2] = {NULL, NULL};
+        int n_pt = 0;
+        for (; n_pt < 2 && cases[c].files[n_pt]; n_pt++) {
+            snprintf(path, sizeof path, "%s/%s", torch_dir, cases[c].files[n_pt]);
+            TL_CHECK(ag_pt_is_torch_file(path), "%s is recognised as a torch file", path);
+            pt[n_pt] = ag_pt_open(path);
+        }
+        snprintf(ref, sizeof ref, "%s/%s", fixtures, cases[c].ref);
+        ag_st_file *st = ag_st_open(ref);
+        TL_CHECK(!ag_pt_is_torch_file(ref), "%s is not a torch file", cases[c].ref);
+        int diff = differing_entries(pt, n_pt, st);
+        TL_CHECK(diff == 0, "%s: %d tensors, %d differ from %s", cases[c].files[0], st->n, diff,
+                 cases[c].ref);
+        for (int k = 0; k < n_pt; k++) ag_st_close(pt[k]);
+        ag_st_close(st);
+
+        // Imported as from the f32 safetensors reference, rounded to the file's dtype.
+        gm_groundinggpt *m = new_model(ctx, AG_F32, 11);
+        snprintf(path, sizeof path, "%s/%s", torch_dir, cases[c].import);
+        int loaded = tr_import_part(m, cases[c].part, path, NULL);
+        char f32[1300];
+        snprintf(f32, sizeof f32, "%s/%s", fixtures, cases[c].ref);
+        char *dt = strstr(f32, cases[c].file_dt);
+        if (dt && strcmp(cases[c].file_dt, "f32")) // llama-bf16-single -> llama-f32-single
+            memmove(dt + 3, dt + strlen(cases[c].file_dt),
+                    strlen(dt + strlen(cases[c].file_dt)) + 1),
+                memcpy(dt, "f32", 3);
+        st = ag_st_open(f32);
+        int bad = 0, compared = compare_part(m, cases[c].part, st, cases[c].file_dt, &bad);
+        TL_CHECK(bad == 0 && compared == loaded && loaded > 20 &&
+                     (!cases[c].expect || loaded == cases[c].expect),
+                 "import of %s: %d loaded, %d compared, %d wrong", cases[c].import, loaded,
+                 compared, bad);
+        ag_st_close(st);
+        gm_groundinggpt_free(m);
+    }
+    ag_ctx_free(ctx);
+
+    // A small file read directly: names, shape, values.
+    snprintf(path, sizeof path, "%s/small.pth", torch_dir);
+    ag_st_file *f = ag_pt_open(path);
+    const ag_st_entry *w = f->n == 1 ? ag_st_find(f, "w") : NULL;
+    bool ok = w && !strcmp(w->dtype, "F32") && w->ndim == 2 && w->shape[0] == 2 &&
+              w->shape[1] == 3 && w->nbytes == 24;
+    for (int i = 0; ok && i < 6; i++) ok = ((const float *)w->data)[i] == (float)i;
+    TL_CHECK(ok, "small.pth: w = arange(6).reshape(2, 3)");
+    ag_st_close(f);
+
+    // One-line errors naming the file.
+    const struct {
+        const char *file, *want;
+    } broken[] = {
+        {"legacy.pth", "the legacy torch format"},
+        {"deflated.pth", "data.pkl is compressed"},
+        {"no_storage.pth", "tensor 'w': its storage"},
+        {"no_pickle.zip", "without <name>/data.pkl"},
+    };
+    for (size_t k = 0; k < sizeof broken / sizeof *broken; k++) {
+        snprintf(path, sizeof path, "%s/%s", torch_dir, broken[k].file);
+        TL_CHECK(ag_pt_is_torch_file(path), "%s starts like a torch file", broken[k].file);
+        TL_EXPECT_FAIL_SHOWN(ag_pt_open(path), broken[k].file, broken[k].want);
+    }
+    // Truncated: the zip directory is at the end.
+    size_t n = 0;
+    snprintf(path, sizeof path, "%s/eva.pth", torch_dir);
+    char *bytes = tl_slurp(path, &n), cut[600];
+    snprintf(cut, sizeof cut, "%s/cut.pth", tmp);
+    FILE *out = fopen(cut, "wb");
+    TL_CHECK(bytes && out && fwrite(bytes, 1, n - 200, out) == n - 200 && !fclose(out), "write %s",
+             cut);
+    free(bytes);
+    ag_ctx *ctx2 = ag_ctx_new(AG_CPU);
+    gm_groundinggpt *m = new_model(ctx2, AG_F32, 12);
+    TL_EXPECT_FAIL_SHOWN(tr_import_part(m, TR_INIT_VIDEO_ENCODER, cut, NULL), "cut.pth", "zip");
+    gm_groundinggpt_free(m);
+    ag_ctx_free(ctx2);
+}
+
 static void test_init_config(void) {
     char path[600];
     snprintf(path, sizeof path, "%s/train.yaml", tmp);
@@ -487,6 +615,7 @@ int main(void) {
     test_matrix();
     test_errors();
     test_checkpoint_and_prefix();
+    test_torch_files();
     test_init_config();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);

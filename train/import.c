@@ -9,6 +9,7 @@
 
 #include "autograd/context.h"
 #include "autograd/error.h"
+#include "autograd/torch_file.h"
 #include "train/model_config.h"
 
 // Weight sources ------------------------------------------------------------------------------
@@ -44,7 +45,7 @@ static int by_name(const void *a, const void *b) {
 
 static void add_file(tr_weights *w, const char *path) {
     w->files = ag_xrealloc(w->files, sizeof *w->files * (size_t)(w->n_files + 1), "weights");
-    w->files[w->n_files++] = ag_st_open(path);
+    w->files[w->n_files++] = ag_pt_is_torch_file(path) ? ag_pt_open(path) : ag_st_open(path);
 }
 
 // Opens every shard the index names and checks that index and shards agree.
@@ -100,16 +101,26 @@ tr_weights *tr_weights_open(const char *path) {
     tr_weights *w = ag_xcalloc(1, sizeof *w, "weights");
     w->path = ag_xstrdup(path);
     if (S_ISDIR(st.st_mode)) {
-        char *index = join(path, "model.safetensors.index.json");
-        char *single = join(path, "model.safetensors");
-        if (exists(index))
-            open_index(w, path, index);
-        else if (exists(single))
-            add_file(w, single);
-        else
-            ag_fail("%s: holds neither model.safetensors nor model.safetensors.index.json", path);
-        free(index);
-        free(single);
+        // what save_pretrained writes: safetensors, or torch.save shards for older models
+        static const char *const layouts[][2] = {
+            {"model.safetensors.index.json", "model.safetensors"},
+            {"pytorch_model.bin.index.json", "pytorch_model.bin"}};
+        bool found = false;
+        for (int k = 0; k < 2 && !found; k++) {
+            char *index = join(path, layouts[k][0]);
+            char *single = join(path, layouts[k][1]);
+            if (exists(index))
+                open_index(w, path, index);
+            else if (exists(single))
+                add_file(w, single);
+            found = exists(index) || exists(single);
+            free(index);
+            free(single);
+        }
+        if (!found)
+            ag_fail("%s: holds none of model.safetensors, model.safetensors.index.json, "
+                    "pytorch_model.bin, pytorch_model.bin.index.json",
+                    path);
     } else {
         add_file(w, path);
     }

@@ -1,8 +1,11 @@
 // import.h: pretrained weights into a GroundingGPT model, from Hugging Face safetensors.
 //
-// A weight source is a .safetensors file or an HF folder holding model.safetensors, or shards
-// listed by model.safetensors.index.json ({"weight_map": {name: shard file}}). F32, F16, BF16
-// and F64 tensors convert to the model's dtype, rounding once to nearest even.
+// A weight source is a .safetensors file, a PyTorch checkpoint (torch.save: .pth / .bin, a
+// state dict or a training checkpoint's "state_dict" / "model" entry; autograd/torch_file.h),
+// or an HF folder holding model.safetensors or pytorch_model.bin, or shards listed by
+// model.safetensors.index.json / pytorch_model.bin.index.json ({"weight_map": {name: shard
+// file}}). F32, F16, BF16 and F64 tensors convert to the model's dtype, rounding once to
+// nearest even.
 //
 // A training config says which parts load from where (relative paths are relative to the
 // config's folder; each entry is a path, or {path: P, prefix: S} when the file puts S before
@@ -15,7 +18,7 @@
 //                                     weight, model.norm.weight, lm_head.weight
 //     image_encoder: clip-vit-large-patch14-336
 //                                     HF CLIPVisionModel / CLIPModel: vision_model.*
-//     video_encoder: eva_vit_g.safetensors
+//     video_encoder: eva_vit_g.pth
 //                                     EVA ViT-g in LAVIS names: cls_token, pos_embed,
 //                                     patch_embed.proj.*, blocks.N.*
 //     frame_qformer: blip2-opt-2.7b   HF Blip2 (transformers' Blip2QFormerModel names):
@@ -24,7 +27,7 @@
 //                                     ...output.dense/LayerNorm, intermediate_query.dense,
 //                                     output_query.*; query_tokens; vision_model.post_layernorm.*
 //                                     (BLIP-2's ln_vision)
-//     audio_encoder: imagebind_huge.safetensors
+//     audio_encoder: imagebind_huge.pth
 //                                     ImageBind: modality_{preprocessors,trunks,heads}.audio.*
 //     checkpoint: checkpoints/stage1/step_00001000
 //                                     groundc / GroundingGPT names (model/groundinggpt.h), any
