@@ -38,16 +38,6 @@ static float *host(const ag_tensor *t) {
     return h;
 }
 
-static double sample_std(const ag_tensor *t) {
-    float *h = host(t);
-    int64_t n = ag_numel(t);
-    double s = 0, s2 = 0;
-    for (int64_t i = 0; i < n; i++) s += h[i], s2 += (double)h[i] * h[i];
-    free(h);
-    double m = s / (double)n;
-    return sqrt(s2 / (double)n - m * m);
-}
-
 static bool same(const ag_tensor *a, int64_t a0, const ag_tensor *b, int64_t b0, int64_t n) {
     float *ha = host(a), *hb = host(b);
     bool eq = memcmp(ha + a0, hb + b0, sizeof(float) * (size_t)n) == 0;
@@ -66,13 +56,13 @@ static void test_init_std(void) {
         ag_tensor *p = m->params[i];
         size_t n = strlen(p->name);
         if (n > 5 && !strcmp(p->name + n - 5, ".bias")) {
-            norms += sample_std(p) == 0;
+            norms += tl_sample_std(ctx, p) == 0;
         } else if (p->ndim == 1) {
             float *h = host(p);
-            norms += h[0] == 1 && sample_std(p) == 0;
+            norms += h[0] == 1 && tl_sample_std(ctx, p) == 0;
             free(h);
         } else {
-            double s = sample_std(p);
+            double s = tl_sample_std(ctx, p);
             mats++;
             ok += fabs(s / 0.15 - 1) < 0.1;
             if (fabs(s / 0.15 - 1) >= 0.1) printf("  %s: std %.4f\n", p->name, s);
@@ -133,7 +123,7 @@ static void test_aligned(void) {
     gm_video_adapter_config c = config(true, 1 / sqrt((double)C));
     gm_video_adapter *m = gm_video_adapter_new(ctx, &c, "model.", AG_F32);
     gm_video_adapter_init(m, 5, 0.02);
-    double ps = sample_std(m->frame_pos);
+    double ps = tl_sample_std(ctx, m->frame_pos);
     TL_CHECK(fabs(ps - 1) < 0.1, "frame position rows N(0, 1): sample std %.3f", ps);
     bool copies = true;
     for (int j = 0; j < Q; j++)

@@ -44,14 +44,6 @@ static const ag_st_entry *entry(const ag_st_file *f, const char *name) {
     return e;
 }
 
-static double sample_std(ag_ctx *ctx, ag_tensor *t) {
-    double *v = tl_tensor_f64(ctx, t), s = 0, s2 = 0;
-    int64_t n = ag_numel(t);
-    for (int64_t i = 0; i < n; i++) s += v[i], s2 += v[i] * v[i];
-    free(v);
-    return sqrt(s2 / (double)n - (s / (double)n) * (s / (double)n));
-}
-
 // Reference runs ----------------------------------------------------------------------------
 
 typedef struct {
@@ -297,13 +289,13 @@ static void check_layer_selection(void) {
     TL_CHECK(ag_item(m->layers[0].ln1_w, 0) == 1.0 && ag_item(m->layers[0].q_b, 0) == 0.0 &&
                  ag_item(m->patch_w, 0) != 0.0,
              "eva: init");
-    double plain = sample_std(ctx, m->patch_w);
+    double plain = tl_sample_std(ctx, m->patch_w);
     gm_vit_free(m);
     // init_std replaces the caller's std for every normal draw (the sin-cos table stays)
     e.init_std = 0.1;
     m = gm_vit_new(ctx, &e, "visual_encoder.", AG_F32);
     gm_vit_init(m, 7, 0.02);
-    double patch = sample_std(ctx, m->patch_w), fc1 = sample_std(ctx, m->layers[1].fc1_w);
+    double patch = tl_sample_std(ctx, m->patch_w), fc1 = tl_sample_std(ctx, m->layers[1].fc1_w);
     TL_CHECK(fabs(plain / 0.02 - 1) < 0.1 && fabs(patch / 0.1 - 1) < 0.1 &&
                  fabs(fc1 / 0.1 - 1) < 0.1,
              "eva: init_std 0.1: patch std %.4f, fc1 std %.4f (without it %.4f, want 0.02)", patch,

@@ -133,6 +133,15 @@ double *tl_tensor_f64(ag_ctx *ctx, ag_tensor *t) {
     return v;
 }
 
+double tl_sample_std(ag_ctx *ctx, ag_tensor *t) {
+    double *v = tl_tensor_f64(ctx, t), s = 0, s2 = 0;
+    int64_t n = ag_numel(t);
+    for (int64_t i = 0; i < n; i++) s += v[i], s2 += v[i] * v[i];
+    free(v);
+    double mean = s / (double)n;
+    return sqrt(s2 / (double)n - mean * mean);
+}
+
 double tl_max_rel_err(const double *got, const double *want, int64_t n) {
     double scale = 1e-6, err = 0;
     for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));

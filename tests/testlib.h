@@ -80,6 +80,8 @@ int64_t tl_entry_numel(const ag_st_entry *e);
 ag_tensor *tl_st_tensor(ag_ctx *ctx, const ag_st_file *f, const ag_st_entry *e, ag_dtype dt);
 // A step tensor (any float dtype) as doubles, through a cast on ctx.
 double *tl_tensor_f64(ag_ctx *ctx, ag_tensor *t);
+// The standard deviation of t's values (population, over every element).
+double tl_sample_std(ag_ctx *ctx, ag_tensor *t);
 // max |got - want| / max(max |want|, 1e-6); NaN anywhere gives NaN.
 double tl_max_rel_err(const double *got, const double *want, int64_t n);
 // tl_max_rel_err of t against fixture tensor e; INFINITY when their element counts differ.
