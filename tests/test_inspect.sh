@@ -5,7 +5,11 @@
 # their known sizes; every module of the registry is listed; each stage's trainable count is
 # the sum of its parts; a stage config's own selection (stage defaults, trainable/frozen
 # patterns, LoRA adapters) is counted from the dims and equals what `groundc train` selects;
-# strict YAML errors are one line with file:line:column.
+# strict YAML errors are one line with file:line:column. Then what is on disk: a dataset folder
+# and a shard against h5py and the manifest, a run and a checkpoint against state.json and the
+# safetensors header (and a checkpoint whose weights are not its config's model), HF and GGUF
+# exports against tests/st_read.py and tests/gguf_read.py, PyTorch weights against torch.load;
+# truncated files are one-line errors.
 set -u
 . "$(dirname "$0")/lib.sh" "$@"
 
@@ -126,6 +130,114 @@ grep -q ", $exp trainable in" train.log && ok || bad "train selects otherwise: $
 [ "$(grep '^| this config ' sel.txt | awk -F'|' '{gsub(/ /, "", $3); print $3}')" = "$exp" ] && ok || bad "memory row trainable"
 sed 's/model.vision_tower/model.vision_towr/' sel.yaml >typo.yaml
 expect_error "pattern typo" "model.vision_towr.*" "$groundc" inspect typo.yaml
+
+# What is on disk: dataset, shard, run, checkpoint, exports, weights ---------------------------
+# Counts are checked against h5py, json, the safetensors header (tests/st_read.py), the GGUF
+# reader of tests/gguf_read.py and torch.load.
+"$groundc" inspect train --checksums >ds.txt 2>err && ok || bad "inspect dataset: $(cat err)"
+shard=$(ls train/*.h5 | head -1)
+"$groundc" inspect "$shard" >shard.txt 2>err && ok || bad "inspect shard: $(cat err)"
+grep -q "counts and SHA-256" ds.txt && ok || bad "dataset check line: $(tail -1 ds.txt)"
+if "$py" -c "import h5py" 2>/dev/null; then
+  HDF5_PLUGIN_PATH="$build/hdf5-plugins" "$py" - "$shard" shard.txt ds.txt train/manifest.json <<'PY' && ok || bad "shard and dataset reports differ from h5py and the manifest"
+import json, re, sys
+import h5py
+shard, report, ds_report, manifest = sys.argv[1:]
+tasks = ["caption", "rec", "reg", "tvg", "sound", "conversation"]
+with h5py.File(shard, "r") as f:
+    n = len(f["offsets"]) - 1
+    want = {"samples": n, "tokens": int(f["offsets"][-1]), "loss": int(f["loss_mask"][:].sum())}
+    task, gran = f["sample_task"][:], f["sample_granularity"][:]
+    rows = {tasks[t]: (int((task == t).sum()), int(((task == t) & (gran == 0)).sum()),
+                       int(((task == t) & (gran == 1)).sum())) for t in set(task.tolist())}
+    lengths = f["offsets"][1:] - f["offsets"][:-1]
+text = open(report).read()
+head = re.search(r"(\d+) samples, (\d+) tokens \((\d+) in the loss\)", text)
+got = dict(zip(["samples", "tokens", "loss"], map(int, head.groups())))
+assert got == want, (got, want)
+assert f"min {lengths.min()}, mean" in text and f"max {lengths.max()} tokens" in text, text
+for name, (total, coarse, fine) in rows.items():
+    assert re.search(rf"\| {name} +\| +{total} \| +{coarse} \| +{fine} \|", text), (name, text)
+m = json.load(open(manifest))
+ds = open(ds_report).read()
+assert f"{m['num_samples']} samples, {m['num_tokens']} tokens in {len(m['shards'])} shards" in ds
+for name, count in m["tasks"].items():
+    assert re.search(rf"\| {name} +\| +{count} \|", ds), (name, ds)
+PY
+fi
+
+"$groundc" inspect run >run.txt 2>err && ok || bad "inspect run: $(cat err)"
+step=$(ls -d run/step_* | tail -1)
+grep -q "run run: 1 checkpoint: $(basename "$step"); latest -> " run.txt && ok || bad "run line: $(head -1 run.txt)"
+"$groundc" inspect "$step" >ckpt.txt 2>err && ok || bad "inspect checkpoint: $(cat err)"
+want_step=$("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "$step/state.json")
+grep -q "^checkpoint $step: step $want_step of " ckpt.txt && ok || bad "checkpoint line: $(head -1 ckpt.txt)"
+n_tensors=$("$py" -c "import sys; sys.path.insert(0, sys.argv[2]); import st_read; print(len(st_read.read_raw(sys.argv[1])))" "$step/model.safetensors" "$here")
+grep -q "^model.safetensors: $n_tensors tensors, .*fits config.yaml's model ($n_tensors tensors" ckpt.txt && ok || bad "checkpoint weights line: $(grep model.safetensors ckpt.txt)"
+# the checkpoint's config report is that of the config it was trained from
+[ "$(cfg_col total 4 ckpt.txt)" = "$exp" ] && ok || bad "checkpoint's trainable count $(cfg_col total 4 ckpt.txt) != $exp"
+# a checkpoint whose weights are not its config's model
+# (config.yaml holds the resolved model: one LLM layer fewer there)
+mkdir -p mixed && cp "$step"/* mixed/ && sed -i '0,/^    layers: 2$/s//    layers: 1/' mixed/config.yaml
+expect_error "mixed checkpoint" "mixed: state.json's model digest .* is not that of config.yaml's model" "$groundc" inspect mixed
+
+tok=$here/fixtures/tokenizer/test_bpe.model
+"$groundc" export "$step" --format hf --out hf --tokenizer "$tok" >/dev/null 2>err || bad "export hf: $(cat err)"
+"$groundc" export "$step" --format gguf --out gguf --tokenizer "$tok" >/dev/null 2>err || bad "export gguf: $(cat err)"
+"$groundc" inspect hf >hf.txt 2>err && ok || bad "inspect hf export: $(cat err)"
+"$groundc" inspect gguf >gguf.txt 2>err && ok || bad "inspect gguf export: $(cat err)"
+"$py" - hf gguf hf.txt gguf.txt "$here" <<'PY' && ok || bad "export reports differ from the files"
+import json, re, sys
+hf, gg, hf_report, gg_report, here = sys.argv[1:]
+sys.path.insert(0, here)
+import gguf_read, st_read
+text = open(hf_report).read()
+for name in ["model.safetensors", "video_branch.safetensors", "audio_branch.safetensors"]:
+    t = st_read.read_raw(f"{hf}/{name}")
+    params = sum(int(a.size) for a in t.values())
+    heading = f"weights {hf}" if name == "model.safetensors" else f"weights {hf}/{name}"
+    assert re.search(rf"^{re.escape(heading)}: 1 safetensors file, {len(t)} tensors", text, re.M), (name, text[:300])
+    # every tensor is counted in exactly one row: the rows' counts add up
+    rows = [l for l in text.split(heading + ":")[1].split("\nweights ")[0].splitlines() if l.startswith("| ") and not l.startswith("| tensors") and not l.startswith("| -")]
+    assert sum(int(l.split("|")[4]) for l in rows) == len(t), (name, rows)
+    assert sum(int(l.split("|")[5]) for l in rows) == params, (name, params)
+cfg = json.load(open(f"{hf}/config.json"))
+assert f"hidden_size {cfg['text_config']['hidden_size']}," in text
+text = open(gg_report).read()
+for name in ["model.gguf", "mmproj.gguf"]:
+    g = gguf_read.Gguf(f"{gg}/{name}")
+    assert f"gguf {gg}/{name}: version 3, {len(g.tensors)} tensors, {len(g.kv)} metadata keys" in text, name
+    arch = g.val("general.architecture")
+    assert f"general.architecture = {arch}\n" in text
+PY
+
+head -c 200 gguf/model.gguf >cut.gguf
+expect_error "truncated gguf" "cut.gguf: byte [0-9]+: truncated in" "$groundc" inspect cut.gguf
+head -c 3000 "$shard" >cut.h5
+expect_error "truncated shard" "cut.h5" "$groundc" inspect cut.h5
+
+# Weights in PyTorch files: counts against torch.load.
+if "$py" -c "import torch" 2>/dev/null; then
+  "$groundc" inspect "$here/fixtures/torch/imagebind.pth" >pth.txt 2>err && ok || bad "inspect .pth: $(cat err)"
+  "$groundc" inspect "$here/fixtures/torch/llama-bf16-bin" >bin.txt 2>err && ok || bad "inspect .bin folder: $(cat err)"
+  "$py" - "$here/fixtures/torch" pth.txt bin.txt <<'PY' && ok || bad "PyTorch weight reports differ from torch.load"
+import glob, sys
+import torch
+d, pth, binr = sys.argv[1:]
+sd = torch.load(f"{d}/imagebind.pth")["model"]
+text = open(pth).read()
+assert f"1 PyTorch file, {len(sd)} tensors" in text, text[:200]
+rows = [l for l in text.splitlines() if l.startswith("| ") and not l.startswith("| tensors") and not l.startswith("| -")]
+assert sum(int(l.split("|")[5]) for l in rows) == sum(t.numel() for t in sd.values())
+sd = {}
+for f in sorted(glob.glob(f"{d}/llama-bf16-bin/*.bin")):
+    sd.update(torch.load(f))
+text = open(binr).read()
+assert f"2 PyTorch files, {len(sd)} tensors" in text, text[:200]
+q = [l for l in text.splitlines() if l.startswith("| model.layers.N.self_attn.q_proj.weight ")][0]
+assert "BF16" in q and int(q.split("|")[4]) == sum(1 for k in sd if k.endswith("q_proj.weight")), q
+PY
+fi
 cd - >/dev/null || exit 1
 
 # Errors --------------------------------------------------------------------------------------
@@ -160,8 +272,8 @@ printf 'train:\n  steps: 3\n' >"$tmp/neither.yaml"
 expect_error "neither" "neither.yaml:1:1: .*neither a model config" "$groundc" inspect "$tmp/neither.yaml"
 expect_error "seq too long" "--seq 300 exceeds max_seq 256" "$groundc" inspect "$tiny" --seq 300
 expect_error "bad option" "unknown option '--frob'" "$groundc" inspect "$tiny" --frob
-expect_error "no file" "no config given" "$groundc" inspect
-expect_error "folder" "is a folder" "$groundc" inspect "$tmp"
+expect_error "no file" "nothing to inspect given" "$groundc" inspect
+expect_error "folder" "not a checkpoint, run, dataset, weights or export folder" "$groundc" inspect "$tmp/cfg"
 expect_error "missing file" "nope.yaml: cannot open" "$groundc" inspect "$tmp/nope.yaml"
 
 summary

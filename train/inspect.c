@@ -1,50 +1,22 @@
 // inspect.c: see inspect.h.
 #include "inspect.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "autograd/context.h"
 #include "autograd/error.h"
+#include "autograd/torch_file.h"
+#include "data/manifest.h"
+#include "train/checkpoint.h"
 #include "train/import.h"
+#include "train/inspect_files.h"
 #include "train/model_config.h"
 #include "train/train_config.h"
 #include "train/yaml_tree.h"
-
-// "6.74 B", "303.5 M", "12.3 K".
-static const char *human(char *buf, size_t n, int64_t x) {
-    double v = (double)x;
-    if (v >= 1e9)
-        snprintf(buf, n, "%.2f B", v / 1e9);
-    else if (v >= 1e6)
-        snprintf(buf, n, "%.1f M", v / 1e6);
-    else if (v >= 1e3)
-        snprintf(buf, n, "%.1f K", v / 1e3);
-    else
-        snprintf(buf, n, "%lld", (long long)x);
-    return buf;
-}
-
-static const char *bytes(char *buf, size_t n, int64_t b) {
-    double v = (double)b;
-    if (v >= 1024.0 * 1024 * 1024)
-        snprintf(buf, n, "%.2f GiB", v / (1024.0 * 1024 * 1024));
-    else
-        snprintf(buf, n, "%.1f MiB", v / (1024.0 * 1024));
-    return buf;
-}
-
-// A markdown separator row: k columns of the given widths, numbers right-aligned (all but the
-// first `left` columns).
-static void rule(FILE *out, const int *widths, int k, int left) {
-    for (int i = 0; i < k; i++) {
-        fputs("| ", out);
-        for (int c = 0; c < widths[i] - (i >= left); c++) fputc('-', out);
-        fputs(i >= left ? ": " : " ", out);
-    }
-    fputs("|\n", out);
-}
 
 static int64_t pick_seq(const gm_groundinggpt_config *cfg, int64_t seq) {
     if (seq <= 0) seq = cfg->llm.max_seq < 2048 ? cfg->llm.max_seq : 2048;
@@ -70,9 +42,10 @@ static void memory_row(FILE *out, const char *label, int64_t total, int64_t trai
     char b1[32], b2[32], b3[32], b4[32], b5[32];
     gm_memory mem = gm_memory_estimate(total, trainable, dt, act);
     fprintf(out, "| %-11s | %14lld | %11s | %11s | %11s | %11s | %11s |\n", label,
-            (long long)trainable, bytes(b1, sizeof b1, mem.weights),
-            bytes(b2, sizeof b2, mem.grads), bytes(b3, sizeof b3, mem.optimizer),
-            bytes(b4, sizeof b4, mem.activations), bytes(b5, sizeof b5, mem.total));
+            (long long)trainable, tr_human_bytes(b1, sizeof b1, mem.weights),
+            tr_human_bytes(b2, sizeof b2, mem.grads), tr_human_bytes(b3, sizeof b3, mem.optimizer),
+            tr_human_bytes(b4, sizeof b4, mem.activations),
+            tr_human_bytes(b5, sizeof b5, mem.total));
 }
 
 void tr_inspect_model(const gm_groundinggpt_config *cfg, const char *source, int64_t batch,
@@ -96,7 +69,7 @@ void tr_inspect_model(const gm_groundinggpt_config *cfg, const char *source, int
     fprintf(out, "parameters per module\n");
     fprintf(out, "| %-38s | %-13s | %14s | %14s | %15s |\n", "module", "part", "parameters",
             "stage 1 trains", "stage 2/3 train");
-    rule(out, (const int[]){38, 13, 14, 14, 15}, 5, 2);
+    tr_md_rule(out, (const int[]){38, 13, 14, 14, 15}, 5, 2);
     for (int i = 0; i < n; i++) {
         const gm_census_row *r = &rows[i];
         fprintf(out, "| %-38s | %-13s | %14lld | %14lld | %15lld |\n", r->group,
@@ -110,13 +83,13 @@ void tr_inspect_model(const gm_groundinggpt_config *cfg, const char *source, int
             (long long)stage[0], (long long)stage[1]);
 
     fprintf(out, "parameters per part\n| %-13s | %14s | %9s |\n", "part", "parameters", "");
-    rule(out, (const int[]){13, 14, 9}, 3, 1);
+    tr_md_rule(out, (const int[]){13, 14, 9}, 3, 1);
     for (int p = 0; p < GM_NPART; p++)
         if (part[p])
             fprintf(out, "| %-13s | %14lld | %9s |\n", gm_part_name((gm_part)p), (long long)part[p],
-                    human(h, sizeof h, part[p]));
+                    tr_human_count(h, sizeof h, part[p]));
     fprintf(out, "| %-13s | %14lld | %9s |\n\n", "total", (long long)total,
-            human(h, sizeof h, total));
+            tr_human_count(h, sizeof h, total));
 
     const int64_t act = activation_bytes(cfg, batch, seq);
     fprintf(out,
@@ -126,7 +99,7 @@ void tr_inspect_model(const gm_groundinggpt_config *cfg, const char *source, int
             cfg->dtype == AG_BF16 ? " + f32 master weights" : "");
     fprintf(out, memory_head, "stage", "trainable", "weights", "gradients", "optimizer",
             "activations", "total");
-    rule(out, (const int[]){11, 14, 11, 11, 11, 11, 11}, 7, 1);
+    tr_md_rule(out, (const int[]){11, 14, 11, 11, 11, 11, 11}, 7, 1);
     for (int s = 0; s < 3; s++) {
         char label[16];
         snprintf(label, sizeof label, "%d", s + 1);
@@ -138,9 +111,9 @@ void tr_inspect_model(const gm_groundinggpt_config *cfg, const char *source, int
         "\nfrozen encoders (own context, no tape), step memory per chunk of %lld rows (enc_batch): "
         "image %s, video frames %s, audio clips %s\n",
         (long long)chunk,
-        bytes(b1, sizeof b1, gm_groundinggpt_encoder_bytes(cfg, GM_MOD_IMAGE, chunk)),
-        bytes(b2, sizeof b2, gm_groundinggpt_encoder_bytes(cfg, GM_MOD_VIDEO, chunk)),
-        bytes(b3, sizeof b3, gm_groundinggpt_encoder_bytes(cfg, GM_MOD_AUDIO, chunk)));
+        tr_human_bytes(b1, sizeof b1, gm_groundinggpt_encoder_bytes(cfg, GM_MOD_IMAGE, chunk)),
+        tr_human_bytes(b2, sizeof b2, gm_groundinggpt_encoder_bytes(cfg, GM_MOD_VIDEO, chunk)),
+        tr_human_bytes(b3, sizeof b3, gm_groundinggpt_encoder_bytes(cfg, GM_MOD_AUDIO, chunk)));
 }
 
 // The part a parameter belongs to: that of the census row whose group prefixes its name.
@@ -186,7 +159,7 @@ static void inspect_stage(const tr_train_config *c, int64_t batch, int64_t seq, 
         fprintf(out, " (the base decoder frozen)");
     }
     fprintf(out, "\n| %-13s | %14s | %14s |\n", "part", "parameters", "trainable");
-    rule(out, (const int[]){13, 14, 14}, 3, 1);
+    tr_md_rule(out, (const int[]){13, 14, 14}, 3, 1);
     for (int p = 0; p < GM_NPART; p++)
         if (total[p])
             fprintf(out, "| %-13s | %14lld | %14lld |\n", gm_part_name((gm_part)p),
@@ -196,10 +169,78 @@ static void inspect_stage(const tr_train_config *c, int64_t batch, int64_t seq, 
             (long long)seq);
     fprintf(out, memory_head, "config", "trainable", "weights", "gradients", "optimizer",
             "activations", "total");
-    rule(out, (const int[]){11, 14, 11, 11, 11, 11, 11}, 7, 1);
+    tr_md_rule(out, (const int[]){11, 14, 11, 11, 11, 11, 11}, 7, 1);
     memory_row(out, "this config", all, trainable, cfg->dtype, activation_bytes(cfg, batch, seq));
     gm_groundinggpt_free(m);
     ag_ctx_free(meta);
+}
+
+static char *join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = ag_xmalloc(n, "inspect");
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static bool has(const char *dir, const char *name) {
+    char *p = join(dir, name);
+    struct stat st;
+    bool found = !lstat(p, &st);
+    free(p);
+    return found;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+// An export or weights folder: its weights (HF) and GGUF files, and its other files.
+static void inspect_export(const char *dir, FILE *out) {
+    static const char *const weights[] = {"model.safetensors", "model.safetensors.index.json",
+                                          "pytorch_model.bin", "pytorch_model.bin.index.json"};
+    bool hf = false;
+    for (int k = 0; k < 4; k++) hf = hf || has(dir, weights[k]);
+    if (hf) tr_inspect_weights(dir, out);
+    DIR *d = opendir(dir);
+    if (!d) ag_fail("%s: cannot list: %s", dir, strerror(errno));
+    int n = 0;
+    char **names = NULL;
+    for (struct dirent *e; (e = readdir(d));)
+        if (e->d_name[0] != '.') {
+            names = ag_xrealloc(names, sizeof *names * (size_t)(n + 1), "inspect");
+            names[n++] = ag_xstrdup(e->d_name);
+        }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    for (int i = 0; i < n; i++) {
+        char *p = join(dir, names[i]);
+        if (tr_is_gguf_file(p)) {
+            if (hf || i) fputc('\n', out);
+            tr_inspect_gguf(p, out);
+        } else if (has_suffix(names[i], ".safetensors") && strncmp(names[i], "model", 5)) {
+            // the video / audio branches of an HF export
+            fputc('\n', out);
+            tr_inspect_weights(p, out);
+        }
+        free(p);
+    }
+    fprintf(out, "\nfiles:");
+    for (int i = 0; i < n; i++) {
+        char *p = join(dir, names[i]);
+        struct stat st;
+        char b[32];
+        if (!stat(p, &st))
+            fprintf(out, " %s (%s)", names[i], tr_human_bytes(b, sizeof b, st.st_size));
+        free(p);
+        free(names[i]);
+    }
+    fputc('\n', out);
+    free(names);
 }
 
 static void print_init(const tr_init_config *init, FILE *out) {
@@ -215,13 +256,8 @@ static void print_init(const tr_init_config *init, FILE *out) {
     if (!any) fprintf(out, "\ninit: none (random initialisation)\n");
 }
 
-int tr_inspect(const char *path, int64_t batch, int64_t seq, FILE *out) {
-    struct stat st;
-    if (!stat(path, &st) && S_ISDIR(st.st_mode))
-        ag_fail("inspect: %s is a folder; this build inspects model and training configs "
-                "(shard, checkpoint and export summaries come later)",
-                path);
-    tr_yaml *root = tr_yaml_load(path);
+// A model file or a training config, loaded.
+static void inspect_yaml(tr_yaml *root, const char *path, int64_t batch, int64_t seq, FILE *out) {
     gm_groundinggpt_config cfg;
     if (tr_config_is_model_file(root)) {
         tr_model_config_read(root, &cfg);
@@ -253,6 +289,129 @@ int tr_inspect(const char *path, int64_t batch, int64_t seq, FILE *out) {
         print_init(&init, out);
         tr_init_config_free(&init);
     }
+}
+
+// A checkpoint folder: its state, its files, whether model.safetensors fits its config.yaml,
+// and the report of that config.
+static void inspect_checkpoint(const char *dir, int64_t batch, int64_t seq, FILE *out) {
+    tr_ckpt_state st;
+    tr_ckpt_read_state(dir, &st);
+    fprintf(out, "checkpoint %s: step %lld of %lld (%s), stage %d, world %d%s, global batch %lld\n",
+            dir, (long long)st.step, (long long)st.total_steps,
+            st.complete ? "the stage is complete" : "resumable", st.stage, st.world,
+            st.zero1 ? " with ZeRO-1" : "", (long long)st.global_batch);
+    fprintf(out,
+            "data: seed %llu, %lld stream positions consumed; %.0f supervised tokens seen, "
+            "last loss %.4f\n",
+            (unsigned long long)st.cursor.seed, (long long)st.cursor.position, st.tokens, st.loss);
+    char *cfg_path = join(dir, "config.yaml");
+    tr_yaml *root = tr_yaml_load(cfg_path);
+    gm_groundinggpt_config mc;
+    tr_model_config_from_train(root, &mc);
+    ag_ctx *meta = ag_ctx_new_meta();
+    gm_groundinggpt *m = gm_groundinggpt_new(meta, &mc);
+    char digest[65];
+    tr_ckpt_model_digest(m->params, digest);
+    if (strcmp(digest, st.model_digest))
+        ag_fail("%s: state.json's model digest %.12s... is not that of config.yaml's model "
+                "(%.12s...): the folder mixes two models",
+                dir, st.model_digest, digest);
+    char *weights = join(dir, "model.safetensors");
+    ag_st_file *f = ag_st_open(weights);
+    int64_t params = 0, bytes = 0;
+    for (int i = 0; i < f->n; i++) {
+        int64_t k = 1;
+        for (int d = 0; d < f->entries[i].ndim; d++) k *= f->entries[i].shape[d];
+        params += k;
+        bytes += (int64_t)f->entries[i].nbytes;
+    }
+    char h[32], b[32];
+    fprintf(out,
+            "model.safetensors: %d tensors, %s parameters, %s; fits config.yaml's model (%d "
+            "tensors, digest %.12s...)\n",
+            f->n, tr_human_count(h, sizeof h, params), tr_human_bytes(b, sizeof b, bytes),
+            m->params->n, digest);
+    if (f->n != m->params->n)
+        ag_fail("%s: holds %d tensors, config.yaml's model has %d", weights, f->n, m->params->n);
+    ag_st_close(f);
+    free(weights);
+    gm_groundinggpt_free(m);
+    ag_ctx_free(meta);
+    for (int r = 0; r < st.world; r++) {
+        char name[64];
+        snprintf(name, sizeof name, "optim.rank%05d.safetensors", r);
+        if (!has(dir, name)) continue;
+        char *p = join(dir, name);
+        f = ag_st_open(p);
+        fprintf(out, "%s: %d tensors (AdamW moments and master weights)\n", name, f->n);
+        ag_st_close(f);
+        free(p);
+    }
+    fputc('\n', out);
+    inspect_yaml(root, cfg_path, batch, seq, out);
     tr_yaml_free(root);
+    free(cfg_path);
+}
+
+// A run folder (checkpoint.out): its checkpoints, then the one `latest` names.
+static void inspect_run(const char *dir, int64_t batch, int64_t seq, FILE *out) {
+    char *latest = tr_ckpt_latest(dir);
+    if (!latest) ag_fail("%s: 'latest' names no complete checkpoint", dir);
+    DIR *d = opendir(dir);
+    if (!d) ag_fail("%s: cannot list: %s", dir, strerror(errno));
+    int n = 0;
+    char **names = NULL;
+    for (struct dirent *e; (e = readdir(d));)
+        if (!strncmp(e->d_name, "step_", 5)) {
+            names = ag_xrealloc(names, sizeof *names * (size_t)(n + 1), "inspect");
+            names[n++] = ag_xstrdup(e->d_name);
+        }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    fprintf(out, "run %s: %d checkpoint%s:", dir, n, n == 1 ? "" : "s");
+    for (int i = 0; i < n; i++) {
+        fprintf(out, " %s", names[i]);
+        free(names[i]);
+    }
+    free(names);
+    fprintf(out, "; latest -> %s\n\n", latest);
+    inspect_checkpoint(latest, batch, seq, out);
+    free(latest);
+}
+
+int tr_inspect(const char *path, int64_t batch, int64_t seq, bool checksums, FILE *out) {
+    struct stat st;
+    if (stat(path, &st)) ag_fail("%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        if (has(path, "state.json"))
+            inspect_checkpoint(path, batch, seq, out);
+        else if (has(path, "latest"))
+            inspect_run(path, batch, seq, out);
+        else if (has(path, DS_MANIFEST_NAME))
+            tr_inspect_dataset(path, checksums, out);
+        else if (has(path, "model.safetensors") || has(path, "model.safetensors.index.json") ||
+                 has(path, "pytorch_model.bin") || has(path, "pytorch_model.bin.index.json"))
+            inspect_export(path, out);
+        else if (has(path, "model.gguf") || has(path, "mmproj.gguf"))
+            inspect_export(path, out);
+        else
+            ag_fail("%s: not a checkpoint, run, dataset, weights or export folder (none of "
+                    "state.json, latest, manifest.json, model.safetensors, pytorch_model.bin, "
+                    "model.gguf)",
+                    path);
+        return 0;
+    }
+    if (tr_is_gguf_file(path)) {
+        tr_inspect_gguf(path, out);
+    } else if (tr_is_hdf5_file(path)) {
+        tr_inspect_shard(path, out);
+    } else if (ag_pt_is_torch_file(path) || tr_is_safetensors_file(path) ||
+               has_suffix(path, ".safetensors")) {
+        tr_inspect_weights(path, out);
+    } else {
+        tr_yaml *root = tr_yaml_load(path);
+        inspect_yaml(root, path, batch, seq, out);
+        tr_yaml_free(root);
+    }
     return 0;
 }

@@ -1,4 +1,5 @@
-// inspect.h: `groundc inspect CONFIG [--batch B] [--seq T]`: what a model config amounts to.
+// inspect.h: `groundc inspect PATH [--batch B] [--seq T] [--checksums]`: what a config, a
+// checkpoint, a dataset or a weights file amounts to (data and weights: inspect_files.h).
 // For a model file (configs/model/*.yaml) or a training config (its model: entry and init:
 // block): parameters per registry module and per part, what each curriculum stage trains, and
 // the memory each stage needs (weights, gradients, AdamW state, activations of one micro-batch
@@ -10,6 +11,7 @@
 // base decoder frozen) on a model built on a meta context (names and shapes, no storage), and
 // that config's memory.
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -19,5 +21,9 @@
 // min(2048, max_seq), the reference's context.
 void tr_inspect_model(const gm_groundinggpt_config *cfg, const char *source, int64_t batch,
                       int64_t seq, FILE *out);
-// Loads path (a model file or a training config) and prints its report. Returns 0.
-int tr_inspect(const char *path, int64_t batch, int64_t seq, FILE *out);
+// The report of path, by what it is: a checkpoint folder (state.json: its state, its files,
+// whether its weights fit its config.yaml, then that config's report), a run folder (latest:
+// its checkpoints, then the latest one), a dataset folder or shard, weights or an export
+// (inspect_files.h), else a model file or training config (YAML). checksums: a dataset's
+// shards are also checked against their SHA-256. Returns 0; a defect is a one-line error.
+int tr_inspect(const char *path, int64_t batch, int64_t seq, bool checksums, FILE *out);

@@ -33,7 +33,9 @@ static void usage(FILE *out) {
             "               [--max-new-tokens N --temperature T --top-p P --seed S --raw\n"
             "                --tokenizer F --logits-out F.npy]\n"
             "  groundc export CKPT_DIR --format hf|gguf --out DIR [--dtype f32|f16|bf16|q8_0]\n"
-            "  groundc inspect CONFIG.yaml [--batch B --seq T]   (model or training config)\n"
+            "  groundc inspect PATH [--batch B --seq T --checksums]\n"
+            "               (model or training config, checkpoint or run folder, dataset folder\n"
+            "                or shard, weights .safetensors / .pth / .bin or HF folder, GGUF)\n"
             "  groundc --version | --help\n",
             GROUNDC_VERSION);
 }
@@ -106,9 +108,12 @@ static int cmd_eval(int argc, char **argv) {
 static int cmd_inspect(int argc, char **argv) {
     const char *path = NULL;
     long long batch = 1, seq = 0;
+    bool checksums = false;
     for (int i = 0; i < argc; i++) {
         const char *opt = argv[i];
-        if (!strcmp(opt, "--batch") || !strcmp(opt, "--seq")) {
+        if (!strcmp(opt, "--checksums")) {
+            checksums = true;
+        } else if (!strcmp(opt, "--batch") || !strcmp(opt, "--seq")) {
             if (i + 1 >= argc) ag_fail("inspect: option %s needs a value", opt);
             long long v = int_arg(opt, argv[++i], 1, 1LL << 40);
             *(opt[2] == 'b' ? &batch : &seq) = v;
@@ -117,11 +122,11 @@ static int cmd_inspect(int argc, char **argv) {
         } else if (!path) {
             path = opt;
         } else {
-            ag_fail("inspect: more than one file given ('%s' and '%s')", path, opt);
+            ag_fail("inspect: more than one path given ('%s' and '%s')", path, opt);
         }
     }
-    if (!path) ag_fail("inspect: no config given (groundc inspect CONFIG.yaml)");
-    return tr_inspect(path, batch, seq, stdout);
+    if (!path) ag_fail("inspect: nothing to inspect given (groundc inspect PATH)");
+    return tr_inspect(path, batch, seq, checksums, stdout);
 }
 
 int main(int argc, char **argv) {
