@@ -59,3 +59,10 @@ char *ag_xstrdup(const char *s) {
     memcpy(p, s, n);
     return p;
 }
+
+char *ag_xpath_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = ag_xmalloc(n, "path");
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}

@@ -23,6 +23,8 @@ void *ag_xmalloc(size_t bytes, const char *what);
 void *ag_xcalloc(size_t n, size_t size, const char *what);
 void *ag_xrealloc(void *p, size_t bytes, const char *what);
 char *ag_xstrdup(const char *s);
+// "dir/name", allocated.
+char *ag_xpath_join(const char *dir, const char *name);
 
 #ifdef __cplusplus
 }

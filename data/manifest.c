@@ -15,13 +15,6 @@
 
 #include "autograd/error.h"
 
-static char *ds_join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = ag_xmalloc(n, "path");
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 // A shard name must stay inside the dataset folder.
 static bool ds_plain_name(const char *s) {
     return s && s[0] && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
@@ -122,7 +115,8 @@ void ds_manifest_write(const ds_manifest *m, const char *dir) {
     cJSON_Delete(root);
     if (!text) ag_fail("manifest: out of memory printing JSON");
 
-    char *path = ds_join(dir, DS_MANIFEST_NAME), *tmp = ds_join(dir, DS_MANIFEST_NAME ".tmp");
+    char *path = ag_xpath_join(dir, DS_MANIFEST_NAME),
+         *tmp = ag_xpath_join(dir, DS_MANIFEST_NAME ".tmp");
     FILE *f = fopen(tmp, "wb");
     int err = f ? 0 : errno;
     if (f) {
@@ -198,7 +192,7 @@ static void ds_get_counts(ds_mreader *r, const char *key, ds_manifest_count **li
 
 void ds_manifest_read(ds_manifest *m, const char *dir) {
     memset(m, 0, sizeof *m);
-    ds_mreader r = {ds_join(dir, DS_MANIFEST_NAME), NULL, m};
+    ds_mreader r = {ag_xpath_join(dir, DS_MANIFEST_NAME), NULL, m};
     FILE *f = fopen(r.path, "rb");
     if (!f) ds_mfail(&r, "cannot open: %s", strerror(errno));
     char *text = NULL;

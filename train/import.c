@@ -14,13 +14,6 @@
 
 // Weight sources ------------------------------------------------------------------------------
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = ag_xmalloc(n, "path");
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 static bool exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
@@ -72,7 +65,7 @@ static void open_index(tr_weights *w, const char *dir, const char *index_path) {
     }
     if (!n_names) ag_fail("%s: the weight_map is empty", index_path);
     for (int k = 0; k < n_names; k++) {
-        char *p = join(dir, names[k]);
+        char *p = ag_xpath_join(dir, names[k]);
         add_file(w, p);
         free(p);
     }
@@ -107,8 +100,8 @@ tr_weights *tr_weights_open(const char *path) {
             {"pytorch_model.bin.index.json", "pytorch_model.bin"}};
         bool found = false;
         for (int k = 0; k < 2 && !found; k++) {
-            char *index = join(path, layouts[k][0]);
-            char *single = join(path, layouts[k][1]);
+            char *index = ag_xpath_join(path, layouts[k][0]);
+            char *single = ag_xpath_join(path, layouts[k][1]);
             if (exists(index))
                 open_index(w, path, index);
             else if (exists(single))
@@ -499,7 +492,7 @@ static void fold_lora(job *j) {
         else
             strcpy(dir, ".");
     }
-    char *cfg_path = join(dir, "config.yaml");
+    char *cfg_path = ag_xpath_join(dir, "config.yaml");
     if (!exists(cfg_path))
         ag_fail("%s: holds LoRA adapters ('%s') but no config.yaml beside it gives their alpha",
                 j->w->path, j->w->items[j->folds[0].a].entry->name);

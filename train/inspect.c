@@ -175,15 +175,8 @@ static void inspect_stage(const tr_train_config *c, int64_t batch, int64_t seq, 
     ag_ctx_free(meta);
 }
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = ag_xmalloc(n, "inspect");
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 static bool has(const char *dir, const char *name) {
-    char *p = join(dir, name);
+    char *p = ag_xpath_join(dir, name);
     struct stat st;
     bool found = !lstat(p, &st);
     free(p);
@@ -218,7 +211,7 @@ static void inspect_export(const char *dir, FILE *out) {
     closedir(d);
     qsort(names, (size_t)n, sizeof *names, cmp_str);
     for (int i = 0; i < n; i++) {
-        char *p = join(dir, names[i]);
+        char *p = ag_xpath_join(dir, names[i]);
         if (tr_is_gguf_file(p)) {
             if (hf || i) fputc('\n', out);
             tr_inspect_gguf(p, out);
@@ -231,7 +224,7 @@ static void inspect_export(const char *dir, FILE *out) {
     }
     fprintf(out, "\nfiles:");
     for (int i = 0; i < n; i++) {
-        char *p = join(dir, names[i]);
+        char *p = ag_xpath_join(dir, names[i]);
         struct stat st;
         char b[32];
         if (!stat(p, &st))
@@ -304,7 +297,7 @@ static void inspect_checkpoint(const char *dir, int64_t batch, int64_t seq, FILE
             "data: seed %llu, %lld stream positions consumed; %.0f supervised tokens seen, "
             "last loss %.4f\n",
             (unsigned long long)st.cursor.seed, (long long)st.cursor.position, st.tokens, st.loss);
-    char *cfg_path = join(dir, "config.yaml");
+    char *cfg_path = ag_xpath_join(dir, "config.yaml");
     tr_yaml *root = tr_yaml_load(cfg_path);
     gm_groundinggpt_config mc;
     tr_model_config_from_train(root, &mc);
@@ -316,7 +309,7 @@ static void inspect_checkpoint(const char *dir, int64_t batch, int64_t seq, FILE
         ag_fail("%s: state.json's model digest %.12s... is not that of config.yaml's model "
                 "(%.12s...): the folder mixes two models",
                 dir, st.model_digest, digest);
-    char *weights = join(dir, "model.safetensors");
+    char *weights = ag_xpath_join(dir, "model.safetensors");
     ag_st_file *f = ag_st_open(weights);
     int64_t params = 0, bytes = 0;
     for (int i = 0; i < f->n; i++) {
@@ -341,7 +334,7 @@ static void inspect_checkpoint(const char *dir, int64_t batch, int64_t seq, FILE
         char name[64];
         snprintf(name, sizeof name, "optim.rank%05d.safetensors", r);
         if (!has(dir, name)) continue;
-        char *p = join(dir, name);
+        char *p = ag_xpath_join(dir, name);
         f = ag_st_open(p);
         fprintf(out, "%s: %d tensors (AdamW moments and master weights)\n", name, f->n);
         ag_st_close(f);

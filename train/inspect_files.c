@@ -176,13 +176,6 @@ static void group_free(group_table *t) {
 
 // Weights ---------------------------------------------------------------------------------------
 
-static char *path_join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = ag_xmalloc(n, "inspect");
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 static bool is_file(const char *path) {
     struct stat st;
     return !stat(path, &st) && S_ISREG(st.st_mode);
@@ -262,7 +255,7 @@ void tr_inspect_weights(const char *path, FILE *out) {
                     w->files[f]->meta_values[m]);
     struct stat st;
     if (!stat(path, &st) && S_ISDIR(st.st_mode)) {
-        char *cfg = path_join(path, "config.json");
+        char *cfg = ag_xpath_join(path, "config.json");
         if (is_file(cfg)) print_hf_config(cfg, out);
         free(cfg);
     }
