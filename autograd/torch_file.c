@@ -655,12 +655,13 @@ static int count_tensors(const pv *d) {
     return n;
 }
 
-// The dict of tensors: the top level, or its "state_dict" / "model" entry.
+// The dict of tensors: the top level, or its "state_dict" (Lightning), "model" (LAVIS, most
+// training scripts) or "module" (DeepSpeed's mp_rank_00_model_states.pt) entry.
 static const pv *state_dict(const pv *root) {
     if (count_tensors(root)) return root;
     if (root->kind != PV_DICT) return NULL;
-    const char *keys[] = {"state_dict", "model"};
-    for (int k = 0; k < 2; k++)
+    const char *keys[] = {"state_dict", "model", "module"};
+    for (int k = 0; k < 3; k++)
         for (int i = 0; i + 1 < root->n; i += 2)
             if (root->items[i]->kind == PV_STR && !strcmp(root->items[i]->s, keys[k]) &&
                 count_tensors(root->items[i + 1]))
@@ -726,7 +727,9 @@ ag_st_file *ag_pt_open(const char *path) {
     const pv *root = unpickle(&r, (const uint8_t *)map + pkl->offset, pkl->size);
     const pv *sd = state_dict(root);
     if (!sd)
-        pt_bad(&r, "%s: no tensors (a dict of them, or one under 'state_dict' or 'model')", path);
+        pt_bad(&r,
+               "%s: no tensors (a dict of them, or one under 'state_dict', 'model' or 'module')",
+               path);
     r.f->entries = calloc((size_t)count_tensors(sd), sizeof *r.f->entries);
     if (!r.f->entries) pt_bad(&r, "%s: out of memory", path);
     for (int i = 0; i + 1 < sd->n; i += 2)

@@ -11,7 +11,10 @@
 #                       pytorch_model-0000K-of-00002.bin + pytorch_model.bin.index.json; the
 #                       q/k/v weights of a layer are views into one storage (storage offsets)
 #   clip-f16-bin/       clip-f16-single as one pytorch_model.bin (with its int64 buffer)
-#   small.pth           {"w": a 2 x 3 tensor}, and broken variants of it:
+#   small.pth           {"w": a 2 x 3 tensor}
+#   deepspeed.pt        the same tensor as DeepSpeed saves a model: under "module", with other
+#                       entries (a tensor-free optimizer slot, step counts, version strings)
+#   (broken variants of small.pth:)
 #   legacy.pth          small.pth in the pre-1.6 format (_use_new_zipfile_serialization=False)
 #   deflated.pth        small.pth re-zipped with deflate
 #   no_storage.pth      small.pth without its storage member
@@ -112,6 +115,10 @@ def rezip(src, dst, keep, method):
 def broken():
     small = os.path.join(OUT, "small.pth")
     torch.save({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}, small)
+    torch.save({"module": {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)},
+                "buffer_names": [], "optimizer": None, "global_steps": 10, "skipped_steps": 0,
+                "ds_config": {"train_batch_size": 512}, "ds_version": "0.9.5"},
+               os.path.join(OUT, "deepspeed.pt"))
     torch.save({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)},
                os.path.join(OUT, "legacy.pth"), _use_new_zipfile_serialization=False)
     rezip(small, os.path.join(OUT, "deflated.pth"), lambda n: True, zipfile.ZIP_DEFLATED)

@@ -506,15 +506,19 @@ static void test_torch_files(void) {
     }
     ag_ctx_free(ctx);
 
-    // A small file read directly: names, shape, values.
-    snprintf(path, sizeof path, "%s/small.pth", torch_dir);
-    ag_st_file *f = ag_pt_open(path);
-    const ag_st_entry *w = f->n == 1 ? ag_st_find(f, "w") : NULL;
-    bool ok = w && !strcmp(w->dtype, "F32") && w->ndim == 2 && w->shape[0] == 2 &&
-              w->shape[1] == 3 && w->nbytes == 24;
-    for (int i = 0; ok && i < 6; i++) ok = ((const float *)w->data)[i] == (float)i;
-    TL_CHECK(ok, "small.pth: w = arange(6).reshape(2, 3)");
-    ag_st_close(f);
+    // A small file read directly, and the same tensor inside a DeepSpeed checkpoint: names,
+    // shape, values.
+    const char *smalls[2] = {"small.pth", "deepspeed.pt"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/%s", torch_dir, smalls[k]);
+        ag_st_file *f = ag_pt_open(path);
+        const ag_st_entry *w = f->n == 1 ? ag_st_find(f, "w") : NULL;
+        bool ok = w && !strcmp(w->dtype, "F32") && w->ndim == 2 && w->shape[0] == 2 &&
+                  w->shape[1] == 3 && w->nbytes == 24;
+        for (int i = 0; ok && i < 6; i++) ok = ((const float *)w->data)[i] == (float)i;
+        TL_CHECK(ok, "%s: w = arange(6).reshape(2, 3)", smalls[k]);
+        ag_st_close(f);
+    }
 
     // One-line errors naming the file.
     const struct {
