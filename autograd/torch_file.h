@@ -8,8 +8,9 @@
 // (torch._utils._rebuild_tensor_v2 / _rebuild_parameter / _rebuild_from_type_v2 over typed
 // storages); any other object is kept as an opaque value, never executed. The tensors are
 // the string-keyed tensor values of the top-level dict, or of its "state_dict", "model" or
-// "module" entry when the top level holds none (training and DeepSpeed checkpoints). Contiguous tensors point into
-// the mapped file; others (views with strides) are gathered into copies the file owns.
+// "module" entry when the top level holds none (training and DeepSpeed checkpoints).
+// Contiguous tensors point into the mapped file; others (views with strides) are gathered into
+// copies the file owns.
 // Every defect (not a zip, a legacy pre-1.6 file, a compressed member, a storage shorter than
 // a tensor's extent, a malformed pickle) is a one-line error naming the file, and the tensor
 // where one applies.
