@@ -33,6 +33,7 @@
 #include "autograd/error.h"
 #include "autograd/safetensors.h"
 #include "data/audio.h"
+#include "data/jsonl.h"
 #include "data/template.h"
 #include "train/export.h"
 
@@ -60,22 +61,6 @@ static const double clip_mean[3] = {0.48145466, 0.4578275, 0.40821073};
 static const double clip_std[3] = {0.26862954, 0.26130258, 0.27577711};
 
 // Files ----------------------------------------------------------------------------------------
-
-static char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) ag_fail("export: %s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END)) ag_fail("export: %s: cannot seek: %s", path, strerror(errno));
-    long size = ftell(f);
-    if (size < 0 || fseek(f, 0, SEEK_SET)) ag_fail("export: %s: cannot read its size", path);
-    char *buf = ag_xmalloc((size_t)size + 1, "export file copy");
-    errno = 0;
-    if (fread(buf, 1, (size_t)size, f) != (size_t)size)
-        ag_fail("export: %s: read failed: %s", path, strerror(errno ? errno : EIO));
-    fclose(f);
-    buf[size] = 0;
-    *n = (size_t)size;
-    return buf;
-}
 
 // JSON -------------------------------------------------------------------------------------------
 
@@ -613,7 +598,7 @@ static void write_tokenizer(const hf_export *x, const char *model_path) {
     const ds_tokenizer *tok = x->tok;
     const int32_t V0 = (int32_t)x->m->cfg.llm.vocab;
     size_t n;
-    char *bytes = read_file(model_path, &n);
+    char *bytes = ds_read_file(model_path, &n);
     tr_export_write_file(x->dir, "tokenizer.model", bytes, n);
     free(bytes);
 

@@ -10,6 +10,7 @@
 #include "autograd/context.h"
 #include "autograd/error.h"
 #include "autograd/torch_file.h"
+#include "data/jsonl.h"
 #include "train/model_config.h"
 
 // Weight sources ------------------------------------------------------------------------------
@@ -17,19 +18,6 @@
 static bool exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
-}
-
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) ag_fail("%s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END)) ag_fail("%s: cannot seek: %s", path, strerror(errno));
-    long n = ftell(f);
-    if (n < 0 || fseek(f, 0, SEEK_SET)) ag_fail("%s: cannot read its size", path);
-    char *buf = ag_xmalloc((size_t)n + 1, "index json");
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) ag_fail("%s: read failed", path);
-    buf[n] = 0;
-    fclose(f);
-    return buf;
 }
 
 static int by_name(const void *a, const void *b) {
@@ -43,7 +31,7 @@ static void add_file(tr_weights *w, const char *path) {
 
 // Opens every shard the index names and checks that index and shards agree.
 static void open_index(tr_weights *w, const char *dir, const char *index_path) {
-    char *text = read_text(index_path);
+    char *text = ds_read_file(index_path, NULL);
     cJSON *root = cJSON_Parse(text);
     free(text);
     if (!root) ag_fail("%s: not valid JSON", index_path);

@@ -11,6 +11,7 @@
 
 #include "autograd/error.h"
 #include "autograd/torch_file.h"
+#include "data/jsonl.h"
 #include "data/manifest.h"
 #include "data/shard.h"
 #include "train/import.h"
@@ -181,21 +182,9 @@ static bool is_file(const char *path) {
     return !stat(path, &st) && S_ISREG(st.st_mode);
 }
 
-static char *read_small_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) ag_fail("%s: cannot open: %s", path, strerror(errno));
-    char *buf = ag_xmalloc((1 << 20) + 1, path);
-    size_t n = fread(buf, 1, 1 << 20, f);
-    bool err = ferror(f);
-    fclose(f);
-    if (err) ag_fail("%s: cannot read: %s", path, strerror(errno));
-    buf[n] = 0;
-    return buf;
-}
-
 // The fields of an HF config.json a reader looks for first.
 static void print_hf_config(const char *path, FILE *out) {
-    char *text = read_small_text(path);
+    char *text = ds_read_file(path, NULL);
     cJSON *root = cJSON_Parse(text);
     free(text);
     if (!cJSON_IsObject(root)) ag_fail("%s: not a JSON object", path);
