@@ -192,24 +192,37 @@ static bool has_suffix(const char *s, const char *suffix) {
     return n >= k && !strcmp(s + n - k, suffix);
 }
 
-// An export or weights folder: its weights (HF) and GGUF files, and its other files.
-static void inspect_export(const char *dir, FILE *out) {
-    static const char *const weights[] = {"model.safetensors", "model.safetensors.index.json",
-                                          "pytorch_model.bin", "pytorch_model.bin.index.json"};
-    bool hf = false;
-    for (int k = 0; k < 4; k++) hf = hf || has(dir, weights[k]);
-    if (hf) tr_inspect_weights(dir, out);
+// The names in dir (sorted; hidden ones left out) that start with prefix; *n of them.
+static char **list_dir(const char *dir, const char *prefix, int *n) {
     DIR *d = opendir(dir);
     if (!d) ag_fail("%s: cannot list: %s", dir, strerror(errno));
-    int n = 0;
     char **names = NULL;
+    *n = 0;
     for (struct dirent *e; (e = readdir(d));)
-        if (e->d_name[0] != '.') {
-            names = ag_xrealloc(names, sizeof *names * (size_t)(n + 1), "inspect");
-            names[n++] = ag_xstrdup(e->d_name);
+        if (e->d_name[0] != '.' && !strncmp(e->d_name, prefix, strlen(prefix))) {
+            names = ag_xrealloc(names, sizeof *names * (size_t)(*n + 1), "inspect");
+            names[(*n)++] = ag_xstrdup(e->d_name);
         }
     closedir(d);
-    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    if (*n) qsort(names, (size_t)*n, sizeof *names, cmp_str);
+    return names;
+}
+
+// Does dir hold weights in one of the layouts tr_weights_open reads?
+static bool has_hf_weights(const char *dir) {
+    static const char *const weights[] = {"model.safetensors", "model.safetensors.index.json",
+                                          "pytorch_model.bin", "pytorch_model.bin.index.json"};
+    for (int k = 0; k < 4; k++)
+        if (has(dir, weights[k])) return true;
+    return false;
+}
+
+// An export or weights folder: its weights (HF) and GGUF files, and its other files.
+static void inspect_export(const char *dir, FILE *out) {
+    bool hf = has_hf_weights(dir);
+    if (hf) tr_inspect_weights(dir, out);
+    int n;
+    char **names = list_dir(dir, "", &n);
     for (int i = 0; i < n; i++) {
         char *p = ag_xpath_join(dir, names[i]);
         if (tr_is_gguf_file(p)) {
@@ -350,17 +363,8 @@ static void inspect_checkpoint(const char *dir, int64_t batch, int64_t seq, FILE
 static void inspect_run(const char *dir, int64_t batch, int64_t seq, FILE *out) {
     char *latest = tr_ckpt_latest(dir);
     if (!latest) ag_fail("%s: 'latest' names no complete checkpoint", dir);
-    DIR *d = opendir(dir);
-    if (!d) ag_fail("%s: cannot list: %s", dir, strerror(errno));
-    int n = 0;
-    char **names = NULL;
-    for (struct dirent *e; (e = readdir(d));)
-        if (!strncmp(e->d_name, "step_", 5)) {
-            names = ag_xrealloc(names, sizeof *names * (size_t)(n + 1), "inspect");
-            names[n++] = ag_xstrdup(e->d_name);
-        }
-    closedir(d);
-    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    int n;
+    char **names = list_dir(dir, "step_", &n);
     fprintf(out, "run %s: %d checkpoint%s:", dir, n, n == 1 ? "" : "s");
     for (int i = 0; i < n; i++) {
         fprintf(out, " %s", names[i]);
@@ -382,10 +386,7 @@ int tr_inspect(const char *path, int64_t batch, int64_t seq, bool checksums, FIL
             inspect_run(path, batch, seq, out);
         else if (has(path, DS_MANIFEST_NAME))
             tr_inspect_dataset(path, checksums, out);
-        else if (has(path, "model.safetensors") || has(path, "model.safetensors.index.json") ||
-                 has(path, "pytorch_model.bin") || has(path, "pytorch_model.bin.index.json"))
-            inspect_export(path, out);
-        else if (has(path, "model.gguf") || has(path, "mmproj.gguf"))
+        else if (has_hf_weights(path) || has(path, "model.gguf") || has(path, "mmproj.gguf"))
             inspect_export(path, out);
         else
             ag_fail("%s: not a checkpoint, run, dataset, weights or export folder (none of "
