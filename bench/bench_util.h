@@ -1,10 +1,12 @@
 // bench_util.h: what the benchmarks share: a monotonic clock, the median of a set of
-// timings, the small Llama a CPU step is timed on (model + AdamW) with its size options
-// (--dim --layers --heads --ffn --vocab --seq) and its random token batch. Header-only: each
-// bench is one executable.
+// timings, "--key value" integer options, the small Llama a CPU step is timed on (model +
+// AdamW) with its size options (--dim --layers --heads --ffn --vocab --seq) and its random
+// token batch. Header-only: each bench is one executable.
 #pragma once
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -73,6 +75,42 @@ static inline bool bench_llama_option(gm_llama_config *c, int64_t *T, const char
         c->max_seq = *T = v;
     else
         return false;
+    return true;
+}
+
+// An integer option of a bench: "--key value" stores value in *value.
+typedef struct {
+    const char *key;
+    int64_t *value;
+} bench_option;
+
+// Parses argv[first..argc) as "--key value" pairs: the decoder's sizes (bench_llama_option)
+// when c is not NULL, then opts[0..n). A key that is neither, a missing value or one that is
+// not an integer is one line on stderr naming prog; false then.
+static inline bool bench_parse_options(int argc, char **argv, int first, const bench_option *opts,
+                                       int n, gm_llama_config *c, int64_t *T, const char *prog) {
+    for (int i = first; i < argc; i += 2) {
+        const char *k = argv[i];
+        if (i + 1 >= argc) {
+            fprintf(stderr, "%s: %s needs a value\n", prog, k);
+            return false;
+        }
+        char *end;
+        errno = 0;
+        long long v = strtoll(argv[i + 1], &end, 10);
+        if (errno || end == argv[i + 1] || *end) {
+            fprintf(stderr, "%s: %s: '%s' is not an integer\n", prog, k, argv[i + 1]);
+            return false;
+        }
+        if (c && bench_llama_option(c, T, k, v)) continue;
+        int j = 0;
+        while (j < n && strcmp(opts[j].key, k)) j++;
+        if (j == n) {
+            fprintf(stderr, "%s: unknown option %s\n", prog, k);
+            return false;
+        }
+        *opts[j].value = v;
+    }
     return true;
 }
 

@@ -15,21 +15,8 @@
 int main(int argc, char **argv) {
     gm_llama_config c = bench_llama_config(256);
     int64_t B = 8, T = 256, steps = 10, warmup = 2;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        int64_t v = atoll(argv[i + 1]);
-        if (bench_llama_option(&c, &T, argv[i], v))
-            continue;
-        else if (!strcmp(argv[i], "--batch"))
-            B = v;
-        else if (!strcmp(argv[i], "--steps"))
-            steps = v;
-        else if (!strcmp(argv[i], "--warmup"))
-            warmup = v;
-        else {
-            fprintf(stderr, "bench_cpu_step: unknown option %s\n", argv[i]);
-            return 2;
-        }
-    }
+    const bench_option opts[] = {{"--batch", &B}, {"--steps", &steps}, {"--warmup", &warmup}};
+    if (!bench_parse_options(argc, argv, 1, opts, 3, &c, &T, "bench_cpu_step")) return 2;
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
     ag_adamw *opt;
     gm_llama *m = bench_llama_new(ctx, &c, &opt);

@@ -21,25 +21,13 @@ int main(int argc, char **argv) {
     tr_dist d = tr_dist_init(&argc, &argv);
     gm_llama_config c = bench_llama_config(128);
     int64_t B = 2, T = 128, steps = 6, rounds = 3, warmup = 2, bucket = (int64_t)1 << 22;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        int64_t v = atoll(argv[i + 1]);
-        if (bench_llama_option(&c, &T, argv[i], v))
-            continue;
-        else if (!strcmp(argv[i], "--batch"))
-            B = v;
-        else if (!strcmp(argv[i], "--steps"))
-            steps = v;
-        else if (!strcmp(argv[i], "--rounds"))
-            rounds = v;
-        else if (!strcmp(argv[i], "--warmup"))
-            warmup = v;
-        else if (!strcmp(argv[i], "--bucket"))
-            bucket = v;
-        else {
-            fprintf(stderr, "bench_dp_overlap: unknown option %s\n", argv[i]);
-            tr_dist_abort(&d, 2);
-        }
-    }
+    const bench_option opts[] = {{"--batch", &B},
+                                 {"--steps", &steps},
+                                 {"--rounds", &rounds},
+                                 {"--warmup", &warmup},
+                                 {"--bucket", &bucket}};
+    if (!bench_parse_options(argc, argv, 1, opts, 5, &c, &T, "bench_dp_overlap"))
+        tr_dist_abort(&d, 2);
     if (steps < 1 || rounds < 1 || warmup < 0) {
         fprintf(stderr, "bench_dp_overlap: --steps and --rounds must be >= 1\n");
         tr_dist_abort(&d, 2);

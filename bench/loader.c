@@ -3,7 +3,7 @@
 // runs it beside the same reads in h5py + numpy (bench/loader_h5py.py) and prints the ratios.
 // Each mode prints one JSON line.
 //   bench_loader make DIR [--samples 2000 --shards 4 --tokens 300 --image 336 --seed 1
-//                           --level 1 (zstd; pack --zstd-level)]
+//                           --level 0 (zstd, 0: the shards' default; pack --zstd-level)]
 //       writes DIR (manifest + shards): ~tokens (+-1/3) per sample, a 336x336 image for every
 //       third sample, a 4 x 112x112 video for every tenth, a 3 x 204 x 128 fbank for every
 //       tenth; nothing is written when DIR/manifest.json exists
@@ -46,51 +46,18 @@ static double cpu_s(void) {
 
 typedef struct {
     int64_t samples, shards, tokens, image, micro, max_len, steps, warmup;
-    int prefetch, threads, direct, map, level;
-    uint64_t seed;
+    int64_t prefetch, threads, direct, map, level, seed;
 } options;
 
-static void parse(int argc, char **argv, int first, options *o) {
-    for (int i = first; i < argc; i += 2) {
-        if (i + 1 >= argc) {
-            fprintf(stderr, "bench_loader: %s needs a value\n", argv[i]);
-            exit(2);
-        }
-        int64_t v = atoll(argv[i + 1]);
-        const char *k = argv[i];
-        if (!strcmp(k, "--samples"))
-            o->samples = v;
-        else if (!strcmp(k, "--shards"))
-            o->shards = v;
-        else if (!strcmp(k, "--tokens"))
-            o->tokens = v;
-        else if (!strcmp(k, "--image"))
-            o->image = v;
-        else if (!strcmp(k, "--micro"))
-            o->micro = v;
-        else if (!strcmp(k, "--max-len"))
-            o->max_len = v;
-        else if (!strcmp(k, "--steps"))
-            o->steps = v;
-        else if (!strcmp(k, "--warmup"))
-            o->warmup = v;
-        else if (!strcmp(k, "--prefetch"))
-            o->prefetch = (int)v;
-        else if (!strcmp(k, "--threads"))
-            o->threads = (int)v;
-        else if (!strcmp(k, "--direct"))
-            o->direct = (int)v;
-        else if (!strcmp(k, "--map"))
-            o->map = (int)v;
-        else if (!strcmp(k, "--seed"))
-            o->seed = (uint64_t)v;
-        else if (!strcmp(k, "--level"))
-            o->level = (int)v;
-        else {
-            fprintf(stderr, "bench_loader: unknown option %s\n", k);
-            exit(2);
-        }
-    }
+static bool parse(int argc, char **argv, int first, options *o) {
+    const bench_option opts[] = {
+        {"--samples", &o->samples}, {"--shards", &o->shards}, {"--tokens", &o->tokens},
+        {"--image", &o->image},     {"--micro", &o->micro},   {"--max-len", &o->max_len},
+        {"--steps", &o->steps},     {"--warmup", &o->warmup}, {"--prefetch", &o->prefetch},
+        {"--threads", &o->threads}, {"--direct", &o->direct}, {"--map", &o->map},
+        {"--seed", &o->seed},       {"--level", &o->level}};
+    return bench_parse_options(argc, argv, first, opts, (int)(sizeof opts / sizeof *opts), NULL,
+                               NULL, "bench_loader");
 }
 
 // A packed photo as FORMAT.md describes it: the original (of a typical aspect ratio) padded
@@ -201,9 +168,15 @@ static int cmd_make(const char *dir, const options *o) {
         fprintf(stderr, "bench_loader: cannot create %s\n", dir);
         return 1;
     }
-    make_state ms = {
-        .o = o, .S = (int)o->image, .F = 4, .VS = 112, .C = 3, .T = 204, .M = 128, .rng = o->seed};
-    ds_shard_layout layout = {DIGEST, ms.S, ms.F, ms.VS, ms.C, ms.T, ms.M, o->level};
+    make_state ms = {.o = o,
+                     .S = (int)o->image,
+                     .F = 4,
+                     .VS = 112,
+                     .C = 3,
+                     .T = 204,
+                     .M = 128,
+                     .rng = (uint64_t)o->seed};
+    ds_shard_layout layout = {DIGEST, ms.S, ms.F, ms.VS, ms.C, ms.T, ms.M, (int)o->level};
     ms.img = malloc((size_t)ms.S * ms.S * 3), ms.vid = malloc((size_t)ms.F * ms.VS * ms.VS * 3);
     ms.aud = malloc(sizeof(float) * (size_t)(ms.C * ms.T * ms.M));
     int64_t max_tok = o->tokens * 2;
@@ -229,15 +202,15 @@ static ds_loader *open_loader(const char *dir, const options *o, double *open_s)
     ds_loader_dataset set = {dir, 1.0};
     ds_loader_config c = {.datasets = &set,
                           .num_datasets = 1,
-                          .seed = o->seed,
+                          .seed = (uint64_t)o->seed,
                           .micro = o->micro,
                           .accumulation = 1,
                           .rank = 0,
                           .world = 1,
                           .max_len = o->max_len,
                           .pad_id = 0,
-                          .prefetch = o->prefetch,
-                          .threads = o->threads,
+                          .prefetch = (int)o->prefetch,
+                          .threads = (int)o->threads,
                           .no_direct_chunks = !o->direct,
                           .no_map = !o->map};
     double t0 = bench_now_s();
@@ -262,15 +235,16 @@ static int cmd_load(const char *dir, const options *o) {
         images += bt->n_images, videos += bt->n_videos, audios += bt->n_audios;
     }
     double dt = bench_now_s() - t0, cpu = cpu_s() - c0;
-    printf("{\"impl\": \"groundc\", \"samples\": %lld, \"seconds\": %.4f, \"samples_per_s\": %.1f, "
-           "\"cpu_us_per_sample\": %.1f, "
-           "\"tokens\": %lld, \"images\": %lld, \"videos\": %lld, \"audios\": %lld, "
-           "\"open_s\": %.4f, \"prefetch\": %d, \"threads\": %d, \"direct\": %d, \"map\": %d, "
-           "\"check\": %llu}\n",
-           (long long)(batches * o->micro), dt, (double)(batches * o->micro) / dt,
-           1e6 * cpu / (double)(batches * o->micro), (long long)tokens, (long long)images,
-           (long long)videos, (long long)audios, open_s, o->prefetch, o->threads, o->direct, o->map,
-           (unsigned long long)check);
+    printf(
+        "{\"impl\": \"groundc\", \"samples\": %lld, \"seconds\": %.4f, \"samples_per_s\": %.1f, "
+        "\"cpu_us_per_sample\": %.1f, "
+        "\"tokens\": %lld, \"images\": %lld, \"videos\": %lld, \"audios\": %lld, "
+        "\"open_s\": %.4f, \"prefetch\": %lld, \"threads\": %lld, \"direct\": %lld, \"map\": %lld, "
+        "\"check\": %llu}\n",
+        (long long)(batches * o->micro), dt, (double)(batches * o->micro) / dt,
+        1e6 * cpu / (double)(batches * o->micro), (long long)tokens, (long long)images,
+        (long long)videos, (long long)audios, open_s, (long long)o->prefetch, (long long)o->threads,
+        (long long)o->direct, (long long)o->map, (unsigned long long)check);
     ds_loader_close(l);
     return 0;
 }
@@ -339,10 +313,11 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "load"))
         o.samples = 20000; // 10 passes over the 2000 samples: the steady state, as in training
     long cpus = sysconf(_SC_NPROCESSORS_ONLN); // collate workers: one per core, up to 8
-    o.threads = cpus < 1 ? 1 : cpus > 8 ? 8 : (int)cpus;
-    parse(argc, argv, 3, &o);
+    o.threads = cpus < 1 ? 1 : cpus > 8 ? 8 : cpus;
+    if (!parse(argc, argv, 3, &o)) return 2;
     if (o.samples < 1 || o.shards < 1 || o.tokens < 3 || o.image < 1 || o.micro < 1 ||
-        o.steps < 1 || o.warmup < 0) {
+        o.steps < 1 || o.warmup < 0 || o.prefetch < 1 || o.prefetch > 1024 || o.threads < 1 ||
+        o.threads > 64 || o.level < 0 || o.level > 22) {
         fprintf(stderr, "bench_loader: option out of range\n");
         return 2;
     }
