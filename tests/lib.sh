@@ -8,7 +8,7 @@
 #   py        the Python the tests run (Debian's, with its numpy, PIL, ...)
 #   pass, fail and ok, bad MESSAGE (counts a failure and says it on stderr)
 #   tiny_pack the `groundc pack` media options that fit configs/model/tiny.yaml
-# and offers need_python, expect_error, use_mpi, tiny_shards and summary (below).
+# and offers need_python, expect_error, use_mpi, tiny_shards, tiny_stage3 and summary (below).
 test_name=$(basename "$0" .sh)
 groundc=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 build=
@@ -65,6 +65,25 @@ tiny_shards() {
     --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --threads 1 \
     >/dev/null || bad pack
   sed 's/dropout: 0.1/dropout: 0.0/' "$here/../configs/model/tiny.yaml" >tiny.yaml
+}
+
+# tiny_stage3 STEPS: a stage-3 run of tiny.yaml on train/ (tiny_shards first) for STEPS steps at
+# learning rate 1e-3, its checkpoints in $tmp/stage3 (stage3/latest: the last one).
+tiny_stage3() {
+  cat >stage3.yaml <<YAML
+model: tiny.yaml
+stage: 3
+data:
+  datasets: [train]
+  micro_batch: 4
+train:
+  steps: $1
+  lr: 1.0e-3
+  log_every: 1
+checkpoint:
+  out: $tmp/stage3
+YAML
+  "$groundc" train stage3.yaml >stage3.log 2>&1 || bad "stage 3: $(tail -3 stage3.log)"
 }
 
 # summary: the count line; its status is the test's (0 when nothing failed).

@@ -15,20 +15,7 @@ cd "$tmp" || exit 1
 # --- a stage-3 checkpoint of the tiny model (a few steps on synthetic data)
 tiny_shards --images 40 --videos 8 --audios 8 --max-shapes 1
 P=(--tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --threads 1)
-cat >stage3.yaml <<YAML
-model: tiny.yaml
-stage: 3
-data:
-  datasets: [train]
-  micro_batch: 4
-train:
-  steps: 4
-  lr: 1.0e-3
-  log_every: 1
-checkpoint:
-  out: $tmp/stage3
-YAML
-"$groundc" train stage3.yaml >log 2>&1 || bad "stage 3: $(tail -3 log)"
+tiny_stage3 4
 
 # --- custom data: the synthetic REC and sound-grounding samples rewritten as grounding JSONL
 # (image boxes [x, y, w, h] in pixels, sound spans [s, e] in seconds of the 3 s clips)

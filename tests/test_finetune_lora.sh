@@ -24,20 +24,7 @@ tok=$here/fixtures/tokenizer/test_bpe.model
 # --- a stage-3 checkpoint of the tiny model (a few steps on synthetic data)
 tiny_shards --images 40 --videos 4 --audios 4 --max-shapes 1
 P=(--tokenizer "$tok" "${tiny_pack[@]}" --threads 1)
-cat >stage3.yaml <<YAML
-model: tiny.yaml
-stage: 3
-data:
-  datasets: [train]
-  micro_batch: 4
-train:
-  steps: 3
-  lr: 1.0e-3
-  log_every: 1
-checkpoint:
-  out: $tmp/stage3
-YAML
-"$groundc" train stage3.yaml >log 2>&1 || bad "stage 3: $(tail -3 log)"
+tiny_stage3 3
 
 # --- custom data: the synthetic REC samples as grounding JSONL (boxes [x, y, w, h] in pixels)
 $py - <<'PY' || bad "writing the custom JSONL"
