@@ -45,10 +45,15 @@ void need_ndim(const char *op, const ag_tensor *t, const char *name, int lo, int
     }
 }
 
+void need_same_device(const char *op, const ag_tensor *a, const char *an, const ag_tensor *b,
+                      const char *bn) {
+    if (a->device != b->device) op_fail2(op, "devices differ", a, an, b, bn);
+}
+
 void need_same_kind(const char *op, const ag_tensor *a, const char *an, const ag_tensor *b,
                     const char *bn) {
     if (a->dtype != b->dtype) op_fail2(op, "dtypes differ", a, an, b, bn);
-    if (a->device != b->device) op_fail2(op, "devices differ", a, an, b, bn);
+    need_same_device(op, a, an, b, bn);
 }
 
 const ag_backend *backend_of(const ag_tensor *t) {

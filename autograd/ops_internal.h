@@ -13,6 +13,9 @@ void need_float(const char *op, const ag_tensor *t, const char *name);
 void need_dtype(const char *op, const ag_tensor *t, const char *name, ag_dtype dt);
 void need_contiguous(const char *op, const ag_tensor *t, const char *name);
 void need_ndim(const char *op, const ag_tensor *t, const char *name, int lo, int hi);
+// a and b on one device (an index tensor beside its table: a kernel reads both).
+void need_same_device(const char *op, const ag_tensor *a, const char *an, const ag_tensor *b,
+                      const char *bn);
 // a and b: same dtype and device.
 void need_same_kind(const char *op, const ag_tensor *a, const char *an, const ag_tensor *b,
                     const char *bn);

@@ -17,6 +17,7 @@ static const int32_t *host_ids(ag_ctx *ctx, const ag_tensor *ids) {
 
 static void check_ids(ag_ctx *ctx, const char *op, const ag_tensor *ids, int64_t limit,
                       const ag_tensor *table, const char *table_name) {
+    need_same_device(op, table, table_name, ids, "idx");
     const int32_t *h = host_ids(ctx, ids);
     int64_t n = ag_numel(ids);
     for (int64_t i = 0; i < n; i++)
@@ -41,6 +42,7 @@ ag_tensor *ag_rope(ag_ctx *ctx, ag_tensor *x, ag_tensor *pos, double theta) {
     need_ndim(op, x, "x", 4, 4);
     need_dtype(op, pos, "pos", AG_I32);
     need_contiguous(op, pos, "pos");
+    need_same_device(op, x, "x", pos, "pos");
     if (x->stride[3] != 1) op_fail1(op, "the head dim must be contiguous", x, "x");
     int64_t B = x->shape[0], T = x->shape[1], D = x->shape[3];
     if (D % 2) op_fail1(op, "head dim must be even", x, "x");
@@ -264,6 +266,7 @@ ag_tensor *ag_cross_entropy(ag_ctx *ctx, ag_tensor *logits, ag_tensor *targets,
     need_dtype(op, targets, "targets", AG_I32);
     need_ndim(op, targets, "targets", 1, 1);
     need_contiguous(op, targets, "targets");
+    need_same_device(op, logits, "logits", targets, "targets");
     if (targets->shape[0] != logits->shape[0])
         op_fail2(op, "one target per row", logits, "logits", targets, "targets");
     int64_t rows = logits->shape[0], V = logits->shape[1];

@@ -93,7 +93,9 @@ int ag_dim_index(const char *op, const ag_tensor *t, int dim) {
 }
 
 char *ag_describe(const ag_tensor *t, char *buf, size_t n) {
-    size_t k = (size_t)snprintf(buf, n, "%s[", ag_dtype_name(t->dtype));
+    // the device only when it is not the CPU: every CPU message stays as it was
+    size_t k = (size_t)snprintf(buf, n, "%s%s[", t->device == AG_CUDA ? "cuda " : "",
+                                ag_dtype_name(t->dtype));
     for (int i = 0; i < t->ndim && k < n; i++)
         k += (size_t)snprintf(buf + k, n - k, i ? ",%lld" : "%lld", (long long)t->shape[i]);
     if (k < n) k += (size_t)snprintf(buf + k, n - k, "]");

@@ -57,7 +57,7 @@ void ag_set_contiguous_strides(ag_tensor *t);
 // Normalises a possibly negative dim index; fails naming op when out of range.
 int ag_dim_index(const char *op, const ag_tensor *t, int dim);
 
-// "f32[2,3,5]" or "bf16[4,7] view"; returns buf.
+// "f32[2,3,5]", "bf16[4,7] view" or, on the GPU, "cuda f32[2,3]"; returns buf.
 char *ag_describe(const ag_tensor *t, char *buf, size_t n);
 // A label for messages: the tensor name, or the fallback.
 const char *ag_label(const ag_tensor *t, const char *fallback);

@@ -683,6 +683,30 @@ static void optim_check(ag_device device, const char *dev, double *e_param, doub
     result_free(&got);
 }
 
+// Indices on the other device than their table: a kernel would read a pointer of the wrong
+// memory, so each op refuses them with one line naming both tensors.
+static void device_mismatch(ag_ctx *cpu, ag_ctx *gpu) {
+    const int32_t v[2] = {0, 1};
+    ag_tensor *tg = ag_zeros(gpu, AG_F32, AG_SHAPE(4, 3)),
+              *tc = ag_zeros(cpu, AG_F32, AG_SHAPE(4, 3));
+    ag_tensor *ic = ag_new(cpu, AG_I32, AG_SHAPE(2)), *ig = ag_new(gpu, AG_I32, AG_SHAPE(2));
+    ag_copy_from_host(ic, v);
+    ag_copy_from_host(ig, v);
+    TL_EXPECT_FAIL(ag_embedding(gpu, tg, ic), "embedding", "devices differ", "cuda f32[4,3]");
+    TL_EXPECT_FAIL(ag_embedding(cpu, tc, ig), "embedding", "devices differ", "cuda i32[2]");
+    TL_EXPECT_FAIL(ag_index_select_rows(gpu, tg, ic), "index_select_rows", "devices differ");
+    ag_tensor *src = ag_zeros(gpu, AG_F32, AG_SHAPE(2, 3));
+    TL_EXPECT_FAIL(ag_scatter_rows(gpu, tg, ic, src), "scatter_rows", "devices differ");
+    ag_tensor *logits = ag_zeros(gpu, AG_F32, AG_SHAPE(2, 5));
+    TL_EXPECT_FAIL(ag_cross_entropy(gpu, logits, ic, -100), "cross_entropy", "devices differ");
+    ag_tensor *x = ag_zeros(gpu, AG_F32, AG_SHAPE(1, 2, 1, 4));
+    TL_EXPECT_FAIL(ag_rope(gpu, x, ic, 1e4), "rope", "devices differ");
+    ag_tensor *xc = ag_zeros(cpu, AG_F32, AG_SHAPE(1, 2, 1, 4));
+    TL_EXPECT_FAIL(ag_rope(cpu, xc, ig, 1e4), "rope", "devices differ");
+    ag_step_reset(cpu);
+    ag_step_reset(gpu);
+}
+
 int main(int argc, char **argv) {
     const bool self = argc > 1 && strcmp(argv[1], "--cpu-vs-cpu") == 0;
     if (!self && !ag_cuda_available()) {
@@ -722,6 +746,7 @@ int main(int argc, char **argv) {
         printf("%-28s params %8.2e | masters, grad norms %8.2e  %s\n", "adamw + clip_grad_norm", ep,
                em, ok ? "ok" : "FAIL");
     }
+    if (!self) device_mismatch(cpu, gpu);
     printf("%s vs cpu: %d of %d cases agree (f32 <= %.0e, bf16 <= %.0e)\n", dev_name,
            NCASES + 1 - bad_cases, NCASES + 1, TOL_F32, TOL_BF16);
     ag_ctx_free(cpu);
