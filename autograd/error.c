@@ -1,6 +1,7 @@
 // error.c: see error.h.
 #include "error.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,4 +66,13 @@ char *ag_xpath_join(const char *dir, const char *name) {
     char *p = ag_xmalloc(n, "path");
     snprintf(p, n, "%s/%s", dir, name);
     return p;
+}
+
+long long ag_parse_int(const char *what, const char *text, long long lo, long long hi) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(text, &end, 10);
+    if (end == text || *end || errno || x < lo || x > hi)
+        ag_fail("%s: expected a whole number in [%lld, %lld], got '%s'", what, lo, hi, text);
+    return x;
 }

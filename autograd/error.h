@@ -25,6 +25,10 @@ void *ag_xrealloc(void *p, size_t bytes, const char *what);
 char *ag_xstrdup(const char *s);
 // "dir/name", allocated.
 char *ag_xpath_join(const char *dir, const char *name);
+// text as a whole number in [lo, hi]; otherwise (not a number, trailing text, out of range or
+// past what long long holds) fails with "<what>: expected a whole number in [lo, hi], got
+// '<text>'". For command-line options: what names the option.
+long long ag_parse_int(const char *what, const char *text, long long lo, long long hi);
 
 #ifdef __cplusplus
 }

@@ -176,14 +176,6 @@ static double num_arg(const char *opt, const char *v, double lo, double hi) {
     return x;
 }
 
-static long long int_arg(const char *opt, const char *v, long long lo, long long hi) {
-    char *end;
-    long long x = strtoll(v, &end, 10);
-    if (end == v || *end || x < lo || x > hi)
-        ag_fail("generate: %s: expected a whole number in [%lld, %lld], got '%s'", opt, lo, hi, v);
-    return x;
-}
-
 static void parse_args(int argc, char **argv, gen_args *a) {
     memset(a, 0, sizeof *a);
     a->max_new = 256;
@@ -209,6 +201,8 @@ static void parse_args(int argc, char **argv, gen_args *a) {
         if (!ok) ag_fail("generate: unknown option '%s'", o);
         if (i + 1 >= argc) ag_fail("generate: option %s needs a value", o);
         const char *v = argv[++i];
+        char what[64];
+        snprintf(what, sizeof what, "generate: %s", o);
         if (!strcmp(o, "--image"))
             a->media[DS_MEDIA_IMAGE] = v;
         else if (!strcmp(o, "--video"))
@@ -222,9 +216,9 @@ static void parse_args(int argc, char **argv, gen_args *a) {
         else if (!strcmp(o, "--logits-out"))
             a->logits_out = v;
         else if (!strcmp(o, "--max-new-tokens"))
-            a->max_new = int_arg(o, v, 0, 1LL << 30);
+            a->max_new = ag_parse_int(what, v, 0, 1LL << 30);
         else if (!strcmp(o, "--seed"))
-            a->seed = (unsigned long long)int_arg(o, v, 0, INT64_MAX);
+            a->seed = (unsigned long long)ag_parse_int(what, v, 0, INT64_MAX);
         else if (!strcmp(o, "--temperature"))
             a->temperature = num_arg(o, v, 0, 1e6);
         else

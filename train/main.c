@@ -40,33 +40,28 @@ static void usage(FILE *out) {
             GROUNDC_VERSION);
 }
 
-// A whole-number option value; fails naming the option when it is not one.
-static long long int_arg(const char *opt, const char *v, long long lo, long long hi) {
-    char *end;
-    long long x = strtoll(v, &end, 10);
-    if (end == v || *end || x < lo || x > hi)
-        ag_fail("%s: expected a whole number in [%lld, %lld], got '%s'", opt, lo, hi, v);
-    return x;
-}
-
 static int cmd_synth(int argc, char **argv) {
     ds_synth_config c = ds_synth_defaults();
     for (int i = 0; i < argc; i++) {
         const char *opt = argv[i];
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
+            usage(stdout);
+            exit(0);
+        }
         if (i + 1 >= argc) ag_fail("synth: option %s needs a value", opt);
         const char *v = argv[++i];
         if (!strcmp(opt, "--out"))
             c.out_dir = v;
         else if (!strcmp(opt, "--images"))
-            c.images = int_arg(opt, v, 0, 100000000);
+            c.images = ag_parse_int(opt, v, 0, 100000000);
         else if (!strcmp(opt, "--videos"))
-            c.videos = int_arg(opt, v, 0, 100000000);
+            c.videos = ag_parse_int(opt, v, 0, 100000000);
         else if (!strcmp(opt, "--audios"))
-            c.audios = int_arg(opt, v, 0, 100000000);
+            c.audios = ag_parse_int(opt, v, 0, 100000000);
         else if (!strcmp(opt, "--seed"))
-            c.seed = (uint64_t)int_arg(opt, v, 0, INT64_MAX);
+            c.seed = (uint64_t)ag_parse_int(opt, v, 0, INT64_MAX);
         else if (!strcmp(opt, "--max-shapes"))
-            c.max_shapes = (int)int_arg(opt, v, 1, 8);
+            c.max_shapes = (int)ag_parse_int(opt, v, 1, 8);
         else if (!strcmp(opt, "--eval-fraction")) {
             char *end;
             c.eval_fraction = strtod(v, &end);
@@ -111,11 +106,15 @@ static int cmd_inspect(int argc, char **argv) {
     bool checksums = false;
     for (int i = 0; i < argc; i++) {
         const char *opt = argv[i];
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
+            usage(stdout);
+            return 0;
+        }
         if (!strcmp(opt, "--checksums")) {
             checksums = true;
         } else if (!strcmp(opt, "--batch") || !strcmp(opt, "--seq")) {
             if (i + 1 >= argc) ag_fail("inspect: option %s needs a value", opt);
-            long long v = int_arg(opt, argv[++i], 1, 1LL << 40);
+            long long v = ag_parse_int(opt, argv[++i], 1, 1LL << 40);
             *(opt[2] == 'b' ? &batch : &seq) = v;
         } else if (!strncmp(opt, "--", 2)) {
             ag_fail("inspect: unknown option '%s'", opt);
