@@ -37,11 +37,18 @@ static void fsync_path(const char *path) {
 }
 
 void tr_remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) {
+    // As rm -r: a link (or a file) goes itself; the folder a link names is never entered.
+    struct stat ls;
+    if (lstat(dir, &ls)) {
         if (errno == ENOENT) return;
-        ag_fail("%s: cannot open: %s", dir, strerror(errno));
+        ag_fail("%s: cannot stat: %s", dir, strerror(errno));
     }
+    if (!S_ISDIR(ls.st_mode)) {
+        if (unlink(dir)) ag_fail("%s: cannot remove: %s", dir, strerror(errno));
+        return;
+    }
+    DIR *d = opendir(dir);
+    if (!d) ag_fail("%s: cannot open: %s", dir, strerror(errno));
     struct dirent *e;
     char p[PATH_MAX];
     while ((e = readdir(d))) {
@@ -336,24 +343,51 @@ static void maybe_die_midway(void) {
     }
 }
 
+// Does the checkpoint folder dir hold this very run's step (same step, config and model)?
+// False when it cannot tell (no or unreadable state.json).
+static bool same_run(const char *dir, const tr_ckpt_state *st) {
+    char path[PATH_MAX];
+    path_join(path, sizeof path, dir, "state.json");
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    cJSON *j = cJSON_Parse(buf);
+    const cJSON *step = cJSON_GetObjectItemCaseSensitive(j, "step"),
+                *cd = cJSON_GetObjectItemCaseSensitive(j, "config_digest"),
+                *md = cJSON_GetObjectItemCaseSensitive(j, "model_digest");
+    bool same = cJSON_IsNumber(step) && step->valuedouble == (double)st->step &&
+                cJSON_IsString(cd) && !strcmp(cd->valuestring, st->config_digest) &&
+                cJSON_IsString(md) && !strcmp(md->valuestring, st->model_digest);
+    cJSON_Delete(j);
+    return same;
+}
+
 void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params *reg,
                   const ag_adamw *opt, const tr_yaml *resolved, const tr_dist *d, int keep) {
-    char name[64], tmp[PATH_MAX], final[PATH_MAX], path[PATH_MAX];
+    char name[64], tmp[PATH_MAX], final[PATH_MAX], old[PATH_MAX], path[PATH_MAX];
     snprintf(name, sizeof name, "step_%08" PRId64, st->step);
     path_join(final, sizeof final, out_dir, name);
     snprintf(path, sizeof path, ".tmp.%s", name);
     path_join(tmp, sizeof tmp, out_dir, path);
+    snprintf(path, sizeof path, ".old.%s", name);
+    path_join(old, sizeof old, out_dir, path);
     struct stat sb;
-    // An identical checkpoint of this step already stands (a resumed run re-reaching it):
-    // rewriting it would only open a window where it is incomplete.
-    bool exists = stat(final, &sb) == 0;
-    if (d->rank == 0 && !exists) {
+    // This run's checkpoint of this step already stands (a resumed run re-reaching a step it
+    // saved before `latest` moved): rewriting it would only open a window where it is
+    // incomplete. Another run's (other config or model) is replaced, never kept in its place.
+    const bool exists = d->rank == 0 && stat(final, &sb) == 0;
+    const bool keep_it = tr_dist_all(d, d->rank != 0 || (exists && same_run(final, st)));
+    if (d->rank == 0 && !keep_it) {
         ds_make_dirs(out_dir);
         tr_remove_tree(tmp); // left by a run killed while writing
+        tr_remove_tree(old); // left by a run killed while replacing
         if (mkdir(tmp, 0777)) ag_fail("%s: cannot create: %s", tmp, strerror(errno));
     }
     tr_dist_barrier(d);
-    if (!exists) {
+    if (!keep_it) {
         if (d->rank == 0) {
             path_join(path, sizeof path, tmp, "model.safetensors");
             ag_st_writer *w = ag_st_writer_new();
@@ -376,8 +410,12 @@ void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params 
     }
     tr_dist_barrier(d); // every rank's files are synced
     if (d->rank != 0) return;
-    if (!exists) {
+    if (!keep_it) {
         fsync_path(tmp);
+        // Another run's step_N moves aside first; `latest` never names it here (a resume
+        // with later checkpoints in its folder is refused), so the gap harms nothing.
+        if (exists && rename(final, old))
+            ag_fail("%s: cannot rename to %s: %s", final, old, strerror(errno));
         if (rename(tmp, final)) ag_fail("%s: cannot rename to %s: %s", tmp, final, strerror(errno));
         fsync_path(out_dir);
     }
@@ -392,7 +430,19 @@ void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params 
     if (rename(link_tmp, link))
         ag_fail("%s: cannot rename to %s: %s", link_tmp, link, strerror(errno));
     fsync_path(out_dir);
+    tr_remove_tree(old);
     prune(out_dir, keep, name);
+}
+
+int64_t tr_ckpt_newest_step(const char *out_dir) {
+    struct stat sb;
+    if (stat(out_dir, &sb) || !S_ISDIR(sb.st_mode)) return -1;
+    char **names;
+    int n = list_steps(out_dir, &names);
+    int64_t newest = n ? strtoll(names[n - 1] + 5, NULL, 10) : -1;
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    return newest;
 }
 
 // Loading -----------------------------------------------------------------------------------
@@ -401,10 +451,24 @@ char *tr_ckpt_latest(const char *out_dir) {
     char link[PATH_MAX], target[PATH_MAX];
     path_join(link, sizeof link, out_dir, "latest");
     ssize_t n = readlink(link, target, sizeof target - 1);
-    if (n < 0) {
-        if (errno == ENOENT) return NULL;
-        ag_fail("%s: cannot read link: %s", link, strerror(errno));
+    if (n < 0 && (errno == ENOENT || errno == ENOTDIR)) {
+        // No link: a run killed between renaming its first checkpoint into place and making
+        // the link. step_N folders only appear complete (renamed from .tmp), so the newest
+        // one is where that run stood.
+        struct stat sb;
+        if (stat(out_dir, &sb) || !S_ISDIR(sb.st_mode)) return NULL;
+        char **names;
+        int k = list_steps(out_dir, &names);
+        char *dir = NULL;
+        if (k > 0) {
+            dir = ag_xmalloc(strlen(out_dir) + strlen(names[k - 1]) + 2, "path");
+            sprintf(dir, "%s/%s", out_dir, names[k - 1]);
+        }
+        for (int i = 0; i < k; i++) free(names[i]);
+        free(names);
+        return dir;
     }
+    if (n < 0) ag_fail("%s: cannot read link: %s", link, strerror(errno));
     target[n] = 0;
     if (strchr(target, '/') || strncmp(target, "step_", 5))
         ag_fail("%s: points to '%s', not a checkpoint of this folder", link, target);

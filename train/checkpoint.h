@@ -52,17 +52,24 @@ void tr_ckpt_model_digest(const gm_params *reg, char out[65]);
 void tr_ckpt_config_digest(const tr_yaml *resolved, char out[65]);
 
 // Writes OUT/step_<step> as above (collective: every rank calls it; rank r's optimizer state
-// is opt, NULL when it holds none). Then prunes to the newest keep (keep < 1: keep all).
+// is opt, NULL when it holds none). A step_<step> already there stays when it is this run's
+// (same step, config and model digests) and is replaced when it is not. Then prunes to the
+// newest keep (keep < 1: keep all).
 // The rank that fails reports one line and the job aborts.
 void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params *reg,
                   const ag_adamw *opt, const tr_yaml *resolved, const tr_dist *d, int keep);
 
-// rm -r of a folder of plain files and folders (absent: nothing to do); fails naming the path.
+// rm -r of a folder of plain files and folders (absent: nothing to do); a symbolic link is
+// removed itself, never followed (nor is one inside the folder). Fails naming the path.
 void tr_remove_tree(const char *dir);
 
 // The checkpoint that `--resume auto` continues: OUT/latest resolved to its folder
-// (allocated), or NULL when OUT has none.
+// (allocated); without that link the newest OUT/step_N folder (a run killed before its first
+// link); NULL when OUT holds neither.
 char *tr_ckpt_latest(const char *out_dir);
+
+// The step of the newest OUT/step_N folder; -1 when there is none.
+int64_t tr_ckpt_newest_step(const char *out_dir);
 
 // Reads and validates DIR/state.json (one-line errors naming the file and field).
 void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st);
