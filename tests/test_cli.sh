@@ -57,4 +57,66 @@ grep -q '"step": 3, "loss": ' "$tmp/run/metrics.jsonl" && ok || bad "metrics.jso
 grep -q "steps: 3" "$tmp/run/config.yaml" && ok || bad "resolved config not saved with the override"
 grep -q "held-out token acc" "$tmp/out" && ok || bad "no evaluation table"
 
+
+# --- stage configs, read and checked with --dry-run (no data needed)
+mkdir -p "$tmp/st/sub/ev" "$tmp/st/cfg" "$tmp/st/dir.yaml" && cd "$tmp/st" || exit 1
+cp "$src/configs/model/tiny.yaml" sub/tiny.yaml
+cat >stage.yaml <<YAML
+model: sub/tiny.yaml
+stage: 3
+data:
+  datasets: [train]
+  micro_batch: 2
+train:
+  steps: 2
+checkpoint:
+  out: $tmp/st/out
+YAML
+sed 's#sub/tiny.yaml#../sub/tiny.yaml#' stage.yaml >cfg/stage.yaml
+dry() { "$groundc" train "$@" --dry-run >"$tmp/out" 2>"$tmp/err"; }
+valid() { grep -q "config valid" "$tmp/out"; }
+# a relative path given with --set is relative to the working directory, not to the text of
+# the argument (it once became "--set model=sub/sub/tiny.yaml")
+dry cfg/stage.yaml --set model=sub/tiny.yaml && valid && ok || bad "--set model=sub/tiny.yaml: $(cat "$tmp/err")"
+dry cfg/stage.yaml --set eval.data=sub/ev --set eval.tokenizer=sub/tok.model &&
+  grep -q "^    data: $(cd sub/ev && pwd -P)$" "$tmp/out" && ok || bad "--set eval.data=sub/ev: $(grep 'data:' "$tmp/out") $(cat "$tmp/err")"
+# --set errors name the argument, not the config file
+expect_error "--set unknown key" "^groundc: error: --set train.nope=1:1:7: unknown key 'nope' in train$" \
+  "$groundc" train stage.yaml --dry-run --set train.nope=1
+expect_error "--set unknown section" "^groundc: error: --set nope.deep.key=1:1:1: unknown key 'nope'$" \
+  "$groundc" train stage.yaml --dry-run --set nope.deep.key=1
+# an alias bomb (10^6 nodes from a few hundred bytes) is refused at the alias past the limit
+{ echo "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"
+  for i in 1 2 3 4 5 6; do
+    printf 'a%d: &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d]\n' $i $i \
+      $((i - 1)) $((i - 1)) $((i - 1)) $((i - 1)) $((i - 1)) $((i - 1)) $((i - 1)) $((i - 1)) $((i - 1)) $((i - 1))
+  done; } >bomb.yaml
+expect_error "alias bomb" "bomb.yaml:5:[0-9]+: alias \*a3 takes the document past 100000 nodes" \
+  "$groundc" train bomb.yaml
+printf 'model: &m [1, *m]\n' >cycle.yaml
+expect_error "alias cycle" "cycle.yaml:1:15: alias \*m is inside the node it names" "$groundc" train cycle.yaml
+# a folder given as a config or as the model file
+expect_error "folder as config" "^groundc: error: dir.yaml: is a directory" "$groundc" train dir.yaml
+expect_error "folder as model" "^groundc: error: sub: is a directory" "$groundc" train stage.yaml --dry-run --set model=sub
+# global_batch that does not divide: named where it was set
+expect_error "global batch from --set" "--set data.global_batch=5:1:19: data.global_batch: 5 is not a multiple of micro_batch 2 x 1 ranks" \
+  "$groundc" train stage.yaml --dry-run --set data.global_batch=5
+sed 's/micro_batch: 2/micro_batch: 2\n  global_batch: 5/' stage.yaml >gb.yaml
+expect_error "global batch from the file" "gb.yaml:6:17: data.global_batch: 5 is not a multiple" "$groundc" train gb.yaml --dry-run
+# train.steps > 0, and steps or epochs, not both (a --set of one replaces the file's other)
+expect_error "steps 0" "--set train.steps=0:1:13: train.steps: 0 is outside" "$groundc" train stage.yaml --dry-run --set train.steps=0
+sed 's/steps: 2/steps: 2\n  epochs: 1/' stage.yaml >both.yaml
+expect_error "steps and epochs" "both.yaml:8:11: train.epochs: give train.steps or train.epochs, not both \(train.steps is at both.yaml:7:10\)" \
+  "$groundc" train both.yaml --dry-run
+sed 's/steps: 2/epochs: 0/' stage.yaml >epochs0.yaml
+expect_error "epochs 0" "epochs0.yaml:7:11: train.epochs: epochs must be > 0" "$groundc" train epochs0.yaml --dry-run
+dry stage.yaml --set train.epochs=2 && valid && grep -q "^    epochs: 2$" "$tmp/out" && ! grep -q "^    steps:" "$tmp/out" &&
+  ok || bad "--set train.epochs over the file's steps: $(grep -E 'steps|epochs' "$tmp/out") $(cat "$tmp/err")"
+# a --set value is YAML: a flow list gives data.datasets
+dry stage.yaml --set 'data.datasets=[train, {path: other, weight: 2}]' && grep -q "2 datasets" "$tmp/out" &&
+  ok || bad "--set data.datasets=[...]: $(cat "$tmp/err")"
+expect_error "--set list hint" "--set data.datasets=train:1:15: data.datasets: expected a non-empty list .*--set 'data.datasets=\[DIR, DIR2\]'" \
+  "$groundc" train stage.yaml --dry-run --set data.datasets=train
+expect_error "--set YAML syntax" "--set train.lr=\[1:[0-9]+:[0-9]+: YAML syntax" "$groundc" train stage.yaml --dry-run --set 'train.lr=[1'
+
 summary

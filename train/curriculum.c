@@ -133,10 +133,17 @@ static int run_curriculum(tr_yaml *root, const train_args *a, const tr_dist *d) 
             tr_yaml_fail(st, "not a stage config (needs model: and data:)");
         tr_yaml *init = tr_yaml_get(st, "init");
         if (*prev && !(init && init->kind == TR_YAML_MAP && tr_yaml_get(init, "checkpoint"))) {
-            char set[PATH_MAX + 32];
+            char set[2 * PATH_MAX + 32];
             char *abs = a->dry_run ? ag_xstrdup(prev) : realpath(prev, NULL);
             if (!abs) ag_fail("%s: the previous stage's checkpoint is not there", prev);
-            snprintf(set, sizeof set, "init.checkpoint=%s", abs);
+            // a --set value is YAML: single-quoted, so that ": " or " #" in a path stay text
+            size_t k = (size_t)snprintf(set, sizeof set, "init.checkpoint='");
+            for (const char *c = abs; *c && k + 3 < sizeof set; c++) {
+                if (*c == '\'') set[k++] = '\'';
+                set[k++] = *c;
+            }
+            set[k++] = '\'';
+            set[k] = 0;
             free(abs);
             tr_yaml_set(st, set);
         }

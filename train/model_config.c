@@ -224,7 +224,8 @@ void tr_model_config_load(const char *path, gm_groundinggpt_config *cfg) {
 }
 
 char *tr_config_path(const tr_yaml *node, const char *path) {
-    if (path[0] == '/' || !strchr(node->file, '/')) return ag_xstrdup(path);
+    // a --set value's "file" is the argument, no folder: its paths are the working directory's
+    if (path[0] == '/' || node->cli || !strchr(node->file, '/')) return ag_xstrdup(path);
     size_t dir = (size_t)(strrchr(node->file, '/') - node->file);
     size_t n = dir + 1 + strlen(path) + 1;
     char *out = ag_xmalloc(n, "config path");

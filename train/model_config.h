@@ -6,7 +6,8 @@
 // A model config is either a file of its own (top-level keys llm, tokens, image, video, audio,
 // dtype, name) or the `model:` entry of a training config: the same mapping inline, or the path
 // of a model file. Relative paths in a config are relative to the folder of the file that
-// names them (tr_config_path), so configs/stage1.yaml says `model: model/tiny.yaml`.
+// names them (tr_config_path), so configs/stage1.yaml says `model: model/tiny.yaml`; a path
+// given on the command line (--set model=DIR/m.yaml) is relative to the working directory.
 #pragma once
 #include <stdbool.h>
 
@@ -36,5 +37,6 @@ void tr_model_config_inline(tr_yaml *root);
 // True when root looks like a model file (has `llm`), false when it has `model` (a training
 // config); fails otherwise.
 bool tr_config_is_model_file(tr_yaml *root);
-// path as named in node's file: absolute as is, else joined to that file's folder. Allocated.
+// path as named in node's file: absolute as is; from --set (node->cli) as given, relative to
+// the working directory; else joined to that file's folder. Allocated.
 char *tr_config_path(const tr_yaml *node, const char *path);

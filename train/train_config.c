@@ -63,7 +63,8 @@ static void read_datasets(tr_yaml *data, tr_train_config *c) {
     tr_yaml *list = tr_yaml_get(data, "datasets");
     if (!list) tr_yaml_fail(data, "missing 'datasets' (a list of {path, weight})");
     if (list->kind != TR_YAML_SEQ || list->n < 1)
-        tr_yaml_fail(list, "expected a non-empty list of {path, weight}");
+        tr_yaml_fail(list, "expected a non-empty list of {path, weight}%s",
+                     list->cli ? " (on the command line: --set 'data.datasets=[DIR, DIR2]')" : "");
     if (list->n > DS_LOADER_MAX_DATASETS)
         tr_yaml_fail(list, "at most %d datasets", DS_LOADER_MAX_DATASETS);
     c->n_datasets = list->n;
@@ -96,6 +97,27 @@ void tr_train_select(ag_ctx *ctx, gm_groundinggpt *m, const tr_train_config *c) 
     if (m->llm->n_lora) gm_llama_lora_select(ctx, m->llm);
 }
 
+// train.steps or train.epochs (default epochs 1), never both: which one would count is not
+// obvious. One given with --set over the other in the file replaces it (the command line
+// overrides the file), and the file's key leaves the tree, so the resolved config has one.
+static void read_length(tr_yaml *t, tr_train_config *c) {
+    tr_yaml *s = tr_yaml_get(t, "steps"), *e = tr_yaml_get(t, "epochs");
+    if (s && e && s->cli != e->cli) {
+        bool keep_steps = s->cli;
+        tr_yaml_remove(t, keep_steps ? "epochs" : "steps"); // frees that node
+        if (keep_steps)
+            e = NULL;
+        else
+            s = NULL;
+    }
+    if (s && e)
+        tr_yaml_fail(e, "give train.steps or train.epochs, not both (train.steps is at %s:%d:%d)",
+                     s->file, s->line, s->col);
+    c->steps = tr_yaml_int(t, "steps", 0, 1, (int64_t)1 << 40);
+    c->epochs = tr_yaml_num(t, "epochs", c->steps ? 0 : 1, 0, 1e6);
+    if (e && !(c->epochs > 0)) tr_yaml_fail(e, "epochs must be > 0");
+}
+
 void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
     memset(c, 0, sizeof *c);
     const int64_t big = (int64_t)1 << 40;
@@ -114,6 +136,12 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
     c->micro_batch = tr_yaml_int(data, "micro_batch", 1, 1, 1 << 20);
     c->accumulation = tr_yaml_int(data, "accumulation", 0, 1, 1 << 20);
     c->global_batch = tr_yaml_int(data, "global_batch", 0, 1, (int64_t)1 << 30);
+    if (c->global_batch) { // where it was set, for tr_train_config_fit_world's message
+        const tr_yaml *g = tr_yaml_get(data, "global_batch");
+        size_t n = strlen(g->file) + 64;
+        c->global_batch_at = ag_xmalloc(n, "config");
+        snprintf(c->global_batch_at, n, "%s:%d:%d", g->file, g->line, g->col);
+    }
     if (c->accumulation && c->global_batch)
         tr_yaml_fail(data, "give 'accumulation' or 'global_batch', not both");
     if (!c->accumulation) c->accumulation = 1;
@@ -125,9 +153,7 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
 
     tr_yaml *t = tr_yaml_map(root, "train");
     if (!t) tr_yaml_fail(root, "missing 'train' section");
-    c->steps = tr_yaml_int(t, "steps", 0, 0, big);
-    c->epochs = tr_yaml_num(t, "epochs", c->steps ? 0 : 1, 0, 1e6);
-    if (!c->steps && !(c->epochs > 0)) tr_yaml_fail(t, "set 'steps' or 'epochs' > 0");
+    read_length(t, c);
     c->lr = tr_yaml_num(t, "lr", 2e-5, 0, 10);
     c->warmup_ratio = tr_yaml_num(t, "warmup_ratio", 0.03, 0, 1);
     c->min_lr_ratio = tr_yaml_num(t, "min_lr_ratio", 0, 0, 1);
@@ -172,6 +198,7 @@ void tr_train_config_free(tr_train_config *c) {
     free(c->out_dir);
     free(c->eval_data);
     free(c->eval_tokenizer);
+    free(c->global_batch_at);
     memset(c, 0, sizeof *c);
 }
 
@@ -179,7 +206,8 @@ void tr_train_config_fit_world(tr_train_config *c, int world) {
     if (!c->global_batch) return;
     int64_t per_step = c->micro_batch * world;
     if (c->global_batch % per_step)
-        ag_fail("data.global_batch %lld is not a multiple of micro_batch %lld x %d ranks",
-                (long long)c->global_batch, (long long)c->micro_batch, world);
+        ag_fail("%s: data.global_batch: %lld is not a multiple of micro_batch %lld x %d ranks",
+                c->global_batch_at ? c->global_batch_at : "config", (long long)c->global_batch,
+                (long long)c->micro_batch, world);
     c->accumulation = c->global_batch / per_step;
 }

@@ -26,12 +26,14 @@ typedef struct {
     int n_datasets;
     ds_loader_dataset *datasets; // dir allocated
     int64_t micro_batch, accumulation, max_len;
-    int64_t global_batch; // > 0: accumulation = global_batch / (micro_batch x ranks)
+    int64_t global_batch;  // > 0: accumulation = global_batch / (micro_batch x ranks)
+    char *global_batch_at; // "file:line:column" where it was set, for fit_world's message
     uint64_t data_seed;
     int loader_threads, prefetch;
     bool checksums;
     // optimisation
-    double epochs; // > 0: steps = ceil(epochs * samples / global batch), unless steps is set
+    // train.steps or train.epochs, not both (a --set of one replaces the file's other one)
+    double epochs; // > 0 when steps is 0: steps = ceil(epochs * samples / global batch)
     int64_t steps; // > 0: fixed number of optimizer steps
     double lr, warmup_ratio, min_lr_ratio, weight_decay, grad_clip, beta1, beta2, eps;
     bool decay_all; // weight decay on norms, biases, embeddings and added rows too

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #include "autograd/error.h"
@@ -38,18 +39,30 @@ static tr_yaml *new_node(tr_yaml_kind kind, const char *file, int line, int col,
     return n;
 }
 
-static tr_yaml *convert(yaml_document_t *doc, yaml_node_t *yn, const char *file, char *path,
-                        int depth) {
-    int line = (int)yn->start_mark.line + 1, col = (int)yn->start_mark.column + 1;
-    if (depth > 64) ag_fail("%s:%d:%d: nesting too deep", file, line, col);
+// What a text is parsed as: a file (col0 0), or the value of a --set argument, whose columns
+// count from the argument's start (col0: the value's offset in it).
+typedef struct {
+    yaml_document_t *doc;
+    const char *file;
+    int col0;
+    bool cli;
+} source;
+
+static int mark_col(const source *s, const yaml_mark_t *m) {
+    return (int)m->column + 1 + (m->line == 0 ? s->col0 : 0);
+}
+
+static tr_yaml *convert(const source *s, yaml_node_t *yn, char *path, int depth) {
+    int line = (int)yn->start_mark.line + 1, col = mark_col(s, &yn->start_mark);
+    if (depth > 64) ag_fail("%s:%d:%d: nesting too deep", s->file, line, col);
+    tr_yaml *n;
     switch (yn->type) {
-    case YAML_SCALAR_NODE: {
-        tr_yaml *n = new_node(TR_YAML_SCALAR, file, line, col, path);
+    case YAML_SCALAR_NODE:
+        n = new_node(TR_YAML_SCALAR, s->file, line, col, path);
         n->value = ag_xstrdup((const char *)yn->data.scalar.value);
-        return n;
-    }
+        break;
     case YAML_SEQUENCE_NODE: {
-        tr_yaml *n = new_node(TR_YAML_SEQ, file, line, col, path);
+        n = new_node(TR_YAML_SEQ, s->file, line, col, path);
         int count = (int)(yn->data.sequence.items.top - yn->data.sequence.items.start);
         n->items = ag_xcalloc((size_t)count, sizeof *n->items, "yaml");
         for (int i = 0; i < count; i++) {
@@ -57,73 +70,216 @@ static tr_yaml *convert(yaml_document_t *doc, yaml_node_t *yn, const char *file,
             snprintf(idx, sizeof idx, "[%d]", i);
             char *p = ag_xmalloc(strlen(path) + sizeof idx, "yaml path");
             sprintf(p, "%s%s", path, idx);
-            yaml_node_t *child = yaml_document_get_node(doc, yn->data.sequence.items.start[i]);
-            n->items[n->n++] = convert(doc, child, file, p, depth + 1);
+            yaml_node_t *child = yaml_document_get_node(s->doc, yn->data.sequence.items.start[i]);
+            n->items[n->n++] = convert(s, child, p, depth + 1);
         }
-        return n;
+        break;
     }
     case YAML_MAPPING_NODE: {
-        tr_yaml *n = new_node(TR_YAML_MAP, file, line, col, path);
+        n = new_node(TR_YAML_MAP, s->file, line, col, path);
         int count = (int)(yn->data.mapping.pairs.top - yn->data.mapping.pairs.start);
         n->keys = ag_xcalloc((size_t)count, sizeof *n->keys, "yaml");
+        n->key_file = ag_xcalloc((size_t)count, sizeof *n->key_file, "yaml");
         n->key_line = ag_xcalloc((size_t)count, sizeof *n->key_line, "yaml");
         n->key_col = ag_xcalloc((size_t)count, sizeof *n->key_col, "yaml");
         n->used = ag_xcalloc((size_t)count, sizeof *n->used, "yaml");
         n->items = ag_xcalloc((size_t)count, sizeof *n->items, "yaml");
         for (int i = 0; i < count; i++) {
             yaml_node_pair_t *pair = &yn->data.mapping.pairs.start[i];
-            yaml_node_t *k = yaml_document_get_node(doc, pair->key);
-            int kl = (int)k->start_mark.line + 1, kc = (int)k->start_mark.column + 1;
+            yaml_node_t *k = yaml_document_get_node(s->doc, pair->key);
+            int kl = (int)k->start_mark.line + 1, kc = mark_col(s, &k->start_mark);
             if (k->type != YAML_SCALAR_NODE)
-                ag_fail("%s:%d:%d: keys must be plain words", file, kl, kc);
+                ag_fail("%s:%d:%d: keys must be plain words", s->file, kl, kc);
             const char *key = (const char *)k->data.scalar.value;
             for (int j = 0; j < n->n; j++)
                 if (!strcmp(n->keys[j], key))
-                    ag_fail("%s:%d:%d: %s: key '%s' appears twice (first at line %d)", file, kl, kc,
-                            path[0] ? path : "(top level)", key, n->key_line[j]);
+                    ag_fail("%s:%d:%d: %s: key '%s' appears twice (first at line %d)", s->file, kl,
+                            kc, path[0] ? path : "(top level)", key, n->key_line[j]);
             n->keys[n->n] = ag_xstrdup(key);
+            n->key_file[n->n] = s->file;
             n->key_line[n->n] = kl;
             n->key_col[n->n] = kc;
-            yaml_node_t *v = yaml_document_get_node(doc, pair->value);
-            n->items[n->n] = convert(doc, v, file, join_path(path, key), depth + 1);
+            yaml_node_t *v = yaml_document_get_node(s->doc, pair->value);
+            n->items[n->n] = convert(s, v, join_path(path, key), depth + 1);
             n->n++;
         }
-        return n;
+        break;
     }
     default:
-        ag_fail("%s:%d:%d: empty or unsupported YAML node", file, line, col);
+        ag_fail("%s:%d:%d: empty or unsupported YAML node", s->file, line, col);
     }
+    n->cli = s->cli;
+    return n;
+}
+
+// libyaml's loader keeps an alias as a second reference to its anchor's node, and convert
+// copies it once per reference: nine nested levels of ten aliases are a few hundred bytes that
+// would expand to 10^9 nodes. This pass counts the nodes of the expanded document on libyaml's
+// events (which, unlike the loaded document, still say where each alias is) and fails at the
+// alias that takes it past TR_YAML_MAX_NODES, or that sits inside the node it names (a cycle).
+// A syntax error is left to the loader to report.
+typedef struct {
+    char *name;
+    int64_t size; // nodes once expanded; -1 while the anchored node is still open
+    int line;
+} anchor;
+
+static void check_expansion(const source *s, const unsigned char *text, size_t len) {
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser)) ag_fail("%s: cannot initialise the YAML parser", s->file);
+    yaml_parser_set_input_string(&parser, text, len);
+    int64_t total = 0;
+    int64_t *open = NULL; // nodes so far of each open collection, outermost first
+    int *open_anchor = NULL;
+    int n_open = 0, n_anchors = 0;
+    anchor *anchors = NULL;
+    char msg[1024] = "";
+    for (bool done = false; !done && !msg[0];) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&parser, &ev)) break;
+        int line = (int)ev.start_mark.line + 1, col = mark_col(s, &ev.start_mark);
+        const char *name = NULL; // the anchor this event defines
+        int64_t size = 0;        // nodes this event completes in the enclosing collection
+        int64_t grow = 0;        // nodes it adds to the document
+        switch (ev.type) {
+        case YAML_SCALAR_EVENT:
+            name = (const char *)ev.data.scalar.anchor;
+            size = grow = 1;
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT:
+            name =
+                (const char *)(ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor
+                                                                    : ev.data.mapping_start.anchor);
+            open = ag_xrealloc(open, sizeof *open * (size_t)(n_open + 1), "yaml");
+            open_anchor =
+                ag_xrealloc(open_anchor, sizeof *open_anchor * (size_t)(n_open + 1), "yaml");
+            open[n_open] = 1;
+            open_anchor[n_open] = name ? n_anchors : -1;
+            n_open++;
+            grow = 1;
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            n_open--;
+            size = open[n_open];
+            if (open_anchor[n_open] >= 0) anchors[open_anchor[n_open]].size = size;
+            break;
+        case YAML_ALIAS_EVENT: {
+            const char *a = (const char *)ev.data.alias.anchor;
+            int i = n_anchors - 1; // the latest anchor of that name
+            while (i >= 0 && strcmp(anchors[i].name, a)) i--;
+            if (i < 0) break; // undefined: the loader says so
+            if (anchors[i].size < 0)
+                snprintf(msg, sizeof msg,
+                         "%s:%d:%d: alias *%s is inside the node it names (&%s at line %d)",
+                         s->file, line, col, a, a, anchors[i].line);
+            else if (total + anchors[i].size > TR_YAML_MAX_NODES)
+                snprintf(msg, sizeof msg,
+                         "%s:%d:%d: alias *%s takes the document past %d nodes once aliases are "
+                         "expanded",
+                         s->file, line, col, a, TR_YAML_MAX_NODES);
+            else
+                size = grow = anchors[i].size;
+            break;
+        }
+        case YAML_DOCUMENT_END_EVENT: // the loader reads the first document only
+        case YAML_STREAM_END_EVENT:
+            done = true;
+            break;
+        default:
+            break;
+        }
+        if (name) {
+            anchors = ag_xrealloc(anchors, sizeof *anchors * (size_t)(n_anchors + 1), "yaml");
+            // a collection's size is known at its end
+            anchors[n_anchors++] = (anchor){ag_xstrdup(name), size ? size : -1, line};
+        }
+        total += grow;
+        if (n_open && size) open[n_open - 1] += size;
+        if (!msg[0] && total > TR_YAML_MAX_NODES)
+            snprintf(msg, sizeof msg, "%s:%d:%d: the document has more than %d nodes", s->file,
+                     line, col, TR_YAML_MAX_NODES);
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&parser);
+    for (int i = 0; i < n_anchors; i++) free(anchors[i].name);
+    free(anchors);
+    free(open);
+    free(open_anchor);
+    if (msg[0]) ag_fail("%s", msg);
+}
+
+// Parses text into a tree named file (NULL when the text holds no document). path0: the key
+// path of the root, owned by the tree.
+static tr_yaml *parse(const source *src, const unsigned char *text, size_t len, char *path0) {
+    source s = *src;
+    check_expansion(&s, text, len);
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&parser)) ag_fail("%s: cannot initialise the YAML parser", s.file);
+    yaml_parser_set_input_string(&parser, text, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        // the message points into the parser: format it, then free the parser
+        const yaml_mark_t *m = parser.problem ? &parser.problem_mark : &parser.context_mark;
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s:%zu:%d: YAML syntax: %s%s%s", s.file, m->line + 1,
+                 mark_col(&s, m), parser.problem ? parser.problem : "error",
+                 parser.context ? " " : "", parser.context ? parser.context : "");
+        yaml_parser_delete(&parser);
+        ag_fail("%s", msg);
+    }
+    yaml_parser_delete(&parser);
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    tr_yaml *t = NULL;
+    s.doc = &doc;
+    if (root)
+        t = convert(&s, root, path0, 0);
+    else
+        free(path0);
+    yaml_document_delete(&doc);
+    return t;
+}
+
+// The whole file: configs are small, and both passes of parse read the same bytes.
+static unsigned char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) ag_fail("%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        ag_fail("%s: is a directory, not a config file", path);
+    }
+    size_t cap = 4096, n = 0;
+    unsigned char *buf = ag_xmalloc(cap, "config file");
+    for (;;) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap) break;
+        cap *= 2;
+        buf = ag_xrealloc(buf, cap, "config file");
+    }
+    if (ferror(f)) {
+        int e = errno;
+        fclose(f);
+        free(buf);
+        ag_fail("%s: cannot read: %s", path, strerror(e));
+    }
+    fclose(f);
+    *len = n;
+    return buf;
 }
 
 tr_yaml *tr_yaml_load(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) ag_fail("%s: cannot open: %s", path, strerror(errno));
-    yaml_parser_t parser;
-    yaml_document_t doc;
-    if (!yaml_parser_initialize(&parser)) {
-        fclose(f);
-        ag_fail("%s: cannot initialise the YAML parser", path);
-    }
-    yaml_parser_set_input_file(&parser, f);
-    if (!yaml_parser_load(&parser, &doc)) {
-        // the message points into the parser: format it, then free parser and file
-        const yaml_mark_t *m = parser.problem ? &parser.problem_mark : &parser.context_mark;
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s:%zu:%zu: YAML syntax: %s%s%s", path, m->line + 1,
-                 m->column + 1, parser.problem ? parser.problem : "error",
-                 parser.context ? " " : "", parser.context ? parser.context : "");
-        yaml_parser_delete(&parser);
-        fclose(f);
-        ag_fail("%s", msg);
-    }
-    fclose(f);
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (!root) ag_fail("%s: empty config", path);
+    size_t len;
+    unsigned char *text = read_file(path, &len);
     char *file = ag_xstrdup(path);
-    tr_yaml *t = convert(&doc, root, file, ag_xstrdup(""), 0);
+    tr_yaml *t = parse(&(source){.file = file}, text, len, ag_xstrdup(""));
+    free(text);
+    if (!t) {
+        free(file);
+        ag_fail("%s: empty config", path);
+    }
     t->owned_file = file;
-    yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
     if (t->kind != TR_YAML_MAP) tr_yaml_fail(t, "a config must be a mapping of keys");
     return t;
 }
@@ -136,6 +292,7 @@ void tr_yaml_free(tr_yaml *n) {
     }
     free(n->items);
     free(n->keys);
+    free(n->key_file);
     free(n->key_line);
     free(n->key_col);
     free(n->used);
@@ -151,24 +308,46 @@ static int find_key(const tr_yaml *map, const char *key) {
     return -1;
 }
 
-static void add_entry(tr_yaml *map, const char *key, tr_yaml *value) {
+static void add_entry(tr_yaml *map, const char *key, tr_yaml *value, const char *file, int line,
+                      int col) {
     int n = map->n + 1;
     map->keys = ag_xrealloc(map->keys, sizeof *map->keys * (size_t)n, "yaml");
+    map->key_file = ag_xrealloc(map->key_file, sizeof *map->key_file * (size_t)n, "yaml");
     map->key_line = ag_xrealloc(map->key_line, sizeof *map->key_line * (size_t)n, "yaml");
     map->key_col = ag_xrealloc(map->key_col, sizeof *map->key_col * (size_t)n, "yaml");
     map->used = ag_xrealloc(map->used, sizeof *map->used * (size_t)n, "yaml");
     map->items = ag_xrealloc(map->items, sizeof *map->items * (size_t)n, "yaml");
     map->keys[map->n] = ag_xstrdup(key);
-    map->key_line[map->n] = value->line;
-    map->key_col[map->n] = value->col;
+    map->key_file[map->n] = file;
+    map->key_line[map->n] = line;
+    map->key_col[map->n] = col;
     map->used[map->n] = false;
     map->items[map->n] = value;
     map->n = n;
 }
 
+void tr_yaml_remove(tr_yaml *map, const char *key) {
+    int i = find_key(map, key);
+    if (i < 0) return;
+    tr_yaml_free(map->items[i]);
+    free(map->keys[i]);
+    for (int j = i; j + 1 < map->n; j++) {
+        map->keys[j] = map->keys[j + 1];
+        map->key_file[j] = map->key_file[j + 1];
+        map->key_line[j] = map->key_line[j + 1];
+        map->key_col[j] = map->key_col[j + 1];
+        map->used[j] = map->used[j + 1];
+        map->items[j] = map->items[j + 1];
+    }
+    map->n--;
+}
+
 void tr_yaml_set(tr_yaml *root, const char *assignment) {
     const char *eq = strchr(assignment, '=');
     if (!eq || eq == assignment) ag_fail("--set %s: expected key.path=value", assignment);
+    // the "file" of each node an override makes is the override itself, for messages; each
+    // node owns its copy, as a later --set may replace it
+    size_t where_len = strlen(assignment) + 7;
     char *keypath = ag_xmalloc((size_t)(eq - assignment) + 1, "--set");
     memcpy(keypath, assignment, (size_t)(eq - assignment));
     keypath[eq - assignment] = 0;
@@ -176,31 +355,46 @@ void tr_yaml_set(tr_yaml *root, const char *assignment) {
     char *save = NULL;
     for (char *key = strtok_r(keypath, ".", &save); key; key = strtok_r(NULL, ".", &save)) {
         bool last = save == NULL || *save == 0;
+        int key_col = (int)(key - keypath) + 1;
         if (map->kind != TR_YAML_MAP)
-            ag_fail("--set %s: '%s' is not a mapping", assignment, map->path);
+            ag_fail("--set %s:1:%d: %s: not a mapping, so it has no key '%s'", assignment, key_col,
+                    map->path, key);
         int i = find_key(map, key);
+        char *where = ag_xmalloc(where_len, "--set");
+        snprintf(where, where_len, "--set %s", assignment);
+        tr_yaml *v;
         if (last) {
-            // the "file" of an override is the override itself, for messages
-            char *where = ag_xmalloc(strlen(assignment) + 7, "--set");
-            sprintf(where, "--set %s", assignment);
-            tr_yaml *v = new_node(TR_YAML_SCALAR, where, 1, (int)(eq - assignment) + 2,
-                                  join_path(map->path, key));
-            v->owned_file = where;
-            v->value = ag_xstrdup(eq + 1);
-            if (i >= 0) {
-                tr_yaml_free(map->items[i]);
-                map->items[i] = v;
-            } else {
-                add_entry(map, key, v);
+            const char *text = eq + 1;
+            v = parse(&(source){.file = where, .col0 = (int)(eq - assignment) + 1, .cli = true},
+                      (const unsigned char *)text, strlen(text), join_path(map->path, key));
+            if (!v) { // an empty value (no YAML document): the empty string
+                v = new_node(TR_YAML_SCALAR, where, 1, (int)(eq - assignment) + 2,
+                             join_path(map->path, key));
+                v->value = ag_xstrdup("");
+                v->cli = true;
             }
+        } else if (i < 0) {
+            v = new_node(TR_YAML_MAP, where, 1, key_col, join_path(map->path, key));
+            v->cli = true;
         } else {
-            if (i < 0) {
-                tr_yaml *m = new_node(TR_YAML_MAP, "--set", 1, 1, join_path(map->path, key));
-                add_entry(map, key, m);
-                i = map->n - 1;
-            }
+            free(where);
             map = map->items[i];
+            continue;
         }
+        v->owned_file = where;
+        if (i >= 0) {
+            // a key an earlier --set added names that argument: it now names this one
+            if (map->items[i]->owned_file && map->key_file[i] == map->items[i]->owned_file) {
+                map->key_file[i] = where;
+                map->key_line[i] = 1;
+                map->key_col[i] = key_col;
+            }
+            tr_yaml_free(map->items[i]);
+            map->items[i] = v;
+        } else {
+            add_entry(map, key, v, where, 1, key_col);
+        }
+        map = v;
     }
     free(keypath);
 }
@@ -287,8 +481,8 @@ void tr_yaml_check_used(const tr_yaml *map) {
     if (!map || map->kind != TR_YAML_MAP) return;
     for (int i = 0; i < map->n; i++) {
         if (!map->used[i])
-            ag_fail("%s:%d:%d: unknown key '%s'%s%s", map->file, map->key_line[i], map->key_col[i],
-                    map->keys[i], map->path[0] ? " in " : "", map->path);
+            ag_fail("%s:%d:%d: unknown key '%s'%s%s", map->key_file[i], map->key_line[i],
+                    map->key_col[i], map->keys[i], map->path[0] ? " in " : "", map->path);
         tr_yaml_check_used(map->items[i]);
     }
 }

@@ -1,33 +1,48 @@
 // yaml_tree.h: YAML config files read through libyaml into a small tree with positions, and
 // typed, range-checked lookups. Every error is one line "file:line:column: key.path: what".
 // Each mapping remembers which keys were read, so unknown keys can be reported.
+// Aliases are expanded; a document of more than TR_YAML_MAX_NODES nodes once expanded (an
+// alias bomb) fails at the alias that crosses the limit.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
+#define TR_YAML_MAX_NODES 100000
+
 typedef enum { TR_YAML_SCALAR, TR_YAML_MAP, TR_YAML_SEQ } tr_yaml_kind;
 
 typedef struct tr_yaml {
     tr_yaml_kind kind;
-    const char *file;
+    const char *file; // the config file, or "--set a.b=v" for what the command line gave
     char *owned_file; // the node that allocated file frees it
-    int line, col;    // 1-based
-    char *path;       // dotted key path from the root, for messages
-    char *value;      // scalars
-    int n;            // map entries or sequence items
-    char **keys;      // maps
+    // Given on the command line (--set): a relative path in it is relative to the working
+    // directory, not to a config file's folder (tr_config_path).
+    bool cli;
+    int line, col;         // 1-based
+    char *path;            // dotted key path from the root, for messages
+    char *value;           // scalars
+    int n;                 // map entries or sequence items
+    char **keys;           // maps
+    const char **key_file; // where each key was written: file, or a --set argument
     int *key_line, *key_col;
     bool *used; // maps: key looked up
     struct tr_yaml **items;
 } tr_yaml;
 
-// Parses path; a syntax error names file:line:column.
+// Parses path; a syntax error names file:line:column; a folder or an unreadable file names
+// the path and why.
 tr_yaml *tr_yaml_load(const char *path);
 void tr_yaml_free(tr_yaml *node);
 
-// Applies "a.b.c=value": replaces or adds the scalar at that key path (maps are created).
+// Applies "a.b.c=value": replaces or adds the value at that key path (maps are created). The
+// value is YAML, as it would be written in the file: a scalar, or a flow list or mapping such
+// as 'data.datasets=[dir1, {path: dir2, weight: 2}]'. Its nodes are marked cli and name the
+// argument ("--set a.b.c=value:1:COLUMN") in errors; a relative path in it is relative to the
+// working directory.
 void tr_yaml_set(tr_yaml *root, const char *assignment);
+// Removes key from map (no-op when absent).
+void tr_yaml_remove(tr_yaml *map, const char *key);
 
 // Lookups in a mapping. A missing key returns NULL / the default. Type or range errors fail.
 tr_yaml *tr_yaml_get(tr_yaml *map, const char *key);
