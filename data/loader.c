@@ -1289,3 +1289,14 @@ void ds_loader_schedule(const ds_loader *l, int64_t *q, int64_t *period) {
     for (int d = 0; d < l->nd; d++) q[d] = l->ds[d].q;
     *period = l->period;
 }
+
+ds_media_geometry ds_loader_geometry(const ds_loader *l, ds_media_kind kind) {
+    ds_media_geometry g = {{0, 0, 0}, NULL};
+    if (kind == DS_MEDIA_IMAGE && l->geom_file[0])
+        g = (ds_media_geometry){{l->image_size, 0, 0}, l->geom_file[0]};
+    else if (kind == DS_MEDIA_VIDEO && l->geom_file[1])
+        g = (ds_media_geometry){{l->video_frames, l->video_size, 0}, l->geom_file[1]};
+    else if (kind == DS_MEDIA_AUDIO && l->geom_file[2])
+        g = (ds_media_geometry){{l->audio_clips, l->audio_frames, l->audio_mels}, l->geom_file[2]};
+    return g;
+}

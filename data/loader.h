@@ -58,6 +58,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "data/template.h" // ds_media_kind
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -152,6 +154,15 @@ void ds_loader_locate(ds_loader *l, int64_t position, int32_t *dataset, int64_t 
 // Samples of dataset d; the integer weights q_d and their period M of the schedule above.
 int64_t ds_loader_dataset_samples(const ds_loader *l, int d);
 void ds_loader_schedule(const ds_loader *l, int64_t *q, int64_t *period);
+
+// The media geometry of every batch, per kind (DS_MEDIA_IMAGE: S; DS_MEDIA_VIDEO: F, S;
+// DS_MEDIA_AUDIO: C, T, M), and the shard that set it; dims all 0 and file NULL when no shard
+// holds that kind. Valid until ds_loader_close.
+typedef struct {
+    int32_t dims[3];
+    const char *file;
+} ds_media_geometry;
+ds_media_geometry ds_loader_geometry(const ds_loader *l, ds_media_kind kind);
 
 #ifdef __cplusplus
 }

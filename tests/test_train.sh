@@ -81,6 +81,26 @@ diff <(losses ref/metrics.jsonl) <(losses k2/metrics.jsonl) >/dev/null && ok || 
 [ ! -e k2/.tmp.step_00000009 ] && ok || bad "temporary checkpoint folder left behind"
 # an explicit folder works too, and a complete stage is not run again
 run --set checkpoint.out=$tmp/k2 --resume "$tmp/k2/step_00000012" && grep -q "already complete" "$tmp/log" && ok || bad "complete stage skipped"
+# a complete stage is skipped only when this config makes the same run
+expect_error "complete stage, other length" "a run of 12 steps, this config makes 20.*stage is complete" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k2 --set train.steps=20 --resume auto
+
+# --- killed before `latest` moved: without the link, and with the link one checkpoint behind,
+# --resume auto continues from the newest step folder (complete once renamed into place)
+GROUNDC_TEST_KILL_AT_STEP=7 run --set checkpoint.out=$tmp/k3
+rm k3/latest
+expect_error "no latest, fresh start" "holds checkpoints already" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k3
+ln -s step_00000003 k3/latest
+run --set checkpoint.out=$tmp/k3 --resume auto || bad "resume behind latest: $(tail -3 "$tmp/log")"
+grep -q "resumed from $tmp/k3/step_00000006" "$tmp/log" && ok || bad "resume from the newest step folder: $(grep resumed "$tmp/log")"
+diff <(losses ref/metrics.jsonl) <(losses k3/metrics.jsonl) >/dev/null && ok || bad "losses after resume from the newest step folder differ"
+
+# --- an explicit resume from an earlier checkpoint: not into a folder holding later ones (they
+# would mix with this run's under latest); into a fresh folder it trains and saves its own
+expect_error "resume before later checkpoints" "holds step_00000012, past the step 9" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k1 --resume "$tmp/k1/step_00000009"
+run --set checkpoint.out=$tmp/k1b --set train.lr=1.0e-3 --resume "$tmp/k1/step_00000009" || bad "branch from step 9: $(tail -3 "$tmp/log")"
+[ "$(readlink k1b/latest)" = step_00000012 ] && ! cmp -s k1/step_00000012/model.safetensors k1b/step_00000012/model.safetensors && ok || bad "the branch saved its own step 12"
+expect_error "run folder as checkpoint" "a run folder, not a checkpoint; resume from $tmp/k1/step_00000012" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k1c --resume "$tmp/k1"
+expect_error "not a checkpoint" "tiny.yaml: not a checkpoint" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k1c --resume "$tmp/tiny.yaml"
 
 # --- refusals
 expect_error "fresh start over checkpoints" "holds checkpoints already.*--resume auto" "$groundc" train stage.yaml --set checkpoint.out=$tmp/ref
@@ -88,8 +108,12 @@ sed 's/dim: 64/dim: 32/; s/ffn: 176/ffn: 88/' tiny.yaml >tiny_small.yaml
 expect_error "another model" "written for another model" "$groundc" train stage.yaml --set model=tiny_small.yaml --set checkpoint.out=$tmp/k1 --resume auto
 expect_error "another step count" "a run of 12 steps, this config makes 20" "$groundc" train stage.yaml --set train.steps=20 --set checkpoint.out=$tmp/k1 --resume "$tmp/k1/step_00000009"
 expect_error "bad state.json" "state.json: field 'step'" bash -c "mkdir -p $tmp/bad && cp -r $tmp/k1/step_00000009 $tmp/bad/step_00000009 && sed -i -E 's/\"step\":\\s*9/\"step\": \"nine\"/' $tmp/bad/step_00000009/state.json && exec $groundc train stage.yaml --set checkpoint.out=$tmp/bad --resume $tmp/bad/step_00000009"
-expect_error "unknown key" "stage.yaml:[0-9]+:[0-9]+: .*shuffle" "$groundc" train stage.yaml --set data.shuffle=true
+expect_error "unknown key" "--set data.shuffle=true:1:6: unknown key .shuffle. in data" "$groundc" train stage.yaml --set data.shuffle=true
 expect_error "missing dataset" "nothere" "$groundc" train stage.yaml --set checkpoint.out=$tmp/x --set 'data.datasets=nothere'
+# shards of another media geometry than the model's: refused at open, naming the shard (videos
+# of 8 frames used to train as two 4-frame videos each when a batch held an even count)
+"$groundc" pack --json raw/train.json --media-root raw --out train_f8 --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --video-frames 8 --threads 1 >/dev/null 2>&1 || bad "pack with 8 frames"
+expect_error "other video frames" "train_f8/shard_[0-9]+\.h5: videos are 8 frames of 16x16, the model takes 4 frames of 16x16 \(pack with --video-frames 4 --video-size 16\)" "$groundc" train stage.yaml --set checkpoint.out=$tmp/f8 --set 'data.datasets=[train_f8]'
 
 # --- non-finite steps: skipped and logged; too many in a row stop the run
 GROUNDC_TEST_NAN_STEPS=4 run --set checkpoint.out=$tmp/nan || bad "one NaN step: $(tail -3 "$tmp/log")"

@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "autograd/error.h"
+
 void tr_batch_to_model(ag_ctx *ctx, const ds_batch *b, gm_groundinggpt_batch *out) {
     memset(out, 0, sizeof *out);
     out->B = b->B;
@@ -33,4 +35,31 @@ int64_t tr_batch_supervised(const ds_batch *b) {
     int64_t n = 0;
     for (int64_t i = 0; i < b->B * b->T; i++) n += b->targets[i] != DS_LOADER_IGNORE;
     return n;
+}
+
+void tr_batch_check_geometry(const ds_loader *l, const gm_groundinggpt_config *c) {
+    static const gm_modality mods[DS_MEDIA_KINDS] = {GM_MOD_IMAGE, GM_MOD_VIDEO, GM_MOD_AUDIO};
+    for (int k = 0; k < DS_MEDIA_KINDS; k++) {
+        ds_media_geometry g = ds_loader_geometry(l, (ds_media_kind)k);
+        if (!g.file) continue;
+        const char *name = gm_modality_name(mods[k]);
+        if (!c->has[mods[k]])
+            ag_fail("%s: holds %s samples, but the model has no %s branch", g.file, name, name);
+        const int32_t *d = g.dims;
+        if (k == DS_MEDIA_IMAGE && d[0] != c->image_size)
+            ag_fail("%s: images are %dx%d, the model's image_size is %lld (pack with "
+                    "--image-size %lld)",
+                    g.file, d[0], d[0], (long long)c->image_size, (long long)c->image_size);
+        if (k == DS_MEDIA_VIDEO && (d[0] != c->video_frames || d[1] != c->video_size))
+            ag_fail("%s: videos are %d frames of %dx%d, the model takes %lld frames of %lldx%lld "
+                    "(pack with --video-frames %lld --video-size %lld)",
+                    g.file, d[0], d[1], d[1], (long long)c->video_frames, (long long)c->video_size,
+                    (long long)c->video_size, (long long)c->video_frames, (long long)c->video_size);
+        if (k == DS_MEDIA_AUDIO &&
+            (d[0] != c->audio_clips || d[1] != c->audio_frames || d[2] != c->audio_mels))
+            ag_fail("%s: audio fbanks are %d clips x %d frames x %d mels, the model takes %lld x "
+                    "%lld x %lld (audio_clips, audio_frames, audio_mels)",
+                    g.file, d[0], d[1], d[2], (long long)c->audio_clips, (long long)c->audio_frames,
+                    (long long)c->audio_mels);
+    }
 }

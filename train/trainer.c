@@ -19,6 +19,7 @@
 #include "autograd/rng.h"
 #include "train/batch.h"
 #include "data/files.h"
+#include "data/manifest.h"
 #include "train/checkpoint.h"
 #include "train/eval.h"
 #include "train/schedule.h"
@@ -151,26 +152,42 @@ static void free_trainables(trainables *t) {
     free(t->mine_decay);
 }
 
-// Refuses a checkpoint that this run cannot continue.
+// Refuses a checkpoint that this run cannot continue. A complete stage is only skipped, so
+// its rank count and ZeRO-1 setting do not matter; its model, batch and length do.
 static void check_resume(const char *dir, const tr_ckpt_state *st, const char *model_digest,
                          const tr_dist *d, int64_t global_batch, int64_t total_steps, bool zero1) {
     if (strcmp(st->model_digest, model_digest))
         ag_fail("%s: written for another model (parameter names, shapes or dtypes differ from "
                 "this config's)",
                 dir);
-    if (st->world != d->world)
+    const char *done = st->complete ? "; the stage is complete: to train it again, set "
+                                      "checkpoint.out to another folder"
+                                    : "";
+    if (!st->complete && st->world != d->world)
         ag_fail("%s: written by %d ranks, this run has %d (launch with mpirun -np %d)", dir,
                 st->world, d->world, st->world);
     if (st->global_batch != global_batch)
-        ag_fail("%s: global batch %" PRId64 ", this config makes %" PRId64, dir, st->global_batch,
-                global_batch);
+        ag_fail("%s: global batch %" PRId64 ", this config makes %" PRId64 "%s", dir,
+                st->global_batch, global_batch, done);
     if (st->total_steps != total_steps)
         ag_fail("%s: a run of %" PRId64 " steps, this config makes %" PRId64
-                " (the schedule would change)",
-                dir, st->total_steps, total_steps);
-    if (st->zero1 != zero1)
+                " (the schedule would change)%s",
+                dir, st->total_steps, total_steps, done);
+    if (!st->complete && st->zero1 != zero1)
         ag_fail("%s: written %s ZeRO-1, this config has train.zero1: %s", dir,
                 st->zero1 ? "with" : "without", zero1 ? "true" : "false");
+}
+
+// Samples in the stage's datasets, from their manifests (the loader counts the same).
+static int64_t dataset_samples(const tr_train_config *c) {
+    int64_t n = 0;
+    for (int i = 0; i < c->n_datasets; i++) {
+        ds_manifest m;
+        ds_manifest_read(&m, c->datasets[i].dir);
+        n += m.num_samples;
+        ds_manifest_free(&m);
+    }
+    return n;
 }
 
 void tr_stage_result_clear(tr_stage_result *r) {
@@ -190,6 +207,17 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
         from = tr_ckpt_latest(c->out_dir);
     } else if (resume) {
         from = ag_xstrdup(resume);
+        char sj[PATH_MAX];
+        struct stat sb;
+        snprintf(sj, sizeof sj, "%s/state.json", from);
+        if (stat(sj, &sb)) {
+            char *inner = tr_ckpt_latest(from);
+            if (inner)
+                ag_fail("%s: a run folder, not a checkpoint; resume from %s (or run with "
+                        "--resume auto and checkpoint.out: %s)",
+                        from, inner, from);
+            ag_fail("%s: not a checkpoint (no state.json)", from);
+        }
     } else {
         char *existing = tr_ckpt_latest(c->out_dir);
         if (existing)
@@ -199,6 +227,20 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     }
     tr_ckpt_state st = {0};
     if (from) tr_ckpt_read_state(from, &st);
+    const int64_t newest = tr_ckpt_newest_step(c->out_dir);
+    if (from && newest > st.step && resume && !strcmp(resume, "auto")) {
+        // A run killed after renaming a checkpoint into place and before moving `latest`:
+        // that checkpoint is complete, and the newest.
+        free(from);
+        from = ag_xmalloc(strlen(c->out_dir) + 32, "path");
+        sprintf(from, "%s/step_%08" PRId64, c->out_dir, newest);
+        tr_ckpt_read_state(from, &st);
+    }
+    // The global batch and the stage's length, as the data loader will see them.
+    const int64_t G = c->micro_batch * c->accumulation * d->world;
+    const int64_t samples = dataset_samples(c);
+    int64_t total = c->steps ? c->steps : (int64_t)ceil(c->epochs * (double)samples / (double)G);
+    if (total < 1) total = 1;
 
     // The device first: on a GPU every allocation must land on this rank's one.
     char device[320];
@@ -209,7 +251,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     tr_ckpt_model_digest(m->params, model_digest);
     tr_ckpt_config_digest(resolved, cfg_digest);
     if (from && st.complete) {
-        check_resume(from, &st, model_digest, d, st.global_batch, st.total_steps, st.zero1);
+        check_resume(from, &st, model_digest, d, G, total, c->zero1);
         if (log) fprintf(log, "stage already complete: %s (step %" PRId64 ")\n", from, st.step);
         res->skipped = true;
         res->steps = st.total_steps;
@@ -234,7 +276,6 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
                            (ag_adamw_config){c->beta1, c->beta2, c->eps, c->weight_decay});
 
     // Data.
-    const int64_t G = c->micro_batch * c->accumulation * d->world;
     ds_loader_config lc = {.datasets = c->datasets,
                            .num_datasets = c->n_datasets,
                            .seed = c->data_seed,
@@ -249,15 +290,18 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
                            .checksums = c->checksums,
                            .resume = from ? &st.cursor : NULL};
     ds_loader *loader = ds_loader_open(&lc);
-    int64_t samples = 0;
-    for (int i = 0; i < c->n_datasets; i++) samples += ds_loader_dataset_samples(loader, i);
-    int64_t total = c->steps ? c->steps : (int64_t)ceil(c->epochs * (double)samples / (double)G);
-    if (total < 1) total = 1;
+    tr_batch_check_geometry(loader, &c->model);
     int64_t step = 0;
     double tokens_seen = 0;
     int bad = 0;
     if (from) {
         check_resume(from, &st, model_digest, d, G, total, c->zero1);
+        // Checkpoints past the one resumed are another branch: this run's would replace some
+        // of them and leave the rest beside its own under `latest`.
+        if (newest > st.step)
+            ag_fail("%s: holds step_%08" PRId64 ", past the step %" PRId64 " resumed from %s; "
+                    "set checkpoint.out to another folder (or remove the later checkpoints)",
+                    c->out_dir, newest, st.step, from);
         tr_ckpt_load_model(from, m->params);
         tr_ckpt_load_optim(from, &st, opt, d);
         step = st.step;
