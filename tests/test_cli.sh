@@ -119,4 +119,12 @@ expect_error "--set list hint" "--set data.datasets=train:1:15: data.datasets: e
   "$groundc" train stage.yaml --dry-run --set data.datasets=train
 expect_error "--set YAML syntax" "--set train.lr=\[1:[0-9]+:[0-9]+: YAML syntax" "$groundc" train stage.yaml --dry-run --set 'train.lr=[1'
 
+# --- whole-number options: past long long is an error, never a clamped value; --help per command
+expect_error "synth seed overflow" "--seed: expected a whole number in \[0, 9223372036854775807\], got '99999999999999999999'" "$groundc" synth --out "$tmp/s" --seed 99999999999999999999
+[ ! -e "$tmp/s" ] && ok || bad "synth wrote output after a bad --seed"
+expect_error "generate seed overflow" "generate: --seed: expected a whole number" "$groundc" generate "$tmp" --prompt hi --seed 1e5
+for c in synth inspect; do
+  "$groundc" $c --help >"$tmp/out" 2>&1 && grep -q "groundc $c" "$tmp/out" && ok || bad "$c --help: $(head -2 "$tmp/out")"
+done
+
 summary
