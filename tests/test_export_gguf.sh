@@ -37,7 +37,7 @@ nothing_left() { # DESCRIPTION OUT: neither OUT nor a temporary folder beside it
 cd "$tmp" || exit 1
 "$groundc" synth --out raw --images 4 --videos 2 --audios 2 >/dev/null || bad synth
 "$groundc" pack --json raw/train.json --media-root raw --out train --tokenizer "$tok" \
-  --image-size 64 --image-tokens 64 --video-frames 4 --video-size 16 --video-tokens 8 \
+  --image-size 64 --image-tokens 64 --video-frames 8 --video-size 16 --video-tokens 8 \
   --audio-tokens 4 --threads 1 >/dev/null || bad pack
 cat >stage.yaml <<YAML
 model: $here/../configs/demo/model.yaml
@@ -118,6 +118,39 @@ if [ -z "$skipped" ]; then
       --node "$npm_dir" --tokenizer "$tok" --image image.png --work "w-$d" && ok || bad "llama.cpp $d"
   done
 fi
+
+# --- --force replaces only an earlier export: a link, a file, a folder with folders in it or the
+# checkpoint itself is refused before anything is written, and left as it was
+untouched() { # DESCRIPTION OUT: no temporary or set-aside copy of OUT beside it
+  if ! compgen -G "${2%/}.tmp-*" >/dev/null && ! compgen -G "${2%/}.old-*" >/dev/null; then ok
+  else bad "$1: ${2%/}.tmp-* or ${2%/}.old-* left behind"; fi
+}
+mkdir target && echo keep >target/file && ln -s target link
+expect_error "--force on a link" "link: is a symbolic link" "$groundc" export "$ck" --format gguf \
+  --tokenizer "$tok" --out link --force
+expect_error "--force on link/" "link: is a symbolic link" "$groundc" export "$ck" --format gguf \
+  --tokenizer "$tok" --out link/ --force
+[ -L link ] && [ "$(ls target)" = file ] && [ "$(cat target/file)" = keep ] && ok ||
+  bad "--force on a link: the link or its folder changed: $(ls -l link target)"
+untouched "--force on a link" link
+echo keep >victim.yaml
+expect_error "--force on a file" "victim.yaml: is a file" "$groundc" export "$ck" --format gguf \
+  --tokenizer "$tok" --out victim.yaml --force
+[ -f victim.yaml ] && [ "$(cat victim.yaml)" = keep ] && ok || bad "--force on a file: file changed"
+untouched "--force on a file" victim.yaml
+mkdir -p home/docs && echo keep >home/docs/file && echo keep >home/notes
+expect_error "--force on a folder with folders" "home: holds home/docs" "$groundc" export "$ck" \
+  --format gguf --tokenizer "$tok" --out home --force
+[ "$(cat home/docs/file home/notes)" = "keep
+keep" ] && ok || bad "--force on a folder with folders: folder changed"
+untouched "--force on a folder with folders" home
+expect_error "--force on the checkpoint" "is the checkpoint exported" "$groundc" export "$ck" \
+  --format gguf --tokenizer "$tok" --out "$ck" --force
+[ -s "$ck/model.safetensors" ] && [ -s "$ck/config.yaml" ] && ok || bad "--force on the checkpoint: changed"
+cp -r ex-f16 again && touch again/notes.txt
+"$groundc" export "$ck" --format gguf --tokenizer "$tok" --out again --force >again.log 2>&1 &&
+  [ -s again/model.gguf ] && [ ! -e again/notes.txt ] && ok || bad "--force over an export: $(tail -1 again.log)"
+untouched "--force over an export" again
 
 summary || exit 1
 if [ -n "$skipped" ]; then

@@ -2,6 +2,7 @@
 // that becomes OUT only when the format's writer has finished; file helpers the writers share.
 #include "train/export.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -24,6 +25,36 @@ static void remove_tmp_on_error(const char *msg) {
     (void)msg;
     ag_set_error_handler(NULL); // a failure while cleaning up just exits
     if (g_tmp[0]) tr_remove_tree(g_tmp);
+}
+
+// --force replaces an earlier export (or an empty folder) and nothing else: a link, a file or
+// a folder with folders in it (a home, a project, a training run; an export is flat) at OUT is
+// more likely a typo than something the user means to lose.
+static void check_replaceable(const char *out, const struct stat *sb, const char *ckpt) {
+    if (S_ISLNK(sb->st_mode))
+        ag_fail("export: %s: is a symbolic link; --force replaces only a folder", out);
+    if (S_ISREG(sb->st_mode))
+        ag_fail("export: %s: is a file, not a folder; --force replaces only a folder", out);
+    if (!S_ISDIR(sb->st_mode))
+        ag_fail("export: %s: is not a folder; --force replaces only a folder", out);
+    struct stat cb;
+    if (!stat(ckpt, &cb) && cb.st_dev == sb->st_dev && cb.st_ino == sb->st_ino)
+        ag_fail("export: %s: is the checkpoint exported; choose another --out", out);
+    DIR *d = opendir(out);
+    if (!d) ag_fail("export: %s: cannot open: %s", out, strerror(errno));
+    char p[PATH_MAX];
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        tr_export_path(p, sizeof p, out, e->d_name);
+        struct stat eb;
+        if (lstat(p, &eb) || !S_ISREG(eb.st_mode)) {
+            closedir(d);
+            ag_fail("export: %s: holds %s, not a file; --force replaces only an earlier export "
+                    "(files only)",
+                    out, p);
+        }
+    }
+    closedir(d);
 }
 
 int tr_export_main(int argc, char **argv) {
@@ -60,10 +91,24 @@ int tr_export_main(int argc, char **argv) {
     if (strcmp(dtype, "f32") && strcmp(dtype, "f16") && strcmp(dtype, "bf16") && !(q8 && gguf))
         ag_fail("export: --dtype %s: expected f32, f16 or bf16%s", dtype, gguf ? " or q8_0" : "");
 
+    // "LINK/" would resolve through the link and put the temporary folder inside its target.
+    char out_buf[PATH_MAX];
+    if ((size_t)snprintf(out_buf, sizeof out_buf, "%s", out) >= sizeof out_buf)
+        ag_fail("export: %s: path too long", out);
+    for (size_t n = strlen(out_buf); n > 1 && out_buf[n - 1] == '/'; n--) out_buf[n - 1] = 0;
+    out = out_buf;
+    const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
+    if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+        ag_fail("export: --out %s: names no folder of its own", out);
     struct stat sb;
-    if (!lstat(out, &sb) && !force)
+    if (lstat(out, &sb)) {
+        if (errno != ENOENT) ag_fail("export: %s: cannot stat: %s", out, strerror(errno));
+    } else if (!force) {
         ag_fail("export: %s already exists (remove it, choose another --out, or give --force)",
                 out);
+    } else {
+        check_replaceable(out, &sb, ckpt);
+    }
 
     // Everything that can fail on the input fails before anything is written.
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
@@ -87,6 +132,10 @@ int tr_export_main(int argc, char **argv) {
         tr_export_gguf(&job, tmp);
 
     bool replace = !lstat(out, &sb);
+    if (replace && !force) // (made meanwhile)
+        ag_fail("export: %s already exists (remove it, choose another --out, or give --force)",
+                out);
+    if (replace) check_replaceable(out, &sb, ckpt); // (changed since the start?)
     if (replace && rename(out, old))
         ag_fail("export: cannot move the old %s aside: %s", out, strerror(errno));
     if (rename(tmp, out)) ag_fail("export: cannot rename %s to %s: %s", tmp, out, strerror(errno));

@@ -9,7 +9,8 @@
 //
 // The export is written into a temporary folder beside OUT and renamed into place when
 // complete: a failure leaves nothing under OUT. An existing OUT is refused unless --force,
-// which replaces it only once the new export is complete.
+// which replaces it only once the new export is complete, and only when it is a folder that
+// holds files only, as an export does (not a link, a file, or a folder with folders in it).
 #pragma once
 #include "data/tokenizer.h"
 #include "model/groundinggpt.h"
