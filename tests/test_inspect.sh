@@ -276,4 +276,29 @@ expect_error "no file" "nothing to inspect given" "$groundc" inspect
 expect_error "folder" "not a checkpoint, run, dataset, weights or export folder" "$groundc" inspect "$tmp/cfg"
 expect_error "missing file" "nope.yaml: cannot open" "$groundc" inspect "$tmp/nope.yaml"
 
+# a checkpoint whose model.safetensors has the names of its config's model but other shapes, or
+# other names (its header rewritten: embed_tokens transposed, or renamed), fails as eval does
+cd "$tmp/sel" || exit 1
+reshape() { # SRC DST MODE: DST/model.safetensors is SRC's with embed_tokens transposed or renamed
+  mkdir -p "$2" && cp "$1"/* "$2"/ && "$py" - "$1/model.safetensors" "$2/model.safetensors" "$3" <<'PY'
+import json, struct, sys
+src, dst, mode = sys.argv[1:]
+raw = open(src, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+name = "model.embed_tokens.weight"
+if mode == "transpose":
+    head[name]["shape"] = head[name]["shape"][::-1]
+else:
+    head["model.embed_tokens.weights"] = head.pop(name)
+h = json.dumps(head).encode()
+h += b" " * (-len(h) % 8)
+open(dst, "wb").write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+PY
+}
+reshape "$step" shapes transpose || bad "rewrite the header"
+expect_error "weights of other shapes" "shapes/model.safetensors: tensor 'model.embed_tokens.weight' is \[64,[0-9]+\], config.yaml's model's is f32\[[0-9]+,64\]" "$groundc" inspect shapes
+reshape "$step" names rename || bad "rewrite the header"
+expect_error "weights of other names" "names/model.safetensors: no tensor 'model.embed_tokens.weight'" "$groundc" inspect names
+
 summary
