@@ -151,6 +151,35 @@ static void gather_samples(const tr_dist *d, cJSON *mine) {
     free(text);
 }
 
+// The task of every sample of the dataset, in shard order (the loader's sample numbering).
+// Read before the loader opens: no other HDF5 call may run beside one.
+static uint8_t *read_tasks(const char *dir, const ds_manifest *man) {
+    uint8_t *task = ag_xmalloc((size_t)man->num_samples + 1, "eval sample tasks");
+    int64_t i = 0;
+    for (int j = 0; j < man->num_shards; j++) {
+        char *path = ag_xpath_join(dir, man->shards[j].file);
+        ds_shard *sh = ds_shard_open(path);
+        int64_t n = ds_shard_num_samples(sh);
+        if (n != man->shards[j].num_samples)
+            ag_fail("%s: holds %lld samples, the manifest says %lld", path, (long long)n,
+                    (long long)man->shards[j].num_samples);
+        for (int64_t k = 0; k < n; k++) task[i++] = ds_shard_sample(sh, k).task;
+        ds_shard_close(sh);
+        free(path);
+    }
+    return task;
+}
+
+// "rec, tvg" for a mask of tasks (buf of at least 32 bytes).
+static const char *task_list(unsigned mask, char *buf, size_t n) {
+    size_t k = 0;
+    buf[0] = 0;
+    for (int t = 0; t < TR_EVAL_TASKS; t++)
+        if (mask & (1u << t))
+            k += (size_t)snprintf(buf + k, n - k, "%s%s", k ? ", " : "", tr_eval_task_name(t));
+    return buf;
+}
+
 void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const tr_dist *d,
                  tr_eval_result *r, FILE *log, bool verbose, cJSON **samples) {
     memset(r, 0, sizeof *r);
@@ -163,8 +192,19 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
         ag_fail("%s: packed with another tokenizer than %s (digest %.12s..., the dataset's "
                 "%.12s...)",
                 o->data_dir, o->tokenizer_path, digest, man.tokenizer_digest);
-    int64_t total = man.num_samples < o->limit ? man.num_samples : o->limit;
+    const int64_t n_samples = man.num_samples;
+    uint8_t *task = read_tasks(o->data_dir, &man);
     ds_manifest_free(&man);
+    unsigned present = 0;
+    for (int64_t i = 0; i < n_samples; i++)
+        if (eval_kind(task[i]) >= 0) present |= 1u << eval_kind(task[i]);
+    char list[64];
+    if (o->need == TR_EVAL_NEED_EACH && (o->tasks & ~present))
+        ag_fail("eval: no samples of task %s in %s",
+                task_list(o->tasks & ~present, list, sizeof list), o->data_dir);
+    if (o->need == TR_EVAL_NEED_ANY && !(o->tasks & present))
+        ag_fail("eval: no samples of task %s in %s", task_list(o->tasks, list, sizeof list),
+                o->data_dir);
 
     ds_loader_dataset ds = {.dir = o->data_dir, .weight = 1};
     ds_loader_config lc = {.datasets = &ds,
@@ -178,17 +218,37 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
                            .pad_id = 0,
                            .prefetch = 4};
     ds_loader *l = ds_loader_open(&lc);
+    // The first o->limit samples of each chosen task in one pass of the stream (its first
+    // n_samples positions hold every sample once): the same ones on any number of ranks.
+    bool *pick = ag_xmalloc((size_t)n_samples + 1, "eval picks");
+    int64_t end = 0, left = 0;
+    for (int k = 0; k < TR_EVAL_TASKS; k++)
+        if (o->tasks & (1u << k)) left += o->limit;
+    for (int64_t p = 0; p < n_samples; p++) {
+        pick[p] = false;
+        if (!left) continue;
+        int32_t dset;
+        int64_t sample;
+        ds_loader_locate(l, p, &dset, &sample);
+        int kind = eval_kind(task[sample]);
+        if (kind < 0 || !(o->tasks & (1u << kind)) || r->considered[kind] >= o->limit) continue;
+        r->considered[kind]++;
+        pick[p] = true;
+        end = p + 1;
+        left--;
+    }
+    free(task);
     gm_llama_kv *kv = gm_llama_kv_new(m->llm, 1, m->cfg.llm.max_seq);
     cJSON *recs = NULL;
     if (samples) json_check((recs = cJSON_CreateArray()) != NULL);
     tr_decode_opts dopt = {.max_new = o->max_new, .top_p = 1};
     ref_list refs[TR_EVAL_TASKS] = {0};
-    int64_t steps = (total + d->world - 1) / d->world;
+    int64_t steps = (end + d->world - 1) / d->world;
     for (int64_t s = 0; s < steps; s++) {
         const ds_batch *b = ds_loader_next(l);
-        if (b->positions[0] >= total) continue;
+        if (b->positions[0] >= end || !pick[b->positions[0]]) continue;
         int kind = eval_kind(b->task[0]);
-        if (kind < 0 || !(o->tasks & (1u << kind))) continue;
+        if (kind < 0) continue; // (picked by its task: cannot happen)
         int64_t t0 = 0, T = b->lengths[0];
         while (t0 < T && b->targets[t0] == DS_LOADER_IGNORE) t0++;
         if (t0 == T) continue;
@@ -251,6 +311,7 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
     }
     gm_llama_kv_free(kv);
     ds_loader_close(l);
+    free(pick);
     ds_tokenizer_free(tok);
 
     // every count is a sum over ranks
@@ -362,7 +423,9 @@ static void print_table(const tr_eval_opts *o, const tr_eval_result *r) {
     for (int k = 0; k < TR_EVAL_TASKS; k++) {
         if (!(o->tasks & (1u << k))) continue;
         double miou = r->n[k] ? r->iou_sum[k] / (double)r->n[k] : NAN;
-        if (k == TR_EVAL_REC)
+        if (!r->n[k]) // a task the data do not hold (all tasks asked for): no score, not NaN
+            printf("| %s | 0 | - | - | - | - |\n", tr_eval_task_name(k));
+        else if (k == TR_EVAL_REC)
             printf("| rec | %lld | Acc@0.5 | %.3f | %.3f | %.3f |\n", (long long)r->n[k],
                    ratio(r->hits_at[k][1], r->n[k]), miou, r->constant[k]);
         else if (k == TR_EVAL_CAPTION)
@@ -394,12 +457,36 @@ static unsigned parse_tasks(const char *v) {
     return mask;
 }
 
+static const char *const usage_line =
+    "eval: usage: groundc eval CKPT_DIR --data DIR [--task rec|tvg|sound|caption] "
+    "[--report F.json] [--tokenizer FILE] [--limit N] [--max-new-tokens N] [--verbose]";
+
+static void print_help(void) {
+    printf("%s\n\n"
+           "  --data DIR            packed dataset (groundc pack) to evaluate on\n"
+           "  --task T[,T]          tasks to evaluate (default: all four); each must have samples\n"
+           "                        in DIR\n"
+           "  --limit N             the first N samples of each evaluated task in the stream\n"
+           "                        (default: all)\n"
+           "  --max-new-tokens N    tokens generated per answer (default 48)\n"
+           "  --tokenizer FILE      default: the checkpoint config's eval.tokenizer\n"
+           "  --report F.json       counts and metrics as JSON (per-sample answers with\n"
+           "                        --verbose)\n"
+           "  --verbose             one line per sample\n",
+           usage_line + strlen("eval: usage: "));
+}
+
 int tr_eval_main(int argc, char **argv, const tr_dist *d) {
     const char *ckpt = NULL, *tokenizer = NULL, *report = NULL;
-    tr_eval_opts o = {.limit = 1000000, .max_new = 48, .tasks = TR_EVAL_ALL};
+    tr_eval_opts o = {
+        .limit = 1000000, .max_new = 48, .tasks = TR_EVAL_ALL, .need = TR_EVAL_NEED_ANY};
     bool verbose = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            if (d->rank == 0) print_help();
+            return 0;
+        }
         if (!strcmp(a, "--verbose")) {
             verbose = true;
         } else if (!strncmp(a, "--", 2)) {
@@ -417,6 +504,7 @@ int tr_eval_main(int argc, char **argv, const tr_dist *d) {
                 report = v;
             } else if (!strcmp(a, "--task")) {
                 o.tasks = parse_tasks(v);
+                o.need = TR_EVAL_NEED_EACH;
             } else {
                 long long x = strtoll(v, &end, 10);
                 if (end == v || *end || x < 1)
@@ -429,10 +517,7 @@ int tr_eval_main(int argc, char **argv, const tr_dist *d) {
             ag_fail("eval: more than one checkpoint given ('%s' and '%s')", ckpt, a);
         }
     }
-    if (!ckpt || !o.data_dir)
-        ag_fail("eval: usage: groundc eval CKPT_DIR --data DIR [--task rec|tvg|sound|caption] "
-                "[--report F.json] [--tokenizer FILE] [--limit N] [--max-new-tokens N] "
-                "[--verbose]");
+    if (!ckpt || !o.data_dir) ag_fail("%s", usage_line);
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
     tr_yaml *root;
     gm_groundinggpt *m = tr_ckpt_open_model(ctx, ckpt, &root);
@@ -442,6 +527,21 @@ int tr_eval_main(int argc, char **argv, const tr_dist *d) {
     cJSON *samples = NULL;
     tr_eval_run(ctx, m, &o, d, &r, d->rank ? NULL : stdout, verbose,
                 report && verbose ? &samples : NULL);
+    // Samples whose reference holds no box or span are not graded: a task left with none
+    // would only report NaN.
+    int64_t graded = 0;
+    for (int k = 0; k < TR_EVAL_TASKS; k++) {
+        if (!(o.tasks & (1u << k))) continue;
+        graded += r.n[k];
+        if (o.need == TR_EVAL_NEED_EACH && r.considered[k] && !r.n[k])
+            ag_fail("eval: none of the %lld %s samples taken from %s could be graded (no "
+                    "supervised answer, or none with a box or span)",
+                    (long long)r.considered[k], tr_eval_task_name(k), o.data_dir);
+    }
+    if (!graded)
+        ag_fail("eval: none of the samples taken from %s could be graded (no supervised answer, "
+                "or none with a box or span)",
+                o.data_dir);
     if (d->rank == 0) {
         print_table(&o, &r);
         if (report) {

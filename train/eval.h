@@ -28,6 +28,7 @@ enum { TR_EVAL_REC, TR_EVAL_TVG, TR_EVAL_SOUND, TR_EVAL_CAPTION, TR_EVAL_TASKS }
 extern const double tr_eval_thresholds[TR_EVAL_NTHR]; // 0.3, 0.5, 0.7
 
 typedef struct {
+    int64_t considered[TR_EVAL_TASKS];            // samples taken (at most limit), graded or not
     int64_t n[TR_EVAL_TASKS];                     // samples evaluated
     int64_t hits[TR_EVAL_TASKS];                  // grounding: IoU >= 0.5
     int64_t hits_at[TR_EVAL_TASKS][TR_EVAL_NTHR]; // IoU >= 0.3, 0.5, 0.7
@@ -41,12 +42,21 @@ typedef struct {
     double prefill_s, decode_s;
 } tr_eval_result;
 
+// Which tasks the data must hold samples of (checked before generating anything).
+typedef enum {
+    TR_EVAL_NEED_NOTHING, // (training's after-stage eval: a missing task is a NaN score)
+    TR_EVAL_NEED_ANY,     // at least one task of `tasks`
+    TR_EVAL_NEED_EACH,    // every task of `tasks`
+} tr_eval_need;
+
 typedef struct {
     const char *data_dir;       // packed dataset folder
     const char *tokenizer_path; // the tokenizer.model it was packed with (digest checked)
-    int64_t limit;              // samples of the dataset considered (first of the stream)
+    int64_t limit;              // samples per task: the first `limit` of each task of `tasks`
+                                // in stream order (other tasks' samples do not count)
     int64_t max_new;            // tokens generated per answer
     unsigned tasks;             // bits 1 << TR_EVAL_*
+    tr_eval_need need;          // fails with "no samples of task X in DIR" otherwise
 } tr_eval_opts;
 
 // "rec", "tvg", "sound", "caption".
@@ -70,7 +80,10 @@ double tr_eval_rate(const tr_eval_result *r, int task);
 // `groundc eval CKPT_DIR --data DIR [--task rec|tvg|sound|caption] [--report F.json]
 // [--tokenizer FILE] [--limit N] [--max-new-tokens N] [--verbose]`: the model of the
 // checkpoint's config.yaml with its weights, evaluated as above (all tasks without --task;
-// several may be given comma-separated); the tokenizer defaults to the config's
-// eval.tokenizer. Prints a markdown table; --report writes the counts and metrics as JSON
-// (atomically), with the per-sample answers when --verbose. Returns the exit code.
+// several may be given comma-separated); --limit N takes the first N samples of each
+// evaluated task. A task named by --task without samples in DIR fails (without --task: when
+// DIR holds none of the four), as does a named task none of whose samples could be graded.
+// The tokenizer defaults to the config's eval.tokenizer. Prints a markdown table; --report
+// writes the counts and metrics as JSON (atomically), with the per-sample answers when
+// --verbose. --help prints the options. Returns the exit code.
 int tr_eval_main(int argc, char **argv, const tr_dist *d);

@@ -28,7 +28,7 @@ static void usage(FILE *out) {
             "[--dry-run]\n"
             "        (stage, curriculum or copy-task config; mpirun -np N for N ranks)\n"
             "  groundc eval CKPT_DIR --data DIR [--task rec|tvg|sound|caption --report F.json\n"
-            "               --tokenizer FILE --limit N --max-new-tokens N --verbose]\n"
+            "               --tokenizer FILE --limit N (per task) --max-new-tokens N --verbose]\n"
             "  groundc generate CKPT_DIR [--image F --video F --audio F] --prompt TEXT\n"
             "               [--max-new-tokens N --temperature T --top-p P --seed S --raw\n"
             "                --tokenizer F --logits-out F.npy]\n"
