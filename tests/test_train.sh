@@ -114,6 +114,9 @@ expect_error "missing dataset" "nothere" "$groundc" train stage.yaml --set check
 # of 8 frames used to train as two 4-frame videos each when a batch held an even count)
 "$groundc" pack --json raw/train.json --media-root raw --out train_f8 --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --video-frames 8 --threads 1 >/dev/null 2>&1 || bad "pack with 8 frames"
 expect_error "other video frames" "train_f8/shard_[0-9]+\.h5: videos are 8 frames of 16x16, the model takes 4 frames of 16x16 \(pack with --video-frames 4 --video-size 16\)" "$groundc" train stage.yaml --set checkpoint.out=$tmp/f8 --set 'data.datasets=[train_f8]'
+# the after-stage eval's inputs are checked before training, not after the whole run
+expect_error "missing eval data" "nothere_eval" "$groundc" train stage.yaml --set checkpoint.out=$tmp/ev --set eval.data=nothere_eval --set eval.tokenizer="$here/fixtures/tokenizer/test_bpe.model"
+[ ! -e ev ] && ok || bad "a run with missing eval data trained first"
 
 # --- non-finite steps: skipped and logged; too many in a row stop the run
 GROUNDC_TEST_NAN_STEPS=4 run --set checkpoint.out=$tmp/nan || bad "one NaN step: $(tail -3 "$tmp/log")"

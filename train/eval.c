@@ -180,18 +180,31 @@ static const char *task_list(unsigned mask, char *buf, size_t n) {
     return buf;
 }
 
+// The tokenizer, and the dataset's manifest in *man, after checking that they belong together.
+static ds_tokenizer *open_inputs(const char *data_dir, const char *tokenizer_path,
+                                 ds_manifest *man) {
+    ds_tokenizer *tok = ds_tokenizer_load(tokenizer_path);
+    ds_manifest_read(man, data_dir);
+    char digest[65];
+    ds_tokenizer_digest(tok, digest);
+    if (strcmp(digest, man->tokenizer_digest))
+        ag_fail("%s: packed with another tokenizer than %s (digest %.12s..., the dataset's "
+                "%.12s...)",
+                data_dir, tokenizer_path, digest, man->tokenizer_digest);
+    return tok;
+}
+
+void tr_eval_check_inputs(const char *data_dir, const char *tokenizer_path) {
+    ds_manifest man;
+    ds_tokenizer_free(open_inputs(data_dir, tokenizer_path, &man));
+    ds_manifest_free(&man);
+}
+
 void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const tr_dist *d,
                  tr_eval_result *r, FILE *log, bool verbose, cJSON **samples) {
     memset(r, 0, sizeof *r);
-    ds_tokenizer *tok = ds_tokenizer_load(o->tokenizer_path);
     ds_manifest man;
-    ds_manifest_read(&man, o->data_dir);
-    char digest[65];
-    ds_tokenizer_digest(tok, digest);
-    if (strcmp(digest, man.tokenizer_digest))
-        ag_fail("%s: packed with another tokenizer than %s (digest %.12s..., the dataset's "
-                "%.12s...)",
-                o->data_dir, o->tokenizer_path, digest, man.tokenizer_digest);
+    ds_tokenizer *tok = open_inputs(o->data_dir, o->tokenizer_path, &man);
     const int64_t n_samples = man.num_samples;
     uint8_t *task = read_tasks(o->data_dir, &man);
     ds_manifest_free(&man);

@@ -62,6 +62,9 @@ typedef struct {
 // "rec", "tvg", "sound", "caption".
 const char *tr_eval_task_name(int task);
 
+// Fails now, as tr_eval_run would, when the tokenizer or the dataset's manifest cannot be
+// read or they do not belong together: training checks its after-stage eval before it trains.
+void tr_eval_check_inputs(const char *data_dir, const char *tokenizer_path);
 // Evaluates the dataset, split across d's ranks and summed. log (may be NULL) gets one line
 // per sample on rank 0 when verbose. samples (may be NULL): on rank 0, a new cJSON array of
 // every rank's per-sample records {"sample", "task", "answer", "reference", "iou" or

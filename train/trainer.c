@@ -225,6 +225,8 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
                     "checkpoint.out to another folder",
                     c->out_dir, existing);
     }
+    // The after-stage eval's inputs, now rather than after the whole run.
+    if (c->eval_data) tr_eval_check_inputs(c->eval_data, c->eval_tokenizer);
     tr_ckpt_state st = {0};
     if (from) tr_ckpt_read_state(from, &st);
     const int64_t newest = tr_ckpt_newest_step(c->out_dir);
