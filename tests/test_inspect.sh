@@ -297,7 +297,7 @@ open(dst, "wb").write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
 PY
 }
 reshape "$step" shapes transpose || bad "rewrite the header"
-expect_error "weights of other shapes" "shapes/model.safetensors: tensor 'model.embed_tokens.weight' is \[64,[0-9]+\], config.yaml's model's is f32\[[0-9]+,64\]" "$groundc" inspect shapes
+expect_error "weights of other shapes" "shapes/model.safetensors: tensor 'model.embed_tokens.weight' is \[64,[0-9]+\], the model's is f32\[[0-9]+,64\]" "$groundc" inspect shapes
 reshape "$step" names rename || bad "rewrite the header"
 expect_error "weights of other names" "names/model.safetensors: no tensor 'model.embed_tokens.weight'" "$groundc" inspect names
 

@@ -516,19 +516,24 @@ static void check_entry(ag_st_file *f, const ag_st_entry *e, const ag_tensor *t,
     ag_fail("%s: %s", path, msg);
 }
 
-void tr_ckpt_load_model(const char *dir, const gm_params *reg) {
-    char path[PATH_MAX];
-    path_join(path, sizeof path, dir, "model.safetensors");
-    ag_st_file *f = ag_st_open(path);
+void tr_ckpt_check_model(ag_st_file *f, const gm_params *reg) {
     for (int i = 0; i < reg->n; i++)
         check_entry(f, ag_st_find(f, reg->tensors[i]->name), reg->tensors[i], "tensor");
     for (int i = 0; i < f->n; i++)
         if (!gm_params_find(reg, f->entries[i].name)) {
-            char name[256];
+            char name[256], path[PATH_MAX];
             snprintf(name, sizeof name, "%s", f->entries[i].name);
+            snprintf(path, sizeof path, "%s", f->path);
             ag_st_close(f);
             ag_fail("%s: tensor '%s' is not a parameter of this model", path, name);
         }
+}
+
+void tr_ckpt_load_model(const char *dir, const gm_params *reg) {
+    char path[PATH_MAX];
+    path_join(path, sizeof path, dir, "model.safetensors");
+    ag_st_file *f = ag_st_open(path);
+    tr_ckpt_check_model(f, reg);
     for (int i = 0; i < reg->n; i++)
         ag_st_load_into(f, ag_st_find(f, reg->tensors[i]->name), reg->tensors[i]);
     ag_st_close(f);

@@ -73,6 +73,9 @@ int64_t tr_ckpt_newest_step(const char *out_dir);
 
 // Reads and validates DIR/state.json (one-line errors naming the file and field).
 void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st);
+// Checks that f holds exactly reg's parameters (names, shapes, float dtypes) without reading a
+// value; otherwise closes f and fails naming the file and the first tensor that differs.
+void tr_ckpt_check_model(ag_st_file *f, const gm_params *reg);
 // Loads every parameter of reg from DIR/model.safetensors (shapes checked, exact names; a
 // missing or extra tensor fails naming it).
 void tr_ckpt_load_model(const char *dir, const gm_params *reg);

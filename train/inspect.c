@@ -298,46 +298,6 @@ static void inspect_yaml(tr_yaml *root, const char *path, int64_t batch, int64_t
     }
 }
 
-// Whether f loads into reg as tr_ckpt_load_model would load it (same names both ways, same
-// shapes, float data), checked on a meta model: its checker needs storage, so a 7B checkpoint
-// would cost its size in memory. Keep the two in step (the same rules and wording).
-static void check_weights(ag_st_file *f, const gm_params *reg) {
-    char msg[512] = "", have[128], want[64];
-    for (int i = 0; i < reg->n && !msg[0]; i++) {
-        const ag_tensor *t = reg->tensors[i];
-        const ag_st_entry *e = ag_st_find(f, t->name);
-        if (!e) {
-            snprintf(msg, sizeof msg, "no tensor '%s' of config.yaml's model", t->name);
-            break;
-        }
-        bool same = e->ndim == t->ndim;
-        for (int d = 0; same && d < t->ndim; d++) same = e->shape[d] == t->shape[d];
-        if (!same) {
-            int k = snprintf(have, sizeof have, "[");
-            for (int d = 0; d < e->ndim && k < 100; d++)
-                k += snprintf(have + k, sizeof have - (size_t)k, "%s%lld", d ? "," : "",
-                              (long long)e->shape[d]);
-            snprintf(have + k, sizeof have - (size_t)k, "]");
-            snprintf(msg, sizeof msg, "tensor '%s' is %s, config.yaml's model's is %s", t->name,
-                     have, ag_describe(t, want, sizeof want));
-        } else if (strcmp(e->dtype, "F32") && strcmp(e->dtype, "BF16") && strcmp(e->dtype, "F16") &&
-                   strcmp(e->dtype, "F64")) {
-            snprintf(msg, sizeof msg, "tensor '%s' has dtype %s, not a float type", t->name,
-                     e->dtype);
-        }
-    }
-    for (int i = 0; i < f->n && !msg[0]; i++)
-        if (!gm_params_find(reg, f->entries[i].name))
-            snprintf(msg, sizeof msg, "tensor '%s' is not a parameter of config.yaml's model",
-                     f->entries[i].name);
-    if (msg[0]) {
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s", f->path);
-        ag_st_close(f);
-        ag_fail("%s: %s", path, msg);
-    }
-}
-
 // A checkpoint folder: its state, its files, whether model.safetensors fits its config.yaml,
 // and the report of that config.
 static void inspect_checkpoint(const char *dir, int64_t batch, int64_t seq, FILE *out) {
@@ -365,7 +325,7 @@ static void inspect_checkpoint(const char *dir, int64_t batch, int64_t seq, FILE
                 dir, st.model_digest, digest);
     char *weights = ag_xpath_join(dir, "model.safetensors");
     ag_st_file *f = ag_st_open(weights);
-    check_weights(f, m->params);
+    tr_ckpt_check_model(f, m->params);
     int64_t params = 0, bytes = 0;
     for (int i = 0; i < f->n; i++) {
         int64_t k = 1;
