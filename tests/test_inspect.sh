@@ -301,4 +301,10 @@ expect_error "weights of other shapes" "shapes/model.safetensors: tensor 'model.
 reshape "$step" names rename || bad "rewrite the header"
 expect_error "weights of other names" "names/model.safetensors: no tensor 'model.embed_tokens.weight'" "$groundc" inspect names
 
+# a damaged or empty .h5 file is reported as a shard that does not open, not read as YAML
+printf 'not hdf5' >"$tmp/bad.h5"
+: >"$tmp/empty.h5"
+expect_error "damaged .h5" "bad.h5: cannot open as HDF5" "$groundc" inspect "$tmp/bad.h5"
+expect_error "empty .h5" "empty.h5: cannot open as HDF5" "$groundc" inspect "$tmp/empty.h5"
+
 summary

@@ -382,7 +382,7 @@ int tr_inspect(const char *path, int64_t batch, int64_t seq, bool checksums, FIL
     if (S_ISDIR(st.st_mode)) {
         if (has(path, "state.json"))
             inspect_checkpoint(path, batch, seq, out);
-        else if (has(path, "latest"))
+        else if (has(path, "latest") || tr_ckpt_newest_step(path) >= 0)
             inspect_run(path, batch, seq, out);
         else if (has(path, DS_MANIFEST_NAME))
             tr_inspect_dataset(path, checksums, out);
@@ -397,7 +397,7 @@ int tr_inspect(const char *path, int64_t batch, int64_t seq, bool checksums, FIL
     }
     if (tr_is_gguf_file(path)) {
         tr_inspect_gguf(path, out);
-    } else if (tr_is_hdf5_file(path)) {
+    } else if (tr_is_hdf5_file(path) || has_suffix(path, ".h5") || has_suffix(path, ".hdf5")) {
         tr_inspect_shard(path, out);
     } else if (ag_pt_is_torch_file(path) || tr_is_safetensors_file(path) ||
                has_suffix(path, ".safetensors")) {
