@@ -508,7 +508,6 @@ int tr_eval_main(int argc, char **argv, const tr_dist *d) {
                 ag_fail("eval: unknown option '%s'", a);
             if (i + 1 >= argc) ag_fail("eval: option %s needs a value", a);
             const char *v = argv[++i];
-            char *end;
             if (!strcmp(a, "--data")) {
                 o.data_dir = v;
             } else if (!strcmp(a, "--tokenizer")) {
@@ -519,10 +518,9 @@ int tr_eval_main(int argc, char **argv, const tr_dist *d) {
                 o.tasks = parse_tasks(v);
                 o.need = TR_EVAL_NEED_EACH;
             } else {
-                long long x = strtoll(v, &end, 10);
-                if (end == v || *end || x < 1)
-                    ag_fail("eval: %s: expected a positive whole number, got '%s'", a, v);
-                *(a[2] == 'l' ? &o.limit : &o.max_new) = x;
+                char what[64];
+                snprintf(what, sizeof what, "eval: %s", a);
+                *(a[2] == 'l' ? &o.limit : &o.max_new) = ag_parse_int(what, v, 1, INT64_MAX);
             }
         } else if (!ckpt) {
             ckpt = a;
