@@ -58,6 +58,43 @@ static void line_col(const char *text, size_t at, int64_t *line, int64_t *col) {
     }
 }
 
+// A NUL character inside a JSON string, escaped (\u0000) or as a raw byte, silently ends the
+// text there (cJSON's strings are NUL-terminated and keep no length), so such samples are
+// refused. Scans text, valid JSON already parsed: returns whether some string holds one and,
+// when bad is given, marks the elements of the top-level list (n of them) that do.
+static bool find_nul(const char *text, size_t len, bool *bad, int64_t n) {
+    bool any = false, in_string = false;
+    int64_t depth = 0, element = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        bool nul = false;
+        if (in_string) {
+            if (c == '\\') {
+                nul = i + 5 < len && !memcmp(text + i + 1, "u0000", 5);
+                i++; // the escaped character cannot end the string
+            } else if (c == '"') {
+                in_string = false;
+            } else {
+                nul = c == 0;
+            }
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            depth++;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        } else if (c == ',' && depth == 1) {
+            element++;
+        }
+        if (!nul) continue;
+        any = true;
+        if (bad && depth >= 1 && element < n) bad[element] = true;
+    }
+    return any;
+}
+
+#define NUL_REASON "text contains a NUL character"
+
 void ds_records_read_json(const char *path, ds_record_file *out) {
     memset(out, 0, sizeof *out);
     size_t n;
@@ -70,6 +107,20 @@ void ds_records_read_json(const char *path, ds_record_file *out) {
         free(text);
         ag_fail("%s:%lld:%lld: invalid JSON", path, (long long)line, (long long)col);
     }
+    // The type first: a JSONL file given as --json parses as its first object, and "text
+    // after the list" would then name a list that is not there.
+    if (!cJSON_IsArray(root)) {
+        int64_t line, col;
+        const char *at = text;
+        while (at < text + n && (*at == ' ' || *at == '\n' || *at == '\r' || *at == '\t')) at++;
+        line_col(text, (size_t)(at - text), &line, &col);
+        bool object = cJSON_IsObject(root);
+        free(text);
+        cJSON_Delete(root);
+        ag_fail("%s:%lld:%lld: expected a JSON list of samples%s", path, (long long)line,
+                (long long)col,
+                object ? " (a JSONL file of grounding records? use --grounding-jsonl)" : "");
+    }
     // only white space may follow the value
     const char *p = end;
     while (p && p < text + n && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
@@ -81,11 +132,6 @@ void ds_records_read_json(const char *path, ds_record_file *out) {
         ag_fail("%s:%lld:%lld: unexpected text after the JSON list", path, (long long)line,
                 (long long)col);
     }
-    free(text);
-    if (!cJSON_IsArray(root)) {
-        cJSON_Delete(root);
-        ag_fail("%s: expected a JSON list of samples at the top", path);
-    }
     out->path = ag_xstrdup(path);
     out->root = root;
     out->n = cJSON_GetArraySize(root);
@@ -93,6 +139,14 @@ void ds_records_read_json(const char *path, ds_record_file *out) {
     int64_t i = 0;
     for (cJSON *it = root->child; it; it = it->next, i++)
         out->records[i] = (ds_record){.item = it, .index = i};
+    if (find_nul(text, n, NULL, 0)) {
+        bool *bad = ag_xcalloc((size_t)out->n + 1, sizeof *bad, "JSON records");
+        find_nul(text, n, bad, out->n);
+        for (i = 0; i < out->n; i++)
+            if (bad[i]) out->records[i].error = ag_xstrdup(NUL_REASON);
+        free(bad);
+    }
+    free(text);
 }
 
 void ds_records_read_jsonl(const char *path, ds_record_file *out) {
@@ -131,6 +185,8 @@ void ds_records_read_jsonl(const char *path, ds_record_file *out) {
             while (p < s + len && (*p == ' ' || *p == '\t' || *p == '\r')) p++;
             if (p < s + len)
                 snprintf(why, sizeof why, "unexpected text at column %lld", (long long)(p - s + 1));
+            else if (find_nul(s, len, NULL, 0))
+                snprintf(why, sizeof why, NUL_REASON);
         }
         if (why[0]) {
             cJSON_Delete(r->item);
@@ -278,6 +334,9 @@ bool ds_json_sample_turns(const cJSON *obj, int *task, ds_turn **turns, int *n, 
 }
 
 int ds_infer_task(const ds_turn *t, int n, bool has_video, bool has_audio) {
+    // Several exchanges are a conversation whatever they hold: a box in a later answer does
+    // not make the sample a referring expression, whose reference is the first answer.
+    if (n > 2) return DS_TASK_CONVERSATION;
     bool box_answer = false, box_question = false, span_answer = false;
     for (int i = 0; i < n; i++) {
         ds_box b;
@@ -293,7 +352,6 @@ int ds_infer_task(const ds_turn *t, int n, bool has_video, bool has_audio) {
     if (box_question) return DS_TASK_REG;
     if (span_answer && has_video) return DS_TASK_TVG;
     if (span_answer && has_audio) return DS_TASK_SOUND;
-    if (n > 2) return DS_TASK_CONVERSATION;
     return DS_TASK_CAPTION;
 }
 

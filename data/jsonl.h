@@ -38,7 +38,8 @@
 typedef struct {
     cJSON *item;   // the sample object (NULL when the line is not valid JSON)
     int64_t index; // position in the list (JSON, from 0) or line number (JSONL, from 1)
-    char *error;   // why the line could not be read (JSONL only), malloc'd, else NULL
+    char *error;   // why the record is bad before any field is looked at (a JSONL line that
+                   // is not valid JSON; a string holding a NUL character), malloc'd, else NULL
 } ds_record;
 
 typedef struct {
@@ -51,10 +52,12 @@ typedef struct {
 
 // Reads a whole reference-format JSON file. A missing or unreadable file, invalid JSON
 // (reported with line:column) or anything but a list at the top is an ag_fail naming the file;
-// what each element holds is checked later, per sample.
+// what each element holds is checked later, per sample. An element with a NUL character in
+// some string ("\u0000", which would silently cut the text short) gets an error.
 void ds_records_read_json(const char *path, ds_record_file *out);
 // Reads a JSONL file: one record per non-blank line. A line that is not valid JSON becomes a
-// record with item NULL and an error (a bad sample, not a bad file); an unreadable file fails.
+// record with item NULL and an error (a bad sample, not a bad file), a line with a NUL
+// character in some string one with an error; an unreadable file fails.
 void ds_records_read_jsonl(const char *path, ds_record_file *out);
 void ds_record_file_free(ds_record_file *f);
 
@@ -68,7 +71,8 @@ const char *ds_json_sample_media(const cJSON *obj, const char *files[DS_MEDIA_KI
 // task is unknown or a turn is not {"from": "human"|"gpt", "value": STRING}.
 bool ds_json_sample_turns(const cJSON *obj, int *task, ds_turn **turns, int *n, char *err,
                           size_t err_size);
-// The task of a sample without a "task" field (the rules of pack.h).
+// The task of a sample without a "task" field (the rules of pack.h: the grounding tasks only
+// for one exchange, more exchanges are a conversation).
 int ds_infer_task(const ds_turn *turns, int n, bool has_video, bool has_audio);
 
 // Reads a whole file into a malloc'd NUL-terminated buffer (length in *n, may be NULL);

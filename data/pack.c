@@ -10,13 +10,16 @@
 // thread count gives the same bytes.
 #include "pack.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -561,8 +564,164 @@ static void remove_dir(const char *dir) {
     (void)rmdir(dir);
 }
 
-static void shard_name(char *buf, size_t n, int64_t k) {
-    snprintf(buf, n, "shard_%05lld.h5", (long long)k);
+// ---- publishing ----
+//
+// A pack into a folder that holds a dataset leaves that dataset whole until the new one is
+// complete: the new shards get names the current manifest does not use, manifest.json (written
+// last, tmp + rename) switches from the old shards to the new ones, and only then do the old
+// ones go. Name set g: shard_NNNNN.h5 (g = 0, what a fresh folder gets) or shard_gG_NNNNN.h5;
+// a pack takes the lowest set the current manifest does not use, so packs into the same
+// folder alternate between shard_NNNNN.h5 and shard_g1_NNNNN.h5.
+
+#define MAX_NAME_SET 1000
+
+static void shard_name(char *buf, size_t n, int set, int64_t k) {
+    if (set == 0)
+        snprintf(buf, n, "shard_%05lld.h5", (long long)k);
+    else
+        snprintf(buf, n, "shard_g%d_%05lld.h5", set, (long long)k);
+}
+
+// The name set of a file name, or -1 when it is not a shard name pack writes.
+static int shard_set_of(const char *file) {
+    if (strncmp(file, "shard_", 6) != 0) return -1;
+    const char *s = file + 6;
+    char *end;
+    long set = 0;
+    if (*s == 'g') {
+        if (!isdigit((unsigned char)s[1])) return -1;
+        set = strtol(s + 1, &end, 10);
+        if (*end != '_' || set < 1 || set > MAX_NAME_SET) return -1;
+        s = end + 1;
+    }
+    if (!isdigit((unsigned char)*s)) return -1;
+    errno = 0;
+    long long k = strtoll(s, &end, 10);
+    if (errno || k < 0) return -1;
+    char back[64];
+    shard_name(back, sizeof back, (int)set, k);
+    return strcmp(back, file) ? -1 : (int)set;
+}
+
+// The lowest name set that the manifest in dir uses for none of its shards; 0 when there is no
+// readable manifest (then there is no dataset to keep either).
+static int free_name_set(const char *dir) {
+    bool used[MAX_NAME_SET + 1] = {0};
+    char *path = ag_xpath_join(dir, DS_MANIFEST_NAME);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+        size_t n;
+        char *text = ds_read_file(path, &n);
+        cJSON *m = cJSON_ParseWithLength(text, n);
+        const cJSON *shards = cJSON_GetObjectItemCaseSensitive(m, "shards"), *e;
+        cJSON_ArrayForEach(e, shards) {
+            const cJSON *file = cJSON_GetObjectItemCaseSensitive(e, "file");
+            int set = cJSON_IsString(file) ? shard_set_of(file->valuestring) : -1;
+            if (set >= 0) used[set] = true;
+        }
+        cJSON_Delete(m);
+        free(text);
+    }
+    free(path);
+    for (int g = 0; g <= MAX_NAME_SET; g++)
+        if (!used[g]) return g;
+    ag_fail("%s/%s: uses every shard name set pack knows (shard_gN_..., N up to %d)", dir,
+            DS_MANIFEST_NAME, MAX_NAME_SET);
+}
+
+// Puts renames in dir on disk. Best effort: some file systems refuse fsync on folders.
+static void sync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return;
+    (void)fsync(fd);
+    close(fd);
+}
+
+// What a failed run takes away again: its staging folder, the new shards it already moved into
+// OUT (no manifest names them yet) and OUT itself when the run made it (only while empty).
+// ds_pack_main calls undo_run from its error handler too, as ag_fail does not come back.
+static struct {
+    bool active;
+    char *staging, *made_out;
+    char **moved;
+    int64_t n_moved;
+} g_undo;
+
+static void undo_forget(void) {
+    free(g_undo.staging), free(g_undo.made_out);
+    for (int64_t k = 0; k < g_undo.n_moved; k++) free(g_undo.moved[k]);
+    free(g_undo.moved);
+    memset(&g_undo, 0, sizeof g_undo);
+}
+
+static void undo_run(void) {
+    if (!g_undo.active) return;
+    g_undo.active = false; // once, even if a removal below fails again
+    for (int64_t k = 0; k < g_undo.n_moved; k++) (void)unlink(g_undo.moved[k]);
+    if (g_undo.staging) remove_dir(g_undo.staging);
+    if (g_undo.made_out) (void)rmdir(g_undo.made_out);
+    undo_forget();
+}
+
+static void undo_on_failure(const char *message) {
+    (void)message;
+    undo_run();
+}
+
+// Test hook: GROUNDC_TEST_KILL_IN_PUBLISH=N kills the process with SIGKILL right after the N-th
+// new shard was moved into OUT, and GROUNDC_TEST_FAIL_IN_PUBLISH=N makes the N-th move fail
+// (EIO), to test that either leaves the dataset that was there usable.
+static bool test_hook(const char *name, int64_t k) {
+    const char *v = getenv(name);
+    return v && atoll(v) == k;
+}
+
+// Moves the finished shards from staging into OUT, then writes the manifest (the commit), then
+// removes the shards of earlier datasets that it does not list.
+static void publish(const ds_manifest *man, const char *staging, const char *out) {
+    g_undo.moved = ag_xcalloc((size_t)man->num_shards + 1, sizeof *g_undo.moved, "shard names");
+    for (int k = 0; k < man->num_shards; k++) {
+        char *from = join_path(staging, man->shards[k].file);
+        char *to = join_path(out, man->shards[k].file);
+        int err = test_hook("GROUNDC_TEST_FAIL_IN_PUBLISH", k + 1) ? EIO
+                  : rename(from, to) != 0                          ? errno
+                                                                   : 0;
+        if (err) {
+            char msg[4096];
+            snprintf(msg, sizeof msg, "%s: cannot move into %s: %s", from, out, strerror(err));
+            free(from), free(to);
+            undo_run();
+            ag_fail("%s", msg);
+        }
+        free(from);
+        g_undo.moved[g_undo.n_moved++] = to;
+        if (test_hook("GROUNDC_TEST_KILL_IN_PUBLISH", k + 1)) {
+            fflush(stdout);
+            fflush(stderr);
+            kill(getpid(), SIGKILL);
+        }
+    }
+    sync_dir(out); // the shards are there before a manifest names them
+    ds_manifest_write(man, out);
+    sync_dir(out);
+    // committed: nothing of the new dataset may be undone from here on
+    for (int64_t k = 0; k < g_undo.n_moved; k++) free(g_undo.moved[k]);
+    g_undo.n_moved = 0;
+
+    DIR *d = opendir(out);
+    if (!d) return; // best effort: what stays is unused and goes with the next pack
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (shard_set_of(e->d_name) < 0) continue;
+        bool listed = false;
+        for (int k = 0; k < man->num_shards && !listed; k++)
+            listed = !strcmp(man->shards[k].file, e->d_name);
+        if (listed) continue;
+        char *old = join_path(out, e->d_name);
+        (void)unlink(old);
+        free(old);
+    }
+    closedir(d);
 }
 
 static void free_result(result *r) {
@@ -600,6 +759,27 @@ static void packer_free(packer *p) {
     if (p->tok) ds_tokenizer_free(p->tok);
 }
 
+// Where a sample is, for its messages: "FILE: sample I" in a JSON list (I from 0; a bare
+// "FILE:I" would read as a line number) or "FILE:LINE" in a JSONL file.
+static void sample_where(const packer *p, const item *it, char *buf, size_t n) {
+    const ds_record_file *f = &p->files[it->file];
+    snprintf(buf, n, f->jsonl ? "%s:%lld" : "%s: sample %lld", f->path, (long long)it->index);
+}
+
+// Inputs without a single sample: a one-line error naming them.
+__attribute__((noreturn)) static void no_samples(const ds_pack_config *c) {
+    int n = c->n_json + c->n_jsonl;
+    char names[2048] = "";
+    size_t len = 0;
+    for (int f = 0; f < n && len < sizeof names; f++) {
+        const char *path = f < c->n_json ? c->json_files[f] : c->jsonl_files[f - c->n_json];
+        int w = snprintf(names + len, sizeof names - len, "%s%s", f ? ", " : "", path);
+        len += w > 0 ? (size_t)w : 0;
+    }
+    if (n == 1) ag_fail("%s: holds no samples", names);
+    ag_fail("pack: %s: none holds a sample", names);
+}
+
 static void check_config(const ds_pack_config *c) {
     if (!c->tokenizer_path) ag_fail("pack: --tokenizer FILE is required");
     if (!c->out_dir || !c->out_dir[0]) ag_fail("pack: --out DIR is required");
@@ -631,12 +811,24 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
     ds_tokenizer_digest(p->tok, digest);
 
     read_inputs(p);
+    if (p->n == 0) no_samples(cfg);
 
+    struct stat out_st;
+    bool made_out = stat(cfg->out_dir, &out_st) != 0;
     ds_make_dirs(cfg->out_dir);
+    int name_set = free_name_set(cfg->out_dir);
     char *staging = join_path(cfg->out_dir, STAGING_NAME);
     remove_dir(staging); // left over by a run that crashed
-    if (mkdir(staging, 0777) != 0)
-        ag_fail("%s: cannot create the folder: %s", staging, strerror(errno));
+    undo_forget();
+    g_undo.made_out = made_out ? ag_xstrdup(cfg->out_dir) : NULL;
+    g_undo.active = true;
+    if (mkdir(staging, 0777) != 0) {
+        char msg[4096];
+        snprintf(msg, sizeof msg, "%s: cannot create the folder: %s", staging, strerror(errno));
+        undo_run();
+        ag_fail("%s", msg);
+    }
+    g_undo.staging = ag_xstrdup(staging);
 
     int rc;
     if ((rc = pthread_mutex_init(&p->mu, NULL)) || (rc = pthread_cond_init(&p->space, NULL)) ||
@@ -651,7 +843,7 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
         if ((rc = pthread_create(&th[started], NULL, worker, p)) != 0) break;
     if (started < cfg->threads) {
         stop_workers(p, th, started);
-        remove_dir(staging);
+        undo_run();
         ag_fail("pack: cannot start worker thread %d: %s", started + 1, strerror(rc));
     }
 
@@ -683,13 +875,14 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
 
         if (r.bad) {
             if (pg.bar_shown) fputs("\r\033[K", stderr);
+            char where[2048];
+            sample_where(p, it, where, sizeof where);
             if (cfg->fail_on_error) {
                 stop_workers(p, th, cfg->threads);
                 if (w) ds_shard_abort(w);
-                remove_dir(staging);
+                undo_run();
                 char line[4096];
-                snprintf(line, sizeof line, "%s:%lld: %s", p->files[it->file].path,
-                         (long long)it->index, r.bad);
+                snprintf(line, sizeof line, "%s: %s", where, r.bad);
                 free_result(&r);
                 ds_manifest_free(&man);
                 free(staging);
@@ -697,14 +890,13 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
                 packer_free(p);
                 ag_fail("%s", line);
             }
-            fprintf(stderr, "%s:%lld: %s (skipped)\n", p->files[it->file].path,
-                    (long long)it->index, r.bad);
+            fprintf(stderr, "%s: %s (skipped)\n", where, r.bad);
             st.skipped++;
         } else if (cfg->task_mask && !(cfg->task_mask & (1u << r.task))) {
             st.filtered++;
         } else {
             if (!w) {
-                shard_name(name, sizeof name, st.shards);
+                shard_name(name, sizeof name, name_set, st.shards);
                 snprintf(path_buf, sizeof path_buf, "%s/%s", staging, name);
                 w = ds_shard_create(path_buf, &layout);
             }
@@ -775,29 +967,14 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
     progress_show(&pg, p->n, p->n, true);
 
     if (st.samples == 0) {
-        remove_dir(staging);
+        undo_run();
         ag_fail("pack: no sample could be packed (%lld of %lld skipped, %lld of other tasks than "
                 "--tasks)",
                 (long long)st.skipped, (long long)p->n, (long long)st.filtered);
     }
-    // Publish: shards into OUT, then the manifest (its rename makes the dataset current),
-    // then the previous dataset's extra shards go.
-    for (int64_t k = 0; k < st.shards; k++) {
-        shard_name(name, sizeof name, k);
-        char *from = join_path(staging, name), *to = join_path(cfg->out_dir, name);
-        if (rename(from, to) != 0)
-            ag_fail("%s: cannot move into %s: %s", from, cfg->out_dir, strerror(errno));
-        free(from), free(to);
-    }
-    ds_manifest_write(&man, cfg->out_dir);
-    for (int64_t k = st.shards;; k++) {
-        shard_name(name, sizeof name, k);
-        char *old = join_path(cfg->out_dir, name);
-        int gone = unlink(old);
-        free(old);
-        if (gone != 0) break;
-    }
+    publish(&man, staging, cfg->out_dir);
     remove_dir(staging);
+    undo_forget();
     st.seconds = now() - t0;
 
     printf("pack: %lld samples, %lld tokens in %lld shards (%lld image, %lld video, %lld audio "
@@ -851,13 +1028,11 @@ void ds_pack_usage(FILE *out) {
             "  --video-tokens 64 --audio-tokens 8   model-dependent sizes (reference values)\n");
 }
 
+// "pack: --opt" for messages, then ag_parse_int.
 static long long int_opt(const char *opt, const char *v, long long lo, long long hi) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (end == v || *end || errno || x < lo || x > hi)
-        ag_fail("pack: %s: expected a whole number in [%lld, %lld], got '%s'", opt, lo, hi, v);
-    return x;
+    char what[64];
+    snprintf(what, sizeof what, "pack: %s", opt);
+    return ag_parse_int(what, v, lo, hi);
 }
 
 // "rec,tvg" -> (1 << DS_TASK_REC) | (1 << DS_TASK_TVG).
@@ -966,7 +1141,10 @@ int ds_pack_main(int argc, char **argv) {
     }
     c.json_files = json;
     c.jsonl_files = jsonl;
+    // A failure ends the process from inside ag_fail: take the unfinished output away first.
+    ag_set_error_handler(undo_on_failure);
     ds_pack(&c, NULL);
+    ag_set_error_handler(NULL);
     free(json);
     free(jsonl);
     for (int k = 0; k < n_keep; k++) free(keep[k]);

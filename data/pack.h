@@ -9,12 +9,14 @@
 // share its row.
 //
 // Task (sample_task): the sample's "task" field when present, else inferred, first rule wins:
-//   a box "[x1, y1, x2, y2]" in some answer and in no question -> rec
-//   a box in some question                                     -> reg
-//   a span "{t1, t2}" in some answer, the sample has a video   -> tvg
-//   a span in some answer, the sample has a sound              -> sound
-//   more than one exchange                                     -> conversation
+//   more than one exchange (human + gpt turn)                  -> conversation
+//   a box "[x1, y1, x2, y2]" in the answer, none in the question -> rec
+//   a box in the question                                      -> reg
+//   a span "{t1, t2}" in the answer, the sample has a video    -> tvg
+//   a span in the answer, the sample has a sound               -> sound
 //   otherwise                                                  -> caption
+// (A conversation with a box in a later answer is no rec sample: eval scores a rec sample by
+// its first answer.)
 // Granularity: fine for rec, reg, tvg and sound; coarse otherwise. sample_meta:
 // {"id": the sample's id (when it has one), "file": input file as given, "index": position in
 // the JSON list (from 0) or JSONL line number (from 1), "box": [...] / "span": [...]: the first
@@ -22,16 +24,21 @@
 //
 // Bad samples (missing or undecodable media, a malformed conversation, placeholders that do
 // not match the media keys, a JSONL box or span outside its media, more than max_len tokens
-// after expansion, text that spells an added token such as "<im_patch>") are reported as one
-// line "FILE:INDEX: reason" on stderr, then skipped and counted, or (fail_on_error) end the run
-// with that line as the error.
+// after expansion, text that spells an added token such as "<im_patch>", a NUL character in
+// the text, "\u0000") are reported as one line on stderr, "FILE: sample I: reason" for the
+// I-th element of a JSON list (from 0) or "FILE:LINE: reason" for a JSONL line, then skipped
+// and counted, or (fail_on_error) end the run with that line as the error.
 //
 // Threads: workers load media and tokenize in parallel; the calling thread is the only one
 // that touches HDF5 and writes samples in input order through a bounded reorder buffer, so
 // the output is byte-identical for any thread count. Shards are staged in OUT/.pack-staging/
-// and moved into OUT (with manifest.json written last) only when the whole run succeeded; a
-// failed run leaves what was in OUT before untouched (stale shard_NNNNN.h5 beyond the new
-// count are removed on success).
+// and published only when the whole run succeeded: moved into OUT under names that OUT's
+// current manifest does not use (shard_NNNNN.h5 into a fresh folder; over a dataset that uses
+// those, shard_g1_NNNNN.h5, and the other way round), then manifest.json is replaced
+// atomically (the commit), then the shards it no longer lists are removed. So a run that
+// fails or is killed at any point leaves the dataset that was in OUT whole and usable; a
+// failure also takes its own files away again (ds_pack_main: staging, moved shards, an OUT
+// it made), what a kill leaves goes with the next successful run.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>

@@ -2,7 +2,7 @@
 // (LLaVA / GroundingGPT) JSON list before any media is touched: ds_records_read_json, then per
 // sample ds_json_sample_media, ds_json_sample_turns, ds_render and ds_infer_task. Any bytes
 // give records or a one-line error, never a crash or a leak; every reason a sample is refused
-// for must be one line too (pack prints it as "FILE:INDEX: reason").
+// for must be one line too (pack prints it as "FILE: sample INDEX: reason").
 // FUZZ_CORPUS: tests/fixtures/fuzz/fuzz_pack_json *.json
 #include <stdint.h>
 #include <stdio.h>

@@ -7,10 +7,13 @@
 // ds_audio_file_features of the file, one row per file per shard), task, granularity, source
 // and sample_meta; JSONL boxes and spans against data/grounding.h on the same numbers. Also:
 // byte-identical output for 1, 2 and 3 threads and across runs (into a folder holding an older
-// dataset with more shards), bad samples reported as "FILE:INDEX: reason" and skipped, and
-// --on-error fail exiting non-zero with that line while leaving the old dataset untouched;
-// --zstd-level writing that level into every dataset's filter.
+// dataset with more shards), bad samples reported as "FILE: sample I: reason" (JSON) or
+// "FILE:LINE: reason" (JSONL) and skipped (a NUL character in the text among them), and
+// --on-error fail exiting non-zero with that line while leaving the old dataset untouched; a
+// pack killed or failing while it publishes leaving the old dataset usable, and a write error
+// leaving no staging folder; --zstd-level writing that level into every dataset's filter.
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +83,44 @@ static bool same_tree(const char *a, const char *b) {
 static bool exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+static cJSON *manifest_json(const char *dir) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    char *text = tl_slurp(path, NULL);
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    return j;
+}
+
+// Whether folder b holds the dataset of folder a: the same manifest but for the shard names (a
+// pack into a folder holding a dataset takes the other name set), byte-identical shards and,
+// when only, nothing else in b.
+static bool same_dataset(const char *a, const char *b, bool only) {
+    cJSON *ja = manifest_json(a), *jb = manifest_json(b);
+    const cJSON *sa = cJSON_GetObjectItem(ja, "shards"), *sb = cJSON_GetObjectItem(jb, "shards");
+    int n = cJSON_GetArraySize(sa);
+    bool same = ja && jb && n > 0 && cJSON_GetArraySize(sb) == n;
+    for (int k = 0; same && k < n; k++) {
+        cJSON *ea = cJSON_GetArrayItem(sa, k), *eb = cJSON_GetArrayItem(sb, k);
+        const cJSON *fa = cJSON_GetObjectItem(ea, "file"), *fb = cJSON_GetObjectItem(eb, "file");
+        same = cJSON_IsString(fa) && cJSON_IsString(fb);
+        if (!same) break;
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "cmp -s %s/%s %s/%s", a, fa->valuestring, b, fb->valuestring);
+        same = system(cmd) == 0;
+        cJSON_ReplaceItemInObject(eb, "file", cJSON_CreateString(fa->valuestring));
+    }
+    same = same && cJSON_Compare(ja, jb, true);
+    cJSON_Delete(ja), cJSON_Delete(jb);
+    if (!same || !only) return same;
+    int entries = 0;
+    DIR *d = opendir(b);
+    for (struct dirent *e; d && (e = readdir(d));)
+        entries += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    if (d) closedir(d);
+    return entries == n + 1;
 }
 
 // ---- what we expect, built without the packer ----
@@ -536,6 +577,23 @@ static void test_json_samples(void) {
              "inferred tasks");
     free(turns);
     cJSON_Delete(o);
+    // The grounding tasks are single exchanges: a box or span in a later answer of a
+    // conversation (Flickr30K-style) keeps it a conversation; eval scores rec by the first
+    // answer.
+    ds_turn one[2] = {{true, "<image>\nWhere is the dog?"}, {false, "[0.1, 0.2, 0.3, 0.4]"}};
+    ds_turn conv[4] = {{true, "<image>\nWhat is happening?"},
+                       {false, "Two people walk a dog."},
+                       {true, "Where is the dog?"},
+                       {false, "The dog [0.100, 0.200, 0.300, 0.400] is on the left."}};
+    ds_turn reg[4] = {{true, "<video>\nWhat is at [0.1, 0.2, 0.3, 0.4]?"},
+                      {false, "A dog."},
+                      {true, "When does it bark?"},
+                      {false, "{0.10, 0.20}"}};
+    TL_CHECK(ds_infer_task(one, 2, false, false) == DS_TASK_REC &&
+                 ds_infer_task(conv, 4, false, false) == DS_TASK_CONVERSATION &&
+                 ds_infer_task(reg, 4, true, false) == DS_TASK_CONVERSATION,
+             "conversations with a box: tasks %d, %d, %d", ds_infer_task(one, 2, false, false),
+             ds_infer_task(conv, 4, false, false), ds_infer_task(reg, 4, true, false));
     // A speaker name is quoted in the reason, which must stay one line (found by
     // fuzz_pack_json) and must not end in half a UTF-8 character.
     o = cJSON_Parse("{\"conversations\": [{\"from\": \"a\\nb\", \"value\": \"x\"}]}");
@@ -655,10 +713,14 @@ int main(void) {
         "'<video>\\nDescribe.'}, {'from': 'gpt', 'value': 'A shape moves.'}]},\n"
         "{'id': 'both', 'image': '%s', 'sound': '%s', 'conversations': [{'from': 'human', "
         "'value': '<image>\\n<sound>\\nWhat do you see and hear?'}, {'from': 'gpt', 'value': "
-        "'A shape and a beep.'}]}\n"
+        "'A shape and a beep.'}]},\n"
+        "{'id': 'nul', 'image': '%s', 'conversations': [{'from': 'human', 'value': "
+        "'<image>\\nWhat is this?'}, {'from': 'gpt', 'value': 'Shapes\\u0000 on a mat.'}]},\n"
+        "{'id': 'backslash', 'image': '%s', 'conversations': [{'from': 'human', 'value': "
+        "'<image>\\nWhat is \\\\u0000?'}, {'from': 'gpt', 'value': 'Text.'}]}\n"
         "]\n");
     snprintf(bad_json, 32768, tmpl, img0, img0, img0, img0, long_answer, img0, img0, img0, vid0,
-             aud0, img1, vid1, img1, aud1);
+             aud0, img1, vid1, img1, aud1, img0, img0);
     free(tmpl);
     spit(g_bad, bad_json);
     free(bad_json);
@@ -688,9 +750,10 @@ int main(void) {
              "{'sound': '%s', 'query': 'a beep', 'span': [%.17g, %.17g]}\n"
              "{'sound': '%s', 'query': \n"
              "   \n"
-             "{'audio': '%s', 'query': 'the noise', 'span': [0, %.17g]}\n");
+             "{'audio': '%s', 'query': 'the noise', 'span': [0, %.17g]}\n"
+             "{'image': '%s', 'expression': 'the red\\u0000 thing', 'bbox': [2, 3, 10, 8]}\n");
     snprintf(jsonl, 8192, jt, img1, img1, W - 5, vid1, 0.1 * vd, 0.6 * vd, vid1, vd + 2, aud1,
-             0.2 * ad, 0.5 * ad, aud1, aud1, ad);
+             0.2 * ad, 0.5 * ad, aud1, aud1, ad, img1);
     free(jt);
     spit(g_jsonl, jsonl);
     free(jsonl);
@@ -699,10 +762,12 @@ int main(void) {
     char train[1024];
     snprintf(train, sizeof train, "%s/train.json", g_synth);
     expect_json(train, "train", NULL, 0, NULL);
-    const int good[] = {0, 9, 10, 11, 12, 13, 14};
-    const int good_task[] = {DS_TASK_CAPTION, DS_TASK_REC,     DS_TASK_CONVERSATION, DS_TASK_SOUND,
-                             DS_TASK_REG,     DS_TASK_CAPTION, DS_TASK_CAPTION};
-    expect_json(g_bad, "bad", good, 7, good_task);
+    // 9 has a box in its first answer but two exchanges: a conversation, not rec
+    const int good[] = {0, 9, 10, 11, 12, 13, 14, 16};
+    const int good_task[] = {DS_TASK_CAPTION, DS_TASK_CONVERSATION, DS_TASK_CONVERSATION,
+                             DS_TASK_SOUND,   DS_TASK_REG,          DS_TASK_CAPTION,
+                             DS_TASK_CAPTION, DS_TASK_CAPTION};
+    expect_json(g_bad, "bad", good, 8, good_task);
     char q[512], a[128];
     ds_box sq = ds_box_to_square((ds_box){2, 3, 12, 11}, W, H);
     snprintf(a, sizeof a, "[%.3f, %.3f, %.3f, %.3f]", sq.x1, sq.y1, sq.x2, sq.y2);
@@ -747,13 +812,18 @@ int main(void) {
                {g_bad, 6, "more than --max-len 400"},
                {g_bad, 7, "special token <im_patch>"},
                {g_bad, 8, "unknown \"task\""},
+               {g_bad, 15, "text contains a NUL character"},
                {g_jsonl, 2, "outside the"},
                {g_jsonl, 4, "outside the"},
-               {g_jsonl, 6, "invalid JSON"}};
+               {g_jsonl, 6, "invalid JSON"},
+               {g_jsonl, 9, "text contains a NUL character"}};
     int n_bad = (int)(sizeof bad / sizeof *bad);
     for (int k = 0; k < n_bad; k++) {
         char prefix[1024];
-        snprintf(prefix, sizeof prefix, "%s:%d: ", bad[k].file, bad[k].index);
+        if (bad[k].file == g_jsonl) // a line number
+            snprintf(prefix, sizeof prefix, "%s:%d: ", bad[k].file, bad[k].index);
+        else // a position in the list, from 0
+            snprintf(prefix, sizeof prefix, "%s: sample %d: ", bad[k].file, bad[k].index);
         const char *line = strstr(err1, prefix);
         const char *eol = line ? strchr(line, '\n') : NULL;
         const char *why = line ? strstr(line, bad[k].why) : NULL;
@@ -795,7 +865,11 @@ int main(void) {
     TL_CHECK(exists(path), "the 4-sample dataset has no shard 10");
     snprintf(args, sizeof args, "%s --out %s --threads 2", common, out2);
     TL_CHECK(groundc("pack2", args) == 0, "pack with 2 threads failed");
-    TL_CHECK(same_tree(out1, out2), "a second run (2 threads, over an older dataset) differs");
+    // the other name set (the older dataset's shards stay until the new manifest is written)
+    snprintf(path, sizeof path, "%s/shard_g1_00000.h5", out2);
+    TL_CHECK(exists(path), "a pack over a dataset did not use the other shard names");
+    TL_CHECK(same_dataset(out1, out2, true),
+             "a second run (2 threads, over an older dataset) differs");
 
     // --on-error fail: non-zero exit, one line naming the first bad sample, the dataset in
     // out2 untouched
@@ -803,15 +877,66 @@ int main(void) {
     rc = groundc("fail", args);
     char *errf = output("fail", "err");
     char want_line[1024];
-    snprintf(want_line, sizeof want_line, "groundc: error: %s:1: ", g_bad);
+    snprintf(want_line, sizeof want_line, "groundc: error: %s: sample 1: ", g_bad);
     int lines = 0;
     for (const char *s = errf; *s; s++) lines += *s == '\n';
     TL_CHECK(rc != 0 && !strncmp(errf, want_line, strlen(want_line)) && strstr(errf, "nope.png") &&
                  lines == 1,
              "--on-error fail: exit %d, stderr:\n%s", rc, errf);
-    TL_CHECK(same_tree(out1, out2), "a failed run changed the existing dataset");
+    TL_CHECK(same_dataset(out1, out2, true), "a failed run changed the existing dataset");
     snprintf(path, sizeof path, "%s/.pack-staging", out2);
     TL_CHECK(!exists(path), "a failed run left its staging folder");
+    free(errf);
+
+    // Killed (or failing) while it moves its new shards into a folder holding a dataset, a pack
+    // leaves that dataset whole and usable (inspect --checksums passes); the next pack works
+    // and leaves nothing of either behind.
+    cJSON *m1 = manifest_json(out1);
+    long long n1 = (long long)cJSON_GetNumberValue(cJSON_GetObjectItem(m1, "num_samples"));
+    cJSON_Delete(m1);
+    char want_n[64];
+    snprintf(want_n, sizeof want_n, "(%lld samples)", n1);
+    const char *faults[] = {"GROUNDC_TEST_FAIL_IN_PUBLISH", "GROUNDC_TEST_KILL_IN_PUBLISH",
+                            "GROUNDC_TEST_KILL_IN_PUBLISH"};
+    const char *at[] = {"2", "1", "3"};
+    for (int k = 0; k < 3; k++) {
+        setenv(faults[k], at[k], 1);
+        snprintf(args, sizeof args, "%s --out %s --threads 2 --shard-samples 4", common, out2);
+        rc = groundc("publish_fault", args);
+        unsetenv(faults[k]);
+        char *errp = output("publish_fault", "err");
+        bool kill = k > 0;
+        TL_CHECK(kill ? rc != 0
+                      : rc == 1 && strstr(errp, "cannot move into") &&
+                            strstr(errp, "Input/output error"),
+                 "%s=%s: exit %d, %s", faults[k], at[k], rc, errp);
+        free(errp);
+        snprintf(args, sizeof args, "inspect %s --checksums", out2);
+        rc = groundc("inspect_fault", args);
+        char *insp = output("inspect_fault", "out");
+        TL_CHECK(rc == 0 && strstr(insp, want_n), "%s=%s: the old dataset: exit %d, %s", faults[k],
+                 at[k], rc, insp);
+        free(insp);
+        // a failed run takes its shards away again; a killed one cannot
+        TL_CHECK(same_dataset(out1, out2, !kill), "%s=%s changed the existing dataset", faults[k],
+                 at[k]);
+    }
+    snprintf(args, sizeof args, "%s --out %s --threads 2", common, out2);
+    TL_CHECK(groundc("pack_after_kill", args) == 0, "pack after a killed one failed");
+    TL_CHECK(same_tree(out1, out2), "a pack after a killed one differs (or left files)");
+
+    // A write error (the file size limit) ends the run without leaving staging or, when the
+    // run made it, the output folder behind.
+    char outw[600], cmd[9000];
+    snprintf(outw, sizeof outw, "%s/outw", g_dir);
+    snprintf(cmd, sizeof cmd,
+             "(trap '' XFSZ; ulimit -f 64; %s/groundc %s --out %s --image-size 200) >%s/fsize.out "
+             "2>%s/fsize.err",
+             GROUNDC_BINARY_DIR, common, outw, g_dir, g_dir);
+    rc = system(cmd);
+    errf = output("fsize", "err");
+    TL_CHECK(rc != 0 && strstr(errf, "groundc: error: ") && !exists(outw),
+             "write error: exit %d, %s left: %d", rc, errf, exists(outw));
     free(errf);
 
     // --zstd-level 19: the same samples; every compressed dataset says level 19 (the default
@@ -883,6 +1008,25 @@ int main(void) {
              "broken JSON: exit %d, %s", rc, errm);
     free(errm);
     TL_CHECK(groundc("badopt", "pack --frobnicate 3") != 0, "unknown option accepted");
+    // a JSONL file given as --json: said so, not "text after the list"
+    snprintf(args, sizeof args, "pack --json %s --tokenizer %s --out %s/x", g_jsonl, g_tok, g_dir);
+    rc = groundc("jsonl_as_json", args);
+    errm = output("jsonl_as_json", "err");
+    TL_CHECK(rc != 0 && strstr(errm, "ground.jsonl:1:1: expected a JSON list of samples") &&
+                 strstr(errm, "use --grounding-jsonl") && !strstr(errm, "after the JSON list"),
+             "JSONL as --json: exit %d, %s", rc, errm);
+    free(errm);
+    // an empty list: one line naming the file, and no output folder
+    snprintf(path, sizeof path, "%s/empty.json", g_dir);
+    spit(path, "[]\n");
+    snprintf(args, sizeof args, "pack --json %s --tokenizer %s --out %s/empty_out", path, g_tok,
+             g_dir);
+    rc = groundc("empty", args);
+    errm = output("empty", "err");
+    snprintf(path, sizeof path, "%s/empty_out", g_dir);
+    TL_CHECK(rc != 0 && strstr(errm, "empty.json: holds no samples") && !exists(path),
+             "empty list: exit %d, %s", rc, errm);
+    free(errm);
 
     ds_tokenizer_free(tok);
     free(err1), free(out1_text);
