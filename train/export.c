@@ -57,6 +57,21 @@ static void check_replaceable(const char *out, const struct stat *sb, const char
     closedir(d);
 }
 
+// Whether OUT stands; when it does, fails unless --force was given and OUT is replaceable.
+// Asked before anything is written and again just before OUT is moved aside.
+static bool out_exists(const char *out, const char *ckpt, bool force) {
+    struct stat sb;
+    if (lstat(out, &sb)) {
+        if (errno != ENOENT) ag_fail("export: %s: cannot stat: %s", out, strerror(errno));
+        return false;
+    }
+    if (!force)
+        ag_fail("export: %s already exists (remove it, choose another --out, or give --force)",
+                out);
+    check_replaceable(out, &sb, ckpt);
+    return true;
+}
+
 int tr_export_main(int argc, char **argv) {
     const char *ckpt = NULL, *format = NULL, *out = NULL, *dtype = NULL, *tokenizer = NULL;
     bool force = false;
@@ -100,15 +115,7 @@ int tr_export_main(int argc, char **argv) {
     const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
     if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
         ag_fail("export: --out %s: names no folder of its own", out);
-    struct stat sb;
-    if (lstat(out, &sb)) {
-        if (errno != ENOENT) ag_fail("export: %s: cannot stat: %s", out, strerror(errno));
-    } else if (!force) {
-        ag_fail("export: %s already exists (remove it, choose another --out, or give --force)",
-                out);
-    } else {
-        check_replaceable(out, &sb, ckpt);
-    }
+    out_exists(out, ckpt, force);
 
     // Everything that can fail on the input fails before anything is written.
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
@@ -131,11 +138,7 @@ int tr_export_main(int argc, char **argv) {
     else
         tr_export_gguf(&job, tmp);
 
-    bool replace = !lstat(out, &sb);
-    if (replace && !force) // (made meanwhile)
-        ag_fail("export: %s already exists (remove it, choose another --out, or give --force)",
-                out);
-    if (replace) check_replaceable(out, &sb, ckpt); // (changed since the start?)
+    const bool replace = out_exists(out, ckpt, force); // (made or changed meanwhile?)
     if (replace && rename(out, old))
         ag_fail("export: cannot move the old %s aside: %s", out, strerror(errno));
     if (rename(tmp, out)) ag_fail("export: cannot rename %s to %s: %s", tmp, out, strerror(errno));
