@@ -629,14 +629,6 @@ static int free_name_set(const char *dir) {
             DS_MANIFEST_NAME, MAX_NAME_SET);
 }
 
-// Puts renames in dir on disk. Best effort: some file systems refuse fsync on folders.
-static void sync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return;
-    (void)fsync(fd);
-    close(fd);
-}
-
 // What a failed run takes away again: its staging folder, the new shards it already moved into
 // OUT (no manifest names them yet) and OUT itself when the run made it (only while empty).
 // ds_pack_main calls undo_run from its error handler too, as ag_fail does not come back.
@@ -701,9 +693,9 @@ static void publish(const ds_manifest *man, const char *staging, const char *out
             kill(getpid(), SIGKILL);
         }
     }
-    sync_dir(out); // the shards are there before a manifest names them
+    ds_sync_dir(out); // the shards are there before a manifest names them
     ds_manifest_write(man, out);
-    sync_dir(out);
+    ds_sync_dir(out);
     // committed: nothing of the new dataset may be undone from here on
     for (int64_t k = 0; k < g_undo.n_moved; k++) free(g_undo.moved[k]);
     g_undo.n_moved = 0;

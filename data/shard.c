@@ -24,6 +24,7 @@
 #include <openssl/evp.h>
 
 #include "autograd/error.h"
+#include "data/files.h"
 #include "data/h5zstd.h"
 
 #define DS_CHUNK_ELEMS 65536      // token streams and per-sample arrays, per chunk
@@ -599,8 +600,7 @@ static void ds_w_attr_i32(ds_shard_writer *w, const char *name, int32_t v) {
     ds_w_attr(w, name, H5T_STD_I32LE, H5T_NATIVE_INT32, 0, 1, &v);
 }
 
-// Puts a rename on disk: fsync of the folder holding path. Best effort, as some file systems
-// refuse fsync on directories; the data itself was synced before the rename.
+// Puts a rename on disk: ds_sync_dir of the folder holding path.
 static void ds_fsync_parent(const char *path) {
     const char *slash = strrchr(path, '/');
     char *dir;
@@ -614,12 +614,8 @@ static void ds_fsync_parent(const char *path) {
         memcpy(dir, path, len);
         dir[len] = 0;
     }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    ds_sync_dir(dir);
     free(dir);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
 }
 
 void ds_shard_finish(ds_shard_writer *w, ds_shard_info *out) {
