@@ -78,11 +78,7 @@ static void latest(void) {
 }
 
 int main(void) {
-    snprintf(root, sizeof root, "/tmp/test_checkpoint_files.XXXXXX");
-    if (!mkdtemp(root)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    tl_temp_dir(root, sizeof root, "checkpoint_files");
     remove_tree();
     latest();
     tr_remove_tree(root);

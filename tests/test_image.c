@@ -350,11 +350,7 @@ static void test_against_pil(void) {
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/groundc_test_image_XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    tl_temp_dir(g_dir, sizeof g_dir, "image");
     test_errors();
     test_pad_and_boxes();
     test_against_pil();

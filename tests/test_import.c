@@ -615,11 +615,7 @@ static void test_init_config(void) {
 
 int main(void) {
     tl_source_path(fixtures, sizeof fixtures, "tests/fixtures/import");
-    snprintf(tmp, sizeof tmp, "/tmp/groundc_test_import_XXXXXX");
-    if (!mkdtemp(tmp)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    tl_temp_dir(tmp, sizeof tmp, "import");
     test_matrix();
     test_errors();
     test_checkpoint_and_prefix();

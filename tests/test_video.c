@@ -230,11 +230,7 @@ static void test_errors(const char *mp4, const char *mkv) {
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/groundc_test_video_XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    tl_temp_dir(g_dir, sizeof g_dir, "video");
     test_frame_index();
 
     char mp4[512], mkv[512], avi[512], ts[512], shortv[512];

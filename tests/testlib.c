@@ -1,7 +1,9 @@
 // testlib.c: see testlib.h.
 #include "testlib.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,6 +74,11 @@ void tl_catch_end(void) {
 
 void tl_source_path(char *buf, size_t n, const char *rel) {
     snprintf(buf, n, "%s/%s", GROUNDC_SOURCE_DIR, rel);
+}
+
+void tl_temp_dir(char *buf, size_t n, const char *name) {
+    if ((size_t)snprintf(buf, n, "/tmp/groundc_%s_XXXXXX", name) >= n || !mkdtemp(buf))
+        ag_fail("%s: cannot make a temporary folder: %s", name, strerror(errno));
 }
 
 char *tl_slurp(const char *path, size_t *len) {

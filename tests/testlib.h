@@ -70,6 +70,9 @@ char *tl_slurp(const char *path, size_t *len);
 
 // Path of a file under the source tree (static buffer per call site is the caller's).
 void tl_source_path(char *buf, size_t n, const char *rel);
+// A new empty folder /tmp/groundc_<name>_XXXXXX (mkdtemp) in buf; fails the test run when it
+// cannot be made.
+void tl_temp_dir(char *buf, size_t n, const char *name);
 
 // Reference comparisons (malloc'd arrays; the caller frees them).
 // A fixture tensor (F64 or F32) as doubles; fails on another dtype.
