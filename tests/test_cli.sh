@@ -98,6 +98,14 @@ expect_error "alias cycle" "cycle.yaml:1:15: alias \*m is inside the node it nam
 # a folder given as a config or as the model file
 expect_error "folder as config" "^groundc: error: dir.yaml: is a directory" "$groundc" train dir.yaml
 expect_error "folder as model" "^groundc: error: sub: is a directory" "$groundc" train stage.yaml --dry-run --set model=sub
+# a curriculum hands each stage the previous one's checkpoint as YAML text: ": ", " #" and a
+# quote in the folder name must stay part of the path
+mkdir -p "q: a's #b"
+sed "s|^  out: .*|  out: \"q: a's #b/one\"|" stage.yaml >q1.yaml
+sed "s|^  out: .*|  out: \"q: a's #b/two\"|" stage.yaml >q2.yaml
+printf 'stages: [q1.yaml, q2.yaml]\n' >q.yaml
+dry q.yaml && grep -qx "    checkpoint: q: a's #b/one/latest" "$tmp/out" && ok ||
+  bad "curriculum init.checkpoint quoting: $(grep 'checkpoint:' "$tmp/out") $(cat "$tmp/err")"
 # global_batch that does not divide: named where it was set
 expect_error "global batch from --set" "--set data.global_batch=5:1:19: data.global_batch: 5 is not a multiple of micro_batch 2 x 1 ranks" \
   "$groundc" train stage.yaml --dry-run --set data.global_batch=5
