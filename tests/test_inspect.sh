@@ -169,6 +169,12 @@ fi
 "$groundc" inspect run >run.txt 2>err && ok || bad "inspect run: $(cat err)"
 step=$(ls -d run/step_* | tail -1)
 grep -q "run run: 1 checkpoint: $(basename "$step"); latest -> " run.txt && ok || bad "run line: $(head -1 run.txt)"
+# without its link (a kill between the step folder's rename and the link's) the run still
+# reads, and the line says which checkpoint stands in for the link
+cp -r run nolink && rm nolink/latest
+"$groundc" inspect nolink >nolink.txt 2>err &&
+  grep -q "run nolink: 1 checkpoint: $(basename "$step"); no 'latest' link, newest: nolink/$(basename "$step")$" nolink.txt &&
+  ok || bad "run without latest: $(head -1 nolink.txt) $(cat err)"
 "$groundc" inspect "$step" >ckpt.txt 2>err && ok || bad "inspect checkpoint: $(cat err)"
 want_step=$("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "$step/state.json")
 grep -q "^checkpoint $step: step $want_step of " ckpt.txt && ok || bad "checkpoint line: $(head -1 ckpt.txt)"

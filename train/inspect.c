@@ -371,7 +371,12 @@ static void inspect_run(const char *dir, int64_t batch, int64_t seq, FILE *out) 
         free(names[i]);
     }
     free(names);
-    fprintf(out, "; latest -> %s\n\n", latest);
+    // tr_ckpt_latest falls back to the newest step folder when the link is gone
+    char *link = ag_xpath_join(dir, "latest");
+    struct stat ls;
+    bool linked = lstat(link, &ls) == 0;
+    free(link);
+    fprintf(out, linked ? "; latest -> %s\n\n" : "; no 'latest' link, newest: %s\n\n", latest);
     inspect_checkpoint(latest, batch, seq, out);
     free(latest);
 }
