@@ -1,7 +1,9 @@
 // error.c: see error.h.
 #include "error.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +56,14 @@ void *ag_xrealloc(void *p, size_t bytes, const char *what) {
     return q;
 }
 
+static void *json_alloc(size_t bytes) {
+    return ag_xmalloc(bytes, "JSON");
+}
+
+__attribute__((constructor)) static void json_hooks(void) {
+    cJSON_InitHooks(&(cJSON_Hooks){.malloc_fn = json_alloc, .free_fn = free});
+}
+
 char *ag_xstrdup(const char *s) {
     size_t n = strlen(s) + 1;
     char *p = ag_xmalloc(n, "string");
@@ -66,6 +76,30 @@ char *ag_xpath_join(const char *dir, const char *name) {
     char *p = ag_xmalloc(n, "path");
     snprintf(p, n, "%s/%s", dir, name);
     return p;
+}
+
+void ag_sync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == EACCES) return;
+        ag_fail("%s: cannot open the folder to sync it: %s", dir, strerror(errno));
+    }
+    int rc = fsync(fd), err = errno;
+    if (close(fd) && !rc) rc = -1, err = errno;
+    if (rc && err != EINVAL && err != ENOTSUP)
+        ag_fail("%s: cannot sync the folder: %s", dir, strerror(err));
+}
+
+void ag_sync_parent(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return ag_sync_dir(".");
+    if (slash == path) return ag_sync_dir("/");
+    size_t len = (size_t)(slash - path);
+    char *dir = ag_xmalloc(len + 1, "folder name");
+    memcpy(dir, path, len);
+    dir[len] = 0;
+    ag_sync_dir(dir);
+    free(dir);
 }
 
 long long ag_parse_int(const char *what, const char *text, long long lo, long long hi) {

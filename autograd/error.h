@@ -1,6 +1,10 @@
-// error.h: one-line fatal errors for the whole project.
+// error.h: one-line fatal errors for the whole project, and the checked wrappers (memory,
+// paths, numbers, folder syncs) that fail with one instead of returning an error.
 // ag_fail prints "groundc: error: <message>" on stderr and exits non-zero. Tests may
 // install a handler (for example one that longjmps) to check that bad input is refused.
+// cJSON allocates through ag_xmalloc in every program linking this module (a constructor
+// installs the hooks), so its builders never return NULL for lack of memory: a JSON file can
+// not be written with members silently missing.
 #pragma once
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +29,12 @@ void *ag_xrealloc(void *p, size_t bytes, const char *what);
 char *ag_xstrdup(const char *s);
 // "dir/name", allocated.
 char *ag_xpath_join(const char *dir, const char *name);
+// Puts the renames in folder dir on disk (fsync of the folder). A file system that cannot sync
+// folders (EINVAL, ENOTSUP) or a folder that may not be opened for reading (EACCES) is passed
+// over: the files themselves were synced before their renames. Any other failure (EIO) fails.
+void ag_sync_dir(const char *dir);
+// ag_sync_dir of the folder holding path (after path was renamed into place).
+void ag_sync_parent(const char *path);
 // text as a whole number in [lo, hi]; otherwise (not a number, trailing text, out of range or
 // past what long long holds) fails with "<what>: expected a whole number in [lo, hi], got
 // '<text>'". For command-line options: what names the option.

@@ -563,35 +563,6 @@ static bool st_fwrite(FILE *fp, const void *p, size_t n) {
     return n == 0 || fwrite(p, 1, n, fp) == n;
 }
 
-// After the rename, the directory entry reaches the disk only when the directory is synced.
-static void st_sync_dir(const char *path) {
-    char *dir = ag_xstrdup(path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        strcpy(dir, ".");
-    else if (slash == dir)
-        slash[1] = 0;
-    else
-        *slash = 0;
-    // A folder we may not open, or a filesystem that cannot sync one (EINVAL), leaves only
-    // the durability of the new name across a power cut to the system: the file is complete.
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        int rc = fsync(fd), err = errno;
-        if (close(fd) != 0 && rc == 0) {
-            rc = -1;
-            err = errno;
-        }
-        if (rc != 0 && err != EINVAL && err != ENOTSUP) {
-            char msg[1800];
-            snprintf(msg, sizeof msg, "%s: cannot sync directory %s: %s", path, dir, strerror(err));
-            free(dir);
-            ag_fail("%s", msg);
-        }
-    }
-    free(dir);
-}
-
 void ag_st_write(ag_st_writer *w, const char *path) {
     char *json = st_header_json(w);
     size_t hlen = strlen(json);
@@ -622,5 +593,5 @@ void ag_st_write(ag_st_writer *w, const char *path) {
     free(json);
     free(tmp);
     ag_st_writer_free(w);
-    st_sync_dir(path);
+    ag_sync_parent(path); // the new name reaches the disk only with its folder
 }

@@ -2,12 +2,10 @@
 #include "files.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "autograd/error.h"
 
@@ -26,11 +24,4 @@ void ds_make_dirs(const char *path) {
     }
     struct stat st;
     if (stat(path, &st) || !S_ISDIR(st.st_mode)) ag_fail("%s: not a folder", path);
-}
-
-void ds_sync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return;
-    (void)fsync(fd);
-    close(fd);
 }

@@ -5,6 +5,3 @@
 // mkdir -p: creates path and its missing parents. Fails naming the folder that cannot be made,
 // or path when it exists but is not a folder.
 void ds_make_dirs(const char *path);
-// Puts the renames in folder dir on disk (fsync of the folder). Best effort: some file systems
-// refuse fsync on folders, and the files themselves were synced before their renames.
-void ds_sync_dir(const char *dir);

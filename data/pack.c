@@ -693,9 +693,9 @@ static void publish(const ds_manifest *man, const char *staging, const char *out
             kill(getpid(), SIGKILL);
         }
     }
-    ds_sync_dir(out); // the shards are there before a manifest names them
+    ag_sync_dir(out); // the shards are there before a manifest names them
     ds_manifest_write(man, out);
-    ds_sync_dir(out);
+    ag_sync_dir(out);
     // committed: nothing of the new dataset may be undone from here on
     for (int64_t k = 0; k < g_undo.n_moved; k++) free(g_undo.moved[k]);
     g_undo.n_moved = 0;

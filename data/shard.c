@@ -24,7 +24,6 @@
 #include <openssl/evp.h>
 
 #include "autograd/error.h"
-#include "data/files.h"
 #include "data/h5zstd.h"
 
 #define DS_CHUNK_ELEMS 65536      // token streams and per-sample arrays, per chunk
@@ -600,24 +599,6 @@ static void ds_w_attr_i32(ds_shard_writer *w, const char *name, int32_t v) {
     ds_w_attr(w, name, H5T_STD_I32LE, H5T_NATIVE_INT32, 0, 1, &v);
 }
 
-// Puts a rename on disk: ds_sync_dir of the folder holding path.
-static void ds_fsync_parent(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (!slash) {
-        dir = ag_xstrdup(".");
-    } else if (slash == path) {
-        dir = ag_xstrdup("/");
-    } else {
-        size_t len = (size_t)(slash - path);
-        dir = ag_xmalloc(len + 1, "folder name");
-        memcpy(dir, path, len);
-        dir[len] = 0;
-    }
-    ds_sync_dir(dir);
-    free(dir);
-}
-
 void ds_shard_finish(ds_shard_writer *w, ds_shard_info *out) {
     hsize_t n = (hsize_t)w->n, ntok = (hsize_t)w->n_tok, np1 = n + 1;
     ds_w_array(w, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &ntok, w->tokens);
@@ -699,7 +680,7 @@ void ds_shard_finish(ds_shard_writer *w, ds_shard_info *out) {
     close(fd);
     if (rename(w->tmp, w->path) != 0)
         ds_wfail(w, "rename to %s failed: %s", w->path, strerror(errno));
-    ds_fsync_parent(w->path);
+    ag_sync_parent(w->path);
 
     if (out) {
         info.num_samples = w->n;

@@ -29,13 +29,6 @@ static void path_join(char *out, size_t n, const char *dir, const char *name) {
         ag_fail("%s/%s: path too long", dir, name);
 }
 
-static void fsync_path(const char *path) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) ag_fail("%s: cannot open to sync: %s", path, strerror(errno));
-    if (fsync(fd) && errno != EINVAL) ag_fail("%s: fsync failed: %s", path, strerror(errno));
-    if (close(fd)) ag_fail("%s: close failed: %s", path, strerror(errno));
-}
-
 void tr_remove_tree(const char *dir) {
     // As rm -r: a link (or a file) goes itself; the folder a link names is never entered.
     struct stat ls;
@@ -411,13 +404,13 @@ void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params 
     tr_dist_barrier(d); // every rank's files are synced
     if (d->rank != 0) return;
     if (!keep_it) {
-        fsync_path(tmp);
+        ag_sync_dir(tmp);
         // Another run's step_N moves aside first; `latest` never names it here (a resume
         // with later checkpoints in its folder is refused), so the gap harms nothing.
         if (exists && rename(final, old))
             ag_fail("%s: cannot rename to %s: %s", final, old, strerror(errno));
         if (rename(tmp, final)) ag_fail("%s: cannot rename to %s: %s", tmp, final, strerror(errno));
-        fsync_path(out_dir);
+        ag_sync_dir(out_dir);
     }
     // latest -> step_N, replaced atomically.
     char link_tmp[PATH_MAX], link[PATH_MAX];
@@ -429,7 +422,7 @@ void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params 
     if (symlink(name, link_tmp)) ag_fail("%s: cannot create link: %s", link_tmp, strerror(errno));
     if (rename(link_tmp, link))
         ag_fail("%s: cannot rename to %s: %s", link_tmp, link, strerror(errno));
-    fsync_path(out_dir);
+    ag_sync_dir(out_dir);
     tr_remove_tree(old);
     prune(out_dir, keep, name);
 }
