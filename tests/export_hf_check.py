@@ -225,6 +225,15 @@ def main():
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         check(node == v, f"config.json {key} = {node!r}, expected {v!r}")
+    # transformers 5 type-checks configs strictly: a float field written as 1 is an int there
+    # (CLIPVisionConfig.initializer_factor once was)
+    floats = {"text_config": ("rms_norm_eps", "rope_theta", "initializer_range", "attention_dropout"),
+              "vision_config": ("layer_norm_eps", "initializer_range", "initializer_factor",
+                                "attention_dropout")}
+    for sub, keys in floats.items():
+        for key in keys:
+            check(isinstance(c[sub].get(key), float), f"config.json {sub}.{key} = {c[sub].get(key)!r} is not a float")
+    check(isinstance(tc["rope_parameters"]["rope_theta"], float), "rope_parameters.rope_theta is not a float")
     check(blocks == n_blocks, f"vision_config counts {blocks} blocks, the weights hold {n_blocks}")
     check((img["size"] // enc["patch"]) ** 2 == img["tokens"], "image tokens = patches, CLS dropped")
     tok_llm = llava["model.language_model.embed_tokens.weight"]

@@ -75,6 +75,16 @@ static cJSON *jobj(cJSON *o, const char *key) {
 static void jnum(cJSON *o, const char *key, double v) {
     jok(cJSON_AddNumberToObject(o, key, v));
 }
+// A float-typed config field: always with a decimal point or exponent. transformers 5 checks
+// config types strictly, and cJSON would print 1.0 as the int 1.
+static void jfloat(cJSON *o, const char *key, double v) {
+    if (!isfinite(v)) ag_fail("export: config field %s is %g (not JSON)", key, v);
+    char text[40];
+    snprintf(text, sizeof text, "%.15g", v);
+    if (strtod(text, NULL) != v) snprintf(text, sizeof text, "%.17g", v);
+    if (!strpbrk(text, ".e")) strcat(text, ".0");
+    jok(cJSON_AddRawToObject(o, key, text));
+}
 static void jstr(cJSON *o, const char *key, const char *v) {
     jok(cJSON_AddStringToObject(o, key, v));
 }
@@ -404,16 +414,16 @@ static cJSON *text_config(const hf_export *x, cJSON *root) {
     jnum(t, "head_dim", (double)(c->dim / c->n_heads));
     jstr(t, "hidden_act", "silu");
     jnum(t, "max_position_embeddings", (double)c->max_seq);
-    jnum(t, "rms_norm_eps", c->norm_eps);
-    jnum(t, "rope_theta", c->rope_theta);     // transformers 4.x
+    jfloat(t, "rms_norm_eps", c->norm_eps);
+    jfloat(t, "rope_theta", c->rope_theta);   // transformers 4.x
     cJSON *rope = jobj(t, "rope_parameters"); // 5.x
     jstr(rope, "rope_type", "default");
-    jnum(rope, "rope_theta", c->rope_theta);
+    jfloat(rope, "rope_theta", c->rope_theta);
     jbool(t, "attention_bias", false);
-    jnum(t, "attention_dropout", 0);
+    jfloat(t, "attention_dropout", 0);
     jbool(t, "mlp_bias", false);
     jbool(t, "tie_word_embeddings", false);
-    jnum(t, "initializer_range", 0.02);
+    jfloat(t, "initializer_range", 0.02);
     jid(t, "bos_token_id", ds_tokenizer_bos_id(x->tok));
     jid(t, "eos_token_id", ds_tokenizer_eos_id(x->tok));
     jid(t, "pad_token_id", ds_tokenizer_unk_id(x->tok));
@@ -433,11 +443,11 @@ static void vision_config(const hf_export *x, cJSON *root) {
     jnum(v, "image_size", (double)c->image_h);
     jnum(v, "patch_size", (double)c->patch);
     jstr(v, "hidden_act", act_name(c->act));
-    jnum(v, "layer_norm_eps", c->norm_eps);
-    jnum(v, "attention_dropout", 0);
+    jfloat(v, "layer_norm_eps", c->norm_eps);
+    jfloat(v, "attention_dropout", 0);
     jnum(v, "projection_dim", (double)c->width); // CLIPVisionModel has no projection
-    jnum(v, "initializer_range", 0.02);
-    jnum(v, "initializer_factor", 1.0);
+    jfloat(v, "initializer_range", 0.02);
+    jfloat(v, "initializer_factor", 1.0);
     jstr(v, "dtype", x->torch_dtype);
 }
 
