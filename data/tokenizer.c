@@ -992,6 +992,9 @@ bool ds_tokenizer_dummy_prefix(const ds_tokenizer *tok) {
 bool ds_tokenizer_removes_extra_whitespace(const ds_tokenizer *tok) {
     return tok->remove_extra_ws;
 }
+bool ds_tokenizer_byte_fallback(const ds_tokenizer *tok) {
+    return tok->byte_fallback;
+}
 
 int32_t ds_tokenizer_bos_id(const ds_tokenizer *tok) {
     return tok->bos;

@@ -102,9 +102,10 @@ int32_t ds_tokenizer_piece_to_id(const ds_tokenizer *tok, const char *piece);
 ds_tok_type ds_tokenizer_type(const ds_tokenizer *tok, int32_t id);
 // The SentencePiece score of a model piece; 0 for added tokens and ids out of range.
 float ds_tokenizer_score(const ds_tokenizer *tok, int32_t id);
-// The model's normalizer options: dummy prefix, extra whitespace removal.
+// The model's options: dummy prefix, extra whitespace removal, byte fallback.
 bool ds_tokenizer_dummy_prefix(const ds_tokenizer *tok);
 bool ds_tokenizer_removes_extra_whitespace(const ds_tokenizer *tok);
+bool ds_tokenizer_byte_fallback(const ds_tokenizer *tok);
 // Special ids, -1 when the model has none (as SentencePiece: bos/eos/pad must be control pieces).
 int32_t ds_tokenizer_bos_id(const ds_tokenizer *tok);
 int32_t ds_tokenizer_eos_id(const ds_tokenizer *tok);

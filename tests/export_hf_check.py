@@ -324,7 +324,7 @@ def main():
     check("README.md" in present, "README.md missing")
     known = {"model.safetensors", "video_branch.safetensors", "audio_branch.safetensors",
              "config.json", "generation_config.json", "preprocessor_config.json",
-             "processor_config.json", "chat_template.json", "tokenizer.model",
+             "processor_config.json", "chat_template.json", "tokenizer.model", "tokenizer.json",
              "tokenizer_config.json", "special_tokens_map.json", "video_branch.json",
              "audio_branch.json", "README.md"}
     if shards:

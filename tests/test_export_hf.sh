@@ -10,6 +10,9 @@
 #     model's checkpoint exports widened to f32 exactly and narrowed to f16;
 #   * when `groundc generate --raw --logits-out` exists: the numpy LLaVA forward of the export
 #     (tests/export_hf_forward.py) gives groundc's logits for a text prompt;
+#   * tokenizer.json, loaded by HF's tokenizers.js (tests/hf_tokenizer, installed once into
+#     BUILD_DIR/hf-tokenizer-npm from the npm registry; skipped without network), encodes and
+#     decodes as python3-sentencepiece does (tests/tokenizer_json_check.py);
 #   * refusals, each one line, non-zero, with neither OUT nor OUT.tmp-* left: unknown format,
 #     existing OUT without --force, a truncated model.safetensors, a config that does not fit
 #     the weights, a value f16 cannot hold; --force replaces an existing OUT.
@@ -125,6 +128,28 @@ gen_check "image prompt" "Where is the red square? <image> Answer: [0.25," --ima
 # --- refusals
 expect_error "unknown format" "unknown format 'onnx'" x1 "$groundc" export "$ck" --format onnx --out x1
 mkdir x2 && touch x2/keep
+# --- tokenizer.json through HF's tokenizers (tokenizers.js) against sentencepiece
+npm_dir=$build/hf-tokenizer-npm skipped=
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  skipped="node or npm missing"
+elif ! cmp -s "$here/hf_tokenizer/package.json" "$npm_dir/package.json" ||
+     [ ! -d "$npm_dir/node_modules/@huggingface/tokenizers" ]; then
+  rm -rf "$npm_dir" && mkdir -p "$npm_dir" && cp "$here/hf_tokenizer/package.json" "$npm_dir/" &&
+    (cd "$npm_dir" && timeout 300 npm install --no-save --no-package-lock --ignore-scripts \
+      --no-audit --no-fund --loglevel=error >install.log 2>&1) ||
+    { skipped="npm install failed (no network?): $(tail -2 "$npm_dir/install.log" 2>/dev/null)"
+      rm -f "$npm_dir/package.json"; }
+fi
+if [ -z "$skipped" ]; then
+  cp "$here/hf_tokenizer/run.mjs" "$npm_dir/run.mjs"
+  /usr/bin/python3 "$here/tokenizer_json_check.py" --groundc "$groundc" --ckpt "$ck" \
+    --model "$tokenizer" --node "$npm_dir" --work tokjson >tokjson.log 2>&1 &&
+    ok || bad "tokenizer.json vs sentencepiece: $(head -20 tokjson.log)"
+  cat tokjson.log
+else
+  echo "test_export_hf: tokenizer.json part skipped: $skipped"
+fi
+
 "$groundc" export "$ck" --format hf --out x2 --tokenizer "$tokenizer" >out 2>err
 [ $? -ne 0 ] && grep -q "x2 already exists" err && [ "$(wc -l <err)" = 1 ] && [ -e x2/keep ] &&
   [ -z "$(ls -d x2.tmp-* 2>/dev/null)" ] && ok || bad "existing OUT without --force: $(cat err)"

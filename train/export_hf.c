@@ -10,8 +10,9 @@
 //   config.json         LlavaConfig: text_config (llama), vision_config (clip_vision_model)
 //   generation_config.json, preprocessor_config.json (LlavaImageProcessor: pad to square with
 //   the CLIP mean colour, bicubic resize, CLIP mean/std), processor_config.json,
-//   chat_template.json, tokenizer.model, tokenizer_config.json (LlamaTokenizer, the 9 added
-//   tokens, the Vicuna v0 chat template), special_tokens_map.json
+//   chat_template.json, tokenizer.model, tokenizer.json (the same tokenizer for HF's tokenizers
+//   library), tokenizer_config.json (LlamaTokenizer, the 9 added tokens, the Vicuna v0 chat
+//   template), special_tokens_map.json
 //   video_branch.{safetensors,json}, audio_branch.{safetensors,json}: every parameter of the
 //   branch under groundc's (GroundingGPT's) names, conv weights in PyTorch's layout, and its
 //   shapes; only for the branches the model has
@@ -604,6 +605,191 @@ static void add_token(cJSON *o, const char *key, const char *piece) {
         jnull(o, key);
 }
 
+// tokenizer.json ---------------------------------------------------------------------------------
+// The same tokenizer for HF's tokenizers library (transformers' fast and v5 tokenizers,
+// tokenizers.js), so that loading it needs neither sentencepiece nor protobuf. SentencePiece BPE
+// as BPE over the pieces, with merges derived as transformers' SentencePiece converter does
+// (every split of a piece into two pieces; ranked by the merged piece's score, then by ids),
+// except that only merges SentencePiece itself makes are listed: into normal and user-defined
+// pieces, from pieces it merges. The normalizer is the legacy Llama one (dummy prefix per stretch
+// of text between added tokens, spaces as U+2581), plus SentencePiece's extra-whitespace removal
+// where the model asks for it. Literal "<s>", "</s>" and "<unk>" in text are matched as special
+// tokens by HF (SentencePiece reads them as characters); UNUSED pieces are never merged into.
+
+typedef struct {
+    int32_t left, right, merged;
+    float score;
+} hf_merge;
+
+static int merge_order(const void *pa, const void *pb) {
+    const hf_merge *a = pa, *b = pb;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1;
+    if (a->merged != b->merged) return a->merged < b->merged ? -1 : 1;
+    if (a->left != b->left) return a->left < b->left ? -1 : 1;
+    return (a->right > b->right) - (a->right < b->right);
+}
+
+static bool mergeable(const ds_tokenizer *tok, int32_t id, bool as_result) {
+    ds_tok_type t = ds_tokenizer_type(tok, id);
+    return t == DS_TOK_NORMAL || t == DS_TOK_USER_DEFINED || (!as_result && t == DS_TOK_UNUSED);
+}
+
+static cJSON *bpe_merges(const ds_tokenizer *tok, int32_t V0) {
+    size_t n = 0, cap = 1024;
+    hf_merge *m = ag_xmalloc(cap * sizeof *m, "tokenizer.json merges");
+    char buf[1024];
+    for (int32_t id = 0; id < V0; id++) {
+        if (!mergeable(tok, id, true)) continue;
+        const char *piece = ds_tokenizer_id_to_piece(tok, id);
+        size_t len = strlen(piece);
+        if (len >= sizeof buf) continue; // no piece this long is built by merging in practice
+        for (size_t at = 1; at < len; at++) {
+            if (((unsigned char)piece[at] & 0xC0) == 0x80) continue; // inside a character
+            memcpy(buf, piece, at);
+            buf[at] = 0;
+            int32_t l = ds_tokenizer_piece_to_id(tok, buf);
+            int32_t r = ds_tokenizer_piece_to_id(tok, piece + at);
+            if (l < 0 || r < 0 || l >= V0 || r >= V0 || !mergeable(tok, l, false) ||
+                !mergeable(tok, r, false))
+                continue;
+            if (n == cap) m = ag_xrealloc(m, (cap *= 2) * sizeof *m, "tokenizer.json merges");
+            m[n++] = (hf_merge){l, r, id, ds_tokenizer_score(tok, id)};
+        }
+    }
+    qsort(m, n, sizeof *m, merge_order);
+    cJSON *list = jok(cJSON_CreateArray());
+    for (size_t i = 0; i < n; i++) {
+        const char *pair[2] = {ds_tokenizer_id_to_piece(tok, m[i].left),
+                               ds_tokenizer_id_to_piece(tok, m[i].right)};
+        jpush(list, cJSON_CreateStringArray(pair, 2));
+    }
+    free(m);
+    return list;
+}
+
+static cJSON *json_type(const char *type) {
+    cJSON *o = jok(cJSON_CreateObject());
+    jstr(o, "type", type);
+    return o;
+}
+
+// {"type": "Replace", "pattern": {"String"|"Regex": pattern}, "content": content}
+static cJSON *replace_step(const char *kind, const char *pattern, const char *content) {
+    cJSON *o = json_type("Replace");
+    jstr(jobj(o, "pattern"), kind, pattern);
+    jstr(o, "content", content);
+    return o;
+}
+
+static cJSON *added_token_json(int32_t id, const char *content, bool special, bool normalized) {
+    cJSON *e = jok(cJSON_CreateObject());
+    jnum(e, "id", id);
+    jstr(e, "content", content);
+    jbool(e, "single_word", false);
+    jbool(e, "lstrip", false);
+    jbool(e, "rstrip", false);
+    jbool(e, "normalized", normalized);
+    jbool(e, "special", special);
+    return e;
+}
+
+static void write_tokenizer_json(const hf_export *x) {
+    const ds_tokenizer *tok = x->tok;
+    const int32_t V0 = (int32_t)x->m->cfg.llm.vocab;
+    const bool dummy = ds_tokenizer_dummy_prefix(tok);
+    cJSON *root = jok(cJSON_CreateObject());
+    jstr(root, "version", "1.0");
+    jnull(root, "truncation");
+    jnull(root, "padding");
+
+    // Control pieces and the added tokens are matched in the raw text; user-defined pieces in
+    // the normalized text, so that the text after one gets no second dummy prefix.
+    cJSON *added = jok(cJSON_AddArrayToObject(root, "added_tokens"));
+    for (int32_t id = 0; id < V0; id++) {
+        ds_tok_type t = ds_tokenizer_type(tok, id);
+        if (t == DS_TOK_CONTROL || t == DS_TOK_UNKNOWN || t == DS_TOK_USER_DEFINED)
+            jpush(added, added_token_json(id, ds_tokenizer_id_to_piece(tok, id),
+                                          t != DS_TOK_USER_DEFINED, t == DS_TOK_USER_DEFINED));
+    }
+    for (int r = 0; r < GM_N_ADDED; r++)
+        jpush(added, added_token_json(V0 + r, x->text[r], true, false));
+
+    cJSON *norm = json_type("Sequence");
+    cJSON *steps = jok(cJSON_AddArrayToObject(norm, "normalizers"));
+    if (ds_tokenizer_removes_extra_whitespace(tok)) {
+        jpush(steps, replace_step("Regex", "\\A +", ""));
+        jpush(steps, replace_step("Regex", " {2,}", " "));
+    }
+    if (dummy) {
+        cJSON *pre = json_type("Prepend");
+        jstr(pre, "prepend", "\u2581");
+        jpush(steps, pre);
+    }
+    jpush(steps, replace_step("String", " ", "\u2581"));
+    if (ds_tokenizer_removes_extra_whitespace(tok))
+        jpush(steps, replace_step("Regex", "\u2581+\\z", ""));
+    jadd(root, "normalizer", norm);
+    jnull(root, "pre_tokenizer");
+
+    int32_t bos = ds_tokenizer_bos_id(tok);
+    if (bos >= 0) { // "<s> $A" as add_bos_token says; pairs "<s> $A <s> $B" as Llama's
+        const char *b = ds_tokenizer_id_to_piece(tok, bos);
+        cJSON *post = json_type("TemplateProcessing");
+        const char *forms[2] = {"single", "pair"};
+        for (int f = 0; f < 2; f++) {
+            cJSON *seq = jok(cJSON_AddArrayToObject(post, forms[f]));
+            for (int part = 0; part <= f; part++) {
+                cJSON *sp = jok(cJSON_CreateObject()), *sq = jok(cJSON_CreateObject());
+                cJSON *spi = jobj(sp, "SpecialToken"), *sqi = jobj(sq, "Sequence");
+                jstr(spi, "id", b);
+                jnum(spi, "type_id", part);
+                jstr(sqi, "id", part ? "B" : "A");
+                jnum(sqi, "type_id", part);
+                jpush(seq, sp);
+                jpush(seq, sq);
+            }
+        }
+        cJSON *st = jobj(jobj(post, "special_tokens"), b);
+        jstr(st, "id", b);
+        cJSON *ids = jok(cJSON_AddArrayToObject(st, "ids"));
+        jpush(ids, cJSON_CreateNumber(bos));
+        cJSON *toks = jok(cJSON_AddArrayToObject(st, "tokens"));
+        jpush(toks, cJSON_CreateString(b));
+        jadd(root, "post_processor", post);
+    } else {
+        jnull(root, "post_processor");
+    }
+
+    cJSON *dec = json_type("Sequence");
+    cJSON *dsteps = jok(cJSON_AddArrayToObject(dec, "decoders"));
+    jpush(dsteps, replace_step("String", "\u2581", " "));
+    jpush(dsteps, json_type("ByteFallback"));
+    jpush(dsteps, json_type("Fuse"));
+    if (dummy) {
+        cJSON *strip = json_type("Strip");
+        jstr(strip, "content", " ");
+        jnum(strip, "start", 1);
+        jnum(strip, "stop", 0);
+        jpush(dsteps, strip);
+    }
+    jadd(root, "decoder", dec);
+
+    cJSON *model = json_type("BPE");
+    jnull(model, "dropout");
+    int32_t unk = ds_tokenizer_unk_id(tok);
+    jstrn(model, "unk_token", unk >= 0 ? ds_tokenizer_id_to_piece(tok, unk) : NULL);
+    jnull(model, "continuing_subword_prefix");
+    jnull(model, "end_of_word_suffix");
+    jbool(model, "fuse_unk", true); // SentencePiece merges runs of unknown pieces too
+    jbool(model, "byte_fallback", ds_tokenizer_byte_fallback(tok));
+    jbool(model, "ignore_merges", false);
+    cJSON *vocab = jobj(model, "vocab");
+    for (int32_t id = 0; id < V0; id++) jnum(vocab, ds_tokenizer_id_to_piece(tok, id), id);
+    jadd(model, "merges", bpe_merges(tok, V0));
+    jadd(root, "model", model);
+    write_json(x->dir, "tokenizer.json", root);
+}
+
 static void write_tokenizer(const hf_export *x, const char *model_path) {
     const ds_tokenizer *tok = x->tok;
     const int32_t V0 = (int32_t)x->m->cfg.llm.vocab;
@@ -664,6 +850,7 @@ static void write_tokenizer(const hf_export *x, const char *model_path) {
     jstr(ct, "chat_template", tmpl);
     write_json(x->dir, "chat_template.json", ct);
     free(tmpl);
+    write_tokenizer_json(x);
 }
 
 // Branches ---------------------------------------------------------------------------------------
