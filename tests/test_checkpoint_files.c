@@ -3,10 +3,14 @@
 // entry inside it) goes itself and the folder it names is left whole. tr_ckpt_latest follows
 // OUT/latest, and without that link falls back to the newest step_N folder (a run killed
 // between renaming its checkpoint into place and moving the link), never to a .tmp one.
+// Also the checked helpers every writer relies on (autograd/error.h): folder syncs fail on a
+// folder that is not there, and cJSON running out of memory is a one-line failure.
+#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/error.h"
 #include "testlib.h"
 #include "train/checkpoint.h"
 
@@ -77,10 +81,28 @@ static void latest(void) {
     TL_EXPECT_FAIL(free(tr_ckpt_latest(at("run"))), "latest", "step_00000099", "not there");
 }
 
+// Let ASan's malloc return NULL for an impossible size, as glibc's does.
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) {
+    return "allocator_may_return_null=1";
+}
+
+static void checked_helpers(void) {
+    ag_sync_dir(root);
+    touch(at("synced"));
+    ag_sync_parent(at("synced"));
+    TL_EXPECT_FAIL(ag_sync_dir(at("no_such_folder")), "no_such_folder",
+                   "cannot open the folder to sync it");
+    TL_EXPECT_FAIL(ag_sync_dir(at("synced")), "synced", "cannot open the folder to sync it");
+    // cJSON allocates through ag_xmalloc: a builder never hands on NULL for lack of memory
+    TL_EXPECT_FAIL(cJSON_malloc((size_t)1 << 62), "out of memory", "for JSON");
+}
+
 int main(void) {
     tl_temp_dir(root, sizeof root, "checkpoint_files");
     remove_tree();
     latest();
+    checked_helpers();
     tr_remove_tree(root);
     TL_CHECK(!exists(root), "cleanup");
     return tl_summary("test_checkpoint_files");
