@@ -24,10 +24,10 @@ struct ag_node {
     ag_tensor *in[AG_NODE_MAX_IN];
     ag_tensor **in_many; // ops with a variable input count (concat) use this instead
     int n_in;
-    ag_tensor *saved[3];
-    double f[4];
-    int64_t i[4];
-    void *extra; // op-specific arguments copied into the arena
+    ag_tensor *saved[3]; // forward results backward needs beyond in/out (norm stats, lse)
+    double f[4];         // scalar arguments (eps, scale, exponent, dropout p)
+    int64_t i[4];        // integer arguments (op code, dims, dropout seed, ignore_index)
+    void *extra;         // op-specific arguments copied into the arena
     ag_node *prev;
 };
 
@@ -56,6 +56,10 @@ void ag_step_reset(ag_ctx *ctx);
 // Bytes: the most the step arena ever held; what the pool holds.
 size_t ag_step_peak_bytes(const ag_ctx *ctx);
 size_t ag_pool_bytes(const ag_ctx *ctx);
+// Uninitialised host memory in the step arena (its metadata half, not counted by
+// ag_step_peak_bytes), freed by ag_step_reset: op arguments that must live until backward,
+// and host scratch of model code (index tables), with no free to forget.
+void *ag_step_alloc(ag_ctx *ctx, size_t bytes);
 
 // New tensors. Step tensors are uninitialised unless _zeros.
 ag_tensor *ag_new(ag_ctx *ctx, ag_dtype dtype, ag_shape shape);
@@ -108,5 +112,3 @@ ag_node *ag_record(ag_ctx *ctx, const char *op, ag_backward_fn backward, ag_tens
                    ag_tensor *const *in);
 // The gradient buffer of t, allocated zeroed on first use.
 ag_tensor *ag_grad_of(ag_ctx *ctx, ag_tensor *t);
-// Storage for op arguments that must live until backward.
-void *ag_step_alloc(ag_ctx *ctx, size_t bytes);

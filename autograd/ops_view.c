@@ -166,7 +166,8 @@ ag_tensor *ag_contiguous(ag_ctx *ctx, ag_tensor *x) {
     return out;
 }
 
-// Concat: out viewed as (outer, total * inner); input i owns columns [off_i, off_i + n_i).
+// Concat: out viewed as (outer, out->shape[d] * inner); the input spanning [at, at + n) of
+// dim d owns columns [at * inner, (at + n) * inner).
 static ag_layout concat_piece(const ag_tensor *out, int d, int64_t at, int64_t n) {
     int64_t inner = 1, outer = 1;
     for (int i = d + 1; i < out->ndim; i++) inner *= out->shape[i];

@@ -256,9 +256,10 @@ static int64_t qformer_bytes(const gm_qformer_config *q, int64_t Q, int64_t T, i
     const int64_t C = q->hidden, I = q->intermediate, H = q->n_heads;
     int64_t n = 2 * Q * C * e;
     for (int64_t l = 0; l < q->n_layers; l++) {
-        n += Q * (8 * C + 2 * I) * e + Q * Q * H * 4; // self-attention block and FFN
+        // Each attention keeps only its log-sum-exp: H f32 per query.
+        n += Q * (8 * C + 2 * I) * e + Q * H * 4; // self-attention block and FFN
         if (l % q->cross_attention_frequency == 0)
-            n += (Q * 5 * C + T * 2 * C) * e + Q * T * H * 4; // cross-attention
+            n += (Q * 5 * C + T * 2 * C) * e + Q * H * 4; // cross-attention
     }
     return n;
 }
@@ -510,6 +511,7 @@ static ag_tensor *encode_video(ag_ctx *ctx, encode_args *a) {
         ag_tensor *h = run_stage(ctx, m, frames, video_vit_stage, vit_frozen);
         q = gm_frame_qformer_forward(ctx, m->frame_qformer, h);
     }
+    // The adapter's dropout stream: 0x766964656f is "video" in ASCII, apart from audio's.
     ag_tensor *f = gm_video_adapter_forward(ctx, m->video_adapter, q, n, a->train,
                                             a->seed ^ 0x766964656full); // (n, Qv, L)
     return per_sample(ctx, f, a->b->media_of[GM_MOD_VIDEO], a->b->B);
@@ -524,6 +526,7 @@ static ag_tensor *encode_audio(ag_ctx *ctx, encode_args *a) {
     bool frozen = all_frozen(m->audio_vit->params, m->audio_vit->n_params);
     ag_tensor *e = run_stage(ctx, m, clips, audio_vit_stage, frozen); // (n·K, Ca)
     e = ag_reshape(ctx, e, AG_SHAPE(n, K, e->shape[1]));
+    // The adapter's dropout stream: 0x617564696f is "audio" in ASCII, apart from video's.
     ag_tensor *f = gm_audio_adapter_forward(ctx, m->audio_adapter, e, a->train,
                                             a->seed ^ 0x617564696full); // (n, Qa, L)
     return per_sample(ctx, f, a->b->media_of[GM_MOD_AUDIO], a->b->B);
@@ -608,7 +611,8 @@ static ag_tensor *embed_tokens(ag_ctx *ctx, const gm_groundinggpt *m, const int3
         pos[k] = (int32_t)i;
         row[k++] = id - V0;
     }
-    ag_tensor *x = ag_embedding(ctx, m->llm->embed, ag_from_host(ctx, AG_I32, AG_SHAPE(N), base));
+    ag_tensor *x =
+        ag_embedding(ctx, m->llm->embed, ag_from_host(ctx, AG_I32, AG_SHAPE(N), base)); // (N, C)
     if (k) { // (N, C) with the added rows scattered in
         ag_tensor *add = ag_embedding(ctx, m->embed_added,
                                       ag_from_host(ctx, AG_I32, AG_SHAPE(k), row)); // (k, C)

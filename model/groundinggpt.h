@@ -134,8 +134,8 @@ int gm_groundinggpt_census(const gm_groundinggpt_config *cfg, gm_census_row *row
 
 // Step-arena bytes of one frozen encoder pass (no tape) over `rows` input rows (images,
 // frames or clips) of modality m: every op output stays in the arena until the reset, i.e.
-// per block and token 9C + 2F elements, the attention probabilities (H x T f32) and the
-// norm statistics; for video the frame Q-Former on top. An estimate, like params.h's.
+// per block and token 9C + 2F elements, the attention's log-sum-exp (H f32) and the norm
+// statistics; for video the frame Q-Former on top. An estimate, like params.h's.
 int64_t gm_groundinggpt_encoder_bytes(const gm_groundinggpt_config *cfg, gm_modality m,
                                       int64_t rows);
 

@@ -178,6 +178,8 @@ static ag_tensor *block(ag_ctx *ctx, const gm_llama *m, int64_t l, ag_tensor *x,
     const gm_llama_layer *L = &m->layers[l];
     int64_t B = x->shape[0], T = x->shape[1], C = c->dim;
     int64_t H = c->n_heads, Hkv = c->n_kv_heads, D = C / H;
+    // LoRA dropout stream per layer: 0x4c6f5241 is "LoRA" in ASCII, keeping it apart from
+    // other streams drawn from the same seed.
     lora_args la = {.L = L,
                     .scale = gm_lora_scale(&c->lora),
                     .dropout = m->lora_train && !kv ? c->lora.dropout : 0,
@@ -196,11 +198,11 @@ static ag_tensor *block(ag_ctx *ctx, const gm_llama *m, int64_t l, ag_tensor *x,
     }
     ag_tensor *a = ag_attention(ctx, q, k, v, NULL, true, 1.0 / sqrt((double)D)); // (B, T, H, D)
     a = ag_reshape(ctx, a, AG_SHAPE(B, T, C));
-    x = ag_add(ctx, x, lin(ctx, &la, a, L->wo, GM_LORA_O));
+    x = ag_add(ctx, x, lin(ctx, &la, a, L->wo, GM_LORA_O)); // (B, T, C)
     h = ag_rmsnorm(ctx, x, L->ffn_norm, c->norm_eps);
     ag_tensor *f = ag_swiglu(ctx, lin(ctx, &la, h, L->w_gate, GM_LORA_GATE),
-                             lin(ctx, &la, h, L->w_up, GM_LORA_UP)); // (B, T, F)
-    return ag_add(ctx, x, lin(ctx, &la, f, L->w_down, GM_LORA_DOWN));
+                             lin(ctx, &la, h, L->w_up, GM_LORA_UP));  // (B, T, F)
+    return ag_add(ctx, x, lin(ctx, &la, f, L->w_down, GM_LORA_DOWN)); // (B, T, C)
 }
 
 ag_tensor *gm_llama_hidden(ag_ctx *ctx, const gm_llama *m, ag_tensor *x, ag_tensor *pos) {

@@ -80,12 +80,12 @@ int64_t gm_llama_config_param_count(const gm_llama_config *cfg);
 // Step-arena bytes of one forward/backward of the decoder on B x T tokens in compute dtype
 // dt (f32 or bf16): per layer and token the outputs of every op (norms, q/k/v, RoPE,
 // attention output, projections, residual adds, gate/up/swiglu/down: 9C + 3Ckv + 3F
-// elements, norm statistics in f32), the attention probabilities ag_attention keeps for
-// backward (H x T f32 per token: the dominant term at long contexts), the logits (V per
-// token) and cross-entropy statistics; then what backward adds: the logits' gradient twice
-// (it and its view's) and one layer's activation gradients (2C + 2F + 3Ckv per token).
-// Within a few per cent of ag_step_peak_bytes on the CPU backend for small decoders (checked
-// in tests/test_splice.c); without activation checkpointing, which the engine lacks.
+// elements, norm statistics in f32), the attention's log-sum-exp ag_attention keeps for
+// backward (H f32 per token), the logits (V per token) and cross-entropy statistics; then what
+// backward adds: the logits' gradient twice (it and its view's) and one layer's activation
+// gradients (2C + 2F + 3Ckv per token). Within a few per cent of ag_step_peak_bytes on the CPU
+// backend for small decoders (checked in tests/test_splice.c); without activation checkpointing,
+// which the engine lacks.
 int64_t gm_llama_activation_bytes(const gm_llama_config *cfg, ag_dtype dt, int64_t B, int64_t T);
 // From counts: weights elements at weight dtype wdt, of which trainable elements train.
 gm_memory gm_memory_estimate(int64_t weights, int64_t trainable, ag_dtype wdt,

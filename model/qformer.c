@@ -200,7 +200,8 @@ ag_tensor *gm_qformer_forward(ag_ctx *ctx, const gm_qformer *m, ag_tensor *queri
     // The embedding LayerNorm runs once on the shared query tokens, then broadcasts.
     ag_tensor *x = ag_layernorm(ctx, queries, m->ln_w, m->ln_b, c->eps); // (1|B, Q, C)
     x = drop(ctx, x, c->dropout, train, seed, 0);
-    if (x->shape[0] != B) x = ag_add(ctx, ag_zeros(ctx, x->dtype, AG_SHAPE(B, x->shape[1], C)), x);
+    if (x->shape[0] != B)
+        x = ag_add(ctx, ag_zeros(ctx, x->dtype, AG_SHAPE(B, x->shape[1], C)), x); // (B, Q, C)
     for (int64_t l = 0; l < c->n_layers; l++) {
         const gm_qformer_layer *L = &m->layers[l];
         uint64_t site = 1 + 4 * (uint64_t)l;

@@ -47,7 +47,7 @@ typedef struct {
 void gm_splice_scan(ag_ctx *ctx, gm_splice_plan *plan, const gm_splice_tokens *tok,
                     const int32_t *ids, int64_t B, int64_t T);
 // Checks that sample b supplies exactly plan->per_sample[m][b] feature rows (rows: (B), NULL
-// meaning none); fails "splice: sample 3 has 576 <image> patch tokens but 0 image feature
+// meaning none); fails "splice: sample 3 has 576 image patch tokens but 0 image feature
 // rows". Called by gm_splice_embed before any encoder runs.
 void gm_splice_check(const gm_splice_plan *plan, gm_modality m, const int64_t *rows);
 

@@ -490,9 +490,10 @@ ag_tensor *gm_vit_clip_pixels(ag_ctx *ctx, ag_tensor *images, ag_dtype dt) {
     if (!ag_dtype_is_float(dt))
         ag_fail("vit: pixels need a float dtype, not %s", ag_dtype_name(dt));
     ag_tensor *x = ag_scale(ctx, ag_cast(ctx, images, dt), 1.0 / 255.0); // (B, H, W, 3)
-    ag_tensor *mu = ag_cast(ctx, ag_from_host(ctx, AG_F64, AG_SHAPE(3), mean), dt);
-    ag_tensor *is = ag_cast(ctx, ag_from_host(ctx, AG_F64, AG_SHAPE(3), inv_std), dt);
-    return ag_mul(ctx, ag_sub(ctx, x, mu), is);
+    // CLIP's per-channel mean and 1 / std, broadcast over the last dim.
+    ag_tensor *mu = ag_cast(ctx, ag_from_host(ctx, AG_F64, AG_SHAPE(3), mean), dt);    // (3)
+    ag_tensor *is = ag_cast(ctx, ag_from_host(ctx, AG_F64, AG_SHAPE(3), inv_std), dt); // (3)
+    return ag_mul(ctx, ag_sub(ctx, x, mu), is); // (B, H, W, 3)
 }
 
 ag_tensor *gm_vit_embed(ag_ctx *ctx, const gm_vit *m, ag_tensor *x) {

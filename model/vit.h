@@ -155,8 +155,9 @@ typedef struct {
 // prefix + checkpoint name (prefix may be NULL).
 gm_vit *gm_vit_new(ag_ctx *ctx, const gm_vit_config *cfg, const char *prefix, ag_dtype dtype);
 void gm_vit_free(gm_vit *m);
-// Initialises as the originals do in spirit: matrices, class and position embeddings and
-// bias_k/v normal(0, std), biases 0, LayerNorm weights 1. Deterministic from seed.
+// Initialises as the originals do in spirit: matrices, class embedding and bias_k/v
+// normal(0, std), biases 0, LayerNorm weights 1; position embeddings a 2-D sin-cos table
+// (class row zero) when width % 4 == 0, else normal(0, std). Deterministic from seed.
 void gm_vit_init(gm_vit *m, uint64_t seed, double std);
 int64_t gm_vit_param_count(const gm_vit *m);
 

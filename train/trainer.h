@@ -21,8 +21,10 @@
 #include "train/yaml_tree.h"
 
 typedef struct {
-    int64_t steps;                     // optimizer steps of the stage
-    double final_loss;                 // mean loss of the last logged window (NAN if none ran here)
+    int64_t steps; // optimizer steps of the stage
+    // Mean loss of the last logged window; when none was logged here, the loss recorded in
+    // the resumed checkpoint (0 on a fresh start).
+    double final_loss;
     bool skipped;                      // already complete: nothing ran
     double rec_acc;                    // REC Acc@0.5 on the eval data (NAN when not evaluated)
     double tvg_r1;                     // temporal grounding R@1 at IoU 0.5 (NAN when not evaluated)
