@@ -38,6 +38,11 @@ void ag_fail(const char *fmt, ...) {
     ag_vfail(fmt, ap);
 }
 
+void ag_fail_path_too_long(const char *head, const char *rest) {
+    size_t n = strlen(head);
+    ag_fail("%s%s%s: path too long", n > 200 ? "..." : "", head + (n > 200 ? n - 200 : 0), rest);
+}
+
 void *ag_xmalloc(size_t bytes, const char *what) {
     void *p = malloc(bytes ? bytes : 1);
     if (!p) ag_fail("out of memory allocating %zu bytes for %s", bytes, what);

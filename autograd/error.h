@@ -22,6 +22,11 @@ void ag_set_error_handler(ag_error_handler handler);
 __attribute__((noreturn, format(printf, 1, 2))) void ag_fail(const char *fmt, ...);
 __attribute__((noreturn)) void ag_vfail(const char *fmt, va_list ap);
 
+// Fails with "<head><rest>: path too long" for a path that does not fit its buffer. Such a path
+// is PATH_MAX long or more and a message holds 2047 characters, so head shows only its last 200
+// characters ("..." before them): what is wrong stays on the line.
+__attribute__((noreturn)) void ag_fail_path_too_long(const char *head, const char *rest);
+
 // Allocation helpers that fail with a message instead of returning NULL.
 void *ag_xmalloc(size_t bytes, const char *what);
 void *ag_xcalloc(size_t n, size_t size, const char *what);

@@ -889,7 +889,23 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
         } else {
             if (!w) {
                 shard_name(name, sizeof name, name_set, st.shards);
-                snprintf(path_buf, sizeof path_buf, "%s/%s", staging, name);
+                if ((size_t)snprintf(path_buf, sizeof path_buf, "%s/%s", staging, name) >=
+                    sizeof path_buf) {
+                    stop_workers(p, th, cfg->threads);
+                    undo_run();
+                    // staging was made (under PATH_MAX); ag_fail's line holds 2047
+                    // characters: its last 200 keep what is wrong on the line
+                    size_t n = strlen(staging);
+                    char line[512];
+                    snprintf(line, sizeof line, "%s%s/%s: path too long", n > 200 ? "..." : "",
+                             staging + (n > 200 ? n - 200 : 0), name);
+                    free_result(&r);
+                    ds_manifest_free(&man);
+                    free(staging);
+                    free(th);
+                    packer_free(p);
+                    ag_fail("%s", line);
+                }
                 w = ds_shard_create(path_buf, &layout);
             }
             int32_t rows[DS_MEDIA_KINDS] = {-1, -1, -1};

@@ -5,10 +5,13 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "autograd/error.h"
 #include "autograd/rng.h"
@@ -102,6 +105,23 @@ static bool overlaps(const shape *a, const shape *b) {
     return a->x1 < b->x2 && b->x1 < a->x2 && a->y1 < b->y2 && b->y1 < a->y2;
 }
 
+// snprintf into a path buffer; fails with "<path>: path too long" when it does not fit (the
+// path by its last 200 characters: ag_fail's one line holds 2047, and such a path is longer).
+__attribute__((format(printf, 3, 4))) static void path_printf(char *buf, size_t n, const char *fmt,
+                                                              ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+    if (k < 0) ag_fail("synth: cannot format a path from '%s'", fmt);
+    if ((size_t)k < n) return;
+    char *full = ag_xmalloc((size_t)k + 1, "path");
+    va_start(ap, fmt);
+    vsnprintf(full, (size_t)k + 1, fmt, ap);
+    va_end(ap);
+    ag_fail_path_too_long(full, "");
+}
+
 static cJSON *turn(const char *from, const char *value) {
     cJSON *t = cJSON_CreateObject();
     cJSON_AddStringToObject(t, "from", from);
@@ -144,8 +164,8 @@ static void synth_image(const ds_synth_config *c, int64_t i, cJSON *list) {
     }
     for (int k = 0; k < placed; k++) draw(rgb, w, h, &shapes[k]);
     char rel[128], path[4096], id[64], q[512], a[512], box[64];
-    snprintf(rel, sizeof rel, "media/images/img_%06lld.png", (long long)i);
-    snprintf(path, sizeof path, "%s/%s", c->out_dir, rel);
+    path_printf(rel, sizeof rel, "media/images/img_%06lld.png", (long long)i);
+    path_printf(path, sizeof path, "%s/%s", c->out_dir, rel);
     ds_image_write_png(path, rgb, w, h);
     free(rgb);
 
@@ -208,8 +228,8 @@ static void synth_video(const ds_synth_config *c, int64_t i, cJSON *list) {
         }
     }
     char rel[128], path[4096], id[64], q[512], a[512], span[64];
-    snprintf(rel, sizeof rel, "media/videos/vid_%06lld.mp4", (long long)i);
-    snprintf(path, sizeof path, "%s/%s", c->out_dir, rel);
+    path_printf(rel, sizeof rel, "media/videos/vid_%06lld.mp4", (long long)i);
+    path_printf(path, sizeof path, "%s/%s", c->out_dir, rel);
     ds_video_write(path, frames, n, w, h, c->video_fps);
     free(frames);
     snprintf(a, sizeof a, "A %s %s appears and moves to the %s.", colours[s.colour].name,
@@ -246,8 +266,8 @@ static void synth_audio(const ds_synth_config *c, int64_t i, cJSON *list) {
         x[k] = (float)v;
     }
     char rel[128], path[4096], id[64], q[512], a[512], span[64];
-    snprintf(rel, sizeof rel, "media/audio/aud_%06lld.wav", (long long)i);
-    snprintf(path, sizeof path, "%s/%s", c->out_dir, rel);
+    path_printf(rel, sizeof rel, "media/audio/aud_%06lld.wav", (long long)i);
+    path_printf(path, sizeof path, "%s/%s", c->out_dir, rel);
     ds_audio_write_wav(path, x, n, rate);
     free(x);
     snprintf(a, sizeof a, "The sound of %s.", sound_names[kind]);
@@ -259,19 +279,32 @@ static void synth_audio(const ds_synth_config *c, int64_t i, cJSON *list) {
     add_sample(list, id, "sound", rel, "sound", q, span);
 }
 
+// dir/name, written to dir/name.tmp, synced and renamed into place (the temporary file is
+// removed when anything fails).
 static void write_json(const char *dir, const char *name, cJSON *list) {
     char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    path_printf(path, sizeof path, "%s/%s", dir, name);
+    path_printf(tmp, sizeof tmp, "%s.tmp", path);
     char *text = cJSON_PrintUnformatted(list);
     if (!text) ag_fail("%s: out of memory printing JSON", path);
     FILE *f = fopen(tmp, "wb");
     if (!f) ag_fail("%s: cannot write: %s", tmp, strerror(errno));
     size_t len = strlen(text);
-    if (fwrite(text, 1, len, f) != len || fclose(f))
-        ag_fail("%s: write failed: %s", tmp, strerror(errno));
-    if (rename(tmp, path)) ag_fail("%s: cannot rename into place: %s", path, strerror(errno));
+    errno = 0;
+    bool ok = fwrite(text, 1, len, f) == len && !fflush(f) && !fsync(fileno(f));
+    int e = errno;
+    if (fclose(f) && ok) ok = false, e = errno;
     free(text);
+    if (!ok) {
+        unlink(tmp);
+        ag_fail("%s: write failed: %s", tmp, strerror(e ? e : EIO));
+    }
+    if (rename(tmp, path)) {
+        e = errno;
+        unlink(tmp);
+        ag_fail("%s: cannot rename %s into place: %s", path, tmp, strerror(e));
+    }
+    ag_sync_dir(dir);
 }
 
 void ds_synth(const ds_synth_config *c) {
@@ -283,7 +316,7 @@ void ds_synth(const ds_synth_config *c) {
     char dir[4096];
     const char *sub[] = {"images", "videos", "audio"}; // mkdir -p makes OUT and OUT/media too
     for (int k = 0; k < 3; k++) {
-        snprintf(dir, sizeof dir, "%s/media/%s", c->out_dir, sub[k]);
+        path_printf(dir, sizeof dir, "%s/media/%s", c->out_dir, sub[k]);
         ds_make_dirs(dir);
     }
     cJSON *train = cJSON_CreateArray(), *eval = cJSON_CreateArray();

@@ -56,6 +56,49 @@ if "$groundc" train "$good" --set train.steps=3 >"$tmp/out" 2>"$tmp/err"; then o
 grep -q '"step": 3, "loss": ' "$tmp/run/metrics.jsonl" && ok || bad "metrics.jsonl content"
 grep -q "steps: 3" "$tmp/run/config.yaml" && ok || bad "resolved config not saved with the override"
 grep -q "held-out token acc" "$tmp/out" && ok || bad "no evaluation table"
+# config.yaml is replaced whole (temporary file, fsync, rename), never rewritten in place: a
+# hard link to the old file keeps the old text, and no temporary file stays behind
+ln -f "$tmp/run/config.yaml" "$tmp/old_config.yaml"
+if "$groundc" train "$good" --set train.steps=2 >"$tmp/out" 2>"$tmp/err"; then ok; else bad "second run: $(cat "$tmp/err")"; fi
+grep -q "steps: 3" "$tmp/old_config.yaml" && grep -q "steps: 2" "$tmp/run/config.yaml" && ok ||
+  bad "config.yaml written through in place"
+if ls "$tmp/run" | grep -q tmp; then bad "temporary file left in the run folder: $(ls "$tmp/run")"; else ok; fi
+# non-finite steps: skipped and said, no NaN in metrics.jsonl; 10 in a row stop the copy-task
+# run (its config has no train.max_bad_steps) with an error, not a NaN table and exit 0
+GROUNDC_TEST_NAN_STEPS=2 "$groundc" train "$good" --set train.steps=3 >"$tmp/out" 2>"$tmp/err" &&
+  grep -q "step 2: non-finite loss or gradient, update skipped (1 in a row)" "$tmp/err" && ok ||
+  bad "one NaN step: $(cat "$tmp/err")"
+grep -qi nan "$tmp/run/metrics.jsonl" && bad "NaN in metrics.jsonl: $(cat "$tmp/run/metrics.jsonl")" || ok
+GROUNDC_TEST_NAN_STEPS=1,2,3,4,5,6,7,8,9,10 "$groundc" train "$good" --set train.steps=12 >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ $rc -ne 0 ] && [ "$(grep -c 'groundc: error' "$tmp/err")" = 1 ] &&
+  tail -1 "$tmp/err" | grep -q "^groundc: error: train: 10 non-finite steps in a row; stopping at step 10" &&
+  ok || bad "10 NaN steps in a row: rc=$rc, $(tail -2 "$tmp/err")"
+
+# stdout is checked before exit: `groundc ... > file` on a full disk fails, naming stdout
+if [ -w /dev/full ]; then
+  full() ( exec "$@" >/dev/full )
+  expect_error "stdout full: --help" "^groundc: error: stdout: write failed: No space left" full "$groundc" --help
+  expect_error "stdout full: --version" "^groundc: error: stdout: write failed" full "$groundc" --version
+  expect_error "stdout full: synth --help" "^groundc: error: stdout: write failed" full "$groundc" synth --help
+  expect_error "stdout full: inspect" "^groundc: error: stdout: write failed" full "$groundc" inspect "$src/configs/model/tiny.yaml"
+else
+  echo "test_cli: no /dev/full; stdout checks skipped"
+fi
+
+# long_path N: a path of N characters under $tmp/l (folders of 100 characters, not made)
+long_path() {
+  local p=$tmp/l
+  while [ ${#p} -lt $(($1 - 200)) ]; do p=$p/$(printf 'd%.0s' {1..100}); done
+  echo "$p/$(printf 'e%.0s' $(seq $(($1 - ${#p} - 1))))"
+}
+# synth: a train.json it cannot replace (a folder) fails naming it, and leaves no .tmp file
+mkdir -p "$tmp/sj/train.json"
+expect_error "synth over a folder" "sj/train.json: cannot rename" "$groundc" synth --out "$tmp/sj" --images 1 --videos 0 --audios 0
+[ ! -e "$tmp/sj/train.json.tmp" ] && ok || bad "synth left train.json.tmp behind"
+# paths of PATH_MAX or more are refused, never cut short (an image went to .../img_0000)
+expect_error "synth long path" "^groundc: error: \.\.\.[de/]+/media/images/img_000000\.png: path too long$" \
+  "$groundc" synth --out "$(long_path 4075)" --images 1 --videos 0 --audios 0
 
 
 # --- stage configs, read and checked with --dry-run (no data needed)
@@ -106,6 +149,9 @@ sed "s|^  out: .*|  out: \"q: a's #b/two\"|" stage.yaml >q2.yaml
 printf 'stages: [q1.yaml, q2.yaml]\n' >q.yaml
 dry q.yaml && grep -qx "    checkpoint: q: a's #b/one/latest" "$tmp/out" && ok ||
   bad "curriculum init.checkpoint quoting: $(grep 'checkpoint:' "$tmp/out") $(cat "$tmp/err")"
+# a checkpoint.out too long for its checkpoints' paths (out/latest)
+expect_error "long checkpoint.out" "^groundc: error: \.\.\.[de/]+/latest: path too long$" \
+  "$groundc" train stage.yaml --dry-run --set checkpoint.out="$(long_path 4090)"
 # global_batch that does not divide: named where it was set
 expect_error "global batch from --set" "--set data.global_batch=5:1:19: data.global_batch: 5 is not a multiple of micro_batch 2 x 1 ranks" \
   "$groundc" train stage.yaml --dry-run --set data.global_batch=5

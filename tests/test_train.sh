@@ -60,8 +60,21 @@ grep -qE '"complete":\s*true' ref/latest/state.json && ok || bad "final state co
 # holds steps 1-4; the resume drops step 4's line and writes it again, the same
 GROUNDC_TEST_KILL_AT_STEP=5 run --set checkpoint.out=$tmp/k0
 [ "$(losses k0/metrics.jsonl | wc -l)" = 4 ] && ok || bad "live metrics: $(losses k0/metrics.jsonl | wc -l) lines after step 4, want 4"
+cp -r k0 k0m # for the unreadable metrics.jsonl below
 run --set checkpoint.out=$tmp/k0 --resume auto || bad "resume k0: $(tail -3 "$tmp/log")"
 diff <(losses ref/metrics.jsonl) <(losses k0/metrics.jsonl) >/dev/null && ok || bad "k0 losses differ after resume"
+# the resume rewrites metrics.jsonl through a synced temporary file; one it cannot read fails
+# the resume, naming it (a read error used to pass for its end, an open error skipped the
+# rewrite), and the temporary file goes
+rm k0m/metrics.jsonl && mkdir k0m/metrics.jsonl
+expect_error "metrics.jsonl unreadable (a folder)" "k0m/metrics.jsonl: cannot read: Is a directory" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k0m --resume auto
+if ls k0m | grep -q "metrics.jsonl.tmp"; then bad "temporary metrics file left behind: $(ls k0m)"; else ok; fi
+if [ "$(id -u)" != 0 ]; then # (root opens any file whatever its mode)
+  rmdir k0m/metrics.jsonl && printf '{"step": 1}\n' >k0m/metrics.jsonl && chmod 200 k0m/metrics.jsonl
+  expect_error "metrics.jsonl unreadable (mode 200)" "k0m/metrics.jsonl: cannot read: Permission denied" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k0m --resume auto
+else
+  echo "test_train: running as root; the unreadable-mode metrics.jsonl check skipped"
+fi
 
 # --- SIGKILL after step 7 (checkpoints at 3, 6): resume continues from step 6
 GROUNDC_TEST_KILL_AT_STEP=7 run --set checkpoint.out=$tmp/k1
@@ -117,6 +130,20 @@ expect_error "other video frames" "train_f8/shard_[0-9]+\.h5: videos are 8 frame
 # the after-stage eval's inputs are checked before training, not after the whole run
 expect_error "missing eval data" "nothere_eval" "$groundc" train stage.yaml --set checkpoint.out=$tmp/ev --set eval.data=nothere_eval --set eval.tokenizer="$here/fixtures/tokenizer/test_bpe.model"
 [ ! -e ev ] && ok || bad "a run with missing eval data trained first"
+
+# --- paths of PATH_MAX or more are refused, never cut short (metrics.jsonl went to
+# "metrics.js", a resume probed a cut state.json path, a shard was written under a cut name)
+long_path() { # N: a path of N characters under $tmp/l (folders of 100 characters, not made)
+  local p=$tmp/l
+  while [ ${#p} -lt $(($1 - 200)) ]; do p=$p/$(printf 'd%.0s' {1..100}); done
+  echo "$p/$(printf 'e%.0s' $(seq $(($1 - ${#p} - 1))))"
+}
+expect_error "long checkpoint.out" "e/metrics\.jsonl: path too long$" "$groundc" train stage.yaml --set checkpoint.out="$(long_path 4085)"
+expect_error "long --resume" "e/state\.json: path too long$" "$groundc" train stage.yaml --set checkpoint.out=$tmp/lr --resume "$(long_path 4086)"
+expect_error "pack: long shard path" "e/\.pack-staging/shard_00000\.h5: path too long$" "$groundc" pack --json raw/train.json --media-root raw \
+  --out "$(long_path 4070)" --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --threads 1
+[ ! -e "$(long_path 4070)" ] && ok || bad "pack left its output folder behind"
+rm -rf "$tmp/l"
 
 # --- non-finite steps: skipped and logged; too many in a row stop the run
 GROUNDC_TEST_NAN_STEPS=4 run --set checkpoint.out=$tmp/nan || bad "one NaN step: $(tail -3 "$tmp/log")"

@@ -54,3 +54,17 @@ void tr_write_npy_f32(const char *path, const float *x, long long rows, long lon
                              {x, sizeof(float) * (size_t)rows * (size_t)cols}};
     tr_write_file_atomic(path, parts, 2);
 }
+
+void tr_flush_checked(FILE *f, const char *path) {
+    errno = 0;
+    if (fflush(f) || ferror(f))
+        ag_fail("%s: write failed: %s", path, errno ? strerror(errno) : "an earlier write failed");
+}
+
+void tr_close_checked(FILE *f, const char *path) {
+    errno = 0;
+    bool bad = fflush(f) || ferror(f);
+    int e = errno;
+    if (fclose(f) && !bad) bad = true, e = errno;
+    if (bad) ag_fail("%s: write failed: %s", path, e ? strerror(e) : "an earlier write failed");
+}

@@ -56,7 +56,6 @@ static tr_yaml *load_with_sets(const char *path, const train_args *a) {
     tr_yaml *root = tr_yaml_load(path);
     apply_sets(root, a);
     return root;
-    return root;
 }
 
 static void print_resolved(const char *path, const tr_yaml *root, const tr_dist *d) {
@@ -102,7 +101,9 @@ static int run_stage(const char *path, tr_yaml *root, const train_args *a, const
                    (long long)c.micro_batch, (long long)c.accumulation, d->world,
                    d->world > 1 ? "s" : "");
         tr_stage_result_clear(res);
-        snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s/latest", c.out_dir);
+        if (snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s/latest", c.out_dir) >=
+            (int)sizeof res->final_ckpt)
+            ag_fail_path_too_long(c.out_dir, "/latest");
         tr_train_config_free(&c);
         return 0;
     }
@@ -138,7 +139,9 @@ static int run_curriculum(tr_yaml *root, const train_args *a, const tr_dist *d) 
             if (!abs) ag_fail("%s: the previous stage's checkpoint is not there", prev);
             // a --set value is YAML: single-quoted, so that ": " or " #" in a path stay text
             size_t k = (size_t)snprintf(set, sizeof set, "init.checkpoint='");
-            for (const char *c = abs; *c && k + 3 < sizeof set; c++) {
+            for (const char *c = abs; *c; c++) {
+                if (k + 4 > sizeof set) // this character (maybe doubled), the quote, the NUL
+                    ag_fail_path_too_long(abs, "");
                 if (*c == '\'') set[k++] = '\'';
                 set[k++] = *c;
             }
@@ -149,7 +152,8 @@ static int run_curriculum(tr_yaml *root, const train_args *a, const tr_dist *d) 
         }
         if (d->rank == 0) printf("\n== curriculum: stage %d of %d: %s\n", i + 1, n, paths[i]);
         run_stage(paths[i], st, a, d, "auto", &res[i]);
-        snprintf(prev, sizeof prev, "%s", res[i].final_ckpt);
+        if (snprintf(prev, sizeof prev, "%s", res[i].final_ckpt) >= (int)sizeof prev)
+            ag_fail_path_too_long(res[i].final_ckpt, "");
         tr_yaml_free(st);
     }
     if (d->rank == 0 && !a->dry_run) {

@@ -141,8 +141,19 @@ int tr_export_main(int argc, char **argv) {
     const bool replace = out_exists(out, ckpt, force); // (made or changed meanwhile?)
     if (replace && rename(out, old))
         ag_fail("export: cannot move the old %s aside: %s", out, strerror(errno));
-    if (rename(tmp, out)) ag_fail("export: cannot rename %s to %s: %s", tmp, out, strerror(errno));
+    if (rename(tmp, out)) {
+        int e = errno;
+        // Put the previous export back where it was; if even that fails, say where it is (the
+        // error handler removes only the new export, in tmp).
+        if (replace && rename(old, out))
+            ag_fail("export: cannot rename %s to %s: %s; the previous export could not be moved "
+                    "back either (%s) and is at %s",
+                    tmp, out, strerror(e), strerror(errno), old);
+        ag_fail("export: cannot rename %s to %s: %s%s", tmp, out, strerror(e),
+                replace ? " (the previous export is back in place)" : "");
+    }
     g_tmp[0] = 0;
+    ag_sync_parent(out);
     ag_set_error_handler(NULL);
     if (replace) tr_remove_tree(old);
     printf("export: %s -> %s (%s, %s)\n", ckpt, out, format, dtype);

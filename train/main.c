@@ -1,4 +1,5 @@
 // main.c: the groundc command: `groundc <command> [arguments]`.
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,7 @@ static int cmd_synth(int argc, char **argv) {
         const char *opt = argv[i];
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
             usage(stdout);
-            exit(0);
+            return 0;
         }
         if (i + 1 >= argc) ag_fail("synth: option %s needs a value", opt);
         const char *v = argv[++i];
@@ -128,7 +129,7 @@ static int cmd_inspect(int argc, char **argv) {
     return tr_inspect(path, batch, seq, checksums, stdout);
 }
 
-int main(int argc, char **argv) {
+static int run(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -150,4 +151,16 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "export")) return tr_export_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     ag_fail("unknown command '%s' (groundc --help lists the commands)", cmd);
+}
+
+int main(int argc, char **argv) {
+    int rc = run(argc, argv);
+    ag_set_error_handler(NULL); // MPI, if it ran, is finalized: each rank reports for itself
+    // What went to stdout (a report, `> file` on a full disk) must have arrived: a write that
+    // failed, now or in an earlier automatic flush, fails the command.
+    errno = 0;
+    if (fflush(stdout) || ferror(stdout))
+        ag_fail("stdout: write failed: %s",
+                errno ? strerror(errno) : "an earlier write to it failed");
+    return rc;
 }

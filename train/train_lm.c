@@ -13,6 +13,7 @@
 #include "autograd/optim.h"
 #include "data/copy_task.h"
 #include "data/files.h"
+#include "train/atomic_file.h"
 #include "train/checkpoint.h"
 #include "train/dist.h"
 #include "train/schedule.h"
@@ -78,6 +79,25 @@ void tr_lm_config_read(tr_yaml *root, tr_lm_config *c) {
     tr_yaml_check_used(root);
 }
 
+// Non-finite steps in a row that stop the run. The copy-task config has no
+// train.max_bad_steps (stage configs do): a fixed 10, that config key's usual order of size.
+enum { MAX_BAD_STEPS = 10 };
+
+// Test hook, as in trainer.c: GROUNDC_TEST_NAN_STEPS=a,b,... makes the loss of those steps
+// (1-based) NaN, to test the skip-and-stop logic without a diverging model.
+static bool poisoned(int64_t step) {
+    const char *v = getenv("GROUNDC_TEST_NAN_STEPS");
+    if (!v) return false;
+    for (const char *p = v; *p;) {
+        char *end;
+        long long s = strtoll(p, &end, 10);
+        if (end == p) break;
+        if (s == step) return true;
+        p = *end ? end + 1 : end;
+    }
+    return false;
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -140,12 +160,15 @@ static void evaluate(ag_ctx *ctx, const gm_llama *m, const tr_lm_config *c, doub
 int tr_train_lm(const tr_lm_config *c, const tr_yaml *resolved) {
     ds_make_dirs(c->out_dir);
     char path[4096];
-    snprintf(path, sizeof path, "%s/config.yaml", c->out_dir);
-    FILE *cf = fopen(path, "w");
-    if (!cf) ag_fail("%s: cannot write: %s", path, strerror(errno));
-    tr_yaml_print(resolved, cf, 0);
-    if (fclose(cf)) ag_fail("%s: write failed: %s", path, strerror(errno));
-    snprintf(path, sizeof path, "%s/metrics.jsonl", c->out_dir);
+    if (snprintf(path, sizeof path, "%s/config.yaml", c->out_dir) >= (int)sizeof path)
+        ag_fail_path_too_long(c->out_dir, "/config.yaml");
+    size_t yaml_len;
+    char *yaml = tr_yaml_dump(resolved, &yaml_len);
+    tr_write_file_atomic(path, &(tr_file_part){yaml, yaml_len}, 1);
+    ag_sync_parent(path);
+    free(yaml);
+    if (snprintf(path, sizeof path, "%s/metrics.jsonl", c->out_dir) >= (int)sizeof path)
+        ag_fail_path_too_long(c->out_dir, "/metrics.jsonl");
     FILE *mf = fopen(path, "w");
     if (!mf) ag_fail("%s: cannot write: %s", path, strerror(errno));
 
@@ -173,43 +196,60 @@ int tr_train_lm(const tr_lm_config *c, const tr_yaml *resolved) {
            (long long)c->model.n_kv_heads, (long long)c->model.ffn, (long long)c->model.vocab,
            (long long)c->payload, (long long)T, (long long)c->batch, (long long)c->steps, device);
     double t0 = now_s(), t_log = t0, loss_sum = 0, last_loss = NAN;
-    int64_t loss_n = 0;
+    int64_t loss_n = 0, window = 0; // finite losses summed, steps since the last log line
+    int bad = 0;                    // non-finite steps in a row
     for (int64_t step = 0; step < c->steps; step++) {
         ag_tensor *ids, *targets;
         load_batch(ctx, c, c->data_seed, step * c->batch, &ids, &targets);
         ag_tensor *loss = gm_llama_loss(ctx, m, ids, targets);
         ag_backward(ctx, loss);
         double l = ag_item(loss, 0);
+        if (poisoned(step + 1)) l = NAN;
         double gnorm = ag_clip_grad_norm(m->params, m->n_params, c->grad_clip);
         double lr = tr_lr_cosine(step, c->steps, warmup, c->lr, c->min_lr_ratio);
-        if (isfinite(l) && isfinite(gnorm))
+        if (isfinite(l) && isfinite(gnorm)) {
+            bad = 0;
             ag_adamw_step(opt, lr);
-        else
-            fprintf(stderr, "step %lld: non-finite loss or gradient, update skipped\n",
-                    (long long)step + 1);
+            loss_sum += l;
+            loss_n++;
+        } else {
+            bad++;
+            fprintf(stderr,
+                    "step %lld: non-finite loss or gradient, update skipped (%d in a row)\n",
+                    (long long)step + 1, bad);
+            if (bad >= MAX_BAD_STEPS)
+                ag_fail("train: %d non-finite steps in a row; stopping at step %lld (the "
+                        "copy-task run diverged; lower train.lr)",
+                        bad, (long long)step + 1);
+        }
         ag_zero_grad(ctx, m->params, m->n_params);
         ag_step_reset(ctx);
-        loss_sum += l;
-        loss_n++;
+        window++;
         if ((step + 1) % c->log_every == 0 || step + 1 == c->steps) {
-            double t = now_s(), tps = (double)(loss_n * c->batch * T) / (t - t_log);
-            last_loss = loss_sum / (double)loss_n;
+            double t = now_s(), tps = (double)(window * c->batch * T) / (t - t_log);
+            // the mean over the window's updates (skipped steps do not count, as in trainer.c)
+            double shown = loss_n ? loss_sum / (double)loss_n : NAN;
             double eta = (t - t0) / (double)(step + 1) * (double)(c->steps - step - 1);
             printf("step %5lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | "
                    "eta %dm%02ds\n",
-                   (long long)step + 1, (long long)c->steps, last_loss, lr, gnorm, tps,
-                   (int)eta / 60, (int)eta % 60);
-            fprintf(mf,
-                    "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
-                    "\"tokens_per_s\": %.1f}\n",
-                    (long long)step + 1, last_loss, lr, gnorm, tps);
+                   (long long)step + 1, (long long)c->steps, shown, lr, gnorm, tps, (int)eta / 60,
+                   (int)eta % 60);
+            if (loss_n) { // no line (JSON has no NaN) for a window of skipped steps only
+                last_loss = shown;
+                fprintf(mf,
+                        "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
+                        "\"tokens_per_s\": %.1f}\n",
+                        (long long)step + 1, last_loss, lr, gnorm, tps);
+                tr_flush_checked(mf, path); // live for tail -f, like the stage trainer's
+            }
             fflush(stdout);
             t_log = t;
             loss_sum = 0;
             loss_n = 0;
+            window = 0;
         }
     }
-    if (fclose(mf)) ag_fail("%s: write failed: %s", path, strerror(errno));
+    tr_close_checked(mf, path);
     double tok_acc, seq_acc;
     evaluate(ctx, m, c, &tok_acc, &seq_acc);
     printf("\n| steps | final loss | held-out token acc | held-out sequence acc | time |\n");

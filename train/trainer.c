@@ -20,6 +20,7 @@
 #include "train/batch.h"
 #include "data/files.h"
 #include "data/manifest.h"
+#include "train/atomic_file.h"
 #include "train/checkpoint.h"
 #include "train/eval.h"
 #include "train/schedule.h"
@@ -42,27 +43,59 @@ static bool decays(const ag_tensor *p, bool decay_all) {
     return true;
 }
 
-// Keeps the lines of metrics.jsonl up to step (a resumed run rewrites what came after).
+// Keeps the lines of metrics.jsonl up to step (a resumed run rewrites what came after): the
+// kept lines go to a temporary file that is synced and renamed over the log.
 static void truncate_metrics(const char *path, int64_t step) {
     FILE *f = fopen(path, "rb");
-    if (!f) return;
+    if (!f) {
+        if (errno == ENOENT) return; // nothing logged yet
+        ag_fail("%s: cannot read: %s", path, strerror(errno));
+    }
     char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
-        ag_fail("%s: path too long", path);
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp) {
+        fclose(f);
+        ag_fail_path_too_long(path, ".tmp");
+    }
     FILE *o = fopen(tmp, "wb");
-    if (!o) ag_fail("%s: cannot write: %s", tmp, strerror(errno));
+    if (!o) {
+        int e = errno;
+        fclose(f);
+        ag_fail("%s: cannot write: %s", tmp, strerror(e));
+    }
     char *line = NULL;
     size_t cap = 0;
-    while (getline(&line, &cap, f) > 0) {
+    int read_err = 0, write_err = 0;
+    for (;;) {
+        errno = 0;
+        if (getline(&line, &cap, f) < 0) { // the end, or a read error
+            if (ferror(f)) read_err = errno ? errno : EIO;
+            break;
+        }
         long long s = -1;
         const char *at = strstr(line, "\"step\":");
         if (at) s = strtoll(at + 7, NULL, 10);
-        if (s >= 0 && s <= step) fputs(line, o);
+        if (s >= 0 && s <= step && fputs(line, o) == EOF) {
+            write_err = errno ? errno : EIO;
+            break;
+        }
     }
     free(line);
-    fclose(f);
-    if (fclose(o)) ag_fail("%s: write failed: %s", tmp, strerror(errno));
-    if (rename(tmp, path)) ag_fail("%s: cannot rename: %s", tmp, strerror(errno));
+    fclose(f); // read only: nothing to lose
+    errno = 0;
+    if (!read_err && !write_err && (fflush(o) || ferror(o) || fsync(fileno(o))))
+        write_err = errno ? errno : EIO;
+    if (fclose(o) && !write_err) write_err = errno ? errno : EIO;
+    if (read_err || write_err) {
+        unlink(tmp);
+        if (read_err) ag_fail("%s: cannot read: %s", path, strerror(read_err));
+        ag_fail("%s: write failed (%s): %s", path, tmp, strerror(write_err));
+    }
+    if (rename(tmp, path)) {
+        int e = errno;
+        unlink(tmp);
+        ag_fail("%s: cannot rename %s into place: %s", path, tmp, strerror(e));
+    }
+    ag_sync_parent(path);
 }
 
 // Test hook: GROUNDC_TEST_NAN_STEPS=a,b,... makes the loss of those steps (1-based) NaN, to
@@ -209,7 +242,8 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
         from = ag_xstrdup(resume);
         char sj[PATH_MAX];
         struct stat sb;
-        snprintf(sj, sizeof sj, "%s/state.json", from);
+        if (snprintf(sj, sizeof sj, "%s/state.json", from) >= (int)sizeof sj)
+            ag_fail_path_too_long(from, "/state.json");
         if (stat(sj, &sb)) {
             char *inner = tr_ckpt_latest(from);
             if (inner)
@@ -258,7 +292,9 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
         res->skipped = true;
         res->steps = st.total_steps;
         res->final_loss = st.loss;
-        snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s", from);
+        if (snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s", from) >=
+            (int)sizeof res->final_ckpt)
+            ag_fail_path_too_long(from, "");
         if (c->eval_data) { // still report the grounding scores
             tr_ckpt_load_model(from, m->params);
             goto evaluate;
@@ -316,7 +352,9 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     FILE *mf = NULL;
     if (lead) {
         ds_make_dirs(c->out_dir);
-        snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", c->out_dir);
+        if (snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", c->out_dir) >=
+            (int)sizeof metrics)
+            ag_fail_path_too_long(c->out_dir, "/metrics.jsonl");
         if (from) truncate_metrics(metrics, step);
         mf = fopen(metrics, from ? "ab" : "wb");
         if (!mf) ag_fail("%s: cannot write: %s", metrics, strerror(errno));
@@ -448,13 +486,13 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
                         step, c->stage, last_loss, lr, gnorm, tokens_seen,
                         (t - t_win) > 0 ? win_tokens / (t - t_win) : 0, t - t0);
             // Live for tail -f and plots mid-run; a resume drops lines past its checkpoint.
-            if (lead && fflush(mf)) ag_fail("%s: write failed: %s", metrics, strerror(errno));
+            if (lead) tr_flush_checked(mf, metrics);
             win_loss = win_tokens = 0;
             win_steps = 0;
             t_win = t;
         }
         if ((c->save_every && step % c->save_every == 0) || step == total) {
-            if (lead && fflush(mf)) ag_fail("%s: write failed: %s", metrics, strerror(errno));
+            if (lead) tr_flush_checked(mf, metrics);
             out.step = step;
             out.complete = step == total;
             out.cursor = ds_loader_cursor(loader);
@@ -464,14 +502,18 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
             tr_ckpt_save(c->out_dir, &out, m->params, opt, resolved, d, c->keep);
         }
     }
-    if (lead && fclose(mf)) ag_fail("%s: write failed: %s", metrics, strerror(errno));
+    if (lead) tr_close_checked(mf, metrics);
     ds_loader_close(loader);
     tr_grad_reducer_free(red);
     if (opt) ag_adamw_free(opt);
     free_trainables(&tp);
     res->steps = total;
     res->final_loss = isfinite(last_loss) ? last_loss : st.loss;
-    snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s/step_%08" PRId64, c->out_dir, total);
+    char step_name[40];
+    snprintf(step_name, sizeof step_name, "/step_%08" PRId64, total);
+    if (snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s%s", c->out_dir, step_name) >=
+        (int)sizeof res->final_ckpt)
+        ag_fail_path_too_long(c->out_dir, step_name);
 
 evaluate:
     if (c->eval_data) {
