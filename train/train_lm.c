@@ -18,6 +18,7 @@
 #include "train/dist.h"
 #include "train/schedule.h"
 #include "train/train_config.h"
+#include "train/trainer.h"
 
 static tr_yaml *model_section(tr_yaml *root) {
     tr_yaml *m = tr_yaml_get(root, "model");
@@ -82,21 +83,6 @@ void tr_lm_config_read(tr_yaml *root, tr_lm_config *c) {
 // Non-finite steps in a row that stop the run. The copy-task config has no
 // train.max_bad_steps (stage configs do): a fixed 10, that config key's usual order of size.
 enum { MAX_BAD_STEPS = 10 };
-
-// Test hook, as in trainer.c: GROUNDC_TEST_NAN_STEPS=a,b,... makes the loss of those steps
-// (1-based) NaN, to test the skip-and-stop logic without a diverging model.
-static bool poisoned(int64_t step) {
-    const char *v = getenv("GROUNDC_TEST_NAN_STEPS");
-    if (!v) return false;
-    for (const char *p = v; *p;) {
-        char *end;
-        long long s = strtoll(p, &end, 10);
-        if (end == p) break;
-        if (s == step) return true;
-        p = *end ? end + 1 : end;
-    }
-    return false;
-}
 
 static double now_s(void) {
     struct timespec ts;
@@ -204,7 +190,7 @@ int tr_train_lm(const tr_lm_config *c, const tr_yaml *resolved) {
         ag_tensor *loss = gm_llama_loss(ctx, m, ids, targets);
         ag_backward(ctx, loss);
         double l = ag_item(loss, 0);
-        if (poisoned(step + 1)) l = NAN;
+        if (tr_test_nan_step(step + 1)) l = NAN;
         double gnorm = ag_clip_grad_norm(m->params, m->n_params, c->grad_clip);
         double lr = tr_lr_cosine(step, c->steps, warmup, c->lr, c->min_lr_ratio);
         if (isfinite(l) && isfinite(gnorm)) {

@@ -98,9 +98,7 @@ static void truncate_metrics(const char *path, int64_t step) {
     ag_sync_parent(path);
 }
 
-// Test hook: GROUNDC_TEST_NAN_STEPS=a,b,... makes the loss of those steps (1-based) NaN, to
-// test the skip-and-stop logic without a diverging model.
-static bool poisoned(int64_t step) {
+bool tr_test_nan_step(int64_t step) {
     const char *v = getenv("GROUNDC_TEST_NAN_STEPS");
     if (!v) return false;
     for (const char *p = v; *p;) {
@@ -424,7 +422,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
         }
         tr_dist_sum_f64(d, sums, 2);
         double loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
-        if (poisoned(step + 1)) loss = NAN;
+        if (tr_test_nan_step(step + 1)) loss = NAN;
         // Summed unscaled (the scale needs every rank's token count); scaled here.
         const double inv_tokens = sums[1] > 0 ? 1.0 / sums[1] : 0;
         if (red)

@@ -36,6 +36,10 @@ typedef struct {
 // An empty result: nothing ran, every score NAN, no checkpoint.
 void tr_stage_result_clear(tr_stage_result *r);
 
+// Test hook of both trainers: GROUNDC_TEST_NAN_STEPS=a,b,... makes the loss of those steps
+// (1-based) NaN, to test the skip-and-stop logic without a diverging model.
+bool tr_test_nan_step(int64_t step);
+
 // Runs the stage. resume: NULL (fresh; fails if checkpoint.out already holds checkpoints),
 // "auto" (the newest complete checkpoint of checkpoint.out, else fresh) or a checkpoint
 // folder. resolved is stored with every checkpoint. Collective across d's ranks.
