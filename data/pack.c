@@ -751,6 +751,20 @@ static void packer_free(packer *p) {
     if (p->tok) ds_tokenizer_free(p->tok);
 }
 
+// A run that fails midway: workers stopped, the open shard and the staging folder removed
+// (undo_run), everything of the run freed; the caller then fails with its message.
+static void abandon_run(packer *p, pthread_t *th, int threads, ds_shard_writer *w, result *r,
+                        ds_manifest *man, char *staging) {
+    stop_workers(p, th, threads);
+    if (w) ds_shard_abort(w);
+    undo_run();
+    free_result(r);
+    ds_manifest_free(man);
+    free(staging);
+    free(th);
+    packer_free(p);
+}
+
 // Where a sample is, for its messages: "FILE: sample I" in a JSON list (I from 0; a bare
 // "FILE:I" would read as a line number) or "FILE:LINE" in a JSONL file.
 static void sample_where(const packer *p, const item *it, char *buf, size_t n) {
@@ -870,16 +884,9 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
             char where[2048];
             sample_where(p, it, where, sizeof where);
             if (cfg->fail_on_error) {
-                stop_workers(p, th, cfg->threads);
-                if (w) ds_shard_abort(w);
-                undo_run();
                 char line[4096];
                 snprintf(line, sizeof line, "%s: %s", where, r.bad);
-                free_result(&r);
-                ds_manifest_free(&man);
-                free(staging);
-                free(th);
-                packer_free(p);
+                abandon_run(p, th, cfg->threads, w, &r, &man, staging);
                 ag_fail("%s", line);
             }
             fprintf(stderr, "%s: %s (skipped)\n", where, r.bad);
@@ -891,20 +898,10 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
                 shard_name(name, sizeof name, name_set, st.shards);
                 if ((size_t)snprintf(path_buf, sizeof path_buf, "%s/%s", staging, name) >=
                     sizeof path_buf) {
-                    stop_workers(p, th, cfg->threads);
-                    undo_run();
-                    // staging was made (under PATH_MAX); ag_fail's line holds 2047
-                    // characters: its last 200 keep what is wrong on the line
-                    size_t n = strlen(staging);
-                    char line[512];
-                    snprintf(line, sizeof line, "%s%s/%s: path too long", n > 200 ? "..." : "",
-                             staging + (n > 200 ? n - 200 : 0), name);
-                    free_result(&r);
-                    ds_manifest_free(&man);
-                    free(staging);
-                    free(th);
-                    packer_free(p);
-                    ag_fail("%s", line);
+                    char head[PATH_MAX + 1]; // staging was made, so it is under PATH_MAX
+                    snprintf(head, sizeof head, "%s/", staging);
+                    abandon_run(p, th, cfg->threads, w, &r, &man, staging);
+                    ag_fail_path_too_long(head, name);
                 }
                 w = ds_shard_create(path_buf, &layout);
             }
