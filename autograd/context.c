@@ -357,8 +357,8 @@ void ag_backward_watch(ag_ctx *ctx, ag_tensor *loss, ag_tensor *const *watch, in
     if (n_watch < 0 || (n_watch > 0 && (!watch || !ready)))
         ag_fail("backward_watch: %d watched tensors need a list and a ready callback", n_watch);
     ag_tensor *g = ag_grad_of(ctx, loss);
-    const ag_kernels *k = kernels_of("backward", g);
-    KERNEL("backward", k, fill)(g->data, 1, 1.0);
+    const ag_kernels *k = ag_kernels_of("backward", g);
+    AG_KERNEL("backward", k, fill)(g->data, 1, 1.0);
     watcher w = {.watch = watch, .n = n_watch, .ready = ready, .user = user};
     run_tape(ctx, n_watch > 0 ? &w : NULL);
 }
@@ -375,7 +375,8 @@ void ag_backward_from(ag_ctx *ctx, ag_tensor *out, const ag_tensor *seed) {
     }
     if (!out->requires_grad) ag_fail("backward: the output does not require grad");
     ag_tensor *g = ag_grad_of(ctx, out);
-    KERNEL("backward", kernels_of("backward", g), axpy)(g->data, seed->data, ag_numel(g), 1.0);
+    AG_KERNEL("backward", ag_kernels_of("backward", g), axpy)
+    (g->data, seed->data, ag_numel(g), 1.0);
     run_tape(ctx, NULL);
 }
 

@@ -30,7 +30,7 @@ static void contiguous_strides(const ag_tensor *x, int64_t *stride) {
 static void view_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0];
     ag_tensor *gx = ag_grad_of(ctx, x);
-    KERNEL("view backward", kernels_of("view backward", gx), add_strided)
+    AG_KERNEL("view backward", ag_kernels_of("view backward", gx), add_strided)
     (gx->data, n->extra, n->out->grad->data);
 }
 
@@ -46,25 +46,25 @@ static void record_view(ag_ctx *ctx, const char *op, ag_tensor *x, ag_tensor *ou
 }
 
 static void reshape_backward(ag_ctx *ctx, ag_node *n) {
-    accumulate(ctx, n->in[0], n->out->grad);
+    ag_accumulate(ctx, n->in[0], n->out->grad);
 }
 
 ag_tensor *ag_reshape(ag_ctx *ctx, ag_tensor *x, ag_shape shape) {
     const char *op = "reshape";
     if (shape.ndim < 0 || shape.ndim > AG_MAX_DIMS)
-        op_fail1(op, "target must have 0 to 4 dims", x, "x");
+        ag_op_fail1(op, "target must have 0 to 4 dims", x, "x");
     int infer = -1;
     int64_t known = 1;
     for (int i = 0; i < shape.ndim; i++) {
         if (shape.d[i] == -1 && infer < 0)
             infer = i;
         else if (shape.d[i] < 0)
-            op_fail1(op, "target dims must be >= 0 (one may be -1)", x, "x");
+            ag_op_fail1(op, "target dims must be >= 0 (one may be -1)", x, "x");
         else
             known *= shape.d[i];
     }
     if (infer >= 0) {
-        if (known == 0 || ag_numel(x) % known) op_fail1(op, "cannot infer the -1 dim", x, "x");
+        if (known == 0 || ag_numel(x) % known) ag_op_fail1(op, "cannot infer the -1 dim", x, "x");
         shape.d[infer] = ag_numel(x) / known;
     }
     if (ag_shape_numel(shape) != ag_numel(x)) {
@@ -75,9 +75,9 @@ ag_tensor *ag_reshape(ag_ctx *ctx, ag_tensor *x, ag_shape shape) {
                           (long long)shape.d[i]);
         snprintf(what + k, sizeof what - (size_t)k, "] has %lld elements, input %lld",
                  (long long)ag_shape_numel(shape), (long long)ag_numel(x));
-        op_fail1(op, what, x, "x");
+        ag_op_fail1(op, what, x, "x");
     }
-    need_contiguous(op, x, "x");
+    ag_need_contiguous(op, x, "x");
     ag_tensor *v = new_view(ctx, x);
     v->ndim = shape.ndim;
     for (int i = 0; i < shape.ndim; i++) v->shape[i] = shape.d[i];
@@ -88,11 +88,12 @@ ag_tensor *ag_reshape(ag_ctx *ctx, ag_tensor *x, ag_shape shape) {
 
 ag_tensor *ag_permute(ag_ctx *ctx, ag_tensor *x, ag_shape perm) {
     const char *op = "permute";
-    if (perm.ndim != x->ndim) op_fail1(op, "permutation length differs from the dims", x, "x");
+    if (perm.ndim != x->ndim) ag_op_fail1(op, "permutation length differs from the dims", x, "x");
     bool seen[AG_MAX_DIMS] = {0};
     for (int i = 0; i < perm.ndim; i++) {
         int64_t p = perm.d[i];
-        if (p < 0 || p >= x->ndim || seen[p]) op_fail1(op, "not a permutation of the dims", x, "x");
+        if (p < 0 || p >= x->ndim || seen[p])
+            ag_op_fail1(op, "not a permutation of the dims", x, "x");
         seen[p] = true;
     }
     int64_t cs[AG_MAX_DIMS];
@@ -125,7 +126,7 @@ ag_tensor *ag_slice(ag_ctx *ctx, ag_tensor *x, int dim, int64_t start, int64_t e
         char what[96];
         snprintf(what, sizeof what, "range [%lld, %lld) outside dim %d", (long long)start,
                  (long long)end, d);
-        op_fail1(op, what, x, "x");
+        ag_op_fail1(op, what, x, "x");
     }
     int64_t cs[AG_MAX_DIMS];
     contiguous_strides(x, cs);
@@ -145,7 +146,7 @@ void ag_split(ag_ctx *ctx, ag_tensor *x, int dim, int n, const int64_t *sizes, a
     int d = ag_dim_index("split", x, dim);
     int64_t total = 0;
     for (int i = 0; i < n; i++) total += sizes[i];
-    if (total != x->shape[d]) op_fail1("split", "sizes do not add up to the dim", x, "x");
+    if (total != x->shape[d]) ag_op_fail1("split", "sizes do not add up to the dim", x, "x");
     int64_t at = 0;
     for (int i = 0; i < n; i++) {
         out[i] = ag_slice(ctx, x, d, at, at + sizes[i]);
@@ -155,13 +156,13 @@ void ag_split(ag_ctx *ctx, ag_tensor *x, int dim, int n, const int64_t *sizes, a
 
 ag_tensor *ag_contiguous(ag_ctx *ctx, ag_tensor *x) {
     if (ag_is_contiguous(x)) return x;
-    ag_tensor *out = new_like(ctx, x, ag_shape_of(x));
+    ag_tensor *out = ag_new_like(ctx, x, ag_shape_of(x));
     ag_layout l = {.ndim = x->ndim};
     for (int i = 0; i < x->ndim; i++) {
         l.shape[i] = x->shape[i];
         l.stride[i] = x->stride[i];
     }
-    backend_of(x)->copy_strided(out->data, x->data, &l, ag_dtype_size(x->dtype));
+    ag_backend_of(x)->copy_strided(out->data, x->data, &l, ag_dtype_size(x->dtype));
     if (ag_dtype_is_float(x->dtype)) ag_record(ctx, "contiguous", reshape_backward, out, 1, &x);
     return out;
 }
@@ -189,9 +190,9 @@ static void concat_backward(ag_ctx *ctx, ag_node *n) {
             ag_layout l = concat_piece(g, d, at, x->shape[d]);
             const char *src = (const char *)g->data + (size_t)l.offset * ag_dtype_size(g->dtype);
             l.offset = 0;
-            ag_tensor *piece = new_like(ctx, x, ag_shape_of(x));
-            backend_of(g)->copy_strided(piece->data, src, &l, ag_dtype_size(g->dtype));
-            accumulate(ctx, x, piece);
+            ag_tensor *piece = ag_new_like(ctx, x, ag_shape_of(x));
+            ag_backend_of(g)->copy_strided(piece->data, src, &l, ag_dtype_size(g->dtype));
+            ag_accumulate(ctx, x, piece);
         }
         at += x->shape[d];
     }
@@ -201,27 +202,27 @@ ag_tensor *ag_concat(ag_ctx *ctx, int n, ag_tensor *const *xs, int dim) {
     const char *op = "concat";
     if (n < 1) ag_fail("concat: no inputs");
     const ag_tensor *x0 = xs[0];
-    need_float(op, x0, "x0");
+    ag_need_float(op, x0, "x0");
     int d = ag_dim_index(op, x0, dim);
     ag_shape s = ag_shape_of(x0);
     s.d[d] = 0;
     for (int i = 0; i < n; i++) {
         char name[16];
         snprintf(name, sizeof name, "x%d", i);
-        need_same_kind(op, x0, "x0", xs[i], name);
-        need_contiguous(op, xs[i], name);
+        ag_need_same_kind(op, x0, "x0", xs[i], name);
+        ag_need_contiguous(op, xs[i], name);
         bool ok = xs[i]->ndim == x0->ndim;
         for (int j = 0; ok && j < x0->ndim; j++)
             if (j != d && xs[i]->shape[j] != x0->shape[j]) ok = false;
-        if (!ok) op_fail2(op, "shapes differ outside the concat dim", x0, "x0", xs[i], name);
+        if (!ok) ag_op_fail2(op, "shapes differ outside the concat dim", x0, "x0", xs[i], name);
         s.d[d] += xs[i]->shape[d];
     }
     ag_tensor *out = ag_zeros(ctx, x0->dtype, s);
-    const ag_kernels *k = kernels_of(op, out);
+    const ag_kernels *k = ag_kernels_of(op, out);
     int64_t at = 0;
     for (int i = 0; i < n; i++) {
         ag_layout l = concat_piece(out, d, at, xs[i]->shape[d]);
-        KERNEL(op, k, add_strided)(out->data, &l, xs[i]->data);
+        AG_KERNEL(op, k, add_strided)(out->data, &l, xs[i]->data);
         at += xs[i]->shape[d];
     }
     ag_node *node = ag_record(ctx, op, concat_backward, out, n, xs);
@@ -232,16 +233,16 @@ ag_tensor *ag_concat(ag_ctx *ctx, int n, ag_tensor *const *xs, int dim) {
 static void cast_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0];
     const ag_tensor *g = n->out->grad;
-    ag_tensor *gc = new_like(ctx, x, ag_shape_of(x));
-    backend_of(g)->cast(gc->data, x->dtype, g->data, g->dtype, ag_numel(g));
-    accumulate(ctx, x, gc);
+    ag_tensor *gc = ag_new_like(ctx, x, ag_shape_of(x));
+    ag_backend_of(g)->cast(gc->data, x->dtype, g->data, g->dtype, ag_numel(g));
+    ag_accumulate(ctx, x, gc);
 }
 
 ag_tensor *ag_cast(ag_ctx *ctx, ag_tensor *x, ag_dtype dtype) {
-    need_contiguous("cast", x, "x");
+    ag_need_contiguous("cast", x, "x");
     if (x->dtype == dtype) return x;
     ag_tensor *out = ag_new(ctx, dtype, ag_shape_of(x));
-    backend_of(x)->cast(out->data, dtype, x->data, x->dtype, ag_numel(x));
+    ag_backend_of(x)->cast(out->data, dtype, x->data, x->dtype, ag_numel(x));
     if (ag_dtype_is_float(x->dtype) && ag_dtype_is_float(dtype))
         ag_record(ctx, "cast", cast_backward, out, 1, &x);
     return out;

@@ -137,8 +137,8 @@ double ag_grad_norm(ag_tensor **params, int n) {
                 cnt++;
                 continue;
             }
-            const ag_kernels *k = kernels_of("gradient norm", g);
-            ss += KERNEL("gradient norm", k, sum_squares)(g->data, ag_numel(g));
+            const ag_kernels *k = ag_kernels_of("gradient norm", g);
+            ss += AG_KERNEL("gradient norm", k, sum_squares)(g->data, ag_numel(g));
         }
         if (cnt) ss += be->sum_squares_many(norm_buf.x, norm_buf.len, norm_buf.dt, cnt);
     }
@@ -152,8 +152,8 @@ double ag_clip_grad_norm(ag_tensor **params, int n, double max_norm) {
         for (int i = 0; i < n; i++) {
             ag_tensor *g = params[i]->grad;
             if (!g) continue;
-            const ag_kernels *k = kernels_of("gradient clipping", g);
-            KERNEL("gradient clipping", k, unary_fwd)
+            const ag_kernels *k = ag_kernels_of("gradient clipping", g);
+            AG_KERNEL("gradient clipping", k, unary_fwd)
             (AG_UN_SCALE, g->data, g->data, ag_numel(g), s);
         }
     }
