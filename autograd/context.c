@@ -192,6 +192,51 @@ void ag_copy_to_host(const ag_tensor *t, void *dst) {
     ag_backend_for(t->device)->copy_to_host(dst, t->data, ag_nbytes(t));
 }
 
+// A host buffer of t's dtype for n elements, failing unless t is a float tensor.
+static void *host_buffer(const ag_tensor *t, const char *what) {
+    if (!ag_dtype_is_float(t->dtype))
+        ag_fail("%s: '%s' is %s, not a float tensor", what, ag_label(t, "?"),
+                ag_dtype_name(t->dtype));
+    return ag_xmalloc((size_t)ag_numel(t) * ag_dtype_size(t->dtype), what);
+}
+
+void ag_copy_from_host_f64(ag_tensor *t, const double *src) {
+    void *host = host_buffer(t, "copy_from_host_f64");
+    ag_cpu_backend.cast(host, t->dtype, src, AG_F64, ag_numel(t));
+    ag_copy_from_host(t, host);
+    free(host);
+}
+
+void ag_copy_to_host_f64(const ag_tensor *t, double *dst) {
+    void *host = host_buffer(t, "copy_to_host_f64");
+    ag_copy_to_host(t, host);
+    ag_cpu_backend.cast(dst, AG_F64, host, t->dtype, ag_numel(t));
+    free(host);
+}
+
+void ag_write_slice(ag_tensor *dst, int dim, int64_t start, const ag_tensor *src) {
+    char a[96], b[96];
+    bool fits = dst->ndim == src->ndim && dim >= 0 && dim < dst->ndim && dst->dtype == src->dtype &&
+                dst->device == src->device && start >= 0 &&
+                start + src->shape[dim] <= dst->shape[dim];
+    for (int i = 0; fits && i < dst->ndim; i++) fits = i == dim || dst->shape[i] == src->shape[i];
+    if (!fits || !ag_is_contiguous(dst) || !ag_is_contiguous(src))
+        ag_fail("write_slice: %s does not fit %s at %lld along dim %d (both contiguous)",
+                ag_describe(src, a, sizeof a), ag_describe(dst, b, sizeof b), (long long)start,
+                dim);
+    check_storage(dst, "write_slice");
+    int64_t outer = 1, inner = 1;
+    for (int i = 0; i < dim; i++) outer *= dst->shape[i];
+    for (int i = dim + 1; i < dst->ndim; i++) inner *= dst->shape[i];
+    const size_t es = ag_dtype_size(dst->dtype);
+    const int64_t n = src->shape[dim] * inner; // elements of src per outer index
+    ag_layout l = {.ndim = 1, .shape = {n}, .stride = {1}};
+    const ag_backend *be = ag_backend_for(dst->device);
+    for (int64_t o = 0; o < outer && n > 0; o++)
+        be->copy_strided((char *)dst->data + (size_t)((o * dst->shape[dim] + start) * inner) * es,
+                         (const char *)src->data + (size_t)(o * n) * es, &l, es);
+}
+
 double ag_item(const ag_tensor *t, int64_t index) {
     if (index < 0 || index >= ag_numel(t))
         ag_fail("item: index %lld outside %lld elements of '%s'", (long long)index,

@@ -76,6 +76,14 @@ ag_tensor *ag_from_host(ag_ctx *ctx, ag_dtype dtype, ag_shape shape, const void 
 // Host <-> tensor copies (t contiguous, numel elements of t's dtype).
 void ag_copy_from_host(ag_tensor *t, const void *src);
 void ag_copy_to_host(const ag_tensor *t, void *dst);
+// The same with f64 on the host, converted to and from t's dtype (t a float tensor), so that
+// initial values made in f64 round the same way into f32 and bf16.
+void ag_copy_from_host_f64(ag_tensor *t, const double *src);
+void ag_copy_to_host_f64(const ag_tensor *t, double *dst);
+// Writes src into dst's positions [start, start + src->shape[dim]) along dim, outside the tape
+// (a cache update, not an op). Both contiguous, of one dtype and device, and equal in every
+// other dim.
+void ag_write_slice(ag_tensor *dst, int dim, int64_t start, const ag_tensor *src);
 // Reads one element of a float tensor as double (t contiguous).
 double ag_item(const ag_tensor *t, int64_t index);
 

@@ -1,22 +1,13 @@
-// init.c: see init.h. Values are made on the host in f64 and converted with the backend's
-// cast, so f32 and bf16 parameters start from the same numbers.
+// init.c: see init.h. Values are made on the host in f64 and converted on the copy in, so f32
+// and bf16 parameters start from the same numbers.
 #include "init.h"
 
 #include <math.h>
 #include <stdlib.h>
 
-#include "autograd/backend.h"
 #include "autograd/context.h"
 #include "autograd/error.h"
 #include "autograd/rng.h"
-
-static void fill_from_f64(ag_tensor *p, const double *v) {
-    int64_t n = ag_numel(p);
-    void *host = ag_xmalloc((size_t)n * ag_dtype_size(p->dtype), "parameter init");
-    ag_cpu_backend.cast(host, p->dtype, v, AG_F64, n);
-    ag_copy_from_host(p, host);
-    free(host);
-}
 
 void gm_init_normal(ag_tensor *p, uint64_t seed, uint64_t stream, double std) {
     int64_t n = ag_numel(p);
@@ -29,7 +20,7 @@ void gm_init_normal(ag_tensor *p, uint64_t seed, uint64_t stream, double std) {
         v[i] = r * cos(6.283185307179586 * u2);
         if (i + 1 < n) v[i + 1] = r * sin(6.283185307179586 * u2);
     }
-    fill_from_f64(p, v);
+    ag_copy_from_host_f64(p, v);
     free(v);
 }
 
@@ -37,7 +28,7 @@ void gm_init_constant(ag_tensor *p, double value) {
     int64_t n = ag_numel(p);
     double *v = ag_xmalloc((size_t)n * sizeof *v, "parameter init");
     for (int64_t i = 0; i < n; i++) v[i] = value;
-    fill_from_f64(p, v);
+    ag_copy_from_host_f64(p, v);
     free(v);
 }
 
@@ -59,6 +50,6 @@ void gm_init_sincos_2d(ag_tensor *p, int64_t lead, int64_t gh, int64_t gw) {
                 r[3 * q + k] = cos((double)x * w);
             }
         }
-    fill_from_f64(p, v);
+    ag_copy_from_host_f64(p, v);
     free(v);
 }

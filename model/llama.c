@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "autograd/backend.h"
 #include "autograd/error.h"
 #include "autograd/memory.h"
 #include "autograd/rng.h"
@@ -146,17 +145,6 @@ ag_tensor *gm_llama_embed(ag_ctx *ctx, const gm_llama *m, ag_tensor *ids) {
     return ag_embedding(ctx, m->embed, ids); // (B, T, C)
 }
 
-// Appends x (B, n, Hkv, D), contiguous, to cache c (B, max_len, Hkv, D) at position len.
-static void kv_append(ag_tensor *c, const ag_tensor *x, int64_t len) {
-    const ag_backend *be = ag_backend_for(c->device);
-    int64_t B = x->shape[0], n = x->shape[1], row = x->shape[2] * x->shape[3];
-    size_t es = ag_dtype_size(c->dtype);
-    ag_layout l = {.ndim = 1, .shape = {n * row}, .stride = {1}};
-    for (int64_t b = 0; b < B; b++)
-        be->copy_strided((char *)c->data + (size_t)((b * c->shape[1] + len) * row) * es,
-                         (const char *)x->data + (size_t)(b * n * row) * es, &l, es);
-}
-
 // A layer's linears with their LoRA adapters (plain ag_linear where there is none).
 typedef struct {
     const gm_llama_layer *L;
@@ -191,8 +179,8 @@ static ag_tensor *block(ag_ctx *ctx, const gm_llama *m, int64_t l, ag_tensor *x,
     q = ag_rope(ctx, q, pos, c->rope_theta);
     k = ag_rope(ctx, k, pos, c->rope_theta);
     if (kv) { // (B, len + T, Hkv, D) views of the cache
-        kv_append(&kv->k[l], k, kv->len);
-        kv_append(&kv->v[l], v, kv->len);
+        ag_write_slice(&kv->k[l], 1, kv->len, ag_contiguous(ctx, k));
+        ag_write_slice(&kv->v[l], 1, kv->len, ag_contiguous(ctx, v));
         k = ag_slice(ctx, &kv->k[l], 1, 0, kv->len + T);
         v = ag_slice(ctx, &kv->v[l], 1, 0, kv->len + T);
     }

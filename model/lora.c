@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/backend.h"
 #include "autograd/context.h"
 #include "autograd/error.h"
 #include "autograd/rng.h"
@@ -60,25 +59,6 @@ static uint64_t name_hash(const char *s) {
     return h;
 }
 
-static void fill_f64(ag_tensor *t, const double *v) {
-    int64_t n = ag_numel(t);
-    void *host = ag_xmalloc((size_t)n * ag_dtype_size(t->dtype), "lora");
-    ag_cpu_backend.cast(host, t->dtype, v, AG_F64, n);
-    ag_copy_from_host(t, host);
-    free(host);
-}
-
-// f64 copy of t's values (host).
-static double *to_f64(const ag_tensor *t) {
-    int64_t n = ag_numel(t);
-    void *host = ag_xmalloc((size_t)n * ag_dtype_size(t->dtype), "lora");
-    ag_copy_to_host(t, host);
-    double *v = ag_xmalloc((size_t)n * sizeof *v, "lora");
-    ag_cpu_backend.cast(v, AG_F64, host, t->dtype, n);
-    free(host);
-    return v;
-}
-
 void gm_lora_init(const gm_lora_pair *p, uint64_t seed) {
     if (!p->A) return;
     // kaiming_uniform_(a = sqrt(5)): gain sqrt(2 / (1 + 5)), bound gain * sqrt(3 / fan_in).
@@ -90,10 +70,10 @@ void gm_lora_init(const gm_lora_pair *p, uint64_t seed) {
         double u = (double)(ag_mix64(key + (uint64_t)i) >> 11) * 0x1.0p-53; // [0, 1)
         v[i] = (2 * u - 1) * bound;
     }
-    fill_f64(p->A, v);
+    ag_copy_from_host_f64(p->A, v);
     free(v);
     v = ag_xcalloc((size_t)ag_numel(p->B), sizeof *v, "lora init");
-    fill_f64(p->B, v);
+    ag_copy_from_host_f64(p->B, v);
     free(v);
 }
 
@@ -105,6 +85,13 @@ ag_tensor *gm_lora_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, const gm_lora
     // The scale on the rank-r side: one (..., r) tensor more in the step arena, not (..., out).
     ag_tensor *t = ag_scale(ctx, ag_linear(ctx, xd, p->A, NULL), scale); // (..., r)
     return ag_add(ctx, y, ag_linear(ctx, t, p->B, NULL));
+}
+
+// f64 copy of t's values (host).
+static double *to_f64(const ag_tensor *t) {
+    double *v = ag_xmalloc((size_t)ag_numel(t) * sizeof *v, "lora");
+    ag_copy_to_host_f64(t, v);
+    return v;
 }
 
 void gm_lora_merge(ag_tensor *w, const gm_lora_pair *p, double scale) {
@@ -123,7 +110,7 @@ void gm_lora_merge(ag_tensor *w, const gm_lora_pair *p, double scale) {
         double *row = W + o * in;
         for (int64_t i = 0; i < in; i++) row[i] += scale * acc[i];
     }
-    fill_f64(w, W);
+    ag_copy_from_host_f64(w, W);
     free(acc);
     free(W);
     free(A);

@@ -2,7 +2,8 @@
 // what needs gradients; frozen parameters get none and cost no backward work; no-grad mode
 // records nothing; gradients accumulate across backward passes until zeroed; the step arena
 // reaches a steady state with no system allocations; bf16 rounding; AdamW against a
-// float64 re-implementation of PyTorch's update rule.
+// float64 re-implementation of PyTorch's update rule; host f64 copies and cache writes
+// (ag_write_slice) against plain index arithmetic.
 #include <math.h>
 #include <string.h>
 
@@ -187,11 +188,44 @@ static void test_adamw(void) {
     ag_ctx_free(ctx);
 }
 
+// f64 in and out through bf16 rounds as ag_f32_to_bf16 does; ag_write_slice puts each
+// (b, t) row of src at (b, start + t) and leaves every other row alone.
+static void test_host_copies_and_write_slice(void) {
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    double in[6] = {1.0 + 0x1p-8, -2.5, 1e-3, 3.0, 1.0 + 3 * 0x1p-8, 0}, out[6];
+    ag_tensor *b = ag_param(ctx, "b", AG_BF16, AG_SHAPE(6));
+    ag_copy_from_host_f64(b, in);
+    ag_copy_to_host_f64(b, out);
+    for (int i = 0; i < 6; i++)
+        TL_CHECK(out[i] == ag_bf16_to_f32(ag_f32_to_bf16((float)in[i])), "f64 %d: %g -> %g", i,
+                 in[i], out[i]);
+    const int64_t B = 2, L = 5, T = 2, R = 3; // cache (B, L, R), src (B, T, R) at start 2
+    ag_tensor *cache = ag_param(ctx, "cache", AG_F32, AG_SHAPE(B, L, R));
+    float src[2 * 2 * 3], got[2 * 5 * 3];
+    for (int i = 0; i < B * T * R; i++) src[i] = (float)(i + 1);
+    ag_write_slice(cache, 1, 2, ag_from_host(ctx, AG_F32, AG_SHAPE(B, T, R), src));
+    ag_copy_to_host(cache, got);
+    int bad = 0;
+    for (int64_t bi = 0; bi < B; bi++)
+        for (int64_t l = 0; l < L; l++)
+            for (int64_t r = 0; r < R; r++) {
+                float want = l >= 2 && l < 2 + T ? src[(bi * T + l - 2) * R + r] : 0.0f;
+                bad += got[(bi * L + l) * R + r] != want;
+            }
+    TL_CHECK(bad == 0, "write_slice: %d elements wrong", bad);
+    TL_EXPECT_FAIL(ag_write_slice(cache, 1, 4, ag_from_host(ctx, AG_F32, AG_SHAPE(B, T, R), src)),
+                   "write_slice", "does not fit", "at 4 along dim 1");
+    TL_EXPECT_FAIL(ag_copy_from_host_f64(ag_param(ctx, "ids", AG_I32, AG_SHAPE(2)), in),
+                   "copy_from_host_f64", "'ids'", "not a float tensor");
+    ag_ctx_free(ctx);
+}
+
 int main(void) {
     test_frozen_and_no_grad();
     test_accumulation_and_reuse();
     test_arena_steady_state();
     test_bf16();
     test_adamw();
+    test_host_copies_and_write_slice();
     return tl_summary("test_engine");
 }
