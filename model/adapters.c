@@ -7,7 +7,6 @@
 
 #include "autograd/error.h"
 #include "model/init.h"
-#include "model/params.h"
 
 // A parameter named prefix + suffix, appended to params[*n].
 static ag_tensor *new_param(ag_ctx *ctx, ag_tensor **params, int *n, const char *prefix,
@@ -39,19 +38,6 @@ static ag_tensor **join_params(ag_tensor *const *own, int n_own, const gm_qforme
     return all;
 }
 
-static void init_small(ag_tensor *const *ps, int n, uint64_t seed, double std) {
-    for (int i = 0; i < n; i++) {
-        const char *name = ps[i]->name;
-        size_t len = strlen(name);
-        if (len >= 5 && !strcmp(name + len - 5, ".bias"))
-            gm_init_constant(ps[i], 0.0);
-        else if (ps[i]->ndim == 1)
-            gm_init_constant(ps[i], 1.0); // LayerNorm weight
-        else
-            gm_init_normal_named(ps[i], seed, std);
-    }
-}
-
 // dst = src (same dtype and shape), through the host: parameters may live on the GPU.
 static void copy_param(ag_tensor *dst, const ag_tensor *src) {
     void *h = ag_xmalloc(ag_nbytes(src), "init");
@@ -69,7 +55,7 @@ static void check_dim(const char *what, const char *field, int64_t v) {
 static void init_with_qformer(ag_tensor *const *own, int n_own, gm_qformer *q,
                               const gm_qformer_config *cfg, uint64_t seed, double std) {
     if (cfg->init_std > 0) std = cfg->init_std;
-    init_small(own, n_own, seed, std);
+    gm_init_by_kind(own, n_own, seed, std);
     gm_qformer_init(q, seed, std);
 }
 
@@ -150,7 +136,7 @@ void gm_projector_free(gm_projector *m) {
 }
 
 void gm_projector_init(gm_projector *m, uint64_t seed, double std) {
-    init_small(m->params, m->n_params, seed, std);
+    gm_init_by_kind(m->params, m->n_params, seed, std);
 }
 
 ag_tensor *gm_projector_forward(ag_ctx *ctx, const gm_projector *m, ag_tensor *x) {

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "autograd/context.h"
 #include "autograd/error.h"
@@ -52,4 +53,27 @@ void gm_init_sincos_2d(ag_tensor *p, int64_t lead, int64_t gh, int64_t gw) {
         }
     ag_copy_from_host_f64(p, v);
     free(v);
+}
+
+uint64_t gm_name_stream(const char *name) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *name; name++) h = (h ^ (uint8_t)*name) * 0x100000001b3ull;
+    return h;
+}
+
+void gm_init_normal_named(ag_tensor *p, uint64_t seed, double std) {
+    gm_init_normal(p, seed, gm_name_stream(ag_label(p, "")), std);
+}
+
+void gm_init_by_kind(ag_tensor *const *ps, int n, uint64_t seed, double std) {
+    for (int i = 0; i < n; i++) {
+        const char *name = ag_label(ps[i], "");
+        size_t len = strlen(name);
+        if (len >= 5 && !strcmp(name + len - 5, ".bias"))
+            gm_init_constant(ps[i], 0.0);
+        else if (ps[i]->ndim == 1)
+            gm_init_constant(ps[i], 1.0); // LayerNorm weight
+        else
+            gm_init_normal_named(ps[i], seed, std);
+    }
 }

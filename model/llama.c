@@ -135,10 +135,15 @@ int64_t gm_llama_param_count(const gm_llama *m) {
     return n;
 }
 
+// Positions start .. start + n - 1 as an i32 step tensor (n).
+static ag_tensor *positions_from(ag_ctx *ctx, int64_t start, int64_t n) {
+    int32_t *p = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)n);
+    for (int64_t t = 0; t < n; t++) p[t] = (int32_t)(start + t);
+    return ag_from_host(ctx, AG_I32, AG_SHAPE(n), p);
+}
+
 ag_tensor *gm_positions(ag_ctx *ctx, int64_t T) {
-    int32_t *p = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)T);
-    for (int64_t t = 0; t < T; t++) p[t] = (int32_t)t;
-    return ag_from_host(ctx, AG_I32, AG_SHAPE(T), p);
+    return positions_from(ctx, 0, T);
 }
 
 ag_tensor *gm_llama_embed(ag_ctx *ctx, const gm_llama *m, ag_tensor *ids) {
@@ -249,9 +254,7 @@ ag_tensor *gm_llama_hidden_cached(ag_ctx *ctx, const gm_llama *m, gm_llama_kv *k
     if (kv->len + n > kv->max_len)
         ag_fail("llama kv cache: %lld positions + %lld new exceed its %lld", (long long)kv->len,
                 (long long)n, (long long)kv->max_len);
-    int32_t *p = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)n);
-    for (int64_t t = 0; t < n; t++) p[t] = (int32_t)(kv->len + t);
-    ag_tensor *pos = ag_from_host(ctx, AG_I32, AG_SHAPE(n), p);
+    ag_tensor *pos = positions_from(ctx, kv->len, n);
     for (int64_t l = 0; l < m->cfg.n_layers; l++) x = block(ctx, m, l, x, pos, kv);
     kv->len += n;
     kv->rows += kv->B * n;

@@ -9,6 +9,7 @@
 #include "autograd/context.h"
 #include "autograd/error.h"
 #include "autograd/rng.h"
+#include "model/init.h"
 
 static const char *const target_names[GM_LORA_NTARGETS] = {
     "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
@@ -52,20 +53,14 @@ gm_lora_pair gm_lora_new(ag_ctx *ctx, const ag_tensor *w, int64_t rank) {
     return p;
 }
 
-// FNV-1a of the name: a stream per tensor that does not shift when tensors are added.
-static uint64_t name_hash(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
-    return h;
-}
-
 void gm_lora_init(const gm_lora_pair *p, uint64_t seed) {
     if (!p->A) return;
     // kaiming_uniform_(a = sqrt(5)): gain sqrt(2 / (1 + 5)), bound gain * sqrt(3 / fan_in).
     const int64_t n = ag_numel(p->A), fan_in = p->A->shape[1];
     const double bound = 1.0 / sqrt((double)fan_in);
     double *v = ag_xmalloc((size_t)n * sizeof *v, "lora init");
-    uint64_t key = ag_mix64(seed * 0x9e3779b97f4a7c15ull + ag_mix64(name_hash(p->A->name) + 1));
+    uint64_t key =
+        ag_mix64(seed * 0x9e3779b97f4a7c15ull + ag_mix64(gm_name_stream(p->A->name) + 1));
     for (int64_t i = 0; i < n; i++) {
         double u = (double)(ag_mix64(key + (uint64_t)i) >> 11) * 0x1.0p-53; // [0, 1)
         v[i] = (2 * u - 1) * bound;

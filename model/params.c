@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "autograd/error.h"
-#include "model/init.h"
 
 gm_params *gm_params_new(void) {
     return ag_xcalloc(1, sizeof(gm_params), "parameter registry");
@@ -193,15 +192,4 @@ gm_memory gm_params_memory(const gm_params *reg, const gm_llama_config *llm, int
     if (llm) m.activations = gm_llama_activation_bytes(llm, act_dt, B, T);
     m.total = m.weights + m.grads + m.optimizer + m.activations;
     return m;
-}
-
-// FNV-1a: a stable stream number per parameter name.
-static uint64_t name_hash(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
-    return h;
-}
-
-void gm_init_normal_named(ag_tensor *p, uint64_t seed, double std) {
-    gm_init_normal(p, seed, name_hash(ag_label(p, "")), std);
 }

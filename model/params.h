@@ -93,7 +93,3 @@ gm_memory gm_memory_estimate(int64_t weights, int64_t trainable, ag_dtype wdt,
 // From a registry as it is now (each tensor's own dtype and trainable flag), plus the
 // activations of llm (may be NULL: none) at B x T.
 gm_memory gm_params_memory(const gm_params *reg, const gm_llama_config *llm, int64_t B, int64_t T);
-
-// Normal(0, std) keyed by (seed, a hash of p's name): two modules initialised with one seed
-// never share random numbers, and adding a module does not shift the others' values.
-void gm_init_normal_named(ag_tensor *p, uint64_t seed, double std);

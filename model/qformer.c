@@ -9,7 +9,6 @@
 
 #include "autograd/error.h"
 #include "model/init.h"
-#include "model/params.h"
 
 gm_qformer_config gm_qformer_bert_base(int64_t encoder_width) {
     return (gm_qformer_config){.hidden = 768,
@@ -140,18 +139,7 @@ void gm_qformer_free(gm_qformer *m) {
 }
 
 void gm_qformer_init(gm_qformer *m, uint64_t seed, double std) {
-    for (int i = 0; i < m->n_params; i++) {
-        ag_tensor *p = m->params[i];
-        const char *name = p->name;
-        size_t n = strlen(name);
-        bool is_bias = n >= 5 && !strcmp(name + n - 5, ".bias");
-        if (p->ndim == 2)
-            gm_init_normal_named(p, seed, std);
-        else if (is_bias)
-            gm_init_constant(p, 0.0);
-        else
-            gm_init_constant(p, 1.0); // LayerNorm weight
-    }
+    gm_init_by_kind(m->params, m->n_params, seed, std);
 }
 
 // Dropout in training only; each call site gets its own stream.

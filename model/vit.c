@@ -359,16 +359,8 @@ int64_t gm_vit_param_count(const gm_vit *m) {
     return n;
 }
 
-// Streams keyed by the parameter's name (FNV-1a): values do not shift when a switch adds or
-// removes another parameter.
-static uint64_t name_stream(const ag_tensor *p) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (const char *s = p->name; s && *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return h;
-}
-
 static void init_normal(ag_tensor *p, uint64_t seed, double std) {
-    if (p) gm_init_normal(p, seed, name_stream(p), std);
+    if (p) gm_init_normal_named(p, seed, std);
 }
 static void init_const(ag_tensor *p, double v) {
     if (p) gm_init_constant(p, v);
