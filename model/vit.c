@@ -401,7 +401,8 @@ void gm_vit_init(gm_vit *m, uint64_t seed, double std) {
     init_normal(m->head_w, seed, std);
 }
 
-// Import ---------------------------------------------------------------------------------------
+// Weight layout
+// ---------------------------------------------------------------------------------------
 
 void gm_vit_conv_to_patch(void *dst, const void *src, size_t es, int64_t out, int64_t cin,
                           int64_t kh, int64_t kw) {
@@ -425,50 +426,6 @@ void gm_vit_patch_to_conv(void *dst, const void *src, size_t es, int64_t out, in
                 for (int64_t x = 0; x < kw; x++)
                     memcpy(d + (size_t)(((o * cin + c) * kh + y) * kw + x) * es,
                            s + (size_t)(((o * kh + y) * kw + x) * cin + c) * es, es);
-}
-
-static const char *fmt_dims(char *buf, size_t n, int ndim, const int64_t *d) {
-    int k = snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && k < (int)n; i++)
-        k += snprintf(buf + k, n - (size_t)k, i ? ",%lld" : "%lld", (long long)d[i]);
-    if (k < (int)n) snprintf(buf + k, n - (size_t)k, "]");
-    return buf;
-}
-
-// The conv weight e (out, cin, kh, kw) into w (out, kh, kw, cin), any file dtype.
-static void load_conv(const ag_st_file *f, const ag_st_entry *e, ag_tensor *w) {
-    const int64_t out = w->shape[0], kh = w->shape[1], kw = w->shape[2], cin = w->shape[3];
-    const int64_t want[4] = {out, cin, kh, kw};
-    bool ok = e->ndim == 4;
-    for (int i = 0; ok && i < 4; i++) ok = e->shape[i] == want[i];
-    if (!ok) {
-        char have[96], exp[96];
-        ag_fail("%s: tensor '%s': file has shape %s, the model expects the conv weight %s "
-                "(out, in, kh, kw)",
-                f->path, e->name, fmt_dims(have, sizeof have, e->ndim, e->shape),
-                fmt_dims(exp, sizeof exp, 4, want));
-    }
-    const int64_t n = out * cin * kh * kw;
-    if (n == 0) return;
-    void *buf = ag_xmalloc(e->nbytes, "vit conv weight");
-    gm_vit_conv_to_patch(buf, e->data, e->nbytes / (size_t)n, out, cin, kh, kw);
-    ag_st_entry pe = *e; // the same tensor, permuted
-    pe.shape[0] = out, pe.shape[1] = kh, pe.shape[2] = kw, pe.shape[3] = cin;
-    pe.data = buf;
-    ag_st_load_into(f, &pe, w);
-    free(buf);
-}
-
-void gm_vit_load(gm_vit *m, const ag_st_file *f) {
-    for (int i = 0; i < m->n_params; i++) {
-        ag_tensor *p = m->params[i];
-        const ag_st_entry *e = ag_st_find(f, p->name);
-        if (!e) ag_fail("%s: tensor '%s' is missing (vit)", f->path, p->name);
-        if (p == m->patch_w)
-            load_conv(f, e, p);
-        else
-            ag_st_load_into(f, e, p);
-    }
 }
 
 // Forward --------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@
 //              imagebind_huge.pth
 // Shapes are the checkpoint's, with one exception: the patch conv weight is held as
 // (C, ph, pw, Cin), not PyTorch's (C, Cin, ph, pw), so that patchify + linear computes the
-// conv; gm_vit_load and gm_vit_conv_to_patch permute on import, gm_vit_patch_to_conv on
+// conv; gm_vit_conv_to_patch permutes on import (train/import.c), gm_vit_patch_to_conv on
 // export. Fused q/k/v weights (EVA qkv, ImageBind in_proj) stay fused: one GEMM, then views.
 //
 // Inputs: images go through gm_vit_clip_pixels (u8 -> CLIP mean/std); the audio encoder takes
@@ -76,7 +76,6 @@
 #include <stdint.h>
 
 #include "autograd/ops.h"
-#include "autograd/safetensors.h"
 
 typedef enum {
     GM_VIT_CLIP,            // transformers CLIPVisionModel names; separate q/k/v projections
@@ -161,10 +160,6 @@ void gm_vit_free(gm_vit *m);
 void gm_vit_init(gm_vit *m, uint64_t seed, double std);
 int64_t gm_vit_param_count(const gm_vit *m);
 
-// Loads every parameter from f by name (extra tensors in f are ignored: blocks that are not
-// used, other modules); the patch weight through the conv permutation. Fails naming the file
-// and the tensor when one is missing or mis-shaped.
-void gm_vit_load(gm_vit *m, const ag_st_file *f);
 // dst (out, kh, kw, cin) = src (out, cin, kh, kw): PyTorch's conv weight to the patch layout;
 // and back. Elements of elem_size bytes, any dtype.
 void gm_vit_conv_to_patch(void *dst, const void *src, size_t elem_size, int64_t out, int64_t cin,

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "autograd/optim.h"
+#include "autograd/safetensors.h"
 #include "data/loader.h"
 #include "model/groundinggpt.h"
 #include "model/params.h"
