@@ -676,18 +676,19 @@ ag_tensor *gm_groundinggpt_loss(ag_ctx *ctx, gm_groundinggpt *m, const gm_ground
     // sample) need none, and the head is the largest matmul of a small model. The mean over
     // the targets is the same; a batch without any keeps one ignored row (loss 0).
     int64_t N = b->B * b->T, M = 0;
-    for (int64_t i = 0; i < N; i++) M += b->targets[i] != -100;
+    for (int64_t i = 0; i < N; i++) M += b->targets[i] != GM_IGNORE_TARGET;
     int64_t keep = M > 0 ? M : 1;
     int32_t *rows = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)keep);
     int32_t *kept = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)keep);
-    rows[0] = 0, kept[0] = -100;
+    rows[0] = 0, kept[0] = GM_IGNORE_TARGET;
     for (int64_t i = 0, j = 0; i < N; i++)
-        if (b->targets[i] != -100) rows[j] = (int32_t)i, kept[j++] = b->targets[i];
+        if (b->targets[i] != GM_IGNORE_TARGET) rows[j] = (int32_t)i, kept[j++] = b->targets[i];
     ag_tensor *flat = ag_reshape(ctx, h, AG_SHAPE(N, h->shape[h->ndim - 1])); // (N, C)
     ag_tensor *idx = ag_from_host(ctx, AG_I32, AG_SHAPE(keep), rows);
-    ag_tensor *sel = ag_index_select_rows(ctx, flat, idx);                    // (M, C)
-    ag_tensor *t = ag_from_host(ctx, AG_I32, AG_SHAPE(keep), kept);           // (M)
-    return ag_cross_entropy(ctx, gm_groundinggpt_head(ctx, m, sel), t, -100); // (M, V)
+    ag_tensor *sel = ag_index_select_rows(ctx, flat, idx);          // (M, C)
+    ag_tensor *t = ag_from_host(ctx, AG_I32, AG_SHAPE(keep), kept); // (M)
+    return ag_cross_entropy(ctx, gm_groundinggpt_head(ctx, m, sel), t,
+                            GM_IGNORE_TARGET); // (M, V)
 }
 
 ag_tensor *gm_groundinggpt_logits(ag_ctx *ctx, gm_groundinggpt *m, const gm_groundinggpt_batch *b) {

@@ -186,7 +186,7 @@ typedef struct {
     int64_t B, T;
     const int32_t *ids;     // (B*T) row-major, placeholders expanded as the shards hold them
     const int32_t *targets; // (B*T) label of the logits at (b, t), i.e. already shifted;
-                            // -100 is ignored. NULL for inference.
+                            // GM_IGNORE_TARGET is ignored. NULL for inference.
     // image: u8 (n, S, S, 3); video: u8 (n·F, S, S, 3); audio: float (n, K, frames, mels)
     ag_tensor *media[GM_NMOD];
     // (B): the media row of sample b, -1 for none (NULL: no sample has one). Several samples
@@ -205,8 +205,8 @@ ag_tensor *gm_groundinggpt_hidden(ag_ctx *ctx, gm_groundinggpt *m, const gm_grou
                                   bool train, uint64_t seed);
 // Logits (N, V0 + 9) of hidden states (..., C) (N = their rows).
 ag_tensor *gm_groundinggpt_head(ag_ctx *ctx, const gm_groundinggpt *m, ag_tensor *hidden);
-// Training: the mean cross-entropy over targets != -100 (0-dim); logits are computed at
-// those rows only.
+// Training: the mean cross-entropy over targets != GM_IGNORE_TARGET (0-dim); logits are
+// computed at those rows only.
 ag_tensor *gm_groundinggpt_loss(ag_ctx *ctx, gm_groundinggpt *m, const gm_groundinggpt_batch *b,
                                 bool train, uint64_t seed);
 // Inference (eval, generate): logits (B·T, V0 + 9) in eval mode, without a tape.

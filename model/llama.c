@@ -273,5 +273,5 @@ ag_tensor *gm_llama_loss(ag_ctx *ctx, const gm_llama *m, ag_tensor *ids, ag_tens
                 (long long)m->cfg.max_seq);
     ag_tensor *hidden = gm_llama_hidden(ctx, m, gm_llama_embed(ctx, m, ids), gm_positions(ctx, T));
     ag_tensor *flat = ag_reshape(ctx, targets, AG_SHAPE(ag_numel(targets)));
-    return ag_cross_entropy(ctx, gm_llama_logits(ctx, m, hidden), flat, -100);
+    return ag_cross_entropy(ctx, gm_llama_logits(ctx, m, hidden), flat, GM_IGNORE_TARGET);
 }

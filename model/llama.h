@@ -72,8 +72,12 @@ ag_tensor *gm_llama_embed(ag_ctx *ctx, const gm_llama *m, ag_tensor *ids);
 ag_tensor *gm_llama_hidden(ag_ctx *ctx, const gm_llama *m, ag_tensor *x, ag_tensor *pos);
 // Logits (B*T, V) from hidden states.
 ag_tensor *gm_llama_logits(ag_ctx *ctx, const gm_llama *m, ag_tensor *hidden);
+// The target that is not in the loss (PyTorch's ignore_index default, which the data layer's
+// DS_IGNORE_TARGET equals).
+#define GM_IGNORE_TARGET (-100)
+
 // Mean cross-entropy of the logits at every position: ids (B, T), targets (B, T) where
-// targets[t] is the id that follows position t (already shifted); -100 is ignored.
+// targets[t] is the id that follows position t (already shifted); GM_IGNORE_TARGET is ignored.
 ag_tensor *gm_llama_loss(ag_ctx *ctx, const gm_llama *m, ag_tensor *ids, ag_tensor *targets);
 
 // KV cache for inference ---------------------------------------------------------------------
