@@ -261,8 +261,10 @@ def main():
           "additional_special_tokens")
     tmpl = tk["chat_template"]
     for piece in ("A chat between a curious human", "\\n\\n###", "' Human: '",
-                  "\\n### Assistant:", "<im_start><im_patch><im_end>", "bos_token"):
+                  "\\n### Assistant:", "<im_start><im_patch><im_end>"):
         check(piece in tmpl, f"chat_template lacks {piece!r}")
+    # The processor adds BOS when it tokenizes the rendered text; one in the template doubles it.
+    check("bos_token" not in tmpl and "<s>" not in tmpl, "chat_template writes a BOS of its own")
     check(json.load(open(os.path.join(export, "chat_template.json")))["chat_template"] == tmpl,
           "chat_template.json differs from tokenizer_config's")
     try:  # rendered as transformers renders it, when Jinja is there (Debian python3-jinja2)
@@ -278,13 +280,13 @@ def main():
         vi = "<vi_start>" + "<vi_patch>" * cfg["video"]["tokens"] + "<vi_end>" if "video" in cfg else ""
         cases = [
             ([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " Where is the cat? "}]}],
-             "<s>" + system + "\n\n### Human: <im_start><im_patch><im_end>\nWhere is the cat?\n### Assistant:"),
+             system + "\n\n### Human: <im_start><im_patch><im_end>\nWhere is the cat?\n### Assistant:"),
             ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
               {"role": "user", "content": [{"type": "text", "text": "When?"}, {"type": "video"}]}],
-             "<s>" + system + "\n\n### Human: Hi\n### Assistant: Hello.\n### Human: " + vi +
+             system + "\n\n### Human: Hi\n### Assistant: Hello.\n### Human: " + vi +
              ("\n" if vi else "") + "When?\n### Assistant:"),
             ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
-             "<s>Be brief.\n\n### Human: Hi\n### Assistant:"),
+             "Be brief.\n\n### Human: Hi\n### Assistant:"),
         ]
         for msgs, expect in cases:
             got = render(msgs)

@@ -84,17 +84,21 @@ def check_template(tok, fails):
     except Exception as e:  # no jinja2, or a template transformers rejects
         fails.append(f"chat template does not render: {e}")
         return
-    want = (tok.bos_token or "") + SYSTEM + "\n\n### Human: <im_start><im_patch><im_end>\n" \
+    want = SYSTEM + "\n\n### Human: <im_start><im_patch><im_end>\n" \
         "Where is the cat?\n### Assistant:"
     if got != want:
         fails.append(f"chat template: {got!r}, expected {want!r}")
     got = tok.apply_chat_template(
         [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
          {"role": "user", "content": "Box?"}], tokenize=False)
-    want = (tok.bos_token or "") + SYSTEM + "\n\n### Human: Hi\n### Assistant: Hello.\n### Human: " \
+    want = SYSTEM + "\n\n### Human: Hi\n### Assistant: Hello.\n### Human: " \
         "Box?\n### Assistant:"
     if got != want:
         fails.append(f"chat template (two turns): {got!r}, expected {want!r}")
+    # Rendered, then tokenized as the processor does: one BOS, from add_bos_token.
+    ids = tok(got)["input_ids"]
+    if tok.bos_token_id is None or ids[:1] != [tok.bos_token_id] or ids[1:2] == [tok.bos_token_id]:
+        fails.append(f"rendered prompt tokenizes to {ids[:4]}..., not one BOS then text")
     print("hf_logits_check: chat template rendered", "ok" if len(fails) == before else "WRONG")
 
 

@@ -528,7 +528,9 @@ static void write_processor(const hf_export *x) {
 // The Vicuna v0 template of data/template.h: "{system}\n\n### Human: <media>\n{msg}\n###
 // Assistant: {answer}\n### Human: ...". A user turn's media go first (the placeholder moves to
 // the start of its turn); the processor expands the one <im_patch> of an image to the image's
-// patch tokens, video and audio spans are written out in full.
+// patch tokens, video and audio spans are written out in full. No BOS, as llava-hf's templates:
+// the processor adds it when it tokenizes (add_bos_token), both for a prompt rendered first and
+// for apply_chat_template(tokenize=True), and a "<s>" in the text would make two.
 static char *chat_template(const hf_export *x) {
     const gm_groundinggpt_config *c = &x->m->cfg;
     char media[3][256];
@@ -553,7 +555,6 @@ static char *chat_template(const hf_export *x) {
                                   "{%% if item['type'] == '%s' %%}{{ %s }}{%% endif %%}", types[k],
                                   media[k]);
     const char *fmt =
-        "{{ bos_token }}"
         "{%% set ns = namespace(system=\"%s\") %%}"
         "{%% set loop_messages = messages %%}"
         "{%% if messages and messages[0]['role'] == 'system' %%}"
