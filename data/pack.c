@@ -146,6 +146,8 @@ typedef struct {
     result *slots;
     int64_t next_claim, written;
     bool stop;
+    pthread_t *workers; // the calling thread's alone
+    int n_workers;      // started
 } packer;
 
 // ---- reading the inputs ----
@@ -716,24 +718,27 @@ static void publish(const ds_manifest *man, const char *staging, const char *out
     closedir(d);
 }
 
+// ---- the run (the calling thread) ----
+
 static void free_result(result *r) {
     free(r->bad), free(r->tokens), free(r->mask), free(r->meta);
     memset(r, 0, sizeof *r);
 }
 
 // Stops the workers (they finish the sample in hand) and waits for them.
-static void stop_workers(packer *p, pthread_t *th, int n) {
+static void stop_workers(packer *p) {
     xlock(&p->mu);
     p->stop = true;
     xbroadcast(&p->space);
     xunlock(&p->mu);
-    for (int t = 0; t < n; t++) {
-        int rc = pthread_join(th[t], NULL);
+    for (int t = 0; t < p->n_workers; t++) {
+        int rc = pthread_join(p->workers[t], NULL);
         if (rc) ag_fail("pack: cannot join a worker thread: %s", strerror(rc));
     }
 }
 
 static void packer_free(packer *p) {
+    free(p->workers);
     if (p->slots)
         for (int64_t s = 0; s < p->window; s++) free_result(&p->slots[s]);
     free(p->slots);
@@ -751,17 +756,28 @@ static void packer_free(packer *p) {
     if (p->tok) ds_tokenizer_free(p->tok);
 }
 
+// The writer's side of a run: the staging folder, the open shard and what is written so far.
+typedef struct {
+    ds_shard_layout layout;
+    char *staging;          // OUT/.pack-staging
+    int name_set;           // of the shard names (free_name_set)
+    ds_shard_writer *shard; // the open shard; NULL between shards
+    char name[64];          // its file name
+    int64_t in_shard;       // samples in it
+    ds_manifest man;
+    ds_pack_stats st;
+    progress pg;
+} output;
+
 // A run that fails midway: workers stopped, the open shard and the staging folder removed
 // (undo_run), everything of the run freed; the caller then fails with its message.
-static void abandon_run(packer *p, pthread_t *th, int threads, ds_shard_writer *w, result *r,
-                        ds_manifest *man, char *staging) {
-    stop_workers(p, th, threads);
-    if (w) ds_shard_abort(w);
+static void abandon_run(packer *p, output *o, result *r) {
+    stop_workers(p);
+    if (o->shard) ds_shard_abort(o->shard);
     undo_run();
     free_result(r);
-    ds_manifest_free(man);
-    free(staging);
-    free(th);
+    ds_manifest_free(&o->man);
+    free(o->staging);
     packer_free(p);
 }
 
@@ -803,30 +819,28 @@ static void check_config(const ds_pack_config *c) {
     if (c->source && !c->source[0]) ag_fail("pack: --source must not be empty");
 }
 
-void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
-    check_config(cfg);
-    double t0 = now();
-    packer P = {.cfg = cfg}, *p = &P;
-
+// The tokenizer with the media tokens added; digest gets its SHA-256 for the shards.
+static void load_tokenizer(packer *p, char digest[65]) {
+    const ds_pack_config *cfg = p->cfg;
     p->tok = ds_tokenizer_load(cfg->tokenizer_path);
     p->media_tokens = ds_prompt_add_tokens(p->tok);
     p->patches[DS_MEDIA_IMAGE] = cfg->sizes.image_tokens;
     p->patches[DS_MEDIA_VIDEO] = cfg->sizes.video_tokens;
     p->patches[DS_MEDIA_AUDIO] = cfg->sizes.audio_tokens;
-    char digest[65];
     ds_tokenizer_digest(p->tok, digest);
+}
 
-    read_inputs(p);
-    if (p->n == 0) no_samples(cfg);
-
+// Makes OUT (when missing) and an empty OUT/.pack-staging, both registered with g_undo so a
+// failure takes them away again; returns the staging path and picks the shard name set.
+static char *make_staging(const char *out, int *name_set) {
     struct stat out_st;
-    bool made_out = stat(cfg->out_dir, &out_st) != 0;
-    ds_make_dirs(cfg->out_dir);
-    int name_set = free_name_set(cfg->out_dir);
-    char *staging = join_path(cfg->out_dir, STAGING_NAME);
+    bool made_out = stat(out, &out_st) != 0;
+    ds_make_dirs(out);
+    *name_set = free_name_set(out);
+    char *staging = join_path(out, STAGING_NAME);
     remove_dir(staging); // left over by a run that crashed
     undo_forget();
-    g_undo.made_out = made_out ? ag_xstrdup(cfg->out_dir) : NULL;
+    g_undo.made_out = made_out ? ag_xstrdup(out) : NULL;
     g_undo.active = true;
     if (mkdir(staging, 0777) != 0) {
         char msg[4096];
@@ -835,177 +849,230 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
         ag_fail("%s", msg);
     }
     g_undo.staging = ag_xstrdup(staging);
+    return staging;
+}
 
-    int rc;
+// The locks, the reorder buffer and cfg->threads workers, which start claiming samples.
+static void start_workers(packer *p) {
+    int threads = p->cfg->threads, rc;
     if ((rc = pthread_mutex_init(&p->mu, NULL)) || (rc = pthread_cond_init(&p->space, NULL)) ||
         (rc = pthread_cond_init(&p->ready, NULL)) || (rc = pthread_cond_init(&p->loaded, NULL)))
         ag_fail("pack: cannot make the worker locks: %s", strerror(rc));
     // Enough look-ahead that a slow decode at the head does not idle the other workers.
-    p->window = 4 * (int64_t)cfg->threads + 4;
+    p->window = 4 * (int64_t)threads + 4;
     p->slots = ag_xcalloc((size_t)p->window, sizeof *p->slots, "reorder buffer");
-    pthread_t *th = ag_xcalloc((size_t)cfg->threads, sizeof *th, "worker threads");
-    int started = 0;
-    for (; started < cfg->threads; started++)
-        if ((rc = pthread_create(&th[started], NULL, worker, p)) != 0) break;
-    if (started < cfg->threads) {
-        stop_workers(p, th, started);
+    p->workers = ag_xcalloc((size_t)threads, sizeof *p->workers, "worker threads");
+    for (; p->n_workers < threads; p->n_workers++)
+        if ((rc = pthread_create(&p->workers[p->n_workers], NULL, worker, p)) != 0) break;
+    if (p->n_workers < threads) {
+        int failed = p->n_workers + 1;
+        stop_workers(p);
         undo_run();
-        ag_fail("pack: cannot start worker thread %d: %s", started + 1, strerror(rc));
+        ag_fail("pack: cannot start worker thread %d: %s", failed, strerror(rc));
     }
+}
 
-    ds_shard_layout layout = {.tokenizer_digest = digest,
-                              .image_size = cfg->sizes.image_size,
-                              .video_frames = cfg->sizes.video_frames,
-                              .video_size = cfg->sizes.video_size,
-                              .audio_clips = DS_AUDIO_CLIPS,
-                              .audio_frames = DS_AUDIO_FRAMES,
-                              .audio_mels = DS_AUDIO_MELS,
-                              .compression_level = cfg->zstd_level};
-    ds_manifest man;
-    ds_manifest_init(&man, digest);
-    ds_pack_stats st = {0};
-    ds_shard_writer *w = NULL;
-    int64_t in_shard = 0;
-    char name[64], path_buf[4096];
-    progress pg = {.t0 = t0, .last = now()};
-    pg.mode = cfg->progress == 0 ? 0 : isatty(STDERR_FILENO) ? 2 : 1;
+static ds_shard_layout shard_layout(const ds_pack_config *cfg, const char *digest) {
+    return (ds_shard_layout){.tokenizer_digest = digest,
+                             .image_size = cfg->sizes.image_size,
+                             .video_frames = cfg->sizes.video_frames,
+                             .video_size = cfg->sizes.video_size,
+                             .audio_clips = DS_AUDIO_CLIPS,
+                             .audio_frames = DS_AUDIO_FRAMES,
+                             .audio_mels = DS_AUDIO_MELS,
+                             .compression_level = cfg->zstd_level};
+}
 
+// The result of sample i, once its worker has put it in the reorder buffer.
+static result take_result(packer *p, int64_t i) {
+    xlock(&p->mu);
+    result *slot = &p->slots[i % p->window];
+    while (!slot->ready) xwait(&p->ready, &p->mu);
+    result r = *slot;
+    *slot = (result){0};
+    xunlock(&p->mu);
+    return r;
+}
+
+// The writer is done with a sample: media no other claimed sample needs is dropped, and a
+// worker may claim one more sample.
+static void release_sample(packer *p, const item *it) {
+    xlock(&p->mu);
+    for (int k = 0; k < DS_MEDIA_KINDS; k++) {
+        if (it->media[k] < 0) continue;
+        media *e = &p->media[it->media[k]];
+        if (--e->pending == 0 && (e->state == M_READY || e->state == M_FAILED)) {
+            free(e->data), free(e->error);
+            e->data = NULL, e->error = NULL;
+            e->state = M_NONE;
+        }
+    }
+    p->written++;
+    xbroadcast(&p->space);
+    xunlock(&p->mu);
+}
+
+// A bad sample: skipped and counted with a line on stderr, or the end of the run
+// (--fail-on-error).
+static void bad_sample(packer *p, output *o, const item *it, result *r) {
+    if (o->pg.bar_shown) fputs("\r\033[K", stderr);
+    char where[2048];
+    sample_where(p, it, where, sizeof where);
+    if (p->cfg->fail_on_error) {
+        char line[4096];
+        snprintf(line, sizeof line, "%s: %s", where, r->bad);
+        abandon_run(p, o, r);
+        ag_fail("%s", line);
+    }
+    fprintf(stderr, "%s: %s (skipped)\n", where, r->bad);
+    o->st.skipped++;
+}
+
+// Starts the next shard in the staging folder.
+static void open_shard(packer *p, output *o, result *r) {
+    char path[4096];
+    shard_name(o->name, sizeof o->name, o->name_set, o->st.shards);
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", o->staging, o->name) >= sizeof path) {
+        char head[PATH_MAX + 1]; // staging was made, so it is under PATH_MAX
+        snprintf(head, sizeof head, "%s/", o->staging);
+        abandon_run(p, o, r);
+        ag_fail_path_too_long(head, o->name);
+    }
+    o->shard = ds_shard_create(path, &o->layout);
+}
+
+// Closes the open shard and lists it, with its checksum, in the manifest.
+static void finish_shard(output *o) {
+    ds_shard_info info;
+    ds_shard_finish(o->shard, &info);
+    ds_manifest_add_shard(&o->man, o->name, &info);
+    ds_shard_info_free(&info);
+    o->shard = NULL, o->in_shard = 0, o->st.shards++;
+}
+
+// The rows of a sample's media in the open shard: a file gets its row the first time a sample
+// of this shard uses it, later samples share that row.
+static void media_rows(packer *p, output *o, const item *it, int32_t rows[DS_MEDIA_KINDS]) {
+    int32_t shard_tag = (int32_t)o->st.shards + 1;
+    for (int k = 0; k < DS_MEDIA_KINDS; k++) {
+        rows[k] = -1;
+        if (it->media[k] < 0) continue;
+        media *e = &p->media[it->media[k]];
+        if (e->row_shard != shard_tag) {
+            // READY and kept: this sample's claim is still pending
+            if (k == DS_MEDIA_IMAGE)
+                e->row = ds_shard_add_image(o->shard, e->data, e->width, e->height), o->st.images++;
+            else if (k == DS_MEDIA_VIDEO)
+                e->row = ds_shard_add_video(o->shard, e->data, (float)e->duration), o->st.videos++;
+            else
+                e->row = ds_shard_add_audio(o->shard, e->data, (float)e->duration), o->st.audios++;
+            e->row_shard = shard_tag;
+        }
+        rows[k] = e->row;
+    }
+}
+
+// Writes a good sample into the open shard (opening one first when none is), and finishes the
+// shard when it is full.
+static void write_sample(packer *p, output *o, const item *it, result *r) {
+    if (!o->shard) open_shard(p, o, r);
+    int32_t rows[DS_MEDIA_KINDS];
+    media_rows(p, o, it, rows);
+    ds_sample s = {.tokens = r->tokens,
+                   .loss_mask = r->mask,
+                   .length = r->len,
+                   .image = rows[DS_MEDIA_IMAGE],
+                   .video = rows[DS_MEDIA_VIDEO],
+                   .audio = rows[DS_MEDIA_AUDIO],
+                   .task = r->task,
+                   .granularity = r->granularity,
+                   .source = p->sources[it->file],
+                   .meta = r->meta};
+    ds_shard_add_sample(o->shard, &s);
+    o->st.samples++;
+    o->st.tokens += r->len;
+    if (++o->in_shard == p->cfg->shard_samples) finish_shard(o);
+}
+
+// Takes every sample's result in input order and writes it (or skips it) into the staged
+// shards; the last shard is finished too.
+static void write_shards(packer *p, output *o) {
+    const ds_pack_config *cfg = p->cfg;
     for (int64_t i = 0; i < p->n; i++) {
-        xlock(&p->mu);
-        result *slot = &p->slots[i % p->window];
-        while (!slot->ready) xwait(&p->ready, &p->mu);
-        result r = *slot;
-        *slot = (result){0};
-        xunlock(&p->mu);
+        result r = take_result(p, i);
         const item *it = &p->items[i];
-
-        if (r.bad) {
-            if (pg.bar_shown) fputs("\r\033[K", stderr);
-            char where[2048];
-            sample_where(p, it, where, sizeof where);
-            if (cfg->fail_on_error) {
-                char line[4096];
-                snprintf(line, sizeof line, "%s: %s", where, r.bad);
-                abandon_run(p, th, cfg->threads, w, &r, &man, staging);
-                ag_fail("%s", line);
-            }
-            fprintf(stderr, "%s: %s (skipped)\n", where, r.bad);
-            st.skipped++;
-        } else if (cfg->task_mask && !(cfg->task_mask & (1u << r.task))) {
-            st.filtered++;
-        } else {
-            if (!w) {
-                shard_name(name, sizeof name, name_set, st.shards);
-                if ((size_t)snprintf(path_buf, sizeof path_buf, "%s/%s", staging, name) >=
-                    sizeof path_buf) {
-                    char head[PATH_MAX + 1]; // staging was made, so it is under PATH_MAX
-                    snprintf(head, sizeof head, "%s/", staging);
-                    abandon_run(p, th, cfg->threads, w, &r, &man, staging);
-                    ag_fail_path_too_long(head, name);
-                }
-                w = ds_shard_create(path_buf, &layout);
-            }
-            int32_t rows[DS_MEDIA_KINDS] = {-1, -1, -1};
-            int32_t shard_tag = (int32_t)st.shards + 1;
-            for (int k = 0; k < DS_MEDIA_KINDS; k++) {
-                if (it->media[k] < 0) continue;
-                media *e = &p->media[it->media[k]];
-                if (e->row_shard != shard_tag) {
-                    // READY and kept: this sample's claim is still pending
-                    if (k == DS_MEDIA_IMAGE)
-                        e->row = ds_shard_add_image(w, e->data, e->width, e->height), st.images++;
-                    else if (k == DS_MEDIA_VIDEO)
-                        e->row = ds_shard_add_video(w, e->data, (float)e->duration), st.videos++;
-                    else
-                        e->row = ds_shard_add_audio(w, e->data, (float)e->duration), st.audios++;
-                    e->row_shard = shard_tag;
-                }
-                rows[k] = e->row;
-            }
-            ds_sample s = {.tokens = r.tokens,
-                           .loss_mask = r.mask,
-                           .length = r.len,
-                           .image = rows[DS_MEDIA_IMAGE],
-                           .video = rows[DS_MEDIA_VIDEO],
-                           .audio = rows[DS_MEDIA_AUDIO],
-                           .task = r.task,
-                           .granularity = r.granularity,
-                           .source = p->sources[it->file],
-                           .meta = r.meta};
-            ds_shard_add_sample(w, &s);
-            st.samples++;
-            st.tokens += r.len;
-            if (++in_shard == cfg->shard_samples) {
-                ds_shard_info info;
-                ds_shard_finish(w, &info);
-                ds_manifest_add_shard(&man, name, &info);
-                ds_shard_info_free(&info);
-                w = NULL, in_shard = 0, st.shards++;
-            }
-        }
+        if (r.bad)
+            bad_sample(p, o, it, &r);
+        else if (cfg->task_mask && !(cfg->task_mask & (1u << r.task)))
+            o->st.filtered++;
+        else
+            write_sample(p, o, it, &r);
         free_result(&r);
-
-        xlock(&p->mu);
-        for (int k = 0; k < DS_MEDIA_KINDS; k++) {
-            if (it->media[k] < 0) continue;
-            media *e = &p->media[it->media[k]];
-            if (--e->pending == 0 && (e->state == M_READY || e->state == M_FAILED)) {
-                free(e->data), free(e->error);
-                e->data = NULL, e->error = NULL;
-                e->state = M_NONE;
-            }
-        }
-        p->written++;
-        xbroadcast(&p->space);
-        xunlock(&p->mu);
-        progress_show(&pg, i + 1, p->n, false);
+        release_sample(p, it);
+        progress_show(&o->pg, i + 1, p->n, false);
     }
-    if (w) {
-        ds_shard_info info;
-        ds_shard_finish(w, &info);
-        ds_manifest_add_shard(&man, name, &info);
-        ds_shard_info_free(&info);
-        st.shards++;
-    }
-    stop_workers(p, th, cfg->threads);
-    free(th);
-    progress_show(&pg, p->n, p->n, true);
+    if (o->shard) finish_shard(o);
+}
 
-    if (st.samples == 0) {
+static void print_summary(const ds_pack_config *cfg, const ds_pack_stats *st,
+                          const ds_manifest *man, int64_t n) {
+    printf("pack: %lld samples, %lld tokens in %lld shards (%lld image, %lld video, %lld audio "
+           "rows) in %s; %lld skipped; %.1f s, %.1f samples/s\n",
+           (long long)st->samples, (long long)st->tokens, (long long)st->shards,
+           (long long)st->images, (long long)st->videos, (long long)st->audios, cfg->out_dir,
+           (long long)st->skipped, st->seconds, st->seconds > 0 ? (double)n / st->seconds : 0.0);
+    if (cfg->task_mask)
+        printf("pack: %lld samples of other tasks left out (--tasks)\n", (long long)st->filtered);
+    printf("pack: tasks");
+    for (int k = 0; k < man->num_tasks; k++)
+        printf(" %s %lld", man->tasks[k].name, (long long)man->tasks[k].count);
+    printf("; sources");
+    for (int k = 0; k < man->num_sources; k++)
+        printf(" %s %lld", man->sources[k].name, (long long)man->sources[k].count);
+    printf("\n");
+    fflush(stdout);
+}
+
+void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
+    check_config(cfg);
+    double t0 = now();
+    packer P = {.cfg = cfg}, *p = &P;
+    char digest[65];
+    load_tokenizer(p, digest);
+    read_inputs(p);
+    if (p->n == 0) no_samples(cfg);
+
+    output o = {0};
+    o.staging = make_staging(cfg->out_dir, &o.name_set);
+    start_workers(p);
+    o.layout = shard_layout(cfg, digest);
+    ds_manifest_init(&o.man, digest);
+    o.pg = (progress){.t0 = t0, .last = now()};
+    o.pg.mode = cfg->progress == 0 ? 0 : isatty(STDERR_FILENO) ? 2 : 1;
+    write_shards(p, &o);
+    stop_workers(p);
+    progress_show(&o.pg, p->n, p->n, true);
+
+    if (o.st.samples == 0) {
         undo_run();
         ag_fail("pack: no sample could be packed (%lld of %lld skipped, %lld of other tasks than "
                 "--tasks)",
-                (long long)st.skipped, (long long)p->n, (long long)st.filtered);
+                (long long)o.st.skipped, (long long)p->n, (long long)o.st.filtered);
     }
-    publish(&man, staging, cfg->out_dir);
-    remove_dir(staging);
+    publish(&o.man, o.staging, cfg->out_dir);
+    remove_dir(o.staging);
     undo_forget();
-    st.seconds = now() - t0;
+    o.st.seconds = now() - t0;
+    print_summary(cfg, &o.st, &o.man, p->n);
 
-    printf("pack: %lld samples, %lld tokens in %lld shards (%lld image, %lld video, %lld audio "
-           "rows) in %s; %lld skipped; %.1f s, %.1f samples/s\n",
-           (long long)st.samples, (long long)st.tokens, (long long)st.shards, (long long)st.images,
-           (long long)st.videos, (long long)st.audios, cfg->out_dir, (long long)st.skipped,
-           st.seconds, st.seconds > 0 ? (double)p->n / st.seconds : 0.0);
-    if (cfg->task_mask)
-        printf("pack: %lld samples of other tasks left out (--tasks)\n", (long long)st.filtered);
-    printf("pack: tasks");
-    for (int k = 0; k < man.num_tasks; k++)
-        printf(" %s %lld", man.tasks[k].name, (long long)man.tasks[k].count);
-    printf("; sources");
-    for (int k = 0; k < man.num_sources; k++)
-        printf(" %s %lld", man.sources[k].name, (long long)man.sources[k].count);
-    printf("\n");
-    fflush(stdout);
-
-    ds_manifest_free(&man);
-    free(staging);
+    ds_manifest_free(&o.man);
+    free(o.staging);
     packer_free(p);
     (void)pthread_cond_destroy(&p->loaded);
     (void)pthread_cond_destroy(&p->ready);
     (void)pthread_cond_destroy(&p->space);
     (void)pthread_mutex_destroy(&p->mu);
-    if (stats) *stats = st;
+    if (stats) *stats = o.st;
 }
 
 // ---- command line ----

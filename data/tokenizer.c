@@ -255,9 +255,9 @@ static bool ds_tok_check_normalizer(const Sentencepiece__NormalizerSpec *ns, con
     return true;
 }
 
-// Fills tok from the parsed model; false with a reason in err.
-static bool ds_tok_build(ds_tokenizer *tok, const Sentencepiece__ModelProto *mp, char *err,
-                         size_t errn) {
+// The model as a whole: complete, BPE, and with settings groundc implements; anything else
+// is refused, with the reason.
+static bool ds_tok_check_model(const Sentencepiece__ModelProto *mp, char *err, size_t errn) {
     if (mp->n_pieces == 0) {
         snprintf(err, errn, "not a SentencePiece model (no pieces; empty or truncated file?)");
         return false;
@@ -292,13 +292,15 @@ static bool ds_tok_build(ds_tokenizer *tok, const Sentencepiece__ModelProto *mp,
         snprintf(err, errn, "%zu pieces is too many", mp->n_pieces);
         return false;
     }
-    tok->byte_fallback = ts->byte_fallback;
-    tok->dummy_prefix = ns->add_dummy_prefix;
-    tok->remove_extra_ws = ns->remove_extra_whitespaces;
+    return true;
+}
 
-    int32_t n = (int32_t)mp->n_pieces;
+// Checks each piece on its own (non-empty, no NUL, a known type) before anything is
+// allocated; *arena_bytes gets the storage their strings need.
+static bool ds_tok_check_pieces(const Sentencepiece__ModelProto *mp, size_t *arena_bytes, char *err,
+                                size_t errn) {
     size_t total = 0;
-    for (int32_t i = 0; i < n; i++) {
+    for (int32_t i = 0; i < (int32_t)mp->n_pieces; i++) {
         const Sentencepiece__ModelProto__SentencePiece *sp = mp->pieces[i];
         if (sp->piece.len == 0) {
             snprintf(err, errn, "piece %d is empty", i);
@@ -314,6 +316,12 @@ static bool ds_tok_build(ds_tokenizer *tok, const Sentencepiece__ModelProto *mp,
         }
         total += sp->piece.len + 1;
     }
+    *arena_bytes = total;
+    return true;
+}
+
+// The per-id tables for n model pieces and the first added tokens, all empty.
+static void ds_tok_alloc_tables(ds_tokenizer *tok, int32_t n, size_t arena_bytes) {
     tok->n_model = n;
     tok->cap_added = 16;
     size_t cap = (size_t)n + (size_t)tok->cap_added;
@@ -321,14 +329,19 @@ static bool ds_tok_build(ds_tokenizer *tok, const Sentencepiece__ModelProto *mp,
     tok->len = ag_xcalloc(cap, sizeof *tok->len, "tokenizer pieces");
     tok->type = ag_xcalloc(cap, sizeof *tok->type, "tokenizer pieces");
     tok->score = ag_xcalloc((size_t)n, sizeof *tok->score, "tokenizer pieces");
-    tok->arena = ag_xmalloc(total, "tokenizer pieces");
+    tok->arena = ag_xmalloc(arena_bytes, "tokenizer pieces");
     ds_tok_map_init(&tok->normal, n);
     ds_tok_map_init(&tok->reserved, n);
     for (int b = 0; b < 256; b++) tok->byte_id[b] = -1;
     tok->unk = -1;
+}
 
+// Copies the pieces into the tables and lookup maps, noting the unknown piece, the byte
+// pieces and the longest user-defined piece; false on a duplicate or a misplaced piece.
+static bool ds_tok_add_pieces(ds_tokenizer *tok, const Sentencepiece__ModelProto *mp, char *err,
+                              size_t errn) {
     char *at = tok->arena;
-    for (int32_t i = 0; i < n; i++) {
+    for (int32_t i = 0; i < tok->n_model; i++) {
         const Sentencepiece__ModelProto__SentencePiece *sp = mp->pieces[i];
         memcpy(at, sp->piece.data, sp->piece.len);
         at[sp->piece.len] = 0;
@@ -368,6 +381,11 @@ static bool ds_tok_build(ds_tokenizer *tok, const Sentencepiece__ModelProto *mp,
             tok->byte_id[b] = i;
         }
     }
+    return true;
+}
+
+// The pieces encoding cannot do without: <unk>, and every <0xNN> when byte fallback is on.
+static bool ds_tok_check_required(const ds_tokenizer *tok, char *err, size_t errn) {
     if (tok->unk < 0) {
         snprintf(err, errn, "no unknown piece (<unk>) is defined");
         return false;
@@ -378,29 +396,37 @@ static bool ds_tok_build(ds_tokenizer *tok, const Sentencepiece__ModelProto *mp,
                 snprintf(err, errn, "byte_fallback is on but piece <0x%02X> is missing", b);
                 return false;
             }
-    for (int32_t i = 0; i < n && !tok->overlap; i++) {
+    return true;
+}
+
+// Whether some text is in both maps: only then does an id need the full two-map lookup.
+static bool ds_tok_maps_overlap(const ds_tokenizer *tok) {
+    for (int32_t i = 0; i < tok->n_model; i++) {
         const ds_tok_map *other = tok->type[i] == DS_TOK_CONTROL ||
                                           tok->type[i] == DS_TOK_UNKNOWN ||
                                           tok->type[i] == DS_TOK_BYTE
                                       ? &tok->normal
                                       : &tok->reserved;
-        tok->overlap = ds_tok_map_find(tok, other, tok->piece[i], tok->len[i]) >= 0;
+        if (ds_tok_map_find(tok, other, tok->piece[i], tok->len[i]) >= 0) return true;
     }
+    return false;
+}
 
-    // Speed: when no mergeable piece has U+2581 after another character (true of Llama's
-    // vocabulary, trained with split_by_whitespace), no merge can cross the start of a run of
-    // U+2581 that follows another character, so the merges of each such word are independent
-    // of the others and the text can be merged word by word with small heaps. Unused pieces
-    // keep the one-pass path: SentencePiece splits them back by a map shared by the whole
-    // text, whose last writer depends on the global merge order.
-    tok->ws_split = !tok->has_unused;
-    for (int32_t i = 0; i < n && tok->ws_split; i++) {
+// Speed: when no mergeable piece has U+2581 after another character (true of Llama's
+// vocabulary, trained with split_by_whitespace), no merge can cross the start of a run of
+// U+2581 that follows another character, so the merges of each such word are independent
+// of the others and the text can be merged word by word with small heaps. Unused pieces
+// keep the one-pass path: SentencePiece splits them back by a map shared by the whole
+// text, whose last writer depends on the global merge order.
+static bool ds_tok_words_merge_alone(const ds_tokenizer *tok) {
+    if (tok->has_unused) return false;
+    for (int32_t i = 0; i < tok->n_model; i++) {
         int t = tok->type[i];
         if (t != DS_TOK_NORMAL && t != DS_TOK_USER_DEFINED && t != DS_TOK_UNUSED) continue;
         bool seen_other = false;
         for (uint32_t j = 0; j < tok->len[i];) {
             if (tok->len[i] - j >= DS_WS_LEN && memcmp(tok->piece[i] + j, DS_WS, DS_WS_LEN) == 0) {
-                if (seen_other) tok->ws_split = false;
+                if (seen_other) return false;
                 j += DS_WS_LEN;
             } else {
                 seen_other = true;
@@ -408,9 +434,12 @@ static bool ds_tok_build(ds_tokenizer *tok, const Sentencepiece__ModelProto *mp,
             }
         }
     }
+    return true;
+}
 
-    // Special ids as SentencePiece defines them: the id of the named piece if it is a control
-    // piece (bos/eos/pad), -1 otherwise. An empty name means the default one.
+// Special ids as SentencePiece defines them: the id of the named piece if it is a control
+// piece (bos/eos/pad), -1 otherwise. An empty name means the default one.
+static void ds_tok_set_special_ids(ds_tokenizer *tok, const Sentencepiece__TrainerSpec *ts) {
     const char *names[3] = {ts->bos_piece, ts->eos_piece, ts->pad_piece};
     const char *defaults[3] = {"<s>", "</s>", "<pad>"};
     int32_t *dst[3] = {&tok->bos, &tok->eos, &tok->pad};
@@ -423,6 +452,24 @@ static bool ds_tok_build(ds_tokenizer *tok, const Sentencepiece__ModelProto *mp,
                                                   : " "
                                                     "\xe2\x81\x87"
                                                     " ");
+}
+
+// Fills tok from the parsed model; false with a reason in err.
+static bool ds_tok_build(ds_tokenizer *tok, const Sentencepiece__ModelProto *mp, char *err,
+                         size_t errn) {
+    size_t arena_bytes;
+    if (!ds_tok_check_model(mp, err, errn) || !ds_tok_check_pieces(mp, &arena_bytes, err, errn))
+        return false;
+    tok->byte_fallback = mp->trainer_spec->byte_fallback;
+    tok->dummy_prefix = mp->normalizer_spec->add_dummy_prefix;
+    tok->remove_extra_ws = mp->normalizer_spec->remove_extra_whitespaces;
+
+    ds_tok_alloc_tables(tok, (int32_t)mp->n_pieces, arena_bytes);
+    if (!ds_tok_add_pieces(tok, mp, err, errn) || !ds_tok_check_required(tok, err, errn))
+        return false;
+    tok->overlap = ds_tok_maps_overlap(tok);
+    tok->ws_split = ds_tok_words_merge_alone(tok);
+    ds_tok_set_special_ids(tok, mp->trainer_spec);
     tok->added_order = ag_xmalloc((size_t)tok->cap_added * sizeof *tok->added_order, "tokenizer");
     return true;
 }
