@@ -12,5 +12,6 @@ void ds_copy_sample(uint64_t seed, int64_t index, int64_t n, int64_t vocab, int3
         ids[i] = ids[n + 1 + i] = tok;
     }
     ids[n] = DS_COPY_SEP;
-    for (int64_t t = 0; t < T; t++) targets[t] = (t >= n && t + 1 < T) ? ids[t + 1] : DS_IGNORE;
+    for (int64_t t = 0; t < T; t++)
+        targets[t] = (t >= n && t + 1 < T) ? ids[t + 1] : DS_IGNORE_TARGET;
 }

@@ -946,9 +946,9 @@ static bool ds_collate(ds_loader *l, ds_slot *slot, char *err, size_t n) {
         int32_t *ids = bt->ids + i * T, *tgt = bt->targets + i * T;
         for (int64_t t = 0; t < len; t++) {
             ids[t] = tok[t];
-            tgt[t] = t + 1 < len && mask[t + 1] ? tok[t + 1] : DS_LOADER_IGNORE;
+            tgt[t] = t + 1 < len && mask[t + 1] ? tok[t + 1] : DS_IGNORE_TARGET;
         }
-        for (int64_t t = len; t < T; t++) ids[t] = pad, tgt[t] = DS_LOADER_IGNORE;
+        for (int64_t t = len; t < T; t++) ids[t] = pad, tgt[t] = DS_IGNORE_TARGET;
     }
     return true;
 }

@@ -65,7 +65,7 @@ extern "C" {
 #endif
 
 #define DS_LOADER_MAX_DATASETS 4096
-#define DS_LOADER_IGNORE       (-100) // targets entry that is not in the loss
+#define DS_IGNORE_TARGET       (-100) // targets entry that is not in the loss
 
 typedef struct {
     const char *dir; // dataset folder: manifest.json and its shards
@@ -106,7 +106,7 @@ typedef struct {
 typedef struct {
     int64_t B, T;
     int32_t *ids;     // (B, T)
-    int32_t *targets; // (B, T), DS_LOADER_IGNORE where not in the loss
+    int32_t *targets; // (B, T), DS_IGNORE_TARGET where not in the loss
     int32_t *lengths; // (B) tokens per sample after truncation
     int64_t step;     // global step s of this micro-batch
     int64_t accum;    // its accumulation index a (the optimizer steps after a = accumulation-1)

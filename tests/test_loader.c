@@ -224,7 +224,7 @@ static bool check_batch(ds_loader *l, const ds_batch *bt, int64_t micro, int64_t
         for (int t = 0; t < bt->T && !why[0]; t++) {
             int32_t want_id = t < len ? tok(d, i, t) : PAD;
             int32_t want_tgt =
-                t + 1 < len && mask_of(d, i, t + 1) ? tok(d, i, t + 1) : DS_LOADER_IGNORE;
+                t + 1 < len && mask_of(d, i, t + 1) ? tok(d, i, t + 1) : DS_IGNORE_TARGET;
             if (ids[t] != want_id || tgt[t] != want_tgt)
                 snprintf(why, sizeof why, "row %lld (dataset %d sample %d) t %d: id %d target %d",
                          (long long)b, d, i, t, ids[t], tgt[t]);

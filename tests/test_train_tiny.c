@@ -58,7 +58,7 @@ int main(void) {
         gm_llama_logits(ctx, m, gm_llama_hidden(ctx, m, gm_llama_embed(ctx, m, ti), pos));
     int right = 0, total = 0;
     for (int r = 0; r < B * T; r++) {
-        if (tg[r] == DS_IGNORE) continue;
+        if (tg[r] == DS_IGNORE_TARGET) continue;
         int best = 0;
         for (int v = 1; v < c.vocab; v++)
             if (ag_item(logits, (int64_t)r * c.vocab + v) >

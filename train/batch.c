@@ -31,9 +31,12 @@ void tr_batch_to_model(ag_ctx *ctx, const ds_batch *b, gm_groundinggpt_batch *ou
     }
 }
 
+// The loader's targets go to the model as they are: one value must mean "not in the loss".
+_Static_assert(DS_IGNORE_TARGET == GM_IGNORE_TARGET, "data and model ignore different targets");
+
 int64_t tr_batch_supervised(const ds_batch *b) {
     int64_t n = 0;
-    for (int64_t i = 0; i < b->B * b->T; i++) n += b->targets[i] != DS_LOADER_IGNORE;
+    for (int64_t i = 0; i < b->B * b->T; i++) n += b->targets[i] != DS_IGNORE_TARGET;
     return n;
 }
 

@@ -6,7 +6,7 @@
 #include "model/groundinggpt.h"
 
 void tr_batch_to_model(ag_ctx *ctx, const ds_batch *b, gm_groundinggpt_batch *out);
-// Supervised targets (!= DS_LOADER_IGNORE) of the batch.
+// Supervised targets (!= DS_IGNORE_TARGET) of the batch.
 int64_t tr_batch_supervised(const ds_batch *b);
 // Fails, naming the shard and the pack options that would fit, when a media kind of the
 // loader's shards does not have the model's geometry (image size; video frames and size;

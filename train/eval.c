@@ -263,10 +263,10 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
         int kind = eval_kind(b->task[0]);
         if (kind < 0) continue; // (picked by its task: cannot happen)
         int64_t t0 = 0, T = b->lengths[0];
-        while (t0 < T && b->targets[t0] == DS_LOADER_IGNORE) t0++;
+        while (t0 < T && b->targets[t0] == DS_IGNORE_TARGET) t0++;
         if (t0 == T) continue;
         int64_t t1 = t0;
-        while (t1 < T && b->targets[t1] != DS_LOADER_IGNORE) t1++;
+        while (t1 < T && b->targets[t1] != DS_IGNORE_TARGET) t1++;
         char *ref_text = ds_tokenizer_decode(tok, b->targets + t0, t1 - t0, NULL);
         gm_groundinggpt_batch gb;
         tr_batch_to_model(ctx, b, &gb);

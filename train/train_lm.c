@@ -124,7 +124,7 @@ static void evaluate(ag_ctx *ctx, const gm_llama *m, const tr_lm_config *c, doub
             bool all = true;
             for (int64_t t = 0; t < T; t++) {
                 int32_t want = ht[b * T + t];
-                if (want == DS_IGNORE) continue;
+                if (want == DS_IGNORE_TARGET) continue;
                 const float *row = hl + (b * T + t) * V;
                 int64_t best = 0;
                 for (int64_t v = 1; v < V; v++)
