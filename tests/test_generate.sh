@@ -91,6 +91,10 @@ for t, x in a["tasks"].items():
         assert (v == y[k]) if not isinstance(v, float) else abs(v - y[k]) <= 1e-9 * max(1, abs(v)), (t, k, v, y[k])
 key = lambda s: s["sample"]
 assert sorted(a["samples"], key=key) == sorted(b["samples"], key=key)
+# counts and wall times summed over ranks (times differ run to run: present and positive)
+assert a["new_tokens"] == b["new_tokens"] > 0, (a["new_tokens"], b["new_tokens"])
+for r in (a, b):
+    assert r["prefill_seconds"] > 0 and r["decode_seconds"] > 0, r
 PY
 else
   echo "test_generate: mpirun missing; 2-rank eval skipped"

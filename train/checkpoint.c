@@ -20,6 +20,7 @@
 #include "autograd/error.h"
 #include "autograd/safetensors.h"
 #include "data/files.h"
+#include "train/atomic_file.h"
 #include "train/model_config.h"
 
 // Paths -----------------------------------------------------------------------------------
@@ -59,24 +60,6 @@ void tr_remove_tree(const char *dir) {
     }
     closedir(d);
     if (rmdir(dir)) ag_fail("%s: cannot remove: %s", dir, strerror(errno));
-}
-
-// Writes text to path atomically (temporary file, fsync, rename).
-static void write_text(const char *path, const char *text) {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
-        ag_fail("%s: path too long", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) ag_fail("%s: cannot write: %s", tmp, strerror(errno));
-    size_t n = strlen(text);
-    if (fwrite(text, 1, n, f) != n || fflush(f) || fsync(fileno(f))) {
-        int e = errno;
-        fclose(f);
-        unlink(tmp);
-        ag_fail("%s: write failed: %s", tmp, strerror(e));
-    }
-    if (fclose(f)) ag_fail("%s: close failed: %s", tmp, strerror(errno));
-    if (rename(tmp, path)) ag_fail("%s: cannot rename to %s: %s", tmp, path, strerror(errno));
 }
 
 static char *read_text(const char *path, size_t max) {
@@ -393,11 +376,11 @@ void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params 
         if (d->rank == 0) {
             char *js = state_json(st);
             path_join(path, sizeof path, tmp, "state.json");
-            write_text(path, js);
+            tr_write_file_atomic(path, &(tr_file_part){js, strlen(js)}, 1);
             free(js);
             path_join(path, sizeof path, tmp, "config.yaml");
             char *yaml = tr_yaml_dump(resolved, NULL);
-            write_text(path, yaml);
+            tr_write_file_atomic(path, &(tr_file_part){yaml, strlen(yaml)}, 1);
             free(yaml);
         }
     }

@@ -200,14 +200,9 @@ void tr_eval_check_inputs(const char *data_dir, const char *tokenizer_path) {
     ds_manifest_free(&man);
 }
 
-void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const tr_dist *d,
-                 tr_eval_result *r, FILE *log, bool verbose, cJSON **samples) {
-    memset(r, 0, sizeof *r);
-    ds_manifest man;
-    ds_tokenizer *tok = open_inputs(o->data_dir, o->tokenizer_path, &man);
-    const int64_t n_samples = man.num_samples;
-    uint8_t *task = read_tasks(o->data_dir, &man);
-    ds_manifest_free(&man);
+// Fails, before anything is generated, when the data hold no samples of a task that o->need
+// asks for.
+static void check_tasks_present(const tr_eval_opts *o, const uint8_t *task, int64_t n_samples) {
     unsigned present = 0;
     for (int64_t i = 0; i < n_samples; i++)
         if (eval_kind(task[i]) >= 0) present |= 1u << eval_kind(task[i]);
@@ -218,7 +213,10 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
     if (o->need == TR_EVAL_NEED_ANY && !(o->tasks & present))
         ag_fail("eval: no samples of task %s in %s", task_list(o->tasks, list, sizeof list),
                 o->data_dir);
+}
 
+// The dataset as one stream of single samples, split across d's ranks.
+static ds_loader *open_loader(const tr_eval_opts *o, const gm_groundinggpt *m, const tr_dist *d) {
     ds_loader_dataset ds = {.dir = o->data_dir, .weight = 1};
     ds_loader_config lc = {.datasets = &ds,
                            .num_datasets = 1,
@@ -230,11 +228,18 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
                            .max_len = m->cfg.llm.max_seq,
                            .pad_id = 0,
                            .prefetch = 4};
-    ds_loader *l = ds_loader_open(&lc);
-    // The first o->limit samples of each chosen task in one pass of the stream (its first
-    // n_samples positions hold every sample once): the same ones on any number of ranks.
+    return ds_loader_open(&lc);
+}
+
+// The first o->limit samples of each chosen task in one pass of the stream (its first
+// n_samples positions hold every sample once): the same ones on any number of ranks.
+// Returns pick[position] (allocated); *end gets one past the last picked position, and
+// r->considered the samples picked per task.
+static bool *pick_samples(const tr_eval_opts *o, ds_loader *l, const uint8_t *task,
+                          int64_t n_samples, tr_eval_result *r, int64_t *end) {
     bool *pick = ag_xmalloc((size_t)n_samples + 1, "eval picks");
-    int64_t end = 0, left = 0;
+    int64_t left = 0;
+    *end = 0;
     for (int k = 0; k < TR_EVAL_TASKS; k++)
         if (o->tasks & (1u << k)) left += o->limit;
     for (int64_t p = 0; p < n_samples; p++) {
@@ -247,121 +252,201 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
         if (kind < 0 || !(o->tasks & (1u << kind)) || r->considered[kind] >= o->limit) continue;
         r->considered[kind]++;
         pick[p] = true;
-        end = p + 1;
+        *end = p + 1;
         left--;
     }
+    return pick;
+}
+
+// What the evaluation of one sample works with and adds to.
+typedef struct {
+    ag_ctx *ctx;
+    gm_groundinggpt *m;
+    gm_llama_kv *kv;
+    ds_tokenizer *tok;
+    tr_decode_opts dopt;
+    tr_eval_result *r;
+    ref_list refs[TR_EVAL_TASKS]; // graded grounding references (for best_constant)
+    cJSON *recs;                  // per-sample records; NULL when not asked for
+    FILE *log;                    // one line per sample; NULL when not verbose
+} evaluator;
+
+// The sample's first answer: targets [*t0, *t1) of the batch's one sequence. False when it
+// has no supervised target.
+static bool first_answer(const ds_batch *b, int64_t *t0, int64_t *t1) {
+    int64_t T = b->lengths[0];
+    *t0 = 0;
+    while (*t0 < T && b->targets[*t0] == DS_IGNORE_TARGET) (*t0)++;
+    if (*t0 == T) return false;
+    *t1 = *t0;
+    while (*t1 < T && b->targets[*t1] != DS_IGNORE_TARGET) (*t1)++;
+    return true;
+}
+
+// Scores an answer against its reference: ROUGE-L for a caption, else the IoU of the first
+// box or span. Returns the score, negative for a grounding sample that cannot be graded (no
+// box or span in the reference); a graded one is counted in e->r, and in rec when given.
+static double score_answer(evaluator *e, int kind, const char *answer, const char *reference,
+                           cJSON *rec) {
+    tr_eval_result *r = e->r;
+    if (kind == TR_EVAL_CAPTION) {
+        tr_caption_add(&r->caption, answer, reference);
+        r->n[kind]++;
+        double score = tr_rouge_l(answer, reference);
+        if (rec) json_check(cJSON_AddNumberToObject(rec, "rouge_l", score));
+        return score;
+    }
+    bool parsed;
+    double want[4];
+    double score = answer_iou(kind, answer, reference, &parsed, want);
+    if (score < 0) return score;
+    ref_push(&e->refs[kind], want);
+    r->n[kind]++;
+    r->parsed[kind] += parsed;
+    r->iou_sum[kind] += score;
+    for (int k = 0; k < TR_EVAL_NTHR; k++) r->hits_at[kind][k] += score >= tr_eval_thresholds[k];
+    if (rec) json_check(cJSON_AddNumberToObject(rec, "iou", score));
+    return score;
+}
+
+// Generates the answer to the batch's one sample from its prompt (the tokens up to its first
+// answer) and scores it against that answer.
+static void eval_sample(evaluator *e, const ds_batch *b) {
+    int kind = eval_kind(b->task[0]);
+    if (kind < 0) return; // (picked by its task: cannot happen)
+    int64_t t0, t1;
+    if (!first_answer(b, &t0, &t1)) return;
+    char *ref_text = ds_tokenizer_decode(e->tok, b->targets + t0, t1 - t0, NULL);
+    gm_groundinggpt_batch gb;
+    tr_batch_to_model(e->ctx, b, &gb);
+    gb.T = t0 + 1;
+    gb.targets = NULL;
+    tr_decode_result dr;
+    tr_decode(e->ctx, e->m, e->kv, &gb, e->tok, &e->dopt, &dr);
+    e->r->new_tokens += dr.n;
+    e->r->prefill_s += dr.prefill_s;
+    e->r->decode_s += dr.decode_s;
+    char *ans_text = ds_tokenizer_decode(e->tok, dr.ids, dr.n, NULL);
+    char *answer = tr_eval_trim_answer(ans_text), *reference = tr_eval_trim_answer(ref_text);
+    cJSON *rec = NULL;
+    if (e->recs) {
+        json_check((rec = cJSON_CreateObject()) != NULL);
+        json_check(cJSON_AddNumberToObject(rec, "sample", (double)b->sample[0]) &&
+                   cJSON_AddStringToObject(rec, "task", tr_eval_task_name(kind)) &&
+                   cJSON_AddStringToObject(rec, "answer", answer) &&
+                   cJSON_AddStringToObject(rec, "reference", reference));
+    }
+    double score = score_answer(e, kind, answer, reference, rec);
+    if (rec) {
+        if (kind == TR_EVAL_CAPTION || score >= 0)
+            json_check(cJSON_AddItemToArray(e->recs, rec));
+        else
+            cJSON_Delete(rec);
+    }
+    if (e->log)
+        fprintf(e->log, "eval sample %lld (%s): %s %.3f | answer \"%s\" | reference \"%s\"\n",
+                (long long)b->sample[0], ds_task_name(b->task[0]),
+                kind == TR_EVAL_CAPTION ? "rouge-l" : "iou", score, answer, reference);
+    free(ans_text);
+    free(ref_text);
+    free(dr.ids);
+    ag_step_reset(e->ctx);
+}
+
+// The counts summed over ranks travel in one f64 array of N_SLOTS: TASK_SLOTS per task, then
+// the caption sums (tr_caption_stats as it lies in memory: doubles that add up, nothing else)
+// and the generation totals.
+enum {
+    SLOT_N, // samples graded
+    SLOT_PARSED,
+    SLOT_IOU_SUM,
+    SLOT_HITS_AT, // TR_EVAL_NTHR slots, one per IoU threshold
+    TASK_SLOTS = SLOT_HITS_AT + TR_EVAL_NTHR
+};
+enum { CAPTION_SLOTS = sizeof(tr_caption_stats) / sizeof(double) };
+_Static_assert(sizeof(tr_caption_stats) == CAPTION_SLOTS * sizeof(double),
+               "tr_caption_stats travels as doubles");
+enum {
+    SLOT_CAPTION = TR_EVAL_TASKS * TASK_SLOTS, // CAPTION_SLOTS slots
+    SLOT_NEW_TOKENS = SLOT_CAPTION + CAPTION_SLOTS,
+    SLOT_PREFILL_S,
+    SLOT_DECODE_S,
+    N_SLOTS
+};
+
+// Every count of r becomes its sum over d's ranks (collective); hits is hits_at IoU 0.5.
+static void sum_over_ranks(tr_eval_result *r, const tr_dist *d) {
+    double v[N_SLOTS];
+    for (int k = 0; k < TR_EVAL_TASKS; k++) {
+        double *s = v + k * TASK_SLOTS;
+        s[SLOT_N] = (double)r->n[k];
+        s[SLOT_PARSED] = (double)r->parsed[k];
+        s[SLOT_IOU_SUM] = r->iou_sum[k];
+        for (int t = 0; t < TR_EVAL_NTHR; t++) s[SLOT_HITS_AT + t] = (double)r->hits_at[k][t];
+    }
+    memcpy(v + SLOT_CAPTION, &r->caption, sizeof r->caption);
+    v[SLOT_NEW_TOKENS] = (double)r->new_tokens;
+    v[SLOT_PREFILL_S] = r->prefill_s;
+    v[SLOT_DECODE_S] = r->decode_s;
+    tr_dist_sum_f64(d, v, N_SLOTS);
+    for (int k = 0; k < TR_EVAL_TASKS; k++) {
+        const double *s = v + k * TASK_SLOTS;
+        r->n[k] = (int64_t)s[SLOT_N];
+        r->parsed[k] = (int64_t)s[SLOT_PARSED];
+        r->iou_sum[k] = s[SLOT_IOU_SUM];
+        for (int t = 0; t < TR_EVAL_NTHR; t++) r->hits_at[k][t] = (int64_t)s[SLOT_HITS_AT + t];
+        r->hits[k] = r->hits_at[k][1];
+    }
+    memcpy(&r->caption, v + SLOT_CAPTION, sizeof r->caption);
+    r->new_tokens = (int64_t)v[SLOT_NEW_TOKENS];
+    r->prefill_s = v[SLOT_PREFILL_S];
+    r->decode_s = v[SLOT_DECODE_S];
+}
+
+void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const tr_dist *d,
+                 tr_eval_result *r, FILE *log, bool verbose, cJSON **samples) {
+    memset(r, 0, sizeof *r);
+    ds_manifest man;
+    ds_tokenizer *tok = open_inputs(o->data_dir, o->tokenizer_path, &man);
+    const int64_t n_samples = man.num_samples;
+    uint8_t *task = read_tasks(o->data_dir, &man);
+    ds_manifest_free(&man);
+    check_tasks_present(o, task, n_samples);
+    ds_loader *l = open_loader(o, m, d);
+    int64_t end;
+    bool *pick = pick_samples(o, l, task, n_samples, r, &end);
     free(task);
-    gm_llama_kv *kv = gm_llama_kv_new(m->llm, 1, m->cfg.llm.max_seq);
-    cJSON *recs = NULL;
-    if (samples) json_check((recs = cJSON_CreateArray()) != NULL);
-    tr_decode_opts dopt = {.max_new = o->max_new, .top_p = 1};
-    ref_list refs[TR_EVAL_TASKS] = {0};
+
+    evaluator e = {.ctx = ctx,
+                   .m = m,
+                   .kv = gm_llama_kv_new(m->llm, 1, m->cfg.llm.max_seq),
+                   .tok = tok,
+                   .dopt = {.max_new = o->max_new, .top_p = 1},
+                   .r = r,
+                   .log = verbose ? log : NULL};
+    if (samples) json_check((e.recs = cJSON_CreateArray()) != NULL);
+    // Step s gives rank r stream position s * world + r: these steps cover positions [0, end).
     int64_t steps = (end + d->world - 1) / d->world;
     for (int64_t s = 0; s < steps; s++) {
         const ds_batch *b = ds_loader_next(l);
-        if (b->positions[0] >= end || !pick[b->positions[0]]) continue;
-        int kind = eval_kind(b->task[0]);
-        if (kind < 0) continue; // (picked by its task: cannot happen)
-        int64_t t0 = 0, T = b->lengths[0];
-        while (t0 < T && b->targets[t0] == DS_IGNORE_TARGET) t0++;
-        if (t0 == T) continue;
-        int64_t t1 = t0;
-        while (t1 < T && b->targets[t1] != DS_IGNORE_TARGET) t1++;
-        char *ref_text = ds_tokenizer_decode(tok, b->targets + t0, t1 - t0, NULL);
-        gm_groundinggpt_batch gb;
-        tr_batch_to_model(ctx, b, &gb);
-        gb.T = t0 + 1;
-        gb.targets = NULL;
-        tr_decode_result dr;
-        tr_decode(ctx, m, kv, &gb, tok, &dopt, &dr);
-        r->new_tokens += dr.n;
-        r->prefill_s += dr.prefill_s;
-        r->decode_s += dr.decode_s;
-        char *ans_text = ds_tokenizer_decode(tok, dr.ids, dr.n, NULL);
-        char *answer = tr_eval_trim_answer(ans_text), *reference = tr_eval_trim_answer(ref_text);
-        cJSON *rec = NULL;
-        if (recs) {
-            json_check((rec = cJSON_CreateObject()) != NULL);
-            json_check(cJSON_AddNumberToObject(rec, "sample", (double)b->sample[0]) &&
-                       cJSON_AddStringToObject(rec, "task", tr_eval_task_name(kind)) &&
-                       cJSON_AddStringToObject(rec, "answer", answer) &&
-                       cJSON_AddStringToObject(rec, "reference", reference));
-        }
-        double score;
-        if (kind == TR_EVAL_CAPTION) {
-            tr_caption_add(&r->caption, answer, reference);
-            r->n[kind]++;
-            score = tr_rouge_l(answer, reference);
-            if (rec) json_check(cJSON_AddNumberToObject(rec, "rouge_l", score));
-        } else {
-            bool parsed;
-            double want[4];
-            score = answer_iou(kind, answer, reference, &parsed, want);
-            if (score >= 0) {
-                ref_push(&refs[kind], want);
-                r->n[kind]++;
-                r->parsed[kind] += parsed;
-                r->iou_sum[kind] += score;
-                for (int k = 0; k < TR_EVAL_NTHR; k++)
-                    r->hits_at[kind][k] += score >= tr_eval_thresholds[k];
-                if (rec) json_check(cJSON_AddNumberToObject(rec, "iou", score));
-            }
-        }
-        if (rec) {
-            if (kind == TR_EVAL_CAPTION || score >= 0)
-                json_check(cJSON_AddItemToArray(recs, rec));
-            else
-                cJSON_Delete(rec);
-        }
-        if (verbose && log)
-            fprintf(log, "eval sample %lld (%s): %s %.3f | answer \"%s\" | reference \"%s\"\n",
-                    (long long)b->sample[0], ds_task_name(b->task[0]),
-                    kind == TR_EVAL_CAPTION ? "rouge-l" : "iou", score, answer, reference);
-        free(ans_text);
-        free(ref_text);
-        free(dr.ids);
-        ag_step_reset(ctx);
+        if (b->positions[0] < end && pick[b->positions[0]]) eval_sample(&e, b);
     }
-    gm_llama_kv_free(kv);
+    gm_llama_kv_free(e.kv);
     ds_loader_close(l);
     free(pick);
     ds_tokenizer_free(tok);
 
-    // every count is a sum over ranks
-    enum { PER = 4 + TR_EVAL_NTHR, NC = 11 };
-    double sums[TR_EVAL_TASKS * PER + NC + 3];
-    double *c = sums + TR_EVAL_TASKS * PER;
+    sum_over_ranks(r, d);
     for (int k = 0; k < TR_EVAL_TASKS; k++) {
-        double *s = sums + k * PER;
-        s[0] = (double)r->n[k], s[1] = (double)r->parsed[k], s[2] = r->iou_sum[k];
-        for (int t = 0; t < TR_EVAL_NTHR; t++) s[3 + t] = (double)r->hits_at[k][t];
-        s[3 + TR_EVAL_NTHR] = 0;
+        r->constant[k] = k == TR_EVAL_CAPTION ? NAN : best_constant(k, &e.refs[k], d);
+        free(e.refs[k].v);
     }
-    memcpy(c, r->caption.match, sizeof r->caption.match);
-    memcpy(c + 4, r->caption.total, sizeof r->caption.total);
-    c[8] = r->caption.cand_len, c[9] = r->caption.ref_len, c[10] = r->caption.rouge_sum;
-    c[11] = r->caption.n, c[12] = (double)r->new_tokens, c[13] = r->decode_s;
-    tr_dist_sum_f64(d, sums, (int)(sizeof sums / sizeof *sums));
-    for (int k = 0; k < TR_EVAL_TASKS; k++) {
-        const double *s = sums + k * PER;
-        r->n[k] = (int64_t)s[0], r->parsed[k] = (int64_t)s[1], r->iou_sum[k] = s[2];
-        for (int t = 0; t < TR_EVAL_NTHR; t++) r->hits_at[k][t] = (int64_t)s[3 + t];
-        r->hits[k] = r->hits_at[k][1];
-    }
-    for (int k = 0; k < TR_EVAL_TASKS; k++) {
-        r->constant[k] = k == TR_EVAL_CAPTION ? NAN : best_constant(k, &refs[k], d);
-        free(refs[k].v);
-    }
-    memcpy(r->caption.match, c, sizeof r->caption.match);
-    memcpy(r->caption.total, c + 4, sizeof r->caption.total);
-    r->caption.cand_len = c[8], r->caption.ref_len = c[9], r->caption.rouge_sum = c[10];
-    r->caption.n = c[11], r->new_tokens = (int64_t)c[12], r->decode_s = c[13];
     if (samples) {
-        gather_samples(d, recs);
+        gather_samples(d, e.recs);
         if (d->rank == 0) {
-            *samples = recs;
+            *samples = e.recs;
         } else {
-            cJSON_Delete(recs);
+            cJSON_Delete(e.recs);
             *samples = NULL;
         }
     }
@@ -391,6 +476,7 @@ static char *report_json(const char *ckpt, const tr_eval_opts *o, const tr_eval_
                cJSON_AddNumberToObject(root, "limit", (double)o->limit) &&
                cJSON_AddNumberToObject(root, "max_new_tokens", (double)o->max_new) &&
                cJSON_AddNumberToObject(root, "new_tokens", (double)r->new_tokens) &&
+               cJSON_AddNumberToObject(root, "prefill_seconds", r->prefill_s) &&
                cJSON_AddNumberToObject(root, "decode_seconds", r->decode_s) &&
                cJSON_AddItemToObject(root, "tasks", tasks));
     for (int k = 0; k < TR_EVAL_TASKS; k++) {

@@ -39,7 +39,7 @@ typedef struct {
     double constant[TR_EVAL_TASKS];
     tr_caption_stats caption;
     int64_t new_tokens; // generated, all samples
-    double prefill_s, decode_s;
+    double prefill_s, decode_s; // wall seconds, summed over samples and ranks
 } tr_eval_result;
 
 // Which tasks the data must hold samples of (checked before generating anything).

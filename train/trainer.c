@@ -226,314 +226,461 @@ void tr_stage_result_clear(tr_stage_result *r) {
     r->final_loss = r->rec_acc = r->tvg_r1 = r->rec_constant = r->tvg_constant = NAN;
 }
 
-void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_dist *d,
-                    const char *resume, tr_stage_result *res) {
-    tr_stage_result_clear(res);
-    const bool lead = d->rank == 0;
-    FILE *log = lead ? stdout : NULL;
+// Telemetry of the steps since the last logged line (the window).
+typedef struct {
+    bool tty;           // a live progress line on a terminal
+    double t0, t_win;   // start of the run and of the window (now_s)
+    double loss;        // summed mean loss of the window's finite steps
+    double tokens;      // supervised tokens of the window's finite steps
+    int64_t steps;      // finite steps in the window
+    int64_t start_step; // the step this run started from (the ETA counts from it)
+    double last_loss;   // mean loss of the last logged window (NAN: none logged yet)
+} window;
 
-    // Which checkpoint, if any, to continue from.
-    char *from = NULL;
-    if (resume && !strcmp(resume, "auto")) {
-        from = tr_ckpt_latest(c->out_dir);
-    } else if (resume) {
-        from = ag_xstrdup(resume);
-        char sj[PATH_MAX];
-        struct stat sb;
-        if (snprintf(sj, sizeof sj, "%s/state.json", from) >= (int)sizeof sj)
-            ag_fail_path_too_long(from, "/state.json");
-        if (stat(sj, &sb)) {
-            char *inner = tr_ckpt_latest(from);
-            if (inner)
-                ag_fail("%s: a run folder, not a checkpoint; resume from %s (or run with "
-                        "--resume auto and checkpoint.out: %s)",
-                        from, inner, from);
-            ag_fail("%s: not a checkpoint (no state.json)", from);
-        }
-    } else {
+// One training stage as it runs: what tr_train_stage's phases share.
+typedef struct {
+    const tr_train_config *c;
+    const tr_yaml *resolved;
+    const tr_dist *d;
+    bool lead; // rank 0: prints and writes metrics.jsonl
+    FILE *log; // stdout on rank 0, NULL elsewhere
+    // Where the stage starts.
+    char *from;       // the checkpoint continued from (NULL: a fresh start)
+    tr_ckpt_state st; // its state.json (zero on a fresh start)
+    int64_t newest;   // the newest step_N in checkpoint.out (-1: none)
+    int64_t G;        // global batch: micro-batch x accumulation x ranks
+    int64_t samples;  // in the stage's datasets
+    int64_t total;    // optimizer steps of the stage
+    int64_t warmup;   // of them, warmup steps
+    // The model.
+    char device[320];
+    ag_ctx *ctx;
+    gm_groundinggpt *m;
+    char model_digest[65], cfg_digest[65];
+    // Training.
+    trainables tp;
+    ag_adamw *opt; // NULL when this rank updates nothing (ZeRO-1)
+    ds_loader *loader;
+    ag_tensor *loss_acc;  // the step's loss sum on a GPU (NULL on the CPU)
+    tr_grad_reducer *red; // NULL without train.overlap_allreduce
+    char metrics[PATH_MAX];
+    FILE *mf; // metrics.jsonl (rank 0)
+    int64_t step;
+    double tokens_seen;
+    int bad; // non-finite steps in a row
+    window win;
+} stage_run;
+
+// One optimizer step, as reported.
+typedef struct {
+    double loss;   // mean over the global batch's supervised tokens
+    double tokens; // supervised tokens of the global batch
+    double gnorm;  // before clipping
+    double lr;
+    bool finite; // loss and gradient norm finite: the update was applied
+} step_stats;
+
+// The checkpoint to continue from (allocated), NULL for a fresh start. Refuses a fresh start
+// over existing checkpoints and a --resume folder that is not a checkpoint.
+static char *checkpoint_to_resume(const tr_train_config *c, const char *resume) {
+    if (resume && !strcmp(resume, "auto")) return tr_ckpt_latest(c->out_dir);
+    if (!resume) {
         char *existing = tr_ckpt_latest(c->out_dir);
         if (existing)
             ag_fail("%s: holds checkpoints already (%s); continue with --resume auto, or set "
                     "checkpoint.out to another folder",
                     c->out_dir, existing);
+        return NULL;
     }
-    // The after-stage eval's inputs, now rather than after the whole run.
-    if (c->eval_data) tr_eval_check_inputs(c->eval_data, c->eval_tokenizer);
-    tr_ckpt_state st = {0};
-    if (from) tr_ckpt_read_state(from, &st);
-    const int64_t newest = tr_ckpt_newest_step(c->out_dir);
-    if (from && newest > st.step && resume && !strcmp(resume, "auto")) {
+    char *from = ag_xstrdup(resume);
+    char sj[PATH_MAX];
+    struct stat sb;
+    if (snprintf(sj, sizeof sj, "%s/state.json", from) >= (int)sizeof sj)
+        ag_fail_path_too_long(from, "/state.json");
+    if (stat(sj, &sb)) {
+        char *inner = tr_ckpt_latest(from);
+        if (inner)
+            ag_fail("%s: a run folder, not a checkpoint; resume from %s (or run with "
+                    "--resume auto and checkpoint.out: %s)",
+                    from, inner, from);
+        ag_fail("%s: not a checkpoint (no state.json)", from);
+    }
+    return from;
+}
+
+// Reads s->from's state and the newest step_N of checkpoint.out.
+static void read_resume_state(stage_run *s, bool resume_auto) {
+    const tr_train_config *c = s->c;
+    if (s->from) tr_ckpt_read_state(s->from, &s->st);
+    s->newest = tr_ckpt_newest_step(c->out_dir);
+    if (s->from && s->newest > s->st.step && resume_auto) {
         // A run killed after renaming a checkpoint into place and before moving `latest`:
         // that checkpoint is complete, and the newest.
-        free(from);
-        from = ag_xmalloc(strlen(c->out_dir) + 32, "path");
-        sprintf(from, "%s/step_%08" PRId64, c->out_dir, newest);
-        tr_ckpt_read_state(from, &st);
+        free(s->from);
+        s->from = ag_xmalloc(strlen(c->out_dir) + 32, "path");
+        sprintf(s->from, "%s/step_%08" PRId64, c->out_dir, s->newest);
+        tr_ckpt_read_state(s->from, &s->st);
     }
-    // The global batch and the stage's length, as the data loader will see them.
-    const int64_t G = c->micro_batch * c->accumulation * d->world;
-    const int64_t samples = dataset_samples(c);
-    int64_t total = c->steps ? c->steps : (int64_t)ceil(c->epochs * (double)samples / (double)G);
-    if (total < 1) total = 1;
+}
 
+// The global batch and the stage's length, as the data loader will see them.
+static void plan_length(stage_run *s) {
+    const tr_train_config *c = s->c;
+    s->G = c->micro_batch * c->accumulation * s->d->world;
+    s->samples = dataset_samples(c);
+    s->total = c->steps ? c->steps : (int64_t)ceil(c->epochs * (double)s->samples / (double)s->G);
+    if (s->total < 1) s->total = 1;
+    s->warmup = (int64_t)ceil(c->warmup_ratio * (double)s->total);
+}
+
+// The context and the model (not yet initialised), and their digests for the checkpoints.
+static void build_model(stage_run *s) {
+    const tr_train_config *c = s->c;
     // The device first: on a GPU every allocation must land on this rank's one.
-    char device[320];
-    tr_dist_use_device(d, c->device, device, sizeof device);
-    ag_ctx *ctx = ag_ctx_new(c->device);
-    gm_groundinggpt *m = gm_groundinggpt_new(ctx, &c->model);
-    char model_digest[65], cfg_digest[65];
-    tr_ckpt_model_digest(m->params, model_digest);
-    tr_ckpt_config_digest(resolved, cfg_digest);
-    if (from && st.complete) {
-        check_resume(from, &st, model_digest, d, G, total, c->zero1);
-        if (log) fprintf(log, "stage already complete: %s (step %" PRId64 ")\n", from, st.step);
-        res->skipped = true;
-        res->steps = st.total_steps;
-        res->final_loss = st.loss;
-        if (snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s", from) >=
-            (int)sizeof res->final_ckpt)
-            ag_fail_path_too_long(from, "");
-        if (c->eval_data) { // still report the grounding scores
-            tr_ckpt_load_model(from, m->params);
-            goto evaluate;
-        }
-        goto done;
-    }
-    if (!from) {
-        gm_groundinggpt_init(m, c->seed, c->init_std);
-        tr_import(m, &c->init, log);
-    }
-    tr_train_select(ctx, m, c);
-    trainables tp = {0};
-    pick_trainables(m, c, d, &tp);
-    ag_adamw *opt = NULL;
-    if (tp.n_mine)
-        opt = ag_adamw_new(ctx, tp.mine, tp.n_mine, tp.mine_decay,
-                           (ag_adamw_config){c->beta1, c->beta2, c->eps, c->weight_decay});
+    tr_dist_use_device(s->d, c->device, s->device, sizeof s->device);
+    s->ctx = ag_ctx_new(c->device);
+    s->m = gm_groundinggpt_new(s->ctx, &c->model);
+    tr_ckpt_model_digest(s->m->params, s->model_digest);
+    tr_ckpt_config_digest(s->resolved, s->cfg_digest);
+}
 
-    // Data.
+// The stage's final checkpoint holds it already: nothing to train. Its weights are loaded
+// when the after-stage eval still has to report the grounding scores.
+static void skip_complete_stage(stage_run *s, tr_stage_result *res) {
+    const tr_train_config *c = s->c;
+    check_resume(s->from, &s->st, s->model_digest, s->d, s->G, s->total, c->zero1);
+    if (s->log)
+        fprintf(s->log, "stage already complete: %s (step %" PRId64 ")\n", s->from, s->st.step);
+    res->skipped = true;
+    res->steps = s->st.total_steps;
+    res->final_loss = s->st.loss;
+    if (snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s", s->from) >=
+        (int)sizeof res->final_ckpt)
+        ag_fail_path_too_long(s->from, "");
+    if (c->eval_data) tr_ckpt_load_model(s->from, s->m->params);
+}
+
+// Fresh weights (init, then the config's imports) unless resuming, the stage's trainable
+// parameters, this rank's optimizer and the data loader (at the checkpoint's cursor).
+static void setup_training(stage_run *s) {
+    const tr_train_config *c = s->c;
+    if (!s->from) {
+        gm_groundinggpt_init(s->m, c->seed, c->init_std);
+        tr_import(s->m, &c->init, s->log);
+    }
+    tr_train_select(s->ctx, s->m, c);
+    pick_trainables(s->m, c, s->d, &s->tp);
+    if (s->tp.n_mine)
+        s->opt = ag_adamw_new(s->ctx, s->tp.mine, s->tp.n_mine, s->tp.mine_decay,
+                              (ag_adamw_config){c->beta1, c->beta2, c->eps, c->weight_decay});
     ds_loader_config lc = {.datasets = c->datasets,
                            .num_datasets = c->n_datasets,
                            .seed = c->data_seed,
                            .micro = c->micro_batch,
                            .accumulation = c->accumulation,
-                           .rank = d->rank,
-                           .world = d->world,
+                           .rank = s->d->rank,
+                           .world = s->d->world,
                            .max_len = c->max_len,
                            .pad_id = 0,
                            .prefetch = c->prefetch,
                            .threads = c->loader_threads,
                            .checksums = c->checksums,
-                           .resume = from ? &st.cursor : NULL};
-    ds_loader *loader = ds_loader_open(&lc);
-    tr_batch_check_geometry(loader, &c->model);
-    int64_t step = 0;
-    double tokens_seen = 0;
-    int bad = 0;
-    if (from) {
-        check_resume(from, &st, model_digest, d, G, total, c->zero1);
-        // Checkpoints past the one resumed are another branch: this run's would replace some
-        // of them and leave the rest beside its own under `latest`.
-        if (newest > st.step)
-            ag_fail("%s: holds step_%08" PRId64 ", past the step %" PRId64 " resumed from %s; "
-                    "set checkpoint.out to another folder (or remove the later checkpoints)",
-                    c->out_dir, newest, st.step, from);
-        tr_ckpt_load_model(from, m->params);
-        tr_ckpt_load_optim(from, &st, opt, d);
-        step = st.step;
-        tokens_seen = st.tokens;
-        bad = st.bad_steps;
-    }
-    const int64_t warmup = (int64_t)ceil(c->warmup_ratio * (double)total);
+                           .resume = s->from ? &s->st.cursor : NULL};
+    s->loader = ds_loader_open(&lc);
+    tr_batch_check_geometry(s->loader, &c->model);
+}
 
-    char metrics[PATH_MAX];
-    FILE *mf = NULL;
-    if (lead) {
-        ds_make_dirs(c->out_dir);
-        if (snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", c->out_dir) >=
-            (int)sizeof metrics)
-            ag_fail_path_too_long(c->out_dir, "/metrics.jsonl");
-        if (from) truncate_metrics(metrics, step);
-        mf = fopen(metrics, from ? "ab" : "wb");
-        if (!mf) ag_fail("%s: cannot write: %s", metrics, strerror(errno));
-        int64_t n_train = 0;
-        for (int i = 0; i < tp.n; i++) n_train += ag_numel(tp.params[i]);
-        fprintf(log,
-                "stage %d: model %s, %" PRId64 " parameters, %" PRId64 " trainable in %d tensors; "
-                "%d rank%s x micro %" PRId64 " x accumulation %" PRId64 " = global batch %" PRId64
-                "; %" PRId64 " samples, %" PRId64 " steps (warmup %" PRId64
-                "); %s parameters%s on %s%s%s\n",
-                c->stage, c->model.name, gm_params_total(m->params), n_train, tp.n, d->world,
-                d->world > 1 ? "s" : "", c->micro_batch, c->accumulation, G, samples, total, warmup,
-                ag_dtype_name(c->model.dtype),
-                c->model.dtype == AG_BF16 ? " (f32 master weights and moments)" : "", device,
-                from ? "; resumed from " : "", from ? from : "");
-        fflush(log);
-    }
+// Weights, optimizer state and counters from s->from, after checking that this run can
+// continue it.
+static void load_resume_checkpoint(stage_run *s) {
+    const tr_train_config *c = s->c;
+    check_resume(s->from, &s->st, s->model_digest, s->d, s->G, s->total, c->zero1);
+    // Checkpoints past the one resumed are another branch: this run's would replace some
+    // of them and leave the rest beside its own under `latest`.
+    if (s->newest > s->st.step)
+        ag_fail("%s: holds step_%08" PRId64 ", past the step %" PRId64 " resumed from %s; "
+                "set checkpoint.out to another folder (or remove the later checkpoints)",
+                c->out_dir, s->newest, s->st.step, s->from);
+    tr_ckpt_load_model(s->from, s->m->params);
+    tr_ckpt_load_optim(s->from, &s->st, s->opt, s->d);
+    s->step = s->st.step;
+    s->tokens_seen = s->st.tokens;
+    s->bad = s->st.bad_steps;
+}
+
+// Rank 0: opens metrics.jsonl (a resume keeps the lines up to its step) and prints the
+// stage's one-line plan.
+static void open_metrics(stage_run *s) {
+    const tr_train_config *c = s->c;
+    const tr_dist *d = s->d;
+    ds_make_dirs(c->out_dir);
+    if (snprintf(s->metrics, sizeof s->metrics, "%s/metrics.jsonl", c->out_dir) >=
+        (int)sizeof s->metrics)
+        ag_fail_path_too_long(c->out_dir, "/metrics.jsonl");
+    if (s->from) truncate_metrics(s->metrics, s->step);
+    s->mf = fopen(s->metrics, s->from ? "ab" : "wb");
+    if (!s->mf) ag_fail("%s: cannot write: %s", s->metrics, strerror(errno));
+    int64_t n_train = 0;
+    for (int i = 0; i < s->tp.n; i++) n_train += ag_numel(s->tp.params[i]);
+    fprintf(s->log,
+            "stage %d: model %s, %" PRId64 " parameters, %" PRId64 " trainable in %d tensors; "
+            "%d rank%s x micro %" PRId64 " x accumulation %" PRId64 " = global batch %" PRId64
+            "; %" PRId64 " samples, %" PRId64 " steps (warmup %" PRId64
+            "); %s parameters%s on %s%s%s\n",
+            c->stage, c->model.name, gm_params_total(s->m->params), n_train, s->tp.n, d->world,
+            d->world > 1 ? "s" : "", c->micro_batch, c->accumulation, s->G, s->samples, s->total,
+            s->warmup, ag_dtype_name(c->model.dtype),
+            c->model.dtype == AG_BF16 ? " (f32 master weights and moments)" : "", s->device,
+            s->from ? "; resumed from " : "", s->from ? s->from : "");
+    fflush(s->log);
+}
+
+// Everything the step loop needs: model, optimizer, data, metrics.jsonl, the clock.
+static void start_training(stage_run *s) {
+    const tr_train_config *c = s->c;
+    setup_training(s);
+    if (s->from) load_resume_checkpoint(s);
+    if (s->lead) open_metrics(s);
     // A live line on a terminal; not under mpirun, which hands every rank a pseudo-terminal
     // even when the output goes to a file.
-    const bool tty = lead && d->world == 1 && isatty(fileno(stdout));
-    double t0 = now_s(), t_win = t0, win_loss = 0, win_tokens = 0, last_loss = NAN;
-    int64_t win_steps = 0, start_step = step;
-    tr_ckpt_state out = {.total_steps = total,
-                         .stage = c->stage,
-                         .seed = c->seed,
-                         .world = d->world,
-                         .zero1 = c->zero1,
-                         .global_batch = G};
-    memcpy(out.config_digest, cfg_digest, 65);
-    memcpy(out.model_digest, model_digest, 65);
-    ag_tensor *loss_acc =
-        c->device == AG_CPU ? NULL : ag_param(ctx, "trainer.loss_sum", AG_F32, AG_SHAPE(1));
+    s->win = (window){.tty = s->lead && s->d->world == 1 && isatty(fileno(stdout)),
+                      .start_step = s->step,
+                      .last_loss = NAN};
+    s->win.t0 = s->win.t_win = now_s();
+    s->loss_acc =
+        c->device == AG_CPU ? NULL : ag_param(s->ctx, "trainer.loss_sum", AG_F32, AG_SHAPE(1));
     // Gradients are summed across ranks while the last micro-batch's backward pass runs
     // (train.overlap_allreduce; train/dist.h says what overlaps on which path), else after it.
-    tr_grad_reducer *red =
-        c->overlap_allreduce ? tr_grad_reducer_new(d, tp.params, tp.n, c->bucket_elems) : NULL;
-    while (step < total) {
-        // Forward and backward over this rank's micro-batches; gradients add up.
-        double sums[2] = {0, 0}; // summed loss, supervised tokens
-        for (int64_t a = 0; a < c->accumulation; a++) {
-            const ds_batch *b = ds_loader_next(loader);
-            int64_t n = tr_batch_supervised(b);
-            if (skip_last_micro(d, step, a, c->accumulation)) n = 0;
-            if (n == 0) continue;
-            gm_groundinggpt_batch gb;
-            tr_batch_to_model(ctx, b, &gb);
-            uint64_t seed = ag_mix64(c->seed ^ ag_mix64((uint64_t)step * 0x10000u + (uint64_t)a) ^
-                                     ag_mix64((uint64_t)d->rank + 0x51ed));
-            ag_tensor *loss = gm_groundinggpt_loss(ctx, m, &gb, true, seed);
-            ag_tensor *scaled = ag_scale(ctx, loss, (double)n);
-            if (red && a == c->accumulation - 1) { // earlier passes still add into the gradients
-                tr_grad_reducer_begin(red);
-                ag_backward_watch(ctx, scaled, tp.params, tp.n, tr_grad_reducer_ready, red);
-            } else {
-                ag_backward(ctx, scaled);
-            }
-            if (loss_acc)
-                add_loss(ctx, loss_acc, loss, (double)n);
-            else
-                sums[0] += ag_item(loss, 0) * (double)n;
-            sums[1] += (double)n;
-            ag_step_reset(ctx);
-        }
-        if (loss_acc) { // the step's one read of the loss; the next step starts from 0
-            sums[0] = ag_item(loss_acc, 0);
-            ag_backend_for(ctx->device)->memset0(loss_acc->data, sizeof(float));
-        }
-        tr_dist_sum_f64(d, sums, 2);
-        double loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
-        if (tr_test_nan_step(step + 1)) loss = NAN;
-        // Summed unscaled (the scale needs every rank's token count); scaled here.
-        const double inv_tokens = sums[1] > 0 ? 1.0 / sums[1] : 0;
-        if (red)
-            tr_grad_reducer_finish(red, inv_tokens);
-        else
-            tr_dist_allreduce_grads(d, tp.params, tp.n, inv_tokens, c->bucket_elems);
-        // One device-to-host copy on a GPU (the backend's sum_squares_many).
-        double gnorm = ag_clip_grad_norm(tp.params, tp.n, c->grad_clip);
-        double lr = tr_lr_cosine(step, total, warmup, c->lr, c->min_lr_ratio);
-        bool finite = isfinite(loss) && isfinite(gnorm);
-        step++;
-        if (finite) {
-            bad = 0;
-            if (opt) ag_adamw_step(opt, lr);
-            if (c->zero1)
-                for (int i = 0; i < tp.n; i++) tr_dist_broadcast(d, tp.params[i], tp.owner[i]);
-            tokens_seen += sums[1];
-            win_loss += loss;
-            win_steps++;
-            win_tokens += sums[1];
-        } else {
-            bad++;
-            if (lead) {
-                fprintf(stderr,
-                        "step %" PRId64 ": non-finite %s (%g), update skipped (%d in a row)\n",
-                        step, isfinite(loss) ? "gradient norm" : "loss",
-                        isfinite(loss) ? gnorm : loss, bad);
-                fprintf(mf, "{\"step\": %" PRId64 ", \"skipped\": true, \"reason\": \"%s\"}\n",
-                        step, isfinite(loss) ? "gradient" : "loss");
-            }
-            if (bad >= c->max_bad_steps)
-                ag_fail("train: %d non-finite steps in a row (train.max_bad_steps); stopping at "
-                        "step %" PRId64 " (the last checkpoint is intact)",
-                        bad, step);
-        }
-        ag_zero_grad(ctx, tp.params, tp.n);
-        maybe_die_at(step);
+    s->red = c->overlap_allreduce
+                 ? tr_grad_reducer_new(s->d, s->tp.params, s->tp.n, c->bucket_elems)
+                 : NULL;
+}
 
-        double t = now_s();
-        bool log_now = step % c->log_every == 0 || step == total;
-        if (lead && (log_now || tty)) {
-            double rate = (t - t_win) > 0 ? win_tokens / (t - t_win) : 0;
-            double eta = (t - t0) / (double)(step - start_step) * (double)(total - step);
-            double shown = win_steps ? win_loss / (double)win_steps : loss;
-            fprintf(log,
-                    "%sstage %d | step %" PRId64 "/%" PRId64 " | loss %.4f | lr %.2e | grad norm "
-                    "%.3f | %.0f tok/s | eta %dm%02ds%s",
-                    tty ? "\r" : "", c->stage, step, total, shown, lr, gnorm, rate, (int)eta / 60,
-                    (int)eta % 60, log_now || !tty ? "\n" : "");
-            fflush(log);
+// The dropout stream of one micro-batch: (seed, step, micro-step, rank).
+static uint64_t micro_seed(uint64_t seed, int64_t step, int64_t a, int rank) {
+    return ag_mix64(seed ^ ag_mix64((uint64_t)step * 0x10000u + (uint64_t)a) ^
+                    ag_mix64((uint64_t)rank + 0x51ed));
+}
+
+// Forward and backward over this rank's micro-batches of the step; gradients add up. sums
+// gets the step's summed loss and supervised tokens over all ranks.
+static void forward_backward(stage_run *s, double sums[2]) {
+    const tr_train_config *c = s->c;
+    ag_ctx *ctx = s->ctx;
+    sums[0] = sums[1] = 0;
+    for (int64_t a = 0; a < c->accumulation; a++) {
+        const ds_batch *b = ds_loader_next(s->loader);
+        int64_t n = tr_batch_supervised(b);
+        if (skip_last_micro(s->d, s->step, a, c->accumulation)) n = 0;
+        if (n == 0) continue;
+        gm_groundinggpt_batch gb;
+        tr_batch_to_model(ctx, b, &gb);
+        uint64_t seed = micro_seed(c->seed, s->step, a, s->d->rank);
+        ag_tensor *loss = gm_groundinggpt_loss(ctx, s->m, &gb, true, seed);
+        ag_tensor *scaled = ag_scale(ctx, loss, (double)n);
+        if (s->red && a == c->accumulation - 1) { // earlier passes still add into the gradients
+            tr_grad_reducer_begin(s->red);
+            ag_backward_watch(ctx, scaled, s->tp.params, s->tp.n, tr_grad_reducer_ready, s->red);
+        } else {
+            ag_backward(ctx, scaled);
         }
-        if (log_now && win_steps) {
-            last_loss = win_loss / (double)win_steps;
-            if (lead)
-                fprintf(mf,
-                        "{\"step\": %" PRId64 ", \"stage\": %d, \"loss\": %.17g, \"lr\": %.6e, "
-                        "\"grad_norm\": %.17g, \"tokens\": %.0f, \"tokens_per_s\": %.1f, "
-                        "\"elapsed_s\": %.3f}\n",
-                        step, c->stage, last_loss, lr, gnorm, tokens_seen,
-                        (t - t_win) > 0 ? win_tokens / (t - t_win) : 0, t - t0);
-            // Live for tail -f and plots mid-run; a resume drops lines past its checkpoint.
-            if (lead) tr_flush_checked(mf, metrics);
-            win_loss = win_tokens = 0;
-            win_steps = 0;
-            t_win = t;
-        }
-        if ((c->save_every && step % c->save_every == 0) || step == total) {
-            if (lead) tr_flush_checked(mf, metrics);
-            out.step = step;
-            out.complete = step == total;
-            out.cursor = ds_loader_cursor(loader);
-            out.bad_steps = bad;
-            out.tokens = tokens_seen;
-            out.loss = last_loss;
-            tr_ckpt_save(c->out_dir, &out, m->params, opt, resolved, d, c->keep);
-        }
+        if (s->loss_acc)
+            add_loss(ctx, s->loss_acc, loss, (double)n);
+        else
+            sums[0] += ag_item(loss, 0) * (double)n;
+        sums[1] += (double)n;
+        ag_step_reset(ctx);
     }
-    if (lead) tr_close_checked(mf, metrics);
-    ds_loader_close(loader);
-    tr_grad_reducer_free(red);
-    if (opt) ag_adamw_free(opt);
-    free_trainables(&tp);
-    res->steps = total;
-    res->final_loss = isfinite(last_loss) ? last_loss : st.loss;
+    if (s->loss_acc) { // the step's one read of the loss; the next step starts from 0
+        sums[0] = ag_item(s->loss_acc, 0);
+        ag_backend_for(ctx->device)->memset0(s->loss_acc->data, sizeof(float));
+    }
+    tr_dist_sum_f64(s->d, sums, 2);
+}
+
+// A non-finite step: reported and skipped, until train.max_bad_steps in a row stop the run.
+static void skip_bad_step(stage_run *s, const step_stats *st) {
+    s->bad++;
+    if (s->lead) {
+        bool bad_loss = !isfinite(st->loss);
+        fprintf(stderr, "step %" PRId64 ": non-finite %s (%g), update skipped (%d in a row)\n",
+                s->step, bad_loss ? "loss" : "gradient norm", bad_loss ? st->loss : st->gnorm,
+                s->bad);
+        fprintf(s->mf, "{\"step\": %" PRId64 ", \"skipped\": true, \"reason\": \"%s\"}\n", s->step,
+                bad_loss ? "loss" : "gradient");
+    }
+    if (s->bad >= s->c->max_bad_steps)
+        ag_fail("train: %d non-finite steps in a row (train.max_bad_steps); stopping at "
+                "step %" PRId64 " (the last checkpoint is intact)",
+                s->bad, s->step);
+}
+
+// Sums the gradients over ranks, clips them and applies AdamW at the step's learning rate
+// (or skips a non-finite step); advances s->step and clears the gradients.
+static step_stats optimizer_step(stage_run *s, const double sums[2]) {
+    const tr_train_config *c = s->c;
+    trainables *tp = &s->tp;
+    step_stats st = {.tokens = sums[1]};
+    st.loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
+    if (tr_test_nan_step(s->step + 1)) st.loss = NAN;
+    // Summed unscaled (the scale needs every rank's token count); scaled here.
+    const double inv_tokens = sums[1] > 0 ? 1.0 / sums[1] : 0;
+    if (s->red)
+        tr_grad_reducer_finish(s->red, inv_tokens);
+    else
+        tr_dist_allreduce_grads(s->d, tp->params, tp->n, inv_tokens, c->bucket_elems);
+    // One device-to-host copy on a GPU (the backend's sum_squares_many).
+    st.gnorm = ag_clip_grad_norm(tp->params, tp->n, c->grad_clip);
+    st.lr = tr_lr_cosine(s->step, s->total, s->warmup, c->lr, c->min_lr_ratio);
+    st.finite = isfinite(st.loss) && isfinite(st.gnorm);
+    s->step++;
+    if (st.finite) {
+        s->bad = 0;
+        if (s->opt) ag_adamw_step(s->opt, st.lr);
+        if (c->zero1)
+            for (int i = 0; i < tp->n; i++) tr_dist_broadcast(s->d, tp->params[i], tp->owner[i]);
+        s->tokens_seen += sums[1];
+    } else {
+        skip_bad_step(s, &st);
+    }
+    ag_zero_grad(s->ctx, tp->params, tp->n);
+    return st;
+}
+
+// Supervised tokens per second over the window, at time t.
+static double window_rate(const window *w, double t) {
+    return (t - w->t_win) > 0 ? w->tokens / (t - w->t_win) : 0;
+}
+
+// The progress line every log_every steps and at the end (on a terminal, after every step,
+// rewriting itself), and the window's line of metrics.jsonl.
+static void report_step(stage_run *s, const step_stats *st) {
+    const tr_train_config *c = s->c;
+    window *w = &s->win;
+    if (st->finite) {
+        w->loss += st->loss;
+        w->steps++;
+        w->tokens += st->tokens;
+    }
+    double t = now_s();
+    bool log_now = s->step % c->log_every == 0 || s->step == s->total;
+    if (s->lead && (log_now || w->tty)) {
+        double eta = (t - w->t0) / (double)(s->step - w->start_step) * (double)(s->total - s->step);
+        double shown = w->steps ? w->loss / (double)w->steps : st->loss;
+        fprintf(s->log,
+                "%sstage %d | step %" PRId64 "/%" PRId64 " | loss %.4f | lr %.2e | grad norm "
+                "%.3f | %.0f tok/s | eta %dm%02ds%s",
+                w->tty ? "\r" : "", c->stage, s->step, s->total, shown, st->lr, st->gnorm,
+                window_rate(w, t), (int)eta / 60, (int)eta % 60, log_now || !w->tty ? "\n" : "");
+        fflush(s->log);
+    }
+    if (log_now && w->steps) {
+        w->last_loss = w->loss / (double)w->steps;
+        if (s->lead) {
+            fprintf(s->mf,
+                    "{\"step\": %" PRId64 ", \"stage\": %d, \"loss\": %.17g, \"lr\": %.6e, "
+                    "\"grad_norm\": %.17g, \"tokens\": %.0f, \"tokens_per_s\": %.1f, "
+                    "\"elapsed_s\": %.3f}\n",
+                    s->step, c->stage, w->last_loss, st->lr, st->gnorm, s->tokens_seen,
+                    window_rate(w, t), t - w->t0);
+            // Live for tail -f and plots mid-run; a resume drops lines past its checkpoint.
+            tr_flush_checked(s->mf, s->metrics);
+        }
+        w->loss = w->tokens = 0;
+        w->steps = 0;
+        w->t_win = t;
+    }
+}
+
+// A checkpoint every checkpoint.every steps and at the end of the stage.
+static void save_on_cadence(stage_run *s) {
+    const tr_train_config *c = s->c;
+    if (!((c->save_every && s->step % c->save_every == 0) || s->step == s->total)) return;
+    if (s->lead) tr_flush_checked(s->mf, s->metrics);
+    tr_ckpt_state out = {.step = s->step,
+                         .total_steps = s->total,
+                         .stage = c->stage,
+                         .complete = s->step == s->total,
+                         .cursor = ds_loader_cursor(s->loader),
+                         .seed = c->seed,
+                         .world = s->d->world,
+                         .zero1 = c->zero1,
+                         .global_batch = s->G,
+                         .bad_steps = s->bad,
+                         .tokens = s->tokens_seen,
+                         .loss = s->win.last_loss};
+    memcpy(out.config_digest, s->cfg_digest, 65);
+    memcpy(out.model_digest, s->model_digest, 65);
+    tr_ckpt_save(c->out_dir, &out, s->m->params, s->opt, s->resolved, s->d, c->keep);
+}
+
+// One optimizer step: its micro-batches, the update, telemetry and the checkpoint cadence.
+static void train_step(stage_run *s) {
+    double sums[2]; // summed loss, supervised tokens
+    forward_backward(s, sums);
+    step_stats st = optimizer_step(s, sums);
+    maybe_die_at(s->step);
+    report_step(s, &st);
+    save_on_cadence(s);
+}
+
+// Closes what start_training opened and fills in the result.
+static void finish_training(stage_run *s, tr_stage_result *res) {
+    const tr_train_config *c = s->c;
+    if (s->lead) tr_close_checked(s->mf, s->metrics);
+    ds_loader_close(s->loader);
+    tr_grad_reducer_free(s->red);
+    if (s->opt) ag_adamw_free(s->opt);
+    free_trainables(&s->tp);
+    res->steps = s->total;
+    res->final_loss = isfinite(s->win.last_loss) ? s->win.last_loss : s->st.loss;
     char step_name[40];
-    snprintf(step_name, sizeof step_name, "/step_%08" PRId64, total);
+    snprintf(step_name, sizeof step_name, "/step_%08" PRId64, s->total);
     if (snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s%s", c->out_dir, step_name) >=
         (int)sizeof res->final_ckpt)
         ag_fail_path_too_long(c->out_dir, step_name);
+}
 
-evaluate:
-    if (c->eval_data) {
-        tr_eval_result er;
-        tr_eval_grounding(ctx, m, c->eval_data, c->eval_tokenizer, c->eval_limit, c->eval_max_new,
-                          d, &er, log, false);
-        res->rec_acc = tr_eval_rate(&er, TR_EVAL_REC);
-        res->tvg_r1 = tr_eval_rate(&er, TR_EVAL_TVG);
-        res->rec_constant = er.constant[TR_EVAL_REC];
-        res->tvg_constant = er.constant[TR_EVAL_TVG];
-        res->rec_n = er.n[TR_EVAL_REC];
-        res->tvg_n = er.n[TR_EVAL_TVG];
-        if (log)
-            fprintf(log,
-                    "eval %s: REC Acc@0.5 %.3f (%" PRId64
-                    " samples), temporal R@1@0.5 %.3f (%" PRId64
-                    " samples), sound R@1@0.5 %.3f (%" PRId64 " samples)\n",
-                    c->eval_data, res->rec_acc, er.n[0], res->tvg_r1, er.n[1],
-                    tr_eval_rate(&er, TR_EVAL_SOUND), er.n[2]);
+// The after-stage grounding eval (eval.data): its scores go into the result and the log.
+static void evaluate(stage_run *s, tr_stage_result *res) {
+    const tr_train_config *c = s->c;
+    tr_eval_result er;
+    tr_eval_grounding(s->ctx, s->m, c->eval_data, c->eval_tokenizer, c->eval_limit, c->eval_max_new,
+                      s->d, &er, s->log, false);
+    res->rec_acc = tr_eval_rate(&er, TR_EVAL_REC);
+    res->tvg_r1 = tr_eval_rate(&er, TR_EVAL_TVG);
+    res->rec_constant = er.constant[TR_EVAL_REC];
+    res->tvg_constant = er.constant[TR_EVAL_TVG];
+    res->rec_n = er.n[TR_EVAL_REC];
+    res->tvg_n = er.n[TR_EVAL_TVG];
+    if (s->log)
+        fprintf(s->log,
+                "eval %s: REC Acc@0.5 %.3f (%" PRId64 " samples), temporal R@1@0.5 %.3f (%" PRId64
+                " samples), sound R@1@0.5 %.3f (%" PRId64 " samples)\n",
+                c->eval_data, res->rec_acc, er.n[TR_EVAL_REC], res->tvg_r1, er.n[TR_EVAL_TVG],
+                tr_eval_rate(&er, TR_EVAL_SOUND), er.n[TR_EVAL_SOUND]);
+}
+
+void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_dist *d,
+                    const char *resume, tr_stage_result *res) {
+    tr_stage_result_clear(res);
+    stage_run s = {.c = c, .resolved = resolved, .d = d, .lead = d->rank == 0};
+    s.log = s.lead ? stdout : NULL;
+    s.from = checkpoint_to_resume(c, resume);
+    // The after-stage eval's inputs, now rather than after the whole run.
+    if (c->eval_data) tr_eval_check_inputs(c->eval_data, c->eval_tokenizer);
+    read_resume_state(&s, resume && !strcmp(resume, "auto"));
+    plan_length(&s);
+    build_model(&s);
+    if (s.from && s.st.complete) {
+        skip_complete_stage(&s, res);
+    } else {
+        start_training(&s);
+        while (s.step < s.total) train_step(&s);
+        finish_training(&s, res);
     }
-done:
-    free(from);
-    gm_groundinggpt_free(m);
-    ag_ctx_free(ctx);
+    if (c->eval_data) evaluate(&s, res);
+    free(s.from);
+    gm_groundinggpt_free(s.m);
+    ag_ctx_free(s.ctx);
 }
