@@ -1,7 +1,19 @@
-// files.h: folder helpers shared by the data tools (pack, synth) and training (checkpoints,
-// exports).
+// files.h: file and folder helpers shared by the data tools (pack, synth) and training
+// (checkpoints, exports, reports).
 #pragma once
+#include <stddef.h>
 
 // mkdir -p: creates path and its missing parents. Fails naming the folder that cannot be made,
 // or path when it exists but is not a folder.
 void ds_make_dirs(const char *path);
+
+typedef struct {
+    const void *data;
+    size_t size;
+} ds_file_part;
+
+// Writes the parts, in order, as path's new content without ever leaving a half-written file
+// under that name: the bytes go to "<path>.tmp.<pid>" in the same folder, are fsynced, the file
+// is renamed over path and the folder synced. Fails (ag_fail) naming path; the temporary file
+// is removed first.
+void ds_write_file_atomic(const char *path, const ds_file_part *parts, int n);

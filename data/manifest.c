@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "autograd/error.h"
+#include "data/files.h"
 
 // A shard name must stay inside the dataset folder.
 static bool ds_plain_name(const char *s) {
@@ -115,27 +116,11 @@ void ds_manifest_write(const ds_manifest *m, const char *dir) {
     cJSON_Delete(root);
     if (!text) ag_fail("manifest: out of memory printing JSON");
 
-    char *path = ag_xpath_join(dir, DS_MANIFEST_NAME),
-         *tmp = ag_xpath_join(dir, DS_MANIFEST_NAME ".tmp");
-    FILE *f = fopen(tmp, "wb");
-    int err = f ? 0 : errno;
-    if (f) {
-        size_t len = strlen(text);
-        if (fwrite(text, 1, len, f) != len || fputc('\n', f) == EOF || fflush(f) != 0 ||
-            fsync(fileno(f)) != 0)
-            err = errno ? errno : EIO;
-        if (fclose(f) != 0 && !err) err = errno;
-    }
+    char *path = ag_xpath_join(dir, DS_MANIFEST_NAME);
+    ds_file_part parts[2] = {{text, strlen(text)}, {"\n", 1}};
+    ds_write_file_atomic(path, parts, 2);
     cJSON_free(text);
-    if (!err && rename(tmp, path) != 0) err = errno;
-    if (err) {
-        (void)unlink(tmp);
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s: cannot write: %s", path, strerror(err));
-        free(path), free(tmp);
-        ag_fail("%s", msg);
-    }
-    free(path), free(tmp);
+    free(path);
 }
 
 // ---- reading ----

@@ -42,7 +42,7 @@ typedef struct {
 void ds_manifest_init(ds_manifest *m, const char *tokenizer_digest);
 // Adds one finished shard (file is its name inside the folder) and its task/source counts.
 void ds_manifest_add_shard(ds_manifest *m, const char *file, const ds_shard_info *info);
-// Writes DIR/manifest.json via DIR/manifest.json.tmp and a rename.
+// Writes DIR/manifest.json atomically (ds_write_file_atomic).
 void ds_manifest_write(const ds_manifest *m, const char *dir);
 // Reads and checks DIR/manifest.json (types, hex digests, totals = sums over shards).
 void ds_manifest_read(ds_manifest *m, const char *dir);

@@ -279,32 +279,14 @@ static void synth_audio(const ds_synth_config *c, int64_t i, cJSON *list) {
     add_sample(list, id, "sound", rel, "sound", q, span);
 }
 
-// dir/name, written to dir/name.tmp, synced and renamed into place (the temporary file is
-// removed when anything fails).
+// dir/name, written atomically.
 static void write_json(const char *dir, const char *name, cJSON *list) {
-    char path[4096], tmp[4200];
+    char path[4096];
     path_printf(path, sizeof path, "%s/%s", dir, name);
-    path_printf(tmp, sizeof tmp, "%s.tmp", path);
     char *text = cJSON_PrintUnformatted(list);
     if (!text) ag_fail("%s: out of memory printing JSON", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) ag_fail("%s: cannot write: %s", tmp, strerror(errno));
-    size_t len = strlen(text);
-    errno = 0;
-    bool ok = fwrite(text, 1, len, f) == len && !fflush(f) && !fsync(fileno(f));
-    int e = errno;
-    if (fclose(f) && ok) ok = false, e = errno;
+    ds_write_file_atomic(path, &(ds_file_part){text, strlen(text)}, 1);
     free(text);
-    if (!ok) {
-        unlink(tmp);
-        ag_fail("%s: write failed: %s", tmp, strerror(e ? e : EIO));
-    }
-    if (rename(tmp, path)) {
-        e = errno;
-        unlink(tmp);
-        ag_fail("%s: cannot rename %s into place: %s", path, tmp, strerror(e));
-    }
-    ag_sync_dir(dir);
 }
 
 void ds_synth(const ds_synth_config *c) {

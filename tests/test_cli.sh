@@ -95,7 +95,7 @@ long_path() {
 # synth: a train.json it cannot replace (a folder) fails naming it, and leaves no .tmp file
 mkdir -p "$tmp/sj/train.json"
 expect_error "synth over a folder" "sj/train.json: cannot rename" "$groundc" synth --out "$tmp/sj" --images 1 --videos 0 --audios 0
-[ ! -e "$tmp/sj/train.json.tmp" ] && ok || bad "synth left train.json.tmp behind"
+compgen -G "$tmp/sj/train.json.tmp*" >/dev/null && bad "synth left a train.json.tmp file behind" || ok
 # paths of PATH_MAX or more are refused, never cut short (an image went to .../img_0000)
 expect_error "synth long path" "^groundc: error: \.\.\.[de/]+/media/images/img_000000\.png: path too long$" \
   "$groundc" synth --out "$(long_path 4075)" --images 1 --videos 0 --audios 0

@@ -20,7 +20,6 @@
 #include "autograd/error.h"
 #include "autograd/safetensors.h"
 #include "data/files.h"
-#include "train/atomic_file.h"
 #include "train/model_config.h"
 
 // Paths -----------------------------------------------------------------------------------
@@ -376,11 +375,11 @@ void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params 
         if (d->rank == 0) {
             char *js = state_json(st);
             path_join(path, sizeof path, tmp, "state.json");
-            tr_write_file_atomic(path, &(tr_file_part){js, strlen(js)}, 1);
+            ds_write_file_atomic(path, &(ds_file_part){js, strlen(js)}, 1);
             free(js);
             path_join(path, sizeof path, tmp, "config.yaml");
             char *yaml = tr_yaml_dump(resolved, NULL);
-            tr_write_file_atomic(path, &(tr_file_part){yaml, strlen(yaml)}, 1);
+            ds_write_file_atomic(path, &(ds_file_part){yaml, strlen(yaml)}, 1);
             free(yaml);
         }
     }

@@ -6,12 +6,12 @@
 #include <string.h>
 
 #include "autograd/error.h"
+#include "data/files.h"
 #include "data/grounding.h"
 #include "data/loader.h"
 #include "data/manifest.h"
 #include "data/shard.h"
 #include "data/template.h"
-#include "train/atomic_file.h"
 #include "train/batch.h"
 #include "train/checkpoint.h"
 #include "train/generate.h"
@@ -643,8 +643,7 @@ int tr_eval_main(int argc, char **argv, const tr_dist *d) {
         print_table(&o, &r);
         if (report) {
             char *json = report_json(ckpt, &o, &r, samples);
-            tr_file_part part = {json, strlen(json)};
-            tr_write_file_atomic(report, &part, 1);
+            ds_write_file_atomic(report, &(ds_file_part){json, strlen(json)}, 1);
             free(json);
         }
     }

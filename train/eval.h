@@ -38,7 +38,7 @@ typedef struct {
     // answer to all): the score of a model that ignores the media. NaN without samples.
     double constant[TR_EVAL_TASKS];
     tr_caption_stats caption;
-    int64_t new_tokens; // generated, all samples
+    int64_t new_tokens;         // generated, all samples
     double prefill_s, decode_s; // wall seconds, summed over samples and ranks
 } tr_eval_result;
 

@@ -17,7 +17,7 @@
 #include "data/prompt.h"
 #include "data/template.h"
 #include "data/video.h"
-#include "train/atomic_file.h"
+#include "train/checked_output.h"
 #include "train/checkpoint.h"
 #include "train/eval.h"
 

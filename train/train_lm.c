@@ -13,7 +13,7 @@
 #include "autograd/optim.h"
 #include "data/copy_task.h"
 #include "data/files.h"
-#include "train/atomic_file.h"
+#include "train/checked_output.h"
 #include "train/checkpoint.h"
 #include "train/dist.h"
 #include "train/schedule.h"
@@ -150,7 +150,7 @@ int tr_train_lm(const tr_lm_config *c, const tr_yaml *resolved) {
         ag_fail_path_too_long(c->out_dir, "/config.yaml");
     size_t yaml_len;
     char *yaml = tr_yaml_dump(resolved, &yaml_len);
-    tr_write_file_atomic(path, &(tr_file_part){yaml, yaml_len}, 1);
+    ds_write_file_atomic(path, &(ds_file_part){yaml, yaml_len}, 1);
     ag_sync_parent(path);
     free(yaml);
     if (snprintf(path, sizeof path, "%s/metrics.jsonl", c->out_dir) >= (int)sizeof path)

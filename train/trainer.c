@@ -20,7 +20,7 @@
 #include "train/batch.h"
 #include "data/files.h"
 #include "data/manifest.h"
-#include "train/atomic_file.h"
+#include "train/checked_output.h"
 #include "train/checkpoint.h"
 #include "train/eval.h"
 #include "train/schedule.h"

@@ -1,5 +1,5 @@
-// atomic_file.c: see atomic_file.h.
-#include "train/atomic_file.h"
+// checked_output.c: see checked_output.h.
+#include "train/checked_output.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -10,29 +10,7 @@
 #include <unistd.h>
 
 #include "autograd/error.h"
-
-void tr_write_file_atomic(const char *path, const tr_file_part *parts, int n) {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
-        ag_fail("%s: path too long", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) ag_fail("%s: cannot write: %s", tmp, strerror(errno));
-    bool ok = true;
-    for (int i = 0; i < n && ok; i++)
-        ok = fwrite(parts[i].data, 1, parts[i].size, f) == parts[i].size;
-    ok = ok && !fflush(f) && !fsync(fileno(f));
-    int e = errno;
-    if (fclose(f)) ok = false, e = errno;
-    if (!ok) {
-        unlink(tmp);
-        ag_fail("%s: write failed: %s", path, strerror(e));
-    }
-    if (rename(tmp, path)) {
-        e = errno;
-        unlink(tmp);
-        ag_fail("%s: cannot rename %s into place: %s", path, tmp, strerror(e));
-    }
-}
+#include "data/files.h"
 
 void tr_write_npy_f32(const char *path, const float *x, long long rows, long long cols) {
     const uint16_t probe = 1;
@@ -50,9 +28,9 @@ void tr_write_npy_f32(const char *path, const float *x, long long rows, long lon
     memcpy(head, "\x93NUMPY\x01\x00", 8);
     head[8] = (char)((total - 10) & 0xff);
     head[9] = (char)((total - 10) >> 8);
-    tr_file_part parts[2] = {{head, (size_t)total},
+    ds_file_part parts[2] = {{head, (size_t)total},
                              {x, sizeof(float) * (size_t)rows * (size_t)cols}};
-    tr_write_file_atomic(path, parts, 2);
+    ds_write_file_atomic(path, parts, 2);
 }
 
 void tr_flush_checked(FILE *f, const char *path) {
