@@ -1,5 +1,5 @@
 // groundinggpt.h: the assembled GroundingGPT model: a Llama decoder whose token stream carries
-// image, video and audio spans, each filled by its encoder + adapter (GROUNDINGGPT.md):
+// image, video and audio spans, each filled by its encoder + adapter (../shared/GROUNDINGGPT.md):
 //
 //   image  u8 (n, S, S, 3) -> CLIP pixels -> CLIP ViT hidden_states[select] without CLS
 //          (n, P, Cv) -> projector Linear-GELU-Linear -> (n, P, L)
@@ -93,8 +93,8 @@ typedef struct {
     gm_audio_adapter_config audio_adapter;
 } gm_groundinggpt_config;
 
-// The reference model (GROUNDINGGPT.md), bf16: Vicuna-7B v1.5, CLIP ViT-L/14-336, EVA ViT-g
-// + BLIP-2 Q-Former, ImageBind audio, the adapters; 576 / 64 / 8 tokens.
+// The reference model (../shared/GROUNDINGGPT.md), bf16: Vicuna-7B v1.5, CLIP ViT-L/14-336,
+// EVA ViT-g + BLIP-2 Q-Former, ImageBind audio, the adapters; 576 / 64 / 8 tokens.
 gm_groundinggpt_config gm_groundinggpt_reference_config(void);
 // Checks every size and the consistency between parts (projector input = CLIP width, token
 // counts = what the encoders and adapters make, ...); fails with one line naming the field.
@@ -141,9 +141,9 @@ int64_t gm_groundinggpt_encoder_bytes(const gm_groundinggpt_config *cfg, gm_moda
 
 // Default stage selection ------------------------------------------------------------------
 
-// Trainable patterns of stage 1, 2 or 3 (GROUNDINGGPT.md) for the branches cfg has: stage 1
-// the projector, the video and audio adapters and both added-row tables; stages 2 and 3 add
-// the whole LLM. Writes up to max pattern pointers (static strings); returns the count.
+// Trainable patterns of stage 1, 2 or 3 (../shared/GROUNDINGGPT.md) for the branches cfg has:
+// stage 1 the projector, the video and audio adapters and both added-row tables; stages 2 and 3
+// add the whole LLM. Writes up to max pattern pointers (static strings); returns the count.
 int gm_groundinggpt_stage_patterns(const gm_groundinggpt_config *cfg, int stage, const char **out,
                                    int max);
 

@@ -1,4 +1,4 @@
-// test_template.c: the conversation template against the layout GROUNDINGGPT.md gives for
+// test_template.c: the conversation template against the layout ../shared/GROUNDINGGPT.md gives for
 // the reference ("{system}\n\n### Human: {msg}\n### Assistant: {answer}\n### "), the
 // placeholder move of its preprocessing, exact supervision (assistant text + "###" only),
 // and the box/span text helpers.

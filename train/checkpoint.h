@@ -1,4 +1,4 @@
-// checkpoint.h: training checkpoints (DESIGN.md). A checkpoint is a folder
+// checkpoint.h: training checkpoints (../shared/DESIGN.md). A checkpoint is a folder
 //
 //   OUT/step_00000500/
 //     model.safetensors            every parameter, at its dtype, GroundingGPT names

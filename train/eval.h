@@ -1,4 +1,4 @@
-// eval.h: evaluation by greedy generation, as GROUNDINGGPT.md measures it.
+// eval.h: evaluation by greedy generation, as ../shared/GROUNDINGGPT.md measures it.
 // Each evaluated sample's prompt is its tokens up to its first answer (the first supervised
 // target); the model continues it greedily with the KV cache (train/generate.h tr_decode)
 // until the stop marker "###", EOS, an added token or max_new tokens. Answer and reference

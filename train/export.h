@@ -1,5 +1,5 @@
 // export.h: `groundc export CKPT_DIR --format hf|gguf --out DIR [--dtype T] [--tokenizer F]
-// [--force]`: a trained checkpoint in the formats users run inference with (DESIGN.md).
+// [--force]`: a trained checkpoint in the formats users run inference with (../shared/DESIGN.md).
 //
 //   hf    a LLaVA folder that transformers loads as LlavaForConditionalGeneration (config.json,
 //         model.safetensors, tokenizer files), plus the video and audio branches in their own
