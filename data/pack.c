@@ -1055,9 +1055,12 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
 
     if (o.st.samples == 0) {
         undo_run();
-        ag_fail("pack: no sample could be packed (%lld of %lld skipped, %lld of other tasks than "
-                "--tasks)",
-                (long long)o.st.skipped, (long long)p->n, (long long)o.st.filtered);
+        if (o.st.filtered)
+            ag_fail("pack: no sample could be packed (%lld of %lld skipped, %lld of other tasks "
+                    "than --tasks)",
+                    (long long)o.st.skipped, (long long)p->n, (long long)o.st.filtered);
+        ag_fail("pack: no sample could be packed (%lld of %lld skipped)", (long long)o.st.skipped,
+                (long long)p->n);
     }
     publish(&o.man, o.staging, cfg->out_dir);
     remove_dir(o.staging);

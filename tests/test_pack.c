@@ -1027,6 +1027,19 @@ int main(void) {
     TL_CHECK(rc != 0 && strstr(errm, "empty.json: holds no samples") && !exists(path),
              "empty list: exit %d, %s", rc, errm);
     free(errm);
+    // every sample skipped, no --tasks: the count, and no mention of task filtering
+    snprintf(path, sizeof path, "%s/allbad.json", g_dir);
+    spit(path, "[{\"id\": \"a\", \"image\": \"no-such.jpg\", \"conversations\": "
+               "[{\"from\": \"human\", \"value\": \"<image>\\nHi\"}, "
+               "{\"from\": \"gpt\", \"value\": \"Yes.\"}]}]\n");
+    snprintf(args, sizeof args, "pack --json %s --media-root %s --tokenizer %s --out %s/allbad_out",
+             path, g_dir, g_tok, g_dir);
+    rc = groundc("allbad", args);
+    errm = output("allbad", "err");
+    TL_CHECK(rc != 0 && strstr(errm, "no sample could be packed (1 of 1 skipped)\n") &&
+                 !strstr(errm, "--tasks"),
+             "all samples bad: exit %d, %s", rc, errm);
+    free(errm);
 
     ds_tokenizer_free(tok);
     free(err1), free(out1_text);
