@@ -33,7 +33,7 @@ void ds_write_file_atomic(const char *path, const ds_file_part *parts, int n) {
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
         ag_fail_path_too_long(path, "");
     FILE *f = fopen(tmp, "wb");
-    if (!f) ag_fail("%s: cannot write: %s", tmp, strerror(errno));
+    if (!f) ag_fail("%s: cannot write (temporary file %s): %s", path, tmp, strerror(errno));
     errno = 0;
     bool ok = true;
     for (int i = 0; i < n && ok; i++)

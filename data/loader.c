@@ -155,6 +155,8 @@ struct ds_loader {
     char **sources;
     int32_t image_size, video_frames, video_size, audio_clips, audio_frames, audio_mels;
     const char *geom_file[3]; // the shard that set each media geometry (for messages)
+    int64_t media_tokens[3];  // patch tokens per item of each kind (-1: not counted)
+    const char *tokens_file[3];
     char digest[65];
     ds_cursor resume; // valid when has_resume
     bool has_resume;
@@ -605,6 +607,34 @@ static void ds_merge_geometry(ds_loader *l, int kind, const char *path, int64_t 
     }
 }
 
+// Patch tokens of kind in the shard's first sample that has an item of that kind (a sample has
+// at most one), the same in every shard: shards do not record the pack's token counts, so the
+// model's are checked against what a sample carries before the first batch splices them.
+static void ds_merge_media_tokens(ds_loader *l, int kind, ds_shard *sh, const char *path) {
+    static const char *const names[3] = {"image", "video", "audio"};
+    int64_t n = ds_shard_num_samples(sh), i = 0;
+    for (; i < n; i++) {
+        ds_sample_ref r = ds_shard_sample(sh, i);
+        int32_t row = kind == 0 ? r.image : kind == 1 ? r.video : r.audio;
+        if (row >= 0) break;
+    }
+    if (i == n) return;
+    int64_t len = ds_shard_range_tokens(sh, i, 1), count = 0;
+    int32_t *tok = ag_xmalloc((size_t)len * sizeof *tok, "sample tokens");
+    ds_shard_read_tokens(sh, i, 1, tok, NULL);
+    for (int64_t t = 0; t < len; t++) count += tok[t] == l->cfg.media_patch_id[kind];
+    free(tok);
+    if (!l->tokens_file[kind]) {
+        l->media_tokens[kind] = count;
+        l->tokens_file[kind] = path;
+    } else if (count != l->media_tokens[kind]) {
+        ag_fail("%s: %s samples carry %lld patch tokens, but %s's carry %lld (one loader needs one "
+                "token count per media kind)",
+                path, names[kind], (long long)count, l->tokens_file[kind],
+                (long long)l->media_tokens[kind]);
+    }
+}
+
 static int32_t ds_intern_source(ds_loader *l, const char *name) {
     for (int i = 0; i < l->nsources; i++)
         if (strcmp(l->sources[i], name) == 0) return i;
@@ -721,6 +751,11 @@ static void ds_startup(ds_loader *l) {
             ds_merge_geometry(l, 0, s->path, h->num_images, img, 1, have_img);
             ds_merge_geometry(l, 1, s->path, h->num_videos, vid, 2, have_vid);
             ds_merge_geometry(l, 2, s->path, h->num_audios, aud, 3, have_aud);
+            if (l->cfg.count_media_tokens) {
+                int64_t rows[3] = {h->num_images, h->num_videos, h->num_audios};
+                for (int k = 0; k < 3; k++)
+                    if (rows[k]) ds_merge_media_tokens(l, k, sh, s->path);
+            }
             l->image_size = have_img[0];
             l->video_frames = have_vid[0], l->video_size = have_vid[1];
             l->audio_clips = have_aud[0], l->audio_frames = have_aud[1];
@@ -1291,12 +1326,14 @@ void ds_loader_schedule(const ds_loader *l, int64_t *q, int64_t *period) {
 }
 
 ds_media_geometry ds_loader_geometry(const ds_loader *l, ds_media_kind kind) {
-    ds_media_geometry g = {{0, 0, 0}, NULL};
+    ds_media_geometry g = {{0, 0, 0}, NULL, -1};
     if (kind == DS_MEDIA_IMAGE && l->geom_file[0])
-        g = (ds_media_geometry){{l->image_size, 0, 0}, l->geom_file[0]};
+        g = (ds_media_geometry){{l->image_size, 0, 0}, l->geom_file[0], -1};
     else if (kind == DS_MEDIA_VIDEO && l->geom_file[1])
-        g = (ds_media_geometry){{l->video_frames, l->video_size, 0}, l->geom_file[1]};
+        g = (ds_media_geometry){{l->video_frames, l->video_size, 0}, l->geom_file[1], -1};
     else if (kind == DS_MEDIA_AUDIO && l->geom_file[2])
-        g = (ds_media_geometry){{l->audio_clips, l->audio_frames, l->audio_mels}, l->geom_file[2]};
+        g = (ds_media_geometry){
+            {l->audio_clips, l->audio_frames, l->audio_mels}, l->geom_file[2], -1};
+    if (g.file && l->tokens_file[kind]) g.tokens = l->media_tokens[kind];
     return g;
 }

@@ -101,6 +101,11 @@ typedef struct {
     // NULL: start at position 0. Otherwise continue from there: seed and digest must match,
     // and position must be a multiple of micro * world.
     const ds_cursor *resume;
+    // When set, every shard's first sample of each media kind has its placeholder ids
+    // media_patch_id[kind] counted at open (ds_media_geometry.tokens): shards do not record the
+    // pack's --image-tokens / --video-tokens / --audio-tokens, their token streams do.
+    bool count_media_tokens;
+    int32_t media_patch_id[DS_MEDIA_KINDS];
 } ds_loader_config;
 
 typedef struct {
@@ -157,10 +162,12 @@ void ds_loader_schedule(const ds_loader *l, int64_t *q, int64_t *period);
 
 // The media geometry of every batch, per kind (DS_MEDIA_IMAGE: S; DS_MEDIA_VIDEO: F, S;
 // DS_MEDIA_AUDIO: C, T, M), and the shard that set it; dims all 0 and file NULL when no shard
-// holds that kind. Valid until ds_loader_close.
+// holds that kind. Valid until ds_loader_close. tokens: the placeholder (patch) tokens a sample
+// carries per item of that kind, the same in every shard (-1 unless cfg.count_media_tokens).
 typedef struct {
     int32_t dims[3];
     const char *file;
+    int64_t tokens;
 } ds_media_geometry;
 ds_media_geometry ds_loader_geometry(const ds_loader *l, ds_media_kind kind);
 

@@ -39,10 +39,15 @@ def main():
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--out", default="metrics.png")
     args = ap.parse_args()
-    import matplotlib
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot_metrics: needs matplotlib (Debian: apt-get install python3-matplotlib)",
+              file=sys.stderr)
+        sys.exit(1)
 
     fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     for path in args.runs:

@@ -101,7 +101,7 @@ expect_error "synth long path" "^groundc: error: \.\.\.[de/]+/media/images/img_0
   "$groundc" synth --out "$(long_path 4075)" --images 1 --videos 0 --audios 0
 
 
-# --- stage configs, read and checked with --dry-run (no data needed)
+# --- stage configs, read and checked with --config-only (a dry run that needs no data)
 mkdir -p "$tmp/st/sub/ev" "$tmp/st/cfg" "$tmp/st/dir.yaml" && cd "$tmp/st" || exit 1
 cp "$src/configs/model/tiny.yaml" sub/tiny.yaml
 cat >stage.yaml <<YAML
@@ -116,7 +116,7 @@ checkpoint:
   out: $tmp/st/out
 YAML
 sed 's#sub/tiny.yaml#../sub/tiny.yaml#' stage.yaml >cfg/stage.yaml
-dry() { "$groundc" train "$@" --dry-run >"$tmp/out" 2>"$tmp/err"; }
+dry() { "$groundc" train "$@" --config-only >"$tmp/out" 2>"$tmp/err"; }
 valid() { grep -q "config valid" "$tmp/out"; }
 # a relative path given with --set is relative to the working directory, not to the text of
 # the argument (it once became "--set model=sub/sub/tiny.yaml")
@@ -151,7 +151,7 @@ dry q.yaml && grep -qx "    checkpoint: q: a's #b/one/latest" "$tmp/out" && ok |
   bad "curriculum init.checkpoint quoting: $(grep 'checkpoint:' "$tmp/out") $(cat "$tmp/err")"
 # a checkpoint.out too long for its checkpoints' paths (out/latest)
 expect_error "long checkpoint.out" "^groundc: error: \.\.\.[de/]+/latest: path too long$" \
-  "$groundc" train stage.yaml --dry-run --set checkpoint.out="$(long_path 4090)"
+  "$groundc" train stage.yaml --config-only --set checkpoint.out="$(long_path 4090)"
 # global_batch that does not divide: named where it was set
 expect_error "global batch from --set" "--set data.global_batch=5:1:19: data.global_batch: 5 is not a multiple of micro_batch 2 x 1 ranks" \
   "$groundc" train stage.yaml --dry-run --set data.global_batch=5
@@ -180,5 +180,40 @@ expect_error "generate seed overflow" "generate: --seed: expected a whole number
 for c in synth inspect; do
   "$groundc" $c --help >"$tmp/out" 2>&1 && grep -q "groundc $c" "$tmp/out" && ok || bad "$c --help: $(head -2 "$tmp/out")"
 done
+
+# --help / -h: every command prints its own usage to stdout and exits 0
+for c in synth pack train eval generate export inspect; do
+  for h in --help -h; do
+    "$groundc" $c $h >"$tmp/out" 2>"$tmp/err" && [ ! -s "$tmp/err" ] && grep -q "^usage: groundc $c" "$tmp/out" &&
+      ok || bad "$c $h: $(head -2 "$tmp/out") $(cat "$tmp/err")"
+  done
+done
+"$groundc" --help | grep -q "\-\-tokenizer FILE --force" && ok || bad "global usage lacks export's --tokenizer / --force"
+
+# --dry-run checks what the run would open, with the run's own errors
+cd "$tmp/st" || exit 1
+expect_error "dry run: missing dataset" "^groundc: error: train/manifest.json: cannot open" "$groundc" train stage.yaml --dry-run
+expect_error "dry run: missing init.checkpoint" "^groundc: error: .*nockpt: cannot open" \
+  "$groundc" train stage.yaml --dry-run --set init.checkpoint=nockpt
+expect_error "dry run: missing eval data" "nothere_eval" "$groundc" train stage.yaml --dry-run \
+  --set eval.data=nothere_eval --set eval.tokenizer="$src/tests/fixtures/tokenizer/test_bpe.model"
+expect_error "dry run: --resume DIR" "^groundc: error: $tmp/st/sub: not a checkpoint \(no state.json\)" \
+  "$groundc" train stage.yaml --dry-run --resume "$tmp/st/sub"
+
+# eval --report into a folder that is not there: refused before anything is loaded
+expect_error "eval report folder" "^groundc: error: eval: --report /nonexistent/r.json: " \
+  "$groundc" eval "$tmp/nockpt" --data "$tmp/nodata" --report /nonexistent/r.json
+
+# export: an unknown last flag, a missing --format / --out, the dtype list
+expect_error "export unknown flag" "^groundc: error: export: unknown option '--bogus'$" "$groundc" export CK --format hf --out D --bogus
+expect_error "export no --format" "^groundc: error: export: missing --format" "$groundc" export CK --out D
+expect_error "export no --out" "^groundc: error: export: missing --out" "$groundc" export CK --format hf
+expect_error "export dtype list" "expected f32, f16, bf16 or q8_0\)?$" "$groundc" export "$tmp/nockpt" --format gguf --out "$tmp/exq" --dtype f8
+
+# generate: a media option twice, no --prompt
+touch "$tmp/a.png"
+expect_error "generate --image twice" "^groundc: error: generate: option --image given twice$" \
+  "$groundc" generate CK --image "$tmp/a.png" --image "$tmp/a.png" --prompt hi
+expect_error "generate no prompt" "^groundc: error: generate: missing --prompt" "$groundc" generate CK
 
 summary

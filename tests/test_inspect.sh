@@ -313,4 +313,15 @@ printf 'not hdf5' >"$tmp/bad.h5"
 expect_error "damaged .h5" "bad.h5: cannot open as HDF5" "$groundc" inspect "$tmp/bad.h5"
 expect_error "empty .h5" "empty.h5: cannot open as HDF5" "$groundc" inspect "$tmp/empty.h5"
 
+# a curriculum: each stage's report in turn (it used to fail as neither model nor stage config)
+if "$groundc" inspect "$src/configs/curriculum.yaml" >"$tmp/cur" 2>"$tmp/err"; then ok
+else bad "inspect curriculum: $(cat "$tmp/err")"; fi
+grep -q "^curriculum .*curriculum.yaml: 3 stages" "$tmp/cur" && ok || bad "curriculum heading"
+for i in 1 2 3; do
+  grep -q "^== stage $i of 3: .*configs/stage$i.yaml" "$tmp/cur" && ok || bad "curriculum stage $i heading"
+done
+[ "$(grep -c "trainable" "$tmp/cur")" -ge 3 ] && ok || bad "curriculum: a stage report per stage"
+printf 'stages:\n  - %s\n' "$src/configs/model/tiny.yaml" >"$tmp/cur_bad.yaml"
+expect_error "curriculum of a model file" "tiny.yaml.*not a stage config" "$groundc" inspect "$tmp/cur_bad.yaml"
+
 summary

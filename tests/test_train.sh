@@ -127,6 +127,28 @@ expect_error "missing dataset" "nothere" "$groundc" train stage.yaml --set check
 # of 8 frames used to train as two 4-frame videos each when a batch held an even count)
 "$groundc" pack --json raw/train.json --media-root raw --out train_f8 --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --video-frames 8 --threads 1 >/dev/null 2>&1 || bad "pack with 8 frames"
 expect_error "other video frames" "train_f8/shard_[0-9]+\.h5: videos are 8 frames of 16x16, the model takes 4 frames of 16x16 \(pack with --video-frames 4 --video-size 16\)" "$groundc" train stage.yaml --set checkpoint.out=$tmp/f8 --set 'data.datasets=[train_f8]'
+# other placeholder token counts than the model's: refused at open, naming the shard and the
+# pack option (they used to fail in splice on the first batch, leaving an empty metrics.jsonl)
+"$groundc" pack --json raw/train.json --media-root raw --out train_t8 --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --image-tokens 8 --threads 1 >/dev/null 2>&1 || bad "pack with 8 image tokens"
+expect_error "other image tokens" "train_t8/shard_[0-9]+\.h5: image samples carry 8 patch tokens, the model makes 16 \(pack with --image-tokens 16\)" "$groundc" train stage.yaml --set checkpoint.out=$tmp/t8 --set 'data.datasets=[train_t8]'
+[ ! -e t8/metrics.jsonl ] && ok || bad "a run refused at open left metrics.jsonl"
+expect_error "eval over other image tokens" "train_t8/shard_[0-9]+\.h5: image samples carry 8 patch tokens, the model makes 16" "$groundc" eval ref/step_00000012 --data train_t8 --task caption --tokenizer "$here/fixtures/tokenizer/test_bpe.model"
+"$groundc" pack --json raw/train.json --media-root raw --out train_a2 --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --audio-tokens 2 --threads 1 >/dev/null 2>&1 || bad "pack with 2 audio tokens"
+expect_error "other audio tokens" "train_a2/shard_[0-9]+\.h5: audio samples carry 2 patch tokens, the model makes 4 \(pack with --audio-tokens 4\)" "$groundc" train stage.yaml --set checkpoint.out=$tmp/a2 --set 'data.datasets=[train_a2]'
+# init.checkpoint is stored absolute like the dataset paths: relative to the config file that
+# names it, or to the working folder for a --set value
+mkdir -p "$tmp/sub"
+sed -e 's|^model: tiny.yaml|model: ../tiny.yaml|; s|path: train,|path: ../train,|' stage.yaml >sub/ft.yaml
+printf 'init:\n  checkpoint: ../ref/step_00000012\n' >>sub/ft.yaml
+refabs=$(realpath "$tmp/ref/step_00000012")
+"$groundc" train sub/ft.yaml --set train.steps=2 --set checkpoint.out=$tmp/rel1 >"$tmp/log" 2>&1 || bad "relative init.checkpoint: $(tail -2 "$tmp/log")"
+grep -qF "checkpoint: $refabs" rel1/latest/config.yaml && ok || bad "init.checkpoint from a file not stored absolute: $(grep -A2 '^init' rel1/latest/config.yaml)"
+"$groundc" train stage.yaml --set train.steps=2 --set checkpoint.out=$tmp/rel2 --set init.checkpoint=ref/step_00000012 >"$tmp/log" 2>&1 || bad "--set init.checkpoint: $(tail -2 "$tmp/log")"
+grep -qF "checkpoint: $refabs" rel2/latest/config.yaml && ok || bad "--set init.checkpoint not stored absolute: $(grep -A2 '^init' rel2/latest/config.yaml)"
+# init.checkpoint of another model: refused from its config.yaml before the model is allocated
+# (a 7B config over a small checkpoint ran out of host memory for the parameter pool first)
+sed 's/ffn: 176/ffn: 68719476736/' tiny.yaml >tiny_huge.yaml
+expect_error "init.checkpoint of another model" "ref/step_00000012: written for another model: its llm\.ffn is 176, this config's model has 68719476736" "$groundc" train stage.yaml --set model=tiny_huge.yaml --set checkpoint.out=$tmp/huge --set init.checkpoint=ref/step_00000012
 # the after-stage eval's inputs are checked before training, not after the whole run
 expect_error "missing eval data" "nothere_eval" "$groundc" train stage.yaml --set checkpoint.out=$tmp/ev --set eval.data=nothere_eval --set eval.tokenizer="$here/fixtures/tokenizer/test_bpe.model"
 [ ! -e ev ] && ok || bad "a run with missing eval data trained first"
@@ -196,12 +218,12 @@ PY
 [ "$(grep -c 'stage already complete' "$tmp/log")" = 2 ] && ok || bad "complete stages skipped"
 grep -q "^| c2.yaml | 3 |" "$tmp/log" && ok || bad "curriculum table: $(tail -4 "$tmp/log")"
 
-# --- the shipped configs read and check (no weights or data needed for --dry-run)
+# --- the shipped configs read and check (no weights or data needed for --config-only)
 src=$here/..
 for c in stage1 stage2 stage3 curriculum finetune demo/curriculum; do
-  "$groundc" train "$src/configs/$c.yaml" --dry-run >"$tmp/log" 2>&1 && grep -q "config valid" "$tmp/log" && ok || bad "configs/$c.yaml --dry-run: $(tail -2 "$tmp/log")"
+  "$groundc" train "$src/configs/$c.yaml" --config-only >"$tmp/log" 2>&1 && grep -q "config valid" "$tmp/log" && ok || bad "configs/$c.yaml --config-only: $(tail -2 "$tmp/log")"
 done
-"$groundc" train "$src/configs/stage2.yaml" --dry-run --set data.micro_batch=48 >"$tmp/log" 2>&1
+"$groundc" train "$src/configs/stage2.yaml" --config-only --set data.micro_batch=48 >"$tmp/log" 2>&1
 grep -q "not a multiple of micro_batch 48" "$tmp/log" && ok || bad "global batch 512 with micro 48 refused"
 
 # --- the plot script draws the curves (needs python3-matplotlib)

@@ -64,5 +64,25 @@ void tr_batch_check_geometry(const ds_loader *l, const gm_groundinggpt_config *c
                     "%lld x %lld (audio_clips, audio_frames, audio_mels)",
                     g.file, d[0], d[1], d[2], (long long)c->audio_clips, (long long)c->audio_frames,
                     (long long)c->audio_mels);
+        // Counted by the loader when asked (ds_loader_config.count_media_tokens): otherwise the
+        // first batch fails in splice, naming neither the shard nor the pack option.
+        static const char *const opt[DS_MEDIA_KINDS] = {"image", "video", "audio"};
+        int64_t want = k == DS_MEDIA_IMAGE   ? c->image_tokens
+                       : k == DS_MEDIA_VIDEO ? c->video_tokens
+                                             : c->audio_tokens;
+        if (g.tokens >= 0 && g.tokens != want)
+            ag_fail("%s: %s samples carry %lld patch tokens, the model makes %lld (pack with "
+                    "--%s-tokens %lld)",
+                    g.file, name, (long long)g.tokens, (long long)want, opt[k], (long long)want);
     }
+}
+
+_Static_assert((int)DS_MEDIA_IMAGE == (int)GM_MOD_IMAGE &&
+                   (int)DS_MEDIA_VIDEO == (int)GM_MOD_VIDEO &&
+                   (int)DS_MEDIA_AUDIO == (int)GM_MOD_AUDIO,
+               "media kinds and modalities in different orders");
+
+void tr_batch_media_tokens(ds_loader_config *lc, const gm_groundinggpt_config *c) {
+    lc->count_media_tokens = true;
+    for (int k = 0; k < DS_MEDIA_KINDS; k++) lc->media_patch_id[k] = c->tokens.patch[k];
 }

@@ -8,8 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "autograd/error.h"
+#include "data/manifest.h"
+#include "train/checkpoint.h"
+#include "train/eval.h"
+#include "train/import.h"
 #include "train/model_config.h"
 #include "train/train_lm.h"
 #include "train/trainer.h"
@@ -20,14 +25,34 @@ typedef struct {
     int n_sets;
     const char *resume; // NULL, "auto" or a folder
     bool dry_run;       // read and check the configs, train nothing
+    bool config_only;   // --config-only: a dry run that does not look for the inputs
+    bool help;          // --help: the usage printed, nothing else done
 } train_args;
+
+static void print_help(void) {
+    printf("usage: groundc train CONFIG.yaml [--resume auto|CKPT_DIR] [--set key.path=value ...] "
+           "[--dry-run]\n\n"
+           "  CONFIG.yaml           a stage, curriculum (stages: [...]) or copy-task config\n"
+           "                        (mpirun -np N for N ranks)\n"
+           "  --resume auto|DIR     continue from the run's latest checkpoint (auto) or from DIR\n"
+           "  --set key.path=value  override one config value (YAML); may be repeated\n"
+           "  --dry-run             read and check the configs and their inputs (datasets,\n"
+           "                        init weights, eval data, --resume folder), train nothing\n"
+           "  --config-only         as --dry-run, without looking for the inputs\n");
+}
 
 static void parse_args(int argc, char **argv, train_args *a) {
     memset(a, 0, sizeof *a);
     a->sets = ag_xcalloc((size_t)argc + 1, sizeof *a->sets, "arguments");
     for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            a->help = true;
+            return;
+        }
         if (!strcmp(argv[i], "--dry-run")) {
             a->dry_run = true;
+        } else if (!strcmp(argv[i], "--config-only")) {
+            a->dry_run = a->config_only = true;
         } else if (!strcmp(argv[i], "--set") || !strcmp(argv[i], "--resume")) {
             if (i + 1 >= argc)
                 ag_fail("train: %s needs a value (%s)", argv[i],
@@ -87,13 +112,62 @@ static void print_table(const char *const *names, const tr_stage_result *r, int 
     fflush(stdout);
 }
 
+// path made absolute by text alone (it may not exist yet): the working directory's when
+// relative. Allocated.
+static char *abs_text(const char *path) {
+    char cwd[PATH_MAX];
+    if (path[0] == '/' || !getcwd(cwd, sizeof cwd)) return ag_xstrdup(path);
+    return ag_xpath_join(cwd, path);
+}
+
+// Whether path is dir or lies inside it (by text).
+static bool is_under(const char *path, const char *dir) {
+    char *p = abs_text(path), *q = abs_text(dir);
+    size_t n = strlen(q);
+    while (n > 1 && q[n - 1] == '/') n--;
+    bool in = !strncmp(p, q, n) && (p[n] == 0 || p[n] == '/');
+    free(p);
+    free(q);
+    return in;
+}
+
+// What the real run opens before it trains, checked by a dry run with the same functions and
+// so the same one-line errors: the checkpoint to resume from (or checkpoints where a fresh run
+// would start), the eval inputs, the datasets' manifests and the init weights. earlier: the
+// checkpoint.out folders of the curriculum's earlier stages (n_earlier of them), which a dry run
+// does not fill: an init inside one is not checked.
+static void check_inputs(const tr_train_config *c, const char *resume, const char *const *earlier,
+                         int n_earlier) {
+    char *from = tr_checkpoint_to_resume(c, resume); // the run's own check
+    if (from) {
+        tr_ckpt_state st;
+        tr_ckpt_read_state(from, &st);
+    }
+    free(from);
+    if (c->eval_data) tr_eval_check_inputs(c->eval_data, c->eval_tokenizer);
+    for (int p = 0; p < TR_INIT_NPART; p++) {
+        const char *w = c->init.path[p];
+        bool made_earlier = false;
+        for (int k = 0; k < n_earlier && w; k++)
+            made_earlier = made_earlier || is_under(w, earlier[k]);
+        if (w && !made_earlier) tr_weights_close(tr_weights_open(w)); // headers only
+    }
+    for (int i = 0; i < c->n_datasets; i++) {
+        ds_manifest m;
+        ds_manifest_read(&m, c->datasets[i].dir);
+        ds_manifest_free(&m);
+    }
+}
+
 static int run_stage(const char *path, tr_yaml *root, const train_args *a, const tr_dist *d,
-                     const char *resume, tr_stage_result *res) {
+                     const char *resume, tr_stage_result *res, const char *const *earlier,
+                     int n_earlier) {
     tr_train_config c;
     tr_train_config_read(root, &c);
     tr_train_config_fit_world(&c, d->world);
     print_resolved(path, root, d);
     if (a->dry_run) {
+        if (!a->config_only) check_inputs(&c, resume, earlier, n_earlier);
         if (d->rank == 0)
             printf("%s: config valid: stage %d, %d dataset%s, micro batch %lld x accumulation %lld "
                    "x %d rank%s; dry run, nothing trained\n",
@@ -127,6 +201,7 @@ static int run_curriculum(tr_yaml *root, const train_args *a, const tr_dist *d) 
     }
     tr_yaml_check_used(root);
     tr_stage_result *res = ag_xcalloc((size_t)n, sizeof *res, "curriculum");
+    char **outs = ag_xcalloc((size_t)n, sizeof *outs, "curriculum"); // checkpoint.out of each
     char prev[PATH_MAX] = "";
     for (int i = 0; i < n; i++) {
         tr_yaml *st = load_with_sets(paths[i], a);
@@ -151,7 +226,10 @@ static int run_curriculum(tr_yaml *root, const train_args *a, const tr_dist *d) 
             tr_yaml_set(st, set);
         }
         if (d->rank == 0) printf("\n== curriculum: stage %d of %d: %s\n", i + 1, n, paths[i]);
-        run_stage(paths[i], st, a, d, "auto", &res[i]);
+        run_stage(paths[i], st, a, d, "auto", &res[i], (const char *const *)outs, i);
+        // the stage's checkpoint.out: its final checkpoint's folder (OUT/latest in a dry run)
+        outs[i] = ag_xstrdup(res[i].final_ckpt);
+        if (strrchr(outs[i], '/')) *strrchr(outs[i], '/') = 0;
         if (snprintf(prev, sizeof prev, "%s", res[i].final_ckpt) >= (int)sizeof prev)
             ag_fail_path_too_long(res[i].final_ckpt, "");
         tr_yaml_free(st);
@@ -165,8 +243,9 @@ static int run_curriculum(tr_yaml *root, const train_args *a, const tr_dist *d) 
         print_table(names, res, n);
         free(names);
     }
-    for (int i = 0; i < n; i++) free(paths[i]);
+    for (int i = 0; i < n; i++) free(paths[i]), free(outs[i]);
     free(paths);
+    free(outs);
     free(res);
     return 0;
 }
@@ -174,6 +253,11 @@ static int run_curriculum(tr_yaml *root, const train_args *a, const tr_dist *d) 
 int tr_train_main(int argc, char **argv, const tr_dist *d) {
     train_args a;
     parse_args(argc, argv, &a);
+    if (a.help) {
+        if (d->rank == 0) print_help();
+        free(a.sets);
+        return 0;
+    }
     // --set applies to the stages of a curriculum, not to its list.
     tr_yaml *root = tr_yaml_load(a.config);
     bool curriculum = root->kind == TR_YAML_MAP && tr_yaml_get(root, "stages");
@@ -190,7 +274,7 @@ int tr_train_main(int argc, char **argv, const tr_dist *d) {
         rc = tr_train_lm(&cfg, root);
     } else {
         tr_stage_result res;
-        rc = run_stage(a.config, root, &a, d, a.resume, &res);
+        rc = run_stage(a.config, root, &a, d, a.resume, &res, NULL, 0);
         if (d->rank == 0 && !a.dry_run) {
             const char *name = a.config;
             print_table(&name, &res, 1);

@@ -1,9 +1,13 @@
 // eval.c: see eval.h.
 #include "train/eval.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "autograd/error.h"
 #include "data/files.h"
@@ -228,7 +232,10 @@ static ds_loader *open_loader(const tr_eval_opts *o, const gm_groundinggpt *m, c
                            .max_len = m->cfg.llm.max_seq,
                            .pad_id = 0,
                            .prefetch = 4};
-    return ds_loader_open(&lc);
+    tr_batch_media_tokens(&lc, &m->cfg); // shards of another geometry: refused at open
+    ds_loader *l = ds_loader_open(&lc);
+    tr_batch_check_geometry(l, &m->cfg);
+    return l;
 }
 
 // The first o->limit samples of each chosen task in one pass of the stream (its first
@@ -241,7 +248,8 @@ static bool *pick_samples(const tr_eval_opts *o, ds_loader *l, const uint8_t *ta
     int64_t left = 0;
     *end = 0;
     for (int k = 0; k < TR_EVAL_TASKS; k++)
-        if (o->tasks & (1u << k)) left += o->limit;
+        if (o->tasks & (1u << k)) // a task takes at most every sample (no --limit: INT64_MAX)
+            left += o->limit < n_samples ? o->limit : n_samples;
     for (int64_t p = 0; p < n_samples; p++) {
         pick[p] = false;
         if (!left) continue;
@@ -473,7 +481,9 @@ static char *report_json(const char *ckpt, const tr_eval_opts *o, const tr_eval_
     cJSON *root = cJSON_CreateObject(), *tasks = cJSON_CreateObject();
     json_check(root && tasks && cJSON_AddStringToObject(root, "checkpoint", ckpt) &&
                cJSON_AddStringToObject(root, "data", o->data_dir) &&
-               cJSON_AddNumberToObject(root, "limit", (double)o->limit) &&
+               (o->limit == INT64_MAX
+                    ? cJSON_AddNullToObject(root, "limit") != NULL
+                    : cJSON_AddNumberToObject(root, "limit", (double)o->limit) != NULL) &&
                cJSON_AddNumberToObject(root, "max_new_tokens", (double)o->max_new) &&
                cJSON_AddNumberToObject(root, "new_tokens", (double)r->new_tokens) &&
                cJSON_AddNumberToObject(root, "prefill_seconds", r->prefill_s) &&
@@ -556,6 +566,18 @@ static unsigned parse_tasks(const char *v) {
     return mask;
 }
 
+// The report is written after the whole evaluation: its folder must be there and writable
+// before anything is loaded.
+static void check_report_dir(const char *report) {
+    const char *slash = strrchr(report, '/');
+    char dir[PATH_MAX];
+    int n = slash ? (int)(slash - report) : 1;
+    if (snprintf(dir, sizeof dir, "%.*s", n ? n : 1, slash ? report : ".") >= (int)sizeof dir)
+        ag_fail_path_too_long(report, "");
+    if (access(dir, W_OK | X_OK))
+        ag_fail("eval: --report %s: cannot write into %s: %s", report, dir, strerror(errno));
+}
+
 static const char *const usage_line =
     "eval: usage: groundc eval CKPT_DIR --data DIR [--task rec|tvg|sound|caption] "
     "[--report F.json] [--tokenizer FILE] [--limit N] [--max-new-tokens N] [--verbose]";
@@ -572,13 +594,14 @@ static void print_help(void) {
            "  --report F.json       counts and metrics as JSON (per-sample answers with\n"
            "                        --verbose)\n"
            "  --verbose             one line per sample\n",
-           usage_line + strlen("eval: usage: "));
+           usage_line + strlen("eval: "));
 }
 
 int tr_eval_main(int argc, char **argv, const tr_dist *d) {
     const char *ckpt = NULL, *tokenizer = NULL, *report = NULL;
+    // no --limit: INT64_MAX, every sample (the report says null)
     tr_eval_opts o = {
-        .limit = 1000000, .max_new = 48, .tasks = TR_EVAL_ALL, .need = TR_EVAL_NEED_ANY};
+        .limit = INT64_MAX, .max_new = 48, .tasks = TR_EVAL_ALL, .need = TR_EVAL_NEED_ANY};
     bool verbose = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -615,6 +638,7 @@ int tr_eval_main(int argc, char **argv, const tr_dist *d) {
         }
     }
     if (!ckpt || !o.data_dir) ag_fail("%s", usage_line);
+    if (report) check_report_dir(report);
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
     tr_yaml *root;
     gm_groundinggpt *m = tr_ckpt_open_model(ctx, ckpt, &root);

@@ -77,9 +77,17 @@ int tr_export_main(int argc, char **argv) {
     bool force = false;
     for (int i = 0; i < argc; i++) {
         const char *o = argv[i];
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            printf("%s\n", usage_line + strlen("export: "));
+            return 0;
+        }
         if (!strcmp(o, "--force")) {
             force = true;
         } else if (!strncmp(o, "--", 2)) {
+            // an unknown option is named as such, even as the last argument
+            if (strcmp(o, "--format") && strcmp(o, "--out") && strcmp(o, "--dtype") &&
+                strcmp(o, "--tokenizer"))
+                ag_fail("export: unknown option '%s'", o);
             if (i + 1 >= argc) ag_fail("export: option %s needs a value", o);
             const char *v = argv[++i];
             if (!strcmp(o, "--format"))
@@ -88,23 +96,24 @@ int tr_export_main(int argc, char **argv) {
                 out = v;
             else if (!strcmp(o, "--dtype"))
                 dtype = v;
-            else if (!strcmp(o, "--tokenizer"))
-                tokenizer = v;
             else
-                ag_fail("export: unknown option '%s'", o);
+                tokenizer = v;
         } else if (!ckpt) {
             ckpt = o;
         } else {
             ag_fail("export: more than one checkpoint given ('%s' and '%s')", ckpt, o);
         }
     }
-    if (!ckpt || !format || !out) ag_fail("%s", usage_line);
+    if (!ckpt) ag_fail("%s", usage_line);
+    if (!format) ag_fail("export: missing --format hf|gguf");
+    if (!out) ag_fail("export: missing --out DIR");
     bool hf = !strcmp(format, "hf"), gguf = !strcmp(format, "gguf");
     if (!hf && !gguf) ag_fail("export: unknown format '%s' (hf or gguf)", format);
     if (!dtype) dtype = hf ? "f32" : "f16";
     bool q8 = !strcmp(dtype, "q8_0");
     if (strcmp(dtype, "f32") && strcmp(dtype, "f16") && strcmp(dtype, "bf16") && !(q8 && gguf))
-        ag_fail("export: --dtype %s: expected f32, f16 or bf16%s", dtype, gguf ? " or q8_0" : "");
+        ag_fail("export: --dtype %s: expected f32, f16%s", dtype,
+                gguf ? ", bf16 or q8_0" : " or bf16");
 
     // "LINK/" would resolve through the link and put the temporary folder inside its target.
     char out_buf[PATH_MAX];

@@ -176,7 +176,8 @@ static double num_arg(const char *opt, const char *v, double lo, double hi) {
     return x;
 }
 
-static void parse_args(int argc, char **argv, gen_args *a) {
+// Returns false when --help was asked for (the usage is printed; nothing else to do).
+static bool parse_args(int argc, char **argv, gen_args *a) {
     memset(a, 0, sizeof *a);
     a->max_new = 256;
     a->top_p = 1;
@@ -186,7 +187,10 @@ static void parse_args(int argc, char **argv, gen_args *a) {
             a->raw = true;
             continue;
         }
-        if (!strcmp(o, "--help") || !strcmp(o, "-h")) ag_fail("%s", usage_line);
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            printf("%s\n", usage_line + strlen("generate: "));
+            return false;
+        }
         if (strncmp(o, "--", 2)) {
             if (a->ckpt)
                 ag_fail("generate: more than one checkpoint given ('%s' and '%s')", a->ckpt, o);
@@ -203,13 +207,14 @@ static void parse_args(int argc, char **argv, gen_args *a) {
         const char *v = argv[++i];
         char what[64];
         snprintf(what, sizeof what, "generate: %s", o);
-        if (!strcmp(o, "--image"))
-            a->media[DS_MEDIA_IMAGE] = v;
-        else if (!strcmp(o, "--video"))
-            a->media[DS_MEDIA_VIDEO] = v;
-        else if (!strcmp(o, "--audio"))
-            a->media[DS_MEDIA_AUDIO] = v;
-        else if (!strcmp(o, "--prompt"))
+        int media = -1;
+        for (int k = 0; k < DS_MEDIA_KINDS; k++)
+            if (!strcmp(o, media_opt[k])) media = k;
+        if (media >= 0) {
+            // one file per kind: a second one would silently replace the first
+            if (a->media[media]) ag_fail("generate: option %s given twice", o);
+            a->media[media] = v;
+        } else if (!strcmp(o, "--prompt"))
             a->prompt = v;
         else if (!strcmp(o, "--tokenizer"))
             a->tokenizer = v;
@@ -224,11 +229,14 @@ static void parse_args(int argc, char **argv, gen_args *a) {
         else
             a->top_p = num_arg(o, v, 1e-9, 1);
     }
-    if (!a->ckpt || !a->prompt) ag_fail("%s", usage_line);
+    if (!a->ckpt) ag_fail("%s", usage_line);
+    if (!a->prompt)
+        ag_fail("generate: missing --prompt TEXT (groundc generate --help shows the usage)");
     for (int k = 0; k < DS_MEDIA_KINDS; k++)
         if (a->media[k] && access(a->media[k], R_OK))
             ag_fail("generate: %s %s: cannot read the file: %s", media_opt[k], a->media[k],
                     strerror(errno));
+    return true;
 }
 
 // s with every occurrence of from replaced by to (malloc'd).
@@ -403,7 +411,7 @@ static void print_grounding(const gen_args *a, const media_in *mi, const char *a
 
 int tr_generate_main(int argc, char **argv) {
     gen_args a;
-    parse_args(argc, argv, &a);
+    if (!parse_args(argc, argv, &a)) return 0;
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
     tr_yaml *root;
     gm_groundinggpt *m = tr_ckpt_open_model(ctx, a.ckpt, &root);

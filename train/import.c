@@ -12,6 +12,7 @@
 #include "autograd/torch_file.h"
 #include "data/jsonl.h"
 #include "train/model_config.h"
+#include "train/train_config.h"
 
 // Weight sources ------------------------------------------------------------------------------
 
@@ -589,6 +590,54 @@ void tr_import(gm_groundinggpt *m, const tr_init_config *c, FILE *log) {
     }
 }
 
+void tr_init_check_checkpoint(const tr_init_config *c, const gm_groundinggpt_config *model) {
+    const char *dir = c->path[TR_INIT_CHECKPOINT];
+    // A prefix takes part of another model's checkpoint; a plain weights file has no config.
+    if (!dir || c->prefix[TR_INIT_CHECKPOINT]) return;
+    size_t n = strlen(dir) + sizeof "/config.yaml";
+    char *path = ag_xmalloc(n, "config path");
+    snprintf(path, n, "%s/config.yaml", dir);
+    struct stat sb;
+    if (stat(path, &sb) || !S_ISREG(sb.st_mode)) {
+        free(path);
+        return;
+    }
+    tr_yaml *root = tr_yaml_load(path);
+    free(path);
+    gm_groundinggpt_config have;
+    tr_model_config_from_train(root, &have);
+    tr_yaml_free(root);
+    // The sizes that fix the parameter shapes, the LLM's first: a 7B config over a small
+    // checkpoint would otherwise allocate the 7B before the first tensor's shape is compared.
+    const gm_llama_config *a = &have.llm, *b = &model->llm;
+    // A branch only one of the models has is left to the import (the file may hold a subset).
+    bool im = have.has[GM_MOD_IMAGE] && model->has[GM_MOD_IMAGE];
+    bool vi = have.has[GM_MOD_VIDEO] && model->has[GM_MOD_VIDEO];
+    bool so = have.has[GM_MOD_AUDIO] && model->has[GM_MOD_AUDIO];
+    const struct {
+        const char *key;
+        bool both;
+        int64_t have, want;
+    } sizes[] = {
+        {"llm.vocab", true, a->vocab, b->vocab},
+        {"llm.dim", true, a->dim, b->dim},
+        {"llm.layers", true, a->n_layers, b->n_layers},
+        {"llm.heads", true, a->n_heads, b->n_heads},
+        {"llm.kv_heads", true, a->n_kv_heads, b->n_kv_heads},
+        {"llm.ffn", true, a->ffn, b->ffn},
+        {"image.size", im, have.image_size, model->image_size},
+        {"image.tokens", im, have.image_tokens, model->image_tokens},
+        {"video.frames", vi, have.video_frames, model->video_frames},
+        {"video.tokens", vi, have.video_tokens, model->video_tokens},
+        {"audio.tokens", so, have.audio_tokens, model->audio_tokens},
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+        if (sizes[i].both && sizes[i].have != sizes[i].want)
+            ag_fail("%s: written for another model: its %s is %lld, this config's model has %lld "
+                    "(init.checkpoint takes a checkpoint of the same model)",
+                    dir, sizes[i].key, (long long)sizes[i].have, (long long)sizes[i].want);
+}
+
 // Config ---------------------------------------------------------------------------------------
 
 void tr_init_config_read(tr_yaml *root, tr_init_config *c) {
@@ -599,17 +648,21 @@ void tr_init_config_read(tr_yaml *root, tr_init_config *c) {
         tr_yaml *v = tr_yaml_get(init, part_keys[p]);
         if (!v) continue;
         const char *path = NULL, *prefix = NULL;
+        tr_yaml *at = v; // the scalar holding the path
         if (v->kind == TR_YAML_SCALAR) {
             path = v->value;
         } else if (v->kind == TR_YAML_MAP) {
             if (!tr_yaml_get(v, "path")) tr_yaml_fail(v, "missing key 'path'");
             path = tr_yaml_str(v, "path", NULL, NULL);
             prefix = tr_yaml_str(v, "prefix", NULL, NULL);
+            at = tr_yaml_get(v, "path");
         } else {
             tr_yaml_fail(v, "expected a path or a mapping {path, prefix}");
         }
         if (!path[0]) tr_yaml_fail(v, "empty path");
-        c->path[p] = tr_config_path(v, path);
+        // absolute in the tree too: the config.yaml stored with checkpoints is read from
+        // another folder (configs/README.md), like the dataset paths
+        c->path[p] = tr_config_abs_path(at);
         c->prefix[p] = prefix ? ag_xstrdup(prefix) : NULL;
     }
     tr_yaml_check_used(init);

@@ -107,3 +107,8 @@ int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, cons
 // Loads every configured part (llm, encoders, frame Q-Former, then checkpoint); one line per
 // part to log (may be NULL). Fails for a part whose branch the model lacks.
 void tr_import(gm_groundinggpt *m, const tr_init_config *c, FILE *log);
+// Fails, naming the checkpoint and the first differing size, when init.checkpoint is a
+// checkpoint folder (no prefix) whose config.yaml describes another model than model. Call
+// before allocating the model: a 7B config over a small checkpoint otherwise runs out of
+// memory first.
+void tr_init_check_checkpoint(const tr_init_config *c, const gm_groundinggpt_config *model);

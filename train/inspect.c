@@ -263,10 +263,38 @@ static void print_init(const tr_init_config *init, FILE *out) {
     if (!any) fprintf(out, "\ninit: none (random initialisation)\n");
 }
 
+static void inspect_yaml(tr_yaml *root, const char *path, int64_t batch, int64_t seq, FILE *out);
+
+// A curriculum (stages: a list of stage config paths, read as groundc train reads it): each
+// stage's report in turn. A stage's init.checkpoint that the curriculum fills in (the previous
+// stage's final checkpoint) is not there yet and not shown.
+static void inspect_curriculum(tr_yaml *root, const char *path, int64_t batch, int64_t seq,
+                               FILE *out) {
+    tr_yaml *list = tr_yaml_get(root, "stages");
+    if (list->kind != TR_YAML_SEQ || list->n < 1)
+        tr_yaml_fail(list, "expected a non-empty list of stage config paths");
+    for (int i = 0; i < list->n; i++)
+        if (list->items[i]->kind != TR_YAML_SCALAR) tr_yaml_fail(list->items[i], "expected a path");
+    tr_yaml_check_used(root);
+    fprintf(out, "curriculum %s: %d stages\n", path, list->n);
+    for (int i = 0; i < list->n; i++) {
+        char *stage = tr_config_path(list->items[i], list->items[i]->value);
+        tr_yaml *st = tr_yaml_load(stage);
+        if (!tr_config_is_stage(st))
+            tr_yaml_fail(st, "not a stage config (needs model: and data:)");
+        fprintf(out, "\n== stage %d of %d: %s\n\n", i + 1, list->n, stage);
+        inspect_yaml(st, stage, batch, seq, out);
+        tr_yaml_free(st);
+        free(stage);
+    }
+}
+
 // A model file or a training config, loaded.
 static void inspect_yaml(tr_yaml *root, const char *path, int64_t batch, int64_t seq, FILE *out) {
     gm_groundinggpt_config cfg;
-    if (tr_config_is_model_file(root)) {
+    if (root->kind == TR_YAML_MAP && tr_yaml_get(root, "stages")) {
+        inspect_curriculum(root, path, batch, seq, out);
+    } else if (tr_config_is_model_file(root)) {
         tr_model_config_read(root, &cfg);
         tr_yaml_check_used(root);
         tr_inspect_model(&cfg, path, batch, seq, out);

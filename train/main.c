@@ -26,7 +26,7 @@ static void usage(FILE *out) {
             "               [--shard-samples N --threads N --on-error skip|fail ...]\n"
             "  groundc pack --grounding-jsonl FILE[,FILE] ... (groundc pack --help: all options)\n"
             "  groundc train CONFIG.yaml [--resume auto|CKPT_DIR] [--set key.path=value ...] "
-            "[--dry-run]\n"
+            "[--dry-run | --config-only]\n"
             "        (stage, curriculum or copy-task config; mpirun -np N for N ranks)\n"
             "  groundc eval CKPT_DIR --data DIR [--task rec|tvg|sound|caption --report F.json\n"
             "               --tokenizer FILE --limit N (per task) --max-new-tokens N --verbose]\n"
@@ -34,6 +34,7 @@ static void usage(FILE *out) {
             "               [--max-new-tokens N --temperature T --top-p P --seed S --raw\n"
             "                --tokenizer F --logits-out F.npy]\n"
             "  groundc export CKPT_DIR --format hf|gguf --out DIR [--dtype f32|f16|bf16|q8_0]\n"
+            "               [--tokenizer FILE --force]\n"
             "  groundc inspect PATH [--batch B --seq T --checksums]\n"
             "               (model or training config, checkpoint or run folder, dataset folder\n"
             "                or shard, weights .safetensors / .pth / .bin or HF folder, GGUF)\n"
@@ -41,12 +42,35 @@ static void usage(FILE *out) {
             GROUNDC_VERSION);
 }
 
+static void synth_usage(void) {
+    printf("usage: groundc synth --out DIR [--images N --videos N --audios N --seed S\n"
+           "                     --eval-fraction F --max-shapes K]\n\n"
+           "  --out DIR             folder for the synthetic dataset (train.json, eval.json,\n"
+           "                        media/)\n"
+           "  --images N, --videos N, --audios N\n"
+           "                        samples of each kind (default 600, 200, 200)\n"
+           "  --seed S              random seed (default 1)\n"
+           "  --eval-fraction F     share of each kind held out for eval.json, in [0, 1)\n"
+           "                        (default 0.15)\n"
+           "  --max-shapes K        most shapes per image, 1 to 8 (default 2)\n");
+}
+
+static void inspect_usage(void) {
+    printf("usage: groundc inspect PATH [--batch B --seq T --checksums]\n\n"
+           "  PATH                  model or training config, checkpoint or run folder, dataset\n"
+           "                        folder or shard, weights .safetensors / .pth / .bin or HF\n"
+           "                        folder, GGUF\n"
+           "  --batch B, --seq T    batch and sequence length for a model config's memory\n"
+           "                        estimate\n"
+           "  --checksums           also check a dataset's shards against their SHA-256\n");
+}
+
 static int cmd_synth(int argc, char **argv) {
     ds_synth_config c = ds_synth_defaults();
     for (int i = 0; i < argc; i++) {
         const char *opt = argv[i];
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
-            usage(stdout);
+            synth_usage();
             return 0;
         }
         if (i + 1 >= argc) ag_fail("synth: option %s needs a value", opt);
@@ -108,7 +132,7 @@ static int cmd_inspect(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *opt = argv[i];
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
-            usage(stdout);
+            inspect_usage();
             return 0;
         }
         if (!strcmp(opt, "--checksums")) {

@@ -17,7 +17,7 @@ bool tr_config_is_stage(tr_yaml *root) {
 // The absolute form of a path-valued scalar, written back into the tree so that the resolved
 // config stored with checkpoints means the same from any folder. A path that does not exist
 // yet stays as joined.
-static char *abs_path(tr_yaml *node) {
+char *tr_config_abs_path(tr_yaml *node) {
     char *joined = tr_config_path(node, node->value);
     char *abs = realpath(joined, NULL);
     if (abs) {
@@ -72,13 +72,13 @@ static void read_datasets(tr_yaml *data, tr_train_config *c) {
     for (int i = 0; i < list->n; i++) {
         tr_yaml *d = list->items[i];
         if (d->kind == TR_YAML_SCALAR) { // a bare path: weight 1
-            c->datasets[i].dir = abs_path(d);
+            c->datasets[i].dir = tr_config_abs_path(d);
             c->datasets[i].weight = 1;
             continue;
         }
         if (d->kind != TR_YAML_MAP) tr_yaml_fail(d, "expected a path or {path, weight}");
         if (!tr_yaml_str(d, "path", NULL, NULL)) tr_yaml_fail(d, "missing 'path'");
-        c->datasets[i].dir = abs_path(tr_yaml_get(d, "path"));
+        c->datasets[i].dir = tr_config_abs_path(tr_yaml_get(d, "path"));
         c->datasets[i].weight = tr_yaml_num(d, "weight", 1, 1e-9, 1e9);
     }
 }
@@ -180,8 +180,8 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
     if (ev) {
         bool p = tr_yaml_str(ev, "data", NULL, NULL) != NULL;
         bool tk = tr_yaml_str(ev, "tokenizer", NULL, NULL) != NULL;
-        if (p) c->eval_data = abs_path(tr_yaml_get(ev, "data"));
-        if (tk) c->eval_tokenizer = abs_path(tr_yaml_get(ev, "tokenizer"));
+        if (p) c->eval_data = tr_config_abs_path(tr_yaml_get(ev, "data"));
+        if (tk) c->eval_tokenizer = tr_config_abs_path(tr_yaml_get(ev, "tokenizer"));
         if (p != tk) tr_yaml_fail(ev, "give both 'data' and 'tokenizer' (or neither)");
         c->eval_limit = tr_yaml_int(ev, "limit", 200, 1, big);
         c->eval_max_new = tr_yaml_int(ev, "max_new_tokens", 48, 1, 4096);

@@ -280,9 +280,7 @@ typedef struct {
     bool finite; // loss and gradient norm finite: the update was applied
 } step_stats;
 
-// The checkpoint to continue from (allocated), NULL for a fresh start. Refuses a fresh start
-// over existing checkpoints and a --resume folder that is not a checkpoint.
-static char *checkpoint_to_resume(const tr_train_config *c, const char *resume) {
+char *tr_checkpoint_to_resume(const tr_train_config *c, const char *resume) {
     if (resume && !strcmp(resume, "auto")) return tr_ckpt_latest(c->out_dir);
     if (!resume) {
         char *existing = tr_ckpt_latest(c->out_dir);
@@ -386,6 +384,7 @@ static void setup_training(stage_run *s) {
                            .threads = c->loader_threads,
                            .checksums = c->checksums,
                            .resume = s->from ? &s->st.cursor : NULL};
+    tr_batch_media_tokens(&lc, &c->model);
     s->loader = ds_loader_open(&lc);
     tr_batch_check_geometry(s->loader, &c->model);
 }
@@ -666,11 +665,12 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     tr_stage_result_clear(res);
     stage_run s = {.c = c, .resolved = resolved, .d = d, .lead = d->rank == 0};
     s.log = s.lead ? stdout : NULL;
-    s.from = checkpoint_to_resume(c, resume);
+    s.from = tr_checkpoint_to_resume(c, resume);
     // The after-stage eval's inputs, now rather than after the whole run.
     if (c->eval_data) tr_eval_check_inputs(c->eval_data, c->eval_tokenizer);
     read_resume_state(&s, resume && !strcmp(resume, "auto"));
     plan_length(&s);
+    tr_init_check_checkpoint(&c->init, &c->model);
     build_model(&s);
     if (s.from && s.st.complete) {
         skip_complete_stage(&s, res);

@@ -40,6 +40,10 @@ void tr_stage_result_clear(tr_stage_result *r);
 // (1-based) NaN, to test the skip-and-stop logic without a diverging model.
 bool tr_test_nan_step(int64_t step);
 
+// The checkpoint a stage run with resume (as tr_train_stage's) continues from (allocated), NULL
+// for a fresh start. Refuses a fresh start over existing checkpoints and a --resume folder
+// that is not a checkpoint.
+char *tr_checkpoint_to_resume(const tr_train_config *c, const char *resume);
 // Runs the stage. resume: NULL (fresh; fails if checkpoint.out already holds checkpoints),
 // "auto" (the newest complete checkpoint of checkpoint.out, else fresh) or a checkpoint
 // folder. resolved is stored with every checkpoint. Collective across d's ranks.
