@@ -324,4 +324,20 @@ done
 printf 'stages:\n  - %s\n' "$src/configs/model/tiny.yaml" >"$tmp/cur_bad.yaml"
 expect_error "curriculum of a model file" "tiny.yaml.*not a stage config" "$groundc" inspect "$tmp/cur_bad.yaml"
 
+# a stage config's own micro-batch by default; AdamW state split over --ranks under train.zero1
+"$groundc" inspect "$src/configs/stage2.yaml" >"$tmp/z1" 2>&1 &&
+  "$groundc" inspect "$src/configs/stage2.yaml" --ranks 8 >"$tmp/z8" 2>&1 && ok || bad "inspect --ranks: $(tail -2 "$tmp/z8")"
+grep -q "^memory of this config (micro-batch 2 x 2048 tokens; AdamW state over 8 ranks" "$tmp/z8" && ok || bad "inspect --ranks heading: $(grep '^memory of this' "$tmp/z8")"
+"$py" - "$tmp/z1" "$tmp/z8" <<'PY' && ok || bad "inspect --ranks 8: optimizer not split 8 ways"
+import sys
+def row(path):  # the "this config" row: optimizer and total in bytes
+    line = [l for l in open(path) if l.startswith("| this config")][0]
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    unit = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+    b = lambda c: float(c.split()[0]) * unit[c.split()[1]]
+    return b(cells[4]), b(cells[6])
+(o1, t1), (o8, t8) = row(sys.argv[1]), row(sys.argv[2])
+assert abs(o1 / o8 - 8) < 0.01 and abs((t1 - t8) - (o1 - o8)) < 0.01 * t1, (o1, o8, t1, t8)
+PY
+
 summary

@@ -38,10 +38,13 @@ static int64_t activation_bytes(const gm_groundinggpt_config *cfg, int64_t batch
 
 static const char *const memory_head = "| %-11s | %14s | %11s | %11s | %11s | %11s | %11s |\n";
 
+// shards: the ranks the AdamW state is split over (ZeRO-1), 1 when each holds all of it.
 static void memory_row(FILE *out, const char *label, int64_t total, int64_t trainable, ag_dtype dt,
-                       int64_t act) {
+                       int64_t act, int shards) {
     char b1[32], b2[32], b3[32], b4[32], b5[32];
     gm_memory mem = gm_memory_estimate(total, trainable, dt, act);
+    mem.optimizer = (mem.optimizer + shards - 1) / shards;
+    mem.total = mem.weights + mem.grads + mem.optimizer + mem.activations;
     fprintf(out, "| %-11s | %14lld | %11s | %11s | %11s | %11s | %11s |\n", label,
             (long long)trainable, tr_human_bytes(b1, sizeof b1, mem.weights),
             tr_human_bytes(b2, sizeof b2, mem.grads), tr_human_bytes(b3, sizeof b3, mem.optimizer),
@@ -104,7 +107,7 @@ void tr_inspect_model(const gm_groundinggpt_config *cfg, const char *source, int
     for (int s = 0; s < 3; s++) {
         char label[16];
         snprintf(label, sizeof label, "%d", s + 1);
-        memory_row(out, label, total, stage[s], cfg->dtype, act);
+        memory_row(out, label, total, stage[s], cfg->dtype, act, 1);
     }
     const int64_t chunk = GM_ENC_BATCH_DEFAULT;
     fprintf(
@@ -128,7 +131,8 @@ static gm_part part_of(const gm_census_row *rows, int n, const char *name) {
 
 // What this stage config trains, exactly as groundc train selects it (stage defaults,
 // trainable/frozen patterns, LoRA), counted on a model built without storage.
-static void inspect_stage(const tr_train_config *c, int64_t batch, int64_t seq, FILE *out) {
+static void inspect_stage(const tr_train_config *c, int64_t batch, int64_t seq, int ranks,
+                          FILE *out) {
     const gm_groundinggpt_config *cfg = &c->model;
     ag_ctx *meta = ag_ctx_new_meta();
     gm_groundinggpt *m = gm_groundinggpt_new(meta, cfg);
@@ -166,12 +170,21 @@ static void inspect_stage(const tr_train_config *c, int64_t batch, int64_t seq, 
             fprintf(out, "| %-13s | %14lld | %14lld |\n", gm_part_name((gm_part)p),
                     (long long)total[p], (long long)train[p]);
     fprintf(out, "| %-13s | %14lld | %14lld |\n", "total", (long long)all, (long long)trainable);
-    fprintf(out, "memory of this config (micro-batch %lld x %lld tokens)\n", (long long)batch,
+    const int shards = c->zero1 && ranks > 1 ? ranks : 1;
+    fprintf(out, "memory of this config (micro-batch %lld x %lld tokens", (long long)batch,
             (long long)seq);
+    if (c->zero1)
+        fprintf(out,
+                shards > 1 ? "; AdamW state over %d ranks, train.zero1)\n"
+                           : "; train.zero1: AdamW state over the ranks, --ranks N)\n",
+                shards);
+    else
+        fprintf(out, ")\n");
     fprintf(out, memory_head, "config", "trainable", "weights", "gradients", "optimizer",
             "activations", "total");
     tr_md_rule(out, (const int[]){11, 14, 11, 11, 11, 11, 11}, 7, 1);
-    memory_row(out, "this config", all, trainable, cfg->dtype, activation_bytes(cfg, batch, seq));
+    memory_row(out, "this config", all, trainable, cfg->dtype, activation_bytes(cfg, batch, seq),
+               shards);
     gm_groundinggpt_free(m);
     ag_ctx_free(meta);
 }
@@ -263,12 +276,12 @@ static void print_init(const tr_init_config *init, FILE *out) {
     if (!any) fprintf(out, "\ninit: none (random initialisation)\n");
 }
 
-static void inspect_yaml(tr_yaml *root, const char *path, int64_t batch, int64_t seq, FILE *out);
+static void inspect_yaml(tr_yaml *root, const char *path, const tr_inspect_opts *o, FILE *out);
 
 // A curriculum (stages: a list of stage config paths, read as groundc train reads it): each
 // stage's report in turn. A stage's init.checkpoint that the curriculum fills in (the previous
 // stage's final checkpoint) is not there yet and not shown.
-static void inspect_curriculum(tr_yaml *root, const char *path, int64_t batch, int64_t seq,
+static void inspect_curriculum(tr_yaml *root, const char *path, const tr_inspect_opts *o,
                                FILE *out) {
     tr_yaml *list = tr_yaml_get(root, "stages");
     if (list->kind != TR_YAML_SEQ || list->n < 1)
@@ -283,21 +296,21 @@ static void inspect_curriculum(tr_yaml *root, const char *path, int64_t batch, i
         if (!tr_config_is_stage(st))
             tr_yaml_fail(st, "not a stage config (needs model: and data:)");
         fprintf(out, "\n== stage %d of %d: %s\n\n", i + 1, list->n, stage);
-        inspect_yaml(st, stage, batch, seq, out);
+        inspect_yaml(st, stage, o, out);
         tr_yaml_free(st);
         free(stage);
     }
 }
 
 // A model file or a training config, loaded.
-static void inspect_yaml(tr_yaml *root, const char *path, int64_t batch, int64_t seq, FILE *out) {
+static void inspect_yaml(tr_yaml *root, const char *path, const tr_inspect_opts *o, FILE *out) {
     gm_groundinggpt_config cfg;
     if (root->kind == TR_YAML_MAP && tr_yaml_get(root, "stages")) {
-        inspect_curriculum(root, path, batch, seq, out);
+        inspect_curriculum(root, path, o, out);
     } else if (tr_config_is_model_file(root)) {
         tr_model_config_read(root, &cfg);
         tr_yaml_check_used(root);
-        tr_inspect_model(&cfg, path, batch, seq, out);
+        tr_inspect_model(&cfg, path, o->batch > 0 ? o->batch : 1, o->seq, out);
     } else if (tr_config_is_stage(root)) {
         // A stage config, read (and checked) as groundc train reads it. Counting needs no
         // device, so one that asks for cuda is inspected where none is.
@@ -308,9 +321,12 @@ static void inspect_yaml(tr_yaml *root, const char *path, int64_t batch, int64_t
         }
         tr_train_config c;
         tr_train_config_read(root, &c);
+        // the run's own micro-batch and length unless asked for others
+        const int64_t batch = o->batch > 0 ? o->batch : c.micro_batch,
+                      seq = pick_seq(&c.model, o->seq > 0 ? o->seq : c.max_len);
         tr_inspect_model(&c.model, path, batch, seq, out);
         print_init(&c.init, out);
-        inspect_stage(&c, batch, pick_seq(&c.model, seq), out);
+        inspect_stage(&c, batch, seq, o->ranks > 0 ? o->ranks : 1, out);
         tr_train_config_free(&c);
     } else {
         // Another training config: its model and its init block; the other sections belong
@@ -320,7 +336,7 @@ static void inspect_yaml(tr_yaml *root, const char *path, int64_t batch, int64_t
         if (m->kind == TR_YAML_MAP) tr_yaml_check_used(m);
         tr_init_config init;
         tr_init_config_read(root, &init);
-        tr_inspect_model(&cfg, path, batch, seq, out);
+        tr_inspect_model(&cfg, path, o->batch > 0 ? o->batch : 1, o->seq, out);
         print_init(&init, out);
         tr_init_config_free(&init);
     }
@@ -328,7 +344,7 @@ static void inspect_yaml(tr_yaml *root, const char *path, int64_t batch, int64_t
 
 // A checkpoint folder: its state, its files, whether model.safetensors fits its config.yaml,
 // and the report of that config.
-static void inspect_checkpoint(const char *dir, int64_t batch, int64_t seq, FILE *out) {
+static void inspect_checkpoint(const char *dir, const tr_inspect_opts *o, FILE *out) {
     tr_ckpt_state st;
     tr_ckpt_read_state(dir, &st);
     fprintf(out, "checkpoint %s: step %lld of %lld (%s), stage %d, world %d%s, global batch %lld\n",
@@ -382,13 +398,15 @@ static void inspect_checkpoint(const char *dir, int64_t batch, int64_t seq, FILE
         free(p);
     }
     fputc('\n', out);
-    inspect_yaml(root, cfg_path, batch, seq, out);
+    tr_inspect_opts at = *o; // the checkpoint's own rank count unless asked for another
+    if (at.ranks <= 0) at.ranks = st.world;
+    inspect_yaml(root, cfg_path, &at, out);
     tr_yaml_free(root);
     free(cfg_path);
 }
 
 // A run folder (checkpoint.out): its checkpoints, then the one `latest` names.
-static void inspect_run(const char *dir, int64_t batch, int64_t seq, FILE *out) {
+static void inspect_run(const char *dir, const tr_inspect_opts *o, FILE *out) {
     char *latest = tr_ckpt_latest(dir);
     if (!latest) ag_fail("%s: 'latest' names no complete checkpoint", dir);
     int n;
@@ -405,20 +423,20 @@ static void inspect_run(const char *dir, int64_t batch, int64_t seq, FILE *out) 
     bool linked = lstat(link, &ls) == 0;
     free(link);
     fprintf(out, linked ? "; latest -> %s\n\n" : "; no 'latest' link, newest: %s\n\n", latest);
-    inspect_checkpoint(latest, batch, seq, out);
+    inspect_checkpoint(latest, o, out);
     free(latest);
 }
 
-int tr_inspect(const char *path, int64_t batch, int64_t seq, bool checksums, FILE *out) {
+int tr_inspect(const char *path, const tr_inspect_opts *o, FILE *out) {
     struct stat st;
     if (stat(path, &st)) ag_fail("%s: cannot open: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode)) {
         if (has(path, "state.json"))
-            inspect_checkpoint(path, batch, seq, out);
+            inspect_checkpoint(path, o, out);
         else if (has(path, "latest") || tr_ckpt_newest_step(path) >= 0)
-            inspect_run(path, batch, seq, out);
+            inspect_run(path, o, out);
         else if (has(path, DS_MANIFEST_NAME))
-            tr_inspect_dataset(path, checksums, out);
+            tr_inspect_dataset(path, o->checksums, out);
         else if (has_hf_weights(path) || has(path, "model.gguf") || has(path, "mmproj.gguf"))
             inspect_export(path, out);
         else
@@ -437,7 +455,7 @@ int tr_inspect(const char *path, int64_t batch, int64_t seq, bool checksums, FIL
         tr_inspect_weights(path, out);
     } else {
         tr_yaml *root = tr_yaml_load(path);
-        inspect_yaml(root, path, batch, seq, out);
+        inspect_yaml(root, path, o, out);
         tr_yaml_free(root);
     }
     return 0;

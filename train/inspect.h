@@ -21,9 +21,16 @@
 // min(2048, max_seq), the reference's context.
 void tr_inspect_model(const gm_groundinggpt_config *cfg, const char *source, int64_t batch,
                       int64_t seq, FILE *out);
+typedef struct {
+    int64_t batch;  // sequences per micro-batch; 0: a stage config's micro_batch, else 1
+    int64_t seq;    // tokens per sequence; 0: a stage config's max_len, else min(2048, max_seq)
+    int ranks;      // ranks that share AdamW state under train.zero1; 0: a checkpoint's world, 1
+    bool checksums; // a dataset's shards also checked against their SHA-256
+} tr_inspect_opts;
+
 // The report of path, by what it is: a checkpoint folder (state.json: its state, its files,
 // whether its weights fit its config.yaml, then that config's report), a run folder (latest:
 // its checkpoints, then the latest one), a dataset folder or shard, weights or an export
-// (inspect_files.h), else a model file or training config (YAML). checksums: a dataset's
-// shards are also checked against their SHA-256. Returns 0; a defect is a one-line error.
-int tr_inspect(const char *path, int64_t batch, int64_t seq, bool checksums, FILE *out);
+// (inspect_files.h), else a model file or training config (YAML). Returns 0; a defect is a
+// one-line error.
+int tr_inspect(const char *path, const tr_inspect_opts *o, FILE *out);

@@ -35,7 +35,7 @@ static void usage(FILE *out) {
             "                --tokenizer F --logits-out F.npy]\n"
             "  groundc export CKPT_DIR --format hf|gguf --out DIR [--dtype f32|f16|bf16|q8_0]\n"
             "               [--tokenizer FILE --force]\n"
-            "  groundc inspect PATH [--batch B --seq T --checksums]\n"
+            "  groundc inspect PATH [--batch B --seq T --ranks N --checksums]\n"
             "               (model or training config, checkpoint or run folder, dataset folder\n"
             "                or shard, weights .safetensors / .pth / .bin or HF folder, GGUF)\n"
             "  groundc --version | --help\n",
@@ -56,12 +56,15 @@ static void synth_usage(void) {
 }
 
 static void inspect_usage(void) {
-    printf("usage: groundc inspect PATH [--batch B --seq T --checksums]\n\n"
+    printf("usage: groundc inspect PATH [--batch B --seq T --ranks N --checksums]\n\n"
            "  PATH                  model or training config, checkpoint or run folder, dataset\n"
            "                        folder or shard, weights .safetensors / .pth / .bin or HF\n"
            "                        folder, GGUF\n"
-           "  --batch B, --seq T    batch and sequence length for a model config's memory\n"
-           "                        estimate\n"
+           "  --batch B, --seq T    micro-batch and sequence length of the memory estimate\n"
+           "                        (default: a stage config's micro_batch and max_len; 1 and\n"
+           "                        min(2048, max_seq) for a model)\n"
+           "  --ranks N             ranks sharing the AdamW state of a train.zero1 config\n"
+           "                        (default: a checkpoint's world, else 1)\n"
            "  --checksums           also check a dataset's shards against their SHA-256\n");
 }
 
@@ -127,8 +130,7 @@ static int cmd_eval(int argc, char **argv) {
 
 static int cmd_inspect(int argc, char **argv) {
     const char *path = NULL;
-    long long batch = 1, seq = 0;
-    bool checksums = false;
+    tr_inspect_opts o = {0};
     for (int i = 0; i < argc; i++) {
         const char *opt = argv[i];
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
@@ -136,11 +138,14 @@ static int cmd_inspect(int argc, char **argv) {
             return 0;
         }
         if (!strcmp(opt, "--checksums")) {
-            checksums = true;
+            o.checksums = true;
         } else if (!strcmp(opt, "--batch") || !strcmp(opt, "--seq")) {
             if (i + 1 >= argc) ag_fail("inspect: option %s needs a value", opt);
             long long v = ag_parse_int(opt, argv[++i], 1, 1LL << 40);
-            *(opt[2] == 'b' ? &batch : &seq) = v;
+            *(opt[2] == 'b' ? &o.batch : &o.seq) = v;
+        } else if (!strcmp(opt, "--ranks")) {
+            if (i + 1 >= argc) ag_fail("inspect: option %s needs a value", opt);
+            o.ranks = (int)ag_parse_int(opt, argv[++i], 1, 1 << 20);
         } else if (!strncmp(opt, "--", 2)) {
             ag_fail("inspect: unknown option '%s'", opt);
         } else if (!path) {
@@ -150,7 +155,7 @@ static int cmd_inspect(int argc, char **argv) {
         }
     }
     if (!path) ag_fail("inspect: nothing to inspect given (groundc inspect PATH)");
-    return tr_inspect(path, batch, seq, checksums, stdout);
+    return tr_inspect(path, &o, stdout);
 }
 
 static int run(int argc, char **argv) {
