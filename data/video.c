@@ -81,6 +81,12 @@ static void vr_open(vreader *r, const char *path) {
     r->path = path;
     int ret = avformat_open_input(&r->fmt, path, NULL, NULL);
     if (ret < 0) vr_fail(r, "cannot open video: %s", averr(ret, eb, sizeof eb));
+    // A still picture (PNG, JPEG, ...) opens as a one-frame "video" of 1/25 s; every span
+    // would then lie outside it. Said as what it is.
+    const char *demuxer = r->fmt->iformat->name;
+    size_t dn = strlen(demuxer);
+    if (!strcmp(demuxer, "image2") || (dn > 5 && !strcmp(demuxer + dn - 5, "_pipe")))
+        vr_fail(r, "a still image, not a video (FFmpeg reads it as %s)", demuxer);
     ret = avformat_find_stream_info(r->fmt, NULL);
     if (ret < 0) vr_fail(r, "cannot read the stream layout: %s", averr(ret, eb, sizeof eb));
     const AVCodec *codec = NULL;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "autograd/error.h"
+#include "data/image.h"
 #include "data/video.h"
 #include "testlib.h"
 
@@ -174,6 +175,12 @@ static void test_errors(const char *mp4, const char *mkv) {
     snprintf(p, sizeof p, "%s/sound.wav", g_dir);
     spit(p, wav, sizeof wav);
     TL_EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p, "no video stream");
+
+    // A still image given as a video: said so (it read as a 0.04 s one-frame video).
+    static uint8_t px[8 * 8 * 3];
+    snprintf(p, sizeof p, "%s/still.png", g_dir);
+    ds_image_write_png(p, px, 8, 8);
+    TL_EXPECT_FAIL_SHOWN(ds_video_load(p, 4, 16, out, NULL), p, "a still image, not a video");
 
     size_t got = 0;
     uint8_t *volatile data = slurp(mp4, &got);
