@@ -217,6 +217,8 @@ PY
 "$groundc" train cur.yaml >"$tmp/log" 2>&1 || bad "curriculum again"
 [ "$(grep -c 'stage already complete' "$tmp/log")" = 2 ] && ok || bad "complete stages skipped"
 grep -q "^| c2.yaml | 3 |" "$tmp/log" && ok || bad "curriculum table: $(tail -4 "$tmp/log")"
+grep -q "^| stage | steps | final loss | REC Acc@0.5 | temporal R@1@0.5 | sound R@1@0.5 |$" "$tmp/log" &&
+  [ "$(grep "^| c2.yaml |" "$tmp/log" | tr -cd '|' | wc -c)" = 7 ] && ok || bad "curriculum table: no sound column: $(tail -4 "$tmp/log")"
 
 # --- the shipped configs read and check (no weights or data needed for --config-only)
 src=$here/..

@@ -100,14 +100,15 @@ static void fmt_rate(char *buf, size_t n, double v, int64_t count, double consta
 }
 
 static void print_table(const char *const *names, const tr_stage_result *r, int n) {
-    printf("\n| stage | steps | final loss | REC Acc@0.5 | temporal R@1@0.5 |\n");
-    printf("| --- | --- | --- | --- | --- |\n");
+    printf("\n| stage | steps | final loss | REC Acc@0.5 | temporal R@1@0.5 | sound R@1@0.5 |\n");
+    printf("| --- | --- | --- | --- | --- | --- |\n");
     for (int i = 0; i < n; i++) {
-        char rec[64], tvg[64];
+        char rec[64], tvg[64], sound[64];
         fmt_rate(rec, sizeof rec, r[i].rec_acc, r[i].rec_n, r[i].rec_constant);
         fmt_rate(tvg, sizeof tvg, r[i].tvg_r1, r[i].tvg_n, r[i].tvg_constant);
-        printf("| %s | %lld | %.4f | %s | %s |\n", names[i], (long long)r[i].steps, r[i].final_loss,
-               rec, tvg);
+        fmt_rate(sound, sizeof sound, r[i].sound_r1, r[i].sound_n, r[i].sound_constant);
+        printf("| %s | %lld | %.4f | %s | %s | %s |\n", names[i], (long long)r[i].steps,
+               r[i].final_loss, rec, tvg, sound);
     }
     fflush(stdout);
 }

@@ -223,7 +223,8 @@ static int64_t dataset_samples(const tr_train_config *c) {
 
 void tr_stage_result_clear(tr_stage_result *r) {
     memset(r, 0, sizeof *r);
-    r->final_loss = r->rec_acc = r->tvg_r1 = r->rec_constant = r->tvg_constant = NAN;
+    r->final_loss = r->rec_acc = r->tvg_r1 = r->sound_r1 = NAN;
+    r->rec_constant = r->tvg_constant = r->sound_constant = NAN;
 }
 
 // Telemetry of the steps since the last logged line (the window).
@@ -648,16 +649,19 @@ static void evaluate(stage_run *s, tr_stage_result *res) {
                       s->d, &er, s->log, false);
     res->rec_acc = tr_eval_rate(&er, TR_EVAL_REC);
     res->tvg_r1 = tr_eval_rate(&er, TR_EVAL_TVG);
+    res->sound_r1 = tr_eval_rate(&er, TR_EVAL_SOUND);
     res->rec_constant = er.constant[TR_EVAL_REC];
     res->tvg_constant = er.constant[TR_EVAL_TVG];
+    res->sound_constant = er.constant[TR_EVAL_SOUND];
     res->rec_n = er.n[TR_EVAL_REC];
     res->tvg_n = er.n[TR_EVAL_TVG];
+    res->sound_n = er.n[TR_EVAL_SOUND];
     if (s->log)
         fprintf(s->log,
                 "eval %s: REC Acc@0.5 %.3f (%" PRId64 " samples), temporal R@1@0.5 %.3f (%" PRId64
                 " samples), sound R@1@0.5 %.3f (%" PRId64 " samples)\n",
                 c->eval_data, res->rec_acc, er.n[TR_EVAL_REC], res->tvg_r1, er.n[TR_EVAL_TVG],
-                tr_eval_rate(&er, TR_EVAL_SOUND), er.n[TR_EVAL_SOUND]);
+                res->sound_r1, er.n[TR_EVAL_SOUND]);
 }
 
 void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_dist *d,

@@ -25,11 +25,13 @@ typedef struct {
     // Mean loss of the last logged window; when none was logged here, the loss recorded in
     // the resumed checkpoint (0 on a fresh start).
     double final_loss;
-    bool skipped;                      // already complete: nothing ran
-    double rec_acc;                    // REC Acc@0.5 on the eval data (NAN when not evaluated)
-    double tvg_r1;                     // temporal grounding R@1 at IoU 0.5 (NAN when not evaluated)
-    double rec_constant, tvg_constant; // the best constant answer's scores (tr_eval_result)
-    int64_t rec_n, tvg_n;              // samples evaluated
+    bool skipped;    // already complete: nothing ran
+    double rec_acc;  // REC Acc@0.5 on the eval data (NAN when not evaluated)
+    double tvg_r1;   // temporal grounding R@1 at IoU 0.5 (NAN when not evaluated)
+    double sound_r1; // sound localisation R@1 at IoU 0.5 (NAN when not evaluated)
+    // the best constant answer's scores (tr_eval_result)
+    double rec_constant, tvg_constant, sound_constant;
+    int64_t rec_n, tvg_n, sound_n; // samples evaluated
     char final_ckpt[4096];
 } tr_stage_result;
 
