@@ -95,14 +95,18 @@ void ag_sync_dir(const char *dir) {
         ag_fail("%s: cannot sync the folder: %s", dir, strerror(err));
 }
 
-void ag_sync_parent(const char *path) {
+char *ag_xparent_dir(const char *path) {
     const char *slash = strrchr(path, '/');
-    if (!slash) return ag_sync_dir(".");
-    if (slash == path) return ag_sync_dir("/");
-    size_t len = (size_t)(slash - path);
+    if (!slash) return ag_xstrdup(".");
+    size_t len = slash == path ? 1 : (size_t)(slash - path); // "/x": "/"
     char *dir = ag_xmalloc(len + 1, "folder name");
     memcpy(dir, path, len);
     dir[len] = 0;
+    return dir;
+}
+
+void ag_sync_parent(const char *path) {
+    char *dir = ag_xparent_dir(path);
     ag_sync_dir(dir);
     free(dir);
 }

@@ -38,6 +38,8 @@ char *ag_xpath_join(const char *dir, const char *name);
 // folders (EINVAL, ENOTSUP) or a folder that may not be opened for reading (EACCES) is passed
 // over: the files themselves were synced before their renames. Any other failure (EIO) fails.
 void ag_sync_dir(const char *dir);
+// The folder holding path, allocated: "." for a bare name, "/" for a top-level entry.
+char *ag_xparent_dir(const char *path);
 // ag_sync_dir of the folder holding path (after path was renamed into place).
 void ag_sync_parent(const char *path);
 // text as a whole number in [lo, hi]; otherwise (not a number, trailing text, out of range or

@@ -40,7 +40,7 @@ int64_t tr_batch_supervised(const ds_batch *b) {
     return n;
 }
 
-void tr_batch_check_geometry(const ds_loader *l, const gm_groundinggpt_config *c) {
+static void check_geometry(const ds_loader *l, const gm_groundinggpt_config *c) {
     static const gm_modality mods[DS_MEDIA_KINDS] = {GM_MOD_IMAGE, GM_MOD_VIDEO, GM_MOD_AUDIO};
     for (int k = 0; k < DS_MEDIA_KINDS; k++) {
         ds_media_geometry g = ds_loader_geometry(l, (ds_media_kind)k);
@@ -64,8 +64,6 @@ void tr_batch_check_geometry(const ds_loader *l, const gm_groundinggpt_config *c
                     "%lld x %lld (audio_clips, audio_frames, audio_mels)",
                     g.file, d[0], d[1], d[2], (long long)c->audio_clips, (long long)c->audio_frames,
                     (long long)c->audio_mels);
-        // Counted by the loader when asked (ds_loader_config.count_media_tokens): otherwise the
-        // first batch fails in splice, naming neither the shard nor the pack option.
         static const char *const opt[DS_MEDIA_KINDS] = {"image", "video", "audio"};
         int64_t want = k == DS_MEDIA_IMAGE   ? c->image_tokens
                        : k == DS_MEDIA_VIDEO ? c->video_tokens
@@ -82,7 +80,10 @@ _Static_assert((int)DS_MEDIA_IMAGE == (int)GM_MOD_IMAGE &&
                    (int)DS_MEDIA_AUDIO == (int)GM_MOD_AUDIO,
                "media kinds and modalities in different orders");
 
-void tr_batch_media_tokens(ds_loader_config *lc, const gm_groundinggpt_config *c) {
-    lc->count_media_tokens = true;
+ds_loader *tr_batch_open_loader(ds_loader_config *lc, const gm_groundinggpt_config *c) {
+    lc->count_media_tokens = true; // the model's placeholder ids, counted per media kind
     for (int k = 0; k < DS_MEDIA_KINDS; k++) lc->media_patch_id[k] = c->tokens.patch[k];
+    ds_loader *l = ds_loader_open(lc);
+    check_geometry(l, c);
+    return l;
 }

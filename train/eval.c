@@ -2,7 +2,6 @@
 #include "train/eval.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,10 +231,7 @@ static ds_loader *open_loader(const tr_eval_opts *o, const gm_groundinggpt *m, c
                            .max_len = m->cfg.llm.max_seq,
                            .pad_id = 0,
                            .prefetch = 4};
-    tr_batch_media_tokens(&lc, &m->cfg); // shards of another geometry: refused at open
-    ds_loader *l = ds_loader_open(&lc);
-    tr_batch_check_geometry(l, &m->cfg);
-    return l;
+    return tr_batch_open_loader(&lc, &m->cfg); // shards of another geometry: refused at open
 }
 
 // The first o->limit samples of each chosen task in one pass of the stream (its first
@@ -569,13 +565,10 @@ static unsigned parse_tasks(const char *v) {
 // The report is written after the whole evaluation: its folder must be there and writable
 // before anything is loaded.
 static void check_report_dir(const char *report) {
-    const char *slash = strrchr(report, '/');
-    char dir[PATH_MAX];
-    int n = slash ? (int)(slash - report) : 1;
-    if (snprintf(dir, sizeof dir, "%.*s", n ? n : 1, slash ? report : ".") >= (int)sizeof dir)
-        ag_fail_path_too_long(report, "");
+    char *dir = ag_xparent_dir(report);
     if (access(dir, W_OK | X_OK))
         ag_fail("eval: --report %s: cannot write into %s: %s", report, dir, strerror(errno));
+    free(dir);
 }
 
 static const char *const usage_line =

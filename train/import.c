@@ -594,9 +594,7 @@ void tr_init_check_checkpoint(const tr_init_config *c, const gm_groundinggpt_con
     const char *dir = c->path[TR_INIT_CHECKPOINT];
     // A prefix takes part of another model's checkpoint; a plain weights file has no config.
     if (!dir || c->prefix[TR_INIT_CHECKPOINT]) return;
-    size_t n = strlen(dir) + sizeof "/config.yaml";
-    char *path = ag_xmalloc(n, "config path");
-    snprintf(path, n, "%s/config.yaml", dir);
+    char *path = ag_xpath_join(dir, "config.yaml");
     struct stat sb;
     if (stat(path, &sb) || !S_ISREG(sb.st_mode)) {
         free(path);

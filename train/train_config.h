@@ -72,10 +72,10 @@ void tr_train_config_fit_world(tr_train_config *c, int world);
 // else cpu). cuda where none is visible (or in a build without CUDA) fails with one line
 // naming the file, line and key. Every training config kind reads it.
 ag_device tr_config_device(tr_yaml *root);
-// Is root a stage config (as opposed to the copy-task config or a curriculum)?
 // The absolute form of a path-valued scalar (relative to the file that names it, or to the
 // working folder for a --set value; realpath'd where it exists), also written back into the
 // tree so that the resolved config stored with checkpoints means the same from any folder.
 // malloc'd.
 char *tr_config_abs_path(tr_yaml *node);
+// Is root a stage config (as opposed to the copy-task config or a curriculum)?
 bool tr_config_is_stage(tr_yaml *root);

@@ -385,9 +385,7 @@ static void setup_training(stage_run *s) {
                            .threads = c->loader_threads,
                            .checksums = c->checksums,
                            .resume = s->from ? &s->st.cursor : NULL};
-    tr_batch_media_tokens(&lc, &c->model);
-    s->loader = ds_loader_open(&lc);
-    tr_batch_check_geometry(s->loader, &c->model);
+    s->loader = tr_batch_open_loader(&lc, &c->model);
 }
 
 // Weights, optimizer state and counters from s->from, after checking that this run can
