@@ -84,20 +84,14 @@ int tr_export_main(int argc, char **argv) {
         if (!strcmp(o, "--force")) {
             force = true;
         } else if (!strncmp(o, "--", 2)) {
+            static const char *const names[] = {"--format", "--out", "--dtype", "--tokenizer"};
+            const char **values[] = {&format, &out, &dtype, &tokenizer};
+            int k = 0;
+            while (k < 4 && strcmp(o, names[k])) k++;
             // an unknown option is named as such, even as the last argument
-            if (strcmp(o, "--format") && strcmp(o, "--out") && strcmp(o, "--dtype") &&
-                strcmp(o, "--tokenizer"))
-                ag_fail("export: unknown option '%s'", o);
+            if (k == 4) ag_fail("export: unknown option '%s'", o);
             if (i + 1 >= argc) ag_fail("export: option %s needs a value", o);
-            const char *v = argv[++i];
-            if (!strcmp(o, "--format"))
-                format = v;
-            else if (!strcmp(o, "--out"))
-                out = v;
-            else if (!strcmp(o, "--dtype"))
-                dtype = v;
-            else
-                tokenizer = v;
+            *values[k] = argv[++i];
         } else if (!ckpt) {
             ckpt = o;
         } else {
