@@ -1,5 +1,4 @@
 // main.c: the groundc command: `groundc <command> [arguments]`.
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +6,7 @@
 #include "autograd/error.h"
 #include "data/pack.h"
 #include "data/synth.h"
+#include "train/checked_output.h"
 #include "train/curriculum.h"
 #include "train/dist.h"
 #include "train/eval.h"
@@ -187,9 +187,6 @@ int main(int argc, char **argv) {
     ag_set_error_handler(NULL); // MPI, if it ran, is finalized: each rank reports for itself
     // What went to stdout (a report, `> file` on a full disk) must have arrived: a write that
     // failed, now or in an earlier automatic flush, fails the command.
-    errno = 0;
-    if (fflush(stdout) || ferror(stdout))
-        ag_fail("stdout: write failed: %s",
-                errno ? strerror(errno) : "an earlier write to it failed");
+    tr_flush_checked(stdout, "stdout");
     return rc;
 }
