@@ -190,23 +190,7 @@ static int32_t media_id(packer *p, ds_media_kind kind, const char *path) {
 }
 
 static char *join_path(const char *root, const char *rel) {
-    if (rel[0] == '/' || !root) return ag_xstrdup(rel);
-    size_t n = strlen(root) + strlen(rel) + 2;
-    char *s = ag_xmalloc(n, "media path");
-    snprintf(s, n, "%s/%s", root, rel);
-    return s;
-}
-
-// The folder of a file name ("." when it has none).
-static char *dir_of(const char *path) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) return ag_xstrdup(".");
-    if (slash == path) return ag_xstrdup("/");
-    size_t n = (size_t)(slash - path);
-    char *s = ag_xmalloc(n + 1, "folder name");
-    memcpy(s, path, n);
-    s[n] = 0;
-    return s;
+    return rel[0] == '/' || !root ? ag_xstrdup(rel) : ag_xpath_join(root, rel);
 }
 
 // "data/refcoco_train.json" -> "refcoco_train".
@@ -243,7 +227,7 @@ static void read_inputs(packer *p) {
         else
             ds_records_read_json(path, &p->files[f]);
         p->sources[f] = c->source ? ag_xstrdup(c->source) : source_of(path);
-        p->roots[f] = c->media_root ? ag_xstrdup(c->media_root) : dir_of(path);
+        p->roots[f] = c->media_root ? ag_xstrdup(c->media_root) : ag_xparent_dir(path);
         total += p->files[f].n;
     }
     p->items = ag_xcalloc((size_t)total + 1, sizeof *p->items, "samples");

@@ -229,8 +229,7 @@ static int run_curriculum(tr_yaml *root, const train_args *a, const tr_dist *d) 
         if (d->rank == 0) printf("\n== curriculum: stage %d of %d: %s\n", i + 1, n, paths[i]);
         run_stage(paths[i], st, a, d, "auto", &res[i], (const char *const *)outs, i);
         // the stage's checkpoint.out: its final checkpoint's folder (OUT/latest in a dry run)
-        outs[i] = ag_xstrdup(res[i].final_ckpt);
-        if (strrchr(outs[i], '/')) *strrchr(outs[i], '/') = 0;
+        outs[i] = ag_xparent_dir(res[i].final_ckpt);
         if (snprintf(prev, sizeof prev, "%s", res[i].final_ckpt) >= (int)sizeof prev)
             ag_fail_path_too_long(res[i].final_ckpt, "");
         tr_yaml_free(st);

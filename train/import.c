@@ -473,14 +473,8 @@ static bool plan_fold(job *j, const char *rest, int a, bool *used) {
 static void fold_lora(job *j) {
     if (!j->n_folds) return;
     struct stat st;
-    char *dir = ag_xstrdup(j->w->path);
-    if (!stat(dir, &st) && !S_ISDIR(st.st_mode)) {
-        char *slash = strrchr(dir, '/');
-        if (slash)
-            *slash = 0;
-        else
-            strcpy(dir, ".");
-    }
+    const char *w = j->w->path; // a weights file: its folder holds config.yaml
+    char *dir = !stat(w, &st) && !S_ISDIR(st.st_mode) ? ag_xparent_dir(w) : ag_xstrdup(w);
     char *cfg_path = ag_xpath_join(dir, "config.yaml");
     if (!exists(cfg_path))
         ag_fail("%s: holds LoRA adapters ('%s') but no config.yaml beside it gives their alpha",
