@@ -61,6 +61,17 @@ void *ag_xrealloc(void *p, size_t bytes, const char *what) {
     return q;
 }
 
+void *ag_xgrow(void *p, int64_t *cap, int64_t need, size_t elem, const char *what) {
+    if (need <= *cap) return p;
+    int64_t grown = *cap > 0 ? *cap : 8;
+    while (grown < need) grown = grown > INT64_MAX / 2 ? need : 2 * grown;
+    if ((uint64_t)grown > SIZE_MAX / (elem ? elem : 1))
+        ag_fail("out of memory growing %s to %lld elements", what, (long long)grown);
+    p = ag_xrealloc(p, (size_t)grown * elem, what);
+    *cap = grown;
+    return p;
+}
+
 static void *json_alloc(size_t bytes) {
     return ag_xmalloc(bytes, "JSON");
 }

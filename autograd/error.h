@@ -8,6 +8,7 @@
 #pragma once
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -32,6 +33,9 @@ void *ag_xmalloc(size_t bytes, const char *what);
 void *ag_xcalloc(size_t n, size_t size, const char *what);
 void *ag_xrealloc(void *p, size_t bytes, const char *what);
 char *ag_xstrdup(const char *s);
+// Array p of *cap elements of elem bytes, grown (doubling, from 8) to hold at least need;
+// *cap is updated. n appends with one call each cost O(n) copying.
+void *ag_xgrow(void *p, int64_t *cap, int64_t need, size_t elem, const char *what);
 // "dir/name", allocated.
 char *ag_xpath_join(const char *dir, const char *name);
 // Puts the renames in folder dir on disk (fsync of the folder). A file system that cannot sync

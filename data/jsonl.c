@@ -268,6 +268,16 @@ bool ds_grounding_record_parse(const cJSON *obj, ds_grounding_record *out, char 
            numbers(obj, "span", 2, out->v, err, err_size);
 }
 
+bool ds_grounding_key_known(ds_media_kind kind, const char *key) {
+    static const char *const image[] = {"id", "image", "expression", "bbox"};
+    static const char *const span[] = {"id", "video", "sound", "audio", "query", "span"};
+    const char *const *keys = kind == DS_MEDIA_IMAGE ? image : span;
+    int n = kind == DS_MEDIA_IMAGE ? 4 : 6;
+    for (int k = 0; k < n; k++)
+        if (!strcmp(key, keys[k])) return true;
+    return false;
+}
+
 // At most n - 1 bytes of s for a message: control characters become '?' (the reason must stay
 // one line) and a UTF-8 sequence cut short by the limit is left out.
 static const char *quote(const char *s, char *buf, size_t n) {
@@ -279,6 +289,40 @@ static const char *quote(const char *s, char *buf, size_t n) {
     }
     buf[k] = 0;
     return buf;
+}
+
+int ds_grounding_report_unread_keys(const ds_record_file *f) {
+    typedef struct {
+        const char *key;
+        int64_t first, count;
+    } unread;
+    unread *keys = NULL;
+    int64_t n = 0, cap = 0;
+    for (int64_t r = 0; r < f->n; r++) {
+        ds_grounding_record g;
+        char err[256];
+        if (f->records[r].error ||
+            !ds_grounding_record_parse(f->records[r].item, &g, err, sizeof err))
+            continue; // a bad record is reported as such
+        for (const cJSON *c = f->records[r].item->child; c; c = c->next) {
+            if (ds_grounding_key_known(g.kind, c->string)) continue;
+            int64_t k = 0;
+            while (k < n && strcmp(keys[k].key, c->string)) k++;
+            if (k == n) {
+                keys = ag_xgrow(keys, &cap, n + 1, sizeof *keys, "unread keys");
+                keys[n++] = (unread){c->string, f->records[r].index, 0};
+            }
+            keys[k].count++;
+        }
+    }
+    for (int64_t k = 0; k < n; k++) {
+        char name[80];
+        fprintf(stderr, "%s:%lld: key \"%s\" is not one pack reads, ignored (%lld record%s)\n",
+                f->path, (long long)keys[k].first, quote(keys[k].key, name, sizeof name),
+                (long long)keys[k].count, keys[k].count == 1 ? "" : "s");
+    }
+    free(keys);
+    return (int)n;
 }
 
 const char *ds_json_sample_media(const cJSON *obj, const char *files[DS_MEDIA_KINDS]) {

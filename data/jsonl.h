@@ -90,6 +90,13 @@ typedef struct {
 // Checks a JSONL object's fields; false with a one-line reason in err when they are wrong.
 bool ds_grounding_record_parse(const cJSON *obj, ds_grounding_record *out, char *err,
                                size_t err_size);
+// Whether pack reads `key` in a custom record of this kind ("id" is kept in the metadata).
+bool ds_grounding_key_known(ds_media_kind kind, const char *key);
+// Reports on stderr, one line per key, the keys of a JSONL file's well-formed records that
+// pack does not read: a typo or a "bbox_format" would otherwise go unnoticed. Each line names
+// the first record with the key and how many have it; the records are packed all the same.
+// Returns the number of such keys.
+int ds_grounding_report_unread_keys(const ds_record_file *f);
 // The human question (with its placeholder) and the assistant answer for a record whose
 // image is width x height pixels or whose video / audio lasts duration seconds. Both strings
 // are malloc'd. False with a reason when the box or span does not fit the media.

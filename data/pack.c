@@ -222,10 +222,12 @@ static void read_inputs(packer *p) {
     for (int f = 0; f < p->n_files; f++) {
         bool jsonl = f >= c->n_json;
         const char *path = jsonl ? c->jsonl_files[f - c->n_json] : c->json_files[f];
-        if (jsonl)
+        if (jsonl) {
             ds_records_read_jsonl(path, &p->files[f]);
-        else
+            ds_grounding_report_unread_keys(&p->files[f]);
+        } else {
             ds_records_read_json(path, &p->files[f]);
+        }
         p->sources[f] = c->source ? ag_xstrdup(c->source) : source_of(path);
         p->roots[f] = c->media_root ? ag_xstrdup(c->media_root) : ag_xparent_dir(path);
         total += p->files[f].n;

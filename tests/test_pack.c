@@ -743,9 +743,11 @@ int main(void) {
     free(fb);
     char *jsonl = malloc(8192),
          *jt = dq(
-             "{'id': 'g-rec', 'image': '%s', 'expression': 'the thing.', 'bbox': [2, 3, 10, 8]}\n"
+             "{'id': 'g-rec', 'image': '%s', 'expression': 'the thing.', 'bbox': [2, 3, 10, 8],"
+             " 'bbox_format': 'xywh'}\n"
              "{'image': '%s', 'expression': 'off', 'bbox': [%d, 0, 10, 5]}\n"
-             "{'video': '%s', 'query': 'a shape moves', 'span': [%.17g, %.17g]}\n"
+             "{'video': '%s', 'query': 'a shape moves', 'span': [%.17g, %.17g], 'bbox_format': 1,"
+             " 'bbox': [0, 0, 1, 1]}\n"
              "{'video': '%s', 'query': 'too late', 'span': [0, %.17g]}\n"
              "{'sound': '%s', 'query': 'a beep', 'span': [%.17g, %.17g]}\n"
              "{'sound': '%s', 'query': \n"
@@ -833,6 +835,17 @@ int main(void) {
     int skipped_lines = 0;
     for (const char *s = err1; (s = strstr(s, "(skipped)\n")); s++) skipped_lines++;
     TL_CHECK(skipped_lines == n_bad, "%d skip lines, want %d", skipped_lines, n_bad);
+    // keys pack does not read: one line per key, at its first record, with the count
+    char unread[2][1024];
+    snprintf(unread[0], sizeof unread[0],
+             "%s:1: key \"bbox_format\" is not one pack reads, ignored (2 records)\n", g_jsonl);
+    snprintf(unread[1], sizeof unread[1],
+             "%s:3: key \"bbox\" is not one pack reads, ignored (1 record)\n", g_jsonl);
+    for (int k = 0; k < 2; k++)
+        TL_CHECK(strstr(err1, unread[k]) &&
+                     (strstr(err1, unread[k]) == err1 || strstr(err1, unread[k])[-1] == '\n'),
+                 "no line \"%s\" in:\n%s", unread[k], err1);
+    TL_CHECK(!strstr(err1, "\"id\" is not"), "\"id\" reported as unread:\n%s", err1);
     char want_count[64];
     snprintf(want_count, sizeof want_count, "; %d skipped;", n_bad);
     TL_CHECK(strstr(out1_text, want_count) != NULL, "no \"%s\" in %s", want_count, out1_text);
@@ -878,9 +891,12 @@ int main(void) {
     char *errf = output("fail", "err");
     char want_line[1024];
     snprintf(want_line, sizeof want_line, "groundc: error: %s: sample 1: ", g_bad);
+    // after the two unread-key lines
+    const char *errl = errf;
+    for (int k = 0; k < 2 && strchr(errl, '\n'); k++) errl = strchr(errl, '\n') + 1;
     int lines = 0;
-    for (const char *s = errf; *s; s++) lines += *s == '\n';
-    TL_CHECK(rc != 0 && !strncmp(errf, want_line, strlen(want_line)) && strstr(errf, "nope.png") &&
+    for (const char *s = errl; *s; s++) lines += *s == '\n';
+    TL_CHECK(rc != 0 && !strncmp(errl, want_line, strlen(want_line)) && strstr(errl, "nope.png") &&
                  lines == 1,
              "--on-error fail: exit %d, stderr:\n%s", rc, errf);
     TL_CHECK(same_dataset(out1, out2, true), "a failed run changed the existing dataset");
