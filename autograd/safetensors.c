@@ -401,9 +401,11 @@ typedef struct {
 } st_item;
 
 struct ag_st_writer {
-    int n, cap;
+    int n;
+    int64_t cap;
     st_item *items;
-    int n_meta, meta_cap;
+    int n_meta;
+    int64_t meta_cap;
     char **meta_keys, **meta_values;
 };
 
@@ -447,10 +449,7 @@ static st_item *st_new_item(ag_st_writer *w, const char *name, const char *dtype
         if (shape[i] < 0)
             ag_fail("safetensors writer: tensor '%s': negative dim %lld", name,
                     (long long)shape[i]);
-    if (w->n == w->cap) {
-        w->cap = w->cap ? 2 * w->cap : 16;
-        w->items = ag_xrealloc(w->items, (size_t)w->cap * sizeof *w->items, "safetensors writer");
-    }
+    w->items = ag_xgrow(w->items, &w->cap, w->n + 1, sizeof *w->items, "safetensors writer");
     st_item *it = &w->items[w->n];
     *it = (st_item){.ndim = ndim};
     strcpy(it->dtype, dtype);
@@ -494,11 +493,11 @@ void ag_st_add_meta(ag_st_writer *w, const char *key, const char *value) {
     for (int i = 0; i < w->n_meta; i++)
         if (!strcmp(w->meta_keys[i], key))
             ag_fail("safetensors writer: metadata key '%s' added twice", key);
-    if (w->n_meta == w->meta_cap) {
-        w->meta_cap = w->meta_cap ? 2 * w->meta_cap : 8;
-        size_t bytes = (size_t)w->meta_cap * sizeof(char *);
-        w->meta_keys = ag_xrealloc(w->meta_keys, bytes, "safetensors metadata");
-        w->meta_values = ag_xrealloc(w->meta_values, bytes, "safetensors metadata");
+    if (w->n_meta == w->meta_cap) { // keys pick the capacity; values, alongside, follow
+        w->meta_keys = ag_xgrow(w->meta_keys, &w->meta_cap, w->n_meta + 1, sizeof *w->meta_keys,
+                                "safetensors metadata");
+        w->meta_values = ag_xrealloc(w->meta_values, (size_t)w->meta_cap * sizeof *w->meta_values,
+                                     "safetensors metadata");
     }
     w->meta_keys[w->n_meta] = ag_xstrdup(key);
     w->meta_values[w->n_meta++] = ag_xstrdup(value);

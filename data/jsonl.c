@@ -167,11 +167,8 @@ void ds_records_read_jsonl(const char *path, ds_record_file *out) {
         for (size_t k = 0; k < len && blank; k++)
             blank = s[k] == ' ' || s[k] == '\t' || s[k] == '\r';
         if (blank) continue;
-        if (out->n == cap) {
-            cap = cap ? 2 * cap : 1024;
-            out->records =
-                ag_xrealloc(out->records, (size_t)cap * sizeof *out->records, "JSONL records");
-        }
+        out->records =
+            ag_xgrow(out->records, &cap, out->n + 1, sizeof *out->records, "JSONL records");
         ds_record *r = &out->records[out->n++];
         *r = (ds_record){.index = line};
         const char *end = NULL;

@@ -29,13 +29,14 @@ void ds_manifest_init(ds_manifest *m, const char *tokenizer_digest) {
     memcpy(m->tokenizer_digest, tokenizer_digest, 65);
 }
 
-static void ds_count_add(ds_manifest_count **list, int *n, const char *name, int64_t count) {
+static void ds_count_add(ds_manifest_count **list, int *n, int64_t *cap, const char *name,
+                         int64_t count) {
     for (int i = 0; i < *n; i++)
         if (strcmp((*list)[i].name, name) == 0) {
             (*list)[i].count += count;
             return;
         }
-    *list = ag_xrealloc(*list, (size_t)(*n + 1) * sizeof **list, "manifest counts");
+    *list = ag_xgrow(*list, cap, *n + 1, sizeof **list, "manifest counts");
     (*list)[*n].name = ag_xstrdup(name);
     (*list)[*n].count = count;
     (*n)++;
@@ -45,8 +46,8 @@ void ds_manifest_add_shard(ds_manifest *m, const char *file, const ds_shard_info
     if (!ds_plain_name(file)) ag_fail("manifest: shard name '%s' is not a plain file name", file);
     for (int i = 0; i < m->num_shards; i++)
         if (strcmp(m->shards[i].file, file) == 0) ag_fail("manifest: shard '%s' added twice", file);
-    m->shards =
-        ag_xrealloc(m->shards, (size_t)(m->num_shards + 1) * sizeof *m->shards, "manifest shards");
+    m->shards = ag_xgrow(m->shards, &m->shards_cap, m->num_shards + 1, sizeof *m->shards,
+                         "manifest shards");
     ds_manifest_shard *s = &m->shards[m->num_shards++];
     s->file = ag_xstrdup(file);
     s->num_samples = info->num_samples;
@@ -62,11 +63,13 @@ void ds_manifest_add_shard(ds_manifest *m, const char *file, const ds_shard_info
     for (int t = 0; t < DS_NTASKS; t++) tasks[t] += info->task_counts[t];
     for (int i = 0; i < m->num_tasks; i++) free(m->tasks[i].name);
     free(m->tasks);
-    m->tasks = NULL, m->num_tasks = 0;
+    m->tasks = NULL, m->num_tasks = 0, m->tasks_cap = 0;
     for (int t = 0; t < DS_NTASKS; t++)
-        if (tasks[t] > 0) ds_count_add(&m->tasks, &m->num_tasks, ds_task_name(t), tasks[t]);
+        if (tasks[t] > 0)
+            ds_count_add(&m->tasks, &m->num_tasks, &m->tasks_cap, ds_task_name(t), tasks[t]);
     for (int i = 0; i < info->num_sources; i++)
-        ds_count_add(&m->sources, &m->num_sources, info->source_names[i], info->source_counts[i]);
+        ds_count_add(&m->sources, &m->num_sources, &m->sources_cap, info->source_names[i],
+                     info->source_counts[i]);
 }
 
 void ds_manifest_free(ds_manifest *m) {
@@ -163,7 +166,8 @@ static const char *ds_get_string(ds_mreader *r, const cJSON *obj, const char *ke
     return v->valuestring;
 }
 
-static void ds_get_counts(ds_mreader *r, const char *key, ds_manifest_count **list, int *n) {
+static void ds_get_counts(ds_mreader *r, const char *key, ds_manifest_count **list, int *n,
+                          int64_t *cap) {
     const cJSON *obj = cJSON_GetObjectItemCaseSensitive(r->root, key);
     if (!obj) ds_mfail(r, "'%s' missing", key);
     if (!cJSON_IsObject(obj)) ds_mfail(r, "'%s' is not an object", key);
@@ -171,7 +175,7 @@ static void ds_get_counts(ds_mreader *r, const char *key, ds_manifest_count **li
     snprintf(where, sizeof where, "%s: ", key);
     for (const cJSON *e = obj->child; e; e = e->next) {
         int64_t c = ds_get_count(r, obj, e->string, where);
-        ds_count_add(list, n, e->string, c);
+        ds_count_add(list, n, cap, e->string, c);
     }
 }
 
@@ -223,6 +227,7 @@ void ds_manifest_read(ds_manifest *m, const char *dir) {
     if (!cJSON_IsArray(shards)) ds_mfail(&r, "'shards' missing or not an array");
     int n = cJSON_GetArraySize(shards);
     m->shards = ag_xcalloc(n > 0 ? (size_t)n : 1, sizeof *m->shards, "manifest shards");
+    m->shards_cap = n;
     int64_t samples = 0, tokens = 0;
     const cJSON *e = shards->child;
     for (int i = 0; i < n; i++, e = e->next) {
@@ -254,11 +259,11 @@ void ds_manifest_read(ds_manifest *m, const char *dir) {
     if (tokens != m->num_tokens)
         ds_mfail(&r, "num_tokens %lld, but the shards hold %lld", (long long)m->num_tokens,
                  (long long)tokens);
-    ds_get_counts(&r, "tasks", &m->tasks, &m->num_tasks);
+    ds_get_counts(&r, "tasks", &m->tasks, &m->num_tasks, &m->tasks_cap);
     for (int i = 0; i < m->num_tasks; i++)
         if (ds_task_from_name(m->tasks[i].name) < 0)
             ds_mfail(&r, "tasks: unknown task '%s'", m->tasks[i].name);
-    ds_get_counts(&r, "sources", &m->sources, &m->num_sources);
+    ds_get_counts(&r, "sources", &m->sources, &m->num_sources, &m->sources_cap);
     cJSON_Delete(r.root);
     free((char *)r.path);
 }

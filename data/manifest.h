@@ -36,6 +36,7 @@ typedef struct {
     ds_manifest_count *tasks;
     int num_sources; // in order of first appearance
     ds_manifest_count *sources;
+    int64_t shards_cap, tasks_cap, sources_cap; // allocated lengths (ag_xgrow)
 } ds_manifest;
 
 // An empty manifest for shards packed with this tokenizer (64-digit hex SHA-256).

@@ -179,10 +179,7 @@ static int32_t media_id(packer *p, ds_media_kind kind, const char *path) {
         if (m->kind == kind && !strcmp(m->path, path)) return p->hash[h] - 1;
     }
     if (p->n_media >= INT32_MAX - 1) ag_fail("pack: more than %d media files", INT32_MAX - 1);
-    if (p->n_media == p->media_cap) {
-        p->media_cap = p->media_cap ? 2 * p->media_cap : 1024;
-        p->media = ag_xrealloc(p->media, (size_t)p->media_cap * sizeof *p->media, "media table");
-    }
+    p->media = ag_xgrow(p->media, &p->media_cap, p->n_media + 1, sizeof *p->media, "media table");
     int32_t idx = (int32_t)p->n_media++;
     p->media[idx] = (media){.kind = kind, .path = ag_xstrdup(path)};
     hash_insert(p, idx);
@@ -1118,17 +1115,18 @@ static unsigned parse_tasks(const char *v) {
     }
 }
 
-// Appends the comma-separated names of v to *list (pointers into the strdup'd copy *keep).
-static void split_files(const char *opt, const char *v, const char ***list, int *n, char ***keep,
-                        int *n_keep) {
+// Appends the comma-separated names of v to *list (pointers into the strdup'd copy, which goes
+// to *keep); *cap and *keep_cap are the lists' allocated lengths.
+static void split_files(const char *opt, const char *v, const char ***list, int *n, int64_t *cap,
+                        char ***keep, int *n_keep, int64_t *keep_cap) {
     char *copy = ag_xstrdup(v);
-    *keep = ag_xrealloc(*keep, sizeof **keep * (size_t)(*n_keep + 1), "options");
+    *keep = ag_xgrow(*keep, keep_cap, *n_keep + 1, sizeof **keep, "options");
     (*keep)[(*n_keep)++] = copy;
     for (char *s = copy;;) {
         char *comma = strchr(s, ',');
         if (comma) *comma = 0;
         if (!*s) ag_fail("pack: %s: empty file name in '%s'", opt, v);
-        *list = ag_xrealloc(*list, sizeof **list * (size_t)(*n + 1), "options");
+        *list = ag_xgrow(*list, cap, *n + 1, sizeof **list, "options");
         (*list)[(*n)++] = s;
         if (!comma) break;
         s = comma + 1;
@@ -1149,6 +1147,7 @@ int ds_pack_main(int argc, char **argv) {
     const char **json = NULL, **jsonl = NULL;
     char **keep = NULL;
     int n_keep = 0;
+    int64_t json_cap = 0, jsonl_cap = 0, keep_cap = 0;
     for (int i = 0; i < argc; i++) {
         const char *opt = argv[i];
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
@@ -1160,9 +1159,9 @@ int ds_pack_main(int argc, char **argv) {
         const char *v = argv[++i];
         ds_pack_sizes *s = &c.sizes;
         if (!strcmp(opt, "--json"))
-            split_files(opt, v, &json, &c.n_json, &keep, &n_keep);
+            split_files(opt, v, &json, &c.n_json, &json_cap, &keep, &n_keep, &keep_cap);
         else if (!strcmp(opt, "--grounding-jsonl"))
-            split_files(opt, v, &jsonl, &c.n_jsonl, &keep, &n_keep);
+            split_files(opt, v, &jsonl, &c.n_jsonl, &jsonl_cap, &keep, &n_keep, &keep_cap);
         else if (!strcmp(opt, "--media-root"))
             c.media_root = v;
         else if (!strcmp(opt, "--tokenizer"))

@@ -33,9 +33,8 @@ typedef struct {
 } buf;
 
 static void push(buf *b, int32_t id, uint8_t mask) {
-    if (b->n == b->cap) {
-        b->cap = b->cap ? 2 * b->cap : 512;
-        b->ids = ag_xrealloc(b->ids, (size_t)b->cap * sizeof *b->ids, "prompt tokens");
+    if (b->n == b->cap) { // ids pick the capacity; mask, alongside, follows
+        b->ids = ag_xgrow(b->ids, &b->cap, b->n + 1, sizeof *b->ids, "prompt tokens");
         b->mask = ag_xrealloc(b->mask, (size_t)b->cap, "prompt tokens");
     }
     b->ids[b->n] = id;

@@ -303,6 +303,7 @@ struct ds_shard_writer {
     char **sources;
     int64_t *source_counts;
     int n_sources;
+    int64_t sources_cap;
 };
 
 // Closes every HDF5 object of the writer (the file was opened with strong close degree)
@@ -465,9 +466,9 @@ static int32_t ds_w_add_row(ds_shard_writer *w, int k, hid_t mtype, const void *
     if (ms >= 0) (void)H5Sclose(ms);
     if (fs >= 0) (void)H5Sclose(fs);
     if (!ok) ds_wfail(w, "dataset '%s': row %lld: write failed", ds_media[k].data, (long long)row);
-    if (row >= w->row_cap[k]) {
-        w->row_cap[k] = w->row_cap[k] ? 2 * w->row_cap[k] : 64;
-        w->duration[k] = ds_grow(w->duration[k], w->row_cap[k], sizeof(float), "shard rows");
+    if (row >= w->row_cap[k]) { // durations pick the capacity; image sizes (two a row) follow
+        w->duration[k] =
+            ag_xgrow(w->duration[k], &w->row_cap[k], row + 1, sizeof(float), "shard rows");
         if (k == 0) w->img_size = ds_grow(w->img_size, 2 * w->row_cap[k], 4, "shard rows");
     }
     w->rows[k]++;
@@ -541,20 +542,22 @@ int64_t ds_shard_add_sample(ds_shard_writer *w, const ds_sample *s) {
     while (src < w->n_sources && strcmp(w->sources[src], s->source) != 0) src++;
     if (src == w->n_sources) {
         if (src >= DS_MAX_SOURCES) ds_wfail(w, "sample %lld: more than 65535 sources", i);
-        w->sources = ds_grow(w->sources, src + 1, sizeof *w->sources, "shard sources");
-        w->source_counts = ds_grow(w->source_counts, src + 1, sizeof(int64_t), "shard sources");
+        if (src == w->sources_cap) { // names pick the capacity; counts, alongside, follow
+            w->sources =
+                ag_xgrow(w->sources, &w->sources_cap, src + 1, sizeof *w->sources, "shard sources");
+            w->source_counts =
+                ds_grow(w->source_counts, w->sources_cap, sizeof(int64_t), "shard sources");
+        }
         w->sources[src] = ag_xstrdup(s->source);
         w->source_counts[src] = 0;
         w->n_sources++;
     }
     w->source_counts[src]++;
 
-    if (w->n_tok + s->length > w->tok_cap) {
-        int64_t cap = w->tok_cap ? w->tok_cap : 4096;
-        while (cap < w->n_tok + s->length) cap *= 2;
-        w->tokens = ds_grow(w->tokens, cap, sizeof *w->tokens, "shard tokens");
-        w->mask = ds_grow(w->mask, cap, 1, "shard tokens");
-        w->tok_cap = cap;
+    if (w->n_tok + s->length > w->tok_cap) { // tokens pick the capacity; mask follows
+        w->tokens = ag_xgrow(w->tokens, &w->tok_cap, w->n_tok + s->length, sizeof *w->tokens,
+                             "shard tokens");
+        w->mask = ds_grow(w->mask, w->tok_cap, 1, "shard tokens");
     }
     if (s->length > 0) {
         memcpy(w->tokens + w->n_tok, s->tokens, (size_t)s->length * sizeof *w->tokens);
@@ -562,15 +565,14 @@ int64_t ds_shard_add_sample(ds_shard_writer *w, const ds_sample *s) {
     }
     w->n_tok += s->length;
 
-    if (w->n == w->cap) {
-        w->cap = w->cap ? 2 * w->cap : 256;
+    if (w->n == w->cap) { // meta picks the capacity; the other per-sample arrays follow
+        w->meta = ag_xgrow(w->meta, &w->cap, w->n + 1, sizeof *w->meta, "shard samples");
         w->offsets = ds_grow(w->offsets, w->cap + 1, sizeof *w->offsets, "shard samples");
         for (int k = 0; k < DS_NMEDIA; k++)
             w->ref[k] = ds_grow(w->ref[k], w->cap, sizeof(int32_t), "shard samples");
         w->task = ds_grow(w->task, w->cap, 1, "shard samples");
         w->gran = ds_grow(w->gran, w->cap, 1, "shard samples");
         w->src = ds_grow(w->src, w->cap, sizeof *w->src, "shard samples");
-        w->meta = ds_grow(w->meta, w->cap, sizeof *w->meta, "shard samples");
     }
     int64_t n = w->n;
     w->offsets[n + 1] = w->n_tok;

@@ -15,10 +15,7 @@ const char *ds_media_placeholder(ds_media_kind kind) {
 }
 
 static ds_piece *push(ds_rendered *r) {
-    if (r->n == r->cap) {
-        r->cap = r->cap ? 2 * r->cap : 16;
-        r->pieces = ag_xrealloc(r->pieces, sizeof *r->pieces * (size_t)r->cap, "template");
-    }
+    r->pieces = ag_xgrow(r->pieces, &r->cap, r->n + 1, sizeof *r->pieces, "template");
     ds_piece *p = &r->pieces[r->n++];
     memset(p, 0, sizeof *p);
     return p;

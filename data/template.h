@@ -7,6 +7,7 @@
 // (the reference drifts by a token per human turn).
 #pragma once
 #include <stdbool.h>
+#include <stdint.h>
 
 #define DS_SYSTEM_PROMPT                                                                           \
     "A chat between a curious human and an artificial intelligence assistant. The assistant "      \
@@ -32,7 +33,8 @@ typedef struct {
 } ds_piece;
 
 typedef struct {
-    int n, cap;
+    int n;
+    int64_t cap;
     ds_piece *pieces;
     int media_count[DS_MEDIA_KINDS];
 } ds_rendered;

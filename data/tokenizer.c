@@ -597,10 +597,8 @@ typedef struct {
 } ds_tok_sink;
 
 static inline void ds_tok_push(ds_tok_sink *s, int32_t id) {
-    if (s->n == s->cap && s->grow) {
-        s->cap = s->cap < 64 ? 64 : s->cap * 2;
-        s->ids = ag_xrealloc(s->ids, (size_t)s->cap * sizeof *s->ids, "token ids");
-    }
+    if (s->n == s->cap && s->grow)
+        s->ids = ag_xgrow(s->ids, &s->cap, s->n + 1, sizeof *s->ids, "token ids");
     if (s->n < s->cap) s->ids[s->n] = id;
     s->n++;
 }
@@ -627,11 +625,11 @@ typedef struct {
 typedef struct {
     char *norm;
     ds_tok_sym *sym;
-    size_t sym_cap;
+    int64_t sym_cap;
     ds_tok_pair *heap;
-    size_t heap_n, heap_cap;
+    int64_t heap_n, heap_cap;
     ds_tok_rev *rev;
-    size_t rev_n, rev_cap;
+    int64_t rev_n, rev_cap;
 } ds_tok_work;
 
 // Heap order: higher score first, then the leftmost pair (SentencePiece's comparator).
@@ -653,10 +651,8 @@ static void ds_tok_sift_down(ds_tok_pair *h, size_t n, size_t i) {
 }
 
 static void ds_tok_heap_push(ds_tok_work *w, ds_tok_pair p) {
-    if (w->heap_n == w->heap_cap) {
-        w->heap_cap *= 2;
-        w->heap = ag_xrealloc(w->heap, w->heap_cap * sizeof *w->heap, "tokenizer heap");
-    }
+    if (w->heap_n == w->heap_cap) // checked here: a push per candidate pair is hot
+        w->heap = ag_xgrow(w->heap, &w->heap_cap, w->heap_n + 1, sizeof *w->heap, "tokenizer heap");
     size_t i = w->heap_n++;
     while (i > 0) {
         size_t parent = (i - 1) / 2;
@@ -684,10 +680,7 @@ static void ds_tok_add_pair(const ds_tokenizer *tok, ds_tok_work *w, int32_t l, 
     else
         ds_tok_heap_push(w, p);
     if (tok->type[id] == DS_TOK_UNUSED) {
-        if (w->rev_n == w->rev_cap) {
-            w->rev_cap = w->rev_cap ? 2 * w->rev_cap : 64;
-            w->rev = ag_xrealloc(w->rev, w->rev_cap * sizeof *w->rev, "tokenizer");
-        }
+        w->rev = ag_xgrow(w->rev, &w->rev_cap, w->rev_n + 1, sizeof *w->rev, "tokenizer");
         w->rev[w->rev_n++] = (ds_tok_rev){a->start, size, a->len};
     }
 }
@@ -774,14 +767,8 @@ static size_t ds_tok_normalize(const ds_tokenizer *tok, const char *s, size_t n,
 static void ds_tok_merge(const ds_tokenizer *tok, ds_tok_work *w, uint32_t from, uint32_t to,
                          ds_tok_emit *e) {
     // At most one symbol per byte, and at first at most one pair per symbol.
-    if (to - from > w->sym_cap) {
-        w->sym_cap = 2 * (to - from);
-        w->sym = ag_xrealloc(w->sym, w->sym_cap * sizeof *w->sym, "tokenizer scratch");
-    }
-    if (to - from + 16 > w->heap_cap) {
-        w->heap_cap = 2 * (to - from) + 16;
-        w->heap = ag_xrealloc(w->heap, w->heap_cap * sizeof *w->heap, "tokenizer scratch");
-    }
+    w->sym = ag_xgrow(w->sym, &w->sym_cap, to - from, sizeof *w->sym, "tokenizer scratch");
+    w->heap = ag_xgrow(w->heap, &w->heap_cap, to - from + 16, sizeof *w->heap, "tokenizer scratch");
     const char *norm = w->norm;
     int32_t ns = 0;
     for (uint32_t i = from; i < to;) {
@@ -910,14 +897,12 @@ int32_t *ds_tokenizer_encode_alloc(const ds_tokenizer *tok, const char *text, si
 
 typedef struct {
     char *s;
-    size_t n, cap;
+    size_t n;
+    int64_t cap;
 } ds_tok_buf;
 
 static void ds_tok_append(ds_tok_buf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        while (b->n + n + 1 > b->cap) b->cap = b->cap ? 2 * b->cap : 256;
-        b->s = ag_xrealloc(b->s, b->cap, "decoded text");
-    }
+    b->s = ag_xgrow(b->s, &b->cap, (int64_t)(b->n + n + 1), 1, "decoded text");
     memcpy(b->s + b->n, s, n);
     b->n += n;
     b->s[b->n] = 0;

@@ -29,11 +29,8 @@ void gm_params_add(gm_params *reg, ag_tensor *p) {
     if (!p->name || !p->name[0]) ag_fail("params: a parameter without a name cannot be added");
     // Linear scan: registries hold a few thousand names and are built once.
     if (gm_params_find(reg, p->name)) ag_fail("params: '%s' is registered twice", p->name);
-    if (reg->n == reg->cap) {
-        reg->cap = reg->cap ? 2 * reg->cap : 64;
-        reg->tensors = ag_xrealloc(reg->tensors, (size_t)reg->cap * sizeof *reg->tensors,
-                                   "parameter registry");
-    }
+    reg->tensors =
+        ag_xgrow(reg->tensors, &reg->cap, reg->n + 1, sizeof *reg->tensors, "parameter registry");
     reg->tensors[reg->n++] = p;
 }
 
@@ -105,8 +102,9 @@ static void group_of(const char *name, char *buf, size_t n) {
 int gm_params_groups(const gm_params *reg, gm_param_group *out, int max) {
     // Groups are few; each name is looked up among those seen so far. Counting needs the
     // groups beyond max too, so they go to a private list first.
-    int n = 0, cap = 16;
-    gm_param_group *all = ag_xmalloc((size_t)cap * sizeof *all, "parameter groups");
+    int n = 0;
+    int64_t cap = 0;
+    gm_param_group *all = NULL;
     for (int i = 0; i < reg->n; i++) {
         const ag_tensor *p = reg->tensors[i];
         char g[96];
@@ -114,10 +112,7 @@ int gm_params_groups(const gm_params *reg, gm_param_group *out, int max) {
         int k = 0;
         while (k < n && strcmp(all[k].name, g)) k++;
         if (k == n) {
-            if (n == cap) {
-                cap *= 2;
-                all = ag_xrealloc(all, (size_t)cap * sizeof *all, "parameter groups");
-            }
+            all = ag_xgrow(all, &cap, n + 1, sizeof *all, "parameter groups");
             memset(&all[n], 0, sizeof all[n]);
             snprintf(all[n].name, sizeof all[n].name, "%s", g);
             n++;

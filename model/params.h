@@ -19,7 +19,8 @@
 #include "model/llama.h"
 
 typedef struct {
-    int n, cap;
+    int n;
+    int64_t cap;
     ag_tensor **tensors; // each has a unique, non-NULL name
 } gm_params;
 

@@ -3,10 +3,12 @@
 // records nothing; gradients accumulate across backward passes until zeroed; the step arena
 // reaches a steady state with no system allocations; bf16 rounding; AdamW against a
 // float64 re-implementation of PyTorch's update rule; host f64 copies and cache writes
-// (ag_write_slice) against plain index arithmetic.
+// (ag_write_slice) against plain index arithmetic; ag_xgrow's capacities and copies.
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "autograd/error.h"
 #include "autograd/optim.h"
 #include "data/copy_task.h"
 #include "model/init.h"
@@ -220,6 +222,37 @@ static void test_host_copies_and_write_slice(void) {
     ag_ctx_free(ctx);
 }
 
+// ag_xgrow starts at 8 and doubles until need fits; a need that fits changes nothing; the
+// contents move with the array.
+static void test_xgrow(void) {
+    int64_t cap = 0;
+    int32_t *v = ag_xgrow(NULL, &cap, 1, sizeof *v, "test");
+    TL_CHECK(v && cap == 8, "need 1 from 0: cap %lld, want 8", (long long)cap);
+    for (int i = 0; i < 8; i++) v[i] = i;
+    for (int64_t need = 0; need <= 8; need += 4)
+        TL_CHECK(ag_xgrow(v, &cap, need, sizeof *v, "test") == v && cap == 8,
+                 "need %lld at cap 8 moved the array or changed cap to %lld", (long long)need,
+                 (long long)cap);
+    v = ag_xgrow(v, &cap, 9, sizeof *v, "test");
+    TL_CHECK(cap == 16, "need 9 from 8: cap %lld, want 16", (long long)cap);
+    v[8] = 8;
+    int bad = 0;
+    for (int i = 0; i < 9; i++) bad += v[i] != i;
+    TL_CHECK(bad == 0, "8 -> 16: %d of 9 elements lost", bad);
+    free(v);
+
+    int64_t cap8 = 0;
+    int32_t *w = ag_xgrow(NULL, &cap8, 8, sizeof *w, "test");
+    for (int i = 0; i < 8; i++) w[i] = 100 + i;
+    w = ag_xgrow(w, &cap8, 1000, sizeof *w, "test");
+    TL_CHECK(cap8 == 1024, "need 1000 from 8: cap %lld, want 1024", (long long)cap8);
+    w[999] = 1; // all of need is usable (ASan would see a short block)
+    bad = 0;
+    for (int i = 0; i < 8; i++) bad += w[i] != 100 + i;
+    TL_CHECK(bad == 0, "8 -> 1024: %d of 8 elements lost", bad);
+    free(w);
+}
+
 int main(void) {
     test_frozen_and_no_grad();
     test_accumulation_and_reuse();
@@ -227,5 +260,6 @@ int main(void) {
     test_bf16();
     test_adamw();
     test_host_copies_and_write_slice();
+    test_xgrow();
     return tl_summary("test_engine");
 }

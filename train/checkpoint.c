@@ -264,16 +264,15 @@ static int list_steps(const char *out_dir, char ***names) {
     *names = NULL;
     DIR *d = opendir(out_dir);
     if (!d) ag_fail("%s: cannot open: %s", out_dir, strerror(errno));
-    int n = 0, cap = 0;
+    int n = 0;
+    int64_t cap = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
         const char *s = e->d_name;
         if (strncmp(s, "step_", 5) || strlen(s + 5) < 8 ||
             strspn(s + 5, "0123456789") != strlen(s + 5))
             continue;
-        if (n == cap)
-            *names =
-                ag_xrealloc(*names, sizeof **names * (size_t)(cap = cap ? 2 * cap : 16), "list");
+        *names = ag_xgrow(*names, &cap, n + 1, sizeof **names, "list");
         (*names)[n++] = ag_xstrdup(s);
     }
     closedir(d);

@@ -79,10 +79,7 @@ typedef struct {
 } ref_list;
 
 static void ref_push(ref_list *l, const double want[4]) {
-    if (l->n == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 64;
-        l->v = ag_xrealloc(l->v, (size_t)l->cap * 4 * sizeof *l->v, "eval references");
-    }
+    l->v = ag_xgrow(l->v, &l->cap, l->n + 1, 4 * sizeof *l->v, "eval references");
     memcpy(l->v + 4 * l->n++, want, 4 * sizeof *want);
 }
 

@@ -220,15 +220,13 @@ typedef struct {
 } hf_item;
 
 typedef struct {
-    int n, cap;
+    int n;
+    int64_t cap;
     hf_item *v;
 } hf_items;
 
 static hf_item *push_item(hf_items *it, item_kind kind, const char *name, const ag_tensor *t) {
-    if (it->n == it->cap) {
-        it->cap = it->cap ? 2 * it->cap : 256;
-        it->v = ag_xrealloc(it->v, sizeof *it->v * (size_t)it->cap, "export plan");
-    }
+    it->v = ag_xgrow(it->v, &it->cap, it->n + 1, sizeof *it->v, "export plan");
     hf_item *e = &it->v[it->n++];
     memset(e, 0, sizeof *e);
     if ((size_t)snprintf(e->name, sizeof e->name, "%s", name) >= sizeof e->name)
@@ -636,8 +634,9 @@ static bool mergeable(const ds_tokenizer *tok, int32_t id, bool as_result) {
 }
 
 static cJSON *bpe_merges(const ds_tokenizer *tok, int32_t V0) {
-    size_t n = 0, cap = 1024;
-    hf_merge *m = ag_xmalloc(cap * sizeof *m, "tokenizer.json merges");
+    size_t n = 0;
+    int64_t cap = 0;
+    hf_merge *m = NULL;
     char buf[1024];
     for (int32_t id = 0; id < V0; id++) {
         if (!mergeable(tok, id, true)) continue;
@@ -653,11 +652,11 @@ static cJSON *bpe_merges(const ds_tokenizer *tok, int32_t V0) {
             if (l < 0 || r < 0 || l >= V0 || r >= V0 || !mergeable(tok, l, false) ||
                 !mergeable(tok, r, false))
                 continue;
-            if (n == cap) m = ag_xrealloc(m, (cap *= 2) * sizeof *m, "tokenizer.json merges");
+            m = ag_xgrow(m, &cap, (int64_t)n + 1, sizeof *m, "tokenizer.json merges");
             m[n++] = (hf_merge){l, r, id, ds_tokenizer_score(tok, id)};
         }
     }
-    qsort(m, n, sizeof *m, merge_order);
+    if (n) qsort(m, n, sizeof *m, merge_order); // m is NULL when there are none
     cJSON *list = jok(cJSON_CreateArray());
     for (size_t i = 0; i < n; i++) {
         const char *pair[2] = {ds_tokenizer_id_to_piece(tok, m[i].left),

@@ -37,8 +37,9 @@ typedef struct {
 
 struct tr_gguf {
     uint8_t *kv; // the serialized key/value section
-    size_t kv_len, kv_cap;
-    int64_t n_kv;
+    size_t kv_len;
+    int64_t kv_cap;
+    int64_t n_kv, keys_cap;
     char **keys;
     tensor *t;
     int64_t n_t, cap_t;
@@ -130,10 +131,7 @@ void tr_gguf_free(tr_gguf *g) {
 }
 
 static void put(tr_gguf *g, const void *p, size_t n) {
-    if (g->kv_len + n > g->kv_cap) {
-        while (g->kv_len + n > g->kv_cap) g->kv_cap = g->kv_cap ? 2 * g->kv_cap : 4096;
-        g->kv = ag_xrealloc(g->kv, g->kv_cap, "gguf metadata");
-    }
+    g->kv = ag_xgrow(g->kv, &g->kv_cap, (int64_t)(g->kv_len + n), 1, "gguf metadata");
     memcpy(g->kv + g->kv_len, p, n);
     g->kv_len += n;
 }
@@ -151,7 +149,7 @@ static void put_str(tr_gguf *g, const char *s) {
 static void key(tr_gguf *g, const char *k, uint32_t type) {
     for (int64_t i = 0; i < g->n_kv; i++)
         if (!strcmp(g->keys[i], k)) ag_fail("gguf: metadata key %s given twice", k);
-    g->keys = ag_xrealloc(g->keys, sizeof *g->keys * (size_t)(g->n_kv + 1), "gguf metadata");
+    g->keys = ag_xgrow(g->keys, &g->keys_cap, g->n_kv + 1, sizeof *g->keys, "gguf metadata");
     g->keys[g->n_kv++] = ag_xstrdup(k);
     put_str(g, k);
     put_u32(g, type);
@@ -210,10 +208,7 @@ void tr_gguf_add_tensor(tr_gguf *g, const char *name, int ndim, const int64_t *n
                 (long long)ne[0]);
     for (int64_t i = 0; i < g->n_t; i++)
         if (!strcmp(g->t[i].name, name)) ag_fail("gguf: tensor %s added twice", name);
-    if (g->n_t == g->cap_t) {
-        g->cap_t = g->cap_t ? 2 * g->cap_t : 64;
-        g->t = ag_xrealloc(g->t, sizeof *g->t * (size_t)g->cap_t, "gguf tensors");
-    }
+    g->t = ag_xgrow(g->t, &g->cap_t, g->n_t + 1, sizeof *g->t, "gguf tensors");
     tensor *x = &g->t[g->n_t++];
     memset(x, 0, sizeof *x);
     x->name = ag_xstrdup(name);

@@ -26,7 +26,7 @@ static int by_name(const void *a, const void *b) {
 }
 
 static void add_file(tr_weights *w, const char *path) {
-    w->files = ag_xrealloc(w->files, sizeof *w->files * (size_t)(w->n_files + 1), "weights");
+    w->files = ag_xgrow(w->files, &w->files_cap, w->n_files + 1, sizeof *w->files, "weights");
     w->files[w->n_files++] = ag_pt_is_torch_file(path) ? ag_pt_open(path) : ag_st_open(path);
 }
 
@@ -40,6 +40,7 @@ static void open_index(tr_weights *w, const char *dir, const char *index_path) {
     if (!cJSON_IsObject(map)) ag_fail("%s: no \"weight_map\" object", index_path);
     char **names = NULL; // distinct shard files, in order of first appearance
     int n_names = 0;
+    int64_t names_cap = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, map) {
         if (!cJSON_IsString(it) || strchr(it->valuestring, '/'))
@@ -48,7 +49,7 @@ static void open_index(tr_weights *w, const char *dir, const char *index_path) {
         int k = 0;
         while (k < n_names && strcmp(names[k], it->valuestring)) k++;
         if (k == n_names) {
-            names = ag_xrealloc(names, sizeof *names * (size_t)(n_names + 1), "index");
+            names = ag_xgrow(names, &names_cap, n_names + 1, sizeof *names, "index");
             names[n_names++] = it->valuestring;
         }
     }
@@ -178,17 +179,16 @@ typedef struct {
     tr_weights *w;
     const char *prefix;
     mapping *maps;
-    int n, cap;
+    int n;
+    int64_t cap;
     const gm_vit *vit; // encoder parts
     lora_fold *folds;
     int n_folds;
+    int64_t folds_cap;
 } job;
 
 static mapping *add_map(job *j, ag_tensor *dst, map_kind kind, const char *src) {
-    if (j->n == j->cap) {
-        j->cap = j->cap ? 2 * j->cap : 256;
-        j->maps = ag_xrealloc(j->maps, sizeof *j->maps * (size_t)j->cap, "import");
-    }
+    j->maps = ag_xgrow(j->maps, &j->cap, j->n + 1, sizeof *j->maps, "import");
     mapping *mp = &j->maps[j->n++];
     memset(mp, 0, sizeof *mp);
     mp->dst = dst;
@@ -462,7 +462,7 @@ static bool plan_fold(job *j, const char *rest, int a, bool *used) {
     snprintf(bname, sizeof bname, "%s%.*s.lora_B.weight", j->prefix, (int)(n - k), rest);
     int b = tr_weights_find(j->w, bname);
     if (b < 0) ag_fail("%s: '%s' has no '%s'", j->w->path, j->w->items[a].entry->name, bname);
-    j->folds = ag_xrealloc(j->folds, sizeof *j->folds * (size_t)(j->n_folds + 1), "import");
+    j->folds = ag_xgrow(j->folds, &j->folds_cap, j->n_folds + 1, sizeof *j->folds, "import");
     j->folds[j->n_folds++] = (lora_fold){w, a, b};
     used[a] = used[b] = true;
     return true;

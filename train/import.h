@@ -65,6 +65,7 @@ typedef struct {
 typedef struct {
     char *path; // as given
     int n_files;
+    int64_t files_cap;
     ag_st_file **files;
     int n;
     tr_weight *items; // every tensor of every file, sorted by name

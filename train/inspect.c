@@ -211,10 +211,11 @@ static char **list_dir(const char *dir, const char *prefix, int *n) {
     DIR *d = opendir(dir);
     if (!d) ag_fail("%s: cannot list: %s", dir, strerror(errno));
     char **names = NULL;
+    int64_t cap = 0;
     *n = 0;
     for (struct dirent *e; (e = readdir(d));)
         if (e->d_name[0] != '.' && !strncmp(e->d_name, prefix, strlen(prefix))) {
-            names = ag_xrealloc(names, sizeof *names * (size_t)(*n + 1), "inspect");
+            names = ag_xgrow(names, &cap, *n + 1, sizeof *names, "inspect");
             names[(*n)++] = ag_xstrdup(e->d_name);
         }
     closedir(d);

@@ -93,7 +93,8 @@ typedef struct {
 
 typedef struct {
     tensor_group *g;
-    int n, cap;
+    int n;
+    int64_t cap;
     int64_t tensors, params, bytes;
 } group_table;
 
@@ -123,10 +124,7 @@ static void group_add(group_table *t, const char *name, int ndim, const int64_t 
     int64_t params = 1;
     for (int d = 0; d < ndim; d++) params *= shape[d];
     if (i == t->n) {
-        if (t->n == t->cap) {
-            t->cap = t->cap ? 2 * t->cap : 64;
-            t->g = ag_xrealloc(t->g, sizeof *t->g * (size_t)t->cap, "inspect");
-        }
+        t->g = ag_xgrow(t->g, &t->cap, t->n + 1, sizeof *t->g, "inspect");
         tensor_group *g = &t->g[t->n++];
         memset(g, 0, sizeof *g);
         g->key = ag_xstrdup(key);

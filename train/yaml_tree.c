@@ -132,6 +132,7 @@ static void check_expansion(const source *s, const unsigned char *text, size_t l
     int64_t *open = NULL; // nodes so far of each open collection, outermost first
     int *open_anchor = NULL;
     int n_open = 0, n_anchors = 0;
+    int64_t open_cap = 0, anchors_cap = 0;
     anchor *anchors = NULL;
     char msg[1024] = "";
     for (bool done = false; !done && !msg[0];) {
@@ -151,9 +152,11 @@ static void check_expansion(const source *s, const unsigned char *text, size_t l
             name =
                 (const char *)(ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor
                                                                     : ev.data.mapping_start.anchor);
-            open = ag_xrealloc(open, sizeof *open * (size_t)(n_open + 1), "yaml");
-            open_anchor =
-                ag_xrealloc(open_anchor, sizeof *open_anchor * (size_t)(n_open + 1), "yaml");
+            if (n_open == open_cap) { // open picks the capacity; open_anchor follows
+                open = ag_xgrow(open, &open_cap, n_open + 1, sizeof *open, "yaml");
+                open_anchor =
+                    ag_xrealloc(open_anchor, sizeof *open_anchor * (size_t)open_cap, "yaml");
+            }
             open[n_open] = 1;
             open_anchor[n_open] = name ? n_anchors : -1;
             n_open++;
@@ -191,7 +194,7 @@ static void check_expansion(const source *s, const unsigned char *text, size_t l
             break;
         }
         if (name) {
-            anchors = ag_xrealloc(anchors, sizeof *anchors * (size_t)(n_anchors + 1), "yaml");
+            anchors = ag_xgrow(anchors, &anchors_cap, n_anchors + 1, sizeof *anchors, "yaml");
             // a collection's size is known at its end
             anchors[n_anchors++] = (anchor){ag_xstrdup(name), size ? size : -1, line};
         }
