@@ -730,16 +730,21 @@ static void finish_nccl(tr_grad_reducer *r, double scale) {
 }
 #endif
 
+void tr_grad_reducer_issue_rest(tr_grad_reducer *r) {
+    if (r->mode == RED_AFTER) return;
+    // Every gradient is final now, reported or not (a rank whose last micro-batch had no
+    // supervised token ran no watched pass): what is left goes, in bucket order.
+    for (int k = 0; k < r->nb; k++) r->b[k].ready = r->b[k].last - r->b[k].first;
+    issue_ready(r);
+}
+
 void tr_grad_reducer_finish(tr_grad_reducer *r, double scale) {
     if (r->mode == RED_AFTER) {
         tr_dist_allreduce_grads(&r->d, r->params, r->n, scale, r->bucket_elems);
         r->active = false;
         return;
     }
-    // Every gradient is final now, reported or not (a rank whose last micro-batch had no
-    // supervised token ran no watched pass): what is left goes, in bucket order.
-    for (int k = 0; k < r->nb; k++) r->b[k].ready = r->b[k].last - r->b[k].first;
-    issue_ready(r);
+    tr_grad_reducer_issue_rest(r);
     if (r->mode == RED_HOST) finish_host(r, scale);
 #ifdef GROUNDC_HAVE_NCCL
     if (r->mode == RED_NCCL) finish_nccl(r, scale);

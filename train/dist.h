@@ -66,14 +66,17 @@ void tr_dist_allreduce_grads(const tr_dist *d, ag_tensor **params, int n, double
 //   per step: backward passes of the micro-batches but the last (ag_backward), then
 //     tr_grad_reducer_begin(r);
 //     ag_backward_watch(ctx, loss, params, n, tr_grad_reducer_ready, r);
+//     tr_grad_reducer_issue_rest(r);
 //     ... (other collectives, such as tr_dist_sum_f64, may come here) ...
 //     tr_grad_reducer_finish(r, scale);
-// A rank that skips its last backward pass (no supervised token) calls finish alone: it
-// issues whatever was not issued. The buckets are fixed at creation and the same on every
-// rank: params in reverse (the last parameters' gradients tend to be final first), runs of
-// small gradients of one dtype packed up to bucket_elems, a gradient of bucket_elems or more
-// alone, in place. Sums are unscaled until finish (the scale, 1 / tokens of all ranks, is
-// known only after the backward pass). params must outlive the reducer.
+// A rank that skips its last backward pass (no supervised token) calls issue_rest alone: it
+// issues every bucket. It must do so before any blocking collective: with NCCL the other
+// ranks' all-reduces, already queued, wait on the GPU for its part, and a device-wide wait
+// on their side (a cudaFree) would wait for it while it waits for them in MPI. The buckets are
+// fixed at creation and the same on every rank: params in reverse (the last parameters' gradients
+// tend to be final first), runs of small gradients of one dtype packed up to bucket_elems, a
+// gradient of bucket_elems or more alone, in place. Sums are unscaled until finish (the scale, 1 /
+// tokens of all ranks, is known only after the backward pass). params must outlive the reducer.
 typedef struct tr_grad_reducer tr_grad_reducer;
 tr_grad_reducer *tr_grad_reducer_new(const tr_dist *d, ag_tensor **params, int n,
                                      int64_t bucket_elems);
@@ -82,6 +85,9 @@ void tr_grad_reducer_begin(tr_grad_reducer *r);
 // An ag_grad_ready_fn (user: the reducer): param = params[index] of tr_grad_reducer_new has
 // its final gradient for this step (watch the same params array).
 void tr_grad_reducer_ready(ag_tensor *param, int index, void *user);
+// Issues every bucket not yet issued (after the watched pass nothing is left; a rank that ran
+// none issues them all), in bucket order.
+void tr_grad_reducer_issue_rest(tr_grad_reducer *r);
 // Issues what is left, waits for every bucket (on a GPU: makes stream 0 wait), writes the
 // sums times scale into the gradients.
 void tr_grad_reducer_finish(tr_grad_reducer *r, double scale);

@@ -489,6 +489,9 @@ static void forward_backward(stage_run *s, double sums[2]) {
         sums[1] += (double)n;
         ag_step_reset(ctx);
     }
+    // Before anything that blocks on the other ranks (train/dist.h says why): a rank that
+    // skipped its last micro-batch issues its buckets here.
+    if (s->red) tr_grad_reducer_issue_rest(s->red);
     if (s->loss_acc) { // the step's one read of the loss; the next step starts from 0
         sums[0] = ag_item(s->loss_acc, 0);
         ag_backend_for(ctx->device)->memset0(s->loss_acc->data, sizeof(float));

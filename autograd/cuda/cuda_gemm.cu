@@ -127,6 +127,11 @@ static gemm_plan *plan_for(const gemm_key *k) {
     const uint64_t ws = WORKSPACE_BYTES;
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    // Split-K partial sums only in f32 (the compute type), never rounded to a bf16 output
+    // between the parts: one rounding at the end, as on the CPU.
+    const uint32_t reduction = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reduction, sizeof reduction));
     const uint32_t al_a = (uint32_t)k->al_b, al_b = (uint32_t)k->al_a, al_c = (uint32_t)k->al_c;
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
@@ -207,8 +212,12 @@ static void lt_gemm(ag_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t
                                     p->lc, &p->algo, g_workspace, WORKSPACE_BYTES, agc_stream()));
         return;
     }
-    if (!g_classic) // default math mode: CUBLAS_COMPUTE_32F then uses no TF32
+    if (!g_classic) { // CUBLAS_COMPUTE_32F then uses no TF32; split-K sums stay f32
         CUBLAS_CHECK(cublasCreate(&g_classic));
+        CUBLAS_CHECK(cublasSetMathMode(
+            g_classic, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
+                                      CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
+    }
     CUBLAS_CHECK(cublasSetStream(g_classic, agc_stream()));
     const cudaDataType_t type = dt == AG_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     CUBLAS_CHECK(cublasGemmStridedBatchedEx(

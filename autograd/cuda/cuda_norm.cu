@@ -86,10 +86,11 @@ __device__ float2 block_sum2(float a, float b, float2 *sh) { // sh: 32 float2
 
 // Online softmax statistics: (m, s) stands for s * exp(m) = sum of exp over the values seen,
 // m their max (-inf before any; NaN values never become m but make s NaN, as on the CPU).
-// Merging (m2, s2) in; a -inf side adds nothing (s2 * 0 keeps a NaN).
+// Merging (m2, s2) in; a -inf side adds nothing (s2 * 0 keeps a NaN). A +inf max makes s NaN,
+// as the CPU's exp(x - max) does at x = max = +inf.
 __device__ __forceinline__ void ms_merge(float &m, float &s, float m2, float s2) {
     if (m2 > m) {
-        s = s * (m == -INFINITY ? 0.f : expf(m - m2)) + s2;
+        s = m2 == INFINITY ? NAN : s * (m == -INFINITY ? 0.f : expf(m - m2)) + s2;
         m = m2;
     } else {
         s += s2 * (m2 == -INFINITY ? 0.f : expf(m2 - m));

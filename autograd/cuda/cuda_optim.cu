@@ -120,6 +120,7 @@ struct desc_cache {
 void *desc_staging(desc_cache *c, size_t bytes) {
     if (bytes > c->staging_cap) {
         free(c->staging);
+        c->staging_cap = 0; // a failed malloc (caught by a test) leaves no stale capacity
         c->staging = malloc(bytes);
         if (!c->staging) ag_fail("out of memory: %zu bytes of optimizer descriptors", bytes);
         c->staging_cap = bytes;
