@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "autograd/backend.h"
 #include "autograd/error.h"
@@ -305,6 +306,32 @@ static ncclDataType_t nccl_type(ag_dtype dt) {
     return dt == AG_BF16 ? ncclBfloat16 : ncclFloat32;
 }
 
+// Waits on the host until everything queued on stream before now has run, polling NCCL's
+// asynchronous error meanwhile: a collective that fails inside NCCL (a broken link, a peer
+// gone) is one line naming it, where the next plain wait on the device would hang (NCCL's
+// kernels do not return on such errors). Called once the step's work is queued, it costs
+// nothing: the gradient norm's copy right after waits for the same work.
+static void nccl_wait(cudaStream_t stream, const char *what) {
+    static cudaEvent_t done;
+    if (!done)
+        cuda_check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming),
+                   "cudaEventCreateWithFlags (collectives done)");
+    cuda_check(cudaEventRecord(done, stream), "cudaEventRecord (collectives done)");
+    for (;;) {
+        cudaError_t q = cudaEventQuery(done);
+        if (q == cudaSuccess) return;
+        if (q != cudaErrorNotReady) cuda_check(q, "cudaEventQuery (collectives done)");
+        ncclResult_t async = ncclSuccess;
+        nccl_check(ncclCommGetAsyncError(g_nccl, &async), "ncclCommGetAsyncError");
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0)
+        if (async == ncclInProgress) async = ncclSuccess;
+#endif
+        nccl_check(async, what);
+        const struct timespec pause = {0, 20 * 1000}; // 20 us
+        nanosleep(&pause, NULL);
+    }
+}
+
 // GPU gradients with NCCL: large ones reduced in place, runs of small ones of one dtype
 // packed into a device bucket (one ncclAllReduce each), all on the stream the kernels use
 // (the legacy default stream), so the reduction is ordered after the backward pass and
@@ -360,6 +387,7 @@ static void allreduce_nccl(ag_tensor **params, int n, double scale, int64_t buck
         }
         first = last;
     }
+    nccl_wait(stream, "ncclAllReduce (gradients)");
 }
 #endif
 
@@ -727,6 +755,7 @@ static void finish_nccl(tr_grad_reducer *r, double scale) {
             bucket += bytes;
         }
     }
+    nccl_wait(r->stream, "ncclAllReduce (gradient buckets)");
 }
 #endif
 

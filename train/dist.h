@@ -21,7 +21,8 @@
 // written and compiled, never run on a GPU). What does not: the host-staged path (GPU without
 // NCCL, bf16 host gradients) and a world of one, which run as tr_dist_allreduce_grads after
 // the backward pass. Every MPI, NCCL and CUDA call is checked and a failure is one line naming
-// the call.
+// the call; the host waits for the gradient all-reduces polling NCCL's asynchronous error, so
+// a collective that fails inside NCCL stops the run instead of hanging it.
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
