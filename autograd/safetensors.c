@@ -46,14 +46,6 @@ static size_t st_dtype_size(const char *dtype) {
 // Our dtypes in the file's spelling, indexed by ag_dtype.
 static const char *const st_names[AG_NDTYPES] = {"F32", "BF16", "F64", "I32", "U8"};
 
-static char *st_fmt_shape(char *buf, size_t n, int ndim, const int64_t *shape) {
-    size_t k = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, i ? ",%lld" : "%lld", (long long)shape[i]);
-    if (k < n) snprintf(buf + k, n - k, "]");
-    return buf;
-}
-
 // Reading ---------------------------------------------------------------------------------
 
 // What ag_st_open holds while parsing, so that a failure can release it before ag_fail
@@ -154,7 +146,7 @@ static void st_parse_entry(st_parse *p, const cJSON *it, const uint8_t *data, si
         e->shape[e->ndim++] = (int64_t)v;
     }
     char shape_s[200];
-    st_fmt_shape(shape_s, sizeof shape_s, e->ndim, e->shape);
+    ag_format_dims(shape_s, sizeof shape_s, e->ndim, e->shape);
     uint64_t numel = 1;
     bool zero = false, huge = false; // huge: past 2^63 elements, which no file holds
     for (int i = 0; i < e->ndim; i++) {
@@ -363,8 +355,8 @@ void ag_st_load_into(const ag_st_file *f, const ag_st_entry *e, ag_tensor *t) {
     for (int i = 0; same && i < t->ndim; i++) same = e->shape[i] == t->shape[i];
     if (!same)
         ag_fail("%s: tensor '%s': file has shape %s, model expects %s", f->path, e->name,
-                st_fmt_shape(have, sizeof have, e->ndim, e->shape),
-                st_fmt_shape(want, sizeof want, t->ndim, t->shape));
+                ag_format_dims(have, sizeof have, e->ndim, e->shape),
+                ag_format_dims(want, sizeof want, t->ndim, t->shape));
     size_t n = (size_t)ag_numel(t);
     if (!strcmp(e->dtype, st_names[t->dtype])) {
         // The byte count was checked at open; the mapping is a valid host source as it is.
@@ -479,7 +471,7 @@ void ag_st_add_raw(ag_st_writer *w, const char *name, const char *dtype, int ndi
     if (esize && numel * esize != nbytes) {
         char s[200];
         ag_fail("safetensors writer: tensor '%s': %zu bytes given but shape %s of %s needs %llu",
-                name, nbytes, st_fmt_shape(s, sizeof s, ndim, shape), dtype,
+                name, nbytes, ag_format_dims(s, sizeof s, ndim, shape), dtype,
                 (unsigned long long)(numel * esize));
     }
     it->nbytes = nbytes;

@@ -92,13 +92,19 @@ int ag_dim_index(const char *op, const ag_tensor *t, int dim) {
     return d;
 }
 
+char *ag_format_dims(char *buf, size_t n, int ndim, const int64_t *dims) {
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, i ? ",%lld" : "%lld", (long long)dims[i]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+    return buf;
+}
+
 char *ag_describe(const ag_tensor *t, char *buf, size_t n) {
     // the device only when it is not the CPU: every CPU message stays as it was
-    size_t k = (size_t)snprintf(buf, n, "%s%s[", t->device == AG_CUDA ? "cuda " : "",
+    size_t k = (size_t)snprintf(buf, n, "%s%s", t->device == AG_CUDA ? "cuda " : "",
                                 ag_dtype_name(t->dtype));
-    for (int i = 0; i < t->ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, i ? ",%lld" : "%lld", (long long)t->shape[i]);
-    if (k < n) k += (size_t)snprintf(buf + k, n - k, "]");
+    if (k < n) k += strlen(ag_format_dims(buf + k, n - k, t->ndim, t->shape));
     if (k < n && !ag_is_contiguous(t)) snprintf(buf + k, n - k, " view");
     return buf;
 }

@@ -59,6 +59,8 @@ int ag_dim_index(const char *op, const ag_tensor *t, int dim);
 
 // "f32[2,3,5]", "bf16[4,7] view" or, on the GPU, "cuda f32[2,3]"; returns buf.
 char *ag_describe(const ag_tensor *t, char *buf, size_t n);
+// "[d0,d1,...]" of ndim dims into buf (n bytes, cut short when too small); returns buf.
+char *ag_format_dims(char *buf, size_t n, int ndim, const int64_t *dims);
 // A label for messages: the tensor name, or the fallback.
 const char *ag_label(const ag_tensor *t, const char *fallback);
 

@@ -32,14 +32,6 @@
 
 // Fixture access ------------------------------------------------------------------------------
 
-static const char *fmt_dims(char *buf, size_t n, int ndim, const int64_t *d) {
-    int k = snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && k < (int)n; i++)
-        k += snprintf(buf + k, n - (size_t)k, i ? ",%lld" : "%lld", (long long)d[i]);
-    if (k < (int)n) snprintf(buf + k, n - (size_t)k, "]");
-    return buf;
-}
-
 // The conv weight e (out, cin, kh, kw) into w (out, kh, kw, cin), any file dtype.
 static void load_conv(const ag_st_file *f, const ag_st_entry *e, ag_tensor *w) {
     const int64_t out = w->shape[0], kh = w->shape[1], kw = w->shape[2], cin = w->shape[3];
@@ -50,8 +42,8 @@ static void load_conv(const ag_st_file *f, const ag_st_entry *e, ag_tensor *w) {
         char have[96], exp[96];
         ag_fail("%s: tensor '%s': file has shape %s, the model expects the conv weight %s "
                 "(out, in, kh, kw)",
-                f->path, e->name, fmt_dims(have, sizeof have, e->ndim, e->shape),
-                fmt_dims(exp, sizeof exp, 4, want));
+                f->path, e->name, ag_format_dims(have, sizeof have, e->ndim, e->shape),
+                ag_format_dims(exp, sizeof exp, 4, want));
     }
     const int64_t n = out * cin * kh * kw;
     if (n == 0) return;

@@ -313,14 +313,6 @@ static bool ignorable(const job *j, const char *rest) {
     }
 }
 
-static const char *fmt_shape(char *buf, size_t n, int ndim, const int64_t *d) {
-    int k = snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && k < (int)n; i++)
-        k += snprintf(buf + k, n - (size_t)k, i ? ",%lld" : "%lld", (long long)d[i]);
-    if (k < (int)n) snprintf(buf + k, n - (size_t)k, "]");
-    return buf;
-}
-
 static bool shape_is(const ag_st_entry *e, int ndim, const int64_t *d) {
     if (e->ndim != ndim) return false;
     for (int i = 0; i < ndim; i++)
@@ -340,7 +332,7 @@ static void resolve(job *j, mapping *mp, bool *used) {
     if (mp->idx < 0) {
         if (mp->optional) return;
         ag_fail("%s: tensor '%s' %s is missing (for the %s parameter '%s')", j->w->path, mp->src,
-                fmt_shape(want, sizeof want, t->ndim, t->shape), part_keys[j->part], t->name);
+                ag_format_dims(want, sizeof want, t->ndim, t->shape), part_keys[j->part], t->name);
     }
     const tr_weight *wt = &j->w->items[mp->idx];
     const ag_st_entry *e = wt->entry;
@@ -349,15 +341,15 @@ static void resolve(job *j, mapping *mp, bool *used) {
     if (mp->kind == MAP_CONV) {
         d[1] = t->shape[3], d[2] = t->shape[1], d[3] = t->shape[2]; // (out, cin, kh, kw)
         ok = shape_is(e, 4, d);
-        fmt_shape(want, sizeof want, 4, d);
+        ag_format_dims(want, sizeof want, 4, d);
     } else if (mp->kind == MAP_SPLIT) {
         int64_t d2[2] = {t->shape[0] + GM_N_ADDED, t->shape[1]};
         ok = shape_is(e, 2, d) || shape_is(e, 2, d2);
-        snprintf(want, sizeof want, "%s or %s", fmt_shape(a, sizeof a, 2, d),
-                 fmt_shape(b, sizeof b, 2, d2));
+        snprintf(want, sizeof want, "%s or %s", ag_format_dims(a, sizeof a, 2, d),
+                 ag_format_dims(b, sizeof b, 2, d2));
     } else {
         ok = shape_is(e, t->ndim, t->shape);
-        fmt_shape(want, sizeof want, t->ndim, t->shape);
+        ag_format_dims(want, sizeof want, t->ndim, t->shape);
     }
     // A checkpoint's LoRA adapter of another rank: the model keeps its fresh adapter and the
     // file's pair is folded into the base weight (plan_fold).
@@ -368,7 +360,7 @@ static void resolve(job *j, mapping *mp, bool *used) {
     }
     if (!ok)
         ag_fail("%s: tensor '%s' has shape %s, the model's '%s' needs %s", wt->file->path, e->name,
-                fmt_shape(have, sizeof have, e->ndim, e->shape), t->name, want);
+                ag_format_dims(have, sizeof have, e->ndim, e->shape), t->name, want);
     if (!float_dtype(e->dtype))
         ag_fail("%s: tensor '%s' has dtype %s; '%s' needs F32, F16, BF16 or F64", wt->file->path,
                 e->name, e->dtype, t->name);
@@ -556,8 +548,8 @@ int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, cons
         if (!in_scope(&j, rest) || ignorable(&j, rest) || plan_fold(&j, rest, i, used)) continue;
         char have[96];
         ag_fail("%s: unexpected tensor '%s' %s: no parameter of the %s takes it",
-                j.w->items[i].file->path, e->name, fmt_shape(have, sizeof have, e->ndim, e->shape),
-                part_keys[part]);
+                j.w->items[i].file->path, e->name,
+                ag_format_dims(have, sizeof have, e->ndim, e->shape), part_keys[part]);
     }
     int loaded = 0;
     for (int i = 0; i < j.n; i++)
