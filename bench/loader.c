@@ -3,7 +3,7 @@
 // runs it beside the same reads in h5py + numpy (bench/loader_h5py.py) and prints the ratios.
 // Each mode prints one JSON line.
 //   bench_loader make DIR [--samples 2000 --shards 4 --tokens 300 --image 336 --seed 1
-//                           --level 0 (zstd, 0: the shards' default; pack --zstd-level)]
+//                           --level 0 (zstd, 0: the shards' defaults; pack --zstd-level)]
 //       writes DIR (manifest + shards): ~tokens (+-1/3) per sample, a 336x336 image for every
 //       third sample, a 4 x 112x112 video for every tenth, a 3 x 204 x 128 fbank for every
 //       tenth; nothing is written when DIR/manifest.json exists
@@ -317,7 +317,7 @@ int main(int argc, char **argv) {
     if (!parse(argc, argv, 3, &o)) return 2;
     if (o.samples < 1 || o.shards < 1 || o.tokens < 3 || o.image < 1 || o.micro < 1 ||
         o.steps < 1 || o.warmup < 0 || o.prefetch < 1 || o.prefetch > 1024 || o.threads < 1 ||
-        o.threads > 64 || o.level < 0 || o.level > 22) {
+        o.threads > 64 || o.level < -7 || o.level > 22) {
         fprintf(stderr, "bench_loader: option out of range\n");
         return 2;
     }

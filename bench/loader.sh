@@ -22,6 +22,7 @@ nb=(env OPENBLAS_NUM_THREADS=1)
 data=$build/bench_loader_data
 bin=$build/bench/bench_loader
 $bin make "$data"
+echo "shards: $(du -sm "$data" | cut -f1) MB (zstd at the shards' default levels, data/shard.h)"
 g=(); h=(); gc=(); hc=()
 for r in $(seq "$rounds"); do
   # shellcheck disable=SC2086

@@ -67,14 +67,16 @@ static ZSTD_DCtx *ds_h5zstd_dctx(void) {
 
 static size_t ds_h5zstd_compress(size_t cd_nelmts, const unsigned int cd_values[], size_t nbytes,
                                  size_t *buf_size, void **buf) {
-    // Same level convention as the reference 32015 filter: cd_values[0] read as a signed int,
-    // clamped to [1, max]; no value means zstd's default.
+    // cd_values[0] is a signed int stored as unsigned (negative levels are zstd's fast modes,
+    // whose frames keep literals raw and decode several times faster); 0 or no value means
+    // zstd's default; anything beyond zstd's range is clamped to it.
     int level = DS_H5ZSTD_DEFAULT_LEVEL;
-    if (cd_nelmts > 0) {
+    if (cd_nelmts > 0 && cd_values[0] != 0) {
         unsigned v = cd_values[0];
-        level = v == 0 || v > INT32_MAX          ? 1
-                : v > (unsigned)ZSTD_maxCLevel() ? ZSTD_maxCLevel()
-                                                 : (int)v;
+        level = v > INT32_MAX ? -(int)~v - 1 : (int)v;
+        level = level < ZSTD_minCLevel()   ? ZSTD_minCLevel()
+                : level > ZSTD_maxCLevel() ? ZSTD_maxCLevel()
+                                           : level;
     }
 
     ZSTD_CCtx *cctx = ds_h5zstd_cctx();

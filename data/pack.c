@@ -793,8 +793,9 @@ static void check_config(const ds_pack_config *c) {
     if (c->shard_samples < 1) ag_fail("pack: --shard-samples must be at least 1");
     if (c->threads < 1) ag_fail("pack: --threads must be at least 1");
     if (c->max_len < 1) ag_fail("pack: --max-len must be at least 1");
-    if (c->zstd_level < 0 || c->zstd_level > ZSTD_maxCLevel())
-        ag_fail("pack: --zstd-level must be 1 to %d, got %d", ZSTD_maxCLevel(), c->zstd_level);
+    if (c->zstd_level < ZSTD_minCLevel() || c->zstd_level > ZSTD_maxCLevel())
+        ag_fail("pack: --zstd-level must be %d to %d, got %d", ZSTD_minCLevel(), ZSTD_maxCLevel(),
+                c->zstd_level);
     const ds_pack_sizes *s = &c->sizes;
     if (s->image_size < 1 || s->image_tokens < 1 || s->video_frames < 1 || s->video_size < 1 ||
         s->video_tokens < 1 || s->audio_tokens < 1)
@@ -1079,7 +1080,9 @@ void ds_pack_usage(FILE *out) {
             "  --threads N               worker threads (default: cores)\n"
             "  --on-error skip|fail      bad samples: skip and count them, or stop (skip)\n"
             "  --max-len N               most tokens per sample after media expansion (2048)\n"
-            "  --zstd-level N            1 (fastest to write and read) to 22 (smallest) (1)\n"
+            "  --zstd-level N            every dataset at zstd level N: negative (fast modes,\n"
+            "                            fastest to read) to 22 (smallest); 0: -1 for images\n"
+            "                            and videos, 1 for the rest (0)\n"
             "  --tasks T[,T]             pack only these tasks (caption, rec, reg, tvg, sound,\n"
             "                            conversation), e.g. one dataset per curriculum stage\n"
             "  --image-size 336 --image-tokens 576 --video-frames 64 --video-size 224\n"
@@ -1177,7 +1180,7 @@ int ds_pack_main(int argc, char **argv) {
         else if (!strcmp(opt, "--max-len"))
             c.max_len = int_opt(opt, v, 1, INT32_MAX);
         else if (!strcmp(opt, "--zstd-level"))
-            c.zstd_level = (int)int_opt(opt, v, 1, ZSTD_maxCLevel());
+            c.zstd_level = (int)int_opt(opt, v, ZSTD_minCLevel(), ZSTD_maxCLevel());
         else if (!strcmp(opt, "--tasks"))
             c.task_mask = parse_tasks(v);
         else if (!strcmp(opt, "--on-error")) {

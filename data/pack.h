@@ -69,7 +69,7 @@ typedef struct {
     bool fail_on_error;    // stop at the first bad sample instead of skipping it
     unsigned task_mask;    // pack only samples of these tasks (bits 1 << ds_task); 0: all
     int64_t max_len;       // tokens per sample after expansion (default 2048)
-    int zstd_level;        // of every dataset in the shards; 0: DS_SHARD_ZSTD_LEVEL (1)
+    int zstd_level;        // of every dataset in the shards; 0: shard.h's defaults
     ds_pack_sizes sizes;
     int progress; // 1 progress bar / lines on stderr, 0 none, -1 auto (bar on a TTY)
 } ds_pack_config;

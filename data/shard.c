@@ -22,6 +22,7 @@
 #include <cjson/cJSON.h>
 #include <hdf5.h>
 #include <openssl/evp.h>
+#include <zstd.h>
 
 #include "autograd/error.h"
 #include "data/h5zstd.h"
@@ -284,7 +285,7 @@ struct ds_shard_writer {
     char *path, *tmp;
     ds_shard_layout layout;
     char digest[65];
-    unsigned level;
+    unsigned level, pixel_level; // zstd levels (two's complement) of pixels and the rest
     hid_t file, f16, str;
     hid_t media[DS_NMEDIA]; // created with the first row of the kind
     int64_t rows[DS_NMEDIA], row_cap[DS_NMEDIA];
@@ -347,14 +348,15 @@ static void *ds_grow(void *p, int64_t n, size_t elem, const char *what) {
     return ag_xrealloc(p, (size_t)n * elem, what);
 }
 
-// Creates a dataset with object times off and, when chunk is given, zstd at the shard level.
+// Creates a dataset with object times off and, when chunk is given, zstd at `level`.
 static hid_t ds_w_create(ds_shard_writer *w, const char *name, hid_t ftype, int rank,
-                         const hsize_t *dims, const hsize_t *maxdims, const hsize_t *chunk) {
+                         const hsize_t *dims, const hsize_t *maxdims, const hsize_t *chunk,
+                         unsigned level) {
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE), space = H5I_INVALID_HID, d = H5I_INVALID_HID;
     bool ok = dcpl >= 0 && H5Pset_obj_track_times(dcpl, 0) >= 0;
     if (ok && chunk)
         ok = H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
-             H5Pset_filter(dcpl, DS_H5ZSTD_ID, H5Z_FLAG_MANDATORY, 1, &w->level) >= 0;
+             H5Pset_filter(dcpl, DS_H5ZSTD_ID, H5Z_FLAG_MANDATORY, 1, &level) >= 0;
     if (ok) ok = (space = H5Screate_simple(rank, dims, maxdims)) >= 0;
     if (ok) ok = (d = H5Dcreate2(w->file, name, ftype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)) >= 0;
     if (!ok) ds_h5_capture();
@@ -377,7 +379,7 @@ static void ds_w_array(ds_shard_writer *w, const char *name, hid_t ftype, hid_t 
         ds_wfail(w, "dataset '%s': bad element type", name);
     }
     bool chunked = dims[0] > 0 && !vlen;
-    hid_t d = ds_w_create(w, name, ftype, rank, dims, NULL, chunked ? chunk : NULL);
+    hid_t d = ds_w_create(w, name, ftype, rank, dims, NULL, chunked ? chunk : NULL, w->level);
     if (dims[0] > 0 && H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
         ds_h5_capture();
         (void)H5Dclose(d);
@@ -398,6 +400,10 @@ ds_shard_writer *ds_shard_create(const char *path, const ds_shard_layout *layout
     if (layout->image_size < 0 || layout->video_frames < 0 || layout->video_size < 0 ||
         layout->audio_clips < 0 || layout->audio_frames < 0 || layout->audio_mels < 0)
         ag_fail("%s: negative media size in the shard layout", path);
+    int level = layout->compression_level;
+    if (level && (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel()))
+        ag_fail("%s: zstd level %d is outside %d to %d", path, level, ZSTD_minCLevel(),
+                ZSTD_maxCLevel());
     ds_shard_writer *w = ag_xcalloc(1, sizeof *w, "shard writer");
     w->file = w->f16 = w->str = H5I_INVALID_HID;
     for (int k = 0; k < DS_NMEDIA; k++) w->media[k] = H5I_INVALID_HID;
@@ -408,8 +414,9 @@ ds_shard_writer *ds_shard_create(const char *path, const ds_shard_layout *layout
     w->layout = *layout;
     memcpy(w->digest, layout->tokenizer_digest, 65);
     w->layout.tokenizer_digest = w->digest;
-    int level = layout->compression_level ? layout->compression_level : DS_SHARD_ZSTD_LEVEL;
-    w->level = (unsigned)(level < 1 ? 1 : level);
+    // A negative level is stored as its two's complement (h5zstd.c)
+    w->level = (unsigned)(level ? level : DS_SHARD_ZSTD_LEVEL);
+    w->pixel_level = (unsigned)(level ? level : DS_SHARD_ZSTD_PIXEL_LEVEL);
     w->offsets = ag_xcalloc(1, sizeof *w->offsets, "shard offsets");
 
     // Root-group times are off too (the file-creation list is also a group-creation list).
@@ -449,7 +456,7 @@ static int32_t ds_w_add_row(ds_shard_writer *w, int k, hid_t mtype, const void *
         for (int i = 1; i < rank; i++) maxd[i] = chunk[i] = dims[i];
         dims[0] = 0, maxd[0] = H5S_UNLIMITED, chunk[0] = 1;
         w->media[k] = ds_w_create(w, ds_media[k].data, k == 2 ? w->f16 : H5T_STD_U8LE, rank, dims,
-                                  maxd, chunk);
+                                  maxd, chunk, k == 2 ? w->level : w->pixel_level);
     }
     int64_t row = w->rows[k];
     dims[0] = (hsize_t)row + 1;
@@ -636,7 +643,7 @@ void ds_shard_finish(ds_shard_writer *w, ds_shard_info *out) {
         int rank = ds_row_dims(k, 0, 0, 0, 0, 0, 0, dims + 1) + 1;
         if (k < 2) dims[rank - 1] = 3;
         hid_t d = ds_w_create(w, ds_media[k].data, k == 2 ? w->f16 : H5T_STD_U8LE, rank, dims, NULL,
-                              NULL);
+                              NULL, 0);
         if (H5Dclose(d) < 0) {
             ds_h5_capture();
             ds_wfail(w, "dataset '%s': write failed", ds_media[k].data);

@@ -27,10 +27,13 @@ typedef enum {
 const char *ds_task_name(int task);      // NULL when out of range
 int ds_task_from_name(const char *name); // -1 when unknown
 
-// The zstd level shards are written at unless asked otherwise. Level 1 rather than zstd's 3:
-// on packed photos and fbanks it is within 2 % as small, and it writes 2.5x and decompresses
-// 5-75 % faster (zstd -b on bench_loader's shards; loader CPU per sample -8 %).
-#define DS_SHARD_ZSTD_LEVEL 1
+// The zstd levels shards are written at unless asked otherwise. Pixels (images, videos) at -1,
+// zstd's first fast level, whose frames keep literals raw: on packed photos that costs 12 % in
+// size (1.53x -> 1.34x) and decodes 5x faster (the loader's samples/s x3, bench/loader.sh).
+// Tokens, masks and fbanks at 1: entropy coding halves their size there (fbanks: 1.41x -> 1.0x
+// without it), and 1 writes 2.5x faster than zstd's default 3 at a size within 2 %.
+#define DS_SHARD_ZSTD_LEVEL       1
+#define DS_SHARD_ZSTD_PIXEL_LEVEL (-1)
 
 // Fixed per-shard geometry. A zero size means the shard holds no media of that kind.
 typedef struct {
@@ -38,7 +41,7 @@ typedef struct {
     int32_t image_size;           // S of images [S, S, 3]
     int32_t video_frames, video_size;
     int32_t audio_clips, audio_frames, audio_mels;
-    int compression_level; // zstd level, 0 for DS_SHARD_ZSTD_LEVEL
+    int compression_level; // zstd level of every dataset; 0: the defaults above
 } ds_shard_layout;
 
 // One sample handed to the writer. Media fields are rows returned by ds_shard_add_image /

@@ -14,6 +14,7 @@
 // leaving no staging folder; --zstd-level writing that level into every dataset's filter.
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -622,11 +623,12 @@ static void test_json_samples(void) {
     cJSON_Delete(o);
 }
 
-// The zstd level in the filter of dataset `name` of a shard (cd_values[0]); -1 when absent.
+// The zstd level in the filter of dataset `name` of a shard (cd_values[0], a signed int);
+// INT_MIN when absent.
 static int zstd_level_of(const char *dir, const char *name) {
     char path[1024];
     snprintf(path, sizeof path, "%s/shard_00000.h5", dir);
-    int level = -1;
+    int level = INT_MIN;
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     hid_t d = f >= 0 ? H5Dopen2(f, name, H5P_DEFAULT) : H5I_INVALID_HID;
     hid_t dcpl = d >= 0 ? H5Dget_create_plist(d) : H5I_INVALID_HID;
@@ -634,7 +636,7 @@ static int zstd_level_of(const char *dir, const char *name) {
     size_t ncd = 4;
     if (dcpl >= 0 &&
         H5Pget_filter_by_id2(dcpl, DS_H5ZSTD_ID, &flags, &ncd, cd, 0, NULL, &conf) >= 0 && ncd >= 1)
-        level = (int)cd[0];
+        level = cd[0] > INT32_MAX ? -(int)~cd[0] - 1 : (int)cd[0];
     if (dcpl >= 0) H5Pclose(dcpl);
     if (d >= 0) H5Dclose(d);
     if (f >= 0) H5Fclose(f);
@@ -956,7 +958,8 @@ int main(void) {
     free(errf);
 
     // --zstd-level 19: the same samples; every compressed dataset says level 19 (the default
-    // run above wrote 1); a level outside 1..22 is a one-line error that writes nothing
+    // run above wrote 1, and -1 for the pixels); a level outside zstd's range is a one-line
+    // error that writes nothing
     char out19[600];
     snprintf(out19, sizeof out19, "%s/out19", g_dir);
     snprintf(args, sizeof args, "%s --out %s --threads 2 --zstd-level 19", common, out19);
@@ -964,10 +967,11 @@ int main(void) {
     TL_CHECK(rc == 0, "pack --zstd-level 19: exit %d", rc);
     if (rc == 0) check_dataset(out19, tok);
     const char *const zds[3] = {"tokens", "loss_mask", "images"};
+    const int zdefault[3] = {DS_SHARD_ZSTD_LEVEL, DS_SHARD_ZSTD_LEVEL, DS_SHARD_ZSTD_PIXEL_LEVEL};
     for (int k = 0; k < 3; k++)
-        TL_CHECK(zstd_level_of(out1, zds[k]) == 1 && zstd_level_of(out19, zds[k]) == 19,
-                 "dataset %s: zstd level %d by default, %d with --zstd-level 19", zds[k],
-                 zstd_level_of(out1, zds[k]), zstd_level_of(out19, zds[k]));
+        TL_CHECK(zstd_level_of(out1, zds[k]) == zdefault[k] && zstd_level_of(out19, zds[k]) == 19,
+                 "dataset %s: zstd level %d by default (want %d), %d with --zstd-level 19", zds[k],
+                 zstd_level_of(out1, zds[k]), zdefault[k], zstd_level_of(out19, zds[k]));
     snprintf(args, sizeof args, "%s --out %s/z23 --zstd-level 23", common, g_dir);
     rc = groundc("pack23", args);
     char *err23 = output("pack23", "err");

@@ -262,14 +262,72 @@ static void check_read_back(const corpus *c, const char *path, const ds_shard_in
 
 // ---- the zstd filter on its own ----
 
-static size_t run_filter(unsigned flags, const void *data, size_t n, void **out) {
+static size_t run_filter_at(unsigned level, unsigned flags, const void *data, size_t n,
+                            void **out) {
     size_t cap = n;
     void *buf = H5allocate_memory(n, false);
     memcpy(buf, data, n);
-    unsigned level = 3;
     size_t got = ds_h5zstd_filter(flags, 1, &level, n, &cap, &buf);
     *out = buf;
     return got;
+}
+
+static size_t run_filter(unsigned flags, const void *data, size_t n, void **out) {
+    return run_filter_at(3, flags, data, n, out);
+}
+
+// The level in cd_values[0] is a signed int (two's complement): the filter's frame at each
+// cd value is byte for byte libzstd's own at the level it stands for, clamped to zstd's range
+// (0: zstd's default); a fast (negative) level is what it says, not level 1.
+static void test_filter_levels(void) {
+    // Text-like bytes (8 letters, runs of repeats): level 1 entropy-codes the literals, the
+    // fast levels store them raw, so the sizes tell the levels apart.
+    enum { n = 60000 };
+    uint8_t *raw = malloc(n);
+    tl_rng r = {11};
+    for (size_t i = 0; i < n; i++)
+        raw[i] = i >= 64 && tl_randint(&r, 4) == 0 ? raw[i - 1 - (size_t)tl_randint(&r, 64)]
+                                                   : (uint8_t)('a' + tl_randint(&r, 8));
+    const struct {
+        unsigned cd;
+        int level;
+    } cases[] = {{1, 1},
+                 {3, 3},
+                 {0, ZSTD_CLEVEL_DEFAULT},
+                 {19, 19},
+                 {1000, ZSTD_maxCLevel()},
+                 {(unsigned)-1, -1},
+                 {(unsigned)-5, -5},
+                 {0x80000000u, ZSTD_minCLevel()}};
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    size_t cap = ZSTD_compressBound(n);
+    uint8_t *want = malloc(cap);
+    size_t size_at_1 = 0, size_at_m5 = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ZSTD_CCtx_reset(cc, ZSTD_reset_session_and_parameters);
+        ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, cases[i].level);
+        ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
+        ZSTD_CCtx_setParameter(cc, ZSTD_c_contentSizeFlag, 1);
+        size_t wn = ZSTD_compress2(cc, want, cap, raw, n);
+        void *z;
+        size_t zn = run_filter_at(cases[i].cd, 0, raw, n, &z);
+        TL_CHECK(!ZSTD_isError(wn) && zn == wn && memcmp(z, want, wn) == 0,
+                 "cd_values[0] = %u: the frame of zstd level %d (%zu bytes, libzstd %zu)",
+                 cases[i].cd, cases[i].level, zn, wn);
+        if (cases[i].level == 1) size_at_1 = zn;
+        if (cases[i].level == -5) size_at_m5 = zn;
+        void *back;
+        size_t bn = run_filter(H5Z_FLAG_REVERSE, z, zn, &back);
+        TL_CHECK(bn == n && memcmp(back, raw, n) == 0, "cd_values[0] = %u: round trip",
+                 cases[i].cd);
+        H5free_memory(back);
+        H5free_memory(z);
+    }
+    TL_CHECK(size_at_m5 > size_at_1, "level -5 is not level 1 (%zu vs %zu bytes)", size_at_m5,
+             size_at_1);
+    free(want);
+    free(raw);
+    ZSTD_freeCCtx(cc);
 }
 
 static void test_filter(void) {
@@ -286,6 +344,7 @@ static void test_filter(void) {
     size_t bn = run_filter(H5Z_FLAG_REVERSE, z, zn, &back);
     TL_CHECK(bn == N && memcmp(back, raw, N) == 0, "filter round trip");
     H5free_memory(back);
+    test_filter_levels();
 
     // A frame without its content size (streaming encoders) and two frames back to back.
     ZSTD_CCtx *cc = ZSTD_createCCtx();
@@ -746,6 +805,10 @@ static void write_expected(const corpus *c, const char *path) {
     json_add_numbers(o, "video_duration", c->vid_dur, c->n_vid, J_F32);
     json_add_numbers(o, "audios", c->aud, (int64_t)c->n_aud * SU_AUD_ELEMS, J_F32);
     json_add_numbers(o, "audio_duration", c->aud_dur, c->n_aud, J_F32);
+    // The zstd level each dataset's filter records (shard.h's defaults; write_corpus asks for
+    // none): h5py reads cd_values[0] back as an unsigned int.
+    cJSON_AddNumberToObject(o, "zstd_level", DS_SHARD_ZSTD_LEVEL);
+    cJSON_AddNumberToObject(o, "zstd_pixel_level", DS_SHARD_ZSTD_PIXEL_LEVEL);
     cJSON *shapes = cJSON_AddObjectToObject(o, "shapes");
     int64_t n1[] = {ntok}, n2[] = {c->n + 1}, n3[] = {c->n};
     json_shape(shapes, "tokens", 1, n1);
