@@ -1,4 +1,5 @@
-// audio.c: see audio.h. Decoding with libsndfile, resampling with libsamplerate, the FFT
+// audio.c: see audio.h. Decoding with libsndfile, or FFmpeg (libavformat, libavcodec,
+// libswresample) for the files libsndfile cannot open; resampling with libsamplerate, the FFT
 // with FFTW (single precision); the fbank arithmetic follows torchaudio 0.13's
 // compliance/kaldi.py operation by operation, in float like torch.
 #include "audio.h"
@@ -11,6 +12,7 @@
 #include <pthread.h>
 #include <samplerate.h>
 #include <sndfile.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,12 @@
 #include <unistd.h>
 
 #include <fftw3.h>
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/avutil.h>
+#include <libavutil/channel_layout.h>
+#include <libavutil/samplefmt.h>
+#include <libswresample/swresample.h>
 
 #include "autograd/error.h"
 
@@ -105,24 +113,41 @@ float *ds_audio_resample(const float *x, int64_t n, int from, int to, int64_t *n
 // ---------------------------------------------------------------------------------------------
 // Decoding
 
-float *ds_audio_load(const char *path, int rate, int64_t *n_out, int *file_rate) {
-    char why[256];
-    SF_INFO info;
-    memset(&info, 0, sizeof info);
-    SNDFILE *sf = sf_open(path, SFM_READ, &info);
-    if (!sf)
-        ag_fail("%s: cannot open audio file: %s", path,
-                one_line(sf_strerror(NULL), why, sizeof why));
-    if (info.channels < 1 || info.samplerate < 1) {
-        sf_close(sf);
-        ag_fail("%s: audio file reports %d channels at %d Hz", path, info.channels,
-                info.samplerate);
+// Appends got frames of ch interleaved channels to mono[*n ..] as their mean, growing mono
+// (capacity *cap). False when out of memory (mono is then left as it was).
+static bool append_mono(float **mono, int64_t *cap, int64_t *n, const float *buf, int64_t got,
+                        int ch) {
+    if (*n + got > *cap) {
+        int64_t new_cap = *cap * 2 > *n + got ? *cap * 2 : *n + got;
+        float *m = realloc(*mono, (size_t)new_cap * sizeof *m);
+        if (!m) return false;
+        *mono = m, *cap = new_cap;
     }
-    const int ch = info.channels;
+    // mean of the channels (sum in channel order, then divide, like torch's mean)
+    float *dst = *mono + *n;
+    for (int64_t i = 0; i < got; i++) {
+        float s = 0.0f;
+        for (int c = 0; c < ch; c++) s += buf[i * ch + c];
+        dst[i] = ch == 1 ? s : s / (float)ch;
+    }
+    *n += got;
+    return true;
+}
+
+// The whole of an open libsndfile file, mixed down; closes sf. *rate gets the file's rate.
+static float *load_sndfile(const char *path, SNDFILE *sf, const SF_INFO *info, int64_t *n_out,
+                           int *rate) {
+    char why[256];
+    if (info->channels < 1 || info->samplerate < 1) {
+        sf_close(sf);
+        ag_fail("%s: audio file reports %d channels at %d Hz", path, info->channels,
+                info->samplerate);
+    }
+    const int ch = info->channels;
     const sf_count_t block = 4096;
     float *buf = malloc((size_t)block * (size_t)ch * sizeof *buf);
     // frames is a hint only (some formats cannot know it up front): grow as needed
-    int64_t cap = info.frames > 0 && info.frames < ((int64_t)1 << 31) ? info.frames : 65536;
+    int64_t cap = info->frames > 0 && info->frames < ((int64_t)1 << 31) ? info->frames : 65536;
     float *mono = malloc((size_t)cap * sizeof *mono);
     if (!buf || !mono) {
         free(buf), free(mono), sf_close(sf);
@@ -132,22 +157,10 @@ float *ds_audio_load(const char *path, int rate, int64_t *n_out, int *file_rate)
     for (;;) {
         sf_count_t got = sf_readf_float(sf, buf, block);
         if (got <= 0) break;
-        if (n + got > cap) {
-            int64_t new_cap = cap * 2 > n + got ? cap * 2 : n + got;
-            float *m = realloc(mono, (size_t)new_cap * sizeof *m);
-            if (!m) {
-                free(buf), free(mono), sf_close(sf);
-                ag_fail("%s: out of memory decoding audio", path);
-            }
-            mono = m, cap = new_cap;
+        if (!append_mono(&mono, &cap, &n, buf, got, ch)) {
+            free(buf), free(mono), sf_close(sf);
+            ag_fail("%s: out of memory decoding audio", path);
         }
-        // mean of the channels (sum in channel order, then divide, like torch's mean)
-        for (sf_count_t i = 0; i < got; i++) {
-            float s = 0.0f;
-            for (int c = 0; c < ch; c++) s += buf[i * ch + c];
-            mono[n + i] = ch == 1 ? s : s / (float)ch;
-        }
-        n += got;
     }
     free(buf);
     if (sf_error(sf) != SF_ERR_NO_ERROR) {
@@ -160,6 +173,231 @@ float *ds_audio_load(const char *path, int rate, int64_t *n_out, int *file_rate)
         free(mono);
         ag_fail("%s: closing audio file: %s", path, one_line(sf_error_number(rc), why, sizeof why));
     }
+    *n_out = n, *rate = info->samplerate;
+    return mono;
+}
+
+// FFmpeg, for what libsndfile cannot open (audio.h lists which goes where). One open file;
+// every failure frees everything before ag_fail, so nothing leaks when a test's error handler
+// jumps back. Conventions as in video.c: FFmpeg's own logging silenced (GROUNDC_FFMPEG_LOG=1
+// brings it back), av_strerror in the messages, packets the decoder rejects skipped.
+
+static pthread_once_t ff_log_once = PTHREAD_ONCE_INIT;
+static void quiet_ffmpeg(void) {
+    const char *env = getenv("GROUNDC_FFMPEG_LOG");
+    if (!env || !*env || !strcmp(env, "0")) av_log_set_level(AV_LOG_QUIET);
+}
+
+static const char *averr(int err, char *buf, size_t n) {
+    if (av_strerror(err, buf, n) < 0) snprintf(buf, n, "FFmpeg error %d", err);
+    return buf;
+}
+
+typedef struct {
+    const char *path;
+    AVFormatContext *fmt;
+    AVCodecContext *dec;
+    AVPacket *pkt;
+    AVFrame *frame;
+    SwrContext *swr;         // frame format -> interleaved float, same layout and rate
+    AVChannelLayout swr_lay; // the layout and sample format swr was set up for
+    int swr_fmt;
+    int stream;
+    int rate;        // of the decoded frames; 0 before the first
+    float *buf;      // swr's output, [frames][channels]
+    int64_t buf_cap; // floats
+    float *mono;     // the mixdown so far, [n] at rate
+    int64_t n, cap;
+    int64_t skipped; // packets or frames the decoder rejected
+} ff_reader;
+
+static void ff_close(ff_reader *r) {
+    swr_free(&r->swr);
+    av_channel_layout_uninit(&r->swr_lay);
+    av_frame_free(&r->frame);
+    av_packet_free(&r->pkt);
+    avcodec_free_context(&r->dec);
+    avformat_close_input(&r->fmt);
+    free(r->buf);
+    r->buf = NULL;
+}
+
+__attribute__((noreturn, format(printf, 2, 3))) static void ff_fail(ff_reader *r, const char *fmt,
+                                                                    ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ff_close(r);
+    free(r->mono);
+    r->mono = NULL;
+    ag_fail("%s: %s", r->path, msg);
+}
+
+// sf_why: why libsndfile could not open the file (for the message when FFmpeg cannot either).
+static void ff_open(ff_reader *r, const char *path, const char *sf_why) {
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    memset(r, 0, sizeof *r);
+    r->path = path;
+    int ret = avformat_open_input(&r->fmt, path, NULL, NULL);
+    if (ret < 0)
+        ff_fail(r, "cannot open audio file (libsndfile: %s; FFmpeg: %s)", sf_why,
+                averr(ret, eb, sizeof eb));
+    ret = avformat_find_stream_info(r->fmt, NULL);
+    if (ret < 0) ff_fail(r, "cannot read the stream layout: %s", averr(ret, eb, sizeof eb));
+    const AVCodec *codec = NULL;
+    ret = av_find_best_stream(r->fmt, AVMEDIA_TYPE_AUDIO, -1, -1, &codec, 0);
+    if (ret == AVERROR_STREAM_NOT_FOUND)
+        ff_fail(r, "no audio stream (FFmpeg reads it as %s)", r->fmt->iformat->name);
+    if (ret < 0) ff_fail(r, "no decodable audio stream: %s", averr(ret, eb, sizeof eb));
+    r->stream = ret;
+    // the demuxer then drops the other streams' packets (a video track) instead of handing
+    // them over
+    for (unsigned i = 0; i < r->fmt->nb_streams; i++)
+        if ((int)i != r->stream) r->fmt->streams[i]->discard = AVDISCARD_ALL;
+    AVStream *st = r->fmt->streams[r->stream];
+    r->dec = avcodec_alloc_context3(codec);
+    if (!r->dec) ff_fail(r, "out of memory for a %s decoder", codec->name);
+    ret = avcodec_parameters_to_context(r->dec, st->codecpar);
+    if (ret < 0) ff_fail(r, "bad codec parameters: %s", averr(ret, eb, sizeof eb));
+    // as the ffmpeg tool sets it. libavcodec itself trims the encoder delay and padding the
+    // file declares (MP4 edit lists, Opus pre-skip, Matroska discard padding).
+    r->dec->pkt_timebase = st->time_base;
+    ret = avcodec_open2(r->dec, codec, NULL);
+    if (ret < 0)
+        ff_fail(r, "cannot open the %s decoder: %s", codec->name, averr(ret, eb, sizeof eb));
+    r->pkt = av_packet_alloc();
+    r->frame = av_frame_alloc();
+    if (!r->pkt || !r->frame) ff_fail(r, "out of memory for decoding");
+}
+
+// One decoded frame: to interleaved float with swresample, then mixed down onto r->mono.
+static void ff_on_frame(ff_reader *r) {
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    const AVFrame *f = r->frame;
+    if (f->nb_samples <= 0) return;
+    const int ch = f->ch_layout.nb_channels;
+    if (ch < 1 || f->sample_rate < 1)
+        ff_fail(r, "decoded audio has %d channels at %d Hz", ch, f->sample_rate);
+    // the decoder's rate, not the container's: HE-AAC's SBR doubles the stated rate
+    if (!r->rate) r->rate = f->sample_rate;
+    if (f->sample_rate != r->rate)
+        ff_fail(r, "sample rate changes within the stream (%d Hz, then %d Hz)", r->rate,
+                f->sample_rate);
+    if (!r->swr || f->format != r->swr_fmt ||
+        av_channel_layout_compare(&f->ch_layout, &r->swr_lay) != 0) {
+        // (re)configured when the format or layout changes (allowed mid-stream). Output
+        // layout and rate equal the input's: swresample only converts the sample format
+        // (planar or integer to interleaved float) and holds nothing back.
+        swr_free(&r->swr);
+        av_channel_layout_uninit(&r->swr_lay);
+        // (swr_alloc_set_opts2 takes non-const layouts: it gets our copy)
+        int ret = av_channel_layout_copy(&r->swr_lay, &f->ch_layout);
+        if (ret >= 0)
+            ret = swr_alloc_set_opts2(&r->swr, &r->swr_lay, AV_SAMPLE_FMT_FLT, f->sample_rate,
+                                      &r->swr_lay, f->format, f->sample_rate, 0, NULL);
+        if (ret >= 0) ret = swr_init(r->swr);
+        if (ret < 0) {
+            const char *name = av_get_sample_fmt_name(f->format);
+            ff_fail(r, "cannot convert %s audio with %d channels to float: %s", name ? name : "?",
+                    ch, averr(ret, eb, sizeof eb));
+        }
+        r->swr_fmt = f->format;
+    }
+    int64_t need = (int64_t)f->nb_samples * ch;
+    if (need > r->buf_cap) {
+        float *b = realloc(r->buf, (size_t)need * sizeof *b);
+        if (!b) ff_fail(r, "out of memory decoding audio");
+        r->buf = b, r->buf_cap = need;
+    }
+    uint8_t *out = (uint8_t *)r->buf;
+    int got =
+        swr_convert(r->swr, &out, f->nb_samples, (const uint8_t **)f->extended_data, f->nb_samples);
+    if (got < 0) ff_fail(r, "sample format conversion failed: %s", averr(got, eb, sizeof eb));
+    if (got != f->nb_samples)
+        ff_fail(r, "sample format conversion gave %d of %d samples", got, f->nb_samples);
+    if (!append_mono(&r->mono, &r->cap, &r->n, r->buf, got, ch))
+        ff_fail(r, "out of memory decoding audio");
+}
+
+// Receives every frame the decoder has ready. A frame the decoder fails to produce is
+// skipped, as the ffmpeg tool does; only running out of memory, or a decoder that keeps
+// failing, stops the decode (as in video.c).
+static void ff_drain(ff_reader *r) {
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    int failures = 0;
+    for (;;) {
+        int ret = avcodec_receive_frame(r->dec, r->frame);
+        if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return;
+        if (ret == AVERROR(ENOMEM)) ff_fail(r, "decoding failed: %s", averr(ret, eb, sizeof eb));
+        if (ret < 0) {
+            r->skipped++;
+            if (++failures > 1000)
+                ff_fail(r, "decoding failed repeatedly: %s", averr(ret, eb, sizeof eb));
+            continue;
+        }
+        failures = 0;
+        ff_on_frame(r);
+        av_frame_unref(r->frame);
+    }
+}
+
+static void ff_send(ff_reader *r, const AVPacket *pkt) {
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    int ret = avcodec_send_packet(r->dec, pkt);
+    if (ret == AVERROR(ENOMEM)) ff_fail(r, "decoding failed: %s", averr(ret, eb, sizeof eb));
+    if (ret < 0 && ret != AVERROR_EOF) r->skipped++; // a packet the decoder rejects
+    ff_drain(r);
+}
+
+// The best audio stream of path, decoded whole at its native rate and channel count and
+// mixed down to mono [*n_out] at *rate.
+static float *load_ffmpeg(const char *path, const char *sf_why, int64_t *n_out, int *rate) {
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    if (pthread_once(&ff_log_once, quiet_ffmpeg) != 0)
+        ag_fail("%s: cannot set up FFmpeg's logging", path);
+    ff_reader r;
+    ff_open(&r, path, sf_why);
+    int ret;
+    while ((ret = av_read_frame(r.fmt, r.pkt)) >= 0) {
+        if (r.pkt->stream_index == r.stream) ff_send(&r, r.pkt);
+        av_packet_unref(r.pkt);
+    }
+    // Corrupt container data ends the readable part of the file, as in the ffmpeg tool;
+    // what was decoded until then is the audio. Other errors (I/O) are fatal.
+    if (ret != AVERROR_EOF && ret != AVERROR_INVALIDDATA)
+        ff_fail(&r, "read error: %s", averr(ret, eb, sizeof eb));
+    ff_send(&r, NULL); // flush the decoder's delayed frames
+    if (r.n == 0)
+        ff_fail(&r, "no decodable audio sample%s",
+                r.skipped ? " (every packet was rejected by the decoder)" : "");
+    ff_close(&r);
+    *n_out = r.n, *rate = r.rate;
+    return r.mono;
+}
+
+float *ds_audio_load(const char *path, int rate, int64_t *n_out, int *file_rate) {
+    char why[256];
+    SF_INFO info;
+    memset(&info, 0, sizeof info);
+    int64_t n = 0;
+    int native = 0;
+    float *mono;
+    // libsndfile first, FFmpeg only when it cannot open the file (rather than choosing by a
+    // probe): everything libsndfile reads keeps exactly the samples it always had, and its
+    // sf_open is itself the cheapest probe (FFmpeg would claim WAV and FLAC as well).
+    SNDFILE *sf = sf_open(path, SFM_READ, &info);
+    if (sf) {
+        mono = load_sndfile(path, sf, &info, &n, &native);
+    } else {
+        one_line(sf_strerror(NULL), why, sizeof why);
+        // a file that cannot be opened at all (missing, no permission) is not FFmpeg's
+        FILE *f = fopen(path, "rb");
+        if (!f) ag_fail("%s: cannot open audio file: %s", path, strerror(errno));
+        fclose(f);
+        mono = load_ffmpeg(path, why, &n, &native);
+    }
     if (n == 0) {
         free(mono);
         ag_fail("%s: audio file has no samples", path);
@@ -169,11 +407,11 @@ float *ds_audio_load(const char *path, int rate, int64_t *n_out, int *file_rate)
             free(mono);
             ag_fail("%s: audio sample %lld is not finite", path, (long long)i);
         }
-    if (file_rate) *file_rate = info.samplerate;
-    if (info.samplerate != rate) {
+    if (file_rate) *file_rate = native;
+    if (native != rate) {
         int64_t rn = 0;
         char msg[512];
-        float *r = resample(mono, n, info.samplerate, rate, &rn, msg, sizeof msg);
+        float *r = resample(mono, n, native, rate, &rn, msg, sizeof msg);
         free(mono);
         if (!r) ag_fail("%s: %s", path, msg);
         mono = r, n = rn;

@@ -1,12 +1,32 @@
 // audio.h: sound for the audio branch, prepared exactly as GroundingGPT prepares it (ImageBind's
 // load_and_transform_audio_data, reached through video_llama/models/ImageBind/data.py):
-// decoding any format libsndfile reads, mono 16 kHz, three 2 s clips, a Kaldi-compatible log
+// decoding (libsndfile, else FFmpeg), mono 16 kHz, three 2 s clips, a Kaldi-compatible log
 // mel filterbank per clip (torchaudio.compliance.kaldi.fbank with ImageBind's arguments),
 // padded to 204 frames and normalised. Also a WAV/FLAC writer for the synthetic data.
 //
+// Which library decodes what. libsndfile is tried first; FFmpeg only when sf_open refuses the
+// file (see ds_audio_load), so files libsndfile reads decode exactly as they always did.
+//  - libsndfile (Debian 12's 1.2.0 is built with FLAC, Ogg Vorbis/Opus, mpg123 and LAME): WAV
+//    (PCM, float, A/u-law, ADPCM), RF64, W64, AIFF, AU, CAF, FLAC, Ogg Vorbis, Ogg Opus
+//    (.opus), MP3 (read with libmpg123 since libsndfile 1.1). Measured on a 2.3 s file, its MP3
+//    and Ogg Vorbis decodes match the ffmpeg tool's in length and within 1e-6 per sample. A
+//    libsndfile built without one of these codecs hands those files to FFmpeg.
+//  - FFmpeg (libavformat, libavcodec, libswresample for the sample format only): everything
+//    else it reads, from the best audio stream (av_find_best_stream) of the file: MP4 / M4A /
+//    MOV (AAC, ALAC; VGGSound and AudioSet clips with their video track), ADTS .aac, WebM /
+//    Matroska (Opus, Vorbis), AC-3, WMA, ... decoded whole at the decoder's own rate and
+//    channel count, as torchaudio.load's ffmpeg backend and the ffmpeg tool do: the encoder
+//    delay is trimmed; AAC keeps its padding to whole 1024-sample frames at the end (the
+//    ffmpeg tool keeps it too); Opus decodes at 48 kHz. Packets the decoder rejects are
+//    skipped (as in video.c). No audio stream, or no decodable sample, is an error.
+//  Ogg Opus is the one format where the two differ from the reference: libsndfile decodes it
+//  at the rate its header states as the encoder's input (16 kHz for 16 kHz sources: no
+//  resampling here), torchaudio at 48 kHz, then resamples; both reach 16 kHz.
+//
 // The reference, step by step, and what groundc does:
 //  1. torchaudio.load: float in [-1, 1] (16-bit PCM divided by 32768, no 32768 scaling
-//     anywhere later); libsndfile's float reads give the same values.
+//     anywhere later); libsndfile's float reads give the same values, FFmpeg's float
+//     decoders (AAC, Opus, ...) the same values as torchaudio's ffmpeg backend.
 //     Channels: groundc mixes them down to their mean. ImageBind keeps them, subtracts the
 //     mean over all channels and kaldi.fbank then reads channel 0 only, so for stereo files
 //     groundc deliberately differs (it hears both channels); mono files are identical.
@@ -46,9 +66,9 @@
 //  6. Pad with zeros (before normalising) or crop to 204 frames, then (x + 4.268) / 9.138.
 //     ImageBind's tensor is [3, 1, 128, 204]; groundc stores [3][204][128] (frames-major,
 //     data/FORMAT.md).
-// Errors (missing, unreadable, corrupt or empty files, audio shorter than one window) are
-// one-line ag_fail messages that name the file. Thread-safe: the FFT plans and tables are
-// made once under a lock; everything else works on the caller's buffers.
+// Errors (missing, unreadable, corrupt or empty files, no audio stream, audio shorter than one
+// window) are one-line ag_fail messages that name the file. Thread-safe: the FFT plans and
+// tables are made once under a lock; everything else works on the caller's buffers.
 #pragma once
 #include <stdint.h>
 
@@ -63,9 +83,11 @@
 #define DS_FBANK_SHIFT        160 // 10 ms
 #define DS_FBANK_FFT          512
 
-// Decodes path (any format libsndfile reads), mixes it down to mono (the mean of the
-// channels) and resamples it to `rate` Hz when the file's rate differs. Returns malloc'd
-// samples (free()) and their count in *n; *file_rate (may be NULL) gets the file's rate.
+// Decodes path (libsndfile, or FFmpeg's best audio stream when libsndfile cannot open it; see
+// the top of this file), mixes it down to mono (the mean of the channels) and resamples it to
+// `rate` Hz when the decoded rate differs. Returns malloc'd samples (free()) and their count
+// in *n; *file_rate (may be NULL) gets the decoded rate (the decoder's: 48 kHz for Opus read
+// by FFmpeg). Thread-safe.
 float *ds_audio_load(const char *path, int rate, int64_t *n, int *file_rate);
 
 // Resamples mono x[n] from rate `from` to `to` with libsamplerate (SRC_SINC_MEDIUM_QUALITY);

@@ -1,5 +1,6 @@
 // test_audio.c: data/audio.c against torchaudio 0.13 and ImageBind's audio pipeline
-// (tests/fixtures/audio, made by tests/make_audio_fixtures.py), plus clip sampling edge cases,
+// (tests/fixtures/audio, made by tests/make_audio_fixtures.py), its FFmpeg path against the
+// ffmpeg tool (tests/make_audio_container_fixtures.py), plus clip sampling edge cases,
 // resampling sanity, the writer and the error messages.
 //
 // Tolerances (float32 on both sides; the FFTs and summation orders differ):
@@ -13,8 +14,26 @@
 //   well below Nyquist. For bins within 14 nats of their frame's top: 0.02 in log mel below
 //   4 kHz, 0.1 from 4 to 6 kHz; above 6 kHz only finite (the resamplers differ by up to
 //   about 1 there).
+// Compressed containers libsndfile cannot open (the FFmpeg path; *.m4a, *.mp4, *.webm and
+// containers.safetensors, made by tests/make_audio_container_fixtures.py):
+//   decoded samples (native rate, mixed down, not resampled) against the ffmpeg tool's own
+//   decode (ffmpeg -i F -f f32le -acodec pcm_f32le -): rate and frame count exactly; samples
+//   within 1e-4 absolute on the first and last 256 frames and every 48th frame, and whole-file
+//   sums within what 1e-4 per sample allows. Measured: 0 (the same libavcodec decodes both).
+//   1e-4 (3 LSB of 16-bit audio) leaves room for FFmpeg's SIMD code rounding differently on
+//   another CPU or release; real faults move samples by 0.1 or more (the first packet
+//   dropped: 0.17, channel 0 instead of the mean: 0.18) or change the frame count (encoder
+//   delay not trimmed).
+//   features of each lossy file against those of the lossless file it was encoded from:
+//   duration exactly ceil(frames * 16000 / rate) / 16000; log mel energy over bins within 6
+//   nats of their frame's top and centred below 4 kHz, frames that are not digital silence:
+//   mean abs error 0.25, max 4. Measured mean 0.04 / 0.07 / 0.03, max 1.5 / 2.6 / 1.4 (AAC 32
+//   kb/s mono, AAC 96 kb/s stereo, Opus 24 kb/s); half the gain gives a mean of 1.4, a wrong
+//   sample rate 5 or more, channel 0 of the stereo file 6.8, a 1024-sample shift a max of 6.8
+//   or more.
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -35,6 +54,13 @@
 #define DEPTH_RESAMPLED   14.0
 #define TOL_RESAMPLED_LOW 0.02
 #define TOL_RESAMPLED_MID 0.1
+// FFmpeg path (see the top of the file)
+#define TOL_DECODE     1e-4
+#define DEPTH_LOSSY    6.0
+#define FLOOR_LOSSY    (-10.0)
+#define LOSSY_HZ       4000.0
+#define TOL_LOSSY_MEAN 0.25
+#define TOL_LOSSY_MAX  4.0
 
 // Max abs error of ours vs want (rows of DS_AUDIO_MELS log energies): over the bins within
 // DEPTH of the row's maximum (*hi) and over all bins (*all).
@@ -471,6 +497,230 @@ static void test_errors(void) {
     free(big);
 }
 
+// --- FFmpeg: containers libsndfile cannot open --------------------------------------------
+
+static ag_st_file *cx; // containers.safetensors (tests/make_audio_container_fixtures.py)
+
+static const ag_st_entry *centry(const char *name, const char *field) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", name, field);
+    const ag_st_entry *e = ag_st_find(cx, key);
+    if (!e) ag_fail("containers.safetensors: no tensor %s", key);
+    return e;
+}
+
+static double f64_at(const ag_st_entry *e, int64_t i) {
+    double v;
+    memcpy(&v, (const char *)e->data + i * 8, 8);
+    return v;
+}
+
+// The mixdown groundc makes of frame row r of a [frames, ch] F32 reference tensor (float sum in
+// channel order, then / ch), as data/audio.c does it.
+static float ref_mono(const ag_st_entry *e, int64_t r, int ch) {
+    float s = 0.0f;
+    for (int c = 0; c < ch; c++) s += f32_at(e, r * ch + c);
+    return ch == 1 ? s : s / (float)ch;
+}
+
+// Decoded samples against the ffmpeg tool's decode: same native rate, same frame count, every
+// stored sample within TOL_DECODE, the whole-file sums within what TOL_DECODE allows.
+static void check_container_decode(const char *name, const char *file, int native) {
+    char path[1024];
+    fixture_path(path, sizeof path, file);
+    const int rate = (int)i64_at(centry(name, "rate"), 0);
+    const int ch = (int)i64_at(centry(name, "channels"), 0);
+    const int64_t frames = i64_at(centry(name, "frames"), 0);
+    const int64_t stride = i64_at(centry(name, "stride"), 0);
+    const ag_st_entry *head = centry(name, "head"), *tail = centry(name, "tail");
+    const ag_st_entry *every = centry(name, "every");
+    const int64_t h = head->shape[0], k = every->shape[0];
+    // the fixture itself: the rate the decoder is known to give (Opus always decodes at 48 kHz)
+    TL_CHECK(rate == native, "%s: reference rate %d, expected %d", name, rate, native);
+
+    int64_t n = 0;
+    int file_rate = 0;
+    // asking for the native rate: no resampling, the decoder's samples mixed down only
+    float *x = ds_audio_load(path, rate, &n, &file_rate);
+    TL_CHECK(file_rate == rate, "%s: native rate %d Hz, the ffmpeg tool %d Hz", name, file_rate,
+             rate);
+    TL_CHECK(n == frames, "%s: %lld frames decoded, the ffmpeg tool %lld", name, (long long)n,
+             (long long)frames);
+    double err = 0.0;
+    if (n == frames) { // else samples cannot be lined up (the count check failed)
+        for (int64_t i = 0; i < h; i++) {
+            err = fmax(err, fabs((double)x[i] - ref_mono(head, i, ch)));
+            err = fmax(err, fabs((double)x[n - h + i] - ref_mono(tail, i, ch)));
+        }
+        for (int64_t j = 0; j < k; j++)
+            err = fmax(err, fabs((double)x[j * stride] - ref_mono(every, j, ch)));
+        TL_CHECK(err <= TOL_DECODE, "%s: decoded samples differ from the ffmpeg tool's by %g > %g",
+                 name, err, TOL_DECODE);
+    }
+    // whole-file sums: |sum a - sum b| <= n tol, |sum a^2 - sum b^2| <= tol sum (2 |a| + tol)
+    double sum = 0.0, sumsq = 0.0, bound_sq = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        sum += x[i], sumsq += (double)x[i] * x[i];
+        bound_sq += TOL_DECODE * (2.0 * fabs(x[i]) + TOL_DECODE);
+    }
+    const double d_sum = fabs(sum - f64_at(centry(name, "mono_sum"), 0));
+    const double d_sq = fabs(sumsq - f64_at(centry(name, "mono_sumsq"), 0));
+    TL_CHECK(d_sum <= (double)n * TOL_DECODE && d_sq <= bound_sq,
+             "%s: sum differs by %g (bound %g), sum of squares by %g (bound %g)", name, d_sum,
+             (double)n * TOL_DECODE, d_sq, bound_sq);
+    printf("decode %s (%d Hz, %d ch, %lld frames): max abs error vs the ffmpeg tool %.3g on %lld "
+           "samples, sum of squares off by %.3g\n",
+           file, rate, ch, (long long)n, err, (long long)(2 * h + k), d_sq);
+    free(x);
+}
+
+// Features of a lossy file against those of the lossless file it was encoded from (both
+// through groundc's pipeline): duration right, log mel close where the codec keeps the signal.
+static void check_container_features(const char *name, const char *file, const char *source) {
+    char path[1024], src[1024];
+    fixture_path(path, sizeof path, file);
+    fixture_path(src, sizeof src, source);
+    const int rate = (int)i64_at(centry(name, "rate"), 0);
+    const int64_t frames = i64_at(centry(name, "frames"), 0);
+    const size_t sz = (size_t)DS_AUDIO_CLIPS * DS_AUDIO_FRAMES * DS_AUDIO_MELS;
+    float *ours = malloc(sz * sizeof *ours), *want = malloc(sz * sizeof *want);
+    double dur = 0.0, dur_src = 0.0;
+    ds_audio_file_features(path, ours, &dur);
+    ds_audio_file_features(src, want, &dur_src);
+    // the decode resampled to 16 kHz: ceil(frames * 16000 / rate) samples (torchaudio's length)
+    const int64_t n16 = (frames * DS_AUDIO_RATE + rate - 1) / rate;
+    TL_CHECK(dur == (double)n16 / DS_AUDIO_RATE, "%s: duration %.6f s, want %lld / 16000 s", name,
+             dur, (long long)n16);
+    // codec delay trimmed: the lossy file lasts as long as its source plus at most the
+    // encoder's padding to whole 1024-sample AAC frames (Opus in WebM: exactly as long)
+    TL_CHECK(dur >= dur_src - 1e-9 && dur < dur_src + 1024.0 / rate + 1e-9,
+             "%s: %.6f s, its source %.6f s", name, dur, dur_src);
+    // mean and max abs error in log mel over the real frames both have, bins within
+    // DEPTH_LOSSY nats of their frame's top and centred below LOSSY_HZ, frames whose top is
+    // above FLOOR_LOSSY (the source's digital silence sits at log(FLT_EPSILON) = -15.9, where
+    // any codec noise is a large log difference of nothing audible)
+    int64_t n_src = llround(dur_src * DS_AUDIO_RATE), n_ours = llround(dur * DS_AUDIO_RATE);
+    double sum = 0.0, worst = 0.0;
+    int64_t count = 0;
+    for (int c = 0; c < DS_AUDIO_CLIPS; c++) {
+        int64_t s0, e0, s1, e1;
+        ds_audio_clip_bounds(n_src, c, &s0, &e0);
+        ds_audio_clip_bounds(n_ours, c, &s1, &e1);
+        int64_t m = ds_fbank_frames(e0 - s0), m1 = ds_fbank_frames(e1 - s1);
+        if (m1 < m) m = m1;
+        for (int64_t t = 0; t < m; t++) {
+            const float *a = ours + ((int64_t)c * DS_AUDIO_FRAMES + t) * DS_AUDIO_MELS;
+            const float *b = want + ((int64_t)c * DS_AUDIO_FRAMES + t) * DS_AUDIO_MELS;
+            double la[DS_AUDIO_MELS], lb[DS_AUDIO_MELS], top = -INFINITY;
+            for (int j = 0; j < DS_AUDIO_MELS; j++) {
+                la[j] = a[j] * DS_AUDIO_STD + DS_AUDIO_MEAN; // back to log mel energy
+                lb[j] = b[j] * DS_AUDIO_STD + DS_AUDIO_MEAN;
+                top = fmax(top, lb[j]);
+            }
+            if (top < FLOOR_LOSSY) continue;
+            for (int j = 0; j < DS_AUDIO_MELS; j++) {
+                if (lb[j] < top - DEPTH_LOSSY || mel_center_hz(j) >= LOSSY_HZ) continue;
+                double d = fabs(la[j] - lb[j]);
+                sum += d, worst = fmax(worst, d), count++;
+            }
+        }
+    }
+    double mean = count ? sum / (double)count : INFINITY;
+    printf("features %s vs %s: log mel error mean %.3g, max %.3g (%lld bins within %g nats of "
+           "their frame's top, below %g Hz)\n",
+           file, source, mean, worst, (long long)count, DEPTH_LOSSY, LOSSY_HZ);
+    TL_CHECK(count > 1000 && mean <= TOL_LOSSY_MEAN && worst <= TOL_LOSSY_MAX,
+             "%s: log mel error mean %g (tolerance %g), max %g (tolerance %g) over %lld bins", name,
+             mean, TOL_LOSSY_MEAN, worst, TOL_LOSSY_MAX, (long long)count);
+    free(ours), free(want);
+}
+
+static void test_containers(void) {
+    check_container_decode("tone_16k_m4a", "tone_16k.m4a", 16000);
+    check_container_decode("stereo_44k_mp4", "stereo_44k.mp4", 44100);
+    check_container_decode("tone_16k_webm", "tone_16k.webm", 48000);
+    check_container_features("tone_16k_m4a", "tone_16k.m4a", "tone_16k.flac");
+    check_container_features("stereo_44k_mp4", "stereo_44k.mp4", "stereo_44k.flac");
+    check_container_features("tone_16k_webm", "tone_16k.webm", "tone_16k.flac");
+}
+
+// Concurrent FFmpeg decodes (the packer decodes in worker threads) give the sequential result.
+static const char *const thread_files[3] = {"tone_16k.m4a", "stereo_44k.mp4", "tone_16k.webm"};
+static float *thread_out[3];
+static int64_t thread_len[3];
+
+static void *decode_thread(void *arg) {
+    int i = (int)(intptr_t)arg;
+    char path[1024];
+    fixture_path(path, sizeof path, thread_files[i]);
+    thread_out[i] = ds_audio_load(path, DS_AUDIO_RATE, &thread_len[i], NULL);
+    return NULL;
+}
+
+static void test_container_threads(void) {
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        if (pthread_create(&th[i], NULL, decode_thread, (void *)(intptr_t)i) != 0)
+            ag_fail("cannot start a thread");
+    for (int i = 0; i < 3; i++)
+        if (pthread_join(th[i], NULL) != 0) ag_fail("cannot join a thread");
+    for (int i = 0; i < 3; i++) {
+        char path[1024];
+        fixture_path(path, sizeof path, thread_files[i]);
+        int64_t n = 0;
+        float *x = ds_audio_load(path, DS_AUDIO_RATE, &n, NULL);
+        TL_CHECK(n == thread_len[i] && !memcmp(x, thread_out[i], (size_t)n * sizeof *x),
+                 "%s: a decode in a thread differs from the sequential one", thread_files[i]);
+        free(x), free(thread_out[i]);
+    }
+}
+
+static void test_container_errors(void) {
+    char path[1100];
+    int64_t n;
+    float *big = malloc(DS_AUDIO_CLIPS * DS_AUDIO_FRAMES * DS_AUDIO_MELS * sizeof *big);
+    // a video with no audio track: FFmpeg opens it, finds no audio stream
+    fixture_path(path, sizeof path, "video_only.mp4");
+    TL_EXPECT_FAIL_SHOWN(ds_audio_load(path, 16000, &n, NULL), "video_only.mp4", "no audio stream");
+    TL_EXPECT_FAIL(ds_audio_file_features(path, big, NULL), "video_only.mp4", "no audio stream");
+    // bytes neither library recognises: both reasons on one line
+    tmp_path(path, sizeof path, "noise.bin");
+    unsigned char junk[4096];
+    tl_rng r = {11};
+    for (size_t i = 0; i < sizeof junk; i++) junk[i] = (unsigned char)tl_next(&r);
+    write_bytes(path, junk, sizeof junk);
+    TL_EXPECT_FAIL_SHOWN(ds_audio_load(path, 16000, &n, NULL), "noise.bin",
+                         "cannot open audio file", "libsndfile", "FFmpeg");
+    unlink(path);
+    // an m4a whose AAC payload is destroyed: the container opens, no packet decodes
+    char src[1024];
+    fixture_path(src, sizeof src, "tone_16k.m4a");
+    size_t len = 0;
+    char *m4a = tl_slurp(src, &len);
+    TL_CHECK(m4a && len > 1000, "cannot read %s", src);
+    if (m4a && len > 1000) {
+        // the mdat box: 4-byte size, "mdat", payload
+        char *mdat = NULL;
+        for (size_t i = 4; i + 4 <= len && !mdat; i++)
+            if (!memcmp(m4a + i, "mdat", 4)) mdat = m4a + i;
+        TL_CHECK(mdat != NULL, "no mdat box in tone_16k.m4a");
+        if (mdat) {
+            const unsigned char *p = (const unsigned char *)mdat - 4;
+            size_t box = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+            size_t at = (size_t)(mdat - m4a) + 4, end = at - 8 + box;
+            if (end > len) end = len;
+            memset(m4a + at, 0xff, end - at);
+            tmp_path(path, sizeof path, "silent_garbage.m4a");
+            write_bytes(path, m4a, len);
+            TL_EXPECT_FAIL_SHOWN(ds_audio_load(path, 16000, &n, NULL), "silent_garbage.m4a",
+                                 "no decodable audio");
+            unlink(path);
+        }
+    }
+    free(m4a);
+    free(big);
+}
+
 // --- threads ---------------------------------------------------------------------------------
 
 static float *thread_wave;
@@ -508,6 +758,8 @@ int main(void) {
     char path[1024];
     fixture_path(path, sizeof path, "reference.safetensors");
     fx = ag_st_open(path);
+    fixture_path(path, sizeof path, "containers.safetensors");
+    cx = ag_st_open(path);
     snprintf(tmpdir, sizeof tmpdir, "%s/test_audio_XXXXXX", GROUNDC_BINARY_DIR);
     if (!mkdtemp(tmpdir)) ag_fail("cannot make a temporary folder %s", tmpdir);
 
@@ -520,8 +772,12 @@ int main(void) {
     test_resample_tone();
     test_writer();
     test_errors();
+    test_containers();
+    test_container_threads();
+    test_container_errors();
 
     rmdir(tmpdir);
+    ag_st_close(cx);
     ag_st_close(fx);
     return tl_summary("test_audio");
 }
