@@ -12,6 +12,7 @@
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 #include <libavutil/avutil.h>
+#include <libavutil/display.h>
 #include <libavutil/imgutils.h>
 #include <libavutil/pixdesc.h>
 #include <libswscale/swscale.h>
@@ -44,6 +45,7 @@ typedef struct {
     uint8_t *scaled; // RGB24 frame with its shortest side at S, before the centre crop
     int scaled_w, scaled_h, scaled_ls;
     int stream;
+    int rotation; // clockwise degrees (0, 90, 180, 270) the display matrix asks for
     // selection of the current pass
     int64_t N; // frame count the indices are computed from; 0 = count only
     int F, S;
@@ -52,6 +54,9 @@ typedef struct {
     int64_t decoded; // frames received from the decoder this pass
     int64_t skipped; // packets or frames the decoder rejected as invalid
     int first_w, first_h;
+    // timestamps of this pass's frames (stream time base), for the duration
+    int64_t ts_min, ts_max, ts_prev, dur_at_max;
+    int ts_unusable; // a frame without a timestamp, or one earlier than its predecessor
 } vreader;
 
 static void vr_close(vreader *r) {
@@ -73,6 +78,37 @@ __attribute__((noreturn, format(printf, 2, 3))) static void vr_fail(vreader *r, 
     va_end(ap);
     vr_close(r);
     ag_fail("%s: %s", r->path, msg);
+}
+
+// Clockwise rotation (0, 90, 180, 270) that the stream's display matrix (else its legacy
+// "rotate" tag) asks players to apply. decord and the ffmpeg tool apply it, so a phone's
+// portrait video comes out upright; other angles are ignored, as decord does.
+static int stream_rotation(const AVStream *st) {
+    const int32_t *m = NULL;
+#if LIBAVCODEC_VERSION_INT >= AV_VERSION_INT(60, 31, 102)
+    const AVPacketSideData *sd = av_packet_side_data_get(
+        st->codecpar->coded_side_data, st->codecpar->nb_coded_side_data, AV_PKT_DATA_DISPLAYMATRIX);
+    if (sd && sd->size >= 9 * sizeof(int32_t)) m = (const int32_t *)sd->data;
+#else
+    size_t size = 0;
+    const uint8_t *sd = av_stream_get_side_data(st, AV_PKT_DATA_DISPLAYMATRIX, &size);
+    if (sd && size >= 9 * sizeof(int32_t)) m = (const int32_t *)sd;
+#endif
+    double theta = NAN;
+    if (m) {
+        theta = -av_display_rotation_get(m); // counter-clockwise -> clockwise
+    } else {
+        const AVDictionaryEntry *e = av_dict_get(st->metadata, "rotate", NULL, 0);
+        char *end = NULL;
+        if (e && *e->value) theta = strtod(e->value, &end);
+        if (end && *end) theta = NAN;
+    }
+    if (!isfinite(theta)) return 0;
+    theta = fmod(theta, 360.0);
+    if (theta < 0) theta += 360.0;
+    for (int q = 0; q <= 4; q++)
+        if (fabs(theta - 90.0 * q) < 1.0) return q % 4 * 90;
+    return 0;
 }
 
 static void vr_open(vreader *r, const char *path) {
@@ -102,6 +138,8 @@ static void vr_open(vreader *r, const char *path) {
     if (!r->dec) vr_fail(r, "out of memory for a %s decoder", codec->name);
     ret = avcodec_parameters_to_context(r->dec, st->codecpar);
     if (ret < 0) vr_fail(r, "bad codec parameters: %s", averr(ret, eb, sizeof eb));
+    r->dec->pkt_timebase = st->time_base; // frame timestamps and durations in stream units
+    r->rotation = stream_rotation(st);
     r->dec->thread_count = 0; // FFmpeg picks; the output is the same for any thread count
     ret = avcodec_open2(r->dec, codec, NULL);
     if (ret < 0)
@@ -116,25 +154,31 @@ static int is_full_range_format(enum AVPixelFormat f) {
            f == AV_PIX_FMT_YUVJ440P || f == AV_PIX_FMT_YUVJ411P;
 }
 
-// Converts r->frame to RGB, shortest side to S (bicubic), centre crop S x S into dst.
+// Converts r->frame to RGB, shortest side to S (bicubic), centre crop S x S into dst. A rotated
+// stream is scaled in its coded orientation to the size that becomes the upright target, and
+// turned while cropping: luma as when turning first (decord, the ffmpeg tool) up to rounding;
+// subsampled chroma is interpolated where it is sited, so colour edges differ by a few levels.
 static void vr_convert(vreader *r, uint8_t *dst) {
     char eb[AV_ERROR_MAX_STRING_SIZE];
     AVFrame *f = r->frame;
     int S = r->S, fw = f->width, fh = f->height;
     if (fw <= 0 || fh <= 0) vr_fail(r, "decoded frame of size %dx%d", fw, fh);
+    int quarter = r->rotation == 90 || r->rotation == 270;
+    int dw = quarter ? fh : fw, dh = quarter ? fw : fh; // upright (displayed) size
     // Like CLIP's processor: the short side becomes S, the long one int(S * long / short).
     int nw, nh;
-    if (fw <= fh)
-        nw = S, nh = (int)((int64_t)S * fh / fw);
+    if (dw <= dh)
+        nw = S, nh = (int)((int64_t)S * dh / dw);
     else
-        nh = S, nw = (int)((int64_t)S * fw / fh);
+        nh = S, nw = (int)((int64_t)S * dw / dh);
+    int sw = quarter ? nh : nw, sh = quarter ? nw : nh; // scaled size, coded orientation
     enum AVPixelFormat pf = f->format;
-    r->sws = sws_getCachedContext(r->sws, fw, fh, pf, nw, nh, AV_PIX_FMT_RGB24, SWS_BICUBIC, NULL,
+    r->sws = sws_getCachedContext(r->sws, fw, fh, pf, sw, sh, AV_PIX_FMT_RGB24, SWS_BICUBIC, NULL,
                                   NULL, NULL);
     if (!r->sws) {
         const char *name = av_get_pix_fmt_name(pf);
-        vr_fail(r, "cannot convert %s %dx%d frames to RGB %dx%d", name ? name : "?", fw, fh, nw,
-                nh);
+        vr_fail(r, "cannot convert %s %dx%d frames to RGB %dx%d", name ? name : "?", fw, fh, sw,
+                sh);
     }
     const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(pf);
     if (desc && !(desc->flags & AV_PIX_FMT_FLAG_RGB) && desc->nb_components >= 3) {
@@ -146,30 +190,58 @@ static void vr_convert(vreader *r, uint8_t *dst) {
                                      sws_getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16);
         if (ret < 0) vr_fail(r, "cannot set up the colour conversion of %s frames", desc->name);
     }
-    if (nw != r->scaled_w || nh != r->scaled_h) {
+    if (sw != r->scaled_w || sh != r->scaled_h) {
         av_freep(&r->scaled);
-        r->scaled_ls = FFALIGN(nw * 3, 64);
-        r->scaled = av_malloc((size_t)r->scaled_ls * nh + 64);
-        if (!r->scaled) vr_fail(r, "out of memory for a %dx%d frame", nw, nh);
-        r->scaled_w = nw, r->scaled_h = nh;
+        r->scaled_ls = FFALIGN(sw * 3, 64);
+        r->scaled = av_malloc((size_t)r->scaled_ls * sh + 64);
+        if (!r->scaled) vr_fail(r, "out of memory for a %dx%d frame", sw, sh);
+        r->scaled_w = sw, r->scaled_h = sh;
     }
     uint8_t *planes[4] = {r->scaled, NULL, NULL, NULL};
     int strides[4] = {r->scaled_ls, 0, 0, 0};
     int ret =
         sws_scale(r->sws, (const uint8_t *const *)f->data, f->linesize, 0, fh, planes, strides);
-    if (ret != nh)
+    if (ret != sh)
         vr_fail(r, "frame conversion failed: %s",
                 ret < 0 ? averr(ret, eb, sizeof eb) : "short output");
     int top = (nh - S) / 2, left = (nw - S) / 2;
-    for (int y = 0; y < S; y++)
-        memcpy(dst + (size_t)y * S * 3, r->scaled + (size_t)(y + top) * r->scaled_ls + left * 3,
-               (size_t)S * 3);
+    if (r->rotation == 0) {
+        for (int y = 0; y < S; y++)
+            memcpy(dst + (size_t)y * S * 3,
+                   r->scaled + (size_t)(y + top) * r->scaled_ls + (size_t)left * 3, (size_t)S * 3);
+        return;
+    }
+    // Upright pixel (X, Y) of the nw x nh image is scaled pixel (sx, sy) = base + X*dx + Y*dy.
+    ptrdiff_t ls = r->scaled_ls, px = 3, base, dx, dy;
+    if (r->rotation == 90) // clockwise: the left column of the coded frame becomes the top row
+        base = (sh - 1) * ls, dx = -ls, dy = px;
+    else if (r->rotation == 180)
+        base = (sh - 1) * ls + (sw - 1) * px, dx = -px, dy = -ls;
+    else // 270
+        base = (sw - 1) * px, dx = ls, dy = -px;
+    for (int y = 0; y < S; y++) {
+        uint8_t *o = dst + (size_t)y * S * 3;
+        ptrdiff_t at = base + (ptrdiff_t)(y + top) * dy + (ptrdiff_t)left * dx;
+        for (int x = 0; x < S; x++, o += 3, at += dx) memcpy(o, r->scaled + at, 3);
+    }
 }
 
 // One decoded frame: number it and fill every output slot that selects it.
 static void vr_on_frame(vreader *r) {
     int64_t j = r->decoded++;
     if (j == 0) r->first_w = r->frame->width, r->first_h = r->frame->height;
+    int64_t ts = r->frame->best_effort_timestamp;
+#if LIBAVUTIL_VERSION_MAJOR >= 58
+    int64_t dur = r->frame->duration;
+#else
+    int64_t dur = r->frame->pkt_duration;
+#endif
+    if (ts == AV_NOPTS_VALUE || (j > 0 && ts < r->ts_prev)) r->ts_unusable = 1;
+    if (!r->ts_unusable) {
+        if (j == 0 || ts < r->ts_min) r->ts_min = ts;
+        if (j == 0 || ts >= r->ts_max) r->ts_max = ts, r->dur_at_max = dur > 0 ? dur : 0;
+        r->ts_prev = ts;
+    }
     if (!r->N) return;
     size_t bytes = (size_t)r->S * r->S * 3;
     int first = -1;
@@ -218,6 +290,7 @@ static void vr_pass(vreader *r, int64_t N, int F, int S, uint8_t *out) {
     char eb[AV_ERROR_MAX_STRING_SIZE];
     r->N = N, r->F = F, r->S = S, r->out = out;
     r->next = 0, r->decoded = 0, r->skipped = 0;
+    r->ts_min = r->ts_max = r->ts_prev = r->dur_at_max = 0, r->ts_unusable = 0;
     int ret;
     while ((ret = av_read_frame(r->fmt, r->pkt)) >= 0) {
         if (r->pkt->stream_index == r->stream) vr_send(r, r->pkt);
@@ -238,20 +311,19 @@ void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *
     AVStream *st = r.fmt->streams[r.stream];
     AVRational rate = av_guess_frame_rate(r.fmt, st, NULL);
     double fps = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0.0;
-    // A duration the headers state (mp4, mkv, avi) is used as is; one libavformat estimated
-    // from first/last timestamps or from the bit rate (MPEG-TS/PS, NUT, raw streams) is often
-    // a frame or more short, so N / fps replaces it below.
-    double duration = 0.0;
+    // The duration the headers state (mp4, mkv, avi; libavformat's estimates from the bit rate
+    // or the first and last timestamps are left out): a fallback, and the first pass's guess.
+    double stated = 0.0;
     if (r.fmt->duration_estimation_method == AVFMT_DURATION_FROM_STREAM) {
         if (st->duration != AV_NOPTS_VALUE && st->duration > 0)
-            duration = st->duration * av_q2d(st->time_base);
+            stated = st->duration * av_q2d(st->time_base);
         else if (r.fmt->duration != AV_NOPTS_VALUE && r.fmt->duration > 0)
-            duration = r.fmt->duration / (double)AV_TIME_BASE;
+            stated = r.fmt->duration / (double)AV_TIME_BASE;
     }
     // Frame count to select with in the first pass: the container's, else duration x rate.
     // Either is only a guess that the decode verifies.
     int64_t guess = st->nb_frames;
-    if (guess <= 0 && duration > 0 && fps > 0) guess = llround(duration * fps);
+    if (guess <= 0 && stated > 0 && fps > 0) guess = llround(stated * fps);
 
     int passes = 1;
     vr_pass(&r, guess > 0 ? guess : 0, F, S, out);
@@ -272,16 +344,31 @@ void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *
         passes = 2;
     }
     if (r.next != F) vr_fail(&r, "internal error: %d of %d frames selected", r.next, F);
+    // Duration: what the decoded frames span, from the first one's timestamp to the end of
+    // the last (its own duration, else one frame interval), so that it matches the frames
+    // selected: a file cut short, audio that outlasts the video, a leading gap or negative
+    // timestamps leave it right, and variable frame rates need no rate. Without usable
+    // timestamps: the stated duration, else N / frame rate, else libavformat's estimate.
+    double tb = av_q2d(r.fmt->streams[r.stream]->time_base), duration = 0.0;
+    if (!r.ts_unusable && tb > 0.0) {
+        double last = r.dur_at_max > 0 ? r.dur_at_max * tb
+                      : fps > 0.0      ? 1.0 / fps
+                      : N > 1          ? (double)(r.ts_max - r.ts_min) * tb / (double)(N - 1)
+                                       : 0.0;
+        duration = (double)(r.ts_max - r.ts_min) * tb + last;
+    }
+    if (duration <= 0.0) duration = stated;
     if (duration <= 0.0 && fps > 0.0) duration = (double)N / fps;
     if (duration <= 0.0 && r.fmt->duration != AV_NOPTS_VALUE && r.fmt->duration > 0)
         duration = r.fmt->duration / (double)AV_TIME_BASE; // an estimate is better than none
-    if (duration <= 0.0) vr_fail(&r, "duration unknown (none in the headers, no frame rate)");
+    if (duration <= 0.0) vr_fail(&r, "duration unknown (no timestamps, none in the headers)");
     if (info) {
         info->n_decoded = N;
         info->duration = duration;
         info->fps = fps;
         info->width = r.first_w;
         info->height = r.first_h;
+        info->rotation = r.rotation;
         info->passes = passes;
         info->skipped = r.skipped;
     }

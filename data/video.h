@@ -7,14 +7,20 @@
 //   - ds_video_write: encode RGB frames with FFmpeg's native MPEG-4 part 2 encoder ("mpeg4",
 //     in every libavcodec build, no external library), yuv420p, near-lossless quantiser.
 // Frames come in the decoder's output (presentation) order; sample aspect ratio is ignored
-// (pixels are taken as square, as decord and the reference do). Frames are selected while
-// decoding with N guessed from the container's frame count (or its stated duration x frame
-// rate); the decode counts the true N, and when the guess was absent or wrong the file is
-// decoded a second time with it, so the selection is always exact, and no more than F
-// converted frames are held in memory.
-// Duration: the stream's or container's when the headers state it (mp4, mkv, avi, mov),
-// else N / frame rate (libavformat's estimates from timestamps or bit rate, as for MPEG-TS,
-// are often a frame or more short).
+// (pixels are taken as square, as decord and the reference do). A display matrix (phone
+// videos) that turns the picture by a multiple of 90 degrees is applied, as decord
+// (dmlc/decord#51, 2020) and the ffmpeg tool do, so frames come out upright; other angles are
+// ignored and mirroring is not undone, as in decord. Frames are selected while decoding with
+// N guessed from the container's frame count (or its stated duration x frame rate); the
+// decode counts the true N, and when the guess was absent or wrong the file is decoded a
+// second time with it, so the selection is always exact, and no more than F converted frames
+// are held in memory.
+// Duration: the span of the decoded frames' timestamps, from the first frame's start to the
+// last frame's end (its own duration, else one frame interval). It matches the frames the
+// selection draws from whatever the headers say: a file cut short, audio that outlasts the
+// video (a Matroska file states the longest track), a leading gap or a variable frame rate
+// leave it right. When the timestamps are missing or go backwards: the duration the headers
+// state, else N / frame rate.
 // Packets and frames the decoder fails on are skipped and counted (they are not "decodable
 // frames"; the ffmpeg tool does the same), and corrupt container data ends the stream; a
 // file with no video stream, no decodable frame or an unreadable container is an error.
@@ -36,9 +42,10 @@ static inline int64_t ds_video_frame_index(int64_t i, int64_t N, int64_t F) {
 
 typedef struct {
     int64_t n_decoded; // N: decodable frames in the stream
-    double duration;   // seconds: stated by the headers, else N / frame rate
+    double duration;   // seconds the decoded frames span (see above)
     double fps;        // average frame rate as the container states it (0 if unknown)
-    int width, height; // coded size of the (first) decoded frame
+    int width, height; // coded size of the (first) decoded frame, before any rotation
+    int rotation;      // clockwise degrees applied: 0, 90, 180 or 270 (display matrix)
     int passes;        // 1 when the guessed frame count was right, else 2
     int64_t skipped;   // packets or frames the decoder rejected (corrupt data), last pass
 } ds_video_info;

@@ -2,6 +2,9 @@
 // synthetic videos written with ds_video_write. Frame k shows k in base 7 as three grey
 // stripes, then a red stripe (channel order) between black side bars that the centre crop
 // must cut away; reading back F frames must give exactly the frames floor((i + 0.5) N / F).
+// Real-world files (H.264 phone video with rotation and full-range BT.709, an mp4 edit list,
+// variable frame rate VP9 with a longer audio track) are fixtures in tests/fixtures/video/,
+// made by tests/make_video_fixtures.py with the same stripes (no side bars).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +107,43 @@ static void check_load(const char *label, const char *path, int n, double fps, i
            label, n, F, S, right, F, worst, info.duration, n / fps, info.passes,
            info.passes > 1 ? "es" : "");
     free(out);
+}
+
+// Turns an S x S frame that was rotated clockwise by rot degrees back into the coded
+// orientation: coded pixel (cx, cy) went to (S-1-cy, cx) for 90, (S-1-cx, S-1-cy) for 180,
+// (cy, S-1-cx) for 270.
+static void unrotate(const uint8_t *in, uint8_t *out, int S, int rot) {
+    for (int cy = 0; cy < S; cy++)
+        for (int cx = 0; cx < S; cx++) {
+            int x = cx, y = cy;
+            if (rot == 90) x = S - 1 - cy, y = cx;
+            if (rot == 180) x = S - 1 - cx, y = S - 1 - cy;
+            if (rot == 270) x = cy, y = S - 1 - cx;
+            memcpy(out + ((size_t)cy * S + cx) * 3, in + ((size_t)y * S + x) * 3, 3);
+        }
+}
+
+// Every output frame i, turned back by rot, must show frame first + floor((i + 0.5) N / F)
+// with its colours within 10 of the drawn ones.
+static void check_frames(const char *label, const uint8_t *out, int F, int S, int64_t N, int first,
+                         int rot) {
+    uint8_t *up = malloc((size_t)S * S * 3);
+    double worst = 0;
+    int right = 0;
+    for (int i = 0; i < F; i++) {
+        double err;
+        unrotate(out + (size_t)i * S * S * 3, up, S, rot);
+        int k = read_frame_number(up, S, &err);
+        int64_t want = first + ds_video_frame_index(i, N, F);
+        right += k == want;
+        worst = fmax(worst, err);
+        TL_CHECK(k == want, "%s: output frame %d shows frame %d, want %lld", label, i, k,
+                 (long long)want);
+    }
+    TL_CHECK(worst <= 10, "%s: colours off by up to %.1f", label, worst);
+    free(up);
+    printf("  %-18s N=%lld F=%-2d S=%-3d: %d/%d frames right, worst colour error %.1f\n", label,
+           (long long)N, F, S, right, F, worst);
 }
 
 static void test_frame_index(void) {
@@ -236,6 +276,136 @@ static void test_errors(const char *mp4, const char *mkv) {
     TL_EXPECT_FAIL_SHOWN(ds_video_write(p, rgb, 2, 10, 10, 25), p, "container");
 }
 
+static void put_be32(uint8_t *p, int32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)((uint32_t)v >> (24 - 8 * i));
+}
+
+// Display matrix: an mp4 written by ds_video_write, its track header's matrix set to turn the
+// picture clockwise by 90, 180 or 270 degrees, as phones write portrait videos. The frames
+// must come out turned that way (decord and the ffmpeg tool do it): turned back, exactly the
+// frames of the unrotated file, scaled in the same orientation.
+static void test_rotation(void) {
+    char path[512], p[600];
+    snprintf(path, sizeof path, "%s/rot.mp4", g_dir);
+    write_video(path, 30, 25.0);
+    enum { F = 8, S = 32 };
+    static uint8_t out0[F * S * S * 3], out[F * S * S * 3], up[S * S * 3];
+    ds_video_info info;
+    ds_video_load(path, F, S, out0, &info);
+    TL_CHECK(info.rotation == 0, "no display matrix: rotation %d", info.rotation);
+    check_frames("upright", out0, F, S, 30, 0, 0);
+    size_t n = 0;
+    uint8_t *data = slurp(path, &n);
+    TL_CHECK(data != NULL, "cannot read back %s", path);
+    if (!data) return;
+    // "tkhd", version 0: the 3x3 matrix {a b u, c d v, x y w} starts 44 bytes after the tag,
+    // big-endian 16.16 (u, v, w 2.30); FFmpeg writes the identity.
+    uint8_t *tkhd = NULL;
+    for (size_t i = 0; i + 80 <= n && !tkhd; i++)
+        if (!memcmp(data + i, "tkhd", 4)) tkhd = data + i;
+    uint8_t identity[36];
+    const int32_t id[9] = {1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30};
+    for (int k = 0; k < 9; k++) put_be32(identity + 4 * k, id[k]);
+    TL_CHECK(tkhd && tkhd[4] == 0 && !memcmp(tkhd + 44, identity, 36),
+             "%s: no version-0 tkhd box with an identity matrix", path);
+    if (!tkhd || tkhd[4] != 0) {
+        free(data);
+        return;
+    }
+    const int rots[3] = {90, 180, 270};
+    // (a, b, c, d) of a clockwise turn by 90, 180, 270 degrees (ISO 14496-12 matrix; ffprobe
+    // shows the first as "rotation of -90.00 degrees", as for an iPhone portrait video)
+    const int32_t abcd[3][4] = {
+        {0, 1 << 16, -(1 << 16), 0}, {-(1 << 16), 0, 0, -(1 << 16)}, {0, -(1 << 16), 1 << 16, 0}};
+    for (int t = 0; t < 3; t++) {
+        put_be32(tkhd + 44, abcd[t][0]), put_be32(tkhd + 48, abcd[t][1]);
+        put_be32(tkhd + 56, abcd[t][2]), put_be32(tkhd + 60, abcd[t][3]);
+        snprintf(p, sizeof p, "%s/rot%d.mp4", g_dir, rots[t]);
+        spit(p, data, n);
+        memset(out, 0xee, sizeof out);
+        ds_video_load(p, F, S, out, &info);
+        char label[32];
+        snprintf(label, sizeof label, "rotated %d", rots[t]);
+        TL_CHECK(info.rotation == rots[t], "%s: rotation %d", label, info.rotation);
+        TL_CHECK(info.n_decoded == 30 && fabs(info.duration - 1.2) < 1e-6 && info.width == W &&
+                     info.height == H,
+                 "%s: %lld frames, %.4f s, %dx%d", label, (long long)info.n_decoded, info.duration,
+                 info.width, info.height);
+        check_frames(label, out, F, S, 30, 0, rots[t]);
+        int same = 1;
+        for (int i = 0; i < F; i++) {
+            unrotate(out + (size_t)i * S * S * 3, up, S, rots[t]);
+            same &= !memcmp(up, out0 + (size_t)i * S * S * 3, sizeof up);
+        }
+        TL_CHECK(same, "%s: turned back, the frames differ from the unrotated file's", label);
+    }
+    free(data);
+}
+
+// A Matroska file cut short (an interrupted download): its header still states the whole
+// duration, but the frames that decode span only what is left, and the duration must be
+// theirs, or every span normalised by it would point at the wrong frames.
+static void test_truncated(const char *mkv, int n_full, double fps) {
+    size_t n = 0;
+    uint8_t *data = slurp(mkv, &n);
+    TL_CHECK(data != NULL, "cannot read back %s", mkv);
+    if (!data) return;
+    char p[512];
+    snprintf(p, sizeof p, "%s/cut_short.mkv", g_dir);
+    spit(p, data, n * 6 / 10);
+    free(data);
+    enum { F = 8, S = 32 };
+    static uint8_t out[F * S * S * 3];
+    ds_video_info info;
+    ds_video_load(p, F, S, out, &info);
+    int64_t N = info.n_decoded;
+    TL_CHECK(N > n_full / 3 && N < n_full, "cut short: %lld of %d frames", (long long)N, n_full);
+    check_frames("mkv cut short", out, F, S, N, 0, 0); // frames 0 .. N-1 are what is left
+    // Matroska stores timestamps in milliseconds: N / fps up to one of them.
+    TL_CHECK(fabs(info.duration - N / fps) <= 1e-3,
+             "cut short: duration %.4f s, want %.4f s (its %lld frames; the header says %.4f)",
+             info.duration, N / fps, (long long)N, n_full / fps);
+}
+
+// Committed real-format files (tests/make_video_fixtures.py); expectations from how they were
+// made: frames drawn with their numbers, their timestamps, the cut.
+static void test_fixtures(void) {
+    enum { S = 32 };
+    static uint8_t out[10 * S * S * 3];
+    char p[512];
+    ds_video_info info;
+
+    // H.264 High with B-frames, full-range yuvj420p, BT.709, coded 80x48 and turned 90
+    // degrees clockwise by its display matrix: 30 frames at 30 fps. The colour check catches
+    // a limited-range reading (dark stripes at 0, not 16) and a BT.601 one (red off by 18).
+    snprintf(p, sizeof p, "%s/tests/fixtures/video/phone_rot90.mp4", GROUNDC_SOURCE_DIR);
+    ds_video_load(p, 10, S, out, &info);
+    TL_CHECK(info.n_decoded == 30 && info.rotation == 90 && info.width == 80 && info.height == 48 &&
+                 fabs(info.duration - 1.0) < 1e-6,
+             "phone_rot90.mp4: %lld frames, rotation %d, %dx%d, %.4f s", (long long)info.n_decoded,
+             info.rotation, info.width, info.height, info.duration);
+    check_frames("phone (rot 90)", out, 10, S, 30, 0, 90);
+
+    // A stream-copy cut at 0.5 s of 40 frames at 25 fps: the file starts at the key frame of
+    // frame 10 and its edit list hides frames 10-12, which are not decodable frames (the
+    // container counts 33 packets). Frames 13-39 span 27 / 25 s.
+    snprintf(p, sizeof p, "%s/tests/fixtures/video/cut_editlist.mp4", GROUNDC_SOURCE_DIR);
+    ds_video_load(p, 9, S, out, &info);
+    TL_CHECK(info.n_decoded == 27 && fabs(info.duration - 1.08) < 1e-6,
+             "cut_editlist.mp4: %lld frames, %.4f s, want 27, 1.08 s", (long long)info.n_decoded,
+             info.duration);
+    check_frames("mp4 edit list", out, 9, S, 27, 13, 0);
+
+    // VP9, variable frame rate (frame k at (k + 2 floor(k / 10)) / 25 s: 40 frames over
+    // 1.84 s, where 40 / 25 = 1.6) and a 3 s Opus track (the Matroska duration, 3.008 s).
+    snprintf(p, sizeof p, "%s/tests/fixtures/video/vfr_audio.webm", GROUNDC_SOURCE_DIR);
+    ds_video_load(p, 8, S, out, &info);
+    TL_CHECK(info.n_decoded == 40 && fabs(info.duration - 1.84) < 1e-6,
+             "vfr_audio.webm: %lld frames, %.4f s, want 40, 1.84 s", (long long)info.n_decoded,
+             info.duration);
+    check_frames("webm vfr + audio", out, 8, S, 40, 0, 0);
+}
+
 int main(void) {
     tl_temp_dir(g_dir, sizeof g_dir, "video");
     test_frame_index();
@@ -268,6 +438,9 @@ int main(void) {
     check_load("short (N < F)", shortv, 5, 10.0, 8, 32, 1);
     check_load("one per frame", shortv, 5, 10.0, 5, 32, 1);
 
+    test_rotation();
+    test_truncated(mkv, N, 30.0);
+    test_fixtures();
     test_errors(mp4, mkv);
 
     char cmd[300];
