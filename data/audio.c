@@ -28,6 +28,7 @@
 #include <libswresample/swresample.h>
 
 #include "autograd/error.h"
+#include "data/ffmpeg.h"
 
 #define PI_D 3.14159265358979323846
 
@@ -177,47 +178,27 @@ static float *load_sndfile(const char *path, SNDFILE *sf, const SF_INFO *info, i
     return mono;
 }
 
-// FFmpeg, for what libsndfile cannot open (audio.h lists which goes where). One open file;
-// every failure frees everything before ag_fail, so nothing leaks when a test's error handler
-// jumps back. Conventions as in video.c: FFmpeg's own logging silenced (GROUNDC_FFMPEG_LOG=1
-// brings it back), av_strerror in the messages, packets the decoder rejects skipped.
-
-static pthread_once_t ff_log_once = PTHREAD_ONCE_INIT;
-static void quiet_ffmpeg(void) {
-    const char *env = getenv("GROUNDC_FFMPEG_LOG");
-    if (!env || !*env || !strcmp(env, "0")) av_log_set_level(AV_LOG_QUIET);
-}
-
-static const char *averr(int err, char *buf, size_t n) {
-    if (av_strerror(err, buf, n) < 0) snprintf(buf, n, "FFmpeg error %d", err);
-    return buf;
-}
+// FFmpeg, for what libsndfile cannot open (audio.h lists which goes where), read as
+// data/ffmpeg.h does it. One open file; every failure frees everything before ag_fail, so
+// nothing leaks when a test's error handler jumps back.
 
 typedef struct {
     const char *path;
-    AVFormatContext *fmt;
-    AVCodecContext *dec;
-    AVPacket *pkt;
-    AVFrame *frame;
+    ds_ff_input in;          // the file, its audio stream and decoder
     SwrContext *swr;         // frame format -> interleaved float, same layout and rate
     AVChannelLayout swr_lay; // the layout and sample format swr was set up for
     int swr_fmt;
-    int stream;
     int rate;        // of the decoded frames; 0 before the first
     float *buf;      // swr's output, [frames][channels]
     int64_t buf_cap; // floats
     float *mono;     // the mixdown so far, [n] at rate
     int64_t n, cap;
-    int64_t skipped; // packets or frames the decoder rejected
 } ff_reader;
 
 static void ff_close(ff_reader *r) {
     swr_free(&r->swr);
     av_channel_layout_uninit(&r->swr_lay);
-    av_frame_free(&r->frame);
-    av_packet_free(&r->pkt);
-    avcodec_free_context(&r->dec);
-    avformat_close_input(&r->fmt);
+    ds_ff_close(&r->in);
     free(r->buf);
     r->buf = NULL;
 }
@@ -237,45 +218,21 @@ __attribute__((noreturn, format(printf, 2, 3))) static void ff_fail(ff_reader *r
 
 // sf_why: why libsndfile could not open the file (for the message when FFmpeg cannot either).
 static void ff_open(ff_reader *r, const char *path, const char *sf_why) {
-    char eb[AV_ERROR_MAX_STRING_SIZE];
+    char why[512];
     memset(r, 0, sizeof *r);
     r->path = path;
-    int ret = avformat_open_input(&r->fmt, path, NULL, NULL);
-    if (ret < 0)
-        ff_fail(r, "cannot open audio file (libsndfile: %s; FFmpeg: %s)", sf_why,
-                averr(ret, eb, sizeof eb));
-    ret = avformat_find_stream_info(r->fmt, NULL);
-    if (ret < 0) ff_fail(r, "cannot read the stream layout: %s", averr(ret, eb, sizeof eb));
-    const AVCodec *codec = NULL;
-    ret = av_find_best_stream(r->fmt, AVMEDIA_TYPE_AUDIO, -1, -1, &codec, 0);
-    if (ret == AVERROR_STREAM_NOT_FOUND)
-        ff_fail(r, "no audio stream (FFmpeg reads it as %s)", r->fmt->iformat->name);
-    if (ret < 0) ff_fail(r, "no decodable audio stream: %s", averr(ret, eb, sizeof eb));
-    r->stream = ret;
-    // the demuxer then drops the other streams' packets (a video track) instead of handing
-    // them over
-    for (unsigned i = 0; i < r->fmt->nb_streams; i++)
-        if ((int)i != r->stream) r->fmt->streams[i]->discard = AVDISCARD_ALL;
-    AVStream *st = r->fmt->streams[r->stream];
-    r->dec = avcodec_alloc_context3(codec);
-    if (!r->dec) ff_fail(r, "out of memory for a %s decoder", codec->name);
-    ret = avcodec_parameters_to_context(r->dec, st->codecpar);
-    if (ret < 0) ff_fail(r, "bad codec parameters: %s", averr(ret, eb, sizeof eb));
-    // as the ffmpeg tool sets it. libavcodec itself trims the encoder delay and padding the
-    // file declares (MP4 edit lists, Opus pre-skip, Matroska discard padding).
-    r->dec->pkt_timebase = st->time_base;
-    ret = avcodec_open2(r->dec, codec, NULL);
-    if (ret < 0)
-        ff_fail(r, "cannot open the %s decoder: %s", codec->name, averr(ret, eb, sizeof eb));
-    r->pkt = av_packet_alloc();
-    r->frame = av_frame_alloc();
-    if (!r->pkt || !r->frame) ff_fail(r, "out of memory for decoding");
+    ds_ff_status st = ds_ff_open(&r->in, path, AVMEDIA_TYPE_AUDIO, why, sizeof why);
+    if (st == DS_FF_CANNOT_OPEN)
+        ff_fail(r, "cannot open audio file (libsndfile: %s; FFmpeg: %s)", sf_why, why);
+    if (st == DS_FF_NO_STREAM)
+        ff_fail(r, "no audio stream (FFmpeg reads it as %s)", r->in.fmt->iformat->name);
+    if (st != DS_FF_OK || !ds_ff_open_decoder(&r->in, why, sizeof why)) ff_fail(r, "%s", why);
 }
 
 // One decoded frame: to interleaved float with swresample, then mixed down onto r->mono.
 static void ff_on_frame(ff_reader *r) {
     char eb[AV_ERROR_MAX_STRING_SIZE];
-    const AVFrame *f = r->frame;
+    const AVFrame *f = r->in.frame;
     if (f->nb_samples <= 0) return;
     const int ch = f->ch_layout.nb_channels;
     if (ch < 1 || f->sample_rate < 1)
@@ -301,7 +258,7 @@ static void ff_on_frame(ff_reader *r) {
         if (ret < 0) {
             const char *name = av_get_sample_fmt_name(f->format);
             ff_fail(r, "cannot convert %s audio with %d channels to float: %s", name ? name : "?",
-                    ch, averr(ret, eb, sizeof eb));
+                    ch, ds_ff_error(ret, eb, sizeof eb));
         }
         r->swr_fmt = f->format;
     }
@@ -314,64 +271,29 @@ static void ff_on_frame(ff_reader *r) {
     uint8_t *out = (uint8_t *)r->buf;
     int got =
         swr_convert(r->swr, &out, f->nb_samples, (const uint8_t **)f->extended_data, f->nb_samples);
-    if (got < 0) ff_fail(r, "sample format conversion failed: %s", averr(got, eb, sizeof eb));
+    if (got < 0) ff_fail(r, "sample format conversion failed: %s", ds_ff_error(got, eb, sizeof eb));
     if (got != f->nb_samples)
         ff_fail(r, "sample format conversion gave %d of %d samples", got, f->nb_samples);
     if (!append_mono(&r->mono, &r->cap, &r->n, r->buf, got, ch))
         ff_fail(r, "out of memory decoding audio");
 }
 
-// Receives every frame the decoder has ready. A frame the decoder fails to produce is
-// skipped, as the ffmpeg tool does; only running out of memory, or a decoder that keeps
-// failing, stops the decode (as in video.c).
-static void ff_drain(ff_reader *r) {
-    char eb[AV_ERROR_MAX_STRING_SIZE];
-    int failures = 0;
-    for (;;) {
-        int ret = avcodec_receive_frame(r->dec, r->frame);
-        if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return;
-        if (ret == AVERROR(ENOMEM)) ff_fail(r, "decoding failed: %s", averr(ret, eb, sizeof eb));
-        if (ret < 0) {
-            r->skipped++;
-            if (++failures > 1000)
-                ff_fail(r, "decoding failed repeatedly: %s", averr(ret, eb, sizeof eb));
-            continue;
-        }
-        failures = 0;
-        ff_on_frame(r);
-        av_frame_unref(r->frame);
-    }
-}
-
-static void ff_send(ff_reader *r, const AVPacket *pkt) {
-    char eb[AV_ERROR_MAX_STRING_SIZE];
-    int ret = avcodec_send_packet(r->dec, pkt);
-    if (ret == AVERROR(ENOMEM)) ff_fail(r, "decoding failed: %s", averr(ret, eb, sizeof eb));
-    if (ret < 0 && ret != AVERROR_EOF) r->skipped++; // a packet the decoder rejects
-    ff_drain(r);
+static void ff_frame_callback(void *r, AVFrame *frame) {
+    (void)frame; // r->in.frame
+    ff_on_frame(r);
 }
 
 // The best audio stream of path, decoded whole at its native rate and channel count and
 // mixed down to mono [*n_out] at *rate.
 static float *load_ffmpeg(const char *path, const char *sf_why, int64_t *n_out, int *rate) {
-    char eb[AV_ERROR_MAX_STRING_SIZE];
-    if (pthread_once(&ff_log_once, quiet_ffmpeg) != 0)
-        ag_fail("%s: cannot set up FFmpeg's logging", path);
+    ds_ff_quiet();
     ff_reader r;
     ff_open(&r, path, sf_why);
-    int ret;
-    while ((ret = av_read_frame(r.fmt, r.pkt)) >= 0) {
-        if (r.pkt->stream_index == r.stream) ff_send(&r, r.pkt);
-        av_packet_unref(r.pkt);
-    }
-    // Corrupt container data ends the readable part of the file, as in the ffmpeg tool;
-    // what was decoded until then is the audio. Other errors (I/O) are fatal.
-    if (ret != AVERROR_EOF && ret != AVERROR_INVALIDDATA)
-        ff_fail(&r, "read error: %s", averr(ret, eb, sizeof eb));
-    ff_send(&r, NULL); // flush the decoder's delayed frames
+    char why[512];
+    if (!ds_ff_decode_all(&r.in, ff_frame_callback, &r, why, sizeof why)) ff_fail(&r, "%s", why);
     if (r.n == 0)
         ff_fail(&r, "no decodable audio sample%s",
-                r.skipped ? " (every packet was rejected by the decoder)" : "");
+                r.in.skipped ? " (every packet was rejected by the decoder)" : "");
     ff_close(&r);
     *n_out = r.n, *rate = r.rate;
     return r.mono;

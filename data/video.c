@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,18 +17,7 @@
 #include <libswscale/swscale.h>
 
 #include "autograd/error.h"
-
-// FFmpeg logs to stderr by default; groundc reports its own one-line errors instead.
-static pthread_once_t g_log_once = PTHREAD_ONCE_INIT;
-static void quiet_ffmpeg(void) {
-    const char *env = getenv("GROUNDC_FFMPEG_LOG");
-    if (!env || !*env || !strcmp(env, "0")) av_log_set_level(AV_LOG_QUIET);
-}
-
-static const char *averr(int err, char *buf, size_t n) {
-    if (av_strerror(err, buf, n) < 0) snprintf(buf, n, "FFmpeg error %d", err);
-    return buf;
-}
+#include "data/ffmpeg.h"
 
 // ---------------------------------------------------------------------------------------
 // Reader. One open file; every failure closes it before ag_fail so that nothing leaks when a
@@ -37,14 +25,10 @@ static const char *averr(int err, char *buf, size_t n) {
 
 typedef struct {
     const char *path;
-    AVFormatContext *fmt;
-    AVCodecContext *dec;
-    AVPacket *pkt;
-    AVFrame *frame;
+    ds_ff_input in; // the file, its video stream and decoder
     struct SwsContext *sws;
     uint8_t *scaled; // RGB24 frame with its shortest side at S, before the centre crop
     int scaled_w, scaled_h, scaled_ls;
-    int stream;
     int rotation; // clockwise degrees (0, 90, 180, 270) the display matrix asks for
     // selection of the current pass
     int64_t N; // frame count the indices are computed from; 0 = count only
@@ -52,7 +36,6 @@ typedef struct {
     uint8_t *out;
     int next;        // next output slot to fill
     int64_t decoded; // frames received from the decoder this pass
-    int64_t skipped; // packets or frames the decoder rejected as invalid
     int first_w, first_h;
     // timestamps of this pass's frames (stream time base), for the duration
     int64_t ts_min, ts_max, ts_prev, dur_at_max;
@@ -63,10 +46,7 @@ static void vr_close(vreader *r) {
     sws_freeContext(r->sws);
     r->sws = NULL;
     av_freep(&r->scaled);
-    av_frame_free(&r->frame);
-    av_packet_free(&r->pkt);
-    avcodec_free_context(&r->dec);
-    avformat_close_input(&r->fmt);
+    ds_ff_close(&r->in);
 }
 
 __attribute__((noreturn, format(printf, 2, 3))) static void vr_fail(vreader *r, const char *fmt,
@@ -112,41 +92,25 @@ static int stream_rotation(const AVStream *st) {
 }
 
 static void vr_open(vreader *r, const char *path) {
-    char eb[AV_ERROR_MAX_STRING_SIZE];
+    char why[512];
     memset(r, 0, sizeof *r);
     r->path = path;
-    int ret = avformat_open_input(&r->fmt, path, NULL, NULL);
-    if (ret < 0) vr_fail(r, "cannot open video: %s", averr(ret, eb, sizeof eb));
+    ds_ff_status st = ds_ff_open(&r->in, path, AVMEDIA_TYPE_VIDEO, why, sizeof why);
     // A still picture (PNG, JPEG, ...) opens as a one-frame "video" of 1/25 s; every span
     // would then lie outside it. Said as what it is.
-    const char *demuxer = r->fmt->iformat->name;
+    const char *demuxer = r->in.fmt ? r->in.fmt->iformat->name : "";
     size_t dn = strlen(demuxer);
     if (!strcmp(demuxer, "image2") || (dn > 5 && !strcmp(demuxer + dn - 5, "_pipe")))
         vr_fail(r, "a still image, not a video (FFmpeg reads it as %s)", demuxer);
-    ret = avformat_find_stream_info(r->fmt, NULL);
-    if (ret < 0) vr_fail(r, "cannot read the stream layout: %s", averr(ret, eb, sizeof eb));
-    const AVCodec *codec = NULL;
-    ret = av_find_best_stream(r->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
-    if (ret == AVERROR_STREAM_NOT_FOUND) vr_fail(r, "no video stream");
-    if (ret < 0) vr_fail(r, "no decodable video stream: %s", averr(ret, eb, sizeof eb));
-    r->stream = ret;
-    AVStream *st = r->fmt->streams[ret];
+    if (st == DS_FF_CANNOT_OPEN) vr_fail(r, "cannot open video: %s", why);
+    if (st == DS_FF_NO_STREAM) vr_fail(r, "no video stream");
+    if (st != DS_FF_OK) vr_fail(r, "%s", why);
+    AVStream *stream = r->in.fmt->streams[r->in.stream];
     // Cover art of an audio file is a one-picture "video" stream; it is not a video.
-    if (st->disposition & AV_DISPOSITION_ATTACHED_PIC)
+    if (stream->disposition & AV_DISPOSITION_ATTACHED_PIC)
         vr_fail(r, "no video stream (only an attached picture)");
-    r->dec = avcodec_alloc_context3(codec);
-    if (!r->dec) vr_fail(r, "out of memory for a %s decoder", codec->name);
-    ret = avcodec_parameters_to_context(r->dec, st->codecpar);
-    if (ret < 0) vr_fail(r, "bad codec parameters: %s", averr(ret, eb, sizeof eb));
-    r->dec->pkt_timebase = st->time_base; // frame timestamps and durations in stream units
-    r->rotation = stream_rotation(st);
-    r->dec->thread_count = 0; // FFmpeg picks; the output is the same for any thread count
-    ret = avcodec_open2(r->dec, codec, NULL);
-    if (ret < 0)
-        vr_fail(r, "cannot open the %s decoder: %s", codec->name, averr(ret, eb, sizeof eb));
-    r->pkt = av_packet_alloc();
-    r->frame = av_frame_alloc();
-    if (!r->pkt || !r->frame) vr_fail(r, "out of memory for decoding");
+    r->rotation = stream_rotation(stream);
+    if (!ds_ff_open_decoder(&r->in, why, sizeof why)) vr_fail(r, "%s", why);
 }
 
 static int is_full_range_format(enum AVPixelFormat f) {
@@ -154,13 +118,13 @@ static int is_full_range_format(enum AVPixelFormat f) {
            f == AV_PIX_FMT_YUVJ440P || f == AV_PIX_FMT_YUVJ411P;
 }
 
-// Converts r->frame to RGB, shortest side to S (bicubic), centre crop S x S into dst. A rotated
+// Converts r->in.frame to RGB, shortest side to S (bicubic), centre crop S x S into dst. A rotated
 // stream is scaled in its coded orientation to the size that becomes the upright target, and
 // turned while cropping: luma as when turning first (decord, the ffmpeg tool) up to rounding;
 // subsampled chroma is interpolated where it is sited, so colour edges differ by a few levels.
 static void vr_convert(vreader *r, uint8_t *dst) {
     char eb[AV_ERROR_MAX_STRING_SIZE];
-    AVFrame *f = r->frame;
+    AVFrame *f = r->in.frame;
     int S = r->S, fw = f->width, fh = f->height;
     if (fw <= 0 || fh <= 0) vr_fail(r, "decoded frame of size %dx%d", fw, fh);
     int quarter = r->rotation == 90 || r->rotation == 270;
@@ -203,7 +167,7 @@ static void vr_convert(vreader *r, uint8_t *dst) {
         sws_scale(r->sws, (const uint8_t *const *)f->data, f->linesize, 0, fh, planes, strides);
     if (ret != sh)
         vr_fail(r, "frame conversion failed: %s",
-                ret < 0 ? averr(ret, eb, sizeof eb) : "short output");
+                ret < 0 ? ds_ff_error(ret, eb, sizeof eb) : "short output");
     int top = (nh - S) / 2, left = (nw - S) / 2;
     if (r->rotation == 0) {
         for (int y = 0; y < S; y++)
@@ -229,12 +193,12 @@ static void vr_convert(vreader *r, uint8_t *dst) {
 // One decoded frame: number it and fill every output slot that selects it.
 static void vr_on_frame(vreader *r) {
     int64_t j = r->decoded++;
-    if (j == 0) r->first_w = r->frame->width, r->first_h = r->frame->height;
-    int64_t ts = r->frame->best_effort_timestamp;
+    if (j == 0) r->first_w = r->in.frame->width, r->first_h = r->in.frame->height;
+    int64_t ts = r->in.frame->best_effort_timestamp;
 #if LIBAVUTIL_VERSION_MAJOR >= 58
-    int64_t dur = r->frame->duration;
+    int64_t dur = r->in.frame->duration;
 #else
-    int64_t dur = r->frame->pkt_duration;
+    int64_t dur = r->in.frame->pkt_duration;
 #endif
     if (ts == AV_NOPTS_VALUE || (j > 0 && ts < r->ts_prev)) r->ts_unusable = 1;
     if (!r->ts_unusable) {
@@ -255,70 +219,36 @@ static void vr_on_frame(vreader *r) {
     }
 }
 
-// Receives every frame the decoder has ready. A frame the decoder fails to produce is
-// skipped, as the ffmpeg tool does (decoders report corrupt data with assorted codes, even
-// -1); only running out of memory, or a decoder that keeps failing, stops the decode.
-static void vr_drain(vreader *r) {
-    char eb[AV_ERROR_MAX_STRING_SIZE];
-    int failures = 0;
-    for (;;) {
-        int ret = avcodec_receive_frame(r->dec, r->frame);
-        if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return;
-        if (ret == AVERROR(ENOMEM)) vr_fail(r, "decoding failed: %s", averr(ret, eb, sizeof eb));
-        if (ret < 0) {
-            r->skipped++;
-            if (++failures > 1000)
-                vr_fail(r, "decoding failed repeatedly: %s", averr(ret, eb, sizeof eb));
-            continue;
-        }
-        failures = 0;
-        vr_on_frame(r);
-        av_frame_unref(r->frame);
-    }
-}
-
-static void vr_send(vreader *r, const AVPacket *pkt) {
-    char eb[AV_ERROR_MAX_STRING_SIZE];
-    int ret = avcodec_send_packet(r->dec, pkt);
-    if (ret == AVERROR(ENOMEM)) vr_fail(r, "decoding failed: %s", averr(ret, eb, sizeof eb));
-    if (ret < 0 && ret != AVERROR_EOF) r->skipped++; // a packet the decoder rejects
-    vr_drain(r);
+static void vr_frame_callback(void *r, AVFrame *frame) {
+    (void)frame; // r->in.frame
+    vr_on_frame(r);
 }
 
 // Decodes the whole stream once, selecting frames for N (0: only count).
 static void vr_pass(vreader *r, int64_t N, int F, int S, uint8_t *out) {
-    char eb[AV_ERROR_MAX_STRING_SIZE];
     r->N = N, r->F = F, r->S = S, r->out = out;
-    r->next = 0, r->decoded = 0, r->skipped = 0;
+    r->next = 0, r->decoded = 0;
     r->ts_min = r->ts_max = r->ts_prev = r->dur_at_max = 0, r->ts_unusable = 0;
-    int ret;
-    while ((ret = av_read_frame(r->fmt, r->pkt)) >= 0) {
-        if (r->pkt->stream_index == r->stream) vr_send(r, r->pkt);
-        av_packet_unref(r->pkt);
-    }
-    // Corrupt container data ends the readable part of the file, as in the ffmpeg tool;
-    // what was decoded until then are the decodable frames. Other errors (I/O) are fatal.
-    if (ret != AVERROR_EOF && ret != AVERROR_INVALIDDATA)
-        vr_fail(r, "read error: %s", averr(ret, eb, sizeof eb));
-    vr_send(r, NULL); // flush the decoder's delayed frames
+    char why[512];
+    if (!ds_ff_decode_all(&r->in, vr_frame_callback, r, why, sizeof why)) vr_fail(r, "%s", why);
 }
 
 void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *info) {
-    pthread_once(&g_log_once, quiet_ffmpeg);
+    ds_ff_quiet();
     if (F <= 0 || S <= 0) ag_fail("%s: bad video sampling (%d frames of %dx%d)", path, F, S, S);
     vreader r;
     vr_open(&r, path);
-    AVStream *st = r.fmt->streams[r.stream];
-    AVRational rate = av_guess_frame_rate(r.fmt, st, NULL);
+    AVStream *st = r.in.fmt->streams[r.in.stream];
+    AVRational rate = av_guess_frame_rate(r.in.fmt, st, NULL);
     double fps = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0.0;
     // The duration the headers state (mp4, mkv, avi; libavformat's estimates from the bit rate
     // or the first and last timestamps are left out): a fallback, and the first pass's guess.
     double stated = 0.0;
-    if (r.fmt->duration_estimation_method == AVFMT_DURATION_FROM_STREAM) {
+    if (r.in.fmt->duration_estimation_method == AVFMT_DURATION_FROM_STREAM) {
         if (st->duration != AV_NOPTS_VALUE && st->duration > 0)
             stated = st->duration * av_q2d(st->time_base);
-        else if (r.fmt->duration != AV_NOPTS_VALUE && r.fmt->duration > 0)
-            stated = r.fmt->duration / (double)AV_TIME_BASE;
+        else if (r.in.fmt->duration != AV_NOPTS_VALUE && r.in.fmt->duration > 0)
+            stated = r.in.fmt->duration / (double)AV_TIME_BASE;
     }
     // Frame count to select with in the first pass: the container's, else duration x rate.
     // Either is only a guess that the decode verifies.
@@ -330,7 +260,7 @@ void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *
     int64_t N = r.decoded;
     if (N == 0)
         vr_fail(&r, "no decodable video frame%s",
-                r.skipped ? " (every packet was rejected by the decoder)" : "");
+                r.in.skipped ? " (every packet was rejected by the decoder)" : "");
     if (N != guess) {
         // The guess was absent or wrong: decode again with the true N.
         int w = r.first_w, h = r.first_h;
@@ -349,7 +279,7 @@ void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *
     // selected: a file cut short, audio that outlasts the video, a leading gap or negative
     // timestamps leave it right, and variable frame rates need no rate. Without usable
     // timestamps: the stated duration, else N / frame rate, else libavformat's estimate.
-    double tb = av_q2d(r.fmt->streams[r.stream]->time_base), duration = 0.0;
+    double tb = av_q2d(r.in.fmt->streams[r.in.stream]->time_base), duration = 0.0;
     if (!r.ts_unusable && tb > 0.0) {
         double last = r.dur_at_max > 0 ? r.dur_at_max * tb
                       : fps > 0.0      ? 1.0 / fps
@@ -359,8 +289,8 @@ void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *
     }
     if (duration <= 0.0) duration = stated;
     if (duration <= 0.0 && fps > 0.0) duration = (double)N / fps;
-    if (duration <= 0.0 && r.fmt->duration != AV_NOPTS_VALUE && r.fmt->duration > 0)
-        duration = r.fmt->duration / (double)AV_TIME_BASE; // an estimate is better than none
+    if (duration <= 0.0 && r.in.fmt->duration != AV_NOPTS_VALUE && r.in.fmt->duration > 0)
+        duration = r.in.fmt->duration / (double)AV_TIME_BASE; // an estimate is better than none
     if (duration <= 0.0) vr_fail(&r, "duration unknown (no timestamps, none in the headers)");
     if (info) {
         info->n_decoded = N;
@@ -370,7 +300,7 @@ void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *
         info->height = r.first_h;
         info->rotation = r.rotation;
         info->passes = passes;
-        info->skipped = r.skipped;
+        info->skipped = r.in.skipped;
     }
     vr_close(&r);
 }
@@ -417,22 +347,22 @@ __attribute__((noreturn, format(printf, 2, 3))) static void vw_fail(vwriter *w, 
 static void vw_encode(vwriter *w, const AVFrame *frame) {
     char eb[AV_ERROR_MAX_STRING_SIZE];
     int ret = avcodec_send_frame(w->enc, frame);
-    if (ret < 0) vw_fail(w, "encoding failed: %s", averr(ret, eb, sizeof eb));
+    if (ret < 0) vw_fail(w, "encoding failed: %s", ds_ff_error(ret, eb, sizeof eb));
     for (;;) {
         ret = avcodec_receive_packet(w->enc, w->pkt);
         if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return;
-        if (ret < 0) vw_fail(w, "encoding failed: %s", averr(ret, eb, sizeof eb));
+        if (ret < 0) vw_fail(w, "encoding failed: %s", ds_ff_error(ret, eb, sizeof eb));
         if (w->pkt->duration == 0) w->pkt->duration = 1; // one frame, in the codec's time base
         av_packet_rescale_ts(w->pkt, w->enc->time_base, w->st->time_base);
         w->pkt->stream_index = w->st->index;
         ret = av_interleaved_write_frame(w->oc, w->pkt); // takes the packet's reference
-        if (ret < 0) vw_fail(w, "cannot write a packet: %s", averr(ret, eb, sizeof eb));
+        if (ret < 0) vw_fail(w, "cannot write a packet: %s", ds_ff_error(ret, eb, sizeof eb));
     }
 }
 
 void ds_video_write(const char *path, const uint8_t *frames_rgb, int n_frames, int width,
                     int height, double fps) {
-    pthread_once(&g_log_once, quiet_ffmpeg);
+    ds_ff_quiet();
     char eb[AV_ERROR_MAX_STRING_SIZE];
     vwriter w = {.path = path};
     if (n_frames <= 0 || width <= 0 || height <= 0 || (width | height) & 1)
@@ -449,7 +379,7 @@ void ds_video_write(const char *path, const uint8_t *frames_rgb, int n_frames, i
     snprintf(w.tmp, n, "%s.tmp", path);
     int ret = avformat_alloc_output_context2(&w.oc, of, NULL, w.tmp);
     if (ret < 0 || !w.oc)
-        vw_fail(&w, "cannot set up the %s muxer: %s", of->name, averr(ret, eb, sizeof eb));
+        vw_fail(&w, "cannot set up the %s muxer: %s", of->name, ds_ff_error(ret, eb, sizeof eb));
     // MPEG-4 part 2: FFmpeg's own encoder, present in every libavcodec (no libx264 needed).
     const AVCodec *codec = avcodec_find_encoder(AV_CODEC_ID_MPEG4);
     if (!codec) vw_fail(&w, "this libavcodec has no MPEG-4 part 2 encoder");
@@ -473,17 +403,17 @@ void ds_video_write(const char *path, const uint8_t *frames_rgb, int n_frames, i
     w.enc->colorspace = AVCOL_SPC_SMPTE170M;
     if (w.oc->oformat->flags & AVFMT_GLOBALHEADER) w.enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
     ret = avcodec_open2(w.enc, codec, NULL);
-    if (ret < 0) vw_fail(&w, "cannot open the mpeg4 encoder: %s", averr(ret, eb, sizeof eb));
+    if (ret < 0) vw_fail(&w, "cannot open the mpeg4 encoder: %s", ds_ff_error(ret, eb, sizeof eb));
     ret = avcodec_parameters_from_context(w.st->codecpar, w.enc);
-    if (ret < 0) vw_fail(&w, "cannot set stream parameters: %s", averr(ret, eb, sizeof eb));
+    if (ret < 0) vw_fail(&w, "cannot set stream parameters: %s", ds_ff_error(ret, eb, sizeof eb));
     w.st->time_base = w.enc->time_base;
     w.st->avg_frame_rate = rate;
     if (!(of->flags & AVFMT_NOFILE)) {
         ret = avio_open(&w.oc->pb, w.tmp, AVIO_FLAG_WRITE);
-        if (ret < 0) vw_fail(&w, "cannot create %s: %s", w.tmp, averr(ret, eb, sizeof eb));
+        if (ret < 0) vw_fail(&w, "cannot create %s: %s", w.tmp, ds_ff_error(ret, eb, sizeof eb));
     }
     ret = avformat_write_header(w.oc, NULL);
-    if (ret < 0) vw_fail(&w, "cannot write the header: %s", averr(ret, eb, sizeof eb));
+    if (ret < 0) vw_fail(&w, "cannot write the header: %s", ds_ff_error(ret, eb, sizeof eb));
     w.sws = sws_getContext(width, height, AV_PIX_FMT_RGB24, width, height, AV_PIX_FMT_YUV420P,
                            SWS_BICUBIC | SWS_ACCURATE_RND, NULL, NULL, NULL);
     if (!w.sws) vw_fail(&w, "cannot set up RGB -> yuv420p conversion");
@@ -491,11 +421,11 @@ void ds_video_write(const char *path, const uint8_t *frames_rgb, int n_frames, i
     w.frame->width = width;
     w.frame->height = height;
     ret = av_frame_get_buffer(w.frame, 0);
-    if (ret < 0) vw_fail(&w, "cannot allocate a frame: %s", averr(ret, eb, sizeof eb));
+    if (ret < 0) vw_fail(&w, "cannot allocate a frame: %s", ds_ff_error(ret, eb, sizeof eb));
     size_t bytes = (size_t)width * height * 3;
     for (int i = 0; i < n_frames; i++) {
         ret = av_frame_make_writable(w.frame);
-        if (ret < 0) vw_fail(&w, "cannot allocate a frame: %s", averr(ret, eb, sizeof eb));
+        if (ret < 0) vw_fail(&w, "cannot allocate a frame: %s", ds_ff_error(ret, eb, sizeof eb));
         const uint8_t *src[4] = {frames_rgb + (size_t)i * bytes, NULL, NULL, NULL};
         int src_ls[4] = {width * 3, 0, 0, 0};
         ret = sws_scale(w.sws, src, src_ls, 0, height, w.frame->data, w.frame->linesize);
@@ -505,10 +435,10 @@ void ds_video_write(const char *path, const uint8_t *frames_rgb, int n_frames, i
     }
     vw_encode(&w, NULL); // flush
     ret = av_write_trailer(w.oc);
-    if (ret < 0) vw_fail(&w, "cannot finish the file: %s", averr(ret, eb, sizeof eb));
+    if (ret < 0) vw_fail(&w, "cannot finish the file: %s", ds_ff_error(ret, eb, sizeof eb));
     if (w.oc->pb) {
         ret = avio_closep(&w.oc->pb);
-        if (ret < 0) vw_fail(&w, "cannot close %s: %s", w.tmp, averr(ret, eb, sizeof eb));
+        if (ret < 0) vw_fail(&w, "cannot close %s: %s", w.tmp, ds_ff_error(ret, eb, sizeof eb));
     }
     vw_close(&w);
     if (rename(w.tmp, path) != 0) {
