@@ -4,20 +4,32 @@
 //   - resize with PIL's bicubic resample (antialiased, a = -0.5, 8-bit fixed point), bit-exact;
 //   - write PNG files (for the synthetic data generator).
 // Decoding follows PIL's Image.open(path).convert("RGB"):
-//   - EXIF orientation is ignored (PIL does not apply it unless asked to);
-//   - alpha is dropped without compositing (grey+alpha, RGBA, palette transparency);
+//   - the format is taken from the leading bytes (PIL's signatures), not the file's name; other
+//     formats PIL reads (GIF, WebP, BMP, TIFF, ...) are refused, naming the format;
+//   - EXIF orientation is ignored (PIL does not apply it unless asked to, and the reference
+//     does not ask); so are ICC profiles, gAMA, sRGB and cHRM (no colour management);
+//   - alpha is dropped without compositing (grey+alpha, RGBA, tRNS);
+//   - palette indices that the PLTE chunk does not define read as PIL's grey ramp (i, i, i);
 //   - 16-bit samples keep their high byte (PIL's "RGB;16B" unpacking). For 16-bit *grey* PNGs
 //     PIL opens an "I" image and convert("RGB") clips it to 0..255 (nearly all white); groundc
 //     keeps the high byte instead, deliberately;
 //   - CMYK/YCCK JPEGs: decoded to CMYK by libjpeg, inverted when an Adobe marker says the
 //     samples are stored inverted (the Photoshop convention, i.e. nearly every CMYK JPEG),
 //     then R = (255 - C)(255 - K)/255 etc. with PIL's rounding (no colour management). PIL
-//     inverts every CMYK JPEG, marker or not, so the rare one without the marker differs.
-// Memory: the file's bytes, the decoded image and the padded square are held at once (a
-// 32768 x 32768 image would need about 6 GiB).
-// Every failure (missing file, empty, truncated or corrupt data, unsupported format, a side
-// larger than DS_IMAGE_MAX_SIDE) is a one-line ag_fail naming the file; libjpeg and libpng
-// errors are caught (setjmp/longjmp) and turned into such messages.
+//     inverts every CMYK JPEG, marker or not, so the rare one without the marker differs;
+//   - damage: a JPEG that ends early is refused, as by PIL (which needs LOAD_TRUNCATED_IMAGES
+//     to accept it); damaged JPEG entropy data decodes as libjpeg (hence PIL) decodes it. A
+//     PNG is accepted once its last row is decoded, whatever follows (PIL reads no further):
+//     a file cut after its pixel data, a bad IDAT CRC or no IEND loads; a PNG cut before its
+//     last row is refused. A bad CRC in an ancillary chunk before the pixel data (PIL
+//     refuses the file) is only a libpng warning: the file loads.
+// Memory: the file's bytes and the decoded image are held at once; ds_image_load pads and
+// resizes without making the padded square. Images of more than DS_IMAGE_MAX_PIXELS pixels
+// (PIL's decompression bomb limit) or DS_IMAGE_MAX_SIDE per side are refused before any
+// pixel memory is allocated; files larger than DS_IMAGE_MAX_FILE_BYTES are not read.
+// Every failure (missing file, empty, truncated or corrupt data, unsupported format, too
+// large) is a one-line ag_fail naming the file; libjpeg and libpng errors are caught
+// (setjmp/longjmp) and turned into such messages.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -26,7 +38,12 @@
 extern "C" {
 #endif
 
-#define DS_IMAGE_MAX_SIDE 32768
+// PIL raises DecompressionBombError above 2 * Image.MAX_IMAGE_PIXELS = 2 * 89478485 pixels.
+#define DS_IMAGE_MAX_PIXELS 178956970
+// Any JPEG side (at most 65500) fits; a longer side would make the reference pad to a square
+// of more than 12 GB.
+#define DS_IMAGE_MAX_SIDE       65535
+#define DS_IMAGE_MAX_FILE_BYTES ((int64_t)2 << 30)
 
 // CLIP mean colour as LLaVA pads with it: tuple(int(x * 255) for x in image_mean).
 #define DS_CLIP_MEAN_R 122
