@@ -229,10 +229,11 @@ static void ff_open(ff_reader *r, const char *path, const char *sf_why) {
     if (st != DS_FF_OK || !ds_ff_open_decoder(&r->in, why, sizeof why)) ff_fail(r, "%s", why);
 }
 
-// One decoded frame: to interleaved float with swresample, then mixed down onto r->mono.
-static void ff_on_frame(ff_reader *r) {
+// One decoded frame (ds_ff_decode_all's callback): to interleaved float with swresample, then
+// mixed down onto r->mono.
+static void ff_on_frame(void *ctx, AVFrame *f) {
+    ff_reader *r = ctx;
     char eb[AV_ERROR_MAX_STRING_SIZE];
-    const AVFrame *f = r->in.frame;
     if (f->nb_samples <= 0) return;
     const int ch = f->ch_layout.nb_channels;
     if (ch < 1 || f->sample_rate < 1)
@@ -278,11 +279,6 @@ static void ff_on_frame(ff_reader *r) {
         ff_fail(r, "out of memory decoding audio");
 }
 
-static void ff_frame_callback(void *r, AVFrame *frame) {
-    (void)frame; // r->in.frame
-    ff_on_frame(r);
-}
-
 // The best audio stream of path, decoded whole at its native rate and channel count and
 // mixed down to mono [*n_out] at *rate.
 static float *load_ffmpeg(const char *path, const char *sf_why, int64_t *n_out, int *rate) {
@@ -290,7 +286,7 @@ static float *load_ffmpeg(const char *path, const char *sf_why, int64_t *n_out, 
     ff_reader r;
     ff_open(&r, path, sf_why);
     char why[512];
-    if (!ds_ff_decode_all(&r.in, ff_frame_callback, &r, why, sizeof why)) ff_fail(&r, "%s", why);
+    if (!ds_ff_decode_all(&r.in, ff_on_frame, &r, why, sizeof why)) ff_fail(&r, "%s", why);
     if (r.n == 0)
         ff_fail(&r, "no decodable audio sample%s",
                 r.in.skipped ? " (every packet was rejected by the decoder)" : "");

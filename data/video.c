@@ -37,8 +37,9 @@ typedef struct {
     int next;        // next output slot to fill
     int64_t decoded; // frames received from the decoder this pass
     int first_w, first_h;
-    // timestamps of this pass's frames (stream time base), for the duration
-    int64_t ts_min, ts_max, ts_prev, dur_at_max;
+    // first and last timestamps of this pass's frames and the last one's duration (stream
+    // time base), for the duration
+    int64_t ts_first, ts_last, dur_last;
     int ts_unusable; // a frame without a timestamp, or one earlier than its predecessor
 } vreader;
 
@@ -118,13 +119,12 @@ static int is_full_range_format(enum AVPixelFormat f) {
            f == AV_PIX_FMT_YUVJ440P || f == AV_PIX_FMT_YUVJ411P;
 }
 
-// Converts r->in.frame to RGB, shortest side to S (bicubic), centre crop S x S into dst. A rotated
+// Converts frame f to RGB, shortest side to S (bicubic), centre crop S x S into dst. A rotated
 // stream is scaled in its coded orientation to the size that becomes the upright target, and
 // turned while cropping: luma as when turning first (decord, the ffmpeg tool) up to rounding;
 // subsampled chroma is interpolated where it is sited, so colour edges differ by a few levels.
-static void vr_convert(vreader *r, uint8_t *dst) {
+static void vr_convert(vreader *r, const AVFrame *f, uint8_t *dst) {
     char eb[AV_ERROR_MAX_STRING_SIZE];
-    AVFrame *f = r->in.frame;
     int S = r->S, fw = f->width, fh = f->height;
     if (fw <= 0 || fh <= 0) vr_fail(r, "decoded frame of size %dx%d", fw, fh);
     int quarter = r->rotation == 90 || r->rotation == 270;
@@ -190,21 +190,23 @@ static void vr_convert(vreader *r, uint8_t *dst) {
     }
 }
 
-// One decoded frame: number it and fill every output slot that selects it.
-static void vr_on_frame(vreader *r) {
+// One decoded frame (ds_ff_decode_all's callback): number it, follow the timestamps and fill
+// every output slot that selects it.
+static void vr_on_frame(void *ctx, AVFrame *f) {
+    vreader *r = ctx;
     int64_t j = r->decoded++;
-    if (j == 0) r->first_w = r->in.frame->width, r->first_h = r->in.frame->height;
-    int64_t ts = r->in.frame->best_effort_timestamp;
+    if (j == 0) r->first_w = f->width, r->first_h = f->height;
+    int64_t ts = f->best_effort_timestamp;
 #if LIBAVUTIL_VERSION_MAJOR >= 58
-    int64_t dur = r->in.frame->duration;
+    int64_t dur = f->duration;
 #else
-    int64_t dur = r->in.frame->pkt_duration;
+    int64_t dur = f->pkt_duration;
 #endif
-    if (ts == AV_NOPTS_VALUE || (j > 0 && ts < r->ts_prev)) r->ts_unusable = 1;
+    // Presentation order: once a timestamp is missing or goes back, none is trusted.
+    if (ts == AV_NOPTS_VALUE || (j > 0 && ts < r->ts_last)) r->ts_unusable = 1;
     if (!r->ts_unusable) {
-        if (j == 0 || ts < r->ts_min) r->ts_min = ts;
-        if (j == 0 || ts >= r->ts_max) r->ts_max = ts, r->dur_at_max = dur > 0 ? dur : 0;
-        r->ts_prev = ts;
+        if (j == 0) r->ts_first = ts;
+        r->ts_last = ts, r->dur_last = dur > 0 ? dur : 0;
     }
     if (!r->N) return;
     size_t bytes = (size_t)r->S * r->S * 3;
@@ -212,25 +214,20 @@ static void vr_on_frame(vreader *r) {
     while (r->next < r->F && ds_video_frame_index(r->next, r->N, r->F) == j) {
         uint8_t *slot = r->out + (size_t)r->next * bytes;
         if (first < 0)
-            vr_convert(r, slot), first = r->next;
+            vr_convert(r, f, slot), first = r->next;
         else
             memcpy(slot, r->out + (size_t)first * bytes, bytes); // N < F: repeated frame
         r->next++;
     }
 }
 
-static void vr_frame_callback(void *r, AVFrame *frame) {
-    (void)frame; // r->in.frame
-    vr_on_frame(r);
-}
-
 // Decodes the whole stream once, selecting frames for N (0: only count).
 static void vr_pass(vreader *r, int64_t N, int F, int S, uint8_t *out) {
     r->N = N, r->F = F, r->S = S, r->out = out;
     r->next = 0, r->decoded = 0;
-    r->ts_min = r->ts_max = r->ts_prev = r->dur_at_max = 0, r->ts_unusable = 0;
+    r->ts_first = r->ts_last = r->dur_last = 0, r->ts_unusable = 0;
     char why[512];
-    if (!ds_ff_decode_all(&r->in, vr_frame_callback, r, why, sizeof why)) vr_fail(r, "%s", why);
+    if (!ds_ff_decode_all(&r->in, vr_on_frame, r, why, sizeof why)) vr_fail(r, "%s", why);
 }
 
 void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *info) {
@@ -281,11 +278,12 @@ void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *
     // timestamps: the stated duration, else N / frame rate, else libavformat's estimate.
     double tb = av_q2d(r.in.fmt->streams[r.in.stream]->time_base), duration = 0.0;
     if (!r.ts_unusable && tb > 0.0) {
-        double last = r.dur_at_max > 0 ? r.dur_at_max * tb
-                      : fps > 0.0      ? 1.0 / fps
-                      : N > 1          ? (double)(r.ts_max - r.ts_min) * tb / (double)(N - 1)
-                                       : 0.0;
-        duration = (double)(r.ts_max - r.ts_min) * tb + last;
+        double span = (double)(r.ts_last - r.ts_first) * tb;
+        double last = r.dur_last > 0 ? r.dur_last * tb
+                      : fps > 0.0    ? 1.0 / fps
+                      : N > 1        ? span / (double)(N - 1)
+                                     : 0.0;
+        duration = span + last;
     }
     if (duration <= 0.0) duration = stated;
     if (duration <= 0.0 && fps > 0.0) duration = (double)N / fps;
