@@ -4,12 +4,72 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "autograd/error.h"
+
+char *ds_read_file_max(const char *path, size_t max, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) ag_fail("%s: cannot open: %s", path, strerror(errno));
+    if (max > SIZE_MAX - 2) max = SIZE_MAX - 2;
+    // cap: bytes the buffer holds, the NUL included; reading stops once a read returns none,
+    // so a regular file of known size takes one allocation: its bytes, the byte the read
+    // that sees the end has room for, the NUL
+    size_t cap = 1 << 16, len = 0;
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode)) {
+        if ((uint64_t)st.st_size > max) {
+            fclose(f);
+            ag_fail("%s: file too large (%lld bytes, limit %zu)", path, (long long)st.st_size, max);
+        }
+        cap = (size_t)st.st_size + 2;
+    }
+    char *buf = malloc(cap);
+    if (!buf) {
+        fclose(f);
+        ag_fail("%s: out of memory reading the file (%zu bytes)", path, cap);
+    }
+    for (;;) {
+        if (len + 1 >= cap) {
+            if (len > max) {
+                free(buf);
+                fclose(f);
+                ag_fail("%s: file too large (more than %zu bytes)", path, max);
+            }
+            // grown to one byte past the limit at most: reading that byte fails above
+            size_t want = cap - 1 > max / 2 ? max + 2 : cap * 2;
+            char *b = realloc(buf, want);
+            if (!b) {
+                free(buf);
+                fclose(f);
+                ag_fail("%s: out of memory reading the file (%zu bytes so far)", path, len);
+            }
+            buf = b;
+            cap = want;
+        }
+        size_t got = fread(buf + len, 1, cap - 1 - len, f);
+        len += got;
+        if (got == 0) break;
+    }
+    int err = ferror(f) ? errno : 0;
+    fclose(f);
+    if (err) {
+        free(buf);
+        ag_fail("%s: read error: %s", path, strerror(err));
+    }
+    buf[len] = 0;
+    if (n) *n = len;
+    return buf;
+}
+
+char *ds_read_file(const char *path, size_t *n) {
+    return ds_read_file_max(path, SIZE_MAX, n);
+}
 
 void ds_make_dirs(const char *path) {
     char buf[PATH_MAX];

@@ -7,73 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <jpeglib.h>
 #include <jerror.h>
 #include <png.h>
 
 #include "autograd/error.h"
-
-// ---------------------------------------------------------------------------------------
-// Reading a whole file: both decoders then work from memory, and the format is decided by
-// the first bytes, never by the extension.
-
-static uint8_t *read_file(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) ag_fail("%s: cannot open image: %s", path, strerror(errno));
-    // A regular file's size is known: one allocation, no doubling. Anything else (a pipe, a
-    // device such as /dev/zero) is read in growing steps up to the same limit.
-    struct stat st;
-    size_t cap = 1 << 16, n = 0;
-    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode)) {
-        if ((uint64_t)st.st_size > DS_IMAGE_MAX_FILE_BYTES) {
-            fclose(f);
-            ag_fail("%s: image file too large (%lld bytes, limit %lld)", path,
-                    (long long)st.st_size, (long long)DS_IMAGE_MAX_FILE_BYTES);
-        }
-        cap = (size_t)st.st_size + 1; // + 1: the end of file is seen without a realloc
-    }
-    uint8_t *buf = malloc(cap);
-    if (!buf) {
-        fclose(f);
-        ag_fail("%s: out of memory reading image (%zu bytes)", path, cap);
-    }
-    for (;;) {
-        if (n == cap) {
-            if (cap > DS_IMAGE_MAX_FILE_BYTES) {
-                free(buf);
-                fclose(f);
-                ag_fail("%s: image file too large (more than %lld bytes)", path,
-                        (long long)DS_IMAGE_MAX_FILE_BYTES);
-            }
-            // Grown to one byte past the limit at most: reading that byte fails above.
-            size_t want = cap * 2 > (size_t)DS_IMAGE_MAX_FILE_BYTES + 1
-                              ? (size_t)DS_IMAGE_MAX_FILE_BYTES + 1
-                              : cap * 2;
-            uint8_t *bigger = realloc(buf, want);
-            if (!bigger) {
-                free(buf);
-                fclose(f);
-                ag_fail("%s: out of memory reading image (%zu bytes so far)", path, n);
-            }
-            buf = bigger;
-            cap = want;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) break;
-    }
-    int bad = ferror(f);
-    int saved = errno;
-    fclose(f);
-    if (bad) {
-        free(buf);
-        ag_fail("%s: read error: %s", path, strerror(saved));
-    }
-    *size = n;
-    return buf;
-}
+#include "data/files.h"
 
 // PIL's decompression-bomb rule (more than DS_IMAGE_MAX_PIXELS refused) plus our side limit.
 static int size_ok(uint64_t w, uint64_t h) {
@@ -458,7 +398,9 @@ uint8_t *ds_image_decode_memory(const void *data, size_t size, const char *name,
 
 uint8_t *ds_image_decode_file(const char *path, int *w, int *h) {
     size_t size;
-    uint8_t *data = read_file(path, &size);
+    // the whole file: both decoders work from memory, and the format is decided by the
+    // first bytes, never by the extension
+    uint8_t *data = (uint8_t *)ds_read_file_max(path, (size_t)DS_IMAGE_MAX_FILE_BYTES, &size);
     char why[512];
     uint8_t *rgb = decode_any(data, size, w, h, why, sizeof why);
     free(data);

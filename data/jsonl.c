@@ -9,43 +9,9 @@
 #include <string.h>
 
 #include "autograd/error.h"
+#include "data/files.h"
 #include "data/grounding.h"
 #include "data/shard.h"
-
-char *ds_read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) ag_fail("%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        fclose(f);
-        ag_fail("%s: out of memory reading the file", path);
-    }
-    for (;;) {
-        if (len + 1 >= cap) {
-            char *b = cap < SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-            if (!b) {
-                free(buf);
-                fclose(f);
-                ag_fail("%s: out of memory reading the file (%zu bytes so far)", path, len);
-            }
-            buf = b;
-            cap *= 2;
-        }
-        size_t got = fread(buf + len, 1, cap - 1 - len, f);
-        len += got;
-        if (got == 0) break;
-    }
-    int err = ferror(f) ? errno : 0;
-    fclose(f);
-    if (err) {
-        free(buf);
-        ag_fail("%s: read error: %s", path, strerror(err));
-    }
-    buf[len] = 0;
-    if (n) *n = len;
-    return buf;
-}
 
 // 1-based line and column of byte offset `at` in text.
 static void line_col(const char *text, size_t at, int64_t *line, int64_t *col) {

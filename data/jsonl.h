@@ -75,10 +75,6 @@ bool ds_json_sample_turns(const cJSON *obj, int *task, ds_turn **turns, int *n, 
 // for one exchange, more exchanges are a conversation).
 int ds_infer_task(const ds_turn *turns, int n, bool has_video, bool has_audio);
 
-// Reads a whole file into a malloc'd NUL-terminated buffer (length in *n, may be NULL);
-// fails naming the file.
-char *ds_read_file(const char *path, size_t *n);
-
 // One custom grounding record, checked for shape (types, counts, finite numbers).
 typedef struct {
     ds_media_kind kind; // DS_MEDIA_IMAGE: box; DS_MEDIA_VIDEO / DS_MEDIA_AUDIO: span

@@ -14,6 +14,7 @@
 #include <jpeglib.h>
 
 #include "autograd/error.h"
+#include "data/files.h"
 #include "data/grounding.h"
 #include "data/image.h"
 #include "testlib.h"
@@ -339,6 +340,25 @@ static void test_errors(void) {
 
 // ds_image_load pads and resizes without making the padded square: the bytes must be those of
 // ds_image_pad_square then ds_image_resize_bicubic (checked against PIL in test_against_pil).
+// The whole-file read images go through (data/files.h): a regular file in one piece with a
+// NUL after it, refused past the limit by its size; a device read in growing steps until the
+// limit is passed.
+static void test_read_limit(void) {
+    char p[512];
+    path_in(p, sizeof p, "hundred.bin");
+    FILE *f = fopen(p, "wb");
+    for (int i = 0; i < 100; i++) fputc('a' + i % 26, f);
+    fclose(f);
+    size_t n = 0;
+    char *text = ds_read_file_max(p, 100, &n);
+    TL_CHECK(n == 100 && text[0] == 'a' && text[99] == 'a' + 99 % 26 && text[100] == 0,
+             "a 100-byte file under a 100-byte limit: %zu bytes", n);
+    free(text);
+    TL_EXPECT_FAIL_SHOWN(ds_read_file_max(p, 99, &n), p, "too large", "100 bytes");
+    TL_EXPECT_FAIL_SHOWN(ds_read_file_max("/dev/zero", 100000, &n), "/dev/zero", "too large",
+                         "more than 100000 bytes");
+}
+
 static void test_load_equals_pad_then_resize(void) {
     static const int cases[][3] = {{37, 19, 24},    {19, 37, 24},    {50, 50, 24}, {8, 100, 336},
                                    {100, 8, 336},   {1, 1, 5},       {1, 40, 16},  {40, 1, 16},
@@ -528,6 +548,7 @@ static void test_against_pil(void) {
 int main(void) {
     tl_temp_dir(g_dir, sizeof g_dir, "image");
     test_errors();
+    test_read_limit();
     test_pad_and_boxes();
     test_load_equals_pad_then_resize();
     write_libjpeg_variants();

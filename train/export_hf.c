@@ -34,7 +34,7 @@
 #include "autograd/error.h"
 #include "autograd/safetensors.h"
 #include "data/audio.h"
-#include "data/jsonl.h"
+#include "data/files.h"
 #include "data/template.h"
 #include "train/export.h"
 

@@ -10,7 +10,7 @@
 #include "autograd/context.h"
 #include "autograd/error.h"
 #include "autograd/torch_file.h"
-#include "data/jsonl.h"
+#include "data/files.h"
 #include "train/model_config.h"
 #include "train/train_config.h"
 

@@ -11,7 +11,7 @@
 
 #include "autograd/error.h"
 #include "autograd/torch_file.h"
-#include "data/jsonl.h"
+#include "data/files.h"
 #include "data/manifest.h"
 #include "data/shard.h"
 #include "train/import.h"
