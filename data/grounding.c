@@ -30,6 +30,15 @@ ds_box ds_box_from_square(ds_box n, int w, int h) {
                     fmin(fmax(y2, 0), h)};
 }
 
+ds_span ds_span_to_timeline(ds_span t, ds_timeline tl) {
+    return (ds_span){clamp01((t.t1 - tl.start) / tl.duration),
+                     clamp01((t.t2 - tl.start) / tl.duration)};
+}
+
+ds_span ds_span_from_timeline(ds_span n, ds_timeline tl) {
+    return (ds_span){tl.start + n.t1 * tl.duration, tl.start + n.t2 * tl.duration};
+}
+
 char *ds_format_box(ds_box b, char *buf, size_t n) {
     snprintf(buf, n, "[%.3f, %.3f, %.3f, %.3f]", b.x1, b.y1, b.x2, b.y2);
     return buf;

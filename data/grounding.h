@@ -15,10 +15,22 @@ typedef struct {
     double t1, t2;
 } ds_span;
 
+// Where a medium's samples sit on its file's timeline, in seconds: the first decoded video
+// frame (or audio sample) is `start` seconds after the file's start and they last `duration`.
+// Spans are normalised to this part: 0 is the first frame, 1 the end of the last, which is
+// what the model sees; annotations and answers in seconds count from the file's start, as
+// players and ffprobe do.
+typedef struct {
+    double start, duration;
+} ds_timeline;
+
 // A box in pixels of a w x h image -> normalised to the padded square, clamped to [0, 1].
 ds_box ds_box_to_square(ds_box pixels, int w, int h);
 // The inverse: normalised square coordinates -> pixels of the original image, clamped.
 ds_box ds_box_from_square(ds_box norm, int w, int h);
+// A span in seconds of the file -> normalised to the timeline, clamped to [0, 1]; and back.
+ds_span ds_span_to_timeline(ds_span seconds, ds_timeline tl);
+ds_span ds_span_from_timeline(ds_span norm, ds_timeline tl);
 // Writes "[0.123, 0.456, 0.789, 0.912]" / "{0.09, 0.15}"; returns buf.
 char *ds_format_box(ds_box b, char *buf, size_t n);
 char *ds_format_span(ds_span s, char *buf, size_t n);

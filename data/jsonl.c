@@ -393,7 +393,7 @@ static char *format_alloc(const char *fmt, ...) {
     return s;
 }
 
-bool ds_grounding_conversation(const ds_grounding_record *r, int width, int height, double duration,
+bool ds_grounding_conversation(const ds_grounding_record *r, int width, int height, ds_timeline tl,
                                char **question, char **answer, char *err, size_t err_size) {
     *question = *answer = NULL;
     char buf[128];
@@ -416,16 +416,24 @@ bool ds_grounding_conversation(const ds_grounding_record *r, int width, int heig
         ds_format_box(ds_box_to_square(px, width, height), buf, sizeof buf);
     } else {
         const char *what = r->kind == DS_MEDIA_VIDEO ? "video" : "audio";
-        if (!(duration > 0))
+        if (!(tl.duration > 0) || !(tl.start >= 0))
             return fail(err, err_size, "the %s has no duration to normalise the span by", what);
         if (!(v[1] > v[0]))
             return fail(err, err_size, "span [%g, %g] is empty or reversed", v[0], v[1]);
-        if (v[0] < 0 || v[0] >= duration || v[1] > duration + DS_SPAN_TOLERANCE_S)
+        double end = tl.start + tl.duration;
+        if (v[0] < 0 || v[0] >= end || v[1] > end + DS_SPAN_TOLERANCE_S) {
+            if (tl.start > 0)
+                return fail(err, err_size,
+                            "span [%g, %g] s is outside the %s's frames (%.3f to %.3f s)", v[0],
+                            v[1], what, tl.start, end);
             return fail(err, err_size, "span [%g, %g] s is outside the %s's %.3f s", v[0], v[1],
-                        what, duration);
-        // + 0.0 turns a start of -0.0 into 0: "{-0.00, ...}" would not parse back
-        ds_span s = {v[0] / duration + 0.0, fmin(v[1], duration) / duration};
-        ds_format_span(s, buf, sizeof buf);
+                        what, tl.duration);
+        }
+        if (v[1] <= tl.start)
+            return fail(err, err_size, "span [%g, %g] s ends before the %s's first frame at %.3f s",
+                        v[0], v[1], what, tl.start);
+        // (clamping turns a start of -0.0 into 0: "{-0.00, ...}" would not parse back)
+        ds_format_span(ds_span_to_timeline((ds_span){v[0], v[1]}, tl), buf, sizeof buf);
     }
     char *text = clean_text(r->text);
     if (!text)

@@ -18,14 +18,16 @@
 // (the quotes keep a sentence-like query such as "person opens the door." readable).
 // Tolerances, because real annotations are a little sloppy at the edges: a box may poke out of
 // the image by up to DS_BOX_TOLERANCE_PX pixels and a span may end up to
-// DS_SPAN_TOLERANCE_S seconds after the decoded duration; both are clamped to the media. A box
-// or span beyond that, empty, or reversed is an error.
+// DS_SPAN_TOLERANCE_S seconds after the last decoded frame; both are clamped to the media (a
+// span may also start before the first frame, when the video starts after the file does). A
+// box or span beyond that, empty, or reversed is an error.
 #pragma once
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "data/grounding.h"
 #include "data/template.h"
 
 #define DS_PROMPT_REC   "Can you describe the region that corresponds to %s in this image?"
@@ -94,7 +96,8 @@ bool ds_grounding_key_known(ds_media_kind kind, const char *key);
 // Returns the number of such keys.
 int ds_grounding_report_unread_keys(const ds_record_file *f);
 // The human question (with its placeholder) and the assistant answer for a record whose
-// image is width x height pixels or whose video / audio lasts duration seconds. Both strings
-// are malloc'd. False with a reason when the box or span does not fit the media.
-bool ds_grounding_conversation(const ds_grounding_record *r, int width, int height, double duration,
+// image is width x height pixels or whose video / audio frames lie at tl on the file's
+// timeline (a span in seconds counts from the file's start). Both strings are malloc'd.
+// False with a reason when the box or span does not fit the media.
+bool ds_grounding_conversation(const ds_grounding_record *r, int width, int height, ds_timeline tl,
                                char **question, char **answer, char *err, size_t err_size);

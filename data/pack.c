@@ -95,11 +95,11 @@ typedef struct {
     char *path; // resolved against the media root
     // guarded by the packer's mutex:
     int state;
-    int64_t pending; // claimed samples not yet written; the data is dropped when it reaches 0
-    void *data;      // READY: uint8 [S][S][3], uint8 [F][S][S][3] or float [C][T][M]
-    int32_t width, height;
-    double duration;
-    char *error; // FAILED: the loader's message
+    int64_t pending;       // claimed samples not yet written; the data is dropped when it reaches 0
+    void *data;            // READY: uint8 [S][S][3], uint8 [F][S][S][3] or float [C][T][M]
+    int32_t width, height; // image
+    ds_timeline tl;        // video, audio
+    char *error;           // FAILED: the loader's message
     // the writer's alone: the row this file has in shard number row_shard - 1
     int32_t row_shard, row;
 } media;
@@ -278,7 +278,7 @@ typedef struct {
     const ds_pack_sizes *sizes;
     void *buf;
     int width, height;
-    double duration;
+    ds_timeline tl; // video, audio
 } load_job;
 
 static void run_load(load_job *j) {
@@ -288,9 +288,9 @@ static void run_load(load_job *j) {
     } else if (j->kind == DS_MEDIA_VIDEO) {
         ds_video_info info;
         ds_video_load(j->path, s->video_frames, s->video_size, j->buf, &info);
-        j->duration = info.duration;
+        j->tl = (ds_timeline){info.start, info.duration};
     } else {
-        ds_audio_file_features(j->path, j->buf, &j->duration);
+        ds_audio_file_features(j->path, j->buf, &j->tl.duration);
     }
 }
 
@@ -333,7 +333,7 @@ static bool need_media(packer *p, int32_t m, char *err, size_t n) {
         xlock(&p->mu);
         if (ok) {
             e->data = j.buf;
-            e->width = j.width, e->height = j.height, e->duration = j.duration;
+            e->width = j.width, e->height = j.height, e->tl = j.tl;
             e->state = M_READY;
         } else {
             e->error = ag_xstrdup(why);
@@ -441,8 +441,7 @@ static bool process_jsonl(packer *p, const item *it, result *r, char *err, size_
     if (!need_media(p, m, err, en)) return false;
     const media *e = &p->media[m];
     char *q, *a;
-    if (!ds_grounding_conversation(&g, e->width, e->height, e->duration, &q, &a, err, en))
-        return false;
+    if (!ds_grounding_conversation(&g, e->width, e->height, e->tl, &q, &a, err, en)) return false;
     ds_turn turns[2] = {{true, q}, {false, a}};
     static const int tasks[DS_MEDIA_KINDS] = {DS_TASK_REC, DS_TASK_TVG, DS_TASK_SOUND};
     bool ok = build_sample(p, it, turns, 2, tasks[g.kind], r, err, en);
@@ -947,9 +946,11 @@ static void media_rows(packer *p, output *o, const item *it, int32_t rows[DS_MED
             if (k == DS_MEDIA_IMAGE)
                 e->row = ds_shard_add_image(o->shard, e->data, e->width, e->height), o->st.images++;
             else if (k == DS_MEDIA_VIDEO)
-                e->row = ds_shard_add_video(o->shard, e->data, (float)e->duration), o->st.videos++;
+                e->row = ds_shard_add_video(o->shard, e->data, (float)e->tl.duration),
+                o->st.videos++;
             else
-                e->row = ds_shard_add_audio(o->shard, e->data, (float)e->duration), o->st.audios++;
+                e->row = ds_shard_add_audio(o->shard, e->data, (float)e->tl.duration),
+                o->st.audios++;
             e->row_shard = shard_tag;
         }
         rows[k] = e->row;

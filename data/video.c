@@ -290,9 +290,14 @@ void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *
     if (duration <= 0.0 && r.in.fmt->duration != AV_NOPTS_VALUE && r.in.fmt->duration > 0)
         duration = r.in.fmt->duration / (double)AV_TIME_BASE; // an estimate is better than none
     if (duration <= 0.0) vr_fail(&r, "duration unknown (no timestamps, none in the headers)");
+    // Start: the first frame's place on the file's timeline (see video.h).
+    double start = 0.0;
+    if (!r.ts_unusable && tb > 0.0 && r.in.fmt->start_time != AV_NOPTS_VALUE)
+        start = fmax(0.0, (double)r.ts_first * tb - r.in.fmt->start_time / (double)AV_TIME_BASE);
     if (info) {
         info->n_decoded = N;
         info->duration = duration;
+        info->start = start;
         info->fps = fps;
         info->width = r.first_w;
         info->height = r.first_h;

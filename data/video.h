@@ -21,6 +21,12 @@
 // video (a Matroska file states the longest track), a leading gap or a variable frame rate
 // leave it right. When the timestamps are missing or go backwards: the duration the headers
 // state, else N / frame rate.
+// Start: the first decoded frame's timestamp minus the file's start time (its earliest
+// stream's, as ffprobe and players count), so that spans annotated in seconds of the file
+// can be placed on the frames when the video starts later than the audio (a Matroska or
+// MPEG-TS recording whose video begins after its sound). 0 when either is unknown or the
+// timestamps are unusable. libavformat drops an mp4's leading empty edit (a video delayed
+// by its edit list reads as starting at 0), and so does groundc.
 // Packets and frames the decoder fails on are skipped and counted (they are not "decodable
 // frames"; the ffmpeg tool does the same), and corrupt container data ends the stream; a
 // file with no video stream, no decodable frame or an unreadable container is an error.
@@ -43,6 +49,7 @@ static inline int64_t ds_video_frame_index(int64_t i, int64_t N, int64_t F) {
 typedef struct {
     int64_t n_decoded; // N: decodable frames in the stream
     double duration;   // seconds the decoded frames span (see above)
+    double start;      // seconds from the file's start to the first decoded frame (see above)
     double fps;        // average frame rate as the container states it (0 if unknown)
     int width, height; // coded size of the (first) decoded frame, before any rotation
     int rotation;      // clockwise degrees applied: 0, 90, 180 or 270 (display matrix)

@@ -55,10 +55,10 @@ static void fz_record(const ds_record *r) {
     }
     // Media the record may land on: landscape, portrait, a single pixel; long and short clips.
     static const int sizes[][2] = {{640, 480}, {480, 640}, {1, 1}};
-    static const double durations[] = {10.0, 0.25, 3600.0};
+    static const ds_timeline timelines[] = {{0, 10.0}, {0.5, 0.25}, {0, 3600.0}};
     for (int k = 0; k < 3; k++) {
         char *q, *a;
-        if (!ds_grounding_conversation(&g, sizes[k][0], sizes[k][1], durations[k], &q, &a, err,
+        if (!ds_grounding_conversation(&g, sizes[k][0], sizes[k][1], timelines[k], &q, &a, err,
                                        sizeof err)) {
             fz_check(err[0] && !strpbrk(err, "\r\n"), "reason is not one line", err);
             continue;

@@ -24,6 +24,9 @@
 #   vfr_audio.webm   VP9 64x48, 40 frames with variable frame rate: frame k at
 #                    (k + 2 floor(k / 10)) / 25 s, so the frames span 1.84 s, not 40 / 25; and
 #                    a 3 s Opus track, so the Matroska duration (3 s) is the audio's
+#   late_video.mkv   a recording whose picture starts after its sound: MPEG-4 part 2 64x48,
+#                    20 frames at 25 fps delayed by 0.6 s, and a 2 s FLAC track from 0 s, so
+#                    the first frame is 0.6 s into the file (and the last ends at 1.4 s)
 import os
 import struct
 import subprocess
@@ -105,6 +108,15 @@ def main():
             "-fps_mode", "passthrough", "-c:v", "libvpx-vp9", "-crf", "30", "-b:v", "0",
             "-pix_fmt", "yuv420p", "-c:a", "libopus", "-b:a", "8k"],
            extra_inputs=["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=3"])
+
+    late = os.path.join(OUT, "late_video.mkv")
+    encode(late, 64, 48, 20, 25,
+           ["-map", "0:v", "-map", "1:a", "-vf", "setpts=PTS+0.6/TB", "-fps_mode", "passthrough",
+            "-c:v", "mpeg4", "-q:v", "2", "-c:a", "flac"],
+           extra_inputs=["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=2"])
+    info = ffprobe(late, "stream=start_time")
+    if "start_time=0.600000" not in info:
+        sys.exit(f"{late}: the video does not start at 0.6 s: {info}")
 
     for name in sorted(os.listdir(OUT)):
         print(f"{name}: {os.path.getsize(os.path.join(OUT, name))} bytes")

@@ -490,7 +490,8 @@ static void test_grounding_records(void) {
                            "\"bbox\": [10, 20, 30, 40]}");
     ds_grounding_record g;
     TL_CHECK(ds_grounding_record_parse(o, &g, err, sizeof err), "rec record: %s", err);
-    TL_CHECK(ds_grounding_conversation(&g, 200, 100, 0, &q, &a, err, sizeof err), "%s", err);
+    TL_CHECK(ds_grounding_conversation(&g, 200, 100, (ds_timeline){0, 0}, &q, &a, err, sizeof err),
+             "%s", err);
     char want[128];
     ds_format_box(ds_box_to_square((ds_box){10, 20, 40, 60}, 200, 100), want, sizeof want);
     TL_CHECK(!strcmp(a, want) && !strcmp(a, "[0.050, 0.350, 0.200, 0.550]"), "answer %s", a);
@@ -499,11 +500,12 @@ static void test_grounding_records(void) {
              "question %s", q);
     free(q), free(a);
     // within the 1-pixel tolerance: clamped; beyond: refused
-    TL_CHECK(ds_grounding_conversation(&g, 40, 60, 0, &q, &a, err, sizeof err), "%s", err);
+    TL_CHECK(ds_grounding_conversation(&g, 40, 60, (ds_timeline){0, 0}, &q, &a, err, sizeof err),
+             "%s", err);
     ds_format_box(ds_box_to_square((ds_box){10, 20, 40, 60}, 40, 60), want, sizeof want);
     TL_CHECK(!strcmp(a, want), "answer %s want %s", a, want);
     free(q), free(a);
-    TL_CHECK(!ds_grounding_conversation(&g, 38, 60, 0, &q, &a, err, sizeof err) &&
+    TL_CHECK(!ds_grounding_conversation(&g, 38, 60, (ds_timeline){0, 0}, &q, &a, err, sizeof err) &&
                  strstr(err, "outside the 38x60 image"),
              "box outside: %s", err);
     cJSON_Delete(o);
@@ -511,32 +513,58 @@ static void test_grounding_records(void) {
     // fuzz_pack_jsonl: "[0.125, 0.000, 0.124, 0.016]" in a portrait image).
     o = cJSON_Parse("{\"image\": \"a.png\", \"expression\": \"x\", \"bbox\": [-1, 0, 0.5, 10]}");
     TL_CHECK(ds_grounding_record_parse(o, &g, err, sizeof err), "%s", err);
-    TL_CHECK(!ds_grounding_conversation(&g, 480, 640, 0, &q, &a, err, sizeof err) &&
-                 strstr(err, "misses the 480x640 image"),
-             "box beside the image: %s", err);
+    TL_CHECK(
+        !ds_grounding_conversation(&g, 480, 640, (ds_timeline){0, 0}, &q, &a, err, sizeof err) &&
+            strstr(err, "misses the 480x640 image"),
+        "box beside the image: %s", err);
     cJSON_Delete(o);
 
     o = cJSON_Parse("{\"video\": \"v.mp4\", \"query\": \"a man opens the door\", \"span\": [1.5, "
                     "4.5]}");
     TL_CHECK(ds_grounding_record_parse(o, &g, err, sizeof err) && g.kind == DS_MEDIA_VIDEO, "%s",
              err);
-    TL_CHECK(ds_grounding_conversation(&g, 0, 0, 10.0, &q, &a, err, sizeof err), "%s", err);
+    TL_CHECK(ds_grounding_conversation(&g, 0, 0, (ds_timeline){0, 10.0}, &q, &a, err, sizeof err),
+             "%s", err);
     TL_CHECK(!strcmp(a, "{0.15, 0.45}") &&
                  !strcmp(q, "<video>\nWhen does \"a man opens the door\" happen in the video?"),
              "%s / %s", q, a);
     free(q), free(a);
-    TL_CHECK(!ds_grounding_conversation(&g, 0, 0, 3.9, &q, &a, err, sizeof err) &&
+    TL_CHECK(!ds_grounding_conversation(&g, 0, 0, (ds_timeline){0, 3.9}, &q, &a, err, sizeof err) &&
                  strstr(err, "outside"),
              "span outside: %s", err);
-    TL_CHECK(ds_grounding_conversation(&g, 0, 0, 4.2, &q, &a, err, sizeof err) &&
+    TL_CHECK(ds_grounding_conversation(&g, 0, 0, (ds_timeline){0, 4.2}, &q, &a, err, sizeof err) &&
                  !strcmp(a, "{0.36, 1.00}"),
              "span within tolerance: %s", err);
     free(q), free(a);
+    // Frames from 0.5 s to 10.5 s of the file (a video that starts after its audio): the
+    // span [1.5, 4.5] s is [1, 4] s into the frames; one starting before them is clamped, one
+    // ending before them or starting after them refused; and the way back.
+    ds_timeline late = {0.5, 10.0};
+    TL_CHECK(ds_grounding_conversation(&g, 0, 0, late, &q, &a, err, sizeof err) &&
+                 !strcmp(a, "{0.10, 0.40}"),
+             "span on a late timeline: %s %s", err, a);
+    free(q), free(a);
+    ds_span back = ds_span_from_timeline((ds_span){0.10, 0.40}, late);
+    TL_CHECK(fabs(back.t1 - 1.5) < 1e-12 && fabs(back.t2 - 4.5) < 1e-12, "back: {%g, %g}", back.t1,
+             back.t2);
+    g.v[0] = 0.2, g.v[1] = 1.5;
+    TL_CHECK(ds_grounding_conversation(&g, 0, 0, late, &q, &a, err, sizeof err) &&
+                 !strcmp(a, "{0.00, 0.10}"),
+             "span from before the first frame: %s %s", err, a);
+    free(q), free(a);
+    g.v[0] = 0.1, g.v[1] = 0.4;
+    TL_CHECK(!ds_grounding_conversation(&g, 0, 0, late, &q, &a, err, sizeof err) &&
+                 strstr(err, "ends before the video's first frame at 0.500 s"),
+             "span before the frames: %s", err);
+    g.v[0] = 10.6, g.v[1] = 10.9;
+    TL_CHECK(!ds_grounding_conversation(&g, 0, 0, late, &q, &a, err, sizeof err) &&
+                 strstr(err, "outside the video's frames (0.500 to 10.500 s)"),
+             "span after the frames: %s", err);
     cJSON_Delete(o);
     // A start of -0 (valid JSON) must not print as "-0.00" (found by fuzz_pack_jsonl).
     o = cJSON_Parse("{\"sound\": \"a.wav\", \"query\": \"x\", \"span\": [-0.0, 0.1]}");
     TL_CHECK(ds_grounding_record_parse(o, &g, err, sizeof err), "%s", err);
-    TL_CHECK(ds_grounding_conversation(&g, 0, 0, 10.0, &q, &a, err, sizeof err) &&
+    TL_CHECK(ds_grounding_conversation(&g, 0, 0, (ds_timeline){0, 10.0}, &q, &a, err, sizeof err) &&
                  !strcmp(a, "{0.00, 0.01}"),
              "span from -0: %s", a);
     free(q), free(a);

@@ -385,6 +385,7 @@ static void test_fixtures(void) {
              "phone_rot90.mp4: %lld frames, rotation %d, %dx%d, %.4f s", (long long)info.n_decoded,
              info.rotation, info.width, info.height, info.duration);
     check_frames("phone (rot 90)", out, 10, S, 30, 0, 90);
+    TL_CHECK(info.start == 0.0, "phone_rot90.mp4: starts at %.4f s", info.start);
 
     // A stream-copy cut at 0.5 s of 40 frames at 25 fps: the file starts at the key frame of
     // frame 10 and its edit list hides frames 10-12, which are not decodable frames (the
@@ -395,6 +396,8 @@ static void test_fixtures(void) {
              "cut_editlist.mp4: %lld frames, %.4f s, want 27, 1.08 s", (long long)info.n_decoded,
              info.duration);
     check_frames("mp4 edit list", out, 9, S, 27, 13, 0);
+    TL_CHECK(info.start == 0.0, "cut_editlist.mp4: starts at %.4f s (the edit list makes 0)",
+             info.start);
 
     // VP9, variable frame rate (frame k at (k + 2 floor(k / 10)) / 25 s: 40 frames over
     // 1.84 s, where 40 / 25 = 1.6) and a 3 s Opus track (the Matroska duration, 3.008 s).
@@ -404,6 +407,19 @@ static void test_fixtures(void) {
              "vfr_audio.webm: %lld frames, %.4f s, want 40, 1.84 s", (long long)info.n_decoded,
              info.duration);
     check_frames("webm vfr + audio", out, 8, S, 40, 0, 0);
+    // The Opus track starts 7 ms before 0 (its pre-skip, in Matroska's milliseconds) and the
+    // video 7 ms after: the first frame is 14 ms into the file.
+    TL_CHECK(fabs(info.start - 0.014) < 1e-6, "vfr_audio.webm: starts at %.4f s, want 0.014",
+             info.start);
+
+    // The picture starts 0.6 s after the sound: 20 frames at 25 fps from 0.6 s to 1.4 s.
+    snprintf(p, sizeof p, "%s/tests/fixtures/video/late_video.mkv", GROUNDC_SOURCE_DIR);
+    ds_video_load(p, 5, S, out, &info);
+    TL_CHECK(info.n_decoded == 20 && fabs(info.duration - 0.8) < 1e-6 &&
+                 fabs(info.start - 0.6) < 1e-6,
+             "late_video.mkv: %lld frames, %.4f s from %.4f s, want 20, 0.8 s from 0.6 s",
+             (long long)info.n_decoded, info.duration, info.start);
+    check_frames("mkv video after audio", out, 5, S, 20, 0, 0);
 }
 
 int main(void) {

@@ -326,7 +326,7 @@ static int32_t *prompt_ids(const gen_args *a, const gm_groundinggpt_config *cfg,
 
 typedef struct {
     int width, height;     // image
-    double duration[3];    // video, audio: seconds
+    ds_timeline tl[3];     // video, audio
     ag_tensor *t[GM_NMOD]; // preprocessed, on ctx's step arena
 } media_in;
 
@@ -349,7 +349,7 @@ static void load_media(ag_ctx *ctx, const gen_args *a, const gm_groundinggpt_con
         uint8_t *buf = ag_xmalloc((size_t)(F * S * S * 3), "video");
         ds_video_info info;
         ds_video_load(a->media[DS_MEDIA_VIDEO], (int)F, (int)S, buf, &info);
-        mi->duration[DS_MEDIA_VIDEO] = info.duration;
+        mi->tl[DS_MEDIA_VIDEO] = (ds_timeline){info.start, info.duration};
         mi->t[GM_MOD_VIDEO] = ag_from_host(ctx, AG_U8, AG_SHAPE(F, S, S, 3), buf);
         free(buf);
     }
@@ -362,7 +362,7 @@ static void load_media(ag_ctx *ctx, const gen_args *a, const gm_groundinggpt_con
                     (long long)cfg->audio_mels, DS_AUDIO_CLIPS, DS_AUDIO_FRAMES, DS_AUDIO_MELS);
         float *buf =
             ag_xmalloc(sizeof(float) * DS_AUDIO_CLIPS * DS_AUDIO_FRAMES * DS_AUDIO_MELS, "audio");
-        ds_audio_file_features(a->media[DS_MEDIA_AUDIO], buf, &mi->duration[DS_MEDIA_AUDIO]);
+        ds_audio_file_features(a->media[DS_MEDIA_AUDIO], buf, &mi->tl[DS_MEDIA_AUDIO].duration);
         mi->t[GM_MOD_AUDIO] = ag_from_host(
             ctx, AG_F32, AG_SHAPE(1, DS_AUDIO_CLIPS, DS_AUDIO_FRAMES, DS_AUDIO_MELS), buf);
         free(buf);
@@ -399,9 +399,14 @@ static void print_grounding(const gen_args *a, const media_in *mi, const char *a
                     : a->media[DS_MEDIA_AUDIO] ? DS_MEDIA_AUDIO
                                                : -1;
             if (k >= 0) {
-                double d = mi->duration[k];
-                printf("span %s -> {%.2f, %.2f} s of %s (%.2f s)\n", norm, s.t1 * d, s.t2 * d,
-                       a->media[k], d);
+                ds_timeline tl = mi->tl[k];
+                ds_span sec = ds_span_from_timeline(s, tl);
+                if (tl.start > 0)
+                    printf("span %s -> {%.2f, %.2f} s of %s (frames from %.2f to %.2f s)\n", norm,
+                           sec.t1, sec.t2, a->media[k], tl.start, tl.start + tl.duration);
+                else
+                    printf("span %s -> {%.2f, %.2f} s of %s (%.2f s)\n", norm, sec.t1, sec.t2,
+                           a->media[k], tl.duration);
             } else {
                 printf("span %s (normalised; no --video or --audio)\n", norm);
             }
