@@ -816,6 +816,50 @@ void tr_dist_broadcast(const tr_dist *d, ag_tensor *t, int root) {
     }
 }
 
+void tr_dist_broadcast_all(const tr_dist *d, ag_tensor **t, const int *root, int n) {
+    if (d->world == 1 || n == 0) return;
+    bool host_f32 = true, cuda = true;
+    for (int i = 0; i < n; i++) {
+        if (!ag_is_contiguous(t[i]))
+            ag_fail("dist: broadcast of '%s': not contiguous", ag_label(t[i], "?"));
+        host_f32 &= t[i]->device == AG_CPU && t[i]->dtype == AG_F32;
+        cuda &= t[i]->device == AG_CUDA;
+    }
+#ifdef GROUNDC_HAVE_NCCL
+    if (cuda && g_nccl) {
+        nccl_check(ncclGroupStart(), "ncclGroupStart (broadcasts)");
+        for (int i = 0; i < n; i++)
+            nccl_check(ncclBroadcast(t[i]->data, t[i]->data, ag_nbytes(t[i]), ncclUint8, root[i],
+                                     g_nccl, 0),
+                       "ncclBroadcast");
+        nccl_check(ncclGroupEnd(), "ncclGroupEnd (broadcasts)");
+        return;
+    }
+#endif
+    (void)cuda;
+    if (!host_f32) { // staged through the host, one at a time
+        for (int i = 0; i < n; i++) tr_dist_broadcast(d, t[i], root[i]);
+        return;
+    }
+    // Every rank posts the same broadcasts in the same order, as MPI requires.
+    const int64_t chunk = INT32_MAX / 2;
+    int64_t nreq = 0;
+    for (int i = 0; i < n; i++) nreq += (ag_numel(t[i]) + chunk - 1) / chunk;
+    MPI_Request *req = ag_xcalloc((size_t)(nreq ? nreq : 1), sizeof *req, "broadcast requests");
+    int64_t k = 0;
+    for (int i = 0; i < n; i++) {
+        float *p = t[i]->data;
+        int64_t m = ag_numel(t[i]);
+        for (int64_t off = 0; off < m; off += chunk) {
+            int64_t cnt = m - off < chunk ? m - off : chunk;
+            mpi_check(MPI_Ibcast(p + off, (int)cnt, MPI_FLOAT, root[i], MPI_COMM_WORLD, &req[k++]),
+                      "MPI_Ibcast");
+        }
+    }
+    mpi_check(MPI_Waitall((int)nreq, req, MPI_STATUSES_IGNORE), "MPI_Waitall (broadcasts)");
+    free(req);
+}
+
 void tr_dist_broadcast_str(const tr_dist *d, char *s, int cap, int root) {
     if (d->world == 1) return;
     mpi_check(MPI_Bcast(s, cap, MPI_CHAR, root, MPI_COMM_WORLD), "MPI_Bcast (string)");

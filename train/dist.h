@@ -95,6 +95,10 @@ void tr_grad_reducer_finish(tr_grad_reducer *r, double scale);
 
 // Copies tensor t (contiguous; host or GPU) from rank root to every rank.
 void tr_dist_broadcast(const tr_dist *d, ag_tensor *t, int root);
+// Copies each t[i] from rank root[i] to every rank, as one batch: a single NCCL group on the
+// GPU, non-blocking MPI broadcasts completed together on the host (ZeRO-1's parameter
+// exchange, hundreds of tensors, pays one latency instead of one per tensor).
+void tr_dist_broadcast_all(const tr_dist *d, ag_tensor **t, const int *root, int n);
 // Rank root's string (at most cap bytes with the NUL) to every rank.
 void tr_dist_broadcast_str(const tr_dist *d, char *s, int cap, int root);
 // True on every rank when ok is true on every rank (a collective "all good?").

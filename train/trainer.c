@@ -538,8 +538,7 @@ static step_stats optimizer_step(stage_run *s, const double sums[2]) {
     if (st.finite) {
         s->bad = 0;
         if (s->opt) ag_adamw_step(s->opt, st.lr);
-        if (c->zero1)
-            for (int i = 0; i < tp->n; i++) tr_dist_broadcast(s->d, tp->params[i], tp->owner[i]);
+        if (c->zero1) tr_dist_broadcast_all(s->d, tp->params, tp->owner, tp->n);
         s->tokens_seen += sums[1];
     } else {
         skip_bad_step(s, &st);
