@@ -22,6 +22,10 @@ char *ds_read_file_max(const char *path, size_t max, size_t *n) {
     // that sees the end has room for, the NUL
     size_t cap = 1 << 16, len = 0;
     struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        ag_fail("%s: is a directory, not a file", path);
+    }
     if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode)) {
         if ((uint64_t)st.st_size > max) {
             fclose(f);

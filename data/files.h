@@ -9,8 +9,8 @@ void ds_make_dirs(const char *path);
 
 // Reads a whole file into a malloc'd buffer with a NUL after its last byte (length in *n, may
 // be NULL). A regular file takes one allocation of its size; anything else (a pipe, a device
-// such as /dev/zero) is read in growing steps. A file of more than max bytes is refused.
-// Fails (ag_fail) naming the file.
+// such as /dev/zero) is read in growing steps. A file of more than max bytes, or a folder, is
+// refused. Fails (ag_fail) naming the file.
 char *ds_read_file_max(const char *path, size_t max, size_t *n);
 // The same without a limit beyond memory.
 char *ds_read_file(const char *path, size_t *n);

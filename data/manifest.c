@@ -144,7 +144,6 @@ __attribute__((noreturn, format(printf, 2, 3))) static void ds_mfail(ds_mreader 
     va_end(ap);
     cJSON_Delete(r->root);
     ds_manifest_free(r->m);
-    free((char *)r->path);
     ag_fail("%s", msg);
 }
 
@@ -181,27 +180,12 @@ static void ds_get_counts(ds_mreader *r, const char *key, ds_manifest_count **li
 
 void ds_manifest_read(ds_manifest *m, const char *dir) {
     memset(m, 0, sizeof *m);
-    ds_mreader r = {ag_xpath_join(dir, DS_MANIFEST_NAME), NULL, m};
-    FILE *f = fopen(r.path, "rb");
-    if (!f) ds_mfail(&r, "cannot open: %s", strerror(errno));
-    char *text = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? 2 * cap : 65536;
-            text = ag_xrealloc(text, cap, "manifest text");
-        }
-        size_t got = fread(text + len, 1, cap - len - 1, f);
-        len += got;
-        if (got == 0) break;
-    }
-    int read_error = ferror(f);
-    fclose(f);
-    text[len] = 0;
-    if (read_error) {
-        free(text);
-        ds_mfail(&r, "read error");
-    }
+    char path[4096]; // on the stack: nothing to free when reading fails
+    if (snprintf(path, sizeof path, "%s/" DS_MANIFEST_NAME, dir) >= (int)sizeof path)
+        ag_fail("%s/" DS_MANIFEST_NAME ": path too long", dir);
+    ds_mreader r = {path, NULL, m};
+    size_t len = 0;
+    char *text = ds_read_file(path, &len);
     const char *end = NULL;
     r.root = cJSON_ParseWithOpts(text, &end, 1);
     if (!r.root) {
@@ -265,7 +249,6 @@ void ds_manifest_read(ds_manifest *m, const char *dir) {
             ds_mfail(&r, "tasks: unknown task '%s'", m->tasks[i].name);
     ds_get_counts(&r, "sources", &m->sources, &m->num_sources, &m->sources_cap);
     cJSON_Delete(r.root);
-    free((char *)r.path);
 }
 
 // ---- verification ----

@@ -9,7 +9,6 @@
 // heaps small and in cache. Pieces are found through a hash map from piece bytes to ids.
 #include "data/tokenizer.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "autograd/error.h"
+#include "data/files.h"
 #include "sentencepiece_model.pb-c.h"
 
 #define DS_WS         "\xe2\x96\x81" // U+2581 LOWER ONE EIGHTH BLOCK: escaped whitespace
@@ -168,48 +168,6 @@ static size_t ds_tok_user_prefix(const ds_tokenizer *tok, const char *s, size_t 
 }
 
 // ---------------------------------------------------------------- loading
-
-static bool ds_tok_read_file(const char *path, uint8_t **data, size_t *size, char *err,
-                             size_t errn) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errn, "cannot open: %s", strerror(errno));
-        return false;
-    }
-    size_t cap = 1 << 16, n = 0;
-    uint8_t *buf = malloc(cap);
-    if (!buf) {
-        fclose(f);
-        snprintf(err, errn, "out of memory");
-        return false;
-    }
-    for (;;) {
-        if (n == cap) {
-            uint8_t *b = cap > ((size_t)1 << 30) ? NULL : realloc(buf, cap * 2);
-            if (!b) {
-                free(buf);
-                fclose(f);
-                snprintf(err, errn, "too large for a tokenizer model (over 1 GiB) or no memory");
-                return false;
-            }
-            buf = b;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) break;
-    }
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        snprintf(err, errn, "read error");
-        return false;
-    }
-    *data = buf;
-    *size = n;
-    return true;
-}
 
 static const char *ds_tok_model_type_name(int t) {
     switch (t) {
@@ -526,10 +484,8 @@ static ds_tokenizer *ds_tok_parse(const uint8_t *data, size_t size, const char *
 
 ds_tokenizer *ds_tokenizer_load(const char *path) {
     char err[512] = "";
-    uint8_t *data = NULL;
     size_t size = 0;
-    if (!ds_tok_read_file(path, &data, &size, err, sizeof err))
-        ag_fail("tokenizer model %s: %s", path, err);
+    uint8_t *data = (uint8_t *)ds_read_file_max(path, (size_t)1 << 30, &size);
     ds_tokenizer *tok = ds_tok_parse(data, size, path, err, sizeof err);
     free(data);
     if (!tok) ag_fail("tokenizer model %s: %s", path, err);

@@ -178,7 +178,7 @@ static void test_errors(void) {
 
     path_in(p, sizeof p, "does_not_exist.jpg");
     TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(p, &w, &h), p, "cannot open");
-    TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(g_dir, &w, &h), g_dir, "read error");
+    TL_EXPECT_FAIL_SHOWN(ds_image_decode_file(g_dir, &w, &h), g_dir, "is a directory");
 
     path_in(p, sizeof p, "empty.png");
     spit(p, "", 0);

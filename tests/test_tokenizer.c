@@ -541,7 +541,7 @@ static void test_bad_models(void) {
 
     snprintf(path, sizeof path, "%s/does-not-exist.model", dir);
     TL_EXPECT_FAIL(ds_tokenizer_load(path), path, "cannot open");
-    TL_EXPECT_FAIL(ds_tokenizer_load(dir), dir, "read error");
+    TL_EXPECT_FAIL(ds_tokenizer_load(dir), dir, "is a directory");
     snprintf(path, sizeof path, "%s/empty.model", dir);
     write_all(path, "", 0);
     TL_EXPECT_FAIL(ds_tokenizer_load(path), path, "empty");

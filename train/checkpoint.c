@@ -61,19 +61,6 @@ void tr_remove_tree(const char *dir) {
     if (rmdir(dir)) ag_fail("%s: cannot remove: %s", dir, strerror(errno));
 }
 
-static char *read_text(const char *path, size_t max) {
-    FILE *f = fopen(path, "rb");
-    if (!f) ag_fail("%s: cannot open: %s", path, strerror(errno));
-    char *buf = ag_xmalloc(max + 1, "state.json");
-    size_t n = fread(buf, 1, max + 1, f);
-    int err = ferror(f);
-    fclose(f);
-    if (err) ag_fail("%s: read failed", path);
-    if (n > max) ag_fail("%s: larger than %zu bytes, not a state file", path, max);
-    buf[n] = 0;
-    return buf;
-}
-
 // Digests -----------------------------------------------------------------------------------
 
 static void hex(const unsigned char *d, unsigned n, char out[65]) {
@@ -203,7 +190,7 @@ static void hex_field(state_doc *doc, const cJSON *obj, const char *key, char ou
 void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st) {
     char path[PATH_MAX];
     path_join(path, sizeof path, dir, "state.json");
-    char *text = read_text(path, 1 << 20);
+    char *text = ds_read_file_max(path, 1 << 20, NULL);
     state_doc doc = {.path = path, .root = cJSON_Parse(text)};
     free(text);
     if (!doc.root || !cJSON_IsObject(doc.root)) doc_fail(&doc, "not a JSON object");

@@ -7,10 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <yaml.h>
 
 #include "autograd/error.h"
+#include "data/files.h"
 
 void tr_yaml_fail(const tr_yaml *node, const char *fmt, ...) {
     char msg[1024];
@@ -244,37 +244,9 @@ static tr_yaml *parse(const source *src, const unsigned char *text, size_t len, 
     return t;
 }
 
-// The whole file: configs are small, and both passes of parse read the same bytes.
-static unsigned char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) ag_fail("%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
-        fclose(f);
-        ag_fail("%s: is a directory, not a config file", path);
-    }
-    size_t cap = 4096, n = 0;
-    unsigned char *buf = ag_xmalloc(cap, "config file");
-    for (;;) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        cap *= 2;
-        buf = ag_xrealloc(buf, cap, "config file");
-    }
-    if (ferror(f)) {
-        int e = errno;
-        fclose(f);
-        free(buf);
-        ag_fail("%s: cannot read: %s", path, strerror(e));
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
 tr_yaml *tr_yaml_load(const char *path) {
     size_t len;
-    unsigned char *text = read_file(path, &len);
+    unsigned char *text = (unsigned char *)ds_read_file_max(path, (size_t)64 << 20, &len);
     char *file = ag_xstrdup(path);
     tr_yaml *t = parse(&(source){.file = file}, text, len, ag_xstrdup(""));
     free(text);
