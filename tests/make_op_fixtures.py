@@ -15,14 +15,14 @@
 #     transposes to (B, H, T, D) and back.
 # The safetensors file is written by hand (json + numpy): the pip package is not available.
 # Data offsets are contiguous (no gaps), float64 tensors first so every tensor is aligned.
-import json
 import math
 import os
-import struct
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+import st_write  # tests/st_write.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT_PATH = os.path.join(HERE, "fixtures", "ops_reference.safetensors")
@@ -312,31 +312,10 @@ attn_case("attn_causal_long_q", 1, 6, 3, 2, 2, 8, True)
 
 
 # Writing -------------------------------------------------------------------------------------
-def write_safetensors(path, tensors, meta):
-    order = {"F64": 0, "F32": 1, "I32": 1, "BF16": 2, "U8": 3}  # keeps every tensor aligned
-    names = sorted(tensors, key=lambda n: (order[tensors[n][0]], n))
-    header, blobs, offset = {}, [], 0
-    for n in names:
-        dtype, arr = tensors[n]
-        blob = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[n] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset,
-                                                                               offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    header["__metadata__"] = meta
-    hjson = json.dumps(header, separators=(",", ":")).encode()
-    hjson += b" " * (-len(hjson) % 8)  # pad with spaces as the HF writer does
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(hjson)))
-        f.write(hjson)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
 
 
 meta["generator"] = "tests/make_op_fixtures.py"
 meta["torch"] = torch.__version__
 os.makedirs(os.path.dirname(OUT_PATH), exist_ok=True)
-write_safetensors(OUT_PATH, tensors, meta)
+st_write.write(OUT_PATH, tensors, meta)
 print(f"wrote {OUT_PATH}: {len(tensors)} tensors, {os.path.getsize(OUT_PATH)} bytes")

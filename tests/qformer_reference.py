@@ -28,13 +28,14 @@
 #     the seed "case.<c>.r" of the loss sum(out * r) (F32, U8 for masks), the output
 #     "case.<c>.out" and gradients "case.<c>.grad.<input or weight name>" (F64);
 #   - every size in the metadata as "<c>.<field>".
-import json
 import math
 import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+import st_write  # tests/st_write.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT_PATH = os.path.join(HERE, "fixtures", "qformer", "reference.safetensors")
@@ -264,29 +265,7 @@ for name, t in W.items():
     put(name, t)
 
 
-def write_safetensors(path, tensors, meta):
-    order = {"F64": 0, "F32": 1, "U8": 2}  # widest first keeps every tensor aligned
-    names = sorted(tensors, key=lambda n: (order[tensors[n][0]], n))
-    header, blobs, offset = {}, [], 0
-    for n in names:
-        dtype, arr = tensors[n]
-        blob = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[n] = {"dtype": dtype, "shape": list(arr.shape),
-                     "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    header["__metadata__"] = meta
-    hjson = json.dumps(header, separators=(",", ":")).encode()
-    hjson += b" " * (-len(hjson) % 8)  # pad with spaces as the HF writer does
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(len(hjson).to_bytes(8, "little"))
-        f.write(hjson)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
 
 
-write_safetensors(OUT_PATH, tensors, meta)
+st_write.write(OUT_PATH, tensors, meta)
 print(f"wrote {OUT_PATH}: {len(tensors)} tensors, {os.path.getsize(OUT_PATH)} bytes")

@@ -36,14 +36,14 @@
 #   - the tiny config in the metadata (config.*).
 # The reference computes in float64 from the f16-rounded weights, so a float64 run of the C
 # code can be held to ~1e-12 and a float32 run to its own rounding.
-import json
 import math
 import os
-import struct
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+import st_write  # tests/st_write.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT_DIR = os.path.join(HERE, "fixtures", "vit")
@@ -53,28 +53,11 @@ DT = torch.float64
 
 
 # Writing ---------------------------------------------------------------------------------------
-def write_safetensors(path, tensors, meta):
-    order = {"F64": 0, "F32": 1, "F16": 2, "U8": 3}  # larger elements first: all aligned
-    names = sorted(tensors, key=lambda n: (order[tensors[n][0]], n))
-    header, blobs, offset = {}, [], 0
-    for n in names:
-        dtype, arr = tensors[n]
-        blob = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[n] = {"dtype": dtype, "shape": list(arr.shape),
-                     "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    header["__metadata__"] = {k: str(v) for k, v in meta.items()}
-    hjson = json.dumps(header, separators=(",", ":")).encode()
-    hjson += b" " * (-len(hjson) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(hjson)))
-        f.write(hjson)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
-    print(f"wrote {path}: {len(tensors)} tensors, {os.path.getsize(path)} bytes")
+
+
+def save(path, fx):
+    st_write.write(path, fx.t, fx.meta)
+    print(f"wrote {path}: {len(fx.t)} tensors, {os.path.getsize(path)} bytes")
 
 
 class Fixture:
@@ -202,7 +185,7 @@ def make_clip():
            [pre + "embeddings.patch_embedding.weight", pre + "embeddings.class_embedding",
             pre + "encoder.layers.0.self_attn.q_proj.weight",
             pre + "encoder.layers.1.mlp.fc1.bias", pre + "pre_layrnorm.weight"])
-    write_safetensors(os.path.join(OUT_DIR, "clip.safetensors"), fx.t, fx.meta)
+    save(os.path.join(OUT_DIR, "clip.safetensors"), fx)
 
 
 # EVA-CLIP ViT-g as BLIP-2 builds it (LAVIS eva_vit.py) ------------------------------------------
@@ -257,7 +240,7 @@ def make_eva():
     finish(fx, x, hidden_states, cfg["used"], False, None,
            ["patch_embed.proj.bias", "blocks.0.attn.qkv.weight", "blocks.0.attn.q_bias",
             "blocks.1.attn.v_bias", "blocks.1.attn.proj.weight", "pos_embed"])
-    write_safetensors(os.path.join(OUT_DIR, "eva.safetensors"), fx.t, fx.meta)
+    save(os.path.join(OUT_DIR, "eva.safetensors"), fx)
 
 
 # ImageBind audio encoder ------------------------------------------------------------------------
@@ -330,7 +313,7 @@ def make_audio():
             "modality_trunks.audio.blocks.0.attn.bias_v",
             "modality_trunks.audio.blocks.1.attn.in_proj_bias",
             "modality_heads.audio.2.weight"])
-    write_safetensors(os.path.join(OUT_DIR, "audio.safetensors"), fx.t, fx.meta)
+    save(os.path.join(OUT_DIR, "audio.safetensors"), fx)
 
 
 if __name__ == "__main__":
