@@ -67,7 +67,7 @@ do_build() {
     for m in openblas:libopenblas-pthread-dev yaml-0.1:libyaml-dev libzstd:libzstd-dev \
         libcjson:libcjson-dev libjpeg:libjpeg62-turbo-dev libpng:libpng-dev \
         libavformat:libavformat-dev libavcodec:libavcodec-dev libswscale:libswscale-dev \
-        libavutil:libavutil-dev sndfile:libsndfile1-dev samplerate:libsamplerate0-dev \
+        libavutil:libavutil-dev sndfile:libsndfile1-dev \
         fftw3f:libfftw3-dev libcrypto:libssl-dev libprotobuf-c:libprotobuf-c-dev \
         minizip:libminizip-dev; do
         pkg-config --exists "${m%%:*}" 2>/dev/null || missing+=("${m%%:*} (${m#*:})")

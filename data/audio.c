@@ -1,5 +1,5 @@
 // audio.c: see audio.h. Decoding with libsndfile, or FFmpeg (libavformat, libavcodec,
-// libswresample) for the files libsndfile cannot open; resampling with libsamplerate, the FFT
+// libswresample) for the files libsndfile cannot open; resampling as torchaudio does, the FFT
 // with FFTW (single precision); the fbank arithmetic follows torchaudio 0.13's
 // compliance/kaldi.py operation by operation, in float like torch.
 #include "audio.h"
@@ -10,7 +10,6 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
-#include <samplerate.h>
 #include <sndfile.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -45,60 +44,78 @@ static const char *one_line(const char *s, char *buf, size_t n) {
 // ---------------------------------------------------------------------------------------------
 // Resampling
 
+// torchaudio's functional.resample with its defaults (0.13: "sinc_interpolation", 2.x:
+// "sinc_interp_hann"; lowpass_filter_width 6, rolloff 0.99), which no library offers. With
+// the rates divided by their gcd (orig -> new), output sample k = q new + i is the dot
+// product of kernel i with the input from q orig - width on (zeros outside [0, n)):
+//   kernel_i[m] = sinc(pi t) cos^2(pi t / 12) base / orig,  m = -width .. width + orig - 1,
+//   t = clamp((m / orig - i / new) base, -6, 6),  base = 0.99 min(orig, new),
+//   width = ceil(6 orig / base).
+// Where the clamp bites the window is cos^2(pi / 2) = 0 (torchaudio's float32 cos leaves
+// 1.9e-15 of a sinc of 1e-8 there), so each phase keeps only the taps with |t| < 6: about
+// 2 width of them, not 2 width + orig. Taps and sums in double; torchaudio's are float32, so
+// the two differ by float32 rounding (about 1e-7). Output length ceil(n new / orig).
 // Returns NULL with the reason in why (so callers can free their buffers before failing).
 static float *resample(const float *x, int64_t n, int from, int to, int64_t *n_out, char *why,
                        size_t why_n) {
-    double ratio = from > 0 && to > 0 ? (double)to / (double)from : 0.0;
-    if (!src_is_valid_ratio(ratio)) {
-        snprintf(why, why_n, "cannot resample %d Hz to %d Hz (libsamplerate allows 1/256..256)",
-                 from, to);
+    if (from <= 0 || to <= 0) {
+        snprintf(why, why_n, "cannot resample %d Hz to %d Hz", from, to);
         return NULL;
     }
-    if (n <= 0 || n > LONG_MAX / 4 || n > INT64_MAX / to) {
+    int64_t g = from, h = to;
+    while (h) {
+        int64_t r = g % h;
+        g = h, h = r;
+    }
+    const int64_t orig = from / g, nw = to / g;
+    if (n <= 0 || n > INT64_MAX / nw) {
         snprintf(why, why_n, "cannot resample %lld samples", (long long)n);
         return NULL;
     }
-    // torchaudio's output length: ceil(n * to / from)
-    int64_t want = (n * to + from - 1) / from;
-    // torchaudio's resampler sees zeros past the end; libsamplerate stops a sample or two
-    // short of `want` when its input runs out, so give it those zeros explicitly
-    int64_t pad = (int64_t)(16.0 / ratio) + 64, n_in = n + pad;
-    int64_t cap = want + (int64_t)(16.0 * ratio) + 64;
-    float *in = calloc((size_t)n_in, sizeof *in);
-    float *out = calloc((size_t)cap, sizeof *out);
-    if (!in || !out) {
-        free(in), free(out);
+    const double lw = 6.0, base = 0.99 * (double)(orig < nw ? orig : nw);
+    const int64_t width = (int64_t)ceil(lw * (double)orig / base);
+    const int64_t want = (n * nw + orig - 1) / orig;
+    // Phase i's taps m in [lo[i], lo[i] + cnt[i]), at coef[i * stride ...]: |t| < 6 means
+    // |m nw - i orig| < R = 6 orig nw / base, within torchaudio's [-width, width + orig).
+    const double R = lw * (double)orig * (double)nw / base;
+    const int64_t stride = 2 * ((int64_t)ceil(R / (double)nw) + 1) + 1;
+    int64_t *lo = malloc((size_t)nw * sizeof *lo);
+    int *cnt = malloc((size_t)nw * sizeof *cnt);
+    double *coef = malloc((size_t)(nw * stride) * sizeof *coef);
+    float *out = malloc((size_t)want * sizeof *out);
+    if (!lo || !cnt || !coef || !out) {
+        free(lo), free(cnt), free(coef), free(out);
         snprintf(why, why_n, "out of memory resampling %lld samples", (long long)n);
         return NULL;
     }
-    memcpy(in, x, (size_t)n * sizeof *in);
-    SRC_DATA d;
-    memset(&d, 0, sizeof d);
-    d.data_in = in;
-    d.input_frames = (long)n_in;
-    d.data_out = out;
-    d.output_frames = (long)cap;
-    d.src_ratio = ratio;
-    d.end_of_input = 1;
-    // SINC_MEDIUM (passband 90 % of Nyquist, 121 dB): as close to torchaudio's output as
-    // SINC_BEST (both differ from it mainly by torchaudio's own rolloff above 6 kHz) and four
-    // times faster; SINC_FASTEST is three times further off (audio.h)
-    int err = src_simple(&d, SRC_SINC_MEDIUM_QUALITY, 1);
-    free(in);
-    if (err) {
-        char msg[200];
-        snprintf(why, why_n, "resampling %d Hz to %d Hz: %s", from, to,
-                 one_line(src_strerror(err), msg, sizeof msg));
-        free(out);
-        return NULL;
+    for (int64_t i = 0; i < nw; i++) {
+        const double c = (double)(i * orig); // the phase's centre, in units of 1 / nw
+        int64_t m0 = (int64_t)floor((c - R) / (double)nw), m1 = (int64_t)ceil((c + R) / (double)nw);
+        if (m0 < -width) m0 = -width;
+        if (m1 > width + orig - 1) m1 = width + orig - 1;
+        lo[i] = m0, cnt[i] = 0;
+        for (int64_t m = m0; m <= m1; m++) {
+            // t from integers, so that it is exactly 0 at the centre (i = m = 0)
+            double t = (double)(m * nw - i * orig) / (double)(orig * nw) * base;
+            double k = 0.0;
+            if (fabs(t) < lw) {
+                double w = cos(t * PI_D / lw / 2.0);
+                k = (t == 0.0 ? 1.0 : sin(t * PI_D) / (t * PI_D)) * w * w * base / (double)orig;
+            }
+            coef[i * stride + cnt[i]++] = k;
+        }
     }
-    if (d.output_frames_gen < want) {
-        snprintf(why, why_n, "resampling %d Hz to %d Hz: %ld of %lld samples made", from, to,
-                 d.output_frames_gen, (long long)want);
-        free(out);
-        return NULL;
+    for (int64_t k = 0; k < want; k++) {
+        const int64_t q = k / nw, i = k % nw, at = q * orig + lo[i];
+        const double *c = coef + i * stride;
+        double acc = 0.0;
+        for (int j = 0; j < cnt[i]; j++) {
+            int64_t s = at + j;
+            if (s >= 0 && s < n) acc += c[j] * (double)x[s];
+        }
+        out[k] = (float)acc;
     }
-    // frames past `want` (the zeros' own output) are dropped
+    free(lo), free(cnt), free(coef);
     *n_out = want;
     return out;
 }
@@ -176,6 +193,29 @@ static float *load_sndfile(const char *path, SNDFILE *sf, const SF_INFO *info, i
     }
     *n_out = n, *rate = info->samplerate;
     return mono;
+}
+
+// Ogg Opus: libsndfile decodes at the rate the header gives as the encoder's input, rounded up
+// to one Opus decodes at (16 kHz for a 16 kHz source), but the reference decodes at 48 kHz
+// (torchaudio's sox backend through libopusfile; FFmpeg too) and resamples from there. So the
+// decoder is switched to 48 kHz before anything is read: libopus then gives libopusfile's
+// samples, pre-skip and end trimming included. True when sf is ready to read (any other
+// format: untouched); false, with sf closed, when libsndfile refuses the switch.
+static bool sndfile_opus_48k(const char *path, SNDFILE *sf, SF_INFO *info) {
+    if ((info->format & SF_FORMAT_SUBMASK) != SF_FORMAT_OPUS || info->samplerate == 48000)
+        return true;
+    int rate = 48000;
+    // SF_TRUE on success; SF_FALSE or an error number otherwise
+    if (sf_command(sf, SFC_SET_ORIGINAL_SAMPLERATE, &rate, sizeof rate) == SF_TRUE &&
+        sf_command(sf, SFC_GET_CURRENT_SF_INFO, info, sizeof *info) == 0 &&
+        info->samplerate == 48000)
+        return true;
+    int rc = sf_close(sf);
+    if (rc != 0) {
+        char why[256];
+        ag_fail("%s: closing audio file: %s", path, one_line(sf_error_number(rc), why, sizeof why));
+    }
+    return false;
 }
 
 // FFmpeg, for what libsndfile cannot open (audio.h lists which goes where), read as
@@ -303,11 +343,15 @@ float *ds_audio_load(const char *path, int rate, int64_t *n_out, int *file_rate)
     int native = 0;
     float *mono;
     // libsndfile first, FFmpeg only when it cannot open the file (rather than choosing by a
-    // probe): everything libsndfile reads keeps exactly the samples it always had, and its
-    // sf_open is itself the cheapest probe (FFmpeg would claim WAV and FLAC as well).
+    // probe): everything libsndfile reads keeps libsndfile's samples (Ogg Opus decoded at
+    // 48 kHz), and its sf_open is itself the cheapest probe (FFmpeg would claim WAV and FLAC
+    // as well).
     SNDFILE *sf = sf_open(path, SFM_READ, &info);
-    if (sf) {
+    if (sf && sndfile_opus_48k(path, sf, &info)) {
         mono = load_sndfile(path, sf, &info, &n, &native);
+    } else if (sf) {
+        // an Opus file libsndfile will not decode at 48 kHz (sf is closed): FFmpeg's decoder
+        mono = load_ffmpeg(path, "cannot decode Opus at 48 kHz", &n, &native);
     } else {
         one_line(sf_strerror(NULL), why, sizeof why);
         // a file that cannot be opened at all (missing, no permission) is not FFmpeg's

@@ -5,12 +5,14 @@
 // padded to 204 frames and normalised. Also a WAV/FLAC writer for the synthetic data.
 //
 // Which library decodes what. libsndfile is tried first; FFmpeg only when sf_open refuses the
-// file (see ds_audio_load), so files libsndfile reads decode exactly as they always did.
+// file (see ds_audio_load), so files libsndfile reads keep libsndfile's decode (Ogg Opus at
+// 48 kHz: below).
 //  - libsndfile (Debian 12's 1.2.0 is built with FLAC, Ogg Vorbis/Opus, mpg123 and LAME): WAV
 //    (PCM, float, A/u-law, ADPCM), RF64, W64, AIFF, AU, CAF, FLAC, Ogg Vorbis, Ogg Opus
-//    (.opus), MP3 (read with libmpg123 since libsndfile 1.1). Measured on a 2.3 s file, its MP3
-//    and Ogg Vorbis decodes match the ffmpeg tool's in length and within 1e-6 per sample. A
-//    libsndfile built without one of these codecs hands those files to FFmpeg.
+//    (.opus, decoded at 48 kHz: below), MP3 (read with libmpg123 since libsndfile 1.1).
+//    Measured on 2.3 s mono and 1 s stereo files, its MP3 and Ogg Vorbis decodes match the
+//    ffmpeg tool's in length and within 1.2e-6 per sample. A libsndfile built without one of
+//    these codecs hands those files to FFmpeg.
 //  - FFmpeg (libavformat, libavcodec, libswresample for the sample format only): everything
 //    else it reads, from the best audio stream (av_find_best_stream) of the file: MP4 / M4A /
 //    MOV (AAC, ALAC; VGGSound and AudioSet clips with their video track), ADTS .aac, WebM /
@@ -19,9 +21,19 @@
 //    delay is trimmed; AAC keeps its padding to whole 1024-sample frames at the end (the
 //    ffmpeg tool keeps it too); Opus decodes at 48 kHz. Packets the decoder rejects are
 //    skipped (as in video.c). No audio stream, or no decodable sample, is an error.
-//  Ogg Opus is the one format where the two differ from the reference: libsndfile decodes it
-//  at the rate its header states as the encoder's input (16 kHz for 16 kHz sources: no
-//  resampling here), torchaudio at 48 kHz, then resamples; both reach 16 kHz.
+//  Opus always decodes at 48 kHz, as the reference decodes it, then resamples (2.) like any
+//  other rate. Left alone, libsndfile would decode Ogg Opus at the rate its header states as
+//  the encoder's input (16 kHz for a 16 kHz source), whose samples differ from the
+//  reference's by up to 0.16 (on the fixture, in its SILK frames); so ds_audio_load switches
+//  it to 48 kHz before reading (SFC_SET_ORIGINAL_SAMPLERATE). It then decodes with libopus in
+//  float, pre-skip dropped and the end trimmed to the last granule position, exactly as the
+//  ffmpeg tool with -c:a libopus does (measured: identical, at 8, 12, 16 and 44.1 kHz header
+//  rates, mono and stereo). torchaudio reads Ogg Opus with its sox backend, whose libopusfile
+//  decodes with libopus too but hands over 16-bit samples (op_read, dithered): a few 16-bit
+//  steps off.
+//  Opus in other containers (WebM, Matroska, MP4) goes to FFmpeg's native decoder, as
+//  torchaudio's ffmpeg backend reads it; that decoder puts SILK frames about 2 samples (at
+//  48 kHz) later than libopus. A libsndfile that refuses the switch hands the file to FFmpeg.
 //
 // The reference, step by step, and what groundc does:
 //  1. torchaudio.load: float in [-1, 1] (16-bit PCM divided by 32768, no 32768 scaling
@@ -32,15 +44,12 @@
 //     groundc deliberately differs (it hears both channels); mono files are identical.
 //  2. torchaudio.functional.resample (Hann-windowed sinc, 6 zero crossings, rolloff 0.99) to
 //     16 kHz when the file's rate differs; output length ceil(n * 16000 / rate), the input
-//     taken as zero outside [0, n). groundc uses libsamplerate's SRC_SINC_MEDIUM_QUALITY with
-//     the same length and the same zeros past the end. No libsamplerate converter matches
-//     torchaudio sample for sample; measured on a 44.1 kHz chirp + tones, SINC_MEDIUM and
-//     SINC_BEST are equally close to it (what differs is mostly torchaudio's own rolloff,
-//     which starts well below Nyquist: log mel within 0.003 below 4 kHz, 0.03 from 4 to
-//     6 kHz, up to about 1 above 6 kHz, for bins within 14 nats of their frame's loudest)
-//     while MEDIUM runs four times faster (about 50x real time against 13x on one core);
-//     SINC_FASTEST is three to four times further off. 16 kHz files are never resampled and
-//     match exactly.
+//     taken as zero outside [0, n). groundc computes the same filter (no library offers it:
+//     libsamplerate's passband ends at 90 % of Nyquist, so the top mel bin came out empty),
+//     keeping only the taps inside its window, in double: measured against torchaudio's own
+//     float32 output, samples within 1.5e-7 (the Ogg Opus fixture, 48 kHz) and log mel
+//     within 3e-4 in every bin within 14 nats of its frame's top (a 44.1 kHz stereo file,
+//     all frequencies up to 8 kHz). 16 kHz files are never resampled and match exactly.
 //  3. Clips: pytorchvideo's ConstantClipsPerVideoSampler(clip_duration=2, clips_per_video=3)
 //     over duration = n / 16000 (a double). Always three clips: with
 //     max_start = max(duration - 2.0, 0.0) computed in double and then taken exactly as a
@@ -86,13 +95,13 @@
 // Decodes path (libsndfile, or FFmpeg's best audio stream when libsndfile cannot open it; see
 // the top of this file), mixes it down to mono (the mean of the channels) and resamples it to
 // `rate` Hz when the decoded rate differs. Returns malloc'd samples (free()) and their count
-// in *n; *file_rate (may be NULL) gets the decoded rate (the decoder's: 48 kHz for Opus read
-// by FFmpeg). Thread-safe.
+// in *n; *file_rate (may be NULL) gets the decoded rate (the decoder's: 48 kHz for Opus in
+// any container). Thread-safe.
 float *ds_audio_load(const char *path, int rate, int64_t *n, int *file_rate);
 
-// Resamples mono x[n] from rate `from` to `to` with libsamplerate (SRC_SINC_MEDIUM_QUALITY);
-// the result has ceil(n * to / from) samples (malloc'd, count in *n_out). `what` names the
-// source in error messages.
+// Resamples mono x[n] from rate `from` to `to` as torchaudio.functional.resample does with
+// its defaults (see 2. above); the result has ceil(n * to / from) samples (malloc'd, count in
+// *n_out). `what` names the source in error messages.
 float *ds_audio_resample(const float *x, int64_t n, int from, int to, int64_t *n_out,
                          const char *what);
 

@@ -28,14 +28,13 @@
 #         (under 300 KB in all); the fbank itself is checked on every frame by fbank.out.
 #     clips.n [N] I64, clips.bounds [N, 3, 2] I64: clip sample bounds for awkward lengths
 # The stereo file's reference mixes the channels down to their mean first (groundc's choice;
-# ImageBind's fbank reads channel 0 only) and resamples with torchaudio's default resampler,
-# which libsamplerate cannot match sample for sample: the test compares it loosely.
-# The safetensors file is written by hand (json + numpy): the pip package is not available.
-import json
+# ImageBind's fbank reads channel 0 only) and resamples with torchaudio's default resampler
+# (groundc computes it in double: the test allows for float32 rounding in the quietest bins).
+# The safetensors file is written with tests/st_write.py (numpy): the pip package is not
+# available.
 import math
 import os
 import shutil
-import struct
 import subprocess
 import tempfile
 from fractions import Fraction
@@ -43,6 +42,8 @@ from fractions import Fraction
 import numpy as np
 import torch
 import torchaudio
+
+import st_write  # tests/st_write.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "fixtures", "audio")
@@ -261,30 +262,6 @@ def kept_frames(bounds):
     return sorted(f for f in keep if 0 <= f < TARGET_LENGTH)
 
 
-# --- safetensors writer ---
-
-
-def write_safetensors(path, tensors, meta):
-    header, blobs, offset = {}, [], 0
-    # 8-byte types first so every tensor stays aligned
-    order = sorted(tensors, key=lambda k: (tensors[k][0] != "I64", k))
-    for name in order:
-        dtype, arr = tensors[name]
-        raw = np.ascontiguousarray(arr).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    header["__metadata__"] = meta
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
 def main():
     os.makedirs(OUT, exist_ok=True)
     torch.set_num_threads(1)
@@ -319,7 +296,7 @@ def main():
     tensors["clips.n"] = ("I64", np.array(lengths, dtype=np.int64))
     tensors["clips.bounds"] = ("I64", np.array([clip_bounds(n) for n in lengths], np.int64))
 
-    write_safetensors(os.path.join(OUT, "reference.safetensors"), tensors, meta)
+    st_write.write(os.path.join(OUT, "reference.safetensors"), tensors, meta)
     shutil.rmtree(TMP)
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
     print(f"wrote {OUT}: {total} bytes")
