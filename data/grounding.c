@@ -89,6 +89,49 @@ bool ds_parse_span(const char *text, ds_span *out) {
     return true;
 }
 
+// Every match of pattern (k numbers) in text: false with why at the first out of [0, 1] or
+// reversed. Matches whose numbers do not parse ("1.2.3") are not boxes: skipped.
+static bool check_all(const char *pattern, int k, const char *what, const char *text, char *why,
+                      size_t why_n) {
+    regex_t re;
+    int rc = regcomp(&re, pattern, REG_EXTENDED);
+    if (rc) ag_fail("grounding: cannot compile pattern %s (error %d)", pattern, rc);
+    regmatch_t m[5];
+    bool ok = true;
+    for (const char *s = text; ok && regexec(&re, s, (size_t)k + 1, m, 0) == 0; s += m[0].rm_eo) {
+        double v[4];
+        bool number = true;
+        for (int i = 0; i < k; i++) {
+            char num[64];
+            int len = (int)(m[i + 1].rm_eo - m[i + 1].rm_so);
+            if (len >= (int)sizeof num) len = (int)sizeof num - 1;
+            snprintf(num, sizeof num, "%.*s", len, s + m[i + 1].rm_so);
+            char *end;
+            v[i] = strtod(num, &end);
+            if (*end || end == num) number = false;
+        }
+        if (!number) continue;
+        bool inside = true;
+        for (int i = 0; i < k; i++) inside &= v[i] >= 0.0 && v[i] <= 1.0;
+        bool ordered = k == 4 ? v[2] >= v[0] && v[3] >= v[1] : v[1] >= v[0];
+        if (!inside || !ordered) {
+            snprintf(why, why_n, "%s %.*s %s", what, (int)(m[0].rm_eo - m[0].rm_so), s + m[0].rm_so,
+                     !inside  ? "is not normalised to [0, 1]"
+                     : k == 4 ? "is reversed (x2 < x1 or y2 < y1)"
+                              : "is reversed (t2 < t1)");
+            ok = false;
+        }
+        if (m[0].rm_eo == 0) break; // no progress (cannot happen: the pattern is not empty)
+    }
+    regfree(&re);
+    return ok;
+}
+
+bool ds_check_normalised(const char *text, char *why, size_t n) {
+    return check_all("\\[" NUM ", " NUM ", " NUM ", " NUM "\\]", 4, "box", text, why, n) &&
+           check_all("\\{" NUM ", " NUM "\\}", 2, "span", text, why, n);
+}
+
 double ds_box_iou(ds_box a, ds_box b) {
     double iw = fmin(a.x2, b.x2) - fmax(a.x1, b.x1), ih = fmin(a.y2, b.y2) - fmax(a.y1, b.y1);
     if (iw <= 0 || ih <= 0) return 0;

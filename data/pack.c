@@ -426,7 +426,15 @@ static bool process_json(packer *p, const item *it, result *r, char *err, size_t
     int task, n;
     ds_turn *turns;
     if (!ds_json_sample_turns(it->obj, &task, &turns, &n, err, en)) return false;
-    bool ok = build_sample(p, it, turns, n, task, r, err, en);
+    // reference-format boxes and spans are normalised already: pixels or reversed ones would
+    // train and score nonsense
+    bool ok = true;
+    for (int i = 0; i < n && ok; i++) {
+        char why[256];
+        if (!ds_check_normalised(turns[i].text, why, sizeof why))
+            ok = failf(err, en, "turn %d: %s", i + 1, why);
+    }
+    ok = ok && build_sample(p, it, turns, n, task, r, err, en);
     free(turns);
     // media last: a sample already known to be bad costs no decode
     for (int k = 0; ok && k < DS_MEDIA_KINDS; k++)
@@ -785,10 +793,16 @@ __attribute__((noreturn)) static void no_samples(const ds_pack_config *c) {
 }
 
 static void check_config(const ds_pack_config *c) {
+    if (c->n_json + c->n_jsonl < 1)
+        ag_fail("pack: no input (--json FILE or --grounding-jsonl FILE; groundc pack --help)");
     if (!c->tokenizer_path) ag_fail("pack: --tokenizer FILE is required");
     if (!c->out_dir || !c->out_dir[0]) ag_fail("pack: --out DIR is required");
-    if (c->n_json + c->n_jsonl < 1)
-        ag_fail("pack: no input (--json FILE or --grounding-jsonl FILE)");
+    // every media path would fail one by one
+    struct stat st;
+    if (c->media_root && stat(c->media_root, &st) != 0)
+        ag_fail("pack: --media-root %s: %s", c->media_root, strerror(errno));
+    if (c->media_root && !S_ISDIR(st.st_mode))
+        ag_fail("pack: --media-root %s: not a folder", c->media_root);
     if (c->shard_samples < 1) ag_fail("pack: --shard-samples must be at least 1");
     if (c->threads < 1) ag_fail("pack: --threads must be at least 1");
     if (c->max_len < 1) ag_fail("pack: --max-len must be at least 1");

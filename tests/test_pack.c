@@ -747,10 +747,16 @@ int main(void) {
         "{'id': 'nul', 'image': '%s', 'conversations': [{'from': 'human', 'value': "
         "'<image>\\nWhat is this?'}, {'from': 'gpt', 'value': 'Shapes\\u0000 on a mat.'}]},\n"
         "{'id': 'backslash', 'image': '%s', 'conversations': [{'from': 'human', 'value': "
-        "'<image>\\nWhat is \\\\u0000?'}, {'from': 'gpt', 'value': 'Text.'}]}\n"
+        "'<image>\\nWhat is \\\\u0000?'}, {'from': 'gpt', 'value': 'Text.'}]},\n"
+        "{'id': 'pixels', 'image': '%s', 'conversations': [{'from': 'human', 'value': "
+        "'<image>\\nWhere?'}, {'from': 'gpt', 'value': '[120, 40, 300, 200]'}]},\n"
+        "{'id': 'reversed', 'image': '%s', 'conversations': [{'from': 'human', 'value': "
+        "'<image>\\nWhere?'}, {'from': 'gpt', 'value': '[0.5, 0.2, 0.1, 0.9]'}]},\n"
+        "{'id': 'late', 'video': '%s', 'conversations': [{'from': 'human', 'value': "
+        "'<video>\\nWhen?'}, {'from': 'gpt', 'value': '{0.50, 1.20}'}]}\n"
         "]\n");
     snprintf(bad_json, 32768, tmpl, img0, img0, img0, img0, long_answer, img0, img0, img0, vid0,
-             aud0, img1, vid1, img1, aud1, img0, img0);
+             aud0, img1, vid1, img1, aud1, img0, img0, img0, img0, vid0);
     free(tmpl);
     spit(g_bad, bad_json);
     free(bad_json);
@@ -845,6 +851,9 @@ int main(void) {
                {g_bad, 7, "special token <im_patch>"},
                {g_bad, 8, "unknown \"task\""},
                {g_bad, 15, "text contains a NUL character"},
+               {g_bad, 17, "turn 2: box [120, 40, 300, 200] is not normalised to [0, 1]"},
+               {g_bad, 18, "turn 2: box [0.5, 0.2, 0.1, 0.9] is reversed"},
+               {g_bad, 19, "turn 2: span {0.50, 1.20} is not normalised to [0, 1]"},
                {g_jsonl, 2, "outside the"},
                {g_jsonl, 4, "outside the"},
                {g_jsonl, 6, "invalid JSON"},
@@ -1088,6 +1097,19 @@ int main(void) {
                  !strstr(errm, "--tasks"),
              "all samples bad: exit %d, %s", rc, errm);
     free(errm);
+    // a --media-root that is a file or missing: one line up front, not one per sample
+    const char *roots[2][2] = {{"allbad.json", "not a folder"}, {"no-such-dir", "No such file"}};
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args,
+                 "pack --json %s --media-root %s/%s --tokenizer %s --out %s/root_out", path, g_dir,
+                 roots[k][0], g_tok, g_dir);
+        rc = groundc("root", args);
+        errm = output("root", "err");
+        TL_CHECK(rc != 0 && strstr(errm, "--media-root") && strstr(errm, roots[k][1]) &&
+                     strchr(errm, '\n') == errm + strlen(errm) - 1,
+                 "--media-root %s: exit %d, %s", roots[k][0], rc, errm);
+        free(errm);
+    }
 
     ds_tokenizer_free(tok);
     free(err1), free(out1_text);
