@@ -127,9 +127,10 @@ static bool check_all(const char *pattern, int k, const char *what, const char *
     return ok;
 }
 
-bool ds_check_normalised(const char *text, char *why, size_t n) {
-    return check_all("\\[" NUM ", " NUM ", " NUM ", " NUM "\\]", 4, "box", text, why, n) &&
-           check_all("\\{" NUM ", " NUM "\\}", 2, "span", text, why, n);
+bool ds_check_normalised(const char *text, bool boxes, bool spans, char *why, size_t n) {
+    return (!boxes ||
+            check_all("\\[" NUM ", " NUM ", " NUM ", " NUM "\\]", 4, "box", text, why, n)) &&
+           (!spans || check_all("\\{" NUM ", " NUM "\\}", 2, "span", text, why, n));
 }
 
 double ds_box_iou(ds_box a, ds_box b) {

@@ -37,10 +37,10 @@ char *ds_format_span(ds_span s, char *buf, size_t n);
 // The first box / span in text; false when there is none.
 bool ds_parse_box(const char *text, ds_box *out);
 bool ds_parse_span(const char *text, ds_span *out);
-// Every box and span pattern in text (not only the first): false, with the offending one and
-// why in why, when a coordinate lies outside [0, 1] (pixels where normalised values belong)
-// or a box or span is reversed (x2 < x1, y2 < y1, t2 < t1).
-bool ds_check_normalised(const char *text, char *why, size_t n);
+// Every box (boxes true) and span (spans true) pattern in text, not only the first: false,
+// with the offending one and why in why, when a coordinate lies outside [0, 1] (pixels where
+// normalised values belong) or a box or span is reversed (x2 < x1, y2 < y1, t2 < t1).
+bool ds_check_normalised(const char *text, bool boxes, bool spans, char *why, size_t n);
 // Intersection over union; 0 for degenerate inputs.
 double ds_box_iou(ds_box a, ds_box b);
 double ds_span_iou(ds_span a, ds_span b);

@@ -427,11 +427,14 @@ static bool process_json(packer *p, const item *it, result *r, char *err, size_t
     ds_turn *turns;
     if (!ds_json_sample_turns(it->obj, &task, &turns, &n, err, en)) return false;
     // reference-format boxes and spans are normalised already: pixels or reversed ones would
-    // train and score nonsense
+    // train and score nonsense (boxes where there is an image, spans where there is a video or
+    // a sound: elsewhere "{1, 2}" may be a set in a caption)
     bool ok = true;
+    const bool boxes = it->media[DS_MEDIA_IMAGE] >= 0,
+               spans = it->media[DS_MEDIA_VIDEO] >= 0 || it->media[DS_MEDIA_AUDIO] >= 0;
     for (int i = 0; i < n && ok; i++) {
         char why[256];
-        if (!ds_check_normalised(turns[i].text, why, sizeof why))
+        if (!ds_check_normalised(turns[i].text, boxes, spans, why, sizeof why))
             ok = failf(err, en, "turn %d: %s", i + 1, why);
     }
     ok = ok && build_sample(p, it, turns, n, task, r, err, en);
