@@ -172,6 +172,31 @@ dry stage.yaml --set 'data.datasets=[train, {path: other, weight: 2}]' && grep -
 expect_error "--set list hint" "--set data.datasets=train:1:15: data.datasets: expected a non-empty list .*--set 'data.datasets=\[DIR, DIR2\]'" \
   "$groundc" train stage.yaml --dry-run --set data.datasets=train
 expect_error "--set YAML syntax" "--set train.lr=\[1:[0-9]+:[0-9]+: YAML syntax" "$groundc" train stage.yaml --dry-run --set 'train.lr=[1'
+# an unknown key inside a list item is an error too (a misspelt weight silently became 1)
+cat >items.yaml <<YAML
+model: sub/tiny.yaml
+stage: 3
+data:
+  datasets: [{path: train, wieght: 4}, {path: train, weight: 1, extra: 3}]
+YAML
+expect_error "unknown key in a list item" "^groundc: error: items.yaml:4:28: unknown key 'wieght' in data.datasets\[0\]$" \
+  "$groundc" train items.yaml --config-only
+expect_error "unknown key in a --set list item" "^groundc: error: --set data.datasets=\[\{path: train, weigth: 2\}\]:1:30: unknown key 'weigth' in data.datasets\[0\]$" \
+  "$groundc" train stage.yaml --config-only --set 'data.datasets=[{path: train, weigth: 2}]'
+sed -i 's/wieght: 4/weight: 4/' items.yaml
+expect_error "unknown key in the second list item" "items.yaml:4:65: unknown key 'extra' in data.datasets\[1\]" \
+  "$groundc" train items.yaml --config-only
+# a section whose every key has a default may be left out: no train: is train: {}
+sed -i 's/, extra: 3//' items.yaml
+dry items.yaml && valid && ok || bad "stage config without train: $(cat "$tmp/err")"
+printf 'task:\n  payload: 3\n' >lm_min.yaml
+"$groundc" train lm_min.yaml --dry-run >"$tmp/out" 2>"$tmp/err" && valid && [ ! -e checkpoints ] && ok ||
+  bad "copy-task config without model: and train: (dry run): $(cat "$tmp/err")"
+# a trainable / frozen pattern that matches no parameter: named where it was written, by
+# --config-only too (only the model file is needed)
+printf 'trainable:\n  - model.mm_vision_projector.*\n  - model.vison_tower.*\n' >>items.yaml
+expect_error "pattern matching nothing" "^groundc: error: items.yaml:7:5: trainable: pattern 'model.vison_tower.\*' matches no parameter" \
+  "$groundc" train items.yaml --config-only
 
 # --- whole-number options: past long long is an error, never a clamped value; --help per command
 expect_error "synth seed overflow" "--seed: expected a whole number in \[0, 9223372036854775807\], got '99999999999999999999'" "$groundc" synth --out "$tmp/s" --seed 99999999999999999999
@@ -199,6 +224,14 @@ expect_error "dry run: missing eval data" "nothere_eval" "$groundc" train stage.
   --set eval.data=nothere_eval --set eval.tokenizer="$src/tests/fixtures/tokenizer/test_bpe.model"
 expect_error "dry run: --resume DIR" "^groundc: error: $tmp/st/sub: not a checkpoint \(no state.json\)" \
   "$groundc" train stage.yaml --dry-run --resume "$tmp/st/sub"
+expect_error "dry run: --resume DIR not there" "^groundc: error: $tmp/st/nockpt: does not exist" \
+  "$groundc" train stage.yaml --dry-run --resume "$tmp/st/nockpt"
+# train --help lists every flag the README shows, and says how --dry-run and --config-only go
+"$groundc" train --help >"$tmp/out"
+for f in --resume --set --dry-run --config-only --help; do
+  grep -q -e "$f" "$tmp/out" && ok || bad "train --help lacks $f"
+done
+grep -q "given with --dry-run, --config-only wins" "$tmp/out" && ok || bad "train --help: --dry-run with --config-only"
 
 # eval --report into a folder that is not there: refused before anything is loaded
 expect_error "eval report folder" "^groundc: error: eval: --report /nonexistent/r.json: " \

@@ -7,8 +7,12 @@
 #     and final weights of 1 rank x 8 (f32 tolerance; weights compared with numpy, within
 #     1e-4: AdamW divides by sqrt(v), so rounding in near-zero gradients moves a weight by a
 #     fraction of lr = 3e-3 per step);
-#   * checkpoints that do not fit (world size, model) and a fresh start over existing
+#   * a resume off the train.log_every cadence writes the uninterrupted run's metrics.jsonl;
+#   * a 2-rank checkpoint resumes on 1 rank (same global batch; not ZeRO-1);
+#   * checkpoints that do not fit (ZeRO-1 world size, model) and a fresh start over existing
 #     checkpoints are refused with one line; non-finite steps are skipped, then stop the run;
+#     steps without a supervised token make no update and are said; --dry-run checks the
+#     shards against the model and data.max_len, checkpoint.out and the resume checkpoint;
 #   * a two-stage curriculum starts stage 2 from stage 1's checkpoint and skips both when
 #     run again.
 set -u
@@ -85,6 +89,30 @@ if diff <(losses ref/metrics.jsonl) <(losses k1/metrics.jsonl) >/dev/null; then 
 else bad "losses after kill + resume differ: $(diff <(losses ref/metrics.jsonl) <(losses k1/metrics.jsonl) | head -4)"; fi
 cmp -s ref/step_00000012/model.safetensors k1/step_00000012/model.safetensors && ok || bad "final weights after resume differ"
 
+# --- a checkpoint step that is not a multiple of train.log_every (3 vs 2): the resumed run's
+# first metrics line averages steps 3 and 4, as the uninterrupted run's does (the open logging
+# window is stored in state.json), and every record matches but for the timings
+records() { # FILE: metrics.jsonl without tokens_per_s and elapsed_s, one JSON per line
+  "$py" -c 'import json, sys
+for l in open(sys.argv[1]):
+    r = json.loads(l); r.pop("tokens_per_s", None); r.pop("elapsed_s", None)
+    print(json.dumps(r, sort_keys=True))' "$1"
+}
+run --set checkpoint.out=$tmp/lw --set train.log_every=2 || bad "log_every 2 reference: $(tail -3 "$tmp/log")"
+GROUNDC_TEST_KILL_AT_STEP=5 run --set checkpoint.out=$tmp/lwk --set train.log_every=2
+[ "$(readlink lwk/latest)" = step_00000003 ] && ok || bad "log window: latest $(readlink lwk/latest)"
+run --set checkpoint.out=$tmp/lwk --set train.log_every=2 --resume auto || bad "log window resume: $(tail -3 "$tmp/log")"
+if diff <(records lw/metrics.jsonl) <(records lwk/metrics.jsonl) >"$tmp/d"; then ok
+else bad "metrics.jsonl after a resume off the log cadence differs: $(head -4 "$tmp/d")"; fi
+# a checkpoint written before the window was stored (no log_window in state.json) still resumes
+# (its first line then averages the steps since the resume: steps 10, 12 from step 9)
+mkdir -p lwo && cp -r lwk/step_00000009 lwo/ && "$py" - lwo/step_00000009/state.json <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1])); del j["log_window"]; json.dump(j, open(sys.argv[1], "w"))
+PY
+run --set checkpoint.out=$tmp/lwo --set train.log_every=2 --resume auto && [ "$(records lwo/metrics.jsonl | wc -l)" = 2 ] && ok ||
+  bad "resume from a state.json without log_window: $(tail -3 "$tmp/log")"
+
 # --- SIGKILL in the middle of writing the 3rd checkpoint (step 9)
 GROUNDC_TEST_KILL_IN_CHECKPOINT=3 run --set checkpoint.out=$tmp/k2
 [ "$(readlink k2/latest)" = step_00000006 ] && ok || bad "killed in checkpoint: latest $(readlink k2/latest)"
@@ -135,6 +163,29 @@ expect_error "other image tokens" "train_t8/shard_[0-9]+\.h5: image samples carr
 expect_error "eval over other image tokens" "train_t8/shard_[0-9]+\.h5: image samples carry 8 patch tokens, the model makes 16" "$groundc" eval ref/step_00000012 --data train_t8 --task caption --tokenizer "$here/fixtures/tokenizer/test_bpe.model"
 "$groundc" pack --json raw/train.json --media-root raw --out train_a2 --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --audio-tokens 2 --threads 1 >/dev/null 2>&1 || bad "pack with 2 audio tokens"
 expect_error "other audio tokens" "train_a2/shard_[0-9]+\.h5: audio samples carry 2 patch tokens, the model makes 4 \(pack with --audio-tokens 4\)" "$groundc" train stage.yaml --set checkpoint.out=$tmp/a2 --set 'data.datasets=[train_a2]'
+# --dry-run finds those too, and every way a dataset does not fit is said in one line (five
+# wrong pack options used to take five train attempts)
+"$groundc" pack --json raw/train.json --media-root raw --out train_many --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --image-size 24 --image-tokens 9 --video-frames 8 --audio-tokens 2 --threads 1 >/dev/null 2>&1 || bad "pack with four wrong options"
+expect_error "dry run: every mismatch at once" "train_many/shard_[0-9]+\.h5: images are 24x24, the model's image_size is 32; image samples carry 9 patch tokens, the model makes 16; videos are 8 frames of 16x16, the model takes 4 frames of 16x16; audio samples carry 2 patch tokens, the model makes 4 \(pack with --image-size 32 --image-tokens 16 --video-frames 4 --video-size 16 --audio-tokens 4\)" "$groundc" train stage.yaml --dry-run --set checkpoint.out=$tmp/many --set 'data.datasets=[train_many]'
+# --dry-run: checkpoint.out that cannot be made; a --resume checkpoint of another model
+expect_error "dry run: checkpoint.out under a file" "^groundc: error: --set checkpoint.out=$tmp/tiny.yaml/out:1:16: checkpoint.out: .*cannot write there \(.*Not a directory\)" "$groundc" train stage.yaml --dry-run --set checkpoint.out=$tmp/tiny.yaml/out
+expect_error "dry run: resume another model" "written for another model" "$groundc" train stage.yaml --dry-run --set model=tiny_small.yaml --set checkpoint.out=$tmp/k1 --resume auto
+"$groundc" train stage.yaml --dry-run --set checkpoint.out=$tmp/k1 --resume auto >"$tmp/log" 2>&1 && grep -q "config valid" "$tmp/log" && ok || bad "dry run over a resumable checkpoint: $(tail -2 "$tmp/log")"
+# data.max_len shorter than the samples: every sample longer is an error naming the dataset
+# and the lengths (it used to train on nothing, logging loss 0); some longer, one warning line
+expect_error "max_len below every sample" "^groundc: error: --set data.max_len=8:1:14: data.max_len: every sample of $tmp/train is longer than 8 tokens \([0-9]+ to [0-9]+\)" "$groundc" train stage.yaml --dry-run --set checkpoint.out=$tmp/ml --set data.max_len=8
+shortest=$(sed -nE 's/.*longer than 8 tokens \(([0-9]+) to.*/\1/p' "$tmp/err")
+expect_error "max_len below every sample (a real run)" "every sample of $tmp/train is longer than 8 tokens" "$groundc" train stage.yaml --set checkpoint.out=$tmp/ml --set data.max_len=8
+[ ! -e ml ] && ok || bad "a run refused for data.max_len made checkpoint.out"
+"$groundc" train stage.yaml --dry-run --set checkpoint.out=$tmp/ml --set data.max_len="$shortest" >"$tmp/log" 2>&1 &&
+  [ "$(grep -c "^groundc: warning: $tmp/train: [0-9]* of [0-9]* samples are longer than data.max_len $shortest (the longest [0-9]* tokens)" "$tmp/log")" = 1 ] && ok ||
+  bad "max_len below some samples: one warning line: $(grep -v '^ ' "$tmp/log" | head -3)"
+# a step whose batch has no supervised token (the hook empties every even step) makes no
+# update and is said, not logged as a step of loss 0
+GROUNDC_TEST_SKIP_LAST_MICRO=0 run --set checkpoint.out=$tmp/empty --set train.steps=4 --set train.log_every=2 || bad "empty steps: $(tail -3 "$tmp/log")"
+[ "$(grep -c '"reason": "no supervised token"' empty/metrics.jsonl)" = 2 ] && ok || bad "empty steps not in metrics.jsonl: $(cat empty/metrics.jsonl)"
+grep -q '"step": 2, "stage": 2, "loss": [1-9].*"empty_steps": 1' empty/metrics.jsonl && ! grep -q '"loss": 0[,.]' empty/metrics.jsonl && ok || bad "empty steps in the window's loss: $(cat empty/metrics.jsonl)"
+grep -q "^step 2: no supervised token in the global batch" "$tmp/log" && grep -q "1 step without supervised tokens" "$tmp/log" && grep -q "^2 steps of this run had no supervised token" "$tmp/log" && ok || bad "empty steps not said: $(grep -i supervised "$tmp/log")"
 # init.checkpoint is stored absolute like the dataset paths: relative to the config file that
 # names it, or to the working folder for a --set value
 mkdir -p "$tmp/sub"
@@ -189,7 +240,23 @@ PY
     "$py" "$here/st_compare.py" ref/step_00000012/model.safetensors $d/step_00000012/model.safetensors --rtol 1e-3 --atol 1e-4 >"$tmp/cmp" && ok || bad "weights of $d: $(cat "$tmp/cmp")"
   done
   [ -f z1/step_00000012/optim.rank00001.safetensors ] && ok || bad "ZeRO-1 writes one optimizer file per rank"
-  expect_error "another world size" "written by 2 ranks, this run has 1" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dp --set data.micro_batch=4 --resume "$tmp/dp/step_00000009"
+  # another rank count resumes when the global batch stays (2 x 4 -> 1 x 4 x accumulation 2):
+  # the losses go on as the 2-rank run's, up to float rounding, and a note says so
+  expect_error "another world size, other global batch" "global batch 8, this config makes 4 \(on another number of ranks, set data.global_batch" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dp1 --set data.micro_batch=4 --resume "$tmp/dp/step_00000009"
+  "$groundc" train stage.yaml --set checkpoint.out=$tmp/dp1 --set data.micro_batch=4 --set data.global_batch=8 --resume "$tmp/dp/step_00000009" >"$tmp/log" 2>&1 || bad "2 -> 1 rank resume: $(tail -3 "$tmp/log")"
+  grep -q "^note: .*written by 2 ranks, this run has 1: .*not bit for bit" "$tmp/log" && ok || bad "2 -> 1 rank resume: no note"
+  "$py" - dp/metrics.jsonl dp1/metrics.jsonl <<'PY' && ok || bad "2 -> 1 rank resume: losses differ from the 2-rank run's"
+import json, sys
+a = {r["step"]: r for r in map(json.loads, open(sys.argv[1]))}
+b = [json.loads(l) for l in open(sys.argv[2])]
+assert [r["step"] for r in b] == [10, 11, 12], [r["step"] for r in b]
+for y in b:
+    x = a[y["step"]]
+    assert abs(x["loss"] - y["loss"]) <= 1e-5 * abs(x["loss"]), (y["step"], x["loss"], y["loss"])
+    assert x["tokens"] == y["tokens"], (x["tokens"], y["tokens"])
+PY
+  # ZeRO-1 shards the optimizer state per rank: that resumes on its own rank count only
+  expect_error "ZeRO-1, another world size" "written by 2 ranks with ZeRO-1 .*this run has 1 \(launch with mpirun -np 2\)" "$groundc" train stage.yaml --set checkpoint.out=$tmp/z1b --set data.micro_batch=2 --set data.global_batch=8 --set train.zero1=true --resume "$tmp/z1/step_00000009"
   # resume under MPI repeats the losses too
   GROUNDC_TEST_KILL_AT_STEP=5 "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpk --set data.micro_batch=4 >/dev/null 2>&1
   "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpk --set data.micro_batch=4 --resume auto >"$tmp/log" 2>&1 || bad "MPI resume: $(tail -3 "$tmp/log")"

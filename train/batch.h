@@ -2,8 +2,11 @@
 // media rows become tensors on ctx's device (videos flattened to (n·F, S, S, 3)), ids and
 // targets are shared, not copied. Lives until ag_step_reset.
 #pragma once
+#include <stdio.h>
+
 #include "data/loader.h"
 #include "model/groundinggpt.h"
+#include "train/train_config.h"
 
 void tr_batch_to_model(ag_ctx *ctx, const ds_batch *b, gm_groundinggpt_batch *out);
 // Supervised targets (!= DS_IGNORE_TARGET) of the batch.
@@ -15,3 +18,11 @@ int64_t tr_batch_supervised(const ds_batch *b);
 // with other frame counts would otherwise be cut into other videos, and other token counts
 // fail in splice on the first batch, naming neither the shard nor the pack option.
 ds_loader *tr_batch_open_loader(ds_loader_config *lc, const gm_groundinggpt_config *c);
+// Before a stage trains (and in its dry run), from each dataset's manifest and its shards'
+// headers and sample offsets (no media is read): every way a dataset does not fit c's model,
+// in one line naming its shard and all the pack options that would fit (the loader's own check
+// at open says one at a time); and the sample lengths against data.max_len, as the loader cuts
+// a sample to its first max_len tokens, answer included: when every sample of a dataset is
+// longer it fails, naming the dataset and both lengths; when some are, one warning line on log
+// (NULL: none) with their count and the longest.
+void tr_batch_check_datasets(const tr_train_config *c, FILE *log);

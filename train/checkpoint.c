@@ -123,6 +123,14 @@ static char *state_json(const tr_ckpt_state *st) {
     cJSON_AddNumberToObject(j, "bad_steps", st->bad_steps);
     cJSON_AddNumberToObject(j, "tokens", st->tokens);
     cJSON_AddNumberToObject(j, "loss", isfinite(st->loss) ? st->loss : -1);
+    // The logging window open at the save (steps past the last metrics line): a resume adds
+    // to it, so that its first line averages what the uninterrupted run's does. cJSON prints
+    // doubles with 17 digits where 15 do not read back the same.
+    cJSON *w = cJSON_AddObjectToObject(j, "log_window");
+    cJSON_AddNumberToObject(w, "loss_sum", st->win_loss);
+    cJSON_AddNumberToObject(w, "steps", (double)st->win_steps);
+    cJSON_AddNumberToObject(w, "tokens", st->win_tokens);
+    cJSON_AddNumberToObject(w, "empty_steps", (double)st->win_empty);
     cJSON_AddStringToObject(j, "config_digest", st->config_digest);
     cJSON_AddStringToObject(j, "model_digest", st->model_digest);
     char *s = cJSON_Print(j);
@@ -216,6 +224,14 @@ void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st) {
     st->bad_steps = (int)int_field(&doc, j, "bad_steps", 0, INT32_MAX);
     st->tokens = field(&doc, j, "tokens", cJSON_Number)->valuedouble;
     st->loss = field(&doc, j, "loss", cJSON_Number)->valuedouble;
+    // Written since the window was saved; older checkpoints resume with an empty window.
+    if (cJSON_GetObjectItemCaseSensitive(j, "log_window")) {
+        const cJSON *w = field(&doc, j, "log_window", cJSON_Object);
+        st->win_loss = field(&doc, w, "loss_sum", cJSON_Number)->valuedouble;
+        st->win_steps = int_field(&doc, w, "steps", 0, INT64_MAX / 2);
+        st->win_tokens = field(&doc, w, "tokens", cJSON_Number)->valuedouble;
+        st->win_empty = int_field(&doc, w, "empty_steps", 0, INT64_MAX / 2);
+    }
     hex_field(&doc, j, "config_digest", st->config_digest);
     hex_field(&doc, j, "model_digest", st->model_digest);
     if (st->complete != (st->step == st->total_steps))

@@ -6,7 +6,8 @@
 //                                  weights (master.<name>) of the parameters this rank updates:
 //                                  all of them on rank 0 without ZeRO-1 (the other ranks hold
 //                                  the same state and write nothing), its share with ZeRO-1
-//     state.json                   step, stage, data cursor, seed, world size, config digest
+//     state.json                   step, stage, data cursor, seed, world size, logging
+//                                  window, config digest
 //     config.yaml                  the resolved training config
 //
 // written into OUT/.tmp.step_00000500 (every file fsynced), renamed into place, the folder
@@ -38,9 +39,14 @@ typedef struct {
     int world;           // ranks that wrote it
     bool zero1;          // optimizer state sharded across ranks
     int64_t global_batch;
-    int bad_steps;          // non-finite steps in a row at the save
-    double tokens;          // supervised tokens seen
-    double loss;            // mean loss of the last logged window
+    int bad_steps; // non-finite steps in a row at the save
+    double tokens; // supervised tokens seen
+    double loss;   // mean loss of the last logged window
+    // The logging window at the save (the steps since the last metrics.jsonl line): summed
+    // mean loss and supervised tokens of its finite steps, their count, and its steps without
+    // a supervised token. Zero in checkpoints written before these were stored.
+    double win_loss, win_tokens;
+    int64_t win_steps, win_empty;
     char config_digest[65]; // SHA-256 of the resolved config (for information)
     char model_digest[65];  // SHA-256 of the parameter names, shapes and dtypes
 } tr_ckpt_state;

@@ -31,14 +31,18 @@ typedef struct {
 
 static void print_help(void) {
     printf("usage: groundc train CONFIG.yaml [--resume auto|CKPT_DIR] [--set key.path=value ...] "
-           "[--dry-run]\n\n"
+           "[--dry-run | --config-only]\n\n"
            "  CONFIG.yaml           a stage, curriculum (stages: [...]) or copy-task config\n"
            "                        (mpirun -np N for N ranks)\n"
            "  --resume auto|DIR     continue from the run's latest checkpoint (auto) or from DIR\n"
            "  --set key.path=value  override one config value (YAML); may be repeated\n"
-           "  --dry-run             read and check the configs and their inputs (datasets,\n"
-           "                        init weights, eval data, --resume folder), train nothing\n"
-           "  --config-only         as --dry-run, without looking for the inputs\n");
+           "  --dry-run             read and check the configs and their inputs (datasets and\n"
+           "                        their shards against the model, trainable/frozen patterns,\n"
+           "                        init weights, eval data, checkpoint.out, --resume folder),\n"
+           "                        train nothing\n"
+           "  --config-only         as --dry-run, without looking for the inputs (before the\n"
+           "                        data is packed); given with --dry-run, --config-only wins\n"
+           "  -h, --help            this text\n");
 }
 
 static void parse_args(int argc, char **argv, train_args *a) {
@@ -134,17 +138,13 @@ static bool is_under(const char *path, const char *dir) {
 
 // What the real run opens before it trains, checked by a dry run with the same functions and
 // so the same one-line errors: the checkpoint to resume from (or checkpoints where a fresh run
-// would start), the eval inputs, the datasets' manifests and the init weights. earlier: the
+// would start) and whether this config continues it, checkpoint.out, the eval inputs, the
+// datasets (manifests, shards against the model and data.max_len), the trainable / frozen
+// patterns (on a meta model: no weights) and the init weights' headers. earlier: the
 // checkpoint.out folders of the curriculum's earlier stages (n_earlier of them), which a dry run
 // does not fill: an init inside one is not checked.
-static void check_inputs(const tr_train_config *c, const char *resume, const char *const *earlier,
-                         int n_earlier) {
-    char *from = tr_checkpoint_to_resume(c, resume); // the run's own check
-    if (from) {
-        tr_ckpt_state st;
-        tr_ckpt_read_state(from, &st);
-    }
-    free(from);
+static void check_inputs(const tr_train_config *c, const tr_dist *d, const char *resume,
+                         const char *const *earlier, int n_earlier) {
     if (c->eval_data) tr_eval_check_inputs(c->eval_data, c->eval_tokenizer);
     for (int p = 0; p < TR_INIT_NPART; p++) {
         const char *w = c->init.path[p];
@@ -153,11 +153,7 @@ static void check_inputs(const tr_train_config *c, const char *resume, const cha
             made_earlier = made_earlier || is_under(w, earlier[k]);
         if (w && !made_earlier) tr_weights_close(tr_weights_open(w)); // headers only
     }
-    for (int i = 0; i < c->n_datasets; i++) {
-        ds_manifest m;
-        ds_manifest_read(&m, c->datasets[i].dir);
-        ds_manifest_free(&m);
-    }
+    tr_train_check(c, d, resume); // the run's own checks: checkpoint, datasets, patterns
 }
 
 static int run_stage(const char *path, tr_yaml *root, const train_args *a, const tr_dist *d,
@@ -168,7 +164,10 @@ static int run_stage(const char *path, tr_yaml *root, const train_args *a, const
     tr_train_config_fit_world(&c, d->world);
     print_resolved(path, root, d);
     if (a->dry_run) {
-        if (!a->config_only) check_inputs(&c, resume, earlier, n_earlier);
+        if (a->config_only)
+            tr_train_check_selection(&c); // needs the model file only
+        else
+            check_inputs(&c, d, resume, earlier, n_earlier);
         if (d->rank == 0)
             printf("%s: config valid: stage %d, %d dataset%s, micro batch %lld x accumulation %lld "
                    "x %d rank%s; dry run, nothing trained\n",
@@ -271,7 +270,13 @@ int tr_train_main(int argc, char **argv, const tr_dist *d) {
         tr_lm_config cfg;
         tr_lm_config_read(root, &cfg);
         print_resolved(a.config, root, d);
-        rc = tr_train_lm(&cfg, root);
+        if (a.dry_run) { // it reads nothing but its config: a dry run has nothing more to check
+            if (d->rank == 0)
+                printf("%s: config valid: copy task; dry run, nothing trained\n", a.config);
+            rc = 0;
+        } else {
+            rc = tr_train_lm(&cfg, root);
+        }
     } else {
         tr_stage_result res;
         rc = run_stage(a.config, root, &a, d, a.resume, &res, NULL, 0);

@@ -3,8 +3,13 @@
 #define _XOPEN_SOURCE 700
 #include "train/train_config.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "autograd/backend.h"
 #include "autograd/error.h"
@@ -46,7 +51,49 @@ ag_device tr_config_device(tr_yaml *root) {
     return AG_CUDA;
 }
 
-static int read_patterns(tr_yaml *map, const char *key, char **out) {
+char *tr_config_where(const tr_yaml *node) {
+    if (!node) return NULL;
+    size_t n = strlen(node->file) + 48;
+    char *at = ag_xmalloc(n, "config");
+    snprintf(at, n, "%s:%d:%d", node->file, node->line, node->col);
+    return at;
+}
+
+void tr_config_check_out_dir(const tr_train_config *c) {
+    // the folder, else the nearest one above it that exists: where the run makes it
+    char *dir = ag_xstrdup(c->out_dir);
+    struct stat sb;
+    while (stat(dir, &sb) && errno == ENOENT) {
+        char *slash = strrchr(dir, '/');
+        if (!slash) {
+            free(dir);
+            dir = ag_xstrdup(".");
+        } else if (slash == dir) {
+            slash[1] = 0;
+        } else {
+            *slash = 0;
+        }
+    }
+    const char *why = NULL;
+    if (stat(dir, &sb))
+        why = strerror(errno);
+    else if (!S_ISDIR(sb.st_mode))
+        why = "not a folder";
+    else if (access(dir, W_OK | X_OK))
+        why = strerror(errno);
+    if (why) {
+        char msg[PATH_MAX + 64];
+        snprintf(msg, sizeof msg, "%s", dir);
+        free(dir);
+        if (c->out_dir_at)
+            ag_fail("%s: checkpoint.out: %s: cannot write there (%s: %s)", c->out_dir_at,
+                    c->out_dir, msg, why);
+        ag_fail("checkpoint.out: %s: cannot write there (%s: %s)", c->out_dir, msg, why);
+    }
+    free(dir);
+}
+
+static int read_patterns(tr_yaml *map, const char *key, char **out, char **at) {
     tr_yaml *s = tr_yaml_get(map, key);
     if (!s) return 0;
     if (s->kind != TR_YAML_SEQ) tr_yaml_fail(s, "expected a list of name patterns");
@@ -55,6 +102,7 @@ static int read_patterns(tr_yaml *map, const char *key, char **out) {
         if (s->items[i]->kind != TR_YAML_SCALAR || !*s->items[i]->value)
             tr_yaml_fail(s->items[i], "expected a name pattern");
         out[i] = ag_xstrdup(s->items[i]->value);
+        at[i] = tr_config_where(s->items[i]);
     }
     return s->n;
 }
@@ -69,8 +117,10 @@ static void read_datasets(tr_yaml *data, tr_train_config *c) {
         tr_yaml_fail(list, "at most %d datasets", DS_LOADER_MAX_DATASETS);
     c->n_datasets = list->n;
     c->datasets = ag_xcalloc((size_t)list->n, sizeof *c->datasets, "datasets");
+    c->datasets_at = ag_xcalloc((size_t)list->n, sizeof *c->datasets_at, "datasets");
     for (int i = 0; i < list->n; i++) {
         tr_yaml *d = list->items[i];
+        c->datasets_at[i] = tr_config_where(d);
         if (d->kind == TR_YAML_SCALAR) { // a bare path: weight 1
             c->datasets[i].dir = tr_config_abs_path(d);
             c->datasets[i].weight = 1;
@@ -83,7 +133,24 @@ static void read_datasets(tr_yaml *data, tr_train_config *c) {
     }
 }
 
+// A config pattern that matches no parameter of reg fails where it was written (the model's
+// own check, gm_params_apply, cannot say where).
+static void check_patterns(const gm_params *reg, char *const *pats, char *const *at, int n,
+                           const char *kind) {
+    for (int i = 0; i < n; i++) {
+        bool hit = false;
+        for (int j = 0; j < reg->n && !hit; j++)
+            hit = gm_glob_match(pats[i], reg->tensors[j]->name);
+        if (!hit)
+            ag_fail("%s: %s: pattern '%s' matches no parameter of the model (groundc inspect "
+                    "MODEL.yaml lists them)",
+                    at[i] ? at[i] : "config", kind, pats[i]);
+    }
+}
+
 void tr_train_select(ag_ctx *ctx, gm_groundinggpt *m, const tr_train_config *c) {
+    check_patterns(m->params, c->trainable, c->trainable_at, c->n_trainable, "trainable");
+    check_patterns(m->params, c->frozen, c->frozen_at, c->n_frozen, "frozen");
     const char *pats[TR_MAX_PATTERNS + 32];
     int n = c->stage ? gm_groundinggpt_stage_patterns(&m->cfg, c->stage, pats, 32) : 0;
     for (int i = 0; i < c->n_trainable; i++) pats[n++] = c->trainable[i];
@@ -126,8 +193,8 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
     tr_init_config_read(root, &c->init);
 
     c->stage = (int)tr_yaml_int(root, "stage", 0, 0, 3);
-    c->n_trainable = read_patterns(root, "trainable", c->trainable);
-    c->n_frozen = read_patterns(root, "frozen", c->frozen);
+    c->n_trainable = read_patterns(root, "trainable", c->trainable, c->trainable_at);
+    c->n_frozen = read_patterns(root, "frozen", c->frozen, c->frozen_at);
     if (!c->stage && !c->n_trainable)
         tr_yaml_fail(root, "say what trains: 'stage: 1|2|3' and/or a 'trainable:' pattern list");
 
@@ -137,22 +204,20 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
     c->accumulation = tr_yaml_int(data, "accumulation", 0, 1, 1 << 20);
     c->global_batch = tr_yaml_int(data, "global_batch", 0, 1, (int64_t)1 << 30);
     if (c->global_batch) { // where it was set, for tr_train_config_fit_world's message
-        const tr_yaml *g = tr_yaml_get(data, "global_batch");
-        size_t n = strlen(g->file) + 64;
-        c->global_batch_at = ag_xmalloc(n, "config");
-        snprintf(c->global_batch_at, n, "%s:%d:%d", g->file, g->line, g->col);
+        c->global_batch_at = tr_config_where(tr_yaml_get(data, "global_batch"));
     }
     if (c->accumulation && c->global_batch)
         tr_yaml_fail(data, "give 'accumulation' or 'global_batch', not both");
     if (!c->accumulation) c->accumulation = 1;
     c->max_len = tr_yaml_int(data, "max_len", c->model.llm.max_seq, 1, c->model.llm.max_seq);
+    c->max_len_at = tr_config_where(tr_yaml_get(data, "max_len"));
     c->data_seed = (uint64_t)tr_yaml_int(data, "seed", 1, 0, INT64_MAX);
     c->loader_threads = (int)tr_yaml_int(data, "threads", 1, 0, 64);
     c->prefetch = (int)tr_yaml_int(data, "prefetch", 4, 1, 64);
     c->checksums = tr_yaml_bool(data, "checksums", false);
 
+    // Every train.* key has a default: no section is the same as an empty one.
     tr_yaml *t = tr_yaml_map(root, "train");
-    if (!t) tr_yaml_fail(root, "missing 'train' section");
     read_length(t, c);
     c->lr = tr_yaml_num(t, "lr", 2e-5, 0, 10);
     c->warmup_ratio = tr_yaml_num(t, "warmup_ratio", 0.03, 0, 1);
@@ -173,6 +238,7 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
 
     tr_yaml *ck = tr_yaml_map(root, "checkpoint");
     c->out_dir = ag_xstrdup(tr_yaml_str(ck, "out", "checkpoints/run", NULL));
+    c->out_dir_at = tr_config_where(tr_yaml_get(ck, "out"));
     c->save_every = tr_yaml_int(ck, "every", 0, 0, big);
     c->keep = (int)tr_yaml_int(ck, "keep", 3, 0, 1 << 20);
 
@@ -191,10 +257,16 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
 
 void tr_train_config_free(tr_train_config *c) {
     tr_init_config_free(&c->init);
-    for (int i = 0; i < c->n_trainable; i++) free(c->trainable[i]);
-    for (int i = 0; i < c->n_frozen; i++) free(c->frozen[i]);
-    for (int i = 0; i < c->n_datasets; i++) free((char *)c->datasets[i].dir);
+    for (int i = 0; i < c->n_trainable; i++) free(c->trainable[i]), free(c->trainable_at[i]);
+    for (int i = 0; i < c->n_frozen; i++) free(c->frozen[i]), free(c->frozen_at[i]);
+    for (int i = 0; i < c->n_datasets; i++) {
+        free((char *)c->datasets[i].dir);
+        if (c->datasets_at) free(c->datasets_at[i]);
+    }
     free(c->datasets);
+    free(c->datasets_at);
+    free(c->max_len_at);
+    free(c->out_dir_at);
     free(c->out_dir);
     free(c->eval_data);
     free(c->eval_tokenizer);

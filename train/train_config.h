@@ -22,10 +22,14 @@ typedef struct {
     int stage;
     int n_trainable, n_frozen;
     char *trainable[TR_MAX_PATTERNS], *frozen[TR_MAX_PATTERNS];
+    // "file:line:column" of each pattern, for the message when one matches no parameter
+    char *trainable_at[TR_MAX_PATTERNS], *frozen_at[TR_MAX_PATTERNS];
     // data
     int n_datasets;
     ds_loader_dataset *datasets; // dir allocated
+    char **datasets_at;          // "file:line:column" where each was named
     int64_t micro_batch, accumulation, max_len;
+    char *max_len_at;      // "file:line:column" where data.max_len was set (NULL: the default)
     int64_t global_batch;  // > 0: accumulation = global_batch / (micro_batch x ranks)
     char *global_batch_at; // "file:line:column" where it was set, for fit_world's message
     uint64_t data_seed;
@@ -47,6 +51,7 @@ typedef struct {
     int64_t log_every;
     // checkpoints
     char *out_dir;
+    char *out_dir_at;   // "file:line:column" of checkpoint.out (NULL: the default)
     int64_t save_every; // 0: only at the end
     int keep;           // newest checkpoints kept (0: all)
     // evaluation after the stage (optional)
@@ -77,5 +82,11 @@ ag_device tr_config_device(tr_yaml *root);
 // tree so that the resolved config stored with checkpoints means the same from any folder.
 // malloc'd.
 char *tr_config_abs_path(tr_yaml *node);
+// "file:line:column" of node, allocated (NULL for NULL).
+char *tr_config_where(const tr_yaml *node);
+// Fails unless checkpoint.out can be made and written (the folder, or the nearest existing
+// folder above it, writable): a dry run, and a run before it trains, rather than at the first
+// checkpoint.
+void tr_config_check_out_dir(const tr_train_config *c);
 // Is root a stage config (as opposed to the copy-task config or a curriculum)?
 bool tr_config_is_stage(tr_yaml *root);

@@ -20,10 +20,11 @@
 #include "train/train_config.h"
 #include "train/trainer.h"
 
+// Every model size has a default: no section is the same as an empty one (NULL; lookups on
+// NULL give the defaults).
 static tr_yaml *model_section(tr_yaml *root) {
     tr_yaml *m = tr_yaml_get(root, "model");
-    if (!m) tr_yaml_fail(root, "missing 'model' section");
-    if (m->kind == TR_YAML_MAP) return m;
+    if (!m || m->kind == TR_YAML_MAP) return m;
     tr_yaml_fail(m, "expected a mapping of model sizes");
 }
 
@@ -41,11 +42,12 @@ void tr_lm_config_read(tr_yaml *root, tr_lm_config *c) {
     c->model.max_seq = tr_yaml_int(m, "max_seq", 64, 1, big);
     c->model.rope_theta = tr_yaml_num(m, "rope_theta", 1e4, 1e-6, 1e12);
     c->model.norm_eps = tr_yaml_num(m, "norm_eps", 1e-5, 1e-12, 1);
+    tr_yaml *m_at = m ? m : root; // where a size mismatch is reported
     if (c->model.dim % c->model.n_heads)
-        tr_yaml_fail(m, "dim %lld is not a multiple of heads %lld", (long long)c->model.dim,
+        tr_yaml_fail(m_at, "dim %lld is not a multiple of heads %lld", (long long)c->model.dim,
                      (long long)c->model.n_heads);
     if (c->model.n_heads % c->model.n_kv_heads)
-        tr_yaml_fail(m, "heads %lld is not a multiple of kv_heads %lld",
+        tr_yaml_fail(m_at, "heads %lld is not a multiple of kv_heads %lld",
                      (long long)c->model.n_heads, (long long)c->model.n_kv_heads);
     gm_llama_check_config(&c->model);
 
@@ -59,8 +61,7 @@ void tr_lm_config_read(tr_yaml *root, tr_lm_config *c) {
         tr_yaml_fail(tr_yaml_at(task, "payload"), "sequences of %lld tokens exceed max_seq %lld",
                      (long long)ds_copy_seq_len(c->payload), (long long)c->model.max_seq);
 
-    tr_yaml *t = tr_yaml_map(root, "train");
-    if (!t) tr_yaml_fail(root, "missing 'train' section");
+    tr_yaml *t = tr_yaml_map(root, "train"); // all defaults: absent is the same as {}
     c->steps = tr_yaml_int(t, "steps", 100, 1, big);
     c->batch = tr_yaml_int(t, "batch", 8, 1, big);
     c->lr = tr_yaml_num(t, "lr", 1e-3, 0, 10);

@@ -194,12 +194,20 @@ static void check_resume(const char *dir, const tr_ckpt_state *st, const char *m
     const char *done = st->complete ? "; the stage is complete: to train it again, set "
                                       "checkpoint.out to another folder"
                                     : "";
-    if (!st->complete && st->world != d->world)
-        ag_fail("%s: written by %d ranks, this run has %d (launch with mpirun -np %d)", dir,
-                st->world, d->world, st->world);
+    // Another rank count continues the run when the global batch stays: the loader re-splits
+    // the stream and, without ZeRO-1, every rank holds the whole optimizer state. With ZeRO-1
+    // each rank's file holds its own share.
+    if (!st->complete && st->world != d->world && (st->zero1 || zero1))
+        ag_fail("%s: written by %d ranks with ZeRO-1 (the optimizer state is sharded per rank), "
+                "this run has %d (launch with mpirun -np %d)",
+                dir, st->world, d->world, st->world);
     if (st->global_batch != global_batch)
         ag_fail("%s: global batch %" PRId64 ", this config makes %" PRId64 "%s", dir,
-                st->global_batch, global_batch, done);
+                st->global_batch, global_batch,
+                *done                   ? done
+                : st->world != d->world ? " (on another number of ranks, set data.global_batch to "
+                                          "the checkpoint's)"
+                                        : "");
     if (st->total_steps != total_steps)
         ag_fail("%s: a run of %" PRId64 " steps, this config makes %" PRId64
                 " (the schedule would change)%s",
@@ -234,6 +242,7 @@ typedef struct {
     double loss;        // summed mean loss of the window's finite steps
     double tokens;      // supervised tokens of the window's finite steps
     int64_t steps;      // finite steps in the window
+    int64_t empty;      // steps in the window without a supervised token (no update)
     int64_t start_step; // the step this run started from (the ETA counts from it)
     double last_loss;   // mean loss of the last logged window (NAN: none logged yet)
 } window;
@@ -268,7 +277,8 @@ typedef struct {
     FILE *mf; // metrics.jsonl (rank 0)
     int64_t step;
     double tokens_seen;
-    int bad; // non-finite steps in a row
+    int bad;       // non-finite steps in a row
+    int64_t empty; // steps of this run without a supervised token
     window win;
 } stage_run;
 
@@ -279,6 +289,7 @@ typedef struct {
     double gnorm;  // before clipping
     double lr;
     bool finite; // loss and gradient norm finite: the update was applied
+    bool empty;  // no supervised token in the global batch: no loss, no update
 } step_stats;
 
 char *tr_checkpoint_to_resume(const tr_train_config *c, const char *resume) {
@@ -296,6 +307,9 @@ char *tr_checkpoint_to_resume(const tr_train_config *c, const char *resume) {
     struct stat sb;
     if (snprintf(sj, sizeof sj, "%s/state.json", from) >= (int)sizeof sj)
         ag_fail_path_too_long(from, "/state.json");
+    if (stat(from, &sb)) // "no state.json" would hide that the folder itself is missing
+        ag_fail("%s: %s (--resume)", from, errno == ENOENT ? "does not exist" : strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) ag_fail("%s: not a checkpoint (a file, not a folder)", from);
     if (stat(sj, &sb)) {
         char *inner = tr_ckpt_latest(from);
         if (inner)
@@ -399,6 +413,12 @@ static void load_resume_checkpoint(stage_run *s) {
         ag_fail("%s: holds step_%08" PRId64 ", past the step %" PRId64 " resumed from %s; "
                 "set checkpoint.out to another folder (or remove the later checkpoints)",
                 c->out_dir, s->newest, s->st.step, s->from);
+    if (s->log && s->st.world != s->d->world)
+        fprintf(s->log,
+                "note: %s was written by %d rank%s, this run has %d: the data stream continues "
+                "where it stopped, but the losses are not bit for bit those of an uninterrupted "
+                "%d-rank run (sums in another order)\n",
+                s->from, s->st.world, s->st.world > 1 ? "s" : "", s->d->world, s->st.world);
     tr_ckpt_load_model(s->from, s->m->params);
     tr_ckpt_load_optim(s->from, &s->st, s->opt, s->d);
     s->step = s->st.step;
@@ -444,6 +464,12 @@ static void start_training(stage_run *s) {
     s->win = (window){.tty = s->lead && s->d->world == 1 && isatty(fileno(stdout)),
                       .start_step = s->step,
                       .last_loss = NAN};
+    if (s->from) { // the window open at the save: the next metrics line averages all of it
+        s->win.loss = s->st.win_loss;
+        s->win.tokens = s->st.win_tokens;
+        s->win.steps = s->st.win_steps;
+        s->win.empty = s->st.win_empty;
+    }
     s->win.t0 = s->win.t_win = now_s();
     s->loss_acc =
         c->device == AG_CPU ? NULL : ag_param(s->ctx, "trainer.loss_sum", AG_F32, AG_SHAPE(1));
@@ -516,6 +542,25 @@ static void skip_bad_step(stage_run *s, const step_stats *st) {
                 s->bad, s->step);
 }
 
+// A step whose global batch has no supervised token (every answer cut off by data.max_len, or
+// samples without one): its loss is no number and its gradient zero, so no update is made
+// (AdamW's momentum would still move the weights) and it stays out of the window's mean loss.
+// Said on stderr for the first few, counted in the progress lines and metrics.jsonl.
+static void skip_empty_step(stage_run *s) {
+    enum { SAID = 5 };
+    s->empty++;
+    if (!s->lead) return;
+    if (s->empty <= SAID)
+        fprintf(stderr,
+                "step %" PRId64 ": no supervised token in the global batch (answers cut off by "
+                "data.max_len?), update skipped%s\n",
+                s->step,
+                s->empty == SAID ? "; further ones are counted in the progress lines" : "");
+    fprintf(s->mf,
+            "{\"step\": %" PRId64 ", \"skipped\": true, \"reason\": \"no supervised token\"}\n",
+            s->step);
+}
+
 // Sums the gradients over ranks, clips them and applies AdamW at the step's learning rate
 // (or skips a non-finite step); advances s->step and clears the gradients.
 static step_stats optimizer_step(stage_run *s, const double sums[2]) {
@@ -534,8 +579,12 @@ static step_stats optimizer_step(stage_run *s, const double sums[2]) {
     st.gnorm = ag_clip_grad_norm(tp->params, tp->n, c->grad_clip);
     st.lr = tr_lr_cosine(s->step, s->total, s->warmup, c->lr, c->min_lr_ratio);
     st.finite = isfinite(st.loss) && isfinite(st.gnorm);
+    st.empty = sums[1] == 0 && st.finite;
     s->step++;
-    if (st.finite) {
+    if (st.empty) {
+        st.finite = false;
+        skip_empty_step(s);
+    } else if (st.finite) {
         s->bad = 0;
         if (s->opt) ag_adamw_step(s->opt, st.lr);
         if (c->zero1) tr_dist_broadcast_all(s->d, tp->params, tp->owner, tp->n);
@@ -562,33 +611,43 @@ static void report_step(stage_run *s, const step_stats *st) {
         w->steps++;
         w->tokens += st->tokens;
     }
+    if (st->empty) w->empty++;
     double t = now_s();
     bool log_now = s->step % c->log_every == 0 || s->step == s->total;
     if (s->lead && (log_now || w->tty)) {
         double eta = (t - w->t0) / (double)(s->step - w->start_step) * (double)(s->total - s->step);
         double shown = w->steps ? w->loss / (double)w->steps : st->loss;
+        char empty[96] = "";
+        if (w->empty)
+            snprintf(empty, sizeof empty, " | %" PRId64 " step%s without supervised tokens",
+                     w->empty, w->empty > 1 ? "s" : "");
         fprintf(s->log,
                 "%sstage %d | step %" PRId64 "/%" PRId64 " | loss %.4f | lr %.2e | grad norm "
-                "%.3f | %.0f tok/s | eta %dm%02ds%s",
+                "%.3f | %.0f tok/s | eta %dm%02ds%s%s",
                 w->tty ? "\r" : "", c->stage, s->step, s->total, shown, st->lr, st->gnorm,
-                window_rate(w, t), (int)eta / 60, (int)eta % 60, log_now || !w->tty ? "\n" : "");
+                window_rate(w, t), (int)eta / 60, (int)eta % 60, empty,
+                log_now || !w->tty ? "\n" : "");
         fflush(s->log);
     }
     if (log_now && w->steps) {
         w->last_loss = w->loss / (double)w->steps;
         if (s->lead) {
+            char empty[64] = ""; // only when there were some: the usual line stays as it was
+            if (w->empty) snprintf(empty, sizeof empty, ", \"empty_steps\": %" PRId64, w->empty);
             fprintf(s->mf,
                     "{\"step\": %" PRId64 ", \"stage\": %d, \"loss\": %.17g, \"lr\": %.6e, "
-                    "\"grad_norm\": %.17g, \"tokens\": %.0f, \"tokens_per_s\": %.1f, "
+                    "\"grad_norm\": %.17g, \"tokens\": %.0f%s, \"tokens_per_s\": %.1f, "
                     "\"elapsed_s\": %.3f}\n",
-                    s->step, c->stage, w->last_loss, st->lr, st->gnorm, s->tokens_seen,
+                    s->step, c->stage, w->last_loss, st->lr, st->gnorm, s->tokens_seen, empty,
                     window_rate(w, t), t - w->t0);
             // Live for tail -f and plots mid-run; a resume drops lines past its checkpoint.
             tr_flush_checked(s->mf, s->metrics);
         }
         w->loss = w->tokens = 0;
-        w->steps = 0;
+        w->steps = w->empty = 0;
         w->t_win = t;
+    } else if (log_now) {
+        w->empty = 0; // said in the progress line; the next window counts its own
     }
 }
 
@@ -608,7 +667,11 @@ static void save_on_cadence(stage_run *s) {
                          .global_batch = s->G,
                          .bad_steps = s->bad,
                          .tokens = s->tokens_seen,
-                         .loss = s->win.last_loss};
+                         .loss = s->win.last_loss,
+                         .win_loss = s->win.loss,
+                         .win_tokens = s->win.tokens,
+                         .win_steps = s->win.steps,
+                         .win_empty = s->win.empty};
     memcpy(out.config_digest, s->cfg_digest, 65);
     memcpy(out.model_digest, s->model_digest, 65);
     tr_ckpt_save(c->out_dir, &out, s->m->params, s->opt, s->resolved, s->d, c->keep);
@@ -632,6 +695,11 @@ static void finish_training(stage_run *s, tr_stage_result *res) {
     tr_grad_reducer_free(s->red);
     if (s->opt) ag_adamw_free(s->opt);
     free_trainables(&s->tp);
+    if (s->log && s->empty)
+        fprintf(s->log,
+                "%" PRId64 " step%s of this run had no supervised token and made no update (see "
+                "data.max_len)\n",
+                s->empty, s->empty > 1 ? "s" : "");
     res->steps = s->total;
     res->final_loss = isfinite(s->win.last_loss) ? s->win.last_loss : s->st.loss;
     char step_name[40];
@@ -674,6 +742,10 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     if (c->eval_data) tr_eval_check_inputs(c->eval_data, c->eval_tokenizer);
     read_resume_state(&s, resume && !strcmp(resume, "auto"));
     plan_length(&s);
+    if (!(s.from && s.st.complete)) { // what the dry run checks, before the model is made
+        tr_config_check_out_dir(c);
+        tr_batch_check_datasets(c, s.lead ? stderr : NULL);
+    }
     tr_init_check_checkpoint(&c->init, &c->model);
     build_model(&s);
     if (s.from && s.st.complete) {
@@ -687,4 +759,36 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     free(s.from);
     gm_groundinggpt_free(s.m);
     ag_ctx_free(s.ctx);
+}
+
+void tr_train_check_selection(const tr_train_config *c) {
+    ag_ctx *meta = ag_ctx_new_meta(); // shapes and names only: the 7B allocates nothing
+    gm_groundinggpt *m = gm_groundinggpt_new(meta, &c->model);
+    tr_train_select(meta, m, c);
+    gm_groundinggpt_free(m);
+    ag_ctx_free(meta);
+}
+
+void tr_train_check(const tr_train_config *c, const tr_dist *d, const char *resume) {
+    tr_train_check_selection(c);
+    stage_run s = {.c = c, .d = d, .lead = d->rank == 0};
+    s.from = tr_checkpoint_to_resume(c, resume);
+    read_resume_state(&s, resume && !strcmp(resume, "auto"));
+    plan_length(&s);
+    tr_config_check_out_dir(c);
+    tr_batch_check_datasets(c, s.lead ? stderr : NULL);
+    // The model on shapes only, for its digest: does the checkpoint resumed fit it?
+    ag_ctx *meta = ag_ctx_new_meta();
+    gm_groundinggpt *m = gm_groundinggpt_new(meta, &c->model);
+    if (s.from) {
+        tr_ckpt_model_digest(m->params, s.model_digest);
+        check_resume(s.from, &s.st, s.model_digest, d, s.G, s.total, c->zero1);
+        if (!s.st.complete && s.newest > s.st.step)
+            ag_fail("%s: holds step_%08" PRId64 ", past the step %" PRId64 " resumed from %s; "
+                    "set checkpoint.out to another folder (or remove the later checkpoints)",
+                    c->out_dir, s.newest, s.st.step, s.from);
+    }
+    gm_groundinggpt_free(m);
+    ag_ctx_free(meta);
+    free(s.from);
 }

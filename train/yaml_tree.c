@@ -453,7 +453,11 @@ const char *tr_yaml_str(tr_yaml *map, const char *key, const char *def,
 }
 
 void tr_yaml_check_used(const tr_yaml *map) {
-    if (!map || map->kind != TR_YAML_MAP) return;
+    if (!map || map->kind == TR_YAML_SCALAR) return;
+    if (map->kind == TR_YAML_SEQ) { // list items: {path, weight} entries have keys too
+        for (int i = 0; i < map->n; i++) tr_yaml_check_used(map->items[i]);
+        return;
+    }
     for (int i = 0; i < map->n; i++) {
         if (!map->used[i])
             ag_fail("%s:%d:%d: unknown key '%s'%s%s", map->key_file[i], map->key_line[i],

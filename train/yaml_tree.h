@@ -55,7 +55,8 @@ double tr_yaml_num(tr_yaml *map, const char *key, double def, double lo, double 
 bool tr_yaml_bool(tr_yaml *map, const char *key, bool def);
 // The string value, or def; allowed (NULL-terminated) restricts the values if non-NULL.
 const char *tr_yaml_str(tr_yaml *map, const char *key, const char *def, const char *const *allowed);
-// Fails on the first key of map (recursively) that no lookup asked for.
+// Fails on the first key of map (recursively, into the mappings inside lists too) that no
+// lookup asked for.
 void tr_yaml_check_used(const tr_yaml *map);
 // Fails with the node's position: "file:line:col: path: message".
 __attribute__((noreturn, format(printf, 2, 3))) void tr_yaml_fail(const tr_yaml *node,
