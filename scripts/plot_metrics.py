@@ -3,7 +3,8 @@
 
 Draws the loss and learning-rate curves of one or more groundc runs (their metrics.jsonl)
 into one PNG, one line per run; skipped (non-finite) steps are marked on the loss plot.
-Needs Debian's python3-matplotlib; training never does."""
+One run: by default metrics.png beside its metrics.jsonl (in the run folder); several runs
+need --out. Needs Debian's python3-matplotlib; training never does."""
 import argparse
 import json
 import os
@@ -37,8 +38,19 @@ def load(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[2])
     ap.add_argument("runs", nargs="+")
-    ap.add_argument("--out", default="metrics.png")
+    ap.add_argument("--out", help="the PNG to write (default with one run: RUN/metrics.png)")
     args = ap.parse_args()
+    if args.out is None:
+        # beside the run's own files, not wherever the command happens to run
+        if len(args.runs) > 1:
+            sys.exit("plot_metrics: several runs: say where the plot goes with --out FILE.png")
+        run = args.runs[0]
+        args.out = os.path.join(run if os.path.isdir(run) else os.path.dirname(run) or ".",
+                                "metrics.png")
+    folder = os.path.dirname(args.out) or "."
+    if os.path.isdir(args.out) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        sys.exit(f"plot_metrics: --out {args.out}: "
+                 + ("is a folder" if os.path.isdir(args.out) else f"cannot write into {folder}"))
     try:
         import matplotlib
 

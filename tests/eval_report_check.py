@@ -4,7 +4,10 @@
 first box / span matched by the reference's pattern (a match whose numbers do not parse is
 skipped), IoU, hits at 0.3 / 0.5 / 0.7, mean IoU, parsed counts, the best constant answer's
 hit rate at 0.5 (every reference tried as the answer to all); caption BLEU-4 and ROUGE-L
-with caption_metric_reference.py. Exit 1 naming the first disagreement."""
+with caption_metric_reference.py. Each record must say where its sample came from (id, file,
+index, source, as pack stored them); a rec record with the original image's size must have
+its answer's and reference's first box normalised and in pixels of that image (the padded
+square mapped back, clamped to the image). Exit 1 naming the first disagreement."""
 import json
 import os
 import re
@@ -49,10 +52,44 @@ def close(a, b, tol=1e-9):
     return abs(a - b) <= tol * max(1.0, abs(b))
 
 
+def to_pixels(b, w, h):
+    """A box normalised to the padded square, in pixels of the w x h original (LLaVA's
+    expand2square pads both sides, the smaller half first)."""
+    side = max(w, h)
+    ox, oy = (side - w) // 2, (side - h) // 2
+    cl = lambda v, hi: min(max(v, 0.0), hi)
+    return [cl(b[0] * side - ox, w), cl(b[1] * side - oy, h), cl(b[2] * side - ox, w),
+            cl(b[3] * side - oy, h)]
+
+
+def check_origin(s, failures):
+    """The record's origin fields and, for rec, its boxes in pixels."""
+    where = f"{s['task']} sample {s['sample']}"
+    for key, kind in (("file", str), ("index", int), ("source", str)):
+        if not isinstance(s.get(key), kind):
+            failures.append(f"{where}: {key} {s.get(key)!r} is not a {kind.__name__}")
+    if "id" not in s:
+        failures.append(f"{where}: no id (null when the input had none)")
+    if s["task"] != "rec" or "image_size" not in s:
+        return
+    w, h = s["image_size"]
+    for key in ("answer", "reference"):
+        box = first(BOX, s[key])
+        if s[f"{key}_box"] != box:
+            failures.append(f"{where}: {key}_box {s[f'{key}_box']}, the text's first box {box}")
+        want = to_pixels(box, w, h) if box is not None else None
+        got = s[f"{key}_box_px"]
+        if (got is None) != (want is None) or (
+                want is not None and any(abs(a - b) > 1e-9 for a, b in zip(got, want))):
+            failures.append(f"{where}: {key}_box_px {got}, recomputed {want} ({w}x{h})")
+
+
 def main():
     report = json.load(open(sys.argv[1], encoding="utf-8"))
     samples = report["samples"]
     failures = []
+    for s in samples:
+        check_origin(s, failures)
     for task, got in report["tasks"].items():
         mine = [s for s in samples if s["task"] == task]
         if got["samples"] != len(mine):

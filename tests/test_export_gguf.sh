@@ -11,7 +11,10 @@
 #     (`groundc generate --raw --logits-out`), tolerances per dtype stated there;
 #   * bad input is refused with one line and leaves nothing behind: q8_0 for --format hf, an
 #     unknown format, a checkpoint whose weights do not fit its config, a truncated
-#     model.safetensors, a tokenizer groundc cannot use, an existing OUT.
+#     model.safetensors, a tokenizer groundc cannot use, an existing OUT, an OUT that cannot
+#     be made (refused before the checkpoint is read), a folder that is no checkpoint;
+#   * a run folder exports its latest checkpoint (one stderr line says which); --help lists
+#     every option with its default.
 # Without network (the npm install fails) the llama.cpp part is skipped: exit 77 when all else
 # passed.
 set -u
@@ -84,6 +87,22 @@ nothing_left "unusable tokenizer" x6
 mkdir x5 && echo keep >x5/file
 expect_error "existing OUT" "already exists" "$groundc" export "$ck" --format gguf --tokenizer "$tok" --out x5
 [ "$(cat x5/file)" = keep ] && ok || bad "existing OUT damaged"
+
+expect_error "OUT that cannot be made" "--out /proc/x7: cannot make a folder in /proc" \
+  "$groundc" export "$ck" --format gguf --tokenizer "$tok" --out /proc/x7
+expect_error "OUT under a file" "stage.yaml/x8: cannot stat: Not a directory" \
+  "$groundc" export "$ck" --format gguf --tokenizer "$tok" --out stage.yaml/x8
+expect_error "no checkpoint" "export: train: neither a checkpoint .* nor a run folder" \
+  "$groundc" export train --format gguf --tokenizer "$tok" --out x9
+nothing_left "no checkpoint" x9
+
+# --- a run folder stands for its latest checkpoint
+"$groundc" export ck --format gguf --tokenizer "$tok" --out ex-run >run.out 2>run.err &&
+  grep -qx "export: ck is a run folder; using its latest checkpoint ck/step_00000001" run.err &&
+  cmp -s ex-run/model.gguf ex-f16/model.gguf && ok || bad "export of a run folder: $(cat run.err)"
+"$groundc" export --help >help.out 2>&1 && grep -q -- "--dtype D .*(default f32)" help.out &&
+  grep -q "(default f16)" help.out && grep -q -- "--force" help.out && grep -q -- "--tokenizer" help.out &&
+  ok || bad "export --help: $(cat help.out)"
 
 # --- llama.cpp
 $py - <<'PY' || bad "test image"

@@ -15,7 +15,9 @@
 #     decodes as python3-sentencepiece does (tests/tokenizer_json_check.py);
 #   * refusals, each one line, non-zero, with neither OUT nor OUT.tmp-* left: unknown format,
 #     existing OUT without --force, a truncated model.safetensors, a config that does not fit
-#     the weights, a value f16 cannot hold; --force replaces an existing OUT.
+#     the weights, a value f16 cannot hold, a folder that is no checkpoint, an OUT that cannot
+#     be made; --force replaces an existing OUT;
+#   * a run folder exports its latest checkpoint (one stderr line says which).
 set -u
 . "$(dirname "$0")/lib.sh" "$@"
 need_python numpy
@@ -69,6 +71,12 @@ export_checked() {
 # --- exports in every dtype, checked against the checkpoint
 for dt in f32 f16 bf16; do export_checked "export --dtype $dt" "$ck" "hf_$dt" "$dt"; done
 [ -z "$(ls -d hf_*.tmp-* 2>/dev/null)" ] && ok || bad "temporary folders left"
+
+# --- a run folder (checkpoint.out) exports its latest checkpoint, saying which on stderr
+"$groundc" export "$tmp/ck" --format hf --out hf_run --tokenizer "$tokenizer" >run.out 2>run.err &&
+  [ "$(cat run.err)" = "export: $tmp/ck is a run folder; using its latest checkpoint $ck" ] &&
+  cmp -s hf_run/model.safetensors hf_f32/model.safetensors && grep -q " -> hf_run (hf, f32)" run.out &&
+  ok || bad "export of a run folder: $(cat run.err run.out)"
 
 # --- model.safetensors in shards (the 5 GB default made small)
 GROUNDC_EXPORT_HF_SHARD_BYTES=40000 "$groundc" export "$ck" --format hf --out hf_shards --dtype f16 \
@@ -162,6 +170,11 @@ cp -r "$ck" other && sed -i 's/^    dim: 64$/    dim: 32/' other/config.yaml
 expect_error "config of another model" "other/model.safetensors" x4 "$groundc" export other --format hf --out x4 --tokenizer "$tokenizer"
 "$py" "$here/export_hf_poke.py" "$ck" huge huge || bad "poke a huge value"
 expect_error "value beyond f16" "linear_1.bias.*does not fit F16" x5 "$groundc" export huge --format hf --out x5 --dtype f16 --tokenizer "$tokenizer"
+mkdir notackpt
+expect_error "a folder that is no checkpoint" "export: notackpt: neither a checkpoint \(no config.yaml\) nor a run folder" x7 \
+  "$groundc" export notackpt --format hf --out x7 --tokenizer "$tokenizer"
+expect_error "OUT that cannot be made" "--out /proc/x8: cannot make a folder in /proc" /proc/x8 \
+  "$groundc" export "$ck" --format hf --out /proc/x8 --tokenizer "$tokenizer"
 "$groundc" export huge --format hf --out x6 --dtype bf16 --tokenizer "$tokenizer" >/dev/null 2>&1 && ok || bad "bf16 holds 1e6"
 
 summary

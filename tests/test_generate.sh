@@ -11,9 +11,16 @@
 #   * boxes are mapped to pixels of the original (non-square) image as a PIL pad-to-square
 #     says, spans to seconds of the video (duration from the mp4 header) and audio (wave);
 #   * eval: every metric of the JSON report recomputed by Python from its per-sample answers
-#     (tests/eval_report_check.py), --task, 2 MPI ranks give the 1-rank report;
-#   * bad input (missing media, unknown option, a prompt longer than max_seq, ...) is one
-#     error line and a non-zero exit, and leaves no file behind.
+#     (tests/eval_report_check.py), --task, 2 MPI ranks give the 1-rank report; each record
+#     and --verbose line names the sample's id, file and index in raw/eval.json, and rec's
+#     boxes in pixels of the original image;
+#   * eval and generate of a run folder use its latest checkpoint and say so on stderr;
+#     --help lists generate's options with their defaults; scripts/plot_metrics.py RUN draws
+#     into the run folder;
+#   * bad input (missing media, unknown option, a prompt longer than max_seq, --max-new-tokens 0
+#     without --logits-out, a --report or --logits-out path that cannot be written, ...) is
+#     one error line and a non-zero exit, and leaves no file behind; a path that cannot be
+#     written fails before the model is read.
 set -u
 . "$(dirname "$0")/lib.sh" "$@"
 need_python numpy PIL sentencepiece
@@ -72,6 +79,36 @@ grep -q "^| rec | 6 | Acc@0.5 |" eval.out && grep -q "^| tvg | 2 | R@1 IoU 0.3 /
   grep -q "^| caption | " eval.out && ok || bad "eval table: $(tail -6 eval.out)"
 "$py" "$here/eval_report_check.py" report.json >check.out && ok || bad "report metrics: $(cat check.out)"
 ls report.json.tmp* >/dev/null 2>&1 && bad "temporary report file left" || ok
+# every line traces back to raw/eval.json; rec's boxes in pixels of the original image
+[ "$(grep -c '^eval sample ' eval.out)" = "$(grep -cE '^eval sample .* \| raw/eval.json index [0-9]+, id "synth-[a-z]+-[0-9]+-[a-z]+", source eval' eval.out)" ] &&
+  grep -qE '^eval sample [0-9]+ \(rec\): .* \| reference box \[[0-9.]+, [0-9.]+, [0-9.]+, [0-9.]+\] px of [0-9]+x[0-9]+$' eval.out &&
+  ok || bad "eval --verbose lines without their origin: $(grep -m2 '^eval sample' eval.out)"
+"$py" - <<'PY' && ok || bad "report records: id, file, index of raw/eval.json; boxes in pixels of the image"
+import json
+from PIL import Image
+data = json.load(open("raw/eval.json"))
+recs = json.load(open("report.json"))["samples"]
+for r in recs:
+    item = data[r["index"]]
+    assert (r["file"], r["index"], r["id"], r["source"]) == ("raw/eval.json", r["sample"], item["id"], "eval"), r
+    if r["task"] == "rec":
+        assert r["image_size"] == list(Image.open("raw/" + item["image"]).size), (r, item)
+        assert r["reference_box_px"] is not None and r["reference_box"] is not None, r
+assert any(r["task"] == "rec" for r in recs)
+PY
+# a run folder (checkpoint.out) stands for its latest checkpoint, said on stderr
+"$groundc" eval ckpt --data eval --task rec --limit 2 --report run.json >run.out 2>run.err &&
+  [ "$(cat run.err)" = "eval: ckpt is a run folder; using its latest checkpoint ckpt/step_00000100" ] &&
+  "$py" -c 'import json, sys; r = json.load(open("run.json")); sys.exit(r["checkpoint"] != "ckpt/step_00000100")' &&
+  ok || bad "eval of a run folder: $(cat run.err)"
+# a report path that cannot take the report fails before the model is read (the checkpoint
+# given is not even there)
+mkdir rawdir
+expect_error "--report a folder" "eval: --report rawdir: is a folder" "$groundc" eval nockpt --data eval --report rawdir
+expect_error "--report in /proc" "eval: --report /proc/x.json: cannot write into /proc" "$groundc" eval nockpt --data eval --report /proc/x.json
+expect_error "--report in a missing folder" "eval: --report nofolder/r.json: folder nofolder" "$groundc" eval nockpt --data eval --report nofolder/r.json
+expect_error "eval of no checkpoint" "eval: eval: neither a checkpoint .no config.yaml. nor a run folder" "$groundc" eval eval --data eval
+expect_error "eval of a file" "eval: stage.yaml: not a folder" "$groundc" eval stage.yaml --data eval
 "$groundc" eval "$ck" --data eval --task tvg --report tvg.json >/dev/null || bad "eval --task tvg"
 "$py" - <<'PY' && ok || bad "--task tvg: only tvg, same numbers, no samples without --verbose"
 import json
@@ -176,6 +213,26 @@ for x in problems:
 assert not problems and boxes >= 1 and spans >= 1 and seen.get("rec") and seen.get("tvg") and seen.get("sound")
 PY
 
+# --- generate of a run folder: the latest checkpoint's answer, said on stderr
+gq="Can you describe the region that corresponds to the orange circle in this image?"
+a1=$("$groundc" generate ckpt/latest --image raw/media/images/img_000018.png --prompt "$gq" --max-new-tokens 8 2>/dev/null)
+a2=$("$groundc" generate ckpt --image raw/media/images/img_000018.png --prompt "$gq" --max-new-tokens 8 2>run_gen.err)
+[ -n "$a1" ] && [ "$a1" = "$a2" ] &&
+  grep -qx "generate: ckpt is a run folder; using its latest checkpoint ckpt/step_00000100" run_gen.err &&
+  ok || bad "generate of a run folder: '$a1' / '$a2' $(cat run_gen.err)"
+"$groundc" generate --help >ghelp.out 2>&1 && grep -q -- "--max-new-tokens N .*(default 256)" ghelp.out &&
+  grep -q -- "--temperature T .*0: greedy (default)" ghelp.out && grep -q -- "--top-p P" ghelp.out &&
+  grep -q "(default 1: all)" ghelp.out && grep -q -- "--seed S .*(default 0)" ghelp.out &&
+  grep -q -- "--logits-out F.npy" ghelp.out && grep -q -- "--raw " ghelp.out && ok || bad "generate --help: $(cat ghelp.out)"
+
+# --- scripts/plot_metrics.py RUN: the plot goes into the run folder, not the current one
+if "$py" -c "import matplotlib" 2>/dev/null; then
+  mkdir elsewhere && (cd elsewhere && "$py" "$src/scripts/plot_metrics.py" ../ckpt >plot.out 2>&1) &&
+    [ "$(head -c 4 ckpt/metrics.png | od -An -c | tr -d ' ')" = "211PNG" ] && [ ! -e elsewhere/metrics.png ] &&
+    ok || bad "plot_metrics.py RUN: $(cat elsewhere/plot.out; ls elsewhere)"
+  rm -f ckpt/metrics.png
+fi
+
 # --- sampling, stopping
 img=raw/media/images/img_000018.png
 q="Can you describe the region that corresponds to the orange circle in this image?"
@@ -218,6 +275,9 @@ expect_error "--raw without the placeholder" "no <image>" "$groundc" generate "$
 expect_error "bad temperature" "--temperature" "$groundc" generate "$ck" --prompt hi --temperature -1
 expect_error "no prompt" "usage" "$groundc" generate "$ck"
 expect_error "logits into a missing folder" "nofolder/x.npy" "$groundc" generate "$ck" --prompt hi --max-new-tokens 0 --logits-out nofolder/x.npy
+expect_error "logits into a folder" "generate: --logits-out rawdir: is a folder" "$groundc" generate nockpt --prompt hi --logits-out rawdir
+expect_error "--max-new-tokens 0 without --logits-out" "--max-new-tokens 0 generates nothing: give 1 to 1073741824" "$groundc" generate "$ck" --prompt hi --max-new-tokens 0
+expect_error "generate of no checkpoint" "generate: eval: neither a checkpoint" "$groundc" generate eval --prompt hi
 expect_error "unknown eval task" "unknown task 'grounding'" "$groundc" eval "$ck" --data eval --task grounding
 [ -z "$(ls e1.npy e2.npy ./*.tmp.* 2>/dev/null)" ] && ok || bad "files left by failed runs: $(ls e1.npy e2.npy ./*.tmp.* 2>/dev/null)"
 

@@ -1,12 +1,10 @@
 // eval.c: see eval.h.
 #include "train/eval.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "autograd/error.h"
 #include "data/files.h"
@@ -17,6 +15,7 @@
 #include "data/template.h"
 #include "train/batch.h"
 #include "train/checkpoint.h"
+#include "train/ckpt_path.h"
 #include "train/generate.h"
 #include "train/model_config.h"
 
@@ -151,10 +150,31 @@ static void gather_samples(const tr_dist *d, cJSON *mine) {
     free(text);
 }
 
-// The task of every sample of the dataset, in shard order (the loader's sample numbering).
+// Where a sample came from, for the per-sample lines and records: its sample_meta as pack
+// stored it (id, file, index), its dataset (source) name, and for an image the original size.
+typedef struct {
+    cJSON *meta; // the parsed sample_meta object
+    char *source;
+    int32_t width, height; // 0 without an image
+} sample_origin;
+
+static void free_origins(sample_origin *o, int64_t n) {
+    if (!o) return;
+    for (int64_t i = 0; i < n; i++) {
+        cJSON_Delete(o[i].meta);
+        free(o[i].source);
+    }
+    free(o);
+}
+
+// The task of every sample of the dataset, in shard order (the loader's sample numbering), and,
+// when origin is given, where each came from (*origin, allocated; free_origins).
 // Read before the loader opens: no other HDF5 call may run beside one.
-static uint8_t *read_tasks(const char *dir, const ds_manifest *man) {
+static uint8_t *read_tasks(const char *dir, const ds_manifest *man, sample_origin **origin) {
     uint8_t *task = ag_xmalloc((size_t)man->num_samples + 1, "eval sample tasks");
+    sample_origin *org =
+        origin ? ag_xcalloc((size_t)man->num_samples + 1, sizeof *org, "eval sample origins")
+               : NULL;
     int64_t i = 0;
     for (int j = 0; j < man->num_shards; j++) {
         char *path = ag_xpath_join(dir, man->shards[j].file);
@@ -163,10 +183,26 @@ static uint8_t *read_tasks(const char *dir, const ds_manifest *man) {
         if (n != man->shards[j].num_samples)
             ag_fail("%s: holds %lld samples, the manifest says %lld", path, (long long)n,
                     (long long)man->shards[j].num_samples);
-        for (int64_t k = 0; k < n; k++) task[i++] = ds_shard_sample(sh, k).task;
+        for (int64_t k = 0; k < n; k++, i++) {
+            ds_sample_ref ref = ds_shard_sample(sh, k);
+            task[i] = ref.task;
+            if (!org) continue;
+            char *text = ds_shard_read_meta(sh, k);
+            org[i].meta = cJSON_Parse(text);
+            free(text);
+            if (!cJSON_IsObject(org[i].meta))
+                ag_fail("%s: sample %lld: sample_meta is not a JSON object", path, (long long)k);
+            org[i].source = ag_xstrdup(ds_shard_source_name(sh, ref.source));
+            if (ref.image >= 0) {
+                int32_t size[2];
+                ds_shard_image_orig_size(sh, ref.image, size);
+                org[i].width = size[0], org[i].height = size[1];
+            }
+        }
         ds_shard_close(sh);
         free(path);
     }
+    if (origin) *origin = org;
     return task;
 }
 
@@ -270,6 +306,7 @@ typedef struct {
     ref_list refs[TR_EVAL_TASKS]; // graded grounding references (for best_constant)
     cJSON *recs;                  // per-sample records; NULL when not asked for
     FILE *log;                    // one line per sample; NULL when not verbose
+    const sample_origin *origin;  // per sample of the dataset; NULL when neither of the above
 } evaluator;
 
 // The sample's first answer: targets [*t0, *t1) of the batch's one sequence. False when it
@@ -310,6 +347,80 @@ static double score_answer(evaluator *e, int kind, const char *answer, const cha
     return score;
 }
 
+// The box of text (first match, as scored) normalised to the padded square, and in pixels of
+// the original w x h image; false when text has none.
+static bool text_box(const char *text, int w, int h, double norm[4], double px[4]) {
+    ds_box b;
+    if (!ds_parse_box(text, &b)) return false;
+    ds_box p = ds_box_from_square(b, w, h);
+    memcpy(norm, (double[4]){b.x1, b.y1, b.x2, b.y2}, 4 * sizeof *norm);
+    memcpy(px, (double[4]){p.x1, p.y1, p.x2, p.y2}, 4 * sizeof *px);
+    return true;
+}
+
+// rec's "<key>_box" (normalised) and "<key>_box_px" (pixels of the original image), null
+// when text has no box.
+static void add_boxes(cJSON *rec, const char *key, const char *text, const sample_origin *so) {
+    double norm[4], px[4];
+    bool have = text_box(text, so->width, so->height, norm, px);
+    char name[32];
+    snprintf(name, sizeof name, "%s_box", key);
+    json_check(cJSON_AddItemToObject(rec, name,
+                                     have ? cJSON_CreateDoubleArray(norm, 4) : cJSON_CreateNull()));
+    snprintf(name, sizeof name, "%s_box_px", key);
+    json_check(cJSON_AddItemToObject(rec, name,
+                                     have ? cJSON_CreateDoubleArray(px, 4) : cJSON_CreateNull()));
+}
+
+// The record's origin fields: id (null when the input line had none), file, index, source;
+// image_size for an image sample, and rec's boxes normalised and in pixels.
+static void add_origin(cJSON *rec, int kind, const sample_origin *so, const char *answer,
+                       const char *reference) {
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(so->meta, "id");
+    const cJSON *file = cJSON_GetObjectItemCaseSensitive(so->meta, "file");
+    const cJSON *index = cJSON_GetObjectItemCaseSensitive(so->meta, "index");
+    json_check(
+        cJSON_AddItemToObject(rec, "id", id ? cJSON_Duplicate(id, true) : cJSON_CreateNull()) &&
+        cJSON_AddItemToObject(rec, "file",
+                              file ? cJSON_Duplicate(file, true) : cJSON_CreateNull()) &&
+        cJSON_AddItemToObject(rec, "index",
+                              index ? cJSON_Duplicate(index, true) : cJSON_CreateNull()) &&
+        cJSON_AddStringToObject(rec, "source", so->source));
+    if (so->width <= 0) return;
+    json_check(cJSON_AddItemToObject(rec, "image_size",
+                                     cJSON_CreateIntArray((int[2]){so->width, so->height}, 2)));
+    if (kind != TR_EVAL_REC) return;
+    add_boxes(rec, "answer", answer, so);
+    add_boxes(rec, "reference", reference, so);
+}
+
+// The verbose line's origin: "raw/eval.json index 3, id \"img_3\", source eval" and, for rec,
+// the boxes in pixels of the original image.
+static void log_origin(FILE *log, int kind, const sample_origin *so, const char *answer,
+                       const char *reference) {
+    const cJSON *file = cJSON_GetObjectItemCaseSensitive(so->meta, "file");
+    const cJSON *index = cJSON_GetObjectItemCaseSensitive(so->meta, "index");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(so->meta, "id");
+    char *id_text = id ? cJSON_PrintUnformatted(id) : NULL;
+    if (id && !id_text) ag_fail("eval: out of memory printing a sample id");
+    fprintf(log, " | %s index %lld, id %s, source %s",
+            cJSON_IsString(file) ? file->valuestring : "?",
+            cJSON_IsNumber(index) ? (long long)index->valuedouble : -1LL,
+            id_text ? id_text : "none", so->source);
+    free(id_text);
+    if (kind != TR_EVAL_REC || so->width <= 0) return;
+    double norm[4], px[4];
+    const char *texts[2] = {answer, reference}, *names[2] = {"answer", "reference"};
+    for (int k = 0; k < 2; k++) {
+        if (text_box(texts[k], so->width, so->height, norm, px))
+            fprintf(log, " | %s box [%.1f, %.1f, %.1f, %.1f] px", names[k], px[0], px[1], px[2],
+                    px[3]);
+        else
+            fprintf(log, " | %s box none", names[k]);
+    }
+    fprintf(log, " of %dx%d", so->width, so->height);
+}
+
 // Generates the answer to the batch's one sample from its prompt (the tokens up to its first
 // answer) and scores it against that answer.
 static void eval_sample(evaluator *e, const ds_batch *b) {
@@ -329,6 +440,7 @@ static void eval_sample(evaluator *e, const ds_batch *b) {
     e->r->decode_s += dr.decode_s;
     char *ans_text = ds_tokenizer_decode(e->tok, dr.ids, dr.n, NULL);
     char *answer = tr_eval_trim_answer(ans_text), *reference = tr_eval_trim_answer(ref_text);
+    const sample_origin *so = e->origin ? &e->origin[b->sample[0]] : NULL;
     cJSON *rec = NULL;
     if (e->recs) {
         json_check((rec = cJSON_CreateObject()) != NULL);
@@ -336,6 +448,7 @@ static void eval_sample(evaluator *e, const ds_batch *b) {
                    cJSON_AddStringToObject(rec, "task", tr_eval_task_name(kind)) &&
                    cJSON_AddStringToObject(rec, "answer", answer) &&
                    cJSON_AddStringToObject(rec, "reference", reference));
+        add_origin(rec, kind, so, answer, reference);
     }
     double score = score_answer(e, kind, answer, reference, rec);
     if (rec) {
@@ -344,10 +457,13 @@ static void eval_sample(evaluator *e, const ds_batch *b) {
         else
             cJSON_Delete(rec);
     }
-    if (e->log)
-        fprintf(e->log, "eval sample %lld (%s): %s %.3f | answer \"%s\" | reference \"%s\"\n",
+    if (e->log) {
+        fprintf(e->log, "eval sample %lld (%s): %s %.3f | answer \"%s\" | reference \"%s\"",
                 (long long)b->sample[0], ds_task_name(b->task[0]),
                 kind == TR_EVAL_CAPTION ? "rouge-l" : "iou", score, answer, reference);
+        log_origin(e->log, kind, so, answer, reference);
+        fputc('\n', e->log);
+    }
     free(ans_text);
     free(ref_text);
     free(dr.ids);
@@ -410,7 +526,9 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
     ds_manifest man;
     ds_tokenizer *tok = open_inputs(o->data_dir, o->tokenizer_path, &man);
     const int64_t n_samples = man.num_samples;
-    uint8_t *task = read_tasks(o->data_dir, &man);
+    // where each sample came from, for the per-sample lines and records only
+    sample_origin *origin = NULL;
+    uint8_t *task = read_tasks(o->data_dir, &man, verbose || samples ? &origin : NULL);
     ds_manifest_free(&man);
     check_tasks_present(o, task, n_samples);
     ds_loader *l = open_loader(o, m, d);
@@ -424,7 +542,8 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
                    .tok = tok,
                    .dopt = {.max_new = o->max_new, .top_p = 1},
                    .r = r,
-                   .log = verbose ? log : NULL};
+                   .log = verbose ? log : NULL,
+                   .origin = origin};
     if (samples) json_check((e.recs = cJSON_CreateArray()) != NULL);
     // Step s gives rank r stream position s * world + r: these steps cover positions [0, end).
     int64_t steps = (end + d->world - 1) / d->world;
@@ -435,6 +554,7 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
     gm_llama_kv_free(e.kv);
     ds_loader_close(l);
     free(pick);
+    free_origins(origin, n_samples);
     ds_tokenizer_free(tok);
 
     sum_over_ranks(r, d);
@@ -559,21 +679,14 @@ static unsigned parse_tasks(const char *v) {
     return mask;
 }
 
-// The report is written after the whole evaluation: its folder must be there and writable
-// before anything is loaded.
-static void check_report_dir(const char *report) {
-    char *dir = ag_xparent_dir(report);
-    if (access(dir, W_OK | X_OK))
-        ag_fail("eval: --report %s: cannot write into %s: %s", report, dir, strerror(errno));
-    free(dir);
-}
-
 static const char *const usage_line =
     "eval: usage: groundc eval CKPT_DIR --data DIR [--task rec|tvg|sound|caption] "
     "[--report F.json] [--tokenizer FILE] [--limit N] [--max-new-tokens N] [--verbose]";
 
 static void print_help(void) {
     printf("%s\n\n"
+           "  CKPT_DIR              checkpoint folder (OUT/step_N, OUT/latest), or a run folder\n"
+           "                        OUT: its latest checkpoint\n"
            "  --data DIR            packed dataset (groundc pack) to evaluate on\n"
            "  --task T[,T]          tasks to evaluate (default: all four); each must have samples\n"
            "                        in DIR\n"
@@ -583,7 +696,8 @@ static void print_help(void) {
            "  --tokenizer FILE      default: the checkpoint config's eval.tokenizer\n"
            "  --report F.json       counts and metrics as JSON (per-sample answers with\n"
            "                        --verbose)\n"
-           "  --verbose             one line per sample\n",
+           "  --verbose             one line per sample, naming its id, input file and index\n"
+           "                        (and REC boxes in pixels of the original image)\n",
            usage_line + strlen("eval: "));
 }
 
@@ -628,10 +742,12 @@ int tr_eval_main(int argc, char **argv, const tr_dist *d) {
         }
     }
     if (!ckpt || !o.data_dir) ag_fail("%s", usage_line);
-    if (report) check_report_dir(report);
+    // The report is written after the whole evaluation: a path that cannot take it fails now.
+    if (report) tr_check_output_file("eval", "--report", report);
+    char *ckpt_dir = tr_ckpt_resolve(ckpt, "eval", d->rank ? NULL : stderr);
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
     tr_yaml *root;
-    gm_groundinggpt *m = tr_ckpt_open_model(ctx, ckpt, &root);
+    gm_groundinggpt *m = tr_ckpt_open_model(ctx, ckpt_dir, &root);
     char *tok = tr_ckpt_tokenizer_path(root, tokenizer, "eval");
     o.tokenizer_path = tok;
     tr_eval_result r;
@@ -656,13 +772,14 @@ int tr_eval_main(int argc, char **argv, const tr_dist *d) {
     if (d->rank == 0) {
         print_table(&o, &r);
         if (report) {
-            char *json = report_json(ckpt, &o, &r, samples);
+            char *json = report_json(ckpt_dir, &o, &r, samples);
             ds_write_file_atomic(report, &(ds_file_part){json, strlen(json)}, 1);
             free(json);
         }
     }
     cJSON_Delete(samples);
     free(tok);
+    free(ckpt_dir);
     gm_groundinggpt_free(m);
     ag_ctx_free(ctx);
     tr_yaml_free(root);

@@ -14,10 +14,28 @@
 #include "autograd/error.h"
 #include "data/files.h"
 #include "train/checkpoint.h"
+#include "train/ckpt_path.h"
 
 static const char *const usage_line =
     "export: usage: groundc export CKPT_DIR --format hf|gguf --out DIR [--dtype "
     "f32|f16|bf16|q8_0] [--tokenizer FILE] [--force]";
+
+static void print_help(void) {
+    printf("%s\n\n"
+           "  CKPT_DIR              checkpoint folder (OUT/step_N, OUT/latest), or a run folder\n"
+           "                        OUT: its latest checkpoint\n"
+           "  --format hf|gguf      hf: a folder for transformers (LlavaForConditionalGeneration,\n"
+           "                        AutoProcessor); gguf: model.gguf and mmproj.gguf for\n"
+           "                        llama.cpp (required)\n"
+           "  --out DIR             the folder to write (required); written beside it and renamed\n"
+           "                        into place when complete\n"
+           "  --dtype D             the weights' type: f32, f16 or bf16 for hf (default f32);\n"
+           "                        f32, f16, bf16 or q8_0 for gguf (default f16)\n"
+           "  --tokenizer FILE      default: the checkpoint config's eval.tokenizer\n"
+           "  --force               replace DIR when it holds an earlier export (files only) or\n"
+           "                        nothing (default: an existing DIR is an error)\n",
+           usage_line + strlen("export: "));
+}
 
 // A writer that fails leaves no temporary folder behind either.
 static char g_tmp[PATH_MAX];
@@ -78,7 +96,7 @@ int tr_export_main(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
-            printf("%s\n", usage_line + strlen("export: "));
+            print_help();
             return 0;
         }
         if (!strcmp(o, "--force")) {
@@ -118,30 +136,34 @@ int tr_export_main(int argc, char **argv) {
     const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
     if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
         ag_fail("export: --out %s: names no folder of its own", out);
-    out_exists(out, ckpt, force);
+    char *ckpt_dir = tr_ckpt_resolve(ckpt, "export", stderr);
+    out_exists(out, ckpt_dir, force);
+    char tmp[PATH_MAX], old[PATH_MAX];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-%d", out, (int)getpid()) >= sizeof tmp ||
+        (size_t)snprintf(old, sizeof old, "%s.old-%d", out, (int)getpid()) >= sizeof old)
+        ag_fail("export: %s: path too long", out);
+    // the export's folder is made only after the checkpoint is read: can it be made at all?
+    tr_check_output_dir("export", "--out", out, tmp);
 
     // Everything that can fail on the input fails before anything is written.
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
     tr_yaml *config;
-    gm_groundinggpt *m = tr_ckpt_open_model(ctx, ckpt, &config);
+    gm_groundinggpt *m = tr_ckpt_open_model(ctx, ckpt_dir, &config);
     char *tok_path = tr_ckpt_tokenizer_path(config, tokenizer, "export");
     ds_tokenizer *tok = ds_tokenizer_load(tok_path);
 
-    char *tmp = g_tmp, old[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof g_tmp, "%s.tmp-%d", out, (int)getpid()) >= sizeof g_tmp ||
-        (size_t)snprintf(old, sizeof old, "%s.old-%d", out, (int)getpid()) >= sizeof old)
-        ag_fail("export: %s: path too long", out);
     tr_remove_tree(tmp);
     ds_make_dirs(tmp);
+    memcpy(g_tmp, tmp, sizeof g_tmp);
     ag_set_error_handler(remove_tmp_on_error);
     tr_export_job job = {
-        .ckpt_dir = ckpt, .model = m, .tok = tok, .tokenizer_path = tok_path, .dtype = dtype};
+        .ckpt_dir = ckpt_dir, .model = m, .tok = tok, .tokenizer_path = tok_path, .dtype = dtype};
     if (hf)
         tr_export_hf(&job, tmp);
     else
         tr_export_gguf(&job, tmp);
 
-    const bool replace = out_exists(out, ckpt, force); // (made or changed meanwhile?)
+    const bool replace = out_exists(out, ckpt_dir, force); // (made or changed meanwhile?)
     if (replace && rename(out, old))
         ag_fail("export: cannot move the old %s aside: %s", out, strerror(errno));
     if (rename(tmp, out)) {
@@ -159,10 +181,11 @@ int tr_export_main(int argc, char **argv) {
     ag_sync_parent(out);
     ag_set_error_handler(NULL);
     if (replace) tr_remove_tree(old);
-    printf("export: %s -> %s (%s, %s)\n", ckpt, out, format, dtype);
+    printf("export: %s -> %s (%s, %s)\n", ckpt_dir, out, format, dtype);
 
     ds_tokenizer_free(tok);
     free(tok_path);
+    free(ckpt_dir);
     gm_groundinggpt_free(m);
     ag_ctx_free(ctx);
     tr_yaml_free(config);

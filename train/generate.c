@@ -19,6 +19,7 @@
 #include "data/video.h"
 #include "train/checked_output.h"
 #include "train/checkpoint.h"
+#include "train/ckpt_path.h"
 #include "train/eval.h"
 
 const char *tr_stop_name(tr_stop_reason r) {
@@ -163,10 +164,39 @@ typedef struct {
     bool raw;
 } gen_args;
 
+enum { DEFAULT_MAX_NEW = 256 };
+#define MAX_NEW_TOKENS (1LL << 30)
+
 static const char *const usage_line =
     "generate: usage: groundc generate CKPT_DIR [--image F] [--video F] [--audio F] --prompt "
     "TEXT [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--tokenizer F] [--raw] "
     "[--logits-out F.npy]";
+
+static void print_help(void) {
+    printf(
+        "%s\n\n"
+        "  CKPT_DIR              checkpoint folder (OUT/step_N, OUT/latest), or a run folder\n"
+        "                        OUT: its latest checkpoint\n"
+        "  --image F, --video F, --audio F\n"
+        "                        the media the prompt is about, one file of each kind at most;\n"
+        "                        <image>, <video> or <sound> in the prompt marks its place\n"
+        "                        (default: before the text)\n"
+        "  --prompt TEXT         the question, as one human turn of the chat template\n"
+        "                        (required)\n"
+        "  --max-new-tokens N    most tokens generated, 1 to %lld (default %d); 0 only with\n"
+        "                        --logits-out (the prompt's logits, no answer)\n"
+        "  --temperature T       0: greedy (default); above 0: draws from softmax(logits / T)\n"
+        "  --top-p P             draws only among the likeliest tokens that hold P of the\n"
+        "                        probability, in (0, 1] (default 1: all)\n"
+        "  --seed S              seed of the draws (default 0)\n"
+        "  --tokenizer F         default: the checkpoint config's eval.tokenizer\n"
+        "  --raw                 the prompt is the model's whole input (no chat template); each\n"
+        "                        placeholder becomes the media's tokens\n"
+        "  --logits-out F.npy    the prompt's logits (tokens, vocab) as float32 .npy\n\n"
+        "The answer goes to stdout, then each box in pixels of --image and each span in\n"
+        "seconds of --video / --audio; timings to stderr.\n",
+        usage_line + strlen("generate: "), MAX_NEW_TOKENS, DEFAULT_MAX_NEW);
+}
 
 static double num_arg(const char *opt, const char *v, double lo, double hi) {
     char *end;
@@ -179,7 +209,7 @@ static double num_arg(const char *opt, const char *v, double lo, double hi) {
 // Returns false when --help was asked for (the usage is printed; nothing else to do).
 static bool parse_args(int argc, char **argv, gen_args *a) {
     memset(a, 0, sizeof *a);
-    a->max_new = 256;
+    a->max_new = -1; // not given: DEFAULT_MAX_NEW
     a->top_p = 1;
     for (int i = 0; i < argc; i++) {
         const char *o = argv[i];
@@ -188,7 +218,7 @@ static bool parse_args(int argc, char **argv, gen_args *a) {
             continue;
         }
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
-            printf("%s\n", usage_line + strlen("generate: "));
+            print_help();
             return false;
         }
         if (strncmp(o, "--", 2)) {
@@ -221,7 +251,7 @@ static bool parse_args(int argc, char **argv, gen_args *a) {
         else if (!strcmp(o, "--logits-out"))
             a->logits_out = v;
         else if (!strcmp(o, "--max-new-tokens"))
-            a->max_new = ag_parse_int(what, v, 0, 1LL << 30);
+            a->max_new = ag_parse_int(what, v, 0, MAX_NEW_TOKENS);
         else if (!strcmp(o, "--seed"))
             a->seed = (unsigned long long)ag_parse_int(what, v, 0, INT64_MAX);
         else if (!strcmp(o, "--temperature"))
@@ -232,6 +262,14 @@ static bool parse_args(int argc, char **argv, gen_args *a) {
     if (!a->ckpt) ag_fail("%s", usage_line);
     if (!a->prompt)
         ag_fail("generate: missing --prompt TEXT (groundc generate --help shows the usage)");
+    // 0 new tokens only makes sense for the prompt's logits
+    if (a->max_new == 0 && !a->logits_out)
+        ag_fail("generate: --max-new-tokens 0 generates nothing: give 1 to %lld (default %d), or "
+                "0 with --logits-out for the prompt's logits alone",
+                MAX_NEW_TOKENS, DEFAULT_MAX_NEW);
+    if (a->max_new < 0) a->max_new = DEFAULT_MAX_NEW;
+    // written after the whole generation: a path that cannot take it fails now
+    if (a->logits_out) tr_check_output_file("generate", "--logits-out", a->logits_out);
     for (int k = 0; k < DS_MEDIA_KINDS; k++)
         if (a->media[k] && access(a->media[k], R_OK))
             ag_fail("generate: %s %s: cannot read the file: %s", media_opt[k], a->media[k],
@@ -417,9 +455,10 @@ static void print_grounding(const gen_args *a, const media_in *mi, const char *a
 int tr_generate_main(int argc, char **argv) {
     gen_args a;
     if (!parse_args(argc, argv, &a)) return 0;
+    char *ckpt_dir = tr_ckpt_resolve(a.ckpt, "generate", stderr);
     ag_ctx *ctx = ag_ctx_new(AG_CPU);
     tr_yaml *root;
-    gm_groundinggpt *m = tr_ckpt_open_model(ctx, a.ckpt, &root);
+    gm_groundinggpt *m = tr_ckpt_open_model(ctx, ckpt_dir, &root);
     const gm_groundinggpt_config *cfg = &m->cfg;
     char *tok_path = tr_ckpt_tokenizer_path(root, a.tokenizer, "generate");
     ds_tokenizer *tok = ds_tokenizer_load(tok_path);
@@ -478,6 +517,7 @@ int tr_generate_main(int argc, char **argv) {
     gm_llama_kv_free(kv);
     ds_tokenizer_free(tok);
     free(tok_path);
+    free(ckpt_dir);
     gm_groundinggpt_free(m);
     ag_ctx_free(ctx);
     tr_yaml_free(root);

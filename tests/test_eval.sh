@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# test_eval.sh GROUNDC BUILD_DIR: `groundc eval` traces every answer back to its input line.
+# Grounding JSONL (ids, boxes [x, y, w, h] in pixels of non-square images) packed for the tiny
+# model, 2 training steps; then eval --verbose --report of the run folder:
+#   * one stderr line names the checkpoint the run folder's `latest` gives;
+#   * each record holds the line's id, the JSONL file and line number, the source name, the
+#     image's size, and the reference box in pixels that gives back the line's bbox (to the 3
+#     decimals the answer text keeps); tests/eval_report_check.py recomputes the rest;
+#   * each --verbose line names file, line and id.
+set -u
+. "$(dirname "$0")/lib.sh" "$@"
+need_python numpy PIL
+tok=$here/fixtures/tokenizer/test_bpe.model
+cd "$tmp" || exit 1
+
+"$groundc" synth --out raw --images 12 --videos 2 --audios 2 --eval-fraction 0.5 >/dev/null || bad synth
+# the synthetic REC samples as a user's JSONL: pixel boxes of the original image, an id each
+"$py" - <<'PY' || bad "grounding JSONL"
+import json, re
+from PIL import Image
+out = open("mine.jsonl", "w")
+for x in json.load(open("raw/eval.json")):
+    if x.get("task") != "rec":
+        continue
+    w, h = Image.open("raw/" + x["image"]).size
+    q = x["conversations"][0]["value"]
+    expr = re.search(r"corresponds to (.*) in this image", q).group(1)
+    b = [float(v) for v in re.findall(r"[0-9.]+", x["conversations"][1]["value"])[:4]]
+    side = max(w, h)
+    ox, oy = (side - w) // 2, (side - h) // 2
+    x1, y1 = max(b[0] * side - ox, 0), max(b[1] * side - oy, 0)
+    x2, y2 = min(b[2] * side - ox, w), min(b[3] * side - oy, h)
+    out.write(json.dumps({"id": "mine-" + x["id"], "image": x["image"], "expression": expr,
+                          "bbox": [round(x1), round(y1), round(x2 - x1), round(y2 - y1)]}) + "\n")
+PY
+"$groundc" pack --grounding-jsonl mine.jsonl --media-root raw --out mine --tokenizer "$tok" \
+  "${tiny_pack[@]}" --threads 1 >pack.log 2>&1 || bad "pack: $(tail -2 pack.log)"
+sed 's/dropout: 0.1/dropout: 0.0/' "$here/../configs/model/tiny.yaml" >tiny.yaml
+cat >stage.yaml <<YAML
+model: tiny.yaml
+stage: 3
+data:
+  datasets: [mine]
+  micro_batch: 2
+train:
+  steps: 2
+  lr: 1.0e-3
+checkpoint:
+  out: run
+eval:
+  data: mine
+  tokenizer: $tok
+  limit: 1
+  max_new_tokens: 4
+YAML
+"$groundc" train stage.yaml >train.log 2>&1 || bad "train: $(tail -3 train.log)"
+
+"$groundc" eval run --data mine --verbose --max-new-tokens 16 --report report.json >eval.out 2>eval.err ||
+  bad "eval: $(cat eval.err)"
+[ "$(cat eval.err)" = "eval: run is a run folder; using its latest checkpoint run/step_00000002" ] && ok ||
+  bad "eval of a run folder: stderr $(cat eval.err)"
+"$py" "$here/eval_report_check.py" report.json >check.out && ok || bad "report: $(cat check.out)"
+"$py" - <<'PY' && ok || bad "records: id, file, line, pixel boxes of mine.jsonl"
+import json
+lines = open("mine.jsonl").read().splitlines()
+r = json.load(open("report.json"))
+assert r["checkpoint"] == "run/step_00000002", r["checkpoint"]
+recs = r["samples"]
+assert len(recs) == len(lines) >= 3, (len(recs), len(lines))
+for s in recs:
+    src = json.loads(lines[s["index"] - 1])  # JSONL: the line number, from 1
+    assert (s["id"], s["file"], s["source"]) == (src["id"], "mine.jsonl", "mine"), (s, src)
+    x, y, w, h = src["bbox"]
+    W, H = s["image_size"]
+    tol = 0.0005 * max(W, H) + 1e-6  # the answer text keeps 3 decimals of the padded square
+    got = s["reference_box_px"]
+    assert all(abs(a - b) <= tol for a, b in zip(got, [x, y, x + w, y + h])), (got, src["bbox"], W, H)
+PY
+n=$(grep -c '^eval sample ' eval.out)
+[ "$n" -ge 3 ] && [ "$(grep -cE '^eval sample [0-9]+ \(rec\): .* \| mine.jsonl index [0-9]+, id "mine-synth-img-[0-9]+-rec", source mine \| answer box .* \| reference box \[[0-9., ]+\] px of [0-9]+x[0-9]+$' eval.out)" = "$n" ] &&
+  ok || bad "--verbose lines: $(grep -m2 '^eval sample' eval.out)"
+
+summary
