@@ -196,6 +196,8 @@ refabs=$(realpath "$tmp/ref/step_00000012")
 grep -qF "checkpoint: $refabs" rel1/latest/config.yaml && ok || bad "init.checkpoint from a file not stored absolute: $(grep -A2 '^init' rel1/latest/config.yaml)"
 "$groundc" train stage.yaml --set train.steps=2 --set checkpoint.out=$tmp/rel2 --set init.checkpoint=ref/step_00000012 >"$tmp/log" 2>&1 || bad "--set init.checkpoint: $(tail -2 "$tmp/log")"
 grep -qF "checkpoint: $refabs" rel2/latest/config.yaml && ok || bad "--set init.checkpoint not stored absolute: $(grep -A2 '^init' rel2/latest/config.yaml)"
+expect_error "init.checkpoint: a run folder" "ref: a run folder, not a checkpoint; name one of its checkpoints, e.g. .*ref/latest" \
+  "$groundc" train stage.yaml --set train.steps=2 --set checkpoint.out=$tmp/rel3 --set init.checkpoint=ref
 # init.checkpoint of another model: refused from its config.yaml before the model is allocated
 # (a 7B config over a small checkpoint ran out of host memory for the parameter pool first)
 sed 's/ffn: 176/ffn: 68719476736/' tiny.yaml >tiny_huge.yaml

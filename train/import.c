@@ -11,6 +11,7 @@
 #include "autograd/error.h"
 #include "autograd/torch_file.h"
 #include "data/files.h"
+#include "train/checkpoint.h"
 #include "train/model_config.h"
 #include "train/train_config.h"
 
@@ -100,10 +101,18 @@ tr_weights *tr_weights_open(const char *path) {
             free(index);
             free(single);
         }
-        if (!found)
+        if (!found) {
+            char *latest = ag_xpath_join(path, "latest");
+            bool run = exists(latest) || tr_ckpt_newest_step(path) >= 0;
+            free(latest);
+            if (run) // checkpoint.out of a run: its checkpoints are inside
+                ag_fail("%s: a run folder, not a checkpoint; name one of its checkpoints, e.g. "
+                        "%s/latest",
+                        path, path);
             ag_fail("%s: holds none of model.safetensors, model.safetensors.index.json, "
                     "pytorch_model.bin, pytorch_model.bin.index.json",
                     path);
+        }
     } else {
         add_file(w, path);
     }
