@@ -140,7 +140,10 @@ printf 'model: &m [1, *m]\n' >cycle.yaml
 expect_error "alias cycle" "cycle.yaml:1:15: alias \*m is inside the node it names" "$groundc" train cycle.yaml
 # a folder given as a config or as the model file
 expect_error "folder as config" "^groundc: error: dir.yaml: is a directory" "$groundc" train dir.yaml
-expect_error "folder as model" "^groundc: error: sub: is a directory" "$groundc" train stage.yaml --dry-run --set model=sub
+expect_error "folder as model" "^groundc: error: --set model=sub:1:7: model: sub: is a folder, not a model config" "$groundc" train stage.yaml --dry-run --set model=sub
+# a missing model file: where the config names it, and the path as resolved from the config
+mkdir -p nested && printf 'model: model/tiny.yaml\nstage: 3\ndata:\n  datasets: [train]\n' >nested/s.yaml
+expect_error "missing model file" "^groundc: error: nested/s.yaml:1:8: model: nested/model/tiny.yaml: No such file or directory" "$groundc" train nested/s.yaml --dry-run
 # a curriculum hands each stage the previous one's checkpoint as YAML text: ": ", " #" and a
 # quote in the folder name must stay part of the path
 mkdir -p "q: a's #b"

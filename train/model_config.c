@@ -1,9 +1,11 @@
 // model_config.c: see model_config.h.
 #include "model_config.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "autograd/error.h"
 
@@ -262,6 +264,14 @@ void tr_lora_config_read(tr_yaml *root, const gm_llama_config *llm, gm_lora_conf
     }
 }
 
+// The model file a config's `model:` names (path, resolved): a missing one fails at the
+// config's file:line:column, which the message of the load itself cannot say.
+static void check_model_file(const tr_yaml *m, const char *path) {
+    struct stat sb;
+    if (stat(path, &sb)) tr_yaml_fail(m, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) tr_yaml_fail(m, "%s: is a folder, not a model config", path);
+}
+
 void tr_model_config_from_train(tr_yaml *root, gm_groundinggpt_config *cfg) {
     tr_yaml *m = tr_yaml_get(root, "model");
     if (!m) tr_yaml_fail(root, "missing 'model' (a model file or a mapping of model sizes)");
@@ -270,6 +280,7 @@ void tr_model_config_from_train(tr_yaml *root, gm_groundinggpt_config *cfg) {
     } else {
         if (m->kind != TR_YAML_SCALAR) tr_yaml_fail(m, "expected a model file or a mapping");
         char *path = tr_config_path(m, m->value);
+        check_model_file(m, path);
         tr_model_config_load(path, cfg);
         free(path);
     }
@@ -289,6 +300,7 @@ void tr_model_config_inline(tr_yaml *root) {
     tr_yaml *m = tr_yaml_get(root, "model");
     if (!m || m->kind != TR_YAML_SCALAR) return;
     char *path = tr_config_path(m, m->value);
+    check_model_file(m, path);
     tr_yaml *file = tr_yaml_load(path);
     free(path);
     if (!tr_config_is_model_file(file)) tr_yaml_fail(file, "not a model config (no 'llm')");
