@@ -278,6 +278,9 @@ expect_error "logits into a missing folder" "nofolder/x.npy" "$groundc" generate
 expect_error "logits into a folder" "generate: --logits-out rawdir: is a folder" "$groundc" generate nockpt --prompt hi --logits-out rawdir
 expect_error "--max-new-tokens 0 without --logits-out" "--max-new-tokens 0 generates nothing: give 1 to 1073741824" "$groundc" generate "$ck" --prompt hi --max-new-tokens 0
 expect_error "generate of no checkpoint" "generate: eval: neither a checkpoint" "$groundc" generate eval --prompt hi
+# a checkpoint moved away from its tokenizer: which setting names it, and the way out
+cp -rL "$ck" moved && sed -i "s|tokenizer: .*|tokenizer: $tmp/gone.model|" moved/config.yaml
+expect_error "checkpoint's tokenizer gone" "generate: $tmp/gone.model: No such file or directory (the checkpoint's eval.tokenizer, moved/config.yaml); give --tokenizer FILE" "$groundc" generate moved --prompt hi
 expect_error "unknown eval task" "unknown task 'grounding'" "$groundc" eval "$ck" --data eval --task grounding
 [ -z "$(ls e1.npy e2.npy ./*.tmp.* 2>/dev/null)" ] && ok || bad "files left by failed runs: $(ls e1.npy e2.npy ./*.tmp.* 2>/dev/null)"
 

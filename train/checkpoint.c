@@ -594,5 +594,10 @@ char *tr_ckpt_tokenizer_path(tr_yaml *config, const char *override, const char *
         ag_fail("%s: the checkpoint's config.yaml (%s) names no eval.tokenizer; give --tokenizer "
                 "FILE",
                 cmd, config->file);
-    return tr_config_path(tr_yaml_get(ev, "tokenizer"), t);
+    char *path = tr_config_path(tr_yaml_get(ev, "tokenizer"), t);
+    struct stat sb;
+    if (stat(path, &sb)) // a checkpoint copied elsewhere keeps the training machine's path
+        ag_fail("%s: %s: %s (the checkpoint's eval.tokenizer, %s); give --tokenizer FILE", cmd,
+                path, strerror(errno), config->file);
+    return path;
 }
