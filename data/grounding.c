@@ -52,25 +52,36 @@ char *ds_format_span(ds_span s, char *buf, size_t n) {
 #define NUM "([0-9.]+)"
 
 // Matches pattern in text; fills v[0..k) with the captured numbers.
-static bool parse(const char *pattern, int k, const char *text, double *v) {
+// The k numbers of match m in s, into v; false when one does not parse ("1.2.3" matches
+// [0-9.]+ but is no number).
+static bool match_numbers(const char *s, const regmatch_t *m, int k, double *v) {
+    bool ok = true;
+    for (int i = 0; i < k; i++) {
+        char num[64];
+        int len = (int)(m[i + 1].rm_eo - m[i + 1].rm_so);
+        if (len >= (int)sizeof num) len = (int)sizeof num - 1;
+        snprintf(num, sizeof num, "%.*s", len, s + m[i + 1].rm_so);
+        char *end;
+        v[i] = strtod(num, &end);
+        if (*end || end == num) ok = false;
+    }
+    return ok;
+}
+
+static regex_t compile(const char *pattern) {
     regex_t re;
     int rc = regcomp(&re, pattern, REG_EXTENDED);
     if (rc) ag_fail("grounding: cannot compile pattern %s (error %d)", pattern, rc);
+    return re;
+}
+
+// The first match of pattern in text whose k numbers parse, into v.
+static bool parse(const char *pattern, int k, const char *text, double *v) {
+    regex_t re = compile(pattern);
     regmatch_t m[5];
     bool ok = false;
-    for (const char *s = text; !ok && regexec(&re, s, (size_t)k + 1, m, 0) == 0;) {
-        ok = true;
-        for (int i = 0; i < k; i++) {
-            char num[64];
-            int len = (int)(m[i + 1].rm_eo - m[i + 1].rm_so);
-            if (len >= (int)sizeof num) len = (int)sizeof num - 1;
-            snprintf(num, sizeof num, "%.*s", len, s + m[i + 1].rm_so);
-            char *end;
-            v[i] = strtod(num, &end);
-            if (*end || end == num) ok = false; // e.g. "1.2.3" matches [0-9.]+ but is no number
-        }
-        s += m[0].rm_eo;
-    }
+    for (const char *s = text; !ok && regexec(&re, s, (size_t)k + 1, m, 0) == 0; s += m[0].rm_eo)
+        ok = match_numbers(s, m, k, v);
     regfree(&re);
     return ok;
 }
@@ -93,24 +104,12 @@ bool ds_parse_span(const char *text, ds_span *out) {
 // reversed. Matches whose numbers do not parse ("1.2.3") are not boxes: skipped.
 static bool check_all(const char *pattern, int k, const char *what, const char *text, char *why,
                       size_t why_n) {
-    regex_t re;
-    int rc = regcomp(&re, pattern, REG_EXTENDED);
-    if (rc) ag_fail("grounding: cannot compile pattern %s (error %d)", pattern, rc);
+    regex_t re = compile(pattern);
     regmatch_t m[5];
     bool ok = true;
     for (const char *s = text; ok && regexec(&re, s, (size_t)k + 1, m, 0) == 0; s += m[0].rm_eo) {
         double v[4];
-        bool number = true;
-        for (int i = 0; i < k; i++) {
-            char num[64];
-            int len = (int)(m[i + 1].rm_eo - m[i + 1].rm_so);
-            if (len >= (int)sizeof num) len = (int)sizeof num - 1;
-            snprintf(num, sizeof num, "%.*s", len, s + m[i + 1].rm_so);
-            char *end;
-            v[i] = strtod(num, &end);
-            if (*end || end == num) number = false;
-        }
-        if (!number) continue;
+        if (!match_numbers(s, m, k, v)) continue;
         bool inside = true;
         for (int i = 0; i < k; i++) inside &= v[i] >= 0.0 && v[i] <= 1.0;
         bool ordered = k == 4 ? v[2] >= v[0] && v[3] >= v[1] : v[1] >= v[0];
@@ -121,7 +120,6 @@ static bool check_all(const char *pattern, int k, const char *what, const char *
                               : "is reversed (t2 < t1)");
             ok = false;
         }
-        if (m[0].rm_eo == 0) break; // no progress (cannot happen: the pattern is not empty)
     }
     regfree(&re);
     return ok;
