@@ -47,8 +47,9 @@ say() { echo "== $*" | tee -a "$out/gpu.log"; }
 prepare() {
     [ -d ../shared ] || { echo "prepare: ../shared not found (run this on the dev machine)"; exit 1; }
     grep -qs '^/.devdeps/' .gitignore .git/info/exclude || echo /.devdeps/ >>.git/info/exclude
-    # minizip (torch.save archives) besides the recipe's libyaml
-    EXTRA_DEBS="libminizip1 libminizip-dev ${EXTRA_DEBS:-}" ../shared/device/fetch-debs.sh .devdeps
+    # minizip (torch.save archives) and libexif (JPEG orientation) besides the recipe's libyaml
+    EXTRA_DEBS="libminizip1 libminizip-dev libexif12 libexif-dev ${EXTRA_DEBS:-}" \
+        ../shared/device/fetch-debs.sh .devdeps
     mkdir -p .gpu/ref
     cp ../shared/bench/torch_reference.py .gpu/ref/
     git check-ignore -q .gpu/ref/torch_reference.py || echo "prepare: .gpu/ is not git-ignored"
@@ -69,7 +70,7 @@ do_build() {
         libavformat:libavformat-dev libavcodec:libavcodec-dev libswscale:libswscale-dev \
         libavutil:libavutil-dev sndfile:libsndfile1-dev \
         fftw3f:libfftw3-dev libcrypto:libssl-dev libprotobuf-c:libprotobuf-c-dev \
-        minizip:libminizip-dev; do
+        minizip:libminizip-dev libexif:libexif-dev; do
         pkg-config --exists "${m%%:*}" 2>/dev/null || missing+=("${m%%:*} (${m#*:})")
     done
     command -v protoc-c >/dev/null || missing+=("protoc-c (protobuf-c-compiler)")

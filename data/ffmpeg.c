@@ -2,6 +2,7 @@
 #include "data/ffmpeg.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,4 +149,60 @@ void ds_ff_close(ds_ff_input *in) {
     av_packet_free(&in->pkt);
     avcodec_free_context(&in->dec);
     avformat_close_input(&in->fmt);
+}
+
+bool ds_ff_decode_picture(enum AVCodecID id, const void *data, size_t size, int64_t max_pixels,
+                          AVFrame *frame, char *err, size_t n) {
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    ds_ff_quiet();
+    const AVCodec *codec = avcodec_find_decoder(id);
+    if (!codec) {
+        snprintf(err, n, "this FFmpeg has no %s decoder", avcodec_get_name(id));
+        return false;
+    }
+    // a packet's size is an int, and FFmpeg reads up to AV_INPUT_BUFFER_PADDING_SIZE past it
+    if (size > (size_t)INT_MAX - AV_INPUT_BUFFER_PADDING_SIZE) {
+        snprintf(err, n, "%zu bytes are more than one FFmpeg packet holds", size);
+        return false;
+    }
+    AVCodecContext *dec = avcodec_alloc_context3(codec);
+    AVPacket *pkt = av_packet_alloc();
+    bool ok = false;
+    int ret;
+    if (!dec || !pkt) {
+        snprintf(err, n, "out of memory for a %s decoder", codec->name);
+        goto done;
+    }
+    dec->thread_count = 1;
+    dec->max_pixels = max_pixels;
+    if ((ret = avcodec_open2(dec, codec, NULL)) < 0) {
+        snprintf(err, n, "cannot open the %s decoder: %s", codec->name,
+                 ds_ff_error(ret, eb, sizeof eb));
+        goto done;
+    }
+    // av_new_packet adds zeroed padding after the copy, as decoders require
+    if ((ret = av_new_packet(pkt, (int)size)) < 0) {
+        snprintf(err, n, "out of memory for %zu bytes: %s", size, ds_ff_error(ret, eb, sizeof eb));
+        goto done;
+    }
+    memcpy(pkt->data, data, size);
+    pkt->flags |= AV_PKT_FLAG_KEY;
+    if ((ret = avcodec_send_packet(dec, pkt)) < 0) {
+        snprintf(err, n, "%s decoder: %s", codec->name, ds_ff_error(ret, eb, sizeof eb));
+        goto done;
+    }
+    ret = avcodec_receive_frame(dec, frame);
+    if (ret == AVERROR(EAGAIN)) { // a decoder that holds the frame back until flushed
+        if ((ret = avcodec_send_packet(dec, NULL)) >= 0) ret = avcodec_receive_frame(dec, frame);
+    }
+    if (ret < 0) {
+        snprintf(err, n, "%s decoder: %s", codec->name,
+                 ret == AVERROR_EOF ? "no picture in the data" : ds_ff_error(ret, eb, sizeof eb));
+        goto done;
+    }
+    ok = true;
+done:
+    av_packet_free(&pkt);
+    avcodec_free_context(&dec);
+    return ok;
 }

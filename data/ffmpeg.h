@@ -1,6 +1,7 @@
 // ffmpeg.h: what data/video.c and data/audio.c share to read media with the FFmpeg libraries:
 // silenced logging, error strings, opening the best stream of a kind with its decoder, and one
-// decode pass over the whole stream that hands each frame to the caller.
+// decode pass over the whole stream that hands each frame to the caller; and, for data/image.c,
+// one picture decoded from bytes in memory.
 // Conventions (those of the ffmpeg tool): packets and frames the decoder rejects are skipped
 // and counted; corrupt container data ends the readable part of the file; running out of
 // memory, an I/O error or a decoder that fails more than 1000 times in a row are fatal.
@@ -59,6 +60,14 @@ bool ds_ff_decode_all(ds_ff_input *in, void (*on_frame)(void *ctx, AVFrame *fram
                       char *err, size_t n);
 
 void ds_ff_close(ds_ff_input *in);
+
+// Decodes one picture held whole in memory (an image file: GIF, WebP, BMP, TIFF) with FFmpeg's
+// decoder for `id`: the bytes go in as a single packet, without a demuxer (these decoders read
+// a whole file from one packet), and the first frame out is moved to *frame (the caller
+// av_frame_unref's it). One thread. Frames of more than max_pixels pixels are refused by
+// FFmpeg before it allocates them. Returns false with a reason in err (no file name).
+bool ds_ff_decode_picture(enum AVCodecID id, const void *data, size_t size, int64_t max_pixels,
+                          AVFrame *frame, char *err, size_t n);
 
 #ifdef __cplusplus
 }

@@ -98,10 +98,12 @@ typedef struct {
     int64_t pending;       // claimed samples not yet written; the data is dropped when it reaches 0
     void *data;            // READY: uint8 [S][S][3], uint8 [F][S][S][3] or float [C][T][M]
     int32_t width, height; // image
+    int exif_orientation;  // image (ds_image_exif_orientation)
     ds_timeline tl;        // video, audio
     char *error;           // FAILED: the loader's message
     // the writer's alone: the row this file has in shard number row_shard - 1
     int32_t row_shard, row;
+    bool turned_counted; // counted in output.turned
 } media;
 
 typedef struct {
@@ -277,14 +279,14 @@ typedef struct {
     const char *path;
     const ds_pack_sizes *sizes;
     void *buf;
-    int width, height;
+    ds_image_info img;
     ds_timeline tl; // video, audio
 } load_job;
 
 static void run_load(load_job *j) {
     const ds_pack_sizes *s = j->sizes;
     if (j->kind == DS_MEDIA_IMAGE) {
-        ds_image_load(j->path, s->image_size, j->buf, &j->width, &j->height);
+        ds_image_load(j->path, s->image_size, j->buf, &j->img);
     } else if (j->kind == DS_MEDIA_VIDEO) {
         ds_video_info info;
         ds_video_load(j->path, s->video_frames, s->video_size, j->buf, &info);
@@ -333,7 +335,8 @@ static bool need_media(packer *p, int32_t m, char *err, size_t n) {
         xlock(&p->mu);
         if (ok) {
             e->data = j.buf;
-            e->width = j.width, e->height = j.height, e->tl = j.tl;
+            e->width = j.img.width, e->height = j.img.height, e->tl = j.tl;
+            e->exif_orientation = j.img.exif_orientation;
             e->state = M_READY;
         } else {
             e->error = ag_xstrdup(why);
@@ -760,6 +763,9 @@ typedef struct {
     ds_manifest man;
     ds_pack_stats st;
     progress pg;
+    // images of grounding JSONL records that viewers show turned (EXIF orientation > 1)
+    int64_t turned;
+    int32_t turned_first; // media index of the first
 } output;
 
 // A run that fails midway: workers stopped, the open shard and the staging folder removed
@@ -978,6 +984,13 @@ static void media_rows(packer *p, output *o, const item *it, int32_t rows[DS_MED
 // shard when it is full.
 static void write_sample(packer *p, output *o, const item *it, result *r) {
     if (!o->shard) open_shard(p, o, r);
+    int32_t im = it->media[DS_MEDIA_IMAGE];
+    if (p->files[it->file].jsonl && im >= 0 && p->media[im].exif_orientation > 1 &&
+        !p->media[im].turned_counted) {
+        if (!o->turned) o->turned_first = im;
+        o->turned++;
+        p->media[im].turned_counted = true;
+    }
     int32_t rows[DS_MEDIA_KINDS];
     media_rows(p, o, it, rows);
     ds_sample s = {.tokens = r->tokens,
@@ -1069,6 +1082,14 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
     undo_forget();
     o.st.seconds = now() - t0;
     print_summary(cfg, &o.st, &o.man, p->n);
+    if (o.turned) // the boxes were drawn in pixels: on which picture, the stored or the turned?
+        fprintf(stderr,
+                "pack: warning: %lld image%s of grounding JSONL records carr%s an EXIF "
+                "orientation other than 1 (the first: %s, orientation %d): groundc uses the "
+                "pixels as stored, as the reference does (PIL without exif_transpose), so their "
+                "boxes must be given on the stored picture, not as a photo viewer turns it\n",
+                (long long)o.turned, o.turned > 1 ? "s" : "", o.turned > 1 ? "y" : "ies",
+                p->media[o.turned_first].path, p->media[o.turned_first].exif_orientation);
 
     ds_manifest_free(&o.man);
     free(o.staging);

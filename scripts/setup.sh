@@ -11,7 +11,7 @@ packages=(build-essential cmake pkg-config libyaml-dev libhdf5-dev libzstd-dev
           libopenmpi-dev openmpi-bin libopenblas-dev libcjson-dev libjpeg-dev libpng-dev
           libavformat-dev libavcodec-dev libswscale-dev libswresample-dev libavutil-dev
           libsndfile1-dev libfftw3-dev libssl-dev libprotobuf-c-dev
-          protobuf-c-compiler libminizip-dev
+          protobuf-c-compiler libminizip-dev libexif-dev
           python3 python3-numpy python3-h5py python3-sentencepiece python3-pil
           python3-matplotlib
           ${EXTRA_PACKAGES:-})

@@ -49,6 +49,21 @@ for split in train eval; do
   "$groundc" pack --grounding-jsonl mine_$split.jsonl --media-root raw --out mine_$split "${P[@]}" \
     >pack_$split.log 2>&1 && ok || bad "pack $split: $(tail -3 pack_$split.log)"
 done
+! grep -q "EXIF" pack_train.log && ok || bad "EXIF warning without EXIF: $(grep EXIF pack_train.log)"
+# A phone photo (EXIF orientation 6: viewers turn it 90 degrees): packed as stored, as the
+# reference does, with one warning that its boxes must be drawn on the stored picture.
+$py - <<'PY' || bad "writing the EXIF photo"
+import json
+from PIL import Image
+exif = Image.Exif()
+exif[0x0112] = 6
+Image.new("RGB", (40, 24), (200, 30, 30)).save("raw/phone.jpg", quality=90, exif=exif)
+line = {"image": "phone.jpg", "expression": "the photo", "bbox": [2, 2, 20, 10]}
+open("exif.jsonl", "w").write(json.dumps(line) + "\n")
+PY
+"$groundc" pack --grounding-jsonl exif.jsonl --media-root raw --out mine_exif "${P[@]}" >pack_exif.log 2>&1 &&
+  grep -q "^pack: warning: 1 image of grounding JSONL records carries an EXIF orientation other than 1 (the first: raw/phone.jpg, orientation 6)" pack_exif.log &&
+  ok || bad "EXIF warning: $(cat pack_exif.log)"
 
 # The packed samples carry the boxes normalised to the padded square, as the reference
 # writes them (sample_meta): compare with the synthetic originals (3 decimals: within 1e-3).

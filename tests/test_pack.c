@@ -215,7 +215,9 @@ static const ref_media *reference(const char *path, int kind) {
     r->path = strdup(path), r->kind = kind;
     if (kind == DS_MEDIA_IMAGE) {
         r->data = malloc(IMG_S * IMG_S * 3);
-        ds_image_load(path, IMG_S, r->data, &r->w, &r->h);
+        ds_image_info info;
+        ds_image_load(path, IMG_S, r->data, &info);
+        r->w = info.width, r->h = info.height;
     } else if (kind == DS_MEDIA_VIDEO) {
         r->data = malloc(VID_F * VID_S * VID_S * 3);
         ds_video_info info;

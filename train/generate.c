@@ -378,7 +378,9 @@ static void load_media(ag_ctx *ctx, const gen_args *a, const gm_groundinggpt_con
     if (a->media[DS_MEDIA_IMAGE]) {
         int64_t S = cfg->image_size;
         uint8_t *buf = ag_xmalloc((size_t)(S * S * 3), "image");
-        ds_image_load(a->media[DS_MEDIA_IMAGE], (int)S, buf, &mi->width, &mi->height);
+        ds_image_info info;
+        ds_image_load(a->media[DS_MEDIA_IMAGE], (int)S, buf, &info);
+        mi->width = info.width, mi->height = info.height;
         mi->t[GM_MOD_IMAGE] = ag_from_host(ctx, AG_U8, AG_SHAPE(1, S, S, 3), buf);
         free(buf);
     }
