@@ -89,6 +89,19 @@ if diff <(losses ref/metrics.jsonl) <(losses k1/metrics.jsonl) >/dev/null; then 
 else bad "losses after kill + resume differ: $(diff <(losses ref/metrics.jsonl) <(losses k1/metrics.jsonl) | head -4)"; fi
 cmp -s ref/step_00000012/model.safetensors k1/step_00000012/model.safetensors && ok || bad "final weights after resume differ"
 
+# --- SIGTERM (a scheduler's preemption) after step 7: the next step finishes, a checkpoint of
+# step 8 is written off the every-3 cadence, the run exits 143 saying how to continue, and the
+# resume loses no step: losses and final weights as the uninterrupted run's
+GROUNDC_TEST_SIGNAL_AT_STEP=7 run --set checkpoint.out=$tmp/t1
+rc=$?
+[ $rc = 143 ] && ok || bad "SIGTERM: exit $rc, want 143: $(tail -2 "$tmp/log")"
+[ "$(readlink t1/latest)" = step_00000008 ] && ok || bad "SIGTERM: latest $(readlink t1/latest), want step_00000008"
+grep -qE "^groundc: stopped by Terminated after step 8 of 12: checkpoint .*t1/step_00000008 written; continue with --resume auto$" "$tmp/log" && ok || bad "SIGTERM message: $(tail -2 "$tmp/log")"
+run --set checkpoint.out=$tmp/t1 --resume auto || bad "resume after SIGTERM: $(tail -3 "$tmp/log")"
+grep -q "resumed from $tmp/t1/step_00000008" "$tmp/log" && ok || bad "resume after SIGTERM names step 8"
+diff <(losses ref/metrics.jsonl) <(losses t1/metrics.jsonl) >/dev/null && ok || bad "losses after SIGTERM + resume differ: $(diff <(losses ref/metrics.jsonl) <(losses t1/metrics.jsonl) | head -4)"
+cmp -s ref/step_00000012/model.safetensors t1/step_00000012/model.safetensors && ok || bad "final weights after SIGTERM + resume differ"
+
 # --- a checkpoint step that is not a multiple of train.log_every (3 vs 2): the resumed run's
 # first metrics line averages steps 3 and 4, as the uninterrupted run's does (the open logging
 # window is stored in state.json), and every record matches but for the timings
@@ -263,6 +276,11 @@ PY
   GROUNDC_TEST_KILL_AT_STEP=5 "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpk --set data.micro_batch=4 >/dev/null 2>&1
   "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpk --set data.micro_batch=4 --resume auto >"$tmp/log" 2>&1 || bad "MPI resume: $(tail -3 "$tmp/log")"
   diff <(losses dp/metrics.jsonl) <(losses dpk/metrics.jsonl) >/dev/null && ok || bad "MPI losses after kill + resume differ"
+  # SIGTERM to rank 1 alone: both ranks stop after the same step, with one checkpoint
+  GROUNDC_TEST_SIGNAL_AT_STEP=4:1 "${mpi[@]}" -x GROUNDC_TEST_SIGNAL_AT_STEP "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpt --set data.micro_batch=4 >"$tmp/log" 2>&1
+  [ "$(readlink dpt/latest)" = step_00000005 ] && [ -f dpt/step_00000005/state.json ] && ok || bad "MPI SIGTERM: latest $(readlink dpt/latest): $(tail -3 "$tmp/log")"
+  "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpt --set data.micro_batch=4 --resume auto >"$tmp/log" 2>&1 || bad "MPI resume after SIGTERM: $(tail -3 "$tmp/log")"
+  diff <(losses dp/metrics.jsonl) <(losses dpt/metrics.jsonl) >/dev/null && ok || bad "MPI losses after SIGTERM + resume differ"
 else
   bad "mpirun not found"
 fi

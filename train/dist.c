@@ -142,6 +142,14 @@ void tr_dist_finalize(tr_dist *d) {
     d->mpi = false;
 }
 
+_Noreturn void tr_dist_exit(const tr_dist *d, int code) {
+    fflush(stdout);
+    fflush(stderr);
+    tr_dist d2 = *d; // finalize clears its flag in a copy: the caller's is const
+    tr_dist_finalize(&d2);
+    exit(code);
+}
+
 _Noreturn void tr_dist_abort(const tr_dist *d, int code) {
     fflush(stdout);
     fflush(stderr);

@@ -46,6 +46,9 @@ void tr_dist_finalize(tr_dist *d);
 // Aborts every rank (after a one-line error on this one): an error on one rank must not leave
 // the others waiting in a collective.
 _Noreturn void tr_dist_abort(const tr_dist *d, int code);
+// Ends the process with code after tr_dist_finalize: every rank calls it at the same point
+// (a stop all ranks agreed on), unlike tr_dist_abort.
+_Noreturn void tr_dist_exit(const tr_dist *d, int code);
 
 // Makes dev the device of this process's tensors: for AG_CUDA, selects GPU local_rank % (GPUs
 // visible) and, with more than one rank and NCCL, creates the NCCL communicator (once;

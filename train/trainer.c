@@ -121,6 +121,41 @@ static void maybe_die_at(int64_t step) {
     }
 }
 
+// A polite stop: SIGTERM (a scheduler preempting the job, `kill`) or SIGINT (Ctrl-C) during the
+// steps lets the step under way finish, writes a checkpoint and exits 128 + the signal, so that
+// --resume auto loses no step. Every rank reports its flag in the step's loss sum, so all stop
+// after the same step. A second signal of the kind does what it would without groundc (the
+// handler hands it back to the default), for when waiting for the step is not wanted.
+static volatile sig_atomic_t g_stop_signal;
+
+static void on_stop_signal(int sig) {
+    if (!g_stop_signal) g_stop_signal = sig;
+    signal(sig, SIG_DFL); // async-signal-safe
+}
+
+// Installs (on) or restores (off) the handlers of SIGTERM and SIGINT; old keeps what was there.
+static void stop_signals(bool on, struct sigaction old[2]) {
+    static const int sigs[2] = {SIGTERM, SIGINT};
+    for (int i = 0; i < 2; i++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_stop_signal;
+        sa.sa_flags = SA_RESTART; // a read or write under way (any thread) goes on, no EINTR
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(sigs[i], on ? &sa : &old[i], on ? &old[i] : NULL))
+            ag_fail("train: sigaction(%s): %s", strsignal(sigs[i]), strerror(errno));
+    }
+}
+
+// Test hook: GROUNDC_TEST_SIGNAL_AT_STEP=N[:R] sends this process (rank R only, when given)
+// SIGTERM right after step N's update, as a scheduler's preemption would.
+static void maybe_signal_at(const tr_dist *d, int64_t step) {
+    const char *v = getenv("GROUNDC_TEST_SIGNAL_AT_STEP");
+    if (!v || atoll(v) != step) return;
+    const char *r = strchr(v, ':');
+    if (!r || atoi(r + 1) == d->rank) raise(SIGTERM);
+}
+
 // Test hook: GROUNDC_TEST_SKIP_LAST_MICRO=R makes rank R treat the last micro-batch of every
 // even step (1-based) as one without a supervised token, so that a rank that runs no watched
 // backward pass meets ranks that did in the overlapped gradient all-reduce.
@@ -279,6 +314,8 @@ typedef struct {
     double tokens_seen;
     int bad;       // non-finite steps in a row
     int64_t empty; // steps of this run without a supervised token
+    int stop;      // a rank was asked to stop (the signal: its own, else SIGTERM)
+    struct sigaction old_signals[2];
     window win;
 } stage_run;
 
@@ -456,6 +493,8 @@ static void open_metrics(stage_run *s) {
 // Everything the step loop needs: model, optimizer, data, metrics.jsonl, the clock.
 static void start_training(stage_run *s) {
     const tr_train_config *c = s->c;
+    g_stop_signal = 0;
+    stop_signals(true, s->old_signals);
     setup_training(s);
     if (s->from) load_resume_checkpoint(s);
     if (s->lead) open_metrics(s);
@@ -487,11 +526,12 @@ static uint64_t micro_seed(uint64_t seed, int64_t step, int64_t a, int rank) {
 }
 
 // Forward and backward over this rank's micro-batches of the step; gradients add up. sums
-// gets the step's summed loss and supervised tokens over all ranks.
-static void forward_backward(stage_run *s, double sums[2]) {
+// gets the step's summed loss and supervised tokens over all ranks, and how many ranks were
+// asked to stop.
+static void forward_backward(stage_run *s, double sums[3]) {
     const tr_train_config *c = s->c;
     ag_ctx *ctx = s->ctx;
-    sums[0] = sums[1] = 0;
+    sums[0] = sums[1] = sums[2] = 0;
     for (int64_t a = 0; a < c->accumulation; a++) {
         const ds_batch *b = ds_loader_next(s->loader);
         int64_t n = tr_batch_supervised(b);
@@ -522,7 +562,8 @@ static void forward_backward(stage_run *s, double sums[2]) {
         sums[0] = ag_item(s->loss_acc, 0);
         ag_backend_for(ctx->device)->memset0(s->loss_acc->data, sizeof(float));
     }
-    tr_dist_sum_f64(s->d, sums, 2);
+    sums[2] = g_stop_signal != 0;
+    tr_dist_sum_f64(s->d, sums, 3);
 }
 
 // A non-finite step: reported and skipped, until train.max_bad_steps in a row stop the run.
@@ -652,9 +693,13 @@ static void report_step(stage_run *s, const step_stats *st) {
 }
 
 // A checkpoint every checkpoint.every steps and at the end of the stage.
-static void save_on_cadence(stage_run *s) {
+static bool save_due(const stage_run *s) {
     const tr_train_config *c = s->c;
-    if (!((c->save_every && s->step % c->save_every == 0) || s->step == s->total)) return;
+    return (c->save_every && s->step % c->save_every == 0) || s->step == s->total;
+}
+
+static void save_checkpoint(stage_run *s) {
+    const tr_train_config *c = s->c;
     if (s->lead) tr_flush_checked(s->mf, s->metrics);
     tr_ckpt_state out = {.step = s->step,
                          .total_steps = s->total,
@@ -677,19 +722,23 @@ static void save_on_cadence(stage_run *s) {
     tr_ckpt_save(c->out_dir, &out, s->m->params, s->opt, s->resolved, s->d, c->keep);
 }
 
-// One optimizer step: its micro-batches, the update, telemetry and the checkpoint cadence.
+// One optimizer step: its micro-batches, the update, telemetry and the checkpoint cadence (and
+// a checkpoint now when a rank was asked to stop).
 static void train_step(stage_run *s) {
-    double sums[2]; // summed loss, supervised tokens
+    double sums[3]; // summed loss, supervised tokens, ranks asked to stop
     forward_backward(s, sums);
     step_stats st = optimizer_step(s, sums);
     maybe_die_at(s->step);
+    maybe_signal_at(s->d, s->step);
     report_step(s, &st);
-    save_on_cadence(s);
+    if (sums[2] > 0) s->stop = g_stop_signal ? g_stop_signal : SIGTERM;
+    if (save_due(s) || s->stop) save_checkpoint(s);
 }
 
 // Closes what start_training opened and fills in the result.
 static void finish_training(stage_run *s, tr_stage_result *res) {
     const tr_train_config *c = s->c;
+    stop_signals(false, s->old_signals); // the eval and later stages: signals as usual
     if (s->lead) tr_close_checked(s->mf, s->metrics);
     ds_loader_close(s->loader);
     tr_grad_reducer_free(s->red);
@@ -752,8 +801,19 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
         skip_complete_stage(&s, res);
     } else {
         start_training(&s);
-        while (s.step < s.total) train_step(&s);
+        while (s.step < s.total && !s.stop) train_step(&s);
         finish_training(&s, res);
+        if (s.stop) {
+            if (s.lead)
+                fprintf(stderr,
+                        "groundc: stopped by %s after step %" PRId64 " of %" PRId64
+                        ": checkpoint %s/step_%08" PRId64 " written; continue with --resume auto\n",
+                        strsignal(s.stop), s.step, s.total, c->out_dir, s.step);
+            free(s.from);
+            gm_groundinggpt_free(s.m);
+            ag_ctx_free(s.ctx);
+            tr_dist_exit(d, 128 + s.stop);
+        }
     }
     if (c->eval_data) evaluate(&s, res);
     free(s.from);
