@@ -612,18 +612,8 @@ static void ds_merge_geometry(ds_loader *l, int kind, const char *path, int64_t 
 // model's are checked against what a sample carries before the first batch splices them.
 static void ds_merge_media_tokens(ds_loader *l, int kind, ds_shard *sh, const char *path) {
     static const char *const names[3] = {"image", "video", "audio"};
-    int64_t n = ds_shard_num_samples(sh), i = 0;
-    for (; i < n; i++) {
-        ds_sample_ref r = ds_shard_sample(sh, i);
-        int32_t row = kind == 0 ? r.image : kind == 1 ? r.video : r.audio;
-        if (row >= 0) break;
-    }
-    if (i == n) return;
-    int64_t len = ds_shard_range_tokens(sh, i, 1), count = 0;
-    int32_t *tok = ag_xmalloc((size_t)len * sizeof *tok, "sample tokens");
-    ds_shard_read_tokens(sh, i, 1, tok, NULL);
-    for (int64_t t = 0; t < len; t++) count += tok[t] == l->cfg.media_patch_id[kind];
-    free(tok);
+    int64_t count = ds_shard_first_media_tokens(sh, kind, l->cfg.media_patch_id[kind]);
+    if (count < 0) return;
     if (!l->tokens_file[kind]) {
         l->media_tokens[kind] = count;
         l->tokens_file[kind] = path;

@@ -1175,6 +1175,18 @@ void ds_shard_read_tokens(ds_shard *s, int64_t first, int64_t count, int32_t *to
         ds_rfail(s, "dataset 'loss_mask': %s: read failed (corrupt or truncated chunk?)", which);
 }
 
+int64_t ds_shard_first_media_tokens(ds_shard *s, int kind, int32_t id) {
+    int64_t n = ds_shard_num_samples(s), i = 0;
+    while (i < n && s->ref[kind][i] < 0) i++;
+    if (i == n) return -1;
+    int64_t len = ds_shard_range_tokens(s, i, 1), count = 0;
+    int32_t *tok = ag_xmalloc((size_t)(len ? len : 1) * sizeof *tok, "sample tokens");
+    ds_shard_read_tokens(s, i, 1, tok, NULL);
+    for (int64_t t = 0; t < len; t++) count += tok[t] == id;
+    free(tok);
+    return count;
+}
+
 char *ds_shard_read_meta(ds_shard *s, int64_t i) {
     ds_h5_init();
     ds_r_check_sample(s, i);

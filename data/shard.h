@@ -126,6 +126,10 @@ int64_t ds_shard_range_tokens(const ds_shard *s, int64_t first, int64_t count);
 // ds_shard_sample(s, first).start.
 void ds_shard_read_tokens(ds_shard *s, int64_t first, int64_t count, int32_t *tokens,
                           uint8_t *loss_mask);
+// How many of token id appear in the first sample that has an item of media kind (0 image,
+// 1 video, 2 audio; a sample has at most one): the patch tokens pack expanded its placeholder
+// to, which shards do not record otherwise. -1 when no sample has that kind.
+int64_t ds_shard_first_media_tokens(ds_shard *s, int kind, int32_t id);
 // The sample's JSON metadata, malloc'd (free it).
 char *ds_shard_read_meta(ds_shard *s, int64_t i);
 // Media rows into caller buffers of the layout's size; audio comes back as float32.

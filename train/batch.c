@@ -44,111 +44,10 @@ int64_t tr_batch_supervised(const ds_batch *b) {
     return n;
 }
 
-static void check_geometry(const ds_loader *l, const gm_groundinggpt_config *c) {
-    static const gm_modality mods[DS_MEDIA_KINDS] = {GM_MOD_IMAGE, GM_MOD_VIDEO, GM_MOD_AUDIO};
-    for (int k = 0; k < DS_MEDIA_KINDS; k++) {
-        ds_media_geometry g = ds_loader_geometry(l, (ds_media_kind)k);
-        if (!g.file) continue;
-        const char *name = gm_modality_name(mods[k]);
-        if (!c->has[mods[k]])
-            ag_fail("%s: holds %s samples, but the model has no %s branch", g.file, name, name);
-        const int32_t *d = g.dims;
-        if (k == DS_MEDIA_IMAGE && d[0] != c->image_size)
-            ag_fail("%s: images are %dx%d, the model's image_size is %lld (pack with "
-                    "--image-size %lld)",
-                    g.file, d[0], d[0], (long long)c->image_size, (long long)c->image_size);
-        if (k == DS_MEDIA_VIDEO && (d[0] != c->video_frames || d[1] != c->video_size))
-            ag_fail("%s: videos are %d frames of %dx%d, the model takes %lld frames of %lldx%lld "
-                    "(pack with --video-frames %lld --video-size %lld)",
-                    g.file, d[0], d[1], d[1], (long long)c->video_frames, (long long)c->video_size,
-                    (long long)c->video_size, (long long)c->video_frames, (long long)c->video_size);
-        if (k == DS_MEDIA_AUDIO &&
-            (d[0] != c->audio_clips || d[1] != c->audio_frames || d[2] != c->audio_mels))
-            ag_fail("%s: audio fbanks are %d clips x %d frames x %d mels, the model takes %lld x "
-                    "%lld x %lld (audio_clips, audio_frames, audio_mels)",
-                    g.file, d[0], d[1], d[2], (long long)c->audio_clips, (long long)c->audio_frames,
-                    (long long)c->audio_mels);
-        static const char *const opt[DS_MEDIA_KINDS] = {"image", "video", "audio"};
-        int64_t want = k == DS_MEDIA_IMAGE   ? c->image_tokens
-                       : k == DS_MEDIA_VIDEO ? c->video_tokens
-                                             : c->audio_tokens;
-        if (g.tokens >= 0 && g.tokens != want)
-            ag_fail("%s: %s samples carry %lld patch tokens, the model makes %lld (pack with "
-                    "--%s-tokens %lld)",
-                    g.file, name, (long long)g.tokens, (long long)want, opt[k], (long long)want);
-    }
-}
-
 _Static_assert((int)DS_MEDIA_IMAGE == (int)GM_MOD_IMAGE &&
                    (int)DS_MEDIA_VIDEO == (int)GM_MOD_VIDEO &&
                    (int)DS_MEDIA_AUDIO == (int)GM_MOD_AUDIO,
                "media kinds and modalities in different orders");
-
-ds_loader *tr_batch_open_loader(ds_loader_config *lc, const gm_groundinggpt_config *c) {
-    lc->count_media_tokens = true; // the model's placeholder ids, counted per media kind
-    for (int k = 0; k < DS_MEDIA_KINDS; k++) lc->media_patch_id[k] = c->tokens.patch[k];
-    ds_loader *l = ds_loader_open(lc);
-    check_geometry(l, c);
-    return l;
-}
-
-// What one dataset's shards say, per media kind: the first shard holding it, its geometry and
-// the patch tokens its first such sample carries; and the sample lengths.
-typedef struct {
-    char *file[DS_MEDIA_KINDS];
-    int32_t dims[DS_MEDIA_KINDS][3];
-    int64_t tokens[DS_MEDIA_KINDS];
-    int64_t samples, over, shortest, longest; // over: samples longer than max_len
-} dataset_survey;
-
-static int64_t first_sample_tokens(ds_shard *sh, int kind, int32_t patch_id) {
-    int64_t n = ds_shard_num_samples(sh), i = 0;
-    for (; i < n; i++) {
-        ds_sample_ref r = ds_shard_sample(sh, i);
-        if ((kind == 0 ? r.image : kind == 1 ? r.video : r.audio) >= 0) break;
-    }
-    if (i == n) return -1;
-    int64_t len = ds_shard_range_tokens(sh, i, 1), count = 0;
-    int32_t *tok = ag_xmalloc((size_t)(len ? len : 1) * sizeof *tok, "sample tokens");
-    ds_shard_read_tokens(sh, i, 1, tok, NULL);
-    for (int64_t t = 0; t < len; t++) count += tok[t] == patch_id;
-    free(tok);
-    return count;
-}
-
-static void survey_dataset(const char *dir, const gm_groundinggpt_config *mc, int64_t max_len,
-                           dataset_survey *sv) {
-    memset(sv, 0, sizeof *sv);
-    sv->shortest = INT64_MAX;
-    ds_manifest m;
-    ds_manifest_read(&m, dir);
-    for (int j = 0; j < m.num_shards; j++) {
-        char *path = ag_xpath_join(dir, m.shards[j].file);
-        ds_shard *sh = ds_shard_open(path);
-        const ds_shard_header *h = ds_shard_get_header(sh);
-        const int64_t rows[DS_MEDIA_KINDS] = {h->num_images, h->num_videos, h->num_audios};
-        const int32_t dims[DS_MEDIA_KINDS][3] = {{h->image_size, 0, 0},
-                                                 {h->video_frames, h->video_size, 0},
-                                                 {h->audio_clips, h->audio_frames, h->audio_mels}};
-        for (int k = 0; k < DS_MEDIA_KINDS; k++) {
-            if (!rows[k] || sv->file[k]) continue;
-            sv->file[k] = ag_xstrdup(path);
-            memcpy(sv->dims[k], dims[k], sizeof dims[k]);
-            sv->tokens[k] = first_sample_tokens(sh, k, mc->tokens.patch[k]);
-        }
-        int64_t n = ds_shard_num_samples(sh);
-        for (int64_t i = 0; i < n; i++) {
-            int64_t len = ds_shard_sample(sh, i).length;
-            sv->over += len > max_len;
-            if (len > sv->longest) sv->longest = len;
-            if (len < sv->shortest) sv->shortest = len;
-        }
-        sv->samples += n;
-        ds_shard_close(sh);
-        free(path);
-    }
-    ds_manifest_free(&m);
-}
 
 // Appends ", " or "; " separated text to buf.
 static void add_part(char *buf, size_t cap, const char *sep, const char *text) {
@@ -156,22 +55,24 @@ static void add_part(char *buf, size_t cap, const char *sep, const char *text) {
     strncat(buf, text, cap - strlen(buf) - 1);
 }
 
-// Every geometry and token-count mismatch of one dataset, in one line.
-static void check_survey_geometry(const dataset_survey *sv, const gm_groundinggpt_config *c) {
+// Every geometry and token-count mismatch between the shards (g, per media kind) and the
+// model, in one line: the loader's at open, a dataset's survey before the model is built.
+static void check_geometry(const ds_media_geometry g[DS_MEDIA_KINDS],
+                           const gm_groundinggpt_config *c) {
     static const gm_modality mods[DS_MEDIA_KINDS] = {GM_MOD_IMAGE, GM_MOD_VIDEO, GM_MOD_AUDIO};
     static const char *const opt[DS_MEDIA_KINDS] = {"image", "video", "audio"};
     char what[2048] = "", pack[512] = "", part[512];
     const char *file = NULL; // the shard named: the first one with a mismatch
     for (int k = 0; k < DS_MEDIA_KINDS; k++) {
-        if (!sv->file[k]) continue;
+        if (!g[k].file) continue;
         const char *name = gm_modality_name(mods[k]);
-        const int32_t *d = sv->dims[k];
+        const int32_t *d = g[k].dims;
         bool bad = false;
         if (!c->has[mods[k]]) {
             snprintf(part, sizeof part, "holds %s samples, but the model has no %s branch", name,
                      name);
             add_part(what, sizeof what, "; ", part);
-            if (!file) file = sv->file[k];
+            if (!file) file = g[k].file;
             continue;
         }
         if (k == DS_MEDIA_IMAGE && d[0] != c->image_size) {
@@ -206,15 +107,15 @@ static void check_survey_geometry(const dataset_survey *sv, const gm_groundinggp
         int64_t want = k == DS_MEDIA_IMAGE   ? c->image_tokens
                        : k == DS_MEDIA_VIDEO ? c->video_tokens
                                              : c->audio_tokens;
-        if (sv->tokens[k] >= 0 && sv->tokens[k] != want) {
+        if (g[k].tokens >= 0 && g[k].tokens != want) {
             snprintf(part, sizeof part, "%s samples carry %lld patch tokens, the model makes %lld",
-                     name, (long long)sv->tokens[k], (long long)want);
+                     name, (long long)g[k].tokens, (long long)want);
             add_part(what, sizeof what, "; ", part);
             snprintf(part, sizeof part, "--%s-tokens %lld", opt[k], (long long)want);
             add_part(pack, sizeof pack, " ", part);
             bad = true;
         }
-        if (bad && !file) file = sv->file[k];
+        if (bad && !file) file = g[k].file;
     }
     if (!what[0]) return;
     if (pack[0])
@@ -223,13 +124,65 @@ static void check_survey_geometry(const dataset_survey *sv, const gm_groundinggp
         ag_fail("%s: %s", file, what);
 }
 
+ds_loader *tr_batch_open_loader(ds_loader_config *lc, const gm_groundinggpt_config *c) {
+    lc->count_media_tokens = true; // the model's placeholder ids, counted per media kind
+    for (int k = 0; k < DS_MEDIA_KINDS; k++) lc->media_patch_id[k] = c->tokens.patch[k];
+    ds_loader *l = ds_loader_open(lc);
+    ds_media_geometry g[DS_MEDIA_KINDS];
+    for (int k = 0; k < DS_MEDIA_KINDS; k++) g[k] = ds_loader_geometry(l, (ds_media_kind)k);
+    check_geometry(g, c);
+    return l;
+}
+
+// What one dataset's shards say, per media kind: the first shard holding it, its geometry and
+// the patch tokens its first such sample carries; and the sample lengths.
+typedef struct {
+    ds_media_geometry geom[DS_MEDIA_KINDS];   // file: malloc'd
+    int64_t samples, over, shortest, longest; // over: samples longer than max_len
+} dataset_survey;
+
+static void survey_dataset(const char *dir, const gm_groundinggpt_config *mc, int64_t max_len,
+                           dataset_survey *sv) {
+    memset(sv, 0, sizeof *sv);
+    sv->shortest = INT64_MAX;
+    ds_manifest m;
+    ds_manifest_read(&m, dir);
+    for (int j = 0; j < m.num_shards; j++) {
+        char *path = ag_xpath_join(dir, m.shards[j].file);
+        ds_shard *sh = ds_shard_open(path);
+        const ds_shard_header *h = ds_shard_get_header(sh);
+        const int64_t rows[DS_MEDIA_KINDS] = {h->num_images, h->num_videos, h->num_audios};
+        const int32_t dims[DS_MEDIA_KINDS][3] = {{h->image_size, 0, 0},
+                                                 {h->video_frames, h->video_size, 0},
+                                                 {h->audio_clips, h->audio_frames, h->audio_mels}};
+        for (int k = 0; k < DS_MEDIA_KINDS; k++) {
+            ds_media_geometry *g = &sv->geom[k];
+            if (!rows[k] || g->file) continue;
+            memcpy(g->dims, dims[k], sizeof dims[k]);
+            g->file = ag_xstrdup(path);
+            g->tokens = ds_shard_first_media_tokens(sh, k, mc->tokens.patch[k]);
+        }
+        int64_t n = ds_shard_num_samples(sh);
+        for (int64_t i = 0; i < n; i++) {
+            int64_t len = ds_shard_sample(sh, i).length;
+            sv->over += len > max_len;
+            if (len > sv->longest) sv->longest = len;
+            if (len < sv->shortest) sv->shortest = len;
+        }
+        sv->samples += n;
+        ds_shard_close(sh);
+        free(path);
+    }
+    ds_manifest_free(&m);
+}
+
 void tr_batch_check_datasets(const tr_train_config *c, FILE *log) {
     for (int i = 0; i < c->n_datasets; i++) {
         const char *dir = c->datasets[i].dir;
         dataset_survey sv;
         survey_dataset(dir, &c->model, c->max_len, &sv);
-        check_survey_geometry(&sv, &c->model);
-        for (int k = 0; k < DS_MEDIA_KINDS; k++) free(sv.file[k]);
+        check_geometry(sv.geom, &c->model);
+        for (int k = 0; k < DS_MEDIA_KINDS; k++) free((char *)sv.geom[k].file);
         // where max_len was set, else where the dataset was named (max_len is the default)
         const char *at = c->max_len_at ? c->max_len_at : c->datasets_at[i];
         if (sv.samples && sv.over == sv.samples)
