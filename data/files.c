@@ -75,6 +75,14 @@ char *ds_read_file(const char *path, size_t *n) {
     return ds_read_file_max(path, SIZE_MAX, n);
 }
 
+bool ds_dir_has(const char *dir, const char *name) {
+    char *p = ag_xpath_join(dir, name);
+    struct stat st;
+    bool found = !lstat(p, &st);
+    free(p);
+    return found;
+}
+
 void ds_make_dirs(const char *path) {
     char buf[PATH_MAX];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)

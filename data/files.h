@@ -1,7 +1,11 @@
 // files.h: file and folder helpers shared by the data tools (pack, synth) and training
 // (checkpoints, exports, reports).
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
+
+// Whether dir holds an entry called name (of any kind; a symbolic link counts, even broken).
+bool ds_dir_has(const char *dir, const char *name);
 
 // mkdir -p: creates path and its missing parents. Fails naming the folder that cannot be made,
 // or path when it exists but is not a folder.

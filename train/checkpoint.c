@@ -411,6 +411,10 @@ void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params 
     prune(out_dir, keep, name);
 }
 
+bool tr_ckpt_is_run(const char *dir) {
+    return ds_dir_has(dir, "latest") || tr_ckpt_newest_step(dir) >= 0;
+}
+
 int64_t tr_ckpt_newest_step(const char *out_dir) {
     struct stat sb;
     if (stat(out_dir, &sb) || !S_ISDIR(sb.st_mode)) return -1;

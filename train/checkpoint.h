@@ -78,6 +78,10 @@ char *tr_ckpt_latest(const char *out_dir);
 // The step of the newest OUT/step_N folder; -1 when there is none.
 int64_t tr_ckpt_newest_step(const char *out_dir);
 
+// Whether dir is a run folder (a checkpoint.out): it holds a `latest` link (even a broken one)
+// or a step_N folder.
+bool tr_ckpt_is_run(const char *dir);
+
 // Reads and validates DIR/state.json (one-line errors naming the file and field).
 void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st);
 // Checks that f holds exactly reg's parameters (names, shapes, float dtypes) without reading a

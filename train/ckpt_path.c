@@ -11,15 +11,8 @@
 #include <unistd.h>
 
 #include "autograd/error.h"
+#include "data/files.h"
 #include "train/checkpoint.h"
-
-static bool has(const char *dir, const char *name) {
-    char *p = ag_xpath_join(dir, name);
-    struct stat sb;
-    bool found = !lstat(p, &sb);
-    free(p);
-    return found;
-}
 
 char *tr_ckpt_resolve(const char *path, const char *cmd, FILE *log) {
     struct stat sb;
@@ -27,10 +20,9 @@ char *tr_ckpt_resolve(const char *path, const char *cmd, FILE *log) {
     if (!S_ISDIR(sb.st_mode))
         ag_fail("%s: %s: not a folder; a checkpoint is one (OUT/step_N, or a run folder OUT)", cmd,
                 path);
-    if (has(path, "config.yaml") || has(path, "state.json")) return ag_xstrdup(path);
-    // `latest` or step_N folders: checkpoint.out of a run (tr_ckpt_latest fails on a broken link)
-    char *latest =
-        has(path, "latest") || tr_ckpt_newest_step(path) >= 0 ? tr_ckpt_latest(path) : NULL;
+    if (ds_dir_has(path, "config.yaml") || ds_dir_has(path, "state.json")) return ag_xstrdup(path);
+    // checkpoint.out of a run (tr_ckpt_latest fails on a broken link)
+    char *latest = tr_ckpt_is_run(path) ? tr_ckpt_latest(path) : NULL;
     if (!latest)
         ag_fail("%s: %s: neither a checkpoint (no config.yaml) nor a run folder (no 'latest' "
                 "link, no step_N folder)",

@@ -102,10 +102,7 @@ tr_weights *tr_weights_open(const char *path) {
             free(single);
         }
         if (!found) {
-            char *latest = ag_xpath_join(path, "latest");
-            bool run = exists(latest) || tr_ckpt_newest_step(path) >= 0;
-            free(latest);
-            if (run) // checkpoint.out of a run: its checkpoints are inside
+            if (tr_ckpt_is_run(path)) // checkpoint.out of a run: its checkpoints are inside
                 ag_fail("%s: a run folder, not a checkpoint; name one of its checkpoints, e.g. "
                         "%s/latest",
                         path, path);

@@ -11,6 +11,7 @@
 #include "autograd/context.h"
 #include "autograd/error.h"
 #include "autograd/torch_file.h"
+#include "data/files.h"
 #include "data/manifest.h"
 #include "train/checkpoint.h"
 #include "train/import.h"
@@ -189,14 +190,6 @@ static void inspect_stage(const tr_train_config *c, int64_t batch, int64_t seq, 
     ag_ctx_free(meta);
 }
 
-static bool has(const char *dir, const char *name) {
-    char *p = ag_xpath_join(dir, name);
-    struct stat st;
-    bool found = !lstat(p, &st);
-    free(p);
-    return found;
-}
-
 static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -228,7 +221,7 @@ static bool has_hf_weights(const char *dir) {
     static const char *const weights[] = {"model.safetensors", "model.safetensors.index.json",
                                           "pytorch_model.bin", "pytorch_model.bin.index.json"};
     for (int k = 0; k < 4; k++)
-        if (has(dir, weights[k])) return true;
+        if (ds_dir_has(dir, weights[k])) return true;
     return false;
 }
 
@@ -391,7 +384,7 @@ static void inspect_checkpoint(const char *dir, const tr_inspect_opts *o, FILE *
     for (int r = 0; r < st.world; r++) {
         char name[64];
         snprintf(name, sizeof name, "optim.rank%05d.safetensors", r);
-        if (!has(dir, name)) continue;
+        if (!ds_dir_has(dir, name)) continue;
         char *p = ag_xpath_join(dir, name);
         f = ag_st_open(p);
         fprintf(out, "%s: %d tensors (AdamW moments and master weights)\n", name, f->n);
@@ -432,13 +425,14 @@ int tr_inspect(const char *path, const tr_inspect_opts *o, FILE *out) {
     struct stat st;
     if (stat(path, &st)) ag_fail("%s: cannot open: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode)) {
-        if (has(path, "state.json"))
+        if (ds_dir_has(path, "state.json"))
             inspect_checkpoint(path, o, out);
-        else if (has(path, "latest") || tr_ckpt_newest_step(path) >= 0)
+        else if (tr_ckpt_is_run(path))
             inspect_run(path, o, out);
-        else if (has(path, DS_MANIFEST_NAME))
+        else if (ds_dir_has(path, DS_MANIFEST_NAME))
             tr_inspect_dataset(path, o->checksums, out);
-        else if (has_hf_weights(path) || has(path, "model.gguf") || has(path, "mmproj.gguf"))
+        else if (has_hf_weights(path) || ds_dir_has(path, "model.gguf") ||
+                 ds_dir_has(path, "mmproj.gguf"))
             inspect_export(path, out);
         else
             ag_fail("%s: not a checkpoint, run, dataset, weights or export folder (none of "
