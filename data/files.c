@@ -100,10 +100,14 @@ void ds_make_dirs(const char *path) {
     if (stat(path, &st) || !S_ISDIR(st.st_mode)) ag_fail("%s: not a folder", path);
 }
 
+void ds_atomic_tmp_path(const char *path, char *tmp, size_t n) {
+    if ((size_t)snprintf(tmp, n, "%s.tmp.%d", path, (int)getpid()) >= n)
+        ag_fail_path_too_long(path, "");
+}
+
 void ds_write_file_atomic(const char *path, const ds_file_part *parts, int n) {
     char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
-        ag_fail_path_too_long(path, "");
+    ds_atomic_tmp_path(path, tmp, sizeof tmp);
     FILE *f = fopen(tmp, "wb");
     if (!f) ag_fail("%s: cannot write (temporary file %s): %s", path, tmp, strerror(errno));
     errno = 0;

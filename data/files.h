@@ -24,6 +24,10 @@ typedef struct {
     size_t size;
 } ds_file_part;
 
+// The temporary name ds_write_file_atomic writes path's bytes to first, "<path>.tmp.<pid>",
+// into tmp (n bytes); fails naming path when it does not fit.
+void ds_atomic_tmp_path(const char *path, char *tmp, size_t n);
+
 // Writes the parts, in order, as path's new content without ever leaving a half-written file
 // under that name: the bytes go to "<path>.tmp.<pid>" in the same folder, are fsynced, the file
 // is renamed over path and the folder synced. Fails (ag_fail) naming path; the temporary file

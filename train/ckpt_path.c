@@ -42,8 +42,7 @@ void tr_check_output_file(const char *cmd, const char *opt, const char *path) {
     if (!S_ISDIR(sb.st_mode)) ag_fail("%s: %s %s: %s is not a folder", cmd, opt, path, dir);
     // the name ds_write_file_atomic writes first (this process's own; removed right away)
     char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= sizeof tmp)
-        ag_fail("%s: %s %s: path too long", cmd, opt, path);
+    ds_atomic_tmp_path(path, tmp, sizeof tmp);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
         ag_fail("%s: %s %s: cannot write into %s: %s", cmd, opt, path, dir, strerror(errno));
