@@ -439,17 +439,22 @@ static void setup_training(stage_run *s) {
     s->loader = tr_batch_open_loader(&lc, &c->model);
 }
 
-// Weights, optimizer state and counters from s->from, after checking that this run can
-// continue it.
-static void load_resume_checkpoint(stage_run *s) {
+// Whether this run can continue s->from (model, ranks, batch, length) and, unless that stage
+// is complete, whether checkpoint.out holds later checkpoints: another branch, whose files
+// this run's would replace in part and leave beside its own under `latest`.
+static void check_continues(const stage_run *s) {
     const tr_train_config *c = s->c;
     check_resume(s->from, &s->st, s->model_digest, s->d, s->G, s->total, c->zero1);
-    // Checkpoints past the one resumed are another branch: this run's would replace some
-    // of them and leave the rest beside its own under `latest`.
-    if (s->newest > s->st.step)
+    if (!s->st.complete && s->newest > s->st.step)
         ag_fail("%s: holds step_%08" PRId64 ", past the step %" PRId64 " resumed from %s; "
                 "set checkpoint.out to another folder (or remove the later checkpoints)",
                 c->out_dir, s->newest, s->st.step, s->from);
+}
+
+// Weights, optimizer state and counters from s->from, after checking that this run can
+// continue it.
+static void load_resume_checkpoint(stage_run *s) {
+    check_continues(s);
     if (s->log && s->st.world != s->d->world)
         fprintf(s->log,
                 "note: %s was written by %d rank%s, this run has %d: the data stream continues "
@@ -830,24 +835,19 @@ void tr_train_check_selection(const tr_train_config *c) {
 }
 
 void tr_train_check(const tr_train_config *c, const tr_dist *d, const char *resume) {
-    tr_train_check_selection(c);
+    // The model on shapes only (the 7B allocates nothing): its digest as build_model takes it,
+    // before the selection adds any adapter, then the selection
+    ag_ctx *meta = ag_ctx_new_meta();
+    gm_groundinggpt *m = gm_groundinggpt_new(meta, &c->model);
     stage_run s = {.c = c, .d = d, .lead = d->rank == 0};
+    tr_ckpt_model_digest(m->params, s.model_digest);
+    tr_train_select(meta, m, c);
     s.from = tr_checkpoint_to_resume(c, resume);
     read_resume_state(&s, resume && !strcmp(resume, "auto"));
     plan_length(&s);
     tr_config_check_out_dir(c);
     tr_batch_check_datasets(c, s.lead ? stderr : NULL);
-    // The model on shapes only, for its digest: does the checkpoint resumed fit it?
-    ag_ctx *meta = ag_ctx_new_meta();
-    gm_groundinggpt *m = gm_groundinggpt_new(meta, &c->model);
-    if (s.from) {
-        tr_ckpt_model_digest(m->params, s.model_digest);
-        check_resume(s.from, &s.st, s.model_digest, d, s.G, s.total, c->zero1);
-        if (!s.st.complete && s.newest > s.st.step)
-            ag_fail("%s: holds step_%08" PRId64 ", past the step %" PRId64 " resumed from %s; "
-                    "set checkpoint.out to another folder (or remove the later checkpoints)",
-                    c->out_dir, s.newest, s.st.step, s.from);
-    }
+    if (s.from) check_continues(&s);
     gm_groundinggpt_free(m);
     ag_ctx_free(meta);
     free(s.from);
