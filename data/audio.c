@@ -131,30 +131,57 @@ float *ds_audio_resample(const float *x, int64_t n, int from, int to, int64_t *n
 // ---------------------------------------------------------------------------------------------
 // Decoding
 
-// Appends got frames of ch interleaved channels to mono[*n ..] as their mean, growing mono
-// (capacity *cap). False when out of memory (mono is then left as it was).
-static bool append_mono(float **mono, int64_t *cap, int64_t *n, const float *buf, int64_t got,
-                        int ch) {
-    if (*n + got > *cap) {
-        int64_t new_cap = *cap * 2 > *n + got ? *cap * 2 : *n + got;
-        float *m = realloc(*mono, (size_t)new_cap * sizeof *m);
-        if (!m) return false;
-        *mono = m, *cap = new_cap;
-    }
-    // mean of the channels (sum in channel order, then divide, like torch's mean)
-    float *dst = *mono + *n;
-    for (int64_t i = 0; i < got; i++) {
-        float s = 0.0f;
-        for (int c = 0; c < ch; c++) s += buf[i * ch + c];
-        dst[i] = ch == 1 ? s : s / (float)ch;
-    }
-    *n += got;
+// The decoded sound so far: channel 0 and, once a frame with more than one channel came, the
+// mean of the channels (ds_sound). cap: floats allocated per buffer.
+typedef struct {
+    float *first, *mix;
+    int64_t n, cap;
+} pcm_acc;
+
+static void acc_free(pcm_acc *a) {
+    free(a->first), free(a->mix);
+    a->first = a->mix = NULL;
+}
+
+static bool acc_grow(float **p, int64_t cap) {
+    float *m = realloc(*p, (size_t)cap * sizeof *m);
+    if (!m) return false;
+    *p = m;
     return true;
 }
 
-// The whole of an open libsndfile file, mixed down; closes sf. *rate gets the file's rate.
-static float *load_sndfile(const char *path, SNDFILE *sf, const SF_INFO *info, int64_t *n_out,
-                           int *rate) {
+// Appends got frames of ch interleaved channels: channel 0 to first, their mean to mix. False
+// when out of memory (what was there stays, acc_free frees it).
+static bool acc_append(pcm_acc *a, const float *buf, int64_t got, int ch) {
+    if (a->n + got > a->cap) {
+        int64_t cap = a->cap * 2 > a->n + got ? a->cap * 2 : a->n + got;
+        if (!acc_grow(&a->first, cap) || (a->mix && !acc_grow(&a->mix, cap))) return false;
+        a->cap = cap;
+    }
+    if (ch > 1 && !a->mix) {
+        // the first frame with several channels (a layout may change mid-stream): the mono
+        // frames before it are their own mean
+        a->mix = malloc((size_t)a->cap * sizeof *a->mix);
+        if (!a->mix) return false;
+        memcpy(a->mix, a->first, (size_t)a->n * sizeof *a->mix);
+    }
+    float *first = a->first + a->n;
+    float *mix = a->mix ? a->mix + a->n : NULL;
+    for (int64_t i = 0; i < got; i++) {
+        first[i] = buf[i * ch];
+        if (!mix) continue;
+        // sum in channel order, then divide, like torch's mean
+        float s = 0.0f;
+        for (int c = 0; c < ch; c++) s += buf[i * ch + c];
+        mix[i] = ch == 1 ? s : s / (float)ch;
+    }
+    a->n += got;
+    return true;
+}
+
+// The whole of an open libsndfile file into *a; closes sf. *rate gets the file's rate.
+static void load_sndfile(const char *path, SNDFILE *sf, const SF_INFO *info, pcm_acc *a,
+                         int *rate) {
     char why[256];
     if (info->channels < 1 || info->samplerate < 1) {
         sf_close(sf);
@@ -165,34 +192,33 @@ static float *load_sndfile(const char *path, SNDFILE *sf, const SF_INFO *info, i
     const sf_count_t block = 4096;
     float *buf = malloc((size_t)block * (size_t)ch * sizeof *buf);
     // frames is a hint only (some formats cannot know it up front): grow as needed
-    int64_t cap = info->frames > 0 && info->frames < ((int64_t)1 << 31) ? info->frames : 65536;
-    float *mono = malloc((size_t)cap * sizeof *mono);
-    if (!buf || !mono) {
-        free(buf), free(mono), sf_close(sf);
+    memset(a, 0, sizeof *a);
+    a->cap = info->frames > 0 && info->frames < ((int64_t)1 << 31) ? info->frames : 65536;
+    a->first = malloc((size_t)a->cap * sizeof *a->first);
+    if (!buf || !a->first) {
+        free(buf), acc_free(a), sf_close(sf);
         ag_fail("%s: out of memory decoding audio", path);
     }
-    int64_t n = 0;
     for (;;) {
         sf_count_t got = sf_readf_float(sf, buf, block);
         if (got <= 0) break;
-        if (!append_mono(&mono, &cap, &n, buf, got, ch)) {
-            free(buf), free(mono), sf_close(sf);
+        if (!acc_append(a, buf, got, ch)) {
+            free(buf), acc_free(a), sf_close(sf);
             ag_fail("%s: out of memory decoding audio", path);
         }
     }
     free(buf);
     if (sf_error(sf) != SF_ERR_NO_ERROR) {
         one_line(sf_strerror(sf), why, sizeof why);
-        free(mono), sf_close(sf);
+        acc_free(a), sf_close(sf);
         ag_fail("%s: cannot decode audio: %s", path, why);
     }
     int rc = sf_close(sf);
     if (rc != 0) {
-        free(mono);
+        acc_free(a);
         ag_fail("%s: closing audio file: %s", path, one_line(sf_error_number(rc), why, sizeof why));
     }
-    *n_out = n, *rate = info->samplerate;
-    return mono;
+    *rate = info->samplerate;
 }
 
 // Ogg Opus: libsndfile decodes at the rate the header gives as the encoder's input, rounded up
@@ -231,8 +257,7 @@ typedef struct {
     int rate;        // of the decoded frames; 0 before the first
     float *buf;      // swr's output, [frames][channels]
     int64_t buf_cap; // floats
-    float *mono;     // the mixdown so far, [n] at rate
-    int64_t n, cap;
+    pcm_acc acc;     // the sound so far, at rate
 } ff_reader;
 
 static void ff_close(ff_reader *r) {
@@ -251,8 +276,7 @@ __attribute__((noreturn, format(printf, 2, 3))) static void ff_fail(ff_reader *r
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     ff_close(r);
-    free(r->mono);
-    r->mono = NULL;
+    acc_free(&r->acc);
     ag_fail("%s: %s", r->path, msg);
 }
 
@@ -270,7 +294,7 @@ static void ff_open(ff_reader *r, const char *path, const char *sf_why) {
 }
 
 // One decoded frame (ds_ff_decode_all's callback): to interleaved float with swresample, then
-// mixed down onto r->mono.
+// onto r->acc.
 static void ff_on_frame(void *ctx, AVFrame *f) {
     ff_reader *r = ctx;
     char eb[AV_ERROR_MAX_STRING_SIZE];
@@ -315,71 +339,84 @@ static void ff_on_frame(void *ctx, AVFrame *f) {
     if (got < 0) ff_fail(r, "sample format conversion failed: %s", ds_ff_error(got, eb, sizeof eb));
     if (got != f->nb_samples)
         ff_fail(r, "sample format conversion gave %d of %d samples", got, f->nb_samples);
-    if (!append_mono(&r->mono, &r->cap, &r->n, r->buf, got, ch))
-        ff_fail(r, "out of memory decoding audio");
+    if (!acc_append(&r->acc, r->buf, got, ch)) ff_fail(r, "out of memory decoding audio");
 }
 
-// The best audio stream of path, decoded whole at its native rate and channel count and
-// mixed down to mono [*n_out] at *rate.
-static float *load_ffmpeg(const char *path, const char *sf_why, int64_t *n_out, int *rate) {
+// The best audio stream of path, decoded whole at its native rate and channel count into *a;
+// *rate gets that rate.
+static void load_ffmpeg(const char *path, const char *sf_why, pcm_acc *a, int *rate) {
     ds_ff_quiet();
     ff_reader r;
     ff_open(&r, path, sf_why);
     char why[512];
     if (!ds_ff_decode_all(&r.in, ff_on_frame, &r, why, sizeof why)) ff_fail(&r, "%s", why);
-    if (r.n == 0)
+    if (r.acc.n == 0)
         ff_fail(&r, "no decodable audio sample%s",
                 r.in.skipped ? " (every packet was rejected by the decoder)" : "");
     ff_close(&r);
-    *n_out = r.n, *rate = r.rate;
-    return r.mono;
+    *a = r.acc, *rate = r.rate;
 }
 
-float *ds_audio_load(const char *path, int rate, int64_t *n_out, int *file_rate) {
+void ds_sound_free(ds_sound *s) {
+    free(s->first), free(s->mix);
+    s->first = s->mix = NULL;
+    s->n = 0;
+}
+
+// Resamples *x[n] in place of the old buffer (freed); on failure frees *x and *other too.
+static void resample_in_place(float **x, float **other, int64_t n, int from, int to, int64_t *n_out,
+                              const char *path) {
+    char msg[512];
+    float *r = resample(*x, n, from, to, n_out, msg, sizeof msg);
+    free(*x);
+    *x = r;
+    if (!r) {
+        free(*other), *other = NULL;
+        ag_fail("%s: %s", path, msg);
+    }
+}
+
+void ds_audio_load(const char *path, int rate, ds_sound *out) {
     char why[256];
     SF_INFO info;
     memset(&info, 0, sizeof info);
-    int64_t n = 0;
+    memset(out, 0, sizeof *out);
+    pcm_acc a = {0};
     int native = 0;
-    float *mono;
     // libsndfile first, FFmpeg only when it cannot open the file (rather than choosing by a
     // probe): everything libsndfile reads keeps libsndfile's samples (Ogg Opus decoded at
     // 48 kHz), and its sf_open is itself the cheapest probe (FFmpeg would claim WAV and FLAC
     // as well).
     SNDFILE *sf = sf_open(path, SFM_READ, &info);
     if (sf && sndfile_opus_48k(path, sf, &info)) {
-        mono = load_sndfile(path, sf, &info, &n, &native);
+        load_sndfile(path, sf, &info, &a, &native);
     } else if (sf) {
         // an Opus file libsndfile will not decode at 48 kHz (sf is closed): FFmpeg's decoder
-        mono = load_ffmpeg(path, "cannot decode Opus at 48 kHz", &n, &native);
+        load_ffmpeg(path, "cannot decode Opus at 48 kHz", &a, &native);
     } else {
         one_line(sf_strerror(NULL), why, sizeof why);
         // a file that cannot be opened at all (missing, no permission) is not FFmpeg's
         FILE *f = fopen(path, "rb");
         if (!f) ag_fail("%s: cannot open audio file: %s", path, strerror(errno));
         fclose(f);
-        mono = load_ffmpeg(path, why, &n, &native);
+        load_ffmpeg(path, why, &a, &native);
     }
-    if (n == 0) {
-        free(mono);
+    if (a.n == 0) {
+        acc_free(&a);
         ag_fail("%s: audio file has no samples", path);
     }
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(mono[i])) {
-            free(mono);
+    for (int64_t i = 0; i < a.n; i++)
+        if (!isfinite(a.first[i]) || (a.mix && !isfinite(a.mix[i]))) {
+            acc_free(&a);
             ag_fail("%s: audio sample %lld is not finite", path, (long long)i);
         }
-    if (file_rate) *file_rate = native;
+    int64_t n = a.n;
     if (native != rate) {
-        int64_t rn = 0;
-        char msg[512];
-        float *r = resample(mono, n, native, rate, &rn, msg, sizeof msg);
-        free(mono);
-        if (!r) ag_fail("%s: %s", path, msg);
-        mono = r, n = rn;
+        // resampling is linear: the mean of the resampled channels is the resampled mean
+        resample_in_place(&a.first, &a.mix, a.n, native, rate, &n, path);
+        if (a.mix) resample_in_place(&a.mix, &a.first, a.n, native, rate, &n, path);
     }
-    *n_out = n;
-    return mono;
+    out->first = a.first, out->mix = a.mix, out->n = n, out->file_rate = native;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -542,7 +579,9 @@ void ds_fbank(const float *x, int64_t n, float *out) {
 // ---------------------------------------------------------------------------------------------
 // The ImageBind pipeline
 
-void ds_audio_features(float *x, int64_t n, float *out, const char *what) {
+void ds_audio_features(ds_sound *sound, float *out, const char *what) {
+    float *x = sound->first, *mix = sound->mix;
+    const int64_t n = sound->n;
     if (n < DS_FBANK_WINDOW)
         ag_fail("%s: %lld samples at 16 kHz, shorter than one 25 ms fbank window (%d samples)",
                 what, (long long)n, DS_FBANK_WINDOW);
@@ -551,11 +590,15 @@ void ds_audio_features(float *x, int64_t n, float *out, const char *what) {
     for (int c = 0; c < DS_AUDIO_CLIPS; c++) {
         int64_t s, e;
         ds_audio_clip_bounds(n, c, &s, &e);
-        // waveform -= waveform.mean(), in place on the shared samples (audio.h, 4.)
+        // waveform -= waveform.mean(), in place on the shared samples of every channel; the
+        // mean over all channels is the mean of their per-sample mean (audio.h, 4.)
+        const float *all = mix ? mix : x;
         double sum = 0.0;
-        for (int64_t i = s; i < e; i++) sum += x[i];
+        for (int64_t i = s; i < e; i++) sum += all[i];
         const float mean = (float)(sum / (double)(e - s));
         for (int64_t i = s; i < e; i++) x[i] -= mean;
+        if (mix)
+            for (int64_t i = s; i < e; i++) mix[i] -= mean;
         // a clip has 400 .. 32000 samples here, so 1 .. 198 frames: always padded, never
         // cropped (the t < m test below would crop)
         int64_t m = ds_fbank_frames(e - s);
@@ -572,15 +615,16 @@ void ds_audio_features(float *x, int64_t n, float *out, const char *what) {
 }
 
 void ds_audio_file_features(const char *path, float *out, double *duration) {
-    int64_t n = 0;
-    float *x = ds_audio_load(path, DS_AUDIO_RATE, &n, NULL);
+    ds_sound sound;
+    ds_audio_load(path, DS_AUDIO_RATE, &sound);
+    const int64_t n = sound.n;
     if (n < DS_FBANK_WINDOW) {
-        free(x);
+        ds_sound_free(&sound);
         ag_fail("%s: %lld samples at 16 kHz, shorter than one 25 ms fbank window (%d samples)",
                 path, (long long)n, DS_FBANK_WINDOW);
     }
-    ds_audio_features(x, n, out, path);
-    free(x);
+    ds_audio_features(&sound, out, path);
+    ds_sound_free(&sound);
     if (duration) *duration = (double)n / DS_AUDIO_RATE;
 }
 

@@ -1,6 +1,6 @@
 // audio.h: sound for the audio branch, prepared exactly as GroundingGPT prepares it (ImageBind's
 // load_and_transform_audio_data, reached through video_llama/models/ImageBind/data.py):
-// decoding (libsndfile, else FFmpeg), mono 16 kHz, three 2 s clips, a Kaldi-compatible log
+// decoding (libsndfile, else FFmpeg), 16 kHz, three 2 s clips, a Kaldi-compatible log
 // mel filterbank per clip (torchaudio.compliance.kaldi.fbank with ImageBind's arguments),
 // padded to 204 frames and normalised. Also a WAV/FLAC writer for the synthetic data.
 //
@@ -39,9 +39,9 @@
 //  1. torchaudio.load: float in [-1, 1] (16-bit PCM divided by 32768, no 32768 scaling
 //     anywhere later); libsndfile's float reads give the same values, FFmpeg's float
 //     decoders (AAC, Opus, ...) the same values as torchaudio's ffmpeg backend.
-//     Channels: groundc mixes them down to their mean. ImageBind keeps them, subtracts the
-//     mean over all channels and kaldi.fbank then reads channel 0 only, so for stereo files
-//     groundc deliberately differs (it hears both channels); mono files are identical.
+//     Channels: ImageBind keeps them all, subtracts the mean over all channels (4.) and
+//     kaldi.fbank then reads channel 0 only. groundc does the same: it keeps channel 0 and
+//     the mean of the channels (ds_sound), whose per-clip means it subtracts from both.
 //  2. torchaudio.functional.resample (Hann-windowed sinc, 6 zero crossings, rolloff 0.99) to
 //     16 kHz when the file's rate differs; output length ceil(n * 16000 / rate), the input
 //     taken as zero outside [0, n). groundc computes the same filter (no library offers it:
@@ -60,10 +60,11 @@
 //     Consequences: clips overlap when the audio is shorter than 8 s; the last clip starts at
 //     two thirds of max_start, so the final (duration - 2) / 3 seconds are never seen; audio
 //     of 2 s or less gives three clips over the same samples [0, n).
-//  4. Per clip, waveform -= waveform.mean() runs in place on a view of the whole waveform,
-//     so a later clip that overlaps an earlier one sees the earlier clip's mean already
-//     subtracted from the shared samples (a step inside the frames that straddle the end
-//     of the earlier clip). groundc reproduces this: ds_audio_features modifies its input.
+//  4. Per clip, waveform -= waveform.mean() (over every channel) runs in place on a view of
+//     the whole waveform, so a later clip that overlaps an earlier one sees the earlier
+//     clip's mean already subtracted from the shared samples (a step inside the frames that
+//     straddle the end of the earlier clip). groundc reproduces this: ds_audio_features
+//     modifies its input.
 //  5. kaldi.fbank: 25 ms Hann window (400 samples, symmetric), 10 ms shift (160), frames that
 //     fit entirely (snip_edges: 1 + (n - 400) / 160, and fewer than 400 samples is an error
 //     as in torchaudio), per-frame DC removal, pre-emphasis 0.97 (first sample against
@@ -92,12 +93,21 @@
 #define DS_FBANK_SHIFT        160 // 10 ms
 #define DS_FBANK_FFT          512
 
+// A decoded sound at one rate, the two signals the reference's pipeline depends on: channel
+// 0, the only one kaldi.fbank reads, and the mean of all channels, whose per-clip means are
+// subtracted from every channel (see 1. and 4. above).
+typedef struct {
+    float *first;  // [n] channel 0 (malloc'd)
+    float *mix;    // [n] the mean of the channels (malloc'd); NULL for mono, where it is first
+    int64_t n;     // samples per signal
+    int file_rate; // the decoded rate (the decoder's: 48 kHz for Opus in any container)
+} ds_sound;
+
 // Decodes path (libsndfile, or FFmpeg's best audio stream when libsndfile cannot open it; see
-// the top of this file), mixes it down to mono (the mean of the channels) and resamples it to
-// `rate` Hz when the decoded rate differs. Returns malloc'd samples (free()) and their count
-// in *n; *file_rate (may be NULL) gets the decoded rate (the decoder's: 48 kHz for Opus in
-// any container). Thread-safe.
-float *ds_audio_load(const char *path, int rate, int64_t *n, int *file_rate);
+// the top of this file) into *out and resamples it to `rate` Hz when the decoded rate differs.
+// Free with ds_sound_free. Thread-safe.
+void ds_audio_load(const char *path, int rate, ds_sound *out);
+void ds_sound_free(ds_sound *s);
 
 // Resamples mono x[n] from rate `from` to `to` as torchaudio.functional.resample does with
 // its defaults (see 2. above); the result has ceil(n * to / from) samples (malloc'd, count in
@@ -117,10 +127,11 @@ int64_t ds_fbank_frames(int64_t n);
 // normalised. x is not modified.
 void ds_fbank(const float *x, int64_t n, float *out);
 
-// The three normalised clips of 16 kHz mono x[n] into out[3][204][128]. Subtracts each
-// clip's mean from x in place, as ImageBind does (see 4. above). `what` names the source in
-// error messages (the only error: a clip shorter than 400 samples, i.e. n < 400).
-void ds_audio_features(float *x, int64_t n, float *out, const char *what);
+// The three normalised clips of a 16 kHz sound into out[3][204][128], from its channel 0.
+// Subtracts each clip's mean over all channels from the sound in place, as ImageBind does
+// (see 4. above). `what` names the source in error messages (the only error: a clip shorter
+// than 400 samples, i.e. n < 400).
+void ds_audio_features(ds_sound *sound, float *out, const char *what);
 
 // The whole path: file -> out[3][204][128] normalised; *duration (may be NULL) gets the
 // duration in seconds that the clip sampler sees (samples at 16 kHz / 16000).

@@ -16,6 +16,9 @@
 #   long_16k.flac    10 s, 16 kHz mono: tone bursts and silence, clips far apart,
 #                    fractional clip starts
 #   stereo_44k.flac  1.0 s, 44.1 kHz stereo, different content per channel
+#   stereo_dc_22k.flac  2.6 s, 22.05 kHz stereo, different content and DC offset per
+#                    channel; its clips overlap, so the means subtracted in place (taken over
+#                    both channels) show in the frames that straddle an earlier clip's end
 #   reference.safetensors:
 #     fbank.wave [6400] F32, fbank.out [frames, 128] F32: torchaudio.compliance.kaldi.fbank
 #         with ImageBind's arguments on a fixed float waveform (no file, no resampling)
@@ -26,10 +29,12 @@
 #         (the first two, one in the middle, the frames that straddle the end of an earlier
 #         overlapping clip, the last real frame and the padding) so the fixtures stay small
 #         (under 300 KB in all); the fbank itself is checked on every frame by fbank.out.
+#     <file>.out_r64 [3, K, 128] F32, for files not at 16 kHz: the same with the resampling
+#         done in float64 (as groundc does it), the rest in float32 as before
 #     clips.n [N] I64, clips.bounds [N, 3, 2] I64: clip sample bounds for awkward lengths
-# The stereo file's reference mixes the channels down to their mean first (groundc's choice;
-# ImageBind's fbank reads channel 0 only) and resamples with torchaudio's default resampler
-# (groundc computes it in double: the test allows for float32 rounding in the quietest bins).
+# The stereo files' references are ImageBind's own: every channel resampled with torchaudio's
+# default resampler (groundc computes it in double: the test allows for float32 rounding in
+# the quietest bins), the clip mean taken over all channels, kaldi.fbank on channel 0.
 # The safetensors file is written with tests/st_write.py (numpy): the pip package is not
 # available.
 import math
@@ -119,14 +124,15 @@ def normalize(t, mean, std):
     return t.clone().sub_(mean).div_(std)
 
 
-def imagebind_audio(path, downmix):
-    """load_and_transform_audio_data for one path, returning [3, 1, 128, 204] and the clip
-    sample bounds. downmix: mean of the channels first (groundc); ImageBind does not."""
+def imagebind_audio(path, resample_f64=False):
+    """load_and_transform_audio_data for one path, returning [3, 1, 128, 204], the clip
+    sample bounds and the length at 16 kHz. resample_f64: resample in float64 (then back to
+    float32), as groundc does, instead of the reference's float32."""
     waveform, sr = torchaudio.load(path)
-    if downmix:
-        waveform = waveform.mean(0, keepdim=True)
     if sr != RATE:
-        waveform = torchaudio.functional.resample(waveform, orig_freq=sr, new_freq=RATE)
+        w = waveform.double() if resample_f64 else waveform
+        w = torchaudio.functional.resample(w, orig_freq=sr, new_freq=RATE)
+        waveform = w.float()
     sampler = ConstantClipsPerVideoSampler(CLIP_DURATION, CLIPS_PER_VIDEO)
     points = get_clip_timepoints(sampler, waveform.size(1) / RATE)
     clips, bounds = [], []
@@ -223,6 +229,14 @@ def make_stereo_44k():
     return np.stack([left, right])
 
 
+def make_stereo_dc_22k():
+    sr = 22050
+    n = int(2.6 * sr)
+    left = 0.15 + tone(n, sr, 800, 0.3) + chirp(n, sr, 300, 9000, 0.15)
+    right = -0.35 + tone(n, sr, 3000, 0.2) + tone(n, sr, 450, 0.1)
+    return np.stack([left, right])
+
+
 def make_fbank_wave():
     """0.4 s, float32, exact (not stored as PCM): silence, a chirp on a DC offset, loud noise,
     a very quiet tone."""
@@ -278,9 +292,10 @@ def main():
         ("short_16k", save("short_16k.wav", make_short_16k(), RATE)),
         ("long_16k", save("long_16k.flac", make_long_16k(), RATE)),
         ("stereo_44k", save("stereo_44k.flac", make_stereo_44k(), 44100)),
+        ("stereo_dc_22k", save("stereo_dc_22k.flac", make_stereo_dc_22k(), 22050)),
     ]
     for name, path in files:
-        out, bounds, n = imagebind_audio(path, downmix=True)
+        out, bounds, n = imagebind_audio(path)
         assert out.shape == (CLIPS_PER_VIDEO, 1, NUM_MEL_BINS, TARGET_LENGTH), out.shape
         frames = kept_frames(bounds)
         ours = out[:, 0].transpose(1, 2).contiguous()  # [3, 204, 128]
@@ -288,6 +303,11 @@ def main():
         tensors[f"{name}.clips"] = ("I64", np.array(bounds, dtype=np.int64))
         tensors[f"{name}.frames"] = ("I32", np.array(frames, dtype=np.int32))
         tensors[f"{name}.out"] = ("F32", ours[:, frames].numpy().astype(np.float32))
+        if torchaudio.info(path).sample_rate != RATE:
+            # the float32 resampler's rounding shows in the quiet bins: the same pipeline with
+            # the resampling in float64 tells groundc's error from the reference's own
+            out64 = imagebind_audio(path, resample_f64=True)[0][:, 0].transpose(1, 2)
+            tensors[f"{name}.out_r64"] = ("F32", out64[:, frames].numpy().astype(np.float32))
 
     lengths = [1, 399, 400, 401, 559, 560, 20800, 31999, 32000, 32001, 32002, 32003, 32159,
                32160, 32161, 36800, 48000, 48001, 80000, 80001, 80002, 80003, 96000, 160000,

@@ -109,8 +109,10 @@ static void check_sound(const char *dir, const cJSON *s) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, cJSON_GetObjectItem(s, "sound")->valuestring);
     int64_t n;
-    int rate;
-    float *x = ds_audio_load(path, 16000, &n, &rate);
+    ds_sound snd;
+    ds_audio_load(path, 16000, &snd);
+    float *x = snd.first;
+    n = snd.n;
     ds_span sp;
     TL_CHECK(ds_parse_span(answer(s), &sp), "no span in %s", answer(s));
     double in = 0, out = 0;
@@ -125,7 +127,7 @@ static void check_sound(const char *dir, const cJSON *s) {
     double rms_in = sqrt(in / fmax(n_in, 1)), rms_out = sqrt(out / fmax(n_out, 1));
     TL_CHECK(rms_in > 10 * rms_out, "%s: energy inside the span %.4f, outside %.4f", path, rms_in,
              rms_out);
-    free(x);
+    ds_sound_free(&snd);
 }
 
 int main(void) {
