@@ -81,6 +81,16 @@ static void xwait(pthread_cond_t *c, pthread_mutex_t *m) {
     int rc = pthread_cond_wait(c, m);
     if (rc) ag_fail("pack: cannot wait on a condition: %s", strerror(rc));
 }
+// Waits at most ms milliseconds (CLOCK_REALTIME, the condition's default clock).
+static void xwait_ms(pthread_cond_t *c, pthread_mutex_t *m, long ms) {
+    struct timespec t;
+    if (clock_gettime(CLOCK_REALTIME, &t) != 0) ag_fail("pack: clock_gettime: %s", strerror(errno));
+    t.tv_nsec += ms * 1000000L;
+    t.tv_sec += t.tv_nsec / 1000000000L;
+    t.tv_nsec %= 1000000000L;
+    int rc = pthread_cond_timedwait(c, m, &t);
+    if (rc && rc != ETIMEDOUT) ag_fail("pack: cannot wait on a condition: %s", strerror(rc));
+}
 static void xbroadcast(pthread_cond_t *c) {
     int rc = pthread_cond_broadcast(c);
     if (rc) ag_fail("pack: cannot signal a condition: %s", strerror(rc));
@@ -889,15 +899,31 @@ static ds_shard_layout shard_layout(const ds_pack_config *cfg, const char *diges
                              .compression_level = cfg->zstd_level};
 }
 
-// The result of sample i, once its worker has put it in the reorder buffer.
-static result take_result(packer *p, int64_t i) {
+// SIGINT (Ctrl-C) or SIGTERM during a pack (ds_pack_main): the run stops at the next sample
+// and takes its output away again, leaving OUT as it was. A second signal of the kind does
+// what it would without groundc (the handler hands it back to the default).
+static volatile sig_atomic_t g_stop_signal;
+
+static void on_stop_signal(int sig) {
+    if (!g_stop_signal) g_stop_signal = sig;
+    signal(sig, SIG_DFL); // async-signal-safe
+}
+
+// The result of sample i, once its worker has put it in the reorder buffer; false, with
+// nothing taken, when a stop signal came first.
+static bool take_result(packer *p, int64_t i, result *out) {
     xlock(&p->mu);
     result *slot = &p->slots[i % p->window];
-    while (!slot->ready) xwait(&p->ready, &p->mu);
-    result r = *slot;
+    // in slices, so that a stop signal is seen while a worker decodes a long video
+    while (!slot->ready && !g_stop_signal) xwait_ms(&p->ready, &p->mu, 100);
+    if (!slot->ready) {
+        xunlock(&p->mu);
+        return false;
+    }
+    *out = *slot;
     *slot = (result){0};
     xunlock(&p->mu);
-    return r;
+    return true;
 }
 
 // The writer is done with a sample: media no other claimed sample needs is dropped, and a
@@ -1009,12 +1035,34 @@ static void write_sample(packer *p, output *o, const item *it, result *r) {
     if (++o->in_shard == p->cfg->shard_samples) finish_shard(o);
 }
 
+// A stop signal during the run: everything of it taken away, OUT left as it was; exits
+// 128 + the signal, as the signal itself would.
+__attribute__((noreturn)) static void stopped(packer *p, output *o, int64_t done) {
+    if (o->pg.bar_shown) fputs("\r\033[K", stderr);
+    const int sig = g_stop_signal;
+    fprintf(stderr, "pack: stopped by %s after %lld of %lld samples; %s is left as it was\n",
+            sig == SIGINT ? "SIGINT (Ctrl-C)" : strsignal(sig), (long long)done, (long long)p->n,
+            p->cfg->out_dir);
+    result none = {0};
+    abandon_run(p, o, &none);
+    fflush(stdout);
+    exit(128 + sig);
+}
+
+// Test hook: GROUNDC_TEST_SIGNAL_AT_SAMPLE=N sends this process SIGINT right after the N-th
+// sample was written, as a Ctrl-C would.
+static void maybe_signal_at(int64_t done) {
+    const char *v = getenv("GROUNDC_TEST_SIGNAL_AT_SAMPLE");
+    if (v && atoll(v) == done) raise(SIGINT);
+}
+
 // Takes every sample's result in input order and writes it (or skips it) into the staged
 // shards; the last shard is finished too.
 static void write_shards(packer *p, output *o) {
     const ds_pack_config *cfg = p->cfg;
     for (int64_t i = 0; i < p->n; i++) {
-        result r = take_result(p, i);
+        result r;
+        if (g_stop_signal || !take_result(p, i, &r)) stopped(p, o, i);
         const item *it = &p->items[i];
         if (r.bad)
             bad_sample(p, o, it, &r);
@@ -1025,7 +1073,9 @@ static void write_shards(packer *p, output *o) {
         free_result(&r);
         release_sample(p, it);
         progress_show(&o->pg, i + 1, p->n, false);
+        maybe_signal_at(i + 1);
     }
+    if (g_stop_signal) stopped(p, o, p->n);
     if (o->shard) finish_shard(o);
 }
 
@@ -1056,6 +1106,10 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
     load_tokenizer(p, digest);
     read_inputs(p);
     if (p->n == 0) no_samples(cfg);
+    if (g_stop_signal) { // nothing written yet
+        fprintf(stderr, "pack: stopped by %s before writing\n", strsignal(g_stop_signal));
+        exit(128 + g_stop_signal);
+    }
 
     output o = {0};
     o.staging = make_staging(cfg->out_dir, &o.name_set);
@@ -1244,8 +1298,18 @@ int ds_pack_main(int argc, char **argv) {
     c.json_files = json;
     c.jsonl_files = jsonl;
     // A failure ends the process from inside ag_fail: take the unfinished output away first.
+    // So does a stop signal, from the writer's loop (write_shards).
     ag_set_error_handler(undo_on_failure);
+    struct sigaction sa, old[2];
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART; // reads and writes under way (any thread) go on, no EINTR
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, &old[0]) || sigaction(SIGTERM, &sa, &old[1]))
+        ag_fail("pack: sigaction: %s", strerror(errno));
     ds_pack(&c, NULL);
+    if (sigaction(SIGINT, &old[0], NULL) || sigaction(SIGTERM, &old[1], NULL))
+        ag_fail("pack: sigaction: %s", strerror(errno));
     ag_set_error_handler(NULL);
     free(json);
     free(jsonl);

@@ -996,6 +996,26 @@ int main(void) {
              "write error: exit %d, %s left: %d", rc, errf, exists(outw));
     free(errf);
 
+    // Ctrl-C (SIGINT) midway: the run stops at the next sample, exits 130 (128 + SIGINT) and
+    // takes its output away again: a dataset already in OUT stays whole with nothing beside
+    // it, and a folder the run made is gone
+    setenv("GROUNDC_TEST_SIGNAL_AT_SAMPLE", "5", 1);
+    snprintf(args, sizeof args, "%s --out %s --threads 2 --shard-samples 4", common, out2);
+    rc = groundc("sigint", args);
+    errf = output("sigint", "err");
+    TL_CHECK(rc == 130 && strstr(errf, "stopped by SIGINT (Ctrl-C) after 5 of") &&
+                 strstr(errf, "is left as it was"),
+             "SIGINT into a dataset: exit %d, %s", rc, errf);
+    TL_CHECK(same_dataset(out1, out2, true), "SIGINT changed the existing dataset");
+    free(errf);
+    snprintf(args, sizeof args, "%s --out %s --threads 2 --shard-samples 4", common, outw);
+    rc = groundc("sigint_fresh", args);
+    unsetenv("GROUNDC_TEST_SIGNAL_AT_SAMPLE");
+    errf = output("sigint_fresh", "err");
+    TL_CHECK(rc == 130 && !exists(outw), "SIGINT into a new folder: exit %d, left: %d, %s", rc,
+             exists(outw), errf);
+    free(errf);
+
     // --zstd-level 19: the same samples; every compressed dataset says level 19 (the default
     // run above wrote 1, and -1 for the pixels); a level outside zstd's range is a one-line
     // error that writes nothing
