@@ -360,7 +360,10 @@ static bool need_media(packer *p, int32_t m, char *err, size_t n) {
     return ok;
 }
 
-static char *make_meta(const packer *p, const item *it, const ds_turn *t, int n) {
+// The sample_meta JSON (data/FORMAT.md): id, file, index, the first box and span of the
+// answers, and "start" when the sample's video or sound starts after its file's start
+// (start > 0: a span in seconds of the file is start + t * duration).
+static char *make_meta(const packer *p, const item *it, const ds_turn *t, int n, double start) {
     cJSON *m = cJSON_CreateObject();
     if (!m) ag_fail("pack: out of memory building sample_meta");
     const cJSON *id =
@@ -369,6 +372,7 @@ static char *make_meta(const packer *p, const item *it, const ds_turn *t, int n)
     if (id) ok = cJSON_AddItemToObject(m, "id", cJSON_Duplicate(id, true));
     ok = ok && cJSON_AddStringToObject(m, "file", p->files[it->file].path) &&
          cJSON_AddNumberToObject(m, "index", (double)it->index);
+    if (ok && start != 0.0) ok = cJSON_AddNumberToObject(m, "start", start);
     bool have_box = false, have_span = false;
     for (int i = 0; i < n && ok; i++) {
         if (t[i].from_human) continue;
@@ -391,9 +395,10 @@ static char *make_meta(const packer *p, const item *it, const ds_turn *t, int n)
     return s;
 }
 
-// Renders, checks and tokenizes a conversation into r. task < 0: infer it.
+// Renders, checks and tokenizes a conversation into r. task < 0: infer it. start: the
+// medium's start offset for sample_meta (make_meta).
 static bool build_sample(const packer *p, const item *it, const ds_turn *t, int n, int task,
-                         result *r, char *err, size_t en) {
+                         double start, result *r, char *err, size_t en) {
     ds_rendered rd;
     if (!ds_render(t, n, &rd, err, (int)en)) return false;
     if (t[n - 1].from_human) {
@@ -431,7 +436,7 @@ static bool build_sample(const packer *p, const item *it, const ds_turn *t, int 
                                         it->media[DS_MEDIA_AUDIO] >= 0);
     r->granularity = r->task == DS_TASK_REC || r->task == DS_TASK_REG || r->task == DS_TASK_TVG ||
                      r->task == DS_TASK_SOUND;
-    r->meta = make_meta(p, it, t, n);
+    r->meta = make_meta(p, it, t, n, start);
     return true;
 }
 
@@ -450,7 +455,8 @@ static bool process_json(packer *p, const item *it, result *r, char *err, size_t
         if (!ds_check_normalised(turns[i].text, boxes, spans, why, sizeof why))
             ok = failf(err, en, "turn %d: %s", i + 1, why);
     }
-    ok = ok && build_sample(p, it, turns, n, task, r, err, en);
+    // (reference-format spans are normalised already: no start offset to keep)
+    ok = ok && build_sample(p, it, turns, n, task, 0.0, r, err, en);
     free(turns);
     // media last: a sample already known to be bad costs no decode
     for (int k = 0; ok && k < DS_MEDIA_KINDS; k++)
@@ -468,7 +474,7 @@ static bool process_jsonl(packer *p, const item *it, result *r, char *err, size_
     if (!ds_grounding_conversation(&g, e->width, e->height, e->tl, &q, &a, err, en)) return false;
     ds_turn turns[2] = {{true, q}, {false, a}};
     static const int tasks[DS_MEDIA_KINDS] = {DS_TASK_REC, DS_TASK_TVG, DS_TASK_SOUND};
-    bool ok = build_sample(p, it, turns, 2, tasks[g.kind], r, err, en);
+    bool ok = build_sample(p, it, turns, 2, tasks[g.kind], e->tl.start, r, err, en);
     free(q);
     free(a);
     return ok;

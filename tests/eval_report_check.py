@@ -7,7 +7,9 @@ hit rate at 0.5 (every reference tried as the answer to all); caption BLEU-4 and
 with caption_metric_reference.py. Each record must say where its sample came from (id, file,
 index, source, as pack stored them); a rec record with the original image's size must have
 its answer's and reference's first box normalised and in pixels of that image (the padded
-square mapped back, clamped to the image). Exit 1 naming the first disagreement."""
+square mapped back, clamped to the image); a tvg or sound record with its medium's duration
+must have their first span in seconds of the file (start + t * duration). Exit 1 naming the
+first disagreement."""
 import json
 import os
 import re
@@ -70,6 +72,15 @@ def check_origin(s, failures):
             failures.append(f"{where}: {key} {s.get(key)!r} is not a {kind.__name__}")
     if "id" not in s:
         failures.append(f"{where}: no id (null when the input had none)")
+    if s["task"] in ("tvg", "sound") and "duration" in s:
+        d, t0 = s["duration"], s.get("start", 0.0)
+        for key in ("answer", "reference"):
+            span = first(SPAN, s[key])
+            want = [t0 + span[0] * d, t0 + span[1] * d] if span is not None else None
+            got = s[f"{key}_span_s"]
+            if (got is None) != (want is None) or (
+                    want is not None and any(abs(a - b) > 1e-9 for a, b in zip(got, want))):
+                failures.append(f"{where}: {key}_span_s {got}, recomputed {want}")
     if s["task"] != "rec" or "image_size" not in s:
         return
     w, h = s["image_size"]

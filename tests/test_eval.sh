@@ -6,6 +6,9 @@
 #   * each record holds the line's id, the JSONL file and line number, the source name, the
 #     image's size, and the reference box in pixels that gives back the line's bbox (to the 3
 #     decimals the answer text keeps); tests/eval_report_check.py recomputes the rest;
+#   * tvg and sound records hold the duration and the reference span in seconds of the file
+#     that gives back the line's span (to the 2 decimals the answer text keeps), also for a
+#     video whose picture starts 0.6 s into its file (late_video.mkv: its record says so);
 #   * each --verbose line names file, line and id.
 set -u
 . "$(dirname "$0")/lib.sh" "$@"
@@ -32,7 +35,18 @@ for x in json.load(open("raw/eval.json")):
     x2, y2 = min(b[2] * side - ox, w), min(b[3] * side - oy, h)
     out.write(json.dumps({"id": "mine-" + x["id"], "image": x["image"], "expression": expr,
                           "bbox": [round(x1), round(y1), round(x2 - x1), round(y2 - y1)]}) + "\n")
+# the synthetic videos (4 s) and sounds (6 s) with spans in seconds; a video whose picture
+# starts 0.6 s into the file and lasts 0.8 s
+for x in json.load(open("raw/eval.json")):
+    for key, task, d in (("video", "tvg", 4.0), ("sound", "sound", 6.0)):
+        if x.get("task") == task:
+            t = [float(v) for v in re.findall(r"[0-9.]+", x["conversations"][1]["value"])[:2]]
+            out.write(json.dumps({"id": "mine-" + x["id"], key: x[key], "query": "the event",
+                                  "span": [round(t[0] * d, 2), round(t[1] * d, 2)]}) + "\n")
+out.write(json.dumps({"id": "late", "video": "late_video.mkv", "query": "the square moves",
+                      "span": [0.8, 1.2]}) + "\n")
 PY
+cp "$here/fixtures/video/late_video.mkv" raw/ || bad "late_video.mkv"
 "$groundc" pack --grounding-jsonl mine.jsonl --media-root raw --out mine --tokenizer "$tok" \
   "${tiny_pack[@]}" --threads 1 >pack.log 2>&1 || bad "pack: $(tail -2 pack.log)"
 sed 's/dropout: 0.1/dropout: 0.0/' "$here/../configs/model/tiny.yaml" >tiny.yaml
@@ -67,17 +81,29 @@ r = json.load(open("report.json"))
 assert r["checkpoint"] == "run/step_00000002", r["checkpoint"]
 recs = r["samples"]
 assert len(recs) == len(lines) >= 3, (len(recs), len(lines))
+spans = 0
 for s in recs:
     src = json.loads(lines[s["index"] - 1])  # JSONL: the line number, from 1
     assert (s["id"], s["file"], s["source"]) == (src["id"], "mine.jsonl", "mine"), (s, src)
+    if "span" in src:
+        d = s["duration"]
+        assert abs(d - (0.8 if src["id"] == "late" else 4.0 if "video" in src else 6.0)) < 1e-6, s
+        assert (s.get("start", 0.0) == 0.0) == (src["id"] != "late"), s
+        got = s["reference_span_s"]
+        assert all(abs(a - b) <= 0.005 * d + 1e-6 for a, b in zip(got, src["span"])), (got, src)
+        spans += 1
+        continue
     x, y, w, h = src["bbox"]
     W, H = s["image_size"]
     tol = 0.0005 * max(W, H) + 1e-6  # the answer text keeps 3 decimals of the padded square
     got = s["reference_box_px"]
     assert all(abs(a - b) <= tol for a, b in zip(got, [x, y, x + w, y + h])), (got, src["bbox"], W, H)
+assert spans >= 3, spans
 PY
-n=$(grep -c '^eval sample ' eval.out)
+n=$(grep -c '^eval sample [0-9]* (rec)' eval.out)
 [ "$n" -ge 3 ] && [ "$(grep -cE '^eval sample [0-9]+ \(rec\): .* \| mine.jsonl index [0-9]+, id "mine-synth-img-[0-9]+-rec", source mine \| answer box .* \| reference box \[[0-9., ]+\] px of [0-9]+x[0-9]+$' eval.out)" = "$n" ] &&
   ok || bad "--verbose lines: $(grep -m2 '^eval sample' eval.out)"
+grep -qE '^eval sample [0-9]+ \(tvg\): .* \| mine.jsonl index [0-9]+, id "late", source mine \| answer span .* \| reference span \{0\.80, 1\.20\} s of 0\.80 s$' eval.out &&
+  ok || bad "--verbose tvg line: $(grep -m1 'id "late"' eval.out)"
 
 summary

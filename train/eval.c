@@ -151,11 +151,14 @@ static void gather_samples(const tr_dist *d, cJSON *mine) {
 }
 
 // Where a sample came from, for the per-sample lines and records: its sample_meta as pack
-// stored it (id, file, index), its dataset (source) name, and for an image the original size.
+// stored it (id, file, index), its dataset (source) name, for an image the original size and
+// for a video or audio its duration.
 typedef struct {
     cJSON *meta; // the parsed sample_meta object
     char *source;
-    int32_t width, height; // 0 without an image
+    int32_t width, height;   // 0 without an image
+    double video_s, audio_s; // durations in seconds, 0 without the medium
+    double start;            // sample_meta's "start": where the medium starts in its file
 } sample_origin;
 
 static void free_origins(sample_origin *o, int64_t n) {
@@ -198,6 +201,11 @@ static uint8_t *read_tasks(const char *dir, const ds_manifest *man, sample_origi
                 ds_shard_image_orig_size(sh, ref.image, size);
                 org[i].width = size[0], org[i].height = size[1];
             }
+            const cJSON *start = cJSON_GetObjectItemCaseSensitive(org[i].meta, "start");
+            if (cJSON_IsNumber(start) && isfinite(start->valuedouble))
+                org[i].start = start->valuedouble;
+            if (ref.video >= 0) org[i].video_s = ds_shard_video_duration(sh, ref.video);
+            if (ref.audio >= 0) org[i].audio_s = ds_shard_audio_duration(sh, ref.audio);
         }
         ds_shard_close(sh);
         free(path);
@@ -372,8 +380,35 @@ static void add_boxes(cJSON *rec, const char *key, const char *text, const sampl
                                      have ? cJSON_CreateDoubleArray(px, 4) : cJSON_CreateNull()));
 }
 
+// The duration a tvg or sound sample's spans are normalised by (0: none).
+static double span_duration(int kind, const sample_origin *so) {
+    return kind == TR_EVAL_TVG ? so->video_s : kind == TR_EVAL_SOUND ? so->audio_s : 0.0;
+}
+
+// The span of text (first match, as scored) in seconds of the file, as the user gave them to
+// pack (ds_timeline: the medium lasts d seconds from so->start); false when text has none.
+static bool text_span_s(const char *text, const sample_origin *so, double d, double s[2]) {
+    ds_span sp;
+    if (!ds_parse_span(text, &sp)) return false;
+    ds_span sec = ds_span_from_timeline(sp, (ds_timeline){.start = so->start, .duration = d});
+    s[0] = sec.t1, s[1] = sec.t2;
+    return true;
+}
+
+// tvg's and sound's "<key>_span_s": the span in seconds of the file; null when text has none.
+static void add_span_s(cJSON *rec, const char *key, const char *text, const sample_origin *so,
+                       double d) {
+    double sec[2];
+    bool have = text_span_s(text, so, d, sec);
+    char name[32];
+    snprintf(name, sizeof name, "%s_span_s", key);
+    json_check(cJSON_AddItemToObject(rec, name,
+                                     have ? cJSON_CreateDoubleArray(sec, 2) : cJSON_CreateNull()));
+}
+
 // The record's origin fields: id (null when the input line had none), file, index, source;
-// image_size for an image sample, and rec's boxes normalised and in pixels.
+// image_size for an image sample, and rec's boxes normalised and in pixels; for tvg and sound
+// the duration, the start offset when there is one, and the spans in seconds of the file.
 static void add_origin(cJSON *rec, int kind, const sample_origin *so, const char *answer,
                        const char *reference) {
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(so->meta, "id");
@@ -386,6 +421,13 @@ static void add_origin(cJSON *rec, int kind, const sample_origin *so, const char
         cJSON_AddItemToObject(rec, "index",
                               index ? cJSON_Duplicate(index, true) : cJSON_CreateNull()) &&
         cJSON_AddStringToObject(rec, "source", so->source));
+    const double d = span_duration(kind, so);
+    if (d > 0) {
+        json_check(cJSON_AddNumberToObject(rec, "duration", d));
+        if (so->start != 0.0) json_check(cJSON_AddNumberToObject(rec, "start", so->start));
+        add_span_s(rec, "answer", answer, so, d);
+        add_span_s(rec, "reference", reference, so, d);
+    }
     if (so->width <= 0) return;
     json_check(cJSON_AddItemToObject(rec, "image_size",
                                      cJSON_CreateIntArray((int[2]){so->width, so->height}, 2)));
@@ -408,6 +450,18 @@ static void log_origin(FILE *log, int kind, const sample_origin *so, const char 
             cJSON_IsNumber(index) ? (long long)index->valuedouble : -1LL,
             id_text ? id_text : "none", so->source);
     free(id_text);
+    const double d = span_duration(kind, so);
+    if (d > 0) {
+        const char *texts[2] = {answer, reference}, *names[2] = {"answer", "reference"};
+        for (int k = 0; k < 2; k++) {
+            double sec[2];
+            if (text_span_s(texts[k], so, d, sec))
+                fprintf(log, " | %s span {%.2f, %.2f} s", names[k], sec[0], sec[1]);
+            else
+                fprintf(log, " | %s span none", names[k]);
+        }
+        fprintf(log, " of %.2f s", d);
+    }
     if (kind != TR_EVAL_REC || so->width <= 0) return;
     double norm[4], px[4];
     const char *texts[2] = {answer, reference}, *names[2] = {"answer", "reference"};
