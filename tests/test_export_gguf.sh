@@ -138,8 +138,9 @@ if [ -z "$skipped" ]; then
   done
 fi
 
-# --- --force replaces only an earlier export: a link, a file, a folder with folders in it or the
-# checkpoint itself is refused before anything is written, and left as it was
+# --- --force replaces only an earlier export: a link, a file, a folder with folders in it, the
+# checkpoint itself, or a folder with files an export does not write or without an export's
+# README is refused before anything is written, and left as it was
 untouched() { # DESCRIPTION OUT: no temporary or set-aside copy of OUT beside it
   if ! compgen -G "${2%/}.tmp-*" >/dev/null && ! compgen -G "${2%/}.old-*" >/dev/null; then ok
   else bad "$1: ${2%/}.tmp-* or ${2%/}.old-* left behind"; fi
@@ -166,9 +167,28 @@ untouched "--force on a folder with folders" home
 expect_error "--force on the checkpoint" "is the checkpoint exported" "$groundc" export "$ck" \
   --format gguf --tokenizer "$tok" --out "$ck" --force
 [ -s "$ck/model.safetensors" ] && [ -s "$ck/config.yaml" ] && ok || bad "--force on the checkpoint: changed"
-cp -r ex-f16 again && touch again/notes.txt
+# flat folders that are not an earlier export: a packed dataset, an HF weights folder (files an
+# export writes, but not its README), an export the user put a file of their own into
+mkdir data && echo '{}' >data/manifest.json && echo x >data/shard_00000.h5
+expect_error "--force on a dataset" "data: holds data/manifest.json, which no export writes" \
+  "$groundc" export "$ck" --format gguf --tokenizer "$tok" --out data --force
+[ "$(ls data | tr '\n' ' ')" = "manifest.json shard_00000.h5 " ] && ok || bad "--force on a dataset: changed"
+mkdir weights && echo '{}' >weights/config.json && echo x >weights/model.safetensors &&
+  echo "# my model" >weights/README.md
+expect_error "--force on HF weights" "weights: is not an earlier export" "$groundc" export "$ck" \
+  --format hf --tokenizer "$tok" --out weights --force
+[ "$(cat weights/README.md)" = "# my model" ] && ok || bad "--force on HF weights: changed"
+cp -r ex-f16 mine && echo keep >mine/notes.txt
+expect_error "--force on an export with notes" "mine: holds mine/notes.txt, which no export writes" \
+  "$groundc" export "$ck" --format gguf --tokenizer "$tok" --out mine --force
+[ "$(cat mine/notes.txt)" = keep ] && ok || bad "--force on an export with notes: changed"
+untouched "--force on an export with notes" mine
+# an earlier export (GGUF or HF) is replaced, either by the other format
+cp -r ex-f16 again
+"$groundc" export "$ck" --format hf --tokenizer "$tok" --out again --force >again.log 2>&1 &&
+  [ -s again/model.safetensors ] && [ ! -e again/model.gguf ] && ok || bad "--force over a GGUF export: $(tail -1 again.log)"
 "$groundc" export "$ck" --format gguf --tokenizer "$tok" --out again --force >again.log 2>&1 &&
-  [ -s again/model.gguf ] && [ ! -e again/notes.txt ] && ok || bad "--force over an export: $(tail -1 again.log)"
+  [ -s again/model.gguf ] && [ ! -e again/model.safetensors ] && ok || bad "--force over an HF export: $(tail -1 again.log)"
 untouched "--force over an export" again
 
 summary || exit 1

@@ -45,9 +45,53 @@ static void remove_tmp_on_error(const char *msg) {
     if (g_tmp[0]) tr_remove_tree(g_tmp);
 }
 
-// --force replaces an earlier export (or an empty folder) and nothing else: a link, a file or
-// a folder with folders in it (a home, a project, a training run; an export is flat) at OUT is
-// more likely a typo than something the user means to lose.
+// Whether name is a file an export writes (export_hf.c, export_gguf.c).
+static bool is_export_file(const char *name) {
+    static const char *const names[] = {"README.md",
+                                        "config.json",
+                                        "generation_config.json",
+                                        "model.safetensors",
+                                        "model.safetensors.index.json",
+                                        "preprocessor_config.json",
+                                        "processor_config.json",
+                                        "chat_template.json",
+                                        "special_tokens_map.json",
+                                        "tokenizer.json",
+                                        "tokenizer.model",
+                                        "tokenizer_config.json",
+                                        "video_branch.json",
+                                        "video_branch.safetensors",
+                                        "audio_branch.json",
+                                        "audio_branch.safetensors",
+                                        "model.gguf",
+                                        "mmproj.gguf"};
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++)
+        if (!strcmp(name, names[k])) return true;
+    int a, b, len = 0;
+    return sscanf(name, "model-%5d-of-%5d.safetensors%n", &a, &b, &len) == 2 &&
+           len == (int)strlen(name);
+}
+
+// Whether OUT/README.md is the one an export writes ("exported by groundc" in the HF one's
+// title, "Exported by `groundc export" in the GGUF one's first lines).
+static bool has_export_readme(const char *out) {
+    char p[PATH_MAX];
+    tr_export_path(p, sizeof p, out, "README.md");
+    FILE *f = fopen(p, "rb");
+    if (!f) return false;
+    char head[512];
+    size_t n = fread(head, 1, sizeof head - 1, f);
+    fclose(f);
+    head[n] = 0;
+    for (size_t i = 0; i < n; i++)
+        if (head[i] >= 'A' && head[i] <= 'Z') head[i] = (char)(head[i] - 'A' + 'a');
+    return strstr(head, "exported by groundc") || strstr(head, "exported by `groundc export");
+}
+
+// --force replaces an earlier export (or an empty folder) and nothing else: a link, a file,
+// a folder with folders in it (a home, a project, a training run; an export is flat), a folder
+// without an export's README.md (a dataset, a checkpoint) or with files an export does not
+// write (the user's own) at OUT is more likely a typo than something the user means to lose.
 static void check_replaceable(const char *out, const struct stat *sb, const char *ckpt) {
     if (S_ISLNK(sb->st_mode))
         ag_fail("export: %s: is a symbolic link; --force replaces only a folder", out);
@@ -60,19 +104,38 @@ static void check_replaceable(const char *out, const struct stat *sb, const char
         ag_fail("export: %s: is the checkpoint exported; choose another --out", out);
     DIR *d = opendir(out);
     if (!d) ag_fail("export: %s: cannot open: %s", out, strerror(errno));
-    char p[PATH_MAX];
+    // the first (by name, for a message that does not depend on readdir's order) entry that
+    // is not a file, else the first file an export does not write
+    char not_file[NAME_MAX + 1] = "", unknown[NAME_MAX + 1] = "", p[PATH_MAX];
+    bool empty = true;
     for (struct dirent *e; (e = readdir(d));) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        empty = false;
         tr_export_path(p, sizeof p, out, e->d_name);
         struct stat eb;
-        if (lstat(p, &eb) || !S_ISREG(eb.st_mode)) {
-            closedir(d);
-            ag_fail("export: %s: holds %s, not a file; --force replaces only an earlier export "
-                    "(files only)",
-                    out, p);
-        }
+        char *first = lstat(p, &eb) || !S_ISREG(eb.st_mode) ? not_file
+                      : !is_export_file(e->d_name)          ? unknown
+                                                            : NULL;
+        if (first && (!first[0] || strcmp(e->d_name, first) < 0))
+            snprintf(first, NAME_MAX + 1, "%s", e->d_name);
     }
     closedir(d);
+    if (not_file[0]) {
+        tr_export_path(p, sizeof p, out, not_file);
+        ag_fail("export: %s: holds %s, not a file; --force replaces only an earlier export "
+                "(files only)",
+                out, p);
+    }
+    if (unknown[0]) {
+        tr_export_path(p, sizeof p, out, unknown);
+        ag_fail("export: %s: holds %s, which no export writes; --force replaces only an earlier "
+                "export",
+                out, p);
+    }
+    if (!empty && !has_export_readme(out))
+        ag_fail("export: %s: is not an earlier export (no README.md written by groundc export); "
+                "--force replaces only an earlier export",
+                out);
 }
 
 // Whether OUT stands; when it does, fails unless --force was given and OUT is replaceable.
