@@ -414,6 +414,14 @@ bool ds_grounding_conversation(const ds_grounding_record *r, int width, int heig
             return fail(err, err_size, "bbox [%g, %g, %g, %g] (x, y, w, h) misses the %dx%d image",
                         v[0], v[1], v[2], v[3], width, height);
         ds_format_box(ds_box_to_square(px, width, height), buf, sizeof buf);
+        // the answer keeps 3 decimals of the padded square: a box narrower than half a step
+        // comes out without area, a target no answer can overlap
+        ds_box kept;
+        if (!ds_parse_box(buf, &kept) || !(kept.x2 > kept.x1 && kept.y2 > kept.y1))
+            return fail(err, err_size,
+                        "bbox [%g, %g, %g, %g] (x, y, w, h) has no area at the 3 decimals the "
+                        "answer keeps of the %dx%d image's padded square (%s)",
+                        v[0], v[1], v[2], v[3], width, height, buf);
     } else {
         const char *what = r->kind == DS_MEDIA_VIDEO ? "video" : "audio";
         if (!(tl.duration > 0) || !(tl.start >= 0))
@@ -434,11 +442,23 @@ bool ds_grounding_conversation(const ds_grounding_record *r, int width, int heig
                         v[0], v[1], what, tl.start);
         // (clamping turns a start of -0.0 into 0: "{-0.00, ...}" would not parse back)
         ds_format_span(ds_span_to_timeline((ds_span){v[0], v[1]}, tl), buf, sizeof buf);
+        // the answer keeps 2 decimals of the duration: a span shorter than half a step comes
+        // out empty, a target no answer can overlap
+        ds_span kept;
+        if (!ds_parse_span(buf, &kept) || !(kept.t2 > kept.t1))
+            return fail(err, err_size,
+                        "span [%g, %g] s is empty at the 2 decimals the answer keeps of the "
+                        "%s's %.3f s (%s; steps of %.3f s)",
+                        v[0], v[1], what, tl.duration, buf, tl.duration / 100);
     }
+    const char *field = r->kind == DS_MEDIA_IMAGE ? "expression" : "query";
+    // "###" separates the conversation's turns (data/template.h): inside the question it
+    // would start a turn of its own, e.g. a made-up answer
+    if (strstr(r->text, "###"))
+        return fail(err, err_size,
+                    "the %s holds \"###\", the separator of the conversation's turns", field);
     char *text = clean_text(r->text);
-    if (!text)
-        return fail(err, err_size, "the %s is empty",
-                    r->kind == DS_MEDIA_IMAGE ? "expression" : "query");
+    if (!text) return fail(err, err_size, "the %s is empty", field);
     const char *prompt = r->kind == DS_MEDIA_IMAGE   ? DS_PROMPT_REC
                          : r->kind == DS_MEDIA_VIDEO ? DS_PROMPT_TVG
                                                      : DS_PROMPT_SOUND;
