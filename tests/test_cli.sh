@@ -138,6 +138,17 @@ expect_error "alias bomb" "bomb.yaml:5:[0-9]+: alias \*a3 takes the document pas
   "$groundc" train bomb.yaml
 printf 'model: &m [1, *m]\n' >cycle.yaml
 expect_error "alias cycle" "cycle.yaml:1:15: alias \*m is inside the node it names" "$groundc" train cycle.yaml
+# a second document would be dropped without a word; so would an empty part of a --set path
+{ cat stage.yaml; printf -- '---\nstage: 2\n'; } >twodocs.yaml
+expect_error "two documents" "twodocs.yaml:11:1: a second YAML document" "$groundc" train twodocs.yaml --config-only
+expect_error "--set empty key" "^groundc: error: --set train..steps=3:1:7: empty key in the key path$" \
+  "$groundc" train stage.yaml --config-only --set train..steps=3
+# booleans in YAML 1.2's and 1.1's spellings; anything else is an error
+for b in True TRUE on Off no; do
+  dry stage.yaml --set train.overlap_allreduce=$b && valid && ok || bad "boolean $b: $(cat "$tmp/err")"
+done
+expect_error "boolean y" "train.overlap_allreduce: expected true or false, got 'y'" \
+  "$groundc" train stage.yaml --config-only --set train.overlap_allreduce=y
 # a folder given as a config or as the model file
 expect_error "folder as config" "^groundc: error: dir.yaml: is a directory" "$groundc" train dir.yaml
 expect_error "folder as model" "^groundc: error: --set model=sub:1:7: model: sub: is a folder, not a model config" "$groundc" train stage.yaml --dry-run --set model=sub

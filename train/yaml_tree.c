@@ -213,6 +213,15 @@ static void check_expansion(const source *s, const unsigned char *text, size_t l
     if (msg[0]) ag_fail("%s", msg);
 }
 
+// The parser's error as "FILE:LINE:COL: YAML syntax: ..." (the message points into the parser:
+// format it before freeing the parser).
+static void syntax_message(const source *s, const yaml_parser_t *parser, char *msg, size_t n) {
+    const yaml_mark_t *m = parser->problem ? &parser->problem_mark : &parser->context_mark;
+    snprintf(msg, n, "%s:%zu:%d: YAML syntax: %s%s%s", s->file, m->line + 1, mark_col(s, m),
+             parser->problem ? parser->problem : "error", parser->context ? " " : "",
+             parser->context ? parser->context : "");
+}
+
 // Parses text into a tree named file (NULL when the text holds no document). path0: the key
 // path of the root, owned by the tree.
 static tr_yaml *parse(const source *src, const unsigned char *text, size_t len, char *path0) {
@@ -223,13 +232,30 @@ static tr_yaml *parse(const source *src, const unsigned char *text, size_t len, 
     if (!yaml_parser_initialize(&parser)) ag_fail("%s: cannot initialise the YAML parser", s.file);
     yaml_parser_set_input_string(&parser, text, len);
     if (!yaml_parser_load(&parser, &doc)) {
-        // the message points into the parser: format it, then free the parser
-        const yaml_mark_t *m = parser.problem ? &parser.problem_mark : &parser.context_mark;
         char msg[1024];
-        snprintf(msg, sizeof msg, "%s:%zu:%d: YAML syntax: %s%s%s", s.file, m->line + 1,
-                 mark_col(&s, m), parser.problem ? parser.problem : "error",
-                 parser.context ? " " : "", parser.context ? parser.context : "");
+        syntax_message(&s, &parser, msg, sizeof msg);
         yaml_parser_delete(&parser);
+        ag_fail("%s", msg);
+    }
+    // a second document ("---" then more keys) would be dropped without a word: a config is
+    // one document (a syntax error after the first is reported too)
+    yaml_document_t next;
+    char msg[1024] = "";
+    if (!yaml_parser_load(&parser, &next)) {
+        syntax_message(&s, &parser, msg, sizeof msg);
+    } else {
+        const yaml_node_t *r2 = yaml_document_get_root_node(&next);
+        if (r2)
+            snprintf(msg, sizeof msg,
+                     "%s:%zu:%d: a second YAML document; a config is one document (remove the "
+                     "'---' and merge the keys)",
+                     s.file, r2->start_mark.line + 1, mark_col(&s, &r2->start_mark));
+        yaml_document_delete(&next);
+    }
+    if (msg[0]) {
+        yaml_document_delete(&doc);
+        yaml_parser_delete(&parser);
+        free(path0);
         ag_fail("%s", msg);
     }
     yaml_parser_delete(&parser);
@@ -326,6 +352,14 @@ void tr_yaml_set(tr_yaml *root, const char *assignment) {
     char *keypath = ag_xmalloc((size_t)(eq - assignment) + 1, "--set");
     memcpy(keypath, assignment, (size_t)(eq - assignment));
     keypath[eq - assignment] = 0;
+    // strtok_r would skip an empty part ("train..lr", ".lr", "lr.") without a word
+    size_t kl = strlen(keypath);
+    const char *dots = strstr(keypath, "..");
+    if (keypath[0] == '.' || keypath[kl - 1] == '.' || dots) {
+        int col = keypath[0] == '.' ? 1 : dots ? (int)(dots - keypath) + 2 : (int)kl;
+        free(keypath);
+        ag_fail("--set %s:1:%d: empty key in the key path", assignment, col);
+    }
     tr_yaml *map = root;
     char *save = NULL;
     for (char *key = strtok_r(keypath, ".", &save); key; key = strtok_r(NULL, ".", &save)) {
@@ -433,8 +467,16 @@ double tr_yaml_num(tr_yaml *map, const char *key, double def, double lo, double 
 bool tr_yaml_bool(tr_yaml *map, const char *key, bool def) {
     const tr_yaml *v = scalar(map, key);
     if (!v) return def;
-    if (!strcmp(v->value, "true") || !strcmp(v->value, "yes")) return true;
-    if (!strcmp(v->value, "false") || !strcmp(v->value, "no")) return false;
+    // YAML 1.2's core schema (true, True, TRUE) and YAML 1.1's words (yes, on, ...), each in
+    // its three spellings; y / n and the like stay errors
+    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes",
+                                      "YES",  "on",   "On",   "ON"};
+    static const char *const no[] = {"false", "False", "FALSE", "no", "No",
+                                     "NO",    "off",   "Off",   "OFF"};
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
+        if (!strcmp(v->value, yes[i])) return true;
+        if (!strcmp(v->value, no[i])) return false;
+    }
     tr_yaml_fail(v, "expected true or false, got '%s'", v->value);
 }
 
