@@ -44,6 +44,10 @@
 #include "data/video.h"
 
 #define STAGING_NAME ".pack-staging"
+// The names of the shards a pack is moving into OUT, one per line, written before the first
+// move and removed after the commit: what a pack killed in between leaves is known to be its
+// own, and the next pack removes it (and nothing else that merely looks like a shard).
+#define PUBLISHING_NAME ".pack-publishing"
 
 // The media keys of a reference sample, by ds_media_kind.
 static const char *const media_keys[DS_MEDIA_KINDS] = {"image", "video", "sound"};
@@ -617,30 +621,58 @@ static int shard_set_of(const char *file) {
     return strcmp(back, file) ? -1 : (int)set;
 }
 
-// The lowest name set that the manifest in dir uses for none of its shards; 0 when there is no
-// readable manifest (then there is no dataset to keep either).
-static int free_name_set(const char *dir) {
-    bool used[MAX_NAME_SET + 1] = {0};
+// The shard file names the manifest in dir lists (*n of them, malloc'd; none when there is no
+// readable manifest).
+static char **manifest_shard_files(const char *dir, int *n) {
+    char **files = NULL;
+    int64_t cap = 0;
+    *n = 0;
     char *path = ag_xpath_join(dir, DS_MANIFEST_NAME);
     struct stat st;
     if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
-        size_t n;
-        char *text = ds_read_file(path, &n);
-        cJSON *m = cJSON_ParseWithLength(text, n);
+        size_t len;
+        char *text = ds_read_file(path, &len);
+        cJSON *m = cJSON_ParseWithLength(text, len);
         const cJSON *shards = cJSON_GetObjectItemCaseSensitive(m, "shards"), *e;
         cJSON_ArrayForEach(e, shards) {
             const cJSON *file = cJSON_GetObjectItemCaseSensitive(e, "file");
-            int set = cJSON_IsString(file) ? shard_set_of(file->valuestring) : -1;
-            if (set >= 0) used[set] = true;
+            if (!cJSON_IsString(file)) continue;
+            files = ag_xgrow(files, &cap, *n + 1, sizeof *files, "shard names");
+            files[(*n)++] = ag_xstrdup(file->valuestring);
         }
         cJSON_Delete(m);
         free(text);
     }
     free(path);
+    return files;
+}
+
+static void free_names(char **names, int n) {
+    for (int k = 0; k < n; k++) free(names[k]);
+    free(names);
+}
+
+// The lowest name set that neither the manifest in dir nor any file in dir uses: the new
+// shards overwrite nothing (a shard of the user's own, or one a killed pack left).
+static int free_name_set(const char *dir) {
+    bool used[MAX_NAME_SET + 1] = {0};
+    int n;
+    char **files = manifest_shard_files(dir, &n);
+    for (int k = 0; k < n; k++) {
+        int set = shard_set_of(files[k]);
+        if (set >= 0) used[set] = true;
+    }
+    free_names(files, n);
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        int set = shard_set_of(e->d_name);
+        if (set >= 0) used[set] = true;
+    }
+    if (d) closedir(d);
     for (int g = 0; g <= MAX_NAME_SET; g++)
         if (!used[g]) return g;
-    ag_fail("%s/%s: uses every shard name set pack knows (shard_gN_..., N up to %d)", dir,
-            DS_MANIFEST_NAME, MAX_NAME_SET);
+    ag_fail("%s: uses every shard name set pack knows (shard_gN_..., N up to %d)", dir,
+            MAX_NAME_SET);
 }
 
 // What a failed run takes away again: its staging folder, the new shards it already moved into
@@ -651,10 +683,11 @@ static struct {
     char *staging, *made_out;
     char **moved;
     int64_t n_moved;
+    char *marker; // OUT/.pack-publishing, once written
 } g_undo;
 
 static void undo_forget(void) {
-    free(g_undo.staging), free(g_undo.made_out);
+    free(g_undo.staging), free(g_undo.made_out), free(g_undo.marker);
     for (int64_t k = 0; k < g_undo.n_moved; k++) free(g_undo.moved[k]);
     free(g_undo.moved);
     memset(&g_undo, 0, sizeof g_undo);
@@ -664,6 +697,7 @@ static void undo_run(void) {
     if (!g_undo.active) return;
     g_undo.active = false; // once, even if a removal below fails again
     for (int64_t k = 0; k < g_undo.n_moved; k++) (void)unlink(g_undo.moved[k]);
+    if (g_undo.marker) (void)unlink(g_undo.marker);
     if (g_undo.staging) remove_dir(g_undo.staging);
     if (g_undo.made_out) (void)rmdir(g_undo.made_out);
     undo_forget();
@@ -682,9 +716,55 @@ static bool test_hook(const char *name, int64_t k) {
     return v && atoll(v) == k;
 }
 
+static bool listed_in(const ds_manifest *man, const char *file) {
+    for (int k = 0; k < man->num_shards; k++)
+        if (!strcmp(man->shards[k].file, file)) return true;
+    return false;
+}
+
+// After the commit: removes the replaced dataset's shards (old_files, its manifest's list) and
+// names the shard-named files that neither manifest lists, which stay.
+static void remove_replaced(const ds_manifest *man, const char *out, char **old_files, int n_old) {
+    for (int k = 0; k < n_old; k++) {
+        // only plain names: a manifest naming "../x" is not pack's to follow
+        if (shard_set_of(old_files[k]) < 0 || listed_in(man, old_files[k])) continue;
+        char *old = join_path(out, old_files[k]);
+        (void)unlink(old); // best effort: what stays is named below by the next pack
+        free(old);
+    }
+    DIR *d = opendir(out);
+    if (!d) return;
+    int64_t stray = 0;
+    char first[NAME_MAX + 1] = "";
+    for (struct dirent *e; (e = readdir(d));) {
+        if (shard_set_of(e->d_name) < 0 || listed_in(man, e->d_name)) continue;
+        bool old = false;
+        for (int k = 0; k < n_old && !old; k++) old = !strcmp(old_files[k], e->d_name);
+        if (old) continue; // its removal failed: not the user's
+        if (!stray++ || strcmp(e->d_name, first) < 0)
+            snprintf(first, sizeof first, "%s", e->d_name);
+    }
+    closedir(d);
+    if (stray)
+        fprintf(stderr,
+                "pack: warning: %s holds %lld shard file%s that no manifest lists (%s%s), left as "
+                "%s: your own, or left by a pack killed before it finished\n",
+                out, (long long)stray, stray > 1 ? "s" : "", first, stray > 1 ? ", ..." : "",
+                stray > 1 ? "they are" : "it is");
+}
+
 // Moves the finished shards from staging into OUT, then writes the manifest (the commit), then
-// removes the shards of earlier datasets that it does not list.
+// removes the shards of the dataset it replaces. Shard-named files no manifest lists (the
+// user's own, or moved in by a pack killed before its commit) are left alone, with a warning.
 static void publish(const ds_manifest *man, const char *staging, const char *out) {
+    size_t len = 0;
+    for (int k = 0; k < man->num_shards; k++) len += strlen(man->shards[k].file) + 1;
+    char *list = ag_xmalloc(len + 1, "shard names"), *at = list;
+    for (int k = 0; k < man->num_shards; k++) at += sprintf(at, "%s\n", man->shards[k].file);
+    char *marker = join_path(out, PUBLISHING_NAME);
+    ds_write_file_atomic(marker, &(ds_file_part){list, len}, 1);
+    free(list);
+    g_undo.marker = marker;
     g_undo.moved = ag_xcalloc((size_t)man->num_shards + 1, sizeof *g_undo.moved, "shard names");
     for (int k = 0; k < man->num_shards; k++) {
         char *from = join_path(staging, man->shards[k].file);
@@ -708,26 +788,17 @@ static void publish(const ds_manifest *man, const char *staging, const char *out
         }
     }
     ag_sync_dir(out); // the shards are there before a manifest names them
+    int n_old;
+    char **old_files = manifest_shard_files(out, &n_old);
     ds_manifest_write(man, out);
     ag_sync_dir(out);
     // committed: nothing of the new dataset may be undone from here on
     for (int64_t k = 0; k < g_undo.n_moved; k++) free(g_undo.moved[k]);
     g_undo.n_moved = 0;
-
-    DIR *d = opendir(out);
-    if (!d) return; // best effort: what stays is unused and goes with the next pack
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (shard_set_of(e->d_name) < 0) continue;
-        bool listed = false;
-        for (int k = 0; k < man->num_shards && !listed; k++)
-            listed = !strcmp(man->shards[k].file, e->d_name);
-        if (listed) continue;
-        char *old = join_path(out, e->d_name);
-        (void)unlink(old);
-        free(old);
-    }
-    closedir(d);
+    remove_replaced(man, out, old_files, n_old);
+    free_names(old_files, n_old);
+    (void)unlink(marker);
+    ag_sync_dir(out);
 }
 
 // ---- the run (the calling thread) ----
@@ -852,12 +923,44 @@ static void load_tokenizer(packer *p, char digest[65]) {
     ds_tokenizer_digest(p->tok, digest);
 }
 
+// A pack killed while it moved its shards into OUT left PUBLISHING_NAME: the shards it names
+// that the manifest does not list are that pack's, never committed; they go, then the list.
+static void remove_unpublished(const char *out) {
+    char *marker = join_path(out, PUBLISHING_NAME);
+    struct stat st;
+    if (lstat(marker, &st) != 0 || !S_ISREG(st.st_mode)) {
+        free(marker);
+        return;
+    }
+    int n_listed;
+    char **listed = manifest_shard_files(out, &n_listed);
+    size_t len;
+    char *text = ds_read_file(marker, &len);
+    for (char *save = NULL, *name = strtok_r(text, "\n", &save); name;
+         name = strtok_r(NULL, "\n", &save)) {
+        bool keep = shard_set_of(name) < 0; // only plain shard names, nothing with a '/'
+        for (int k = 0; k < n_listed && !keep; k++) keep = !strcmp(listed[k], name);
+        if (keep) continue;
+        char *path = join_path(out, name);
+        if (unlink(path) != 0 && errno != ENOENT)
+            ag_fail("%s: cannot remove (left by a pack killed before it finished): %s", path,
+                    strerror(errno));
+        free(path);
+    }
+    free(text);
+    free_names(listed, n_listed);
+    if (unlink(marker) != 0) ag_fail("%s: cannot remove: %s", marker, strerror(errno));
+    ag_sync_dir(out);
+    free(marker);
+}
+
 // Makes OUT (when missing) and an empty OUT/.pack-staging, both registered with g_undo so a
 // failure takes them away again; returns the staging path and picks the shard name set.
 static char *make_staging(const char *out, int *name_set) {
     struct stat out_st;
     bool made_out = stat(out, &out_st) != 0;
     ds_make_dirs(out);
+    remove_unpublished(out);
     *name_set = free_name_set(out);
     char *staging = join_path(out, STAGING_NAME);
     remove_dir(staging); // left over by a run that crashed

@@ -1016,6 +1016,24 @@ int main(void) {
     TL_CHECK(groundc("pack_after_kill", args) == 0, "pack after a killed one failed");
     TL_CHECK(same_tree(out1, out2), "a pack after a killed one differs (or left files)");
 
+    // A file named like a shard that no manifest lists (the user's own) is neither overwritten
+    // nor removed: the pack takes another name set and says the file is there.
+    char outu[600];
+    snprintf(outu, sizeof outu, "%s/outu", g_dir);
+    mkdir(outu, 0777);
+    snprintf(path, sizeof path, "%s/shard_00000.h5", outu);
+    spit(path, "mine");
+    snprintf(args, sizeof args, "%s --out %s --threads 2", common, outu);
+    rc = groundc("pack_beside_own", args);
+    errf = output("pack_beside_own", "err");
+    char *own = tl_slurp(path, NULL);
+    TL_CHECK(rc == 0 && own && !strcmp(own, "mine") &&
+                 strstr(errf, "holds 1 shard file that no manifest lists (shard_00000.h5)"),
+             "a file of the user's named like a shard: exit %d, %s, content %s", rc, errf,
+             own ? own : "(gone)");
+    free(own), free(errf);
+    TL_CHECK(same_dataset(out1, outu, false), "packed beside the user's file: another dataset");
+
     // A write error (the file size limit) ends the run without leaving staging or, when the
     // run made it, the output folder behind.
     char outw[600], cmd[9000];
