@@ -457,15 +457,16 @@ static void write_readme(const tr_export_job *job, const char *dir, bool image, 
         "Exported by `groundc export %s --format gguf --dtype %s`.\n\n"
         "- `model.gguf`: the language model (llama architecture, %lld + %d tokens; the added\n"
         "  tokens `<im_patch>` ... `<so_end>` are user-defined, so llama.cpp reads them from\n"
-        "  text), with the Vicuna v0 chat template. Generation stops at `###`: give it as a stop\n"
-        "  string.\n",
+        "  text), with the Vicuna v0 chat template as Jinja (pass `--jinja` to llama.cpp's\n"
+        "  tools, whose built-in templates may not know its `### Human:` turns). Generation\n"
+        "  stops at `###`: give it as a stop string.\n",
         c->name, job->ckpt_dir, job->dtype, (long long)c->llm.vocab, GM_N_ADDED);
     if (image)
         n += snprintf(
             text + n, sizeof text - (size_t)n,
             "- `mmproj.gguf`: the image encoder and projector (clip, projector type mlp) for\n"
             "  llama.cpp's multimodal tools (`llama-mtmd-cli -m model.gguf --mmproj "
-            "mmproj.gguf`).\n"
+            "mmproj.gguf --jinja`).\n"
             "  Images are square %lld-pixel RGB (pad to square with the CLIP mean colour first, "
             "as\n"
             "  groundc does). Put the media marker between the image tokens, as GroundingGPT\n"
