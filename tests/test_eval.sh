@@ -9,7 +9,9 @@
 #   * tvg and sound records hold the duration and the reference span in seconds of the file
 #     that gives back the line's span (to the 2 decimals the answer text keeps), also for a
 #     video whose picture starts 0.6 s into its file (late_video.mkv: its record says so);
-#   * each --verbose line names file, line and id.
+#   * each --verbose line names file, line and id;
+#   * a shard whose loss_mask covers the prompt (media tokens in the reference): one line naming
+#     the dataset and the sample.
 set -u
 . "$(dirname "$0")/lib.sh" "$@"
 need_python numpy PIL
@@ -105,5 +107,27 @@ n=$(grep -c '^eval sample [0-9]* (rec)' eval.out)
   ok || bad "--verbose lines: $(grep -m2 '^eval sample' eval.out)"
 grep -qE '^eval sample [0-9]+ \(tvg\): .* \| mine.jsonl index [0-9]+, id "late", source mine \| answer span .* \| reference span \{0\.80, 1\.20\} s of 0\.80 s$' eval.out &&
   ok || bad "--verbose tvg line: $(grep -m1 'id "late"' eval.out)"
+
+# a damaged shard whose loss_mask covers the prompts too: the reference answers hold media
+# tokens, which have no text; the one-line error names the dataset and the sample
+if "$py" -c "import h5py" 2>/dev/null; then
+  cp -r mine mine_mask
+  HDF5_PLUGIN_PATH="$build/hdf5-plugins" "$py" - <<'PY' || bad "damaging mine_mask"
+import glob, hashlib, json, os
+import h5py
+m = json.load(open("mine_mask/manifest.json"))
+for e in m["shards"]:
+    path = os.path.join("mine_mask", e["file"])
+    with h5py.File(path, "a") as f:  # (the zstd plugin decodes only: written plain)
+        mask = f["loss_mask"][()]
+        del f["loss_mask"]
+        f.create_dataset("loss_mask", data=mask * 0 + 1, dtype=mask.dtype)
+    data = open(path, "rb").read()
+    e["sha256"], e["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
+json.dump(m, open("mine_mask/manifest.json", "w"))
+PY
+  expect_error "eval: a loss_mask over the prompt" "mine_mask: sample [0-9]+: its answer .* holds token id 20[0-9][0-9] at position [0-9]+, which has no text" \
+    "$groundc" eval run/step_00000002 --data mine_mask --max-new-tokens 4
+fi
 
 summary

@@ -315,6 +315,7 @@ typedef struct {
     cJSON *recs;                  // per-sample records; NULL when not asked for
     FILE *log;                    // one line per sample; NULL when not verbose
     const sample_origin *origin;  // per sample of the dataset; NULL when neither of the above
+    const char *data_dir;         // the dataset, for messages
 } evaluator;
 
 // The sample's first answer: targets [*t0, *t1) of the batch's one sequence. False when it
@@ -482,6 +483,16 @@ static void eval_sample(evaluator *e, const ds_batch *b) {
     if (kind < 0) return; // (picked by its task: cannot happen)
     int64_t t0, t1;
     if (!first_answer(b, &t0, &t1)) return;
+    // a reference with an added (media) token has no text: the sample's loss_mask covers its
+    // prompt, a damaged shard (the tokenizer's own message would not name the sample)
+    const int32_t n_text = ds_tokenizer_vocab_size(e->tok);
+    for (int64_t t = t0; t < t1; t++)
+        if (b->targets[t] < 0 || b->targets[t] >= n_text)
+            ag_fail("%s: sample %lld: its answer (the tokens its loss_mask marks) holds token id "
+                    "%d at position %lld, which has no text (the tokenizer's ids are 0..%d): a "
+                    "loss_mask over a media placeholder?",
+                    e->data_dir, (long long)b->sample[0], (int)b->targets[t], (long long)(t + 1),
+                    n_text - 1);
     char *ref_text = ds_tokenizer_decode(e->tok, b->targets + t0, t1 - t0, NULL);
     gm_groundinggpt_batch gb;
     tr_batch_to_model(e->ctx, b, &gb);
@@ -597,7 +608,8 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
                    .dopt = {.max_new = o->max_new, .top_p = 1},
                    .r = r,
                    .log = verbose ? log : NULL,
-                   .origin = origin};
+                   .origin = origin,
+                   .data_dir = o->data_dir};
     if (samples) json_check((e.recs = cJSON_CreateArray()) != NULL);
     // Step s gives rank r stream position s * world + r: these steps cover positions [0, end).
     int64_t steps = (end + d->world - 1) / d->world;
