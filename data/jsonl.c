@@ -61,10 +61,28 @@ static bool find_nul(const char *text, size_t len, bool *bad, int64_t n) {
 
 #define NUL_REASON "text contains a NUL character"
 
+// JSON files are UTF-8; one saved as UTF-16 or UTF-32 (a byte order mark, or NUL bytes between
+// ASCII characters) would fail on every line as "invalid JSON": say what it is instead.
+static void check_utf8(const char *path, char *text, size_t n) {
+    const unsigned char *u = (const unsigned char *)text;
+    const char *enc = NULL;
+    if (n >= 4 && ((u[0] == 0xFF && u[1] == 0xFE && !u[2] && !u[3]) ||
+                   (!u[0] && !u[1] && u[2] == 0xFE && u[3] == 0xFF)))
+        enc = "UTF-32";
+    else if (n >= 2 && ((u[0] == 0xFF && u[1] == 0xFE) || (u[0] == 0xFE && u[1] == 0xFF)))
+        enc = "UTF-16";
+    else if (n >= 4 && ((u[0] && !u[1] && u[2] && !u[3]) || (!u[0] && u[1] && !u[2] && u[3])))
+        enc = "UTF-16 (no byte order mark)";
+    if (!enc) return;
+    free(text);
+    ag_fail("%s: is %s, not UTF-8: save it as UTF-8", path, enc);
+}
+
 void ds_records_read_json(const char *path, ds_record_file *out) {
     memset(out, 0, sizeof *out);
     size_t n;
     char *text = ds_read_file(path, &n);
+    check_utf8(path, text, n);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, n, &end, false);
     if (!root) {
@@ -119,6 +137,7 @@ void ds_records_read_jsonl(const char *path, ds_record_file *out) {
     memset(out, 0, sizeof *out);
     size_t n;
     char *text = ds_read_file(path, &n);
+    check_utf8(path, text, n);
     out->path = ag_xstrdup(path);
     out->jsonl = true;
     int64_t cap = 0, line = 0;
@@ -178,6 +197,15 @@ static bool fail(char *err, size_t size, const char *fmt, ...) {
     return false;
 }
 
+// A key that appears twice in obj (cJSON keeps both and finds the first: the second would be
+// ignored without a word), or NULL.
+static const char *duplicate_key(const cJSON *obj) {
+    for (const cJSON *a = obj->child; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (a->string && b->string && !strcmp(a->string, b->string)) return a->string;
+    return NULL;
+}
+
 // k finite numbers from a JSON array named key.
 static bool numbers(const cJSON *obj, const char *key, int k, double *v, char *err, size_t n) {
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -206,6 +234,8 @@ bool ds_grounding_record_parse(const cJSON *obj, ds_grounding_record *out, char 
                                size_t err_size) {
     memset(out, 0, sizeof *out);
     if (!cJSON_IsObject(obj)) return fail(err, err_size, "not a JSON object");
+    const char *dup = duplicate_key(obj);
+    if (dup) return fail(err, err_size, "key \"%s\" appears twice", dup);
     static const struct {
         const char *key;
         ds_media_kind kind;
@@ -307,6 +337,8 @@ const char *ds_json_sample_media(const cJSON *obj, const char *files[DS_MEDIA_KI
 bool ds_json_sample_turns(const cJSON *obj, int *task, ds_turn **turns, int *n, char *err,
                           size_t err_size) {
     *task = -1, *turns = NULL, *n = 0;
+    const char *dup = cJSON_IsObject(obj) ? duplicate_key(obj) : NULL;
+    if (dup) return fail(err, err_size, "key \"%s\" appears twice", dup);
     const cJSON *tf = cJSON_GetObjectItemCaseSensitive(obj, "task");
     if (tf) {
         *task = cJSON_IsString(tf) ? ds_task_from_name(tf->valuestring) : -1;

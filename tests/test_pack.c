@@ -618,6 +618,23 @@ static void test_grounding_records(void) {
                  bad[i]);
         cJSON_Delete(o);
     }
+    // a key given twice: cJSON would find the first; refused instead
+    o = cJSON_Parse("{\"image\": \"a.png\", \"image\": \"b.png\", \"expression\": \"x\", "
+                    "\"bbox\": [1, 1, 2, 2]}");
+    TL_CHECK(!ds_grounding_record_parse(o, &g, err, sizeof err) &&
+                 strstr(err, "key \"image\" appears twice"),
+             "a key twice: %s", err);
+    cJSON_Delete(o);
+    // a JSONL file saved as UTF-16 (a byte order mark, or none): one line saying so
+    char u16[600];
+    snprintf(u16, sizeof u16, "%s/u16.jsonl", g_dir);
+    const char *enc[2] = {"\xff\xfe{\0\"\0", "{\0\"\0i\0"};
+    for (int k = 0; k < 2; k++) {
+        FILE *f = fopen(u16, "wb");
+        TL_CHECK(f && fwrite(enc[k], 1, 6, f) == 6 && fclose(f) == 0, "cannot write %s", u16);
+        ds_record_file rf;
+        TL_EXPECT_FAIL(ds_records_read_jsonl(u16, &rf), "u16.jsonl: is UTF-16", "not UTF-8");
+    }
     o = cJSON_Parse("{\"audio\": \"a.wav\", \"query\": \"a dog\", \"span\": [0, 1]}");
     TL_CHECK(ds_grounding_record_parse(o, &g, err, sizeof err) && g.kind == DS_MEDIA_AUDIO &&
                  !strcmp(g.media, "a.wav"),
