@@ -13,6 +13,11 @@
 #                          24, both query and text FFNs), query_tokens (1, 4, 16),
 #                          vision_model.post_layernorm.* and one vision layer tensor,
 #                          language_model.* (not the Q-Former's)
+#   blip2-lavis.pth        the same Q-Former values under LAVIS' blip2_pretrained.pth names
+#                          (torch.save({"model": state_dict})) with its unused tensors
+#   blip2-lavis-forward.safetensors
+#                          ViT states (3, 5, 24) and LAVIS' Q-Former output on them (float64
+#                          computation, stored as f32)
 #   eva-f32.safetensors    LAVIS eva_vit.py names (image 8, patch 4, width 24, 3 blocks)
 #   imagebind-f32.safetensors
 #                          ImageBind audio branch (fbank 16 x 20, patch 8, width 16, 2 blocks,
@@ -20,16 +25,18 @@
 #
 # <dt> is f32, f16 or bf16 (the f16 and bf16 values are the f32 ones rounded to nearest even);
 # <layout> is "single" (model.safetensors) or "sharded" (two shards + model.safetensors.index
-# .json, as transformers writes them). tests/fixtures/import/model.yaml is the model config the
+# .json, as transformers writes them); each folder has a config.json matching model.yaml. tests/fixtures/import/model.yaml is the model config the
 # files fit. The safetensors files are written by hand (json + numpy): the pip package is not
 # available. Deterministic; regenerate from the repository root with Debian's python3:
 #   /usr/bin/python3 tests/make_import_fixtures.py
 import json
+import math
 import os
 import struct
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "fixtures", "import")
@@ -63,11 +70,14 @@ def write_file(path, items, dt):
     return off
 
 
-def write_model(name, items, dt, layout):
+def write_model(name, items, dt, layout, config):
     d = os.path.join(OUT, f"{name}-{dt}-{layout}")
     os.makedirs(d, exist_ok=True)
     for old in os.listdir(d):
         os.remove(os.path.join(d, old))
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
     if layout == "single":
         write_file(os.path.join(d, "model.safetensors"), items, dt)
         return
@@ -260,15 +270,146 @@ def imagebind():
     return it
 
 
+# config.json of each folder, as save_pretrained writes it for these sizes (the fields the
+# importer compares with model.yaml, and a few it ignores).
+CONFIGS = {
+    "llama": {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 40,
+        "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "hidden_act": "silu",
+        "max_position_embeddings": 64, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+        "rope_scaling": None, "attention_bias": False, "tie_word_embeddings": False,
+        "initializer_range": 0.02, "torch_dtype": "float32",
+    },
+    "clip": {
+        "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": 12,
+        "logit_scale_init_value": 2.6592,
+        "text_config": {"model_type": "clip_text_model", "hidden_size": 8, "vocab_size": 30,
+                        "num_attention_heads": 1, "projection_dim": 12},
+        "vision_config": {"model_type": "clip_vision_model", "hidden_size": 16,
+                          "intermediate_size": 32, "num_hidden_layers": 3,
+                          "num_attention_heads": 2, "image_size": 8, "patch_size": 4,
+                          "hidden_act": "quick_gelu", "layer_norm_eps": 1e-05,
+                          "projection_dim": 12},
+    },
+    "blip2": {
+        "architectures": ["Blip2ForConditionalGeneration"], "model_type": "blip-2",
+        "num_query_tokens": 4,
+        "qformer_config": {"model_type": "blip_2_qformer", "hidden_size": 16,
+                           "num_hidden_layers": 2, "num_attention_heads": 2,
+                           "intermediate_size": 32, "cross_attention_frequency": 2,
+                           "encoder_hidden_size": 24, "hidden_act": "gelu",
+                           "layer_norm_eps": 1e-12, "vocab_size": 30522},
+        # HF's post_layernorm eps (1e-6); LAVIS' ln_vision, whose weights these are, uses 1e-5
+        "vision_config": {"model_type": "blip_2_vision_model", "hidden_size": 24,
+                          "layer_norm_eps": 1e-06},
+        "text_config": {"model_type": "opt", "hidden_size": 8},
+    },
+}
+
+
+# transformers' Blip2 name -> LAVIS' (blip2_pretrained.pth), the inverse of what
+# convert_blip_2_original_to_pytorch.py renames.
+def lavis_name(hf):
+    if hf == "query_tokens":
+        return hf
+    if hf.startswith("vision_model.post_layernorm."):
+        return "ln_vision." + hf[len("vision_model.post_layernorm."):]
+    if hf.startswith("vision_model."):
+        return "visual_encoder.blocks.0.mlp.fc1.bias"  # the one ViT tensor: out of scope
+    assert hf.startswith("qformer."), hf
+    rest = hf[len("qformer."):]
+    rest = rest.replace("layernorm.", "embeddings.LayerNorm.", 1) if rest.startswith("layernorm.") else rest
+    rest = rest.replace(".attention.attention.", ".attention.self.")
+    rest = rest.replace(".crossattention.attention.", ".crossattention.self.")
+    return "Qformer.bert." + rest
+
+
+def blip2_lavis(items, path):
+    """blip2_pretrained.pth as LAVIS saves it: torch.save({"model": state_dict}), with the
+    tensors the frame Q-Former does not use (text embeddings and FFN, LM head, projections)."""
+    g = torch.Generator().manual_seed(7)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g)
+
+    sd = {}
+    for name, t in items:
+        if name.startswith("language_model."):
+            continue
+        sd[lavis_name(name)] = t.clone()
+    C = 16
+    sd.update({
+        "Qformer.bert.embeddings.word_embeddings.weight": r(30, C),
+        "Qformer.bert.embeddings.position_embeddings.weight": r(12, C),
+        "Qformer.bert.embeddings.position_ids": torch.arange(12).unsqueeze(0),
+        "Qformer.cls.predictions.bias": r(30),
+        "Qformer.cls.predictions.transform.dense.weight": r(C, C),
+        "vision_proj.weight": r(8, C), "text_proj.weight": r(8, C),
+        "itm_head.weight": r(2, C), "itm_head.bias": r(2), "temp": torch.tensor(0.07),
+    })
+    torch.save({"model": sd}, path)
+    return sd
+
+
+def lavis_forward(sd, vit, L=2, H=2, freq=2):
+    """LAVIS' Blip2Qformer feature path (eval): ln_vision (eps 1e-5), then the BertModel over
+    query_embeds only (BertEmbeddings: LayerNorm; BertLayer: self-attention, cross-attention
+    every freq-th layer, the query FFN intermediate_query / output_query), float64."""
+    w = {k: v.to(torch.float64) for k, v in sd.items() if v.is_floating_point()}
+    enc = F.layer_norm(vit, vit.shape[-1:], w["ln_vision.weight"], w["ln_vision.bias"], 1e-5)
+    b = "Qformer.bert."
+    x = w["query_tokens"].expand(vit.shape[0], -1, -1)
+    x = F.layer_norm(x, x.shape[-1:], w[b + "embeddings.LayerNorm.weight"],
+                     w[b + "embeddings.LayerNorm.bias"], 1e-12)
+
+    def lin(t, p):
+        return t @ w[p + ".weight"].T + w[p + ".bias"]
+
+    def attn(x, kv, p):
+        B, Q, C = x.shape
+        D = C // H
+
+        def heads(t):
+            return t.view(B, -1, H, D).transpose(1, 2)
+
+        q, k, v = heads(lin(x, p + ".self.query")), heads(lin(kv, p + ".self.key")), heads(lin(kv, p + ".self.value"))
+        ctx = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D), -1) @ v
+        ctx = ctx.transpose(1, 2).reshape(B, Q, C)
+        h = lin(ctx, p + ".output.dense") + x
+        return F.layer_norm(h, (C,), w[p + ".output.LayerNorm.weight"],
+                            w[p + ".output.LayerNorm.bias"], 1e-12)
+
+    for l in range(L):
+        p = f"{b}encoder.layer.{l}"
+        x = attn(x, x, p + ".attention")
+        if l % freq == 0:
+            x = attn(x, enc, p + ".crossattention")
+        h = F.gelu(lin(x, p + ".intermediate_query.dense"))
+        h = lin(h, p + ".output_query.dense") + x
+        x = F.layer_norm(h, h.shape[-1:], w[p + ".output_query.LayerNorm.weight"],
+                         w[p + ".output_query.LayerNorm.bias"], 1e-12)
+    return x
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    blip2_items = None
     for name, fn in (("llama", llama), ("clip", clip), ("blip2", blip2)):
         items = fn()
+        if name == "blip2":
+            blip2_items = items
         for dt in ("f32", "f16", "bf16"):
             for layout in ("single", "sharded"):
-                write_model(name, items, dt, layout)
+                write_model(name, items, dt, layout, CONFIGS[name])
     write_file(os.path.join(OUT, "eva-f32.safetensors"), eva(), "f32")
     write_file(os.path.join(OUT, "imagebind-f32.safetensors"), imagebind(), "f32")
+    # LAVIS' naming of the same frame Q-Former, and its output on 3 frames of 5 ViT tokens.
+    sd = blip2_lavis(blip2_items, os.path.join(OUT, "blip2-lavis.pth"))
+    vit = torch.randn(3, 5, 24, generator=torch.Generator().manual_seed(8))
+    out = lavis_forward(sd, vit.to(torch.float64))
+    write_file(os.path.join(OUT, "blip2-lavis-forward.safetensors"),
+               [("vit", vit), ("out", out)], "f32")
 
 
 if __name__ == "__main__":

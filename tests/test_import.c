@@ -15,7 +15,17 @@
 //     pytorch_model*.bin of the same tensors, byte-equal and imported alike; their errors;
 //   - one-line errors: missing, unexpected and mis-shaped tensors (name and both shapes), a
 //     wrong dtype, a truncated file, a broken index, a part without its branch; the init:
-//     block of a config (relative paths, unknown parts).
+//     block of a config (relative paths, unknown parts);
+//   - config.json beside the weights (the fixtures' match model.yaml): shape-neutral
+//     mismatches (heads, kv heads, RoPE base and scaling, eps, activation, cross-attention
+//     frequency) of Llama, LLaVA's text_config, CLIP and BLIP-2 in one line naming each key and
+//     both values, transformers' defaults for absent keys, other families' configs ignored;
+//   - tied Llama embeddings (no lm_head.weight): lm_head = embed_tokens, the added rows too
+//     (mean or rows V0..); untied or without config.json the error says why;
+//   - the frame Q-Former from LAVIS' blip2_pretrained.pth naming (blip2-lavis.pth, the same
+//     values): the same parameters as the HF-named import, the forward equal to LAVIS' computed
+//     in torch (blip2-lavis-forward.safetensors); the same names after "model." as in
+//     GroundingGPT's checkpoints; LAVIS leftovers of its Q-Formers in init.checkpoint.
 #include <math.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -554,6 +564,353 @@ static void test_torch_files(void) {
     ag_ctx_free(ctx2);
 }
 
+// A folder tmp/<name> holding config.json (text) and model.safetensors, a copy of src (a file
+// of the fixtures) with ed applied (NULL: unchanged). Returns the folder.
+static const char *hf_folder(const char *name, const char *src, const edit *ed, const char *json) {
+    static char dir[700];
+    char path[800];
+    snprintf(dir, sizeof dir, "%s/%s", tmp, name);
+    mkdir(dir, 0777);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    rewrite(src, path, ed ? ed : &(edit){0});
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    unlink(path);
+    if (json) {
+        FILE *f = fopen(path, "w");
+        TL_CHECK(f && fputs(json, f) >= 0 && !fclose(f), "write %s", path);
+    }
+    return dir;
+}
+
+// config.json beside the weights: every shape-neutral field that model.yaml also sets must
+// agree (one line naming each key, its value and the YAML's), absent fields count as
+// transformers' defaults, configs of other families are not compared.
+static void test_hf_config(void) {
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    gm_groundinggpt *m = new_model(ctx, AG_F32, 21);
+    char llama[1200], clip[1200], blip2[1200], file[800];
+    snprintf(llama, sizeof llama, "%s/llama-f32-single/model.safetensors", fixtures);
+    snprintf(clip, sizeof clip, "%s/clip-f32-single/model.safetensors", fixtures);
+    snprintf(blip2, sizeof blip2, "%s/blip2-f32-single/model.safetensors", fixtures);
+#define LLAMA_SIZES                                                                                \
+    "\"vocab_size\": 40, \"hidden_size\": 16, \"intermediate_size\": 24, "                         \
+    "\"num_hidden_layers\": 2"
+    // Heads 4 / kv 2 give the same q/k/v shapes as the YAML's 2 / 1 over dim 16.
+    const char *dir = hf_folder("cfg_llm", llama, NULL,
+                                "{\"model_type\": \"llama\", " LLAMA_SIZES
+                                ", \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+                                "\"rope_theta\": 500000.0, \"rms_norm_eps\": 1e-05}");
+    TL_EXPECT_FAIL_SHOWN(tr_import_part(m, TR_INIT_LLM, dir, NULL), "cfg_llm/config.json",
+                         "num_attention_heads is 4 where the model YAML has llm.heads 2",
+                         "num_key_value_heads is 2 where the model YAML has llm.kv_heads 1",
+                         "rope_theta is 500000 where the model YAML has llm.rope_theta 10000");
+    snprintf(file, sizeof file, "%s/model.safetensors", dir); // a file in such a folder too
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, file, NULL), "cfg_llm/config.json",
+                   "llm.heads 2");
+    // Absent: LlamaConfig's rms_norm_eps 1e-6 and 32 heads; num_key_value_heads follows heads.
+    dir = hf_folder("cfg_llm", llama, NULL,
+                    "{\"model_type\": \"llama\", " LLAMA_SIZES ", \"num_key_value_heads\": 1, "
+                    "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}}");
+    TL_EXPECT_FAIL_SHOWN(tr_import_part(m, TR_INIT_LLM, dir, NULL),
+                         "num_attention_heads is 32 (absent: transformers' default) where the "
+                         "model YAML has llm.heads 2",
+                         "rms_norm_eps is 1e-06 (absent: transformers' default) where the model "
+                         "YAML has llm.norm_eps 1e-05",
+                         "rope_scaling is {\"type\":\"linear\",\"factor\":2}");
+    dir = hf_folder("cfg_llm", llama, NULL,
+                    "{\"model_type\": \"llava\", \"text_config\": {\"model_type\": \"llama\", "
+                    "\"vocab_size\": 49, \"hidden_size\": 16, \"intermediate_size\": 24, "
+                    "\"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"rms_norm_eps\": "
+                    "1e-05, \"rope_parameters\": {\"rope_type\": \"yarn\", \"rope_theta\": "
+                    "10000.0}}}");
+    TL_EXPECT_FAIL_SHOWN(tr_import_part(m, TR_INIT_LLM, dir, NULL),
+                         "text_config.num_key_value_heads is 2 (absent: transformers' default) "
+                         "where the model YAML has llm.kv_heads 1",
+                         "text_config.rope_parameters is {\"rope_type\":\"yarn\"");
+    // LLaVA-style, matching: vocab V0 + 9 (the added tokens) is this model's too; transformers
+    // 5.x's rope_parameters.
+    dir = hf_folder("cfg_llm", llama, NULL,
+                    "{\"model_type\": \"llava\", \"text_config\": {\"model_type\": \"llama\", "
+                    "\"vocab_size\": 49, \"hidden_size\": 16, \"intermediate_size\": 24, "
+                    "\"num_hidden_layers\": 2, \"num_attention_heads\": 2, "
+                    "\"num_key_value_heads\": 1, \"rms_norm_eps\": 1e-05, \"rope_parameters\": "
+                    "{\"rope_type\": \"default\", \"rope_theta\": 10000.0}, \"max_position_"
+                    "embeddings\": 4096}, \"vision_config\": {\"hidden_size\": 1024}}");
+    TL_CHECK(tr_import_part(m, TR_INIT_LLM, dir, NULL) == 21, "a matching LLaVA text_config");
+    // Another family's config beside the file says nothing about the LLM.
+    dir = hf_folder("cfg_llm", llama, NULL,
+                    "{\"model_type\": \"clip\", \"text_config\": {\"model_type\": "
+                    "\"clip_text_model\", \"num_attention_heads\": 8}}");
+    TL_CHECK(tr_import_part(m, TR_INIT_LLM, dir, NULL) == 21, "a CLIP config.json beside Llama");
+    dir = hf_folder("cfg_llm", llama, NULL, "{\"model_type\": ");
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, dir, NULL), "cfg_llm/config.json",
+                   "not a JSON object");
+
+    // CLIP: heads 4 over width 16 keep every shape; GELU and eps change the values.
+    dir = hf_folder("cfg_clip", clip, NULL,
+                    "{\"model_type\": \"clip\", \"vision_config\": {\"hidden_size\": 16, "
+                    "\"intermediate_size\": 32, \"num_hidden_layers\": 3, "
+                    "\"num_attention_heads\": 4, \"image_size\": 8, \"patch_size\": 4, "
+                    "\"hidden_act\": \"gelu\", \"layer_norm_eps\": 1e-06}}");
+    TL_EXPECT_FAIL_SHOWN(
+        tr_import_part(m, TR_INIT_IMAGE_ENCODER, dir, NULL), "cfg_clip/config.json",
+        "vision_config.num_attention_heads is 4 where the model YAML has image.encoder.heads 2",
+        "vision_config.hidden_act is gelu where the model YAML's image.encoder (CLIP) uses "
+        "quick_gelu",
+        "vision_config.layer_norm_eps is 1e-06 where the model YAML has image.encoder.norm_eps "
+        "1e-05");
+    // CLIPVisionModel's own config; defaults quick_gelu and 1e-5 as the YAML's.
+    dir = hf_folder("cfg_clip", clip, NULL,
+                    "{\"model_type\": \"clip_vision_model\", \"hidden_size\": 16, "
+                    "\"intermediate_size\": 32, \"num_hidden_layers\": 3, "
+                    "\"num_attention_heads\": 2, \"image_size\": 8, \"patch_size\": 4}");
+    TL_CHECK(tr_import_part(m, TR_INIT_IMAGE_ENCODER, dir, NULL) == 37,
+             "a matching CLIPVisionModel config");
+
+    // BLIP-2: heads, eps, cross-attention frequency and activation.
+    dir = hf_folder("cfg_blip2", blip2, NULL,
+                    "{\"model_type\": \"blip-2\", \"num_query_tokens\": 4, \"qformer_config\": "
+                    "{\"hidden_size\": 16, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
+                    "\"intermediate_size\": 32, \"cross_attention_frequency\": 1, "
+                    "\"encoder_hidden_size\": 24, \"hidden_act\": \"gelu_new\", "
+                    "\"layer_norm_eps\": 1e-06}}");
+    TL_EXPECT_FAIL_SHOWN(
+        tr_import_part(m, TR_INIT_FRAME_QFORMER, dir, NULL), "cfg_blip2/config.json",
+        "qformer_config.num_attention_heads is 4 where the model YAML has "
+        "video.frame_qformer.heads 2",
+        "qformer_config.cross_attention_frequency is 1 where the model YAML has "
+        "video.frame_qformer.cross_attention_every 2",
+        "qformer_config.layer_norm_eps is 1e-06 where the model YAML has video.frame_qformer.eps "
+        "1e-12",
+        "qformer_config.hidden_act is gelu_new where the model YAML's video.frame_qformer "
+        "uses gelu");
+    dir = hf_folder("cfg_blip2", blip2, NULL,
+                    "{\"model_type\": \"blip-2\", \"qformer_config\": {\"hidden_size\": 16, "
+                    "\"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"intermediate_size\": "
+                    "32, \"encoder_hidden_size\": 24}}");
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_FRAME_QFORMER, dir, NULL),
+                   "num_query_tokens is 32 (absent: transformers' default) where the model YAML "
+                   "has video.frame_qformer.queries 4");
+    dir = hf_folder("cfg_blip2", blip2, NULL,
+                    "{\"model_type\": \"blip_2_qformer\", \"hidden_size\": 16, "
+                    "\"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"intermediate_size\": "
+                    "32, \"encoder_hidden_size\": 24, \"layer_norm_eps\": 1e-12}");
+    TL_CHECK(tr_import_part(m, TR_INIT_FRAME_QFORMER, dir, NULL) == 47,
+             "a matching Blip2QFormerModel config");
+    gm_groundinggpt_free(m);
+    ag_ctx_free(ctx);
+#undef LLAMA_SIZES
+}
+
+// Tied embeddings: no lm_head.weight in the file; config.json's tie_word_embeddings makes
+// lm_head a copy of the input table, its added rows included; without it, the error says why.
+static void test_tied(void) {
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    char llama[1200];
+    snprintf(llama, sizeof llama, "%s/llama-f32-single/model.safetensors", fixtures);
+    const char *tied = "{\"model_type\": \"llama\", \"vocab_size\": 40, \"hidden_size\": 16, "
+                       "\"intermediate_size\": 24, \"num_hidden_layers\": 2, "
+                       "\"num_attention_heads\": 2, \"num_key_value_heads\": 1, "
+                       "\"rms_norm_eps\": 1e-05, \"tie_word_embeddings\": true}";
+    const char *dir = hf_folder("tied", llama, &(edit){.drop = "lm_head.weight"}, tied);
+    tr_init_config ic = {0};
+    ic.path[TR_INIT_LLM] = strdup(dir);
+    gm_groundinggpt *m = new_model(ctx, AG_F32, 31);
+    char logbuf[2048] = "";
+    FILE *log = fmemopen(logbuf, sizeof logbuf, "w");
+    tr_import(m, &ic, log);
+    fclose(log);
+    TL_CHECK(strstr(logbuf, "init llm: 21 tensors") &&
+                 strstr(logbuf, "(lm_head from model.embed_tokens.weight: config.json says "
+                                "tie_word_embeddings)"),
+             "the log line says lm_head is tied: %s", logbuf);
+    ag_st_file *ref = ag_st_open(llama);
+    const ag_st_entry *e = ag_st_find(ref, "model.embed_tokens.weight");
+    float *head = host_values(m->llm->lm_head), *add = host_values(m->lm_head_added);
+    bool same = !memcmp(head, e->data, e->nbytes);
+    double worst = 0;
+    for (int64_t c = 0; c < 16; c++) { // the added rows: the mean of the embedding rows
+        double s = 0;
+        for (int64_t v = 0; v < 40; v++) s += ((const float *)e->data)[v * 16 + c];
+        for (int r = 0; r < 9; r++) worst = fmax(worst, fabs(add[r * 16 + c] - (float)(s / 40)));
+    }
+    TL_CHECK(same && worst == 0 && same_values(m->lm_head_added, m->embed_added) &&
+                 same_values(m->llm->lm_head, m->llm->embed),
+             "tied: lm_head = model.embed_tokens.weight, added rows = their mean (%g)", worst);
+    free(head);
+    free(add);
+    gm_groundinggpt_free(m);
+    tr_init_config_free(&ic);
+
+    // A (V0 + 9)-row tied table: lm_head's added rows are its rows V0.., as embed_tokens'.
+    char path[800];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    ag_st_writer *w = ag_st_writer_new();
+    float big[49 * 16];
+    memcpy(big, e->data, e->nbytes);
+    for (int i = 40 * 16; i < 49 * 16; i++) big[i] = (float)i / 100;
+    for (int i = 0; i < ref->n; i++) {
+        const ag_st_entry *x = &ref->entries[i];
+        if (!strcmp(x->name, "lm_head.weight")) continue;
+        if (!strcmp(x->name, "model.embed_tokens.weight"))
+            ag_st_add_raw(w, x->name, "F32", 2, (int64_t[]){49, 16}, big, sizeof big);
+        else
+            ag_st_add_raw(w, x->name, x->dtype, x->ndim, x->shape, x->data, x->nbytes);
+    }
+    ag_st_write(w, path);
+    m = new_model(ctx, AG_F32, 32);
+    tr_import_part(m, TR_INIT_LLM, dir, NULL);
+    add = host_values(m->lm_head_added);
+    TL_CHECK(!memcmp(add, big + 40 * 16, sizeof(float) * 9 * 16) &&
+                 same_values(m->lm_head_added, m->embed_added) &&
+                 same_values(m->llm->lm_head, m->llm->embed),
+             "tied (V0 + 9)-row table: lm_head's added rows are its last 9 rows");
+    free(add);
+    ag_st_close(ref);
+
+    // Not tied: config.json saying false, or no config.json.
+    const char *untied = "{\"model_type\": \"llama\", \"vocab_size\": 40, \"hidden_size\": 16, "
+                         "\"intermediate_size\": 24, \"num_hidden_layers\": 2, "
+                         "\"num_attention_heads\": 2, \"num_key_value_heads\": 1, "
+                         "\"rms_norm_eps\": 1e-05, \"tie_word_embeddings\": false}";
+    const char *jsons[2] = {untied, NULL};
+    for (int k = 0; k < 2; k++) {
+        dir = hf_folder("untied", llama, &(edit){.drop = "lm_head.weight"}, jsons[k]);
+        TL_EXPECT_FAIL_SHOWN(tr_import_part(m, TR_INIT_LLM, dir, NULL), "'lm_head.weight' [40,16]",
+                             "is missing",
+                             "(no lm_head.weight; config.json does not say tie_word_embeddings)");
+    }
+    gm_groundinggpt_free(m);
+    ag_ctx_free(ctx);
+}
+
+// The frame Q-Former from LAVIS' blip2_pretrained.pth naming ({"model": state dict}; ln_vision,
+// Qformer.bert.*, the text path and other heads beside it), made from the same values as the
+// transformers-named fixture (tests/make_import_fixtures.py renames them): the same parameters,
+// and the output of LAVIS' forward computed independently in torch (float64).
+static void test_lavis_qformer(void) {
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    char lavis[1200], hf[1200], fwd[1200];
+    snprintf(lavis, sizeof lavis, "%s/blip2-lavis.pth", fixtures);
+    snprintf(hf, sizeof hf, "%s/blip2-f32-single", fixtures);
+    snprintf(fwd, sizeof fwd, "%s/blip2-lavis-forward.safetensors", fixtures);
+    gm_groundinggpt *a = new_model(ctx, AG_F32, 41), *b = new_model(ctx, AG_F32, 42);
+    tr_init_config ic = {0};
+    ic.path[TR_INIT_FRAME_QFORMER] = strdup(lavis);
+    char logbuf[2048] = "";
+    FILE *log = fmemopen(logbuf, sizeof logbuf, "w");
+    tr_import(a, &ic, log);
+    fclose(log);
+    tr_init_config_free(&ic);
+    TL_CHECK(strstr(logbuf, "init frame_qformer: 47 tensors") && strstr(logbuf, "(LAVIS names)"),
+             "LAVIS file: %s", logbuf);
+    TL_CHECK(tr_import_part(b, TR_INIT_FRAME_QFORMER, hf, NULL) == 47, "HF-named import");
+    const gm_frame_qformer *qa = a->frame_qformer, *qb = b->frame_qformer;
+    int differ = 0;
+    for (int i = 0; i < qa->n_params; i++) differ += !same_values(qa->params[i], qb->params[i]);
+    TL_CHECK(differ == 0 && qa->n_params == 47,
+             "LAVIS and transformers names give the same %d parameters (%d differ)", qa->n_params,
+             differ);
+
+    // Forward on 3 frames of ViT states against LAVIS' computation.
+    ag_st_file *ref = ag_st_open(fwd);
+    const ag_st_entry *vit = ag_st_find(ref, "vit"), *want = ag_st_find(ref, "out");
+    float out[2][3 * 4 * 16];
+    const gm_groundinggpt *ms[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        ag_ctx *ec = ms[k]->enc_ctx;
+        ag_tensor *x = ag_from_host(ec, AG_F32, AG_SHAPE(3, 5, 24), vit->data);
+        ag_tensor *y = gm_frame_qformer_forward(ec, ms[k]->frame_qformer, x);
+        TL_CHECK(ag_numel(y) == 3 * 4 * 16, "frame qformer output (3, 4, 16)");
+        ag_copy_to_host(y, out[k]);
+        ag_step_reset(ec);
+    }
+    double worst = 0;
+    for (int i = 0; i < 3 * 4 * 16; i++)
+        worst = fmax(worst, fabs(out[0][i] - ((const float *)want->data)[i]));
+    printf("  LAVIS forward: max |diff| %g\n", worst);
+    TL_CHECK(worst < 2e-5 && !memcmp(out[0], out[1], sizeof out[0]),
+             "LAVIS-named import: forward = LAVIS' reference (max |diff| %g) = the HF-named "
+             "import's",
+             worst);
+    ag_st_close(ref);
+
+    // GroundingGPT's checkpoints: the same names after "model." (found without a prefix), beside
+    // other parts; and strictness under LAVIS names.
+    ag_st_file *pt = ag_pt_open(lavis);
+    char path[700];
+    snprintf(path, sizeof path, "%s/grounding.safetensors", tmp);
+    for (int pass = 0; pass < 3; pass++) {
+        ag_st_writer *w = ag_st_writer_new();
+        for (int i = 0; i < pt->n; i++) {
+            const ag_st_entry *x = &pt->entries[i];
+            char name[600];
+            snprintf(name, sizeof name, "model.%s", x->name);
+            if (pass == 1 && !strcmp(x->name, "Qformer.bert.encoder.layer.1.output_query.dense."
+                                              "weight"))
+                continue;
+            ag_st_add_raw(w, name, x->dtype, x->ndim, x->shape, x->data, x->nbytes);
+            if (pass == 2 && !strcmp(x->name, "Qformer.bert.encoder.layer.1.attention.self."
+                                              "query.weight"))
+                ag_st_add_raw(w, "model.Qformer.bert.encoder.layer.2.attention.self.query.weight",
+                              x->dtype, x->ndim, x->shape, x->data, x->nbytes);
+        }
+        ag_st_add(w, "model.layers.0.mlp.up_proj.weight", a->llm->layers[0].w_up);
+        ag_st_add(w, "model.video_Qformer.bert.encoder.layer.0.attention.self.query.weight",
+                  a->video_adapter->qformer->params[0]);
+        ag_st_write(w, path);
+        if (pass == 0) {
+            gm_groundinggpt *c = new_model(ctx, AG_F32, 43);
+            ic.path[TR_INIT_FRAME_QFORMER] = strdup(path);
+            log = fmemopen(logbuf, sizeof logbuf, "w");
+            tr_import(c, &ic, log);
+            fclose(log);
+            tr_init_config_free(&ic);
+            differ = 0;
+            for (int i = 0; i < qa->n_params; i++)
+                differ += !same_values(qa->params[i], c->frame_qformer->params[i]);
+            TL_CHECK(strstr(logbuf, "47 tensors") &&
+                         strstr(logbuf, "(LAVIS names after 'model.')") && differ == 0,
+                     "model.-prefixed LAVIS names: %s, %d differ", logbuf, differ);
+            gm_groundinggpt_free(c);
+        } else if (pass == 1) {
+            TL_EXPECT_FAIL_SHOWN(
+                tr_import_part(b, TR_INIT_FRAME_QFORMER, path, NULL), "grounding.safetensors",
+                "'model.Qformer.bert.encoder.layer.1.output_query.dense.weight' [16,32] is "
+                "missing");
+        } else {
+            TL_EXPECT_FAIL(tr_import_part(b, TR_INIT_FRAME_QFORMER, path, NULL),
+                           "unexpected tensor",
+                           "'model.Qformer.bert.encoder.layer.2.attention.self.query.weight'");
+        }
+    }
+    ag_st_close(pt);
+
+    // init.checkpoint from GroundingGPT's names: its Q-Formers' unused LAVIS buffers and text
+    // path are skipped; anything else unknown is still refused.
+    ag_st_writer *w = ag_st_writer_new();
+    ag_tensor *q0 = a->video_adapter->qformer->params[0];
+    ag_st_add(w, q0->name, q0);
+    int64_t ids[12];
+    for (int i = 0; i < 12; i++) ids[i] = i;
+    ag_st_add_raw(w, "model.video_Qformer.bert.embeddings.position_ids", "I64", 2,
+                  (int64_t[]){1, 12}, ids, sizeof ids);
+    ag_st_add(w, "model.audio_Qformer.bert.encoder.layer.0.intermediate.dense.bias", q0);
+    ag_st_add(w, "model.Qformer.cls.predictions.bias", q0);
+    ag_st_write(w, path);
+    TL_CHECK(tr_import_part(b, TR_INIT_CHECKPOINT, path, NULL) == 1 &&
+                 same_values(b->video_adapter->qformer->params[0], q0),
+             "checkpoint: LAVIS leftovers of the Q-Formers skipped");
+    w = ag_st_writer_new();
+    ag_st_add(w, "model.video_Qformer.bert.encoder.layer.0.attention.self.query.bias2", q0);
+    ag_st_write(w, path);
+    TL_EXPECT_FAIL(tr_import_part(b, TR_INIT_CHECKPOINT, path, NULL), "unexpected tensor",
+                   "query.bias2");
+    gm_groundinggpt_free(a);
+    gm_groundinggpt_free(b);
+    ag_ctx_free(ctx);
+}
+
 static void test_init_config(void) {
     char path[600];
     snprintf(path, sizeof path, "%s/train.yaml", tmp);
@@ -620,6 +977,9 @@ int main(void) {
     test_errors();
     test_checkpoint_and_prefix();
     test_torch_files();
+    test_hf_config();
+    test_tied();
+    test_lavis_qformer();
     test_init_config();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);

@@ -2,7 +2,10 @@
 #include "import.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -169,8 +172,9 @@ typedef struct {
     ag_tensor *added; // MAP_SPLIT: the added rows
     char src[512];
     map_kind kind;
-    bool optional; // checkpoint: the file may lack it
-    int idx;       // the file tensor, or -1
+    bool optional;       // checkpoint: the file may lack it
+    const char *missing; // said after "is missing" (why no fallback applied), or NULL
+    int idx;             // the file tensor, or -1
 } mapping;
 
 // A checkpoint's LoRA adapter that the model lacks: folded into its base weight after loading.
@@ -191,6 +195,10 @@ typedef struct {
     lora_fold *folds;
     int n_folds;
     int64_t folds_cap;
+    bool tied;               // llm: config.json ties lm_head to the input embeddings
+    bool lm_head_from_embed; // ... and the file has no lm_head.weight: it is initialised so
+    bool lavis;              // frame_qformer: the file uses LAVIS names (Qformer.bert.*)
+    char prefix_buf[512];    // the prefix when the importer extends the given one
 } job;
 
 static mapping *add_map(job *j, ag_tensor *dst, map_kind kind, const char *src) {
@@ -204,13 +212,256 @@ static mapping *add_map(job *j, ag_tensor *dst, map_kind kind, const char *src) 
     return mp;
 }
 
+// config.json -----------------------------------------------------------------------------------
+//
+// An HF folder's config.json says how its weights compute, and some of that (heads, eps, RoPE
+// base, activation) leaves every tensor shape unchanged: a model YAML that differs there would
+// load without a word and compute something else. So each field that the groundc config also
+// has is compared. transformers writes nested configs (LLaVA's text_config, ...) as the
+// difference to the class defaults, so an absent field means its class default, which is
+// compared too. Fields groundc does not model are ignored.
+
+typedef struct {
+    char text[1600]; // "; "-separated mismatches (a message holds 2047 characters)
+    size_t len;
+} cfg_diff;
+
+__attribute__((format(printf, 2, 3))) static void diff_add(cfg_diff *d, const char *fmt, ...) {
+    if (d->len >= sizeof d->text - 1) return;
+    if (d->len) d->len += (size_t)snprintf(d->text + d->len, sizeof d->text - d->len, "; ");
+    if (d->len >= sizeof d->text - 1) return;
+    va_list ap;
+    va_start(ap, fmt);
+    d->len += (size_t)vsnprintf(d->text + d->len, sizeof d->text - d->len, fmt, ap);
+    va_end(ap);
+}
+
+static const cJSON *jget(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNull(v) ? NULL : v;
+}
+
+static const char *jtype(const cJSON *o) {
+    const cJSON *t = jget(o, "model_type");
+    return cJSON_IsString(t) ? t->valuestring : "";
+}
+
+static bool close_to(double a, double b) {
+    return a == b || fabs(a - b) <= 1e-6 * fmax(fabs(a), fabs(b));
+}
+
+// sec.key (a number; dflt when absent, NAN: not compared then) against the model's want (or
+// alt, unless NAN), yaml naming it in the model YAML.
+static void cmp_num(cfg_diff *d, const char *sec_name, const cJSON *sec, const char *key,
+                    double dflt, double want, double alt, const char *yaml) {
+    const cJSON *v = jget(sec, key);
+    if (v && !cJSON_IsNumber(v)) {
+        diff_add(d, "%s%s is not a number", sec_name, key);
+        return;
+    }
+    if (!v && isnan(dflt)) return;
+    double have = v ? v->valuedouble : dflt;
+    if (close_to(have, want) || (!isnan(alt) && close_to(have, alt))) return;
+    diff_add(d, "%s%s is %.9g%s where the model YAML has %s %.9g", sec_name, key, have,
+             v ? "" : " (absent: transformers' default)", yaml, want);
+}
+
+static void cmp_str(cfg_diff *d, const char *sec_name, const cJSON *sec, const char *key,
+                    const char *dflt, const char *want, const char *yaml) {
+    const cJSON *v = jget(sec, key);
+    if (v && !cJSON_IsString(v)) {
+        diff_add(d, "%s%s is not a string", sec_name, key);
+        return;
+    }
+    const char *have = v ? v->valuestring : dflt;
+    if (!strcmp(have, want)) return;
+    diff_add(d, "%s%s is %s%s where the model YAML's %s uses %s", sec_name, key, have,
+             v ? "" : " (absent: transformers' default)", yaml, want);
+}
+
+// RoPE variants (linear, dynamic, yarn, llama3, ...) change the rotation: groundc has only
+// the plain one. transformers 4.x says "rope_scaling": null, 5.x "rope_parameters": {"rope_type":
+// "default", "rope_theta": ...}.
+static void cmp_rope(cfg_diff *d, const char *sec_name, const cJSON *sec, double theta) {
+    const char *keys[2] = {"rope_scaling", "rope_parameters"};
+    for (int k = 0; k < 2; k++) {
+        const cJSON *r = jget(sec, keys[k]);
+        if (!r) continue;
+        const cJSON *type = jget(r, "rope_type");
+        if (!type) type = jget(r, "type");
+        if (!cJSON_IsObject(r) || !cJSON_IsString(type) || strcmp(type->valuestring, "default")) {
+            char *text = cJSON_PrintUnformatted(r);
+            diff_add(d, "%s%s is %.200s where the model YAML's llm has plain RoPE (null)", sec_name,
+                     keys[k], text ? text : "?");
+            free(text);
+        }
+        if (k == 1)
+            cmp_num(d, "rope_parameters.", r, "rope_theta", NAN, theta, NAN, "llm.rope_theta");
+    }
+}
+
+// Does s contain word, ignoring case?
+static bool has_ci(const char *s, const char *word) {
+    size_t n = strlen(word);
+    for (; *s; s++) {
+        size_t k = 0;
+        while (k < n && s[k] && tolower((unsigned char)s[k]) == word[k]) k++;
+        if (k == n) return true;
+    }
+    return false;
+}
+
+// Llama: LlamaForCausalLM's own config, or the text_config of a LLaVA-style one. Sets *tied.
+static void check_llm_config(cfg_diff *d, const cJSON *root, const gm_llama_config *c, bool *tied) {
+    const cJSON *text = jget(root, "text_config");
+    const cJSON *sec = cJSON_IsObject(text) ? text : root;
+    const char *name = sec == root ? "" : "text_config.", *type = jtype(sec);
+    // Llama and the configs derived from LlamaConfig (LLaVA's, GroundingGPT's); a folder of
+    // another family (a CLIP or BLIP-2 config beside the file) says nothing about the LLM.
+    bool llama = sec == root ? !type[0] || has_ci(type, "llama") || has_ci(type, "llava") ||
+                                   has_ci(type, "lego")
+                             : !type[0] || !strcmp(type, "llama");
+    if (!llama) return;
+    const cJSON *tie = jget(sec, "tie_word_embeddings");
+    if (!tie) tie = jget(root, "tie_word_embeddings");
+    *tied = cJSON_IsTrue(tie);
+    // Absent fields: LlamaConfig's defaults (Llama-7B's).
+    const double V0 = (double)c->vocab, dim = (double)c->dim, heads = (double)c->n_heads;
+    cmp_num(d, name, sec, "vocab_size", 32000, V0, V0 + GM_N_ADDED, "llm.vocab");
+    cmp_num(d, name, sec, "hidden_size", 4096, dim, NAN, "llm.dim");
+    cmp_num(d, name, sec, "intermediate_size", 11008, (double)c->ffn, NAN, "llm.ffn");
+    cmp_num(d, name, sec, "num_hidden_layers", 32, (double)c->n_layers, NAN, "llm.layers");
+    cmp_num(d, name, sec, "num_attention_heads", 32, heads, NAN, "llm.heads");
+    // Absent: as many as the attention heads (no grouping).
+    const cJSON *h = jget(sec, "num_attention_heads");
+    cmp_num(d, name, sec, "num_key_value_heads", cJSON_IsNumber(h) ? h->valuedouble : 32,
+            (double)c->n_kv_heads, NAN, "llm.kv_heads");
+    cmp_num(d, name, sec, "head_dim", NAN, dim / heads, NAN, "llm.dim / llm.heads");
+    cmp_num(d, name, sec, "rms_norm_eps", 1e-6, c->norm_eps, NAN, "llm.norm_eps");
+    cmp_num(d, name, sec, "rope_theta", 1e4, c->rope_theta, NAN, "llm.rope_theta");
+    cmp_rope(d, name, sec, c->rope_theta);
+    cmp_str(d, name, sec, "hidden_act", "silu", "silu", "llm");
+}
+
+// CLIP vision: CLIPVisionModel's config, or the vision_config of CLIPModel's or LLaVA's.
+static void check_clip_config(cfg_diff *d, const cJSON *root, const gm_vit *v) {
+    const cJSON *vis = jget(root, "vision_config"), *sec = NULL;
+    const char *top = jtype(root);
+    if (!strcmp(top, "clip_vision_model"))
+        sec = root;
+    else if (cJSON_IsObject(vis) &&
+             (!strcmp(jtype(vis), "clip_vision_model") ||
+              (!jtype(vis)[0] && (!strcmp(top, "clip") || !strcmp(top, "llava")))))
+        sec = vis;
+    if (!sec) return; // not a CLIP config (EVA, BLIP-2's vision model, an LLM's)
+    const char *name = sec == root ? "" : "vision_config.";
+    const gm_vit_config *c = &v->cfg;
+    // Absent fields: CLIPVisionConfig's defaults (ViT-B/32's).
+    cmp_num(d, name, sec, "hidden_size", 768, (double)c->width, NAN, "image.encoder.width");
+    cmp_num(d, name, sec, "intermediate_size", 3072, (double)c->mlp, NAN, "image.encoder.mlp");
+    // groundc's own export states the blocks it kept (up to select_layer).
+    cmp_num(d, name, sec, "num_hidden_layers", 12, (double)c->n_layers, (double)v->n_layers_used,
+            "image.encoder.layers");
+    cmp_num(d, name, sec, "num_attention_heads", 12, (double)c->n_heads, NAN,
+            "image.encoder.heads");
+    cmp_num(d, name, sec, "image_size", 224, (double)c->image_h, NAN, "image.size");
+    cmp_num(d, name, sec, "patch_size", 32, (double)c->patch, NAN, "image.encoder.patch");
+    cmp_num(d, name, sec, "num_channels", 3, (double)c->channels, NAN, "image channels");
+    cmp_num(d, name, sec, "layer_norm_eps", 1e-5, c->norm_eps, NAN, "image.encoder.norm_eps");
+    cmp_str(d, name, sec, "hidden_act", "quick_gelu",
+            c->act == GM_VIT_QUICK_GELU ? "quick_gelu" : "gelu", "image.encoder (CLIP)");
+}
+
+// BLIP-2 Q-Former: Blip2Config's qformer_config (and num_query_tokens), or a Blip2QFormerModel
+// config. Not vision_config.layer_norm_eps: HF's post_layernorm uses it (1e-6 by default), but
+// the weights are LAVIS' ln_vision, trained with nn.LayerNorm's 1e-5 (video.frame_qformer.ln_eps).
+static void check_qformer_config(cfg_diff *d, const cJSON *root, const gm_frame_qformer_config *f) {
+    const cJSON *q = jget(root, "qformer_config"), *sec = NULL;
+    if (!strcmp(jtype(root), "blip_2_qformer"))
+        sec = root;
+    else if (!strcmp(jtype(root), "blip-2") && cJSON_IsObject(q))
+        sec = q;
+    if (!sec) return;
+    const char *name = sec == root ? "" : "qformer_config.";
+    const gm_qformer_config *c = &f->qformer;
+    // Absent fields: Blip2QFormerConfig's defaults (BERT-base over EVA ViT-g).
+    cmp_num(d, name, sec, "hidden_size", 768, (double)c->hidden, NAN, "video.frame_qformer.hidden");
+    cmp_num(d, name, sec, "num_hidden_layers", 12, (double)c->n_layers, NAN,
+            "video.frame_qformer.layers");
+    cmp_num(d, name, sec, "num_attention_heads", 12, (double)c->n_heads, NAN,
+            "video.frame_qformer.heads");
+    cmp_num(d, name, sec, "intermediate_size", 3072, (double)c->intermediate, NAN,
+            "video.frame_qformer.intermediate");
+    cmp_num(d, name, sec, "cross_attention_frequency", 2, (double)c->cross_attention_frequency, NAN,
+            "video.frame_qformer.cross_attention_every");
+    cmp_num(d, name, sec, "encoder_hidden_size", 1408, (double)c->encoder_width, NAN,
+            "video.encoder.width");
+    cmp_num(d, name, sec, "layer_norm_eps", 1e-12, c->eps, NAN, "video.frame_qformer.eps");
+    cmp_str(d, name, sec, "hidden_act", "gelu", "gelu", "video.frame_qformer");
+    if (sec != root)
+        cmp_num(d, "", root, "num_query_tokens", 32, (double)f->n_queries, NAN,
+                "video.frame_qformer.queries");
+}
+
+// The config.json of the HF folder the weights are (or are in), or NULL; allocated.
+static char *config_json_of(const char *path) {
+    struct stat st;
+    if (stat(path, &st)) return NULL;
+    char *dir = S_ISDIR(st.st_mode) ? ag_xstrdup(path) : ag_xparent_dir(path);
+    char *cfg = ag_xpath_join(dir, "config.json");
+    free(dir);
+    if (!stat(cfg, &st) && S_ISREG(st.st_mode)) return cfg;
+    free(cfg);
+    return NULL;
+}
+
+// Compares the config.json beside the weights of part with the model's config (one line naming
+// every mismatch) and reads what the import acts on (tie_word_embeddings).
+static void check_hf_config(job *j, const char *path) {
+    if (j->part != TR_INIT_LLM && j->part != TR_INIT_IMAGE_ENCODER &&
+        j->part != TR_INIT_FRAME_QFORMER)
+        return; // EVA and ImageBind ship no config.json; checkpoints carry config.yaml
+    char *cfg = config_json_of(path);
+    if (!cfg) return;
+    char *text = ds_read_file(cfg, NULL);
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(root)) ag_fail("%s: not a JSON object", cfg);
+    cfg_diff d = {.len = 0};
+    if (j->part == TR_INIT_LLM)
+        check_llm_config(&d, root, &j->m->cfg.llm, &j->tied);
+    else if (j->part == TR_INIT_IMAGE_ENCODER)
+        check_clip_config(&d, root, j->m->image_vit);
+    else
+        check_qformer_config(&d, root, &j->m->cfg.frame_qformer);
+    cJSON_Delete(root);
+    if (d.len)
+        ag_fail("%s: describes another %s than the model YAML: %s", cfg, part_keys[j->part],
+                d.text);
+    free(cfg);
+}
+
 static void map_llm(job *j) {
     const gm_llama *l = j->m->llm;
+    char head[600];
+    snprintf(head, sizeof head, "%slm_head.weight", j->prefix);
+    bool no_head = tr_weights_find(j->w, head) < 0;
     for (int i = 0; i < l->n_params; i++) {
         ag_tensor *p = l->params[i];
         bool split = p == l->embed || p == l->lm_head;
-        mapping *mp = add_map(j, p, split ? MAP_SPLIT : MAP_PLAIN, p->name);
+        const char *src = p->name;
+        // Tied embeddings (save_pretrained writes no lm_head.weight then): lm_head starts as a
+        // copy of the input table, base and added rows alike (load: the same rows V0.. or the
+        // same mean), as resize_token_embeddings leaves a tied model. groundc keeps two
+        // parameters, so training unties them.
+        if (p == l->lm_head && no_head && j->tied) {
+            src = l->embed->name;
+            j->lm_head_from_embed = true;
+        }
+        mapping *mp = add_map(j, p, split ? MAP_SPLIT : MAP_PLAIN, src);
         if (split) mp->added = p == l->embed ? j->m->embed_added : j->m->lm_head_added;
+        if (p == l->lm_head)
+            mp->missing = "(no lm_head.weight; config.json does not say tie_word_embeddings)";
     }
 }
 
@@ -239,10 +490,41 @@ static void qformer_hf_name(const char *lavis, char *out, size_t n) {
     snprintf(out, n, "%s", lavis);
 }
 
+// Does the file hold a tensor whose name starts with prefix + name?
+static bool holds_under(const tr_weights *w, const char *prefix, const char *name) {
+    char key[600];
+    snprintf(key, sizeof key, "%s%s", prefix, name);
+    size_t n = strlen(key);
+    int lo = 0, hi = w->n; // the first item >= key (items are sorted by strcmp)
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (strcmp(w->items[mid].entry->name, key) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < w->n && !strncmp(w->items[lo].entry->name, key, n);
+}
+
+// The frame Q-Former comes under one of two namings, told apart by their Q-Former names:
+//   transformers' Blip2 (qformer.*, query_tokens, vision_model.post_layernorm.* as ln_vision);
+//   LAVIS' (Qformer.bert.*, query_tokens, ln_vision.*): blip2_pretrained*.pth, which
+//   GroundingGPT and Video-LLaMA load ({"model": state dict}, unwrapped by the .pth reader),
+//   and GroundingGPT's own checkpoints, where the same names follow "model." (found without a
+//   prefix too). groundc's names are LAVIS' after "model.", so LAVIS maps one to one.
 static void map_frame_qformer(job *j) {
     const gm_frame_qformer *f = j->m->frame_qformer;
-    add_map(j, f->ln_w, MAP_PLAIN, "vision_model.post_layernorm.weight");
-    add_map(j, f->ln_b, MAP_PLAIN, "vision_model.post_layernorm.bias");
+    if (!holds_under(j->w, j->prefix, "qformer.") &&
+        !holds_under(j->w, j->prefix, "Qformer.bert.") &&
+        holds_under(j->w, j->prefix, "model.Qformer.bert.")) {
+        snprintf(j->prefix_buf, sizeof j->prefix_buf, "%smodel.", j->prefix);
+        j->prefix = j->prefix_buf;
+    }
+    j->lavis = holds_under(j->w, j->prefix, "Qformer.bert.");
+    add_map(j, f->ln_w, MAP_PLAIN,
+            j->lavis ? "ln_vision.weight" : "vision_model.post_layernorm.weight");
+    add_map(j, f->ln_b, MAP_PLAIN,
+            j->lavis ? "ln_vision.bias" : "vision_model.post_layernorm.bias");
     add_map(j, f->query_tokens, MAP_PLAIN, "query_tokens");
     const char *base = "model.Qformer.bert.";
     for (int i = 0; i < f->qformer->n_params; i++) {
@@ -250,8 +532,12 @@ static void map_frame_qformer(job *j) {
         if (strncmp(p->name, base, strlen(base)))
             ag_fail("import: frame qformer parameter '%s' is not under %s", p->name, base);
         char hf[400], src[420];
-        qformer_hf_name(p->name + strlen(base), hf, sizeof hf);
-        snprintf(src, sizeof src, "qformer.%s", hf);
+        if (j->lavis) {
+            snprintf(src, sizeof src, "Qformer.bert.%s", p->name + strlen(base));
+        } else {
+            qformer_hf_name(p->name + strlen(base), hf, sizeof hf);
+            snprintf(src, sizeof src, "qformer.%s", hf);
+        }
         add_map(j, p, MAP_PLAIN, src);
     }
 }
@@ -274,6 +560,10 @@ static bool starts(const char *s, const char *prefix) {
 
 // Is rest (a file name after the prefix) in the namespace of this part?
 static bool in_scope(const job *j, const char *rest) {
+    // LAVIS' BLIP-2 also holds visual_encoder.*, vision_proj, text_proj, itm_head and temp.
+    if (j->lavis)
+        return starts(rest, "Qformer.") || starts(rest, "query_tokens") ||
+               starts(rest, "ln_vision.");
     static const char *const scopes[TR_INIT_NPART][5] = {
         {"model.embed_tokens.", "model.layers.", "model.norm.", "lm_head.", NULL},
         {"vision_model.", NULL},
@@ -285,6 +575,23 @@ static bool in_scope(const job *j, const char *rest) {
     for (int k = 0; scopes[j->part][k]; k++)
         if (starts(rest, scopes[j->part][k])) return true;
     return false;
+}
+
+// rest = qf + a tensor of a LAVIS Q-Former (BertLMHeadModel) that query tokens never use: the
+// text embeddings and their position_ids buffer, each layer's text FFN (intermediate / output;
+// queries use intermediate_query / output_query) and the LM head (cls.*).
+static bool lavis_text_path(const char *rest, const char *qf) {
+    if (!starts(rest, qf)) return false;
+    rest += strlen(qf);
+    if (starts(rest, "cls.")) return true;
+    if (!starts(rest, "bert.")) return false;
+    rest += 5;
+    int idx, at = -1;
+    if (sscanf(rest, "encoder.layer.%d.%n", &idx, &at) == 1 && at > 0)
+        return starts(rest + at, "intermediate.") || starts(rest + at, "output.");
+    return starts(rest, "embeddings.word_embeddings.") ||
+           starts(rest, "embeddings.position_embeddings.") ||
+           !strcmp(rest, "embeddings.position_ids");
 }
 
 // Known leftovers of the originals that the model does not need.
@@ -310,10 +617,19 @@ static bool ignorable(const job *j, const char *rest) {
         return j->part == TR_INIT_AUDIO_ENCODER && starts(rest, "modality_postprocessors.audio.");
     }
     case TR_INIT_FRAME_QFORMER:
+        if (j->lavis) return lavis_text_path(rest, "Qformer.");
         // The text FFN of each layer (queries use intermediate_query / output_query).
         if (sscanf(rest, "qformer.encoder.layer.%d.%n", &idx, &at) == 1 && at > 0)
             return starts(rest + at, "intermediate.") || starts(rest + at, "output.");
         return false;
+    case TR_INIT_CHECKPOINT: {
+        // GroundingGPT's own checkpoints: the same leftovers of its three LAVIS Q-Formers.
+        static const char *const qf[3] = {"model.Qformer.", "model.video_Qformer.",
+                                          "model.audio_Qformer."};
+        for (int k = 0; k < 3; k++)
+            if (lavis_text_path(rest, qf[k])) return true;
+        return false;
+    }
     default:
         return false;
     }
@@ -337,8 +653,9 @@ static void resolve(job *j, mapping *mp, bool *used) {
     mp->idx = tr_weights_find(j->w, mp->src);
     if (mp->idx < 0) {
         if (mp->optional) return;
-        ag_fail("%s: tensor '%s' %s is missing (for the %s parameter '%s')", j->w->path, mp->src,
-                ag_format_dims(want, sizeof want, t->ndim, t->shape), part_keys[j->part], t->name);
+        ag_fail("%s: tensor '%s' %s is missing (for the %s parameter '%s')%s%s", j->w->path,
+                mp->src, ag_format_dims(want, sizeof want, t->ndim, t->shape), part_keys[j->part],
+                t->name, mp->missing ? " " : "", mp->missing ? mp->missing : "");
     }
     const tr_weight *wt = &j->w->items[mp->idx];
     const ag_st_entry *e = wt->entry;
@@ -503,7 +820,10 @@ static void fold_lora(job *j) {
     free(dir);
 }
 
-int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, const char *prefix) {
+// tr_import_part; note (n bytes, may be NULL) gets what the log line adds: how a fallback
+// applied or which naming the file used.
+static int import_part(gm_groundinggpt *m, tr_init_part part, const char *path, const char *prefix,
+                       char *note, size_t note_n) {
     job j = {.m = m, .part = part, .prefix = prefix ? prefix : ""};
     static const gm_modality needs[TR_INIT_NPART] = {GM_NMOD,      GM_MOD_IMAGE, GM_MOD_VIDEO,
                                                      GM_MOD_VIDEO, GM_MOD_AUDIO, GM_NMOD};
@@ -512,6 +832,7 @@ int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, cons
         ag_fail("init: %s is given, but the model has no %s branch", part_keys[part],
                 gm_modality_name(needs[part]));
     j.w = tr_weights_open(path);
+    check_hf_config(&j, path);
     switch (part) {
     case TR_INIT_LLM:
         map_llm(&j);
@@ -568,17 +889,33 @@ int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, cons
     free(j.folds);
     if (part == TR_INIT_CHECKPOINT && !loaded)
         ag_fail("%s: no tensor of the model in this checkpoint (prefix '%s')", path, j.prefix);
+    if (note && note_n) {
+        note[0] = 0;
+        if (j.lm_head_from_embed)
+            snprintf(note, note_n,
+                     " (lm_head from model.embed_tokens.weight: config.json says "
+                     "tie_word_embeddings)");
+        else if (j.lavis && j.prefix[0])
+            snprintf(note, note_n, " (LAVIS names after '%s')", j.prefix);
+        else if (j.lavis)
+            snprintf(note, note_n, " (LAVIS names)");
+    }
     free(used);
     free(j.maps);
     tr_weights_close(j.w);
     return loaded;
 }
 
+int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, const char *prefix) {
+    return import_part(m, part, path, prefix, NULL, 0);
+}
+
 void tr_import(gm_groundinggpt *m, const tr_init_config *c, FILE *log) {
     for (int p = 0; p < TR_INIT_NPART; p++) {
         if (!c->path[p]) continue;
-        int n = tr_import_part(m, (tr_init_part)p, c->path[p], c->prefix[p]);
-        if (log) fprintf(log, "init %s: %d tensors from %s\n", part_keys[p], n, c->path[p]);
+        char note[700];
+        int n = import_part(m, (tr_init_part)p, c->path[p], c->prefix[p], note, sizeof note);
+        if (log) fprintf(log, "init %s: %d tensors from %s%s\n", part_keys[p], n, c->path[p], note);
     }
 }
 

@@ -27,6 +27,11 @@
 //                                     ...output.dense/LayerNorm, intermediate_query.dense,
 //                                     output_query.*; query_tokens; vision_model.post_layernorm.*
 //                                     (BLIP-2's ln_vision)
+//                    or blip2_pretrained.pth: LAVIS names ({"model": state dict}), chosen when
+//                                     the file has Qformer.bert.*: Qformer.bert.embeddings.
+//                                     LayerNorm.*, ...layer.N.{attention,crossattention}.self.*,
+//                                     the rest as HF; query_tokens; ln_vision.*. Found after
+//                                     "model." too (GroundingGPT's checkpoints) without a prefix.
 //     audio_encoder: imagebind_huge.pth
 //                                     ImageBind: modality_{preprocessors,trunks,heads}.audio.*
 //     checkpoint: checkpoints/stage1/step_00001000
@@ -36,17 +41,30 @@
 // Mapping to the model's names: the LLM's names are HF's; the encoders' names are the files'
 // after model.vision_tower. / model.visual_encoder. / model.audio_encoder.; the frame
 // Q-Former's LAVIS names (model.Qformer.bert.embeddings.LayerNorm, ...attention.self.query)
-// are HF's layernorm, ...attention.attention.query; conv weights are permuted to the patch
-// layout (model/vit.h). The LLM's embed_tokens and lm_head may hold V0 rows (a base Llama: the
-// 9 added rows become the mean of the base rows, as GroundingGPT's resize does) or V0 + 9 rows
-// (split into the base table and the added rows).
+// are HF's layernorm, ...attention.attention.query, and the LAVIS file's after "model."; conv
+// weights are permuted to the patch layout (model/vit.h). The LLM's embed_tokens and lm_head
+// may hold V0 rows (a base Llama: the 9 added rows become the mean of the base rows, as
+// GroundingGPT's resize does) or V0 + 9 rows (split into the base table and the added rows).
+// Without lm_head.weight, a config.json saying tie_word_embeddings: true makes lm_head (and its
+// added rows) a copy of embed_tokens (and its added rows); otherwise it is missing.
+//
+// config.json: for llm, image_encoder and frame_qformer, the config.json of the HF folder that
+// is (or holds) the weights is compared with the model config, field by field where groundc
+// has the field (LlamaConfig or a LLaVA text_config; CLIPVisionConfig, or CLIPModel's / LLaVA's
+// vision_config; Blip2's qformer_config and num_query_tokens, or a Blip2QFormerConfig); absent
+// fields count as transformers' class defaults, as it writes nested configs as differences
+// from them; rope_scaling / rope_parameters other than the plain RoPE are refused. Every
+// mismatch goes into one line naming config.json, each key with its value and the model YAML's.
+// A config.json of another family (e.g. CLIP's beside Llama weights) is not compared.
 //
 // Strict: every parameter of the part must be in the file with its exact shape, and every
 // tensor of the part's namespace in the file must be used, except known leftovers (blocks past
 // the selected layer, CLIP's post_layernorm, RoPE inv_freq buffers, the Q-Former's text FFN,
-// ImageBind's logit-scale buffer). A missing, unexpected or mis-shaped tensor, a truncated or
-// malformed file, or a broken index is one line naming the file, the tensor and both shapes.
-// Everything is checked before the first value is copied.
+// and in LAVIS names its text embeddings, position_ids and cls.* head, also for the video /
+// audio Q-Formers of a GroundingGPT checkpoint; ImageBind's logit-scale buffer). A missing,
+// unexpected or mis-shaped tensor, a truncated or malformed file, or a broken index is one line
+// naming the file, the tensor and both shapes. Everything is checked before the first value is
+// copied.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -106,7 +124,8 @@ void tr_init_config_free(tr_init_config *c);
 // an error. Adapters of the same shape load as they are (a LoRA run continued).
 int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, const char *prefix);
 // Loads every configured part (llm, encoders, frame Q-Former, then checkpoint); one line per
-// part to log (may be NULL). Fails for a part whose branch the model lacks.
+// part to log (may be NULL), saying also when lm_head came from tied embeddings or the frame
+// Q-Former from LAVIS names. Fails for a part whose branch the model lacks.
 void tr_import(gm_groundinggpt *m, const tr_init_config *c, FILE *log);
 // Fails, naming the checkpoint and the first differing size, when init.checkpoint is a
 // checkpoint folder (no prefix) whose config.yaml describes another model than model. Call
