@@ -135,7 +135,7 @@ gen_check "image prompt" "Where is the red square? <image> Answer: [0.25," --ima
 
 # --- refusals
 expect_error "unknown format" "unknown format 'onnx'" x1 "$groundc" export "$ck" --format onnx --out x1
-mkdir x2 && touch x2/keep
+cp -r hf_run x2 && touch x2/keep  # an earlier export, and a file of the user's in it
 # --- tokenizer.json through HF's tokenizers (tokenizers.js) against sentencepiece
 npm_dir=$build/hf-tokenizer-npm skipped=
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
@@ -161,8 +161,13 @@ fi
 "$groundc" export "$ck" --format hf --out x2 --tokenizer "$tokenizer" >out 2>err
 [ $? -ne 0 ] && grep -q "x2 already exists" err && [ "$(wc -l <err)" = 1 ] && [ -e x2/keep ] &&
   [ -z "$(ls -d x2.tmp-* 2>/dev/null)" ] && ok || bad "existing OUT without --force: $(cat err)"
+# --force replaces an earlier export, but not the user's file in it (tests/test_export_gguf.sh
+# has the other cases)
+expect_error "--force over a file of the user's" "x2: holds x2/keep, which no export writes" x2f \
+  "$groundc" export "$ck" --format hf --out x2 --tokenizer "$tokenizer" --force
+rm x2/keep
 "$groundc" export "$ck" --format hf --out x2 --tokenizer "$tokenizer" --force >out 2>err &&
-  [ ! -e x2/keep ] && [ -s x2/model.safetensors ] && [ -z "$(ls -d x2.*-* 2>/dev/null)" ] &&
+  [ -s x2/model.safetensors ] && [ -z "$(ls -d x2.*-* 2>/dev/null)" ] &&
   ok || bad "--force replaces OUT: $(cat err)"
 cp -r "$ck" trunc && head -c 20000 "$ck/model.safetensors" >trunc/model.safetensors
 expect_error "truncated model.safetensors" "trunc/model.safetensors" x3 "$groundc" export trunc --format hf --out x3 --tokenizer "$tokenizer"
