@@ -157,6 +157,8 @@ struct ds_loader {
     const char *geom_file[3]; // the shard that set each media geometry (for messages)
     int64_t media_tokens[3];  // patch tokens per item of each kind (-1: not counted)
     const char *tokens_file[3];
+    ds_token_rules rules; // per-sample checks (cfg.vocab, cfg.check_media), set at startup
+    bool check_tokens;
     char digest[65];
     ds_cursor resume; // valid when has_resume
     bool has_resume;
@@ -612,7 +614,9 @@ static void ds_merge_geometry(ds_loader *l, int kind, const char *path, int64_t 
 // model's are checked against what a sample carries before the first batch splices them.
 static void ds_merge_media_tokens(ds_loader *l, int kind, ds_shard *sh, const char *path) {
     static const char *const names[3] = {"image", "video", "audio"};
-    int64_t count = ds_shard_first_media_tokens(sh, kind, l->cfg.media_patch_id[kind]);
+    // With the checks on, that sample is checked first (any block size: the count is asked).
+    int64_t count = ds_shard_first_media_tokens(sh, kind, l->cfg.media_patch_id[kind],
+                                                l->check_tokens ? &l->rules : NULL);
     if (count < 0) return;
     if (!l->tokens_file[kind]) {
         l->media_tokens[kind] = count;
@@ -709,6 +713,15 @@ static void ds_alloc_slots(ds_loader *l) {
 }
 
 static void ds_startup(ds_loader *l) {
+    l->check_tokens = l->cfg.vocab > 0 || l->cfg.check_media;
+    l->rules.vocab = l->cfg.vocab;
+    l->rules.media = l->cfg.check_media;
+    for (int k = 0; k < 3; k++) {
+        l->rules.start[k] = l->cfg.media_start_id[k];
+        l->rules.patch[k] = l->cfg.media_patch_id[k];
+        l->rules.end[k] = l->cfg.media_end_id[k];
+        l->rules.tokens[k] = -1; // counted below (count_media_tokens), then set
+    }
     for (int d = 0; d < l->nd; d++) {
         ds_ldataset *ds = &l->ds[d];
         ds_manifest_read(&ds->manifest, ds->dir);
@@ -755,6 +768,7 @@ static void ds_startup(ds_loader *l) {
                 s->source_map[k] = ds_intern_source(l, ds_shard_source_name(sh, k));
         }
     }
+    for (int k = 0; k < 3; k++) l->rules.tokens[k] = l->tokens_file[k] ? l->media_tokens[k] : -1;
     ds_compute_digest(l);
     if (l->has_resume && strcmp(l->resume.digest, l->digest) != 0)
         ag_fail("resume cursor: dataset digest %.12s... differs from this configuration's "
@@ -864,9 +878,25 @@ static void ds_read_batch(ds_loader *l, ds_slot *slot, int64_t b) {
             slot->raw_cap = cap;
         }
         ds_shard_read_tokens(sh, local, 1, slot->raw_tok + off, slot->raw_mask + off);
+        int64_t keep = ds_min64(r.length, l->cfg.max_len);
+        bool drop[3] = {false, false, false};
+        if (l->check_tokens) {
+            const int32_t media[3] = {r.image, r.video, r.audio};
+            ds_sample_blocks blk;
+            char why[512];
+            if (!ds_sample_check(&l->rules, slot->raw_tok + off, r.length, media, &blk, why,
+                                 sizeof why))
+                ag_fail("%s: sample %lld: %s", ls->path, (long long)local, why);
+            // A cut through a block moves to before its start token (blocks do not overlap, so
+            // no other block is split then); a block cut off, whole or in part, drops its row.
+            for (int k = 0; k < 3; k++)
+                if (blk.begin[k] >= 0 && blk.begin[k] < keep && blk.end[k] > keep)
+                    keep = blk.begin[k];
+            for (int k = 0; k < 3; k++) drop[k] = blk.begin[k] >= 0 && blk.end[k] > keep;
+        }
         slot->raw_off[i] = off;
         off += r.length;
-        bt->lengths[i] = (int32_t)ds_min64(r.length, l->cfg.max_len);
+        bt->lengths[i] = (int32_t)keep;
         bt->positions[i] = pos;
         bt->dataset[i] = d;
         bt->sample[i] = sample;
@@ -874,6 +904,9 @@ static void ds_read_batch(ds_loader *l, ds_slot *slot, int64_t b) {
         bt->granularity[i] = r.granularity;
         bt->source[i] = l->sources[ls->source_map[r.source]];
         bt->image_index[i] = bt->video_index[i] = bt->audio_index[i] = -1;
+        if (drop[0]) r.image = -1;
+        if (drop[1]) r.video = -1;
+        if (drop[2]) r.audio = -1;
         if (r.image >= 0) {
             ds_fetch_media(l, slot, ls, sh, 0, r.image, bt->images + (size_t)ni * img);
             ds_shard_image_orig_size(sh, r.image, bt->image_orig_size + 2 * ni);
@@ -948,8 +981,34 @@ static bool ds_decode_media(ds_loader *l, ds_slot *slot, char *err, size_t n) {
                      slash ? slash + 1 : j->path);
             return false;
         }
-        if (j->kind == 2)
-            for (size_t e = 0; e < aud; e++) ((float *)j->dst)[e] = ds_f16_table[slot->half[e]];
+        if (j->kind == 2) {
+            // NaN in an fbank makes every loss NaN: training skips the steps and nobody blames
+            // the data. Exponent bits all ones: an inf or a NaN.
+            bool bad = false;
+            for (size_t e = 0; e < aud; e++) {
+                bad |= (slot->half[e] & 0x7c00u) == 0x7c00u;
+                ((float *)j->dst)[e] = ds_f16_table[slot->half[e]];
+            }
+            if (bad) {
+                size_t e = 0;
+                while ((slot->half[e] & 0x7c00u) != 0x7c00u) e++;
+                size_t tm = (size_t)l->audio_frames * (size_t)l->audio_mels;
+                const char *slash = strrchr(j->path, '/');
+                ds_tl_bus = NULL;
+                snprintf(err, n,
+                         "%s: dataset 'audios': row %d: element %zu (clip %zu, frame %zu, mel %zu) "
+                         "is %s (fbank values must be finite) (stream position %lld: dataset %d "
+                         "sample %lld = sample %lld of %s)",
+                         j->path, j->row, e, e / tm, e % tm / (size_t)l->audio_mels,
+                         e % (size_t)l->audio_mels,
+                         (slot->half[e] & 0x3ffu)    ? "NaN"
+                         : (slot->half[e] & 0x8000u) ? "-inf"
+                                                     : "+inf",
+                         (long long)j->position, j->dataset, (long long)j->sample,
+                         (long long)j->local, slash ? slash + 1 : j->path);
+                return false;
+            }
+        }
     }
     ds_tl_bus = NULL;
     return true;
@@ -1170,6 +1229,8 @@ static void ds_check_config(const ds_loader_config *c) {
         ag_fail("loader: max_len %lld out of range", (long long)c->max_len);
     if (c->prefetch < 0 || c->prefetch > DS_MAX_PREFETCH)
         ag_fail("loader: prefetch %d out of range (0..%d)", c->prefetch, DS_MAX_PREFETCH);
+    if (c->vocab < 0 || c->vocab > (int64_t)INT32_MAX + 1)
+        ag_fail("loader: vocab %lld out of range", (long long)c->vocab);
     if (c->threads < 0 || c->threads > DS_MAX_THREADS)
         ag_fail("loader: threads %d out of range (0..%d)", c->threads, DS_MAX_THREADS);
     if (c->resume) {

@@ -26,7 +26,11 @@
 //
 // A batch (B = micro samples, T = min(max_len, longest sample), at least 1):
 //   * ids (B, T): the sample's tokens, padded with pad_id. A sample longer than max_len is
-//     truncated to its first max_len tokens (the packer already enforces max_len).
+//     truncated to its first max_len tokens (the packer already enforces max_len); with
+//     check_media, where that cut would split a media placeholder block, to the tokens before
+//     the block's start token instead, and a block cut off takes its media row with it (the
+//     sample has no row of that kind in the batch): the model never sees half a block or a
+//     row without its block. (train refuses a data.max_len that splits blocks at start-up.)
 //   * targets (B, T): the shift happens here. targets[b][t] = ids[b][t + 1] when
 //     t + 1 < length and loss_mask[t + 1] == 1 (token t + 1 is predicted from tokens <= t),
 //     else -100: on unsupervised tokens, on the last token of the sample and on padding.
@@ -51,9 +55,10 @@
 // take one process-wide lock around their HDF5 work, but no other code may call HDF5 while a
 // loader is open (and a process exiting with a loader open waits for its reader's current
 // batch: HDF5 shuts itself down at exit).
-// Any failure of the reader (corrupt or truncated shard: the shard layer's message naming
-// file, dataset and sample, plus the stream position) makes ds_loader_next fail with that one
-// line once it reaches the batch that could not be read; batches before it are delivered.
+// Any failure of the reader (corrupt or truncated shard, a sample that fails the checks above,
+// an audio row holding NaN or inf: the message naming file, dataset and sample or row, plus
+// the stream position) makes ds_loader_next fail with that one line once it reaches the batch
+// that could not be read; batches before it are delivered.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -106,6 +111,14 @@ typedef struct {
     // pack's --image-tokens / --video-tokens / --audio-tokens, their token streams do.
     bool count_media_tokens;
     int32_t media_patch_id[DS_MEDIA_KINDS];
+    // Per-sample checks as the reader reads each sample (ds_sample_check), failing with the
+    // shard, the sample and the stream position: vocab > 0: every id below vocab; check_media:
+    // the placeholder blocks (media_start_id, media_patch_id, media_end_id; -1 start / end: not
+    // used) match the sample's media rows, each block holding the patch tokens counted at open
+    // (any number unless count_media_tokens). Off (0 / false) by default.
+    int64_t vocab;
+    bool check_media;
+    int32_t media_start_id[DS_MEDIA_KINDS], media_end_id[DS_MEDIA_KINDS];
 } ds_loader_config;
 
 typedef struct {

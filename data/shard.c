@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -203,6 +204,30 @@ bool ds_is_sha256_hex(const char *s) {
     for (int i = 0; i < 64; i++)
         if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return false;
     return true;
+}
+
+bool ds_sha256_hex_lower(const char *in, char out[65]) {
+    if (!in || strlen(in) != 64) return false;
+    char low[65];
+    for (int i = 0; i < 64; i++) {
+        char c = in[i];
+        if (c >= 'A' && c <= 'F') c = (char)(c - 'A' + 'a');
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+        low[i] = c;
+    }
+    low[64] = 0;
+    memcpy(out, low, 65);
+    return true;
+}
+
+// A float16 whose exponent bits are all ones is an infinity or a NaN.
+static bool ds_f16_finite(uint16_t h) {
+    return (h & 0x7c00u) != 0x7c00u;
+}
+
+// "NaN", "+inf" or "-inf" for a non-finite float16.
+static const char *ds_f16_nonfinite_name(uint16_t h) {
+    return (h & 0x3ffu) ? "NaN" : (h & 0x8000u) ? "-inf" : "+inf";
 }
 
 // Structure check (lead and continuation bytes): HDF5 stores any bytes, but h5py decodes
@@ -492,8 +517,8 @@ int32_t ds_shard_add_image(ds_shard_writer *w, const uint8_t *rgb, int32_t width
 }
 
 int32_t ds_shard_add_video(ds_shard_writer *w, const uint8_t *frames, float duration) {
-    if (!(duration >= 0.0f))
-        ds_wfail(w, "dataset 'video_duration': row %lld: duration %g is not >= 0",
+    if (!(duration > 0.0f) || !isfinite(duration)) // what the reader accepts
+        ds_wfail(w, "dataset 'video_duration': row %lld: duration %g is not a positive number",
                  (long long)w->rows[1], (double)duration);
     int32_t row = ds_w_add_row(w, 1, H5T_NATIVE_UINT8, frames);
     w->duration[1][row] = duration;
@@ -501,8 +526,8 @@ int32_t ds_shard_add_video(ds_shard_writer *w, const uint8_t *frames, float dura
 }
 
 int32_t ds_shard_add_audio(ds_shard_writer *w, const float *fbank, float duration) {
-    if (!(duration >= 0.0f))
-        ds_wfail(w, "dataset 'audio_duration': row %lld: duration %g is not >= 0",
+    if (!(duration > 0.0f) || !isfinite(duration))
+        ds_wfail(w, "dataset 'audio_duration': row %lld: duration %g is not a positive number",
                  (long long)w->rows[2], (double)duration);
     hsize_t dims[4];
     int rank;
@@ -511,6 +536,12 @@ int32_t ds_shard_add_audio(ds_shard_writer *w, const float *fbank, float duratio
     if (n > 0 && fbank) {
         if (!w->half) w->half = ag_xmalloc(n * sizeof *w->half, "audio row");
         for (size_t i = 0; i < n; i++) w->half[i] = ds_f16_from_f32(fbank[i]);
+        // The reader refuses non-finite values, and |x| >= 65520 becomes inf in float16.
+        for (size_t i = 0; i < n; i++)
+            if (!ds_f16_finite(w->half[i]))
+                ds_wfail(w, "dataset 'audios': row %lld: element %zu is %g (%s as float16)",
+                         (long long)w->rows[2], i, (double)fbank[i],
+                         ds_f16_nonfinite_name(w->half[i]));
     }
     // The converted row is written with the file's own type: no HDF5 conversion happens.
     int32_t row = ds_w_add_row(w, 2, w->f16, fbank ? (const void *)w->half : NULL);
@@ -523,10 +554,14 @@ int64_t ds_shard_add_sample(ds_shard_writer *w, const ds_sample *s) {
     if (!s) ds_wfail(w, "sample %lld: NULL sample", i);
     if (s->length < 0 || (s->length > 0 && (!s->tokens || !s->loss_mask)))
         ds_wfail(w, "sample %lld: no tokens or loss mask for length %lld", i, (long long)s->length);
-    for (int64_t t = 0; t < s->length; t++)
+    for (int64_t t = 0; t < s->length; t++) {
         if (s->loss_mask[t] > 1)
             ds_wfail(w, "sample %lld: loss_mask[%lld] is %d (expected 0 or 1)", i, (long long)t,
                      s->loss_mask[t]);
+        if (s->tokens[t] < 0)
+            ds_wfail(w, "sample %lld: token %lld is %d (ids are >= 0)", i, (long long)t,
+                     (int)s->tokens[t]);
+    }
     const int32_t refs[DS_NMEDIA] = {s->image, s->video, s->audio};
     for (int k = 0; k < DS_NMEDIA; k++)
         if (refs[k] < -1 || refs[k] >= w->rows[k])
@@ -721,6 +756,7 @@ struct ds_shard {
     bool opening; // failures during open release the handle before reporting
     hid_t file, tokens, mask, meta, f16, str;
     hid_t media[DS_NMEDIA];
+    bool absent[DS_NMEDIA]; // the media dataset is not in the file (no rows of that kind)
     ds_shard_header h;
     int64_t *offsets;
     int32_t *ref[DS_NMEDIA];
@@ -769,6 +805,19 @@ __attribute__((noreturn, format(printf, 2, 3))) static void ds_rfail(ds_shard *s
     ag_fail("%s", msg);
 }
 
+// h5py stores numpy bool as an enum of int8 with members FALSE = 0 and TRUE = 1.
+static bool ds_is_h5py_bool(hid_t t) {
+    if (H5Tget_class(t) != H5T_ENUM || H5Tget_nmembers(t) != 2) return false;
+    bool ok = true;
+    for (unsigned i = 0; i < 2 && ok; i++) {
+        char *name = H5Tget_member_name(t, i);
+        ok = name && strcmp(name, i ? "TRUE" : "FALSE") == 0;
+        H5free_memory(name);
+    }
+    return ok;
+}
+
+// The element type in words, as numpy / h5py users know them.
 static void ds_type_desc(hid_t t, char *buf, size_t n) {
     H5T_class_t c = H5Tget_class(t);
     size_t size = H5Tget_size(t);
@@ -779,8 +828,50 @@ static void ds_type_desc(hid_t t, char *buf, size_t n) {
     else if (c == H5T_STRING)
         snprintf(buf, n, "%s string",
                  H5Tis_variable_str(t) > 0 ? "variable-length" : "fixed-length");
+    else if (c == H5T_ENUM)
+        snprintf(buf, n, "%s", ds_is_h5py_bool(t) ? "enum (h5py bool)" : "enum");
+    else if (c == H5T_COMPOUND)
+        snprintf(buf, n, "compound (numpy structured)");
+    else if (c == H5T_BITFIELD)
+        snprintf(buf, n, "bitfield");
+    else if (c == H5T_OPAQUE)
+        snprintf(buf, n, "opaque (raw bytes)");
+    else if (c == H5T_REFERENCE)
+        snprintf(buf, n, "object reference");
+    else if (c == H5T_VLEN)
+        snprintf(buf, n, "variable-length sequence");
+    else if (c == H5T_ARRAY)
+        snprintf(buf, n, "array");
     else
         snprintf(buf, n, "HDF5 class %d", (int)c);
+}
+
+// A dataset compressed with a filter this build cannot run fails at open, by name: HDF5 would
+// only say "required filter is not registered" at the first read, which looks like damage.
+static void ds_r_check_filters(ds_shard *s, hid_t d, const char *name) {
+    hid_t dcpl = H5Dget_create_plist(d);
+    int nf = dcpl >= 0 ? H5Pget_nfilters(dcpl) : 0;
+    char bad[80] = "";
+    for (int i = 0; i < nf && !bad[0]; i++) {
+        unsigned flags = 0, cd[16];
+        size_t ncd = 16;
+        char fname[64] = "";
+        H5Z_filter_t id =
+            H5Pget_filter2(dcpl, (unsigned)i, &flags, &ncd, cd, sizeof fname, fname, NULL);
+        if (id >= 0 && H5Zfilter_avail(id) > 0) continue;
+        if (fname[0])
+            snprintf(bad, sizeof bad, "'%s' (id %d)", fname, (int)id);
+        else
+            snprintf(bad, sizeof bad, "id %d", (int)id);
+    }
+    if (dcpl >= 0) (void)H5Pclose(dcpl);
+    ds_h5_msg[0] = 0; // H5Zfilter_avail's failed plugin search is no reason to report
+    if (!bad[0]) return;
+    (void)H5Dclose(d);
+    ds_rfail(s,
+             "dataset '%s': compressed with filter %s, which groundc does not read (zstd, gzip "
+             "or none)",
+             name, bad);
 }
 
 // Opens dataset `name`, checks its element type (class, size in bytes, signedness for
@@ -797,6 +888,7 @@ static hid_t ds_r_open(ds_shard *s, const char *name, H5T_class_t cls, size_t si
     if (!ok) ds_h5_capture();
     if (dapl >= 0) (void)H5Pclose(dapl);
     if (!ok) ds_rfail(s, "dataset '%s': cannot open", name);
+    ds_r_check_filters(s, d, name);
 
     hid_t t = H5Dget_type(d), space = H5Dget_space(d);
     if (t < 0 || space < 0) {
@@ -836,6 +928,15 @@ static hid_t ds_r_open(ds_shard *s, const char *name, H5T_class_t cls, size_t si
     }
     if (!dims_ok) ds_rfail(s, "dataset '%s': rank %d, expected %d", name, r, rank);
     return d;
+}
+
+static bool ds_r_exists(ds_shard *s, const char *name) {
+    htri_t exists = H5Lexists(s->file, name, H5P_DEFAULT);
+    if (exists < 0) {
+        ds_h5_capture();
+        ds_rfail(s, "dataset '%s': cannot look it up", name);
+    }
+    return exists > 0;
 }
 
 static void ds_r_expect_len(ds_shard *s, const char *name, hsize_t got, int64_t want,
@@ -995,8 +1096,8 @@ ds_shard *ds_shard_open(const char *path) {
     h->schema_version = (int32_t)version;
     int64_t count = 0;
     char **digest = ds_r_attr_strings(s, "tokenizer_digest", &count);
-    bool digest_ok = count == 1 && ds_is_sha256_hex(digest[0]);
-    if (digest_ok) memcpy(h->tokenizer_digest, digest[0], 65);
+    // Other tools may write uppercase hex; groundc compares lowercase.
+    bool digest_ok = count == 1 && ds_sha256_hex_lower(digest[0], h->tokenizer_digest);
     for (int64_t i = 0; i < count; i++) free(digest[i]);
     free(digest);
     if (!digest_ok) ds_rfail(s, "attribute 'tokenizer_digest': not a 64-digit hex SHA-256");
@@ -1049,16 +1150,22 @@ ds_shard *ds_shard_open(const char *path) {
     if (meta_type >= 0) (void)H5Tclose(meta_type);
     if (!cset_ok) ds_rfail(s, "dataset 'sample_meta': cannot read its character set");
 
-    // Media: rows and their per-row metadata.
+    // Media: rows and their per-row metadata. A kind without rows may leave both datasets
+    // out (other writers than pack do); its per-sample references must then all be -1.
     int64_t rows[DS_NMEDIA];
     for (int k = 0; k < DS_NMEDIA; k++) {
         hsize_t want[4];
         int rank = ds_hdr_row_dims(h, k, want);
         bool none = ds_row_elems(rank, want) == 0; // the root attributes say: no such media
-        s->media[k] =
-            k == 2 ? ds_r_open(s, ds_media[k].data, H5T_FLOAT, 2, true, rank + 1, dims, 0)
-                   : ds_r_open(s, ds_media[k].data, H5T_INTEGER, 1, false, rank + 1, dims, 0);
-        rows[k] = (int64_t)dims[0];
+        s->absent[k] = !ds_r_exists(s, ds_media[k].data);
+        if (s->absent[k]) {
+            rows[k] = 0;
+        } else {
+            s->media[k] =
+                k == 2 ? ds_r_open(s, ds_media[k].data, H5T_FLOAT, 2, true, rank + 1, dims, 0)
+                       : ds_r_open(s, ds_media[k].data, H5T_INTEGER, 1, false, rank + 1, dims, 0);
+            rows[k] = (int64_t)dims[0];
+        }
         if (rows[k] > 0 && none)
             ds_rfail(s, "dataset '%s': %lld rows but the root attributes give a zero size",
                      ds_media[k].data, (long long)rows[k]);
@@ -1068,6 +1175,14 @@ ds_shard *ds_shard_open(const char *path) {
                          ds_media[k].data, i + 1, (unsigned long long)dims[i + 1],
                          (unsigned long long)want[i]);
         if (rows[k] > INT32_MAX) ds_rfail(s, "dataset '%s': too many rows", ds_media[k].data);
+        if (rows[k] == 0 && !ds_r_exists(s, ds_media[k].rowmeta)) {
+            // nothing to load; ds_r_all's buffers stay NULL-free below
+            if (k == 0)
+                s->img_size = ag_xmalloc(1, "image_orig_size");
+            else
+                s->duration[k] = ag_xmalloc(1, ds_media[k].rowmeta);
+            continue;
+        }
         if (k == 0) {
             d = ds_r_open(s, "image_orig_size", H5T_INTEGER, 4, true, 2, dims, 0);
             if ((int64_t)dims[0] != rows[0] || dims[1] != 2) (void)H5Dclose(d);
@@ -1076,11 +1191,25 @@ ds_shard *ds_shard_open(const char *path) {
                 ds_rfail(s, "dataset 'image_orig_size': rows of %llu, expected 2",
                          (unsigned long long)dims[1]);
             s->img_size = ds_r_all(s, d, "image_orig_size", H5T_NATIVE_INT32, 2 * rows[0], 4);
+            // Boxes are mapped back to pixels with these: a zero size maps every box to 0.
+            for (int64_t r = 0; r < rows[0]; r++)
+                if (s->img_size[2 * r] <= 0 || s->img_size[2 * r + 1] <= 0)
+                    ds_rfail(s,
+                             "dataset 'image_orig_size': row %lld: %d x %d is not a positive size",
+                             (long long)r, s->img_size[2 * r], s->img_size[2 * r + 1]);
         } else {
             d = ds_r_open(s, ds_media[k].rowmeta, H5T_FLOAT, 4, true, 1, dims, 0);
             if ((int64_t)dims[0] != rows[k]) (void)H5Dclose(d);
             ds_r_expect_len(s, ds_media[k].rowmeta, dims[0], rows[k], "one per row");
             s->duration[k] = ds_r_all(s, d, ds_media[k].rowmeta, H5T_NATIVE_FLOAT, rows[k], 4);
+            // Spans are normalised by these (seconds = t x duration): NaN or 0 silently
+            // breaks every span of the row.
+            for (int64_t r = 0; r < rows[k]; r++)
+                if (!(s->duration[k][r] > 0.0f) || !isfinite(s->duration[k][r]))
+                    ds_rfail(s,
+                             "dataset '%s': row %lld: duration %g is not a positive number of "
+                             "seconds",
+                             ds_media[k].rowmeta, (long long)r, (double)s->duration[k][r]);
         }
     }
     h->num_images = rows[0], h->num_videos = rows[1], h->num_audios = rows[2];
@@ -1089,9 +1218,10 @@ ds_shard *ds_shard_open(const char *path) {
     for (int64_t i = 0; i < n; i++) {
         for (int k = 0; k < DS_NMEDIA; k++)
             if (s->ref[k][i] < -1 || s->ref[k][i] >= rows[k])
-                ds_rfail(s, "dataset '%s': sample %lld: %s row %d out of range (%lld rows)",
+                ds_rfail(s, "dataset '%s': sample %lld: %s row %d out of range (%lld rows%s%s%s)",
                          ds_media[k].ref, (long long)i, ds_media[k].kind, s->ref[k][i],
-                         (long long)rows[k]);
+                         (long long)rows[k], s->absent[k] ? ": the shard has no '" : "",
+                         s->absent[k] ? ds_media[k].data : "", s->absent[k] ? "' dataset" : "");
         if (s->task[i] >= DS_NTASKS)
             ds_rfail(s, "dataset 'sample_task': sample %lld: unknown task %d", (long long)i,
                      s->task[i]);
@@ -1173,15 +1303,42 @@ void ds_shard_read_tokens(ds_shard *s, int64_t first, int64_t count, int32_t *to
         ds_rfail(s, "dataset 'tokens': %s: read failed (corrupt or truncated chunk?)", which);
     if (loss_mask && !ds_r_slab(s->mask, H5T_NATIVE_UINT8, 1, &start, &n, loss_mask))
         ds_rfail(s, "dataset 'loss_mask': %s: read failed (corrupt or truncated chunk?)", which);
+    // One pass, branch-free, then a second only to name the culprit: a mask of 2 would count
+    // as 1 everywhere downstream, and a negative id indexes nothing.
+    bool bad = false;
+    for (hsize_t t = 0; t < n; t++) bad |= tokens[t] < 0;
+    if (loss_mask)
+        for (hsize_t t = 0; t < n; t++) bad |= loss_mask[t] > 1;
+    if (!bad) return;
+    for (hsize_t t = 0; t < n; t++) {
+        bool neg = tokens[t] < 0, mask = loss_mask && loss_mask[t] > 1;
+        if (!neg && !mask) continue;
+        int64_t at = (int64_t)start + (int64_t)t, i = first;
+        while (s->offsets[i + 1] <= at) i++; // the sample holding token t (empty ones skipped)
+        if (neg)
+            ds_rfail(s,
+                     "dataset 'tokens': sample %lld: token id %d at position %lld (ids are >= 0)",
+                     (long long)i, (int)tokens[t], (long long)(at - s->offsets[i]));
+        ds_rfail(s, "dataset 'loss_mask': sample %lld: value %d at position %lld (expected 0 or 1)",
+                 (long long)i, loss_mask[t], (long long)(at - s->offsets[i]));
+    }
 }
 
-int64_t ds_shard_first_media_tokens(ds_shard *s, int kind, int32_t id) {
+int64_t ds_shard_first_media_tokens(ds_shard *s, int kind, int32_t id,
+                                    const ds_token_rules *check) {
     int64_t n = ds_shard_num_samples(s), i = 0;
     while (i < n && s->ref[kind][i] < 0) i++;
     if (i == n) return -1;
     int64_t len = ds_shard_range_tokens(s, i, 1), count = 0;
     int32_t *tok = ag_xmalloc((size_t)(len ? len : 1) * sizeof *tok, "sample tokens");
     ds_shard_read_tokens(s, i, 1, tok, NULL);
+    char why[512];
+    const int32_t media[3] = {s->ref[0][i], s->ref[1][i], s->ref[2][i]};
+    // A damaged first sample would otherwise pass for a pack with another token count.
+    if (check && !ds_sample_check(check, tok, len, media, NULL, why, sizeof why)) {
+        free(tok);
+        ag_fail("%s: sample %lld: %s", s->path, (long long)i, why);
+    }
     for (int64_t t = 0; t < len; t++) count += tok[t] == id;
     free(tok);
     return count;
@@ -1238,7 +1395,18 @@ void ds_shard_read_audio(ds_shard *s, int32_t row, float *fbank) {
     if (!s->half && n > 0) s->half = ag_xmalloc(n * sizeof *s->half, "audio row");
     // Read in the file's own 16-bit layout (no HDF5 conversion), then widen here.
     ds_r_row(s, 2, row, s->f16, s->half);
-    for (size_t i = 0; i < n; i++) fbank[i] = ds_f32_from_f16(s->half[i]);
+    for (size_t i = 0; i < n; i++) {
+        // NaN in an fbank makes every loss NaN: the step is skipped and nobody blames the data.
+        if (!ds_f16_finite(s->half[i])) {
+            size_t tm = (size_t)s->h.audio_frames * (size_t)s->h.audio_mels;
+            ds_rfail(s,
+                     "dataset 'audios': row %d: element %zu (clip %zu, frame %zu, mel %zu) is %s "
+                     "(fbank values must be finite)",
+                     row, i, i / tm, i % tm / (size_t)s->h.audio_mels, i % (size_t)s->h.audio_mels,
+                     ds_f16_nonfinite_name(s->half[i]));
+        }
+        fbank[i] = ds_f32_from_f16(s->half[i]);
+    }
 }
 
 static void ds_r_check_row(const ds_shard *s, int k, int32_t row) {
@@ -1261,4 +1429,97 @@ float ds_shard_video_duration(const ds_shard *s, int32_t row) {
 float ds_shard_audio_duration(const ds_shard *s, int32_t row) {
     ds_r_check_row(s, 2, row);
     return s->duration[2][row];
+}
+
+// ---------------------------------------------------------------------------------------
+// token checks
+
+bool ds_sample_check(const ds_token_rules *r, const int32_t *tokens, int64_t len,
+                     const int32_t media[3], ds_sample_blocks *blocks, char *why, size_t n) {
+    static const char *const role[3] = {"start", "patch", "end"};
+    if (blocks)
+        for (int k = 0; k < DS_NMEDIA; k++) blocks->begin[k] = blocks->end[k] = -1;
+    // Per kind and role (start, patch, end): how many, the first and the last position.
+    int32_t id[DS_NMEDIA][3];
+    int64_t count[DS_NMEDIA][3] = {{0}}, first[DS_NMEDIA][3], last[DS_NMEDIA][3];
+    int32_t lo = INT32_MAX, hi = INT32_MIN; // the range of placeholder ids: one test per token
+    for (int k = 0; k < DS_NMEDIA; k++) {
+        id[k][0] = r->media ? r->start[k] : -1;
+        id[k][1] = r->media ? r->patch[k] : -1;
+        id[k][2] = r->media ? r->end[k] : -1;
+        for (int j = 0; j < 3; j++) {
+            first[k][j] = last[k][j] = -1;
+            if (id[k][j] < 0) continue;
+            lo = id[k][j] < lo ? id[k][j] : lo;
+            hi = id[k][j] > hi ? id[k][j] : hi;
+        }
+    }
+    for (int64_t t = 0; t < len; t++) {
+        int32_t v = tokens[t];
+        if (r->vocab > 0 && (v < 0 || v >= r->vocab)) {
+            snprintf(why, n, "token id %d at position %lld is outside the vocabulary 0..%lld",
+                     (int)v, (long long)t, (long long)r->vocab - 1);
+            return false;
+        }
+        if (v < lo || v > hi) continue;
+        for (int k = 0; k < DS_NMEDIA; k++)
+            for (int j = 0; j < 3; j++)
+                if (v == id[k][j]) {
+                    if (!count[k][j]++) first[k][j] = t;
+                    last[k][j] = t;
+                }
+    }
+    if (!r->media) return true;
+    for (int k = 0; k < DS_NMEDIA; k++) {
+        const char *kind = ds_media[k].kind;
+        int64_t ns = count[k][0], np = count[k][1], ne = count[k][2];
+        if (media[k] < 0) {
+            for (int j = 0; j < 3; j++)
+                if (count[k][j]) {
+                    snprintf(why, n,
+                             "%lld %s %s tokens (id %d, the first at position %lld) but no %s "
+                             "(%s is -1)",
+                             (long long)count[k][j], kind, role[j], (int)id[k][j],
+                             (long long)first[k][j], kind, ds_media[k].ref);
+                    return false;
+                }
+            continue;
+        }
+        if (!np) {
+            snprintf(why, n, "%s row %d but no %s patch tokens (id %d)", ds_media[k].kind, media[k],
+                     kind, (int)id[k][1]);
+            return false;
+        }
+        if ((id[k][0] >= 0 && ns != 1) || (id[k][2] >= 0 && ne != 1)) {
+            snprintf(why, n,
+                     "%lld %s start tokens (id %d) and %lld end tokens (id %d): one block per %s "
+                     "expected",
+                     (long long)ns, kind, (int)id[k][0], (long long)ne, (int)id[k][2], kind);
+            return false;
+        }
+        int64_t p0 = first[k][1], p1 = last[k][1];
+        if (p1 - p0 + 1 != np) {
+            snprintf(why, n, "the %lld %s patch tokens are not one run (positions %lld..%lld)",
+                     (long long)np, kind, (long long)p0, (long long)p1);
+            return false;
+        }
+        if ((id[k][0] >= 0 && first[k][0] != p0 - 1) || (id[k][2] >= 0 && first[k][2] != p1 + 1)) {
+            snprintf(why, n,
+                     "%s patch tokens at %lld..%lld are not enclosed by the start token %d (at "
+                     "%lld) and the end token %d (at %lld)",
+                     kind, (long long)p0, (long long)p1, (int)id[k][0], (long long)first[k][0],
+                     (int)id[k][2], (long long)first[k][2]);
+            return false;
+        }
+        if (r->tokens[k] >= 0 && np != r->tokens[k]) {
+            snprintf(why, n, "the %s block holds %lld patch tokens, expected %lld", kind,
+                     (long long)np, (long long)r->tokens[k]);
+            return false;
+        }
+        if (blocks) {
+            blocks->begin[k] = id[k][0] >= 0 ? p0 - 1 : p0;
+            blocks->end[k] = (id[k][2] >= 0 ? p1 + 1 : p1) + 1;
+        }
+    }
+    return true;
 }

@@ -112,7 +112,7 @@ static void fill_shard(void *arg, int64_t j, ds_shard_writer *w) {
         }
         if ((f->media[j] & M_AUD) && i % 2 == 0) {
             for (int k = 0; k < SU_AUD_ELEMS; k++) aud[k] = aud_val(d, i, k);
-            s.audio = ds_shard_add_audio(w, aud, (float)i * 0.25f);
+            s.audio = ds_shard_add_audio(w, aud, (float)(i + 1) * 0.25f);
         }
         s.task = i % DS_NTASKS;
         s.granularity = i % 2;
@@ -257,7 +257,7 @@ static bool check_batch(ds_loader *l, const ds_batch *bt, int64_t micro, int64_t
         for (int k = 0; !why[0] && ix >= 0 && k < SU_AUD_ELEMS; k++)
             if (bt->audios[(size_t)ix * SU_AUD_ELEMS + k] != aud_val(d, i, k))
                 snprintf(why, sizeof why, "row %lld: audio value %d", (long long)b, k);
-        if (!why[0] && ix >= 0 && bt->audio_duration[ix] != (float)i * 0.25f)
+        if (!why[0] && ix >= 0 && bt->audio_duration[ix] != (float)(i + 1) * 0.25f)
             snprintf(why, sizeof why, "row %lld: audio duration", (long long)b);
         na += ix >= 0;
     }

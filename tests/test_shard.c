@@ -64,7 +64,8 @@ static void make_corpus(corpus *c, uint64_t seed, int n, int n_img, int n_vid, i
     c->vid = malloc((size_t)(n_vid * SU_VID_ELEMS + 1));
     c->vid_dur = malloc(sizeof(float) * (size_t)(n_vid + 1));
     for (int i = 0; i < n_vid * SU_VID_ELEMS; i++) c->vid[i] = (uint8_t)tl_randint(&r, 256);
-    for (int i = 0; i < n_vid; i++) c->vid_dur[i] = (float)(tl_uniform(&r) * 60.0);
+    for (int i = 0; i < n_vid; i++)
+        c->vid_dur[i] = (float)(0.04 + tl_uniform(&r) * 60.0); // > 0: the reader refuses 0
     // Audio values exactly representable in float16, plus its edge values in row 0.
     c->aud = malloc(sizeof(float) * (size_t)(n_aud * SU_AUD_ELEMS + 1));
     c->aud_dur = malloc(sizeof(float) * (size_t)(n_aud + 1));
@@ -74,7 +75,7 @@ static void make_corpus(corpus *c, uint64_t seed, int n, int n_img, int n_vid, i
         const float edge[] = {65504.0f, -65504.0f, 0x1p-14f, 0x1p-24f, -0x1p-24f, 0.0f, -0.0f};
         memcpy(c->aud, edge, sizeof edge);
     }
-    for (int i = 0; i < n_aud; i++) c->aud_dur[i] = (float)(tl_uniform(&r) * 10.0);
+    for (int i = 0; i < n_aud; i++) c->aud_dur[i] = (float)(0.04 + tl_uniform(&r) * 10.0);
 
     c->off = malloc(sizeof(int64_t) * (size_t)(n + 1));
     c->off[0] = 0;

@@ -126,7 +126,15 @@ static void check_geometry(const ds_media_geometry g[DS_MEDIA_KINDS],
 
 ds_loader *tr_batch_open_loader(ds_loader_config *lc, const gm_groundinggpt_config *c) {
     lc->count_media_tokens = true; // the model's placeholder ids, counted per media kind
-    for (int k = 0; k < DS_MEDIA_KINDS; k++) lc->media_patch_id[k] = c->tokens.patch[k];
+    // Every sample checked as it is read: a bad id or block otherwise fails deep in the model
+    // naming only the micro-batch row, not the shard and sample.
+    lc->vocab = gm_groundinggpt_vocab(c);
+    lc->check_media = true;
+    for (int k = 0; k < DS_MEDIA_KINDS; k++) {
+        lc->media_patch_id[k] = c->tokens.patch[k];
+        lc->media_start_id[k] = c->tokens.start[k];
+        lc->media_end_id[k] = c->tokens.end[k];
+    }
     ds_loader *l = ds_loader_open(lc);
     ds_media_geometry g[DS_MEDIA_KINDS];
     for (int k = 0; k < DS_MEDIA_KINDS; k++) g[k] = ds_loader_geometry(l, (ds_media_kind)k);
@@ -135,16 +143,83 @@ ds_loader *tr_batch_open_loader(ds_loader_config *lc, const gm_groundinggpt_conf
 }
 
 // What one dataset's shards say, per media kind: the first shard holding it, its geometry and
-// the patch tokens its first such sample carries; and the sample lengths.
+// the patch tokens its first such sample carries; and the sample lengths. The samples longer
+// than max_len (only those: reading every token of a large dataset at each start costs) are
+// read and checked (ds_sample_check), and their media blocks placed against the cut.
 typedef struct {
     ds_media_geometry geom[DS_MEDIA_KINDS];   // file: malloc'd
     int64_t samples, over, shortest, longest; // over: samples longer than max_len
+    int64_t split;    // samples that the cut at max_len would split a media block of
+    int64_t dropped;  // samples that it would cut before a block (the loader drops the row)
+    char *split_file; // the first split one (malloc'd), for the message
+    int64_t split_sample, split_at[2]; // its index in that shard, its block's tokens
+    int split_kind;                    //
+    int64_t (*bad)[2], nbad, bad_cap;  // data.max_len values that split a block
+    int64_t whole;                     // any max_len from here up keeps every block whole
 } dataset_survey;
+
+static void survey_over(const char *path, ds_shard *sh, int64_t i, const ds_token_rules *rules,
+                        int64_t max_len, int32_t **buf, int64_t *cap, dataset_survey *sv) {
+    ds_sample_ref r = ds_shard_sample(sh, i);
+    if (r.length > *cap) {
+        *buf = ag_xrealloc(*buf, (size_t)r.length * sizeof **buf, "sample tokens");
+        *cap = r.length;
+    }
+    ds_shard_read_tokens(sh, i, 1, *buf, NULL);
+    const int32_t media[3] = {r.image, r.video, r.audio};
+    ds_sample_blocks blk;
+    char why[512];
+    if (!ds_sample_check(rules, *buf, r.length, media, &blk, why, sizeof why))
+        ag_fail("%s: sample %lld: %s", path, (long long)i, why);
+    bool split = false, dropped = false;
+    for (int k = 0; k < DS_MEDIA_KINDS; k++) {
+        int64_t b = blk.begin[k], e = blk.end[k];
+        if (b < 0 || e <= max_len) continue; // no block, or whole within the cut
+        if (b < max_len && !split && !sv->split) {
+            sv->split_file = ag_xstrdup(path);
+            sv->split_sample = i, sv->split_kind = k;
+            sv->split_at[0] = b, sv->split_at[1] = e - 1;
+        }
+        split |= b < max_len;
+        dropped |= b >= max_len;
+        // max_len in b+1 .. e-1 splits this block: a larger data.max_len must avoid those
+        sv->bad = ag_xgrow(sv->bad, &sv->bad_cap, sv->nbad + 1, sizeof *sv->bad, "survey");
+        sv->bad[sv->nbad][0] = b + 1, sv->bad[sv->nbad][1] = e - 1;
+        sv->nbad++;
+        if (e > sv->whole) sv->whole = e;
+    }
+    sv->split += split;
+    sv->dropped += dropped && !split;
+}
+
+static int cmp_interval(const void *a, const void *b) {
+    int64_t x = ((const int64_t *)a)[0], y = ((const int64_t *)b)[0];
+    return (x > y) - (x < y);
+}
+
+// The smallest data.max_len >= from that splits none of the blocks surveyed.
+static int64_t smallest_whole(dataset_survey *sv, int64_t from) {
+    qsort(sv->bad, (size_t)sv->nbad, sizeof *sv->bad, cmp_interval);
+    int64_t at = from;
+    for (int64_t j = 0; j < sv->nbad && sv->bad[j][0] <= at; j++)
+        if (sv->bad[j][1] >= at) at = sv->bad[j][1] + 1;
+    return at;
+}
 
 static void survey_dataset(const char *dir, const gm_groundinggpt_config *mc, int64_t max_len,
                            dataset_survey *sv) {
     memset(sv, 0, sizeof *sv);
     sv->shortest = INT64_MAX;
+    // Block sizes are not checked here: check_geometry names a wrong count with its pack option.
+    ds_token_rules rules = {.vocab = gm_groundinggpt_vocab(mc), .media = true};
+    for (int k = 0; k < DS_MEDIA_KINDS; k++) {
+        rules.start[k] = mc->tokens.start[k];
+        rules.patch[k] = mc->tokens.patch[k];
+        rules.end[k] = mc->tokens.end[k];
+        rules.tokens[k] = -1;
+    }
+    int32_t *buf = NULL;
+    int64_t cap = 0;
     ds_manifest m;
     ds_manifest_read(&m, dir);
     for (int j = 0; j < m.num_shards; j++) {
@@ -160,7 +235,7 @@ static void survey_dataset(const char *dir, const gm_groundinggpt_config *mc, in
             if (!rows[k] || g->file) continue;
             memcpy(g->dims, dims[k], sizeof dims[k]);
             g->file = ag_xstrdup(path);
-            g->tokens = ds_shard_first_media_tokens(sh, k, mc->tokens.patch[k]);
+            g->tokens = ds_shard_first_media_tokens(sh, k, mc->tokens.patch[k], &rules);
         }
         int64_t n = ds_shard_num_samples(sh);
         for (int64_t i = 0; i < n; i++) {
@@ -168,12 +243,14 @@ static void survey_dataset(const char *dir, const gm_groundinggpt_config *mc, in
             sv->over += len > max_len;
             if (len > sv->longest) sv->longest = len;
             if (len < sv->shortest) sv->shortest = len;
+            if (len > max_len) survey_over(path, sh, i, &rules, max_len, &buf, &cap, sv);
         }
         sv->samples += n;
         ds_shard_close(sh);
         free(path);
     }
     ds_manifest_free(&m);
+    free(buf);
 }
 
 void tr_batch_check_datasets(const tr_train_config *c, FILE *log) {
@@ -185,6 +262,33 @@ void tr_batch_check_datasets(const tr_train_config *c, FILE *log) {
         for (int k = 0; k < DS_MEDIA_KINDS; k++) free((char *)sv.geom[k].file);
         // where max_len was set, else where the dataset was named (max_len is the default)
         const char *at = c->max_len_at ? c->max_len_at : c->datasets_at[i];
+        if (sv.split) {
+            // The loader would cut these before the block and drop the media row: the sample's
+            // answer would be about media the model never sees. Refused before training.
+            static const char *const kinds[DS_MEDIA_KINDS] = {"image", "video", "audio"};
+            int64_t n = smallest_whole(&sv, c->max_len), max_seq = c->model.llm.max_seq;
+            char fix[256];
+            if (n > max_seq)
+                snprintf(fix, sizeof fix,
+                         "no data.max_len up to the model's max_seq %lld keeps them whole: repack "
+                         "with pack --max-len %lld (leaves out longer samples)",
+                         (long long)max_seq, (long long)max_seq);
+            else if (n < sv.whole)
+                snprintf(fix, sizeof fix,
+                         "the smallest data.max_len that keeps every block whole is %lld (and any "
+                         "from %lld up)",
+                         (long long)n, (long long)sv.whole);
+            else
+                snprintf(fix, sizeof fix, "set data.max_len to %lld or more", (long long)n);
+            ag_fail("%s: data.max_len %lld cuts through the media placeholder block of %lld of "
+                    "%lld samples of %s (e.g. %s sample %lld: %s block at tokens %lld..%lld): "
+                    "the model needs every block whole; %s",
+                    at, (long long)c->max_len, (long long)sv.split, (long long)sv.samples, dir,
+                    sv.split_file, (long long)sv.split_sample, kinds[sv.split_kind],
+                    (long long)sv.split_at[0], (long long)sv.split_at[1], fix);
+        }
+        free(sv.split_file);
+        free(sv.bad);
         if (sv.samples && sv.over == sv.samples)
             ag_fail("%s: data.max_len: every sample of %s is longer than %lld tokens (%lld to "
                     "%lld): the loader would cut each to its first %lld tokens, answers "
@@ -195,8 +299,11 @@ void tr_batch_check_datasets(const tr_train_config *c, FILE *log) {
             fprintf(
                 log,
                 "groundc: warning: %s: %lld of %lld samples are longer than data.max_len %lld (the "
-                "longest %lld tokens) and are cut to it, answers with them\n",
+                "longest %lld tokens) and are cut to it, answers with them%s\n",
                 dir, (long long)sv.over, (long long)sv.samples, (long long)c->max_len,
-                (long long)sv.longest);
+                (long long)sv.longest,
+                sv.dropped ? "; in some the cut falls before a media block, and the sample goes "
+                             "without its media"
+                           : "");
     }
 }
