@@ -202,8 +202,9 @@ void ds_manifest_read(ds_manifest *m, const char *dir) {
                  DS_SHARD_SCHEMA_VERSION);
     m->schema_version = (int32_t)version;
     const char *digest = ds_get_string(&r, r.root, "tokenizer_digest", "");
-    if (!ds_is_sha256_hex(digest)) ds_mfail(&r, "'tokenizer_digest' is not a 64-digit hex SHA-256");
-    memcpy(m->tokenizer_digest, digest, 65);
+    // other tools may write uppercase hex: kept lowercase, as groundc compares digests
+    if (!ds_sha256_hex_lower(digest, m->tokenizer_digest))
+        ds_mfail(&r, "'tokenizer_digest' is not a 64-digit hex SHA-256");
     m->num_samples = ds_get_count(&r, r.root, "num_samples", "");
     m->num_tokens = ds_get_count(&r, r.root, "num_tokens", "");
 
@@ -232,8 +233,8 @@ void ds_manifest_read(ds_manifest *m, const char *dir) {
         s->bytes =
             cJSON_GetObjectItemCaseSensitive(e, "bytes") ? ds_get_count(&r, e, "bytes", where) : -1;
         const char *sha = ds_get_string(&r, e, "sha256", where);
-        if (!ds_is_sha256_hex(sha)) ds_mfail(&r, "%s'sha256' is not a 64-digit hex SHA-256", where);
-        memcpy(s->sha256, sha, 65);
+        if (!ds_sha256_hex_lower(sha, s->sha256))
+            ds_mfail(&r, "%s'sha256' is not a 64-digit hex SHA-256", where);
         samples += s->num_samples;
         tokens += s->num_tokens;
     }

@@ -133,10 +133,14 @@ def main():
         if s["file"] == "shard_00000.h5":
             s["bytes"] = len(data)
             s["sha256"] = hashlib.sha256(data).hexdigest()
+            if mode == "upper_digest":  # the manifest's digests in uppercase too
+                s["sha256"] = s["sha256"].upper()
             if mode == "extra_block":
                 s["num_tokens"] += 66
     if mode == "extra_block":
         man["num_tokens"] += 66
+    if mode == "upper_digest":
+        man["tokenizer_digest"] = man["tokenizer_digest"].upper()
     with open(man_path, "w") as fh:
         json.dump(man, fh, indent=2)
 

@@ -11,7 +11,8 @@
 #     without its block, a missing start token, a split patch run, a second block;
 #   * NaN in an audio fbank; zero, negative or NaN durations; an original image size of 0 x 0;
 #   * loss_mask values other than 0 / 1, a bool loss_mask, an lzf-compressed dataset;
-#   * an uppercase tokenizer_digest is read (not refused).
+#   * uppercase digests (the shard's tokenizer_digest, the manifest's tokenizer_digest and sha256)
+#     are read (not refused).
 set -u
 . "$(dirname "$0")/lib.sh" "$@"
 need_python h5py numpy
@@ -85,10 +86,10 @@ damaged mask2 "dataset 'loss_mask': sample 3: value 2 at position [0-9]+ \(expec
 damaged mask_bool "dataset 'loss_mask': element type enum \(h5py bool\), expected uint8$" inspect
 damaged lzf "dataset 'tokens': compressed with filter 'lzf' \(id 32000\), which groundc does not read \(zstd, gzip or none\)$" inspect
 
-# --- an uppercase tokenizer_digest is a digest all the same
+# --- uppercase digests (shard and manifest) are digests all the same
 "$py" "$here/shard_damage.py" base dmg upper_digest >/dev/null || bad "shard_damage.py upper_digest"
 "$groundc" train dmg.yaml --dry-run >"$tmp/log" 2>&1 && grep -q "config valid" "$tmp/log" && ok ||
   bad "uppercase tokenizer_digest: $(grep -v '^  ' "$tmp/log" | tail -2)"
-"$groundc" inspect dmg >"$tmp/log" 2>&1 && ok || bad "inspect, uppercase tokenizer_digest: $(tail -2 "$tmp/log")"
+"$groundc" inspect dmg --checksums >"$tmp/log" 2>&1 && ok || bad "inspect --checksums, uppercase digests: $(tail -2 "$tmp/log")"
 
 summary
