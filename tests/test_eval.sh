@@ -108,6 +108,33 @@ n=$(grep -c '^eval sample [0-9]* (rec)' eval.out)
 grep -qE '^eval sample [0-9]+ \(tvg\): .* \| mine.jsonl index [0-9]+, id "late", source mine \| answer span .* \| reference span \{0\.80, 1\.20\} s of 0\.80 s$' eval.out &&
   ok || bad "--verbose tvg line: $(grep -m1 'id "late"' eval.out)"
 
+# a sample longer than the model's max_seq (256) before its answer ends: not graded, counted
+# (too_long), warned of on stderr, named in the verbose line and in the report's records
+"$py" - <<'PY' || bad "long JSONL"
+import json
+lines = open("mine.jsonl").read().splitlines()
+first = json.loads(lines[0])
+long = dict(first, id="long", expression=" ".join(["the red square"] * 120))
+open("long.jsonl", "w").write(lines[0] + "\n" + json.dumps(long) + "\n")
+PY
+"$groundc" pack --grounding-jsonl long.jsonl --media-root raw --out long --tokenizer "$tok" \
+  "${tiny_pack[@]}" --threads 1 >pack_long.log 2>&1 || bad "pack long: $(tail -2 pack_long.log)"
+"$groundc" eval run --data long --task rec --verbose --max-new-tokens 4 --report long.json \
+  >long.out 2>long.err || bad "eval of a too-long sample: $(cat long.err)"
+grep -qE '^eval: warning: 1 of the 2 rec samples taken from long are longer than the model.s max_seq \(256 tokens\) through their first answer: not graded' long.err &&
+  ok || bad "too-long warning: $(cat long.err)"
+grep -qE '^eval sample 1 \(rec\): not graded: [0-9]+ tokens, its first answer does not end within the model.s max_seq 256$' long.out &&
+  ok || bad "too-long verbose line: $(grep -m2 '^eval sample' long.out)"
+"$py" - <<'PY' && ok || bad "too-long report: $(cat long.json)"
+import json
+r = json.load(open("long.json"))
+t = r["tasks"]["rec"]
+assert (t["samples"], t["taken"], t["too_long"]) == (1, 2, 1), t
+recs = [s for s in r["samples"] if s.get("too_long")]
+assert len(recs) == 1 and recs[0]["id"] == "long" and recs[0]["tokens"] > 256, recs
+assert recs[0]["file"] == "long.jsonl" and recs[0]["index"] == 2, recs
+PY
+
 # a damaged shard whose loss_mask covers the prompts too: the reference answers hold media
 # tokens, which have no text; the one-line error names the dataset and the sample
 if "$py" -c "import h5py" 2>/dev/null; then

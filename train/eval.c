@@ -173,8 +173,11 @@ static void free_origins(sample_origin *o, int64_t n) {
 // The task of every sample of the dataset, in shard order (the loader's sample numbering), and,
 // when origin is given, where each came from (*origin, allocated; free_origins).
 // Read before the loader opens: no other HDF5 call may run beside one.
-static uint8_t *read_tasks(const char *dir, const ds_manifest *man, sample_origin **origin) {
+// Each sample's task and its length in tokens (uncut); its origin too when origin is given.
+static uint8_t *read_tasks(const char *dir, const ds_manifest *man, int64_t **length,
+                           sample_origin **origin) {
     uint8_t *task = ag_xmalloc((size_t)man->num_samples + 1, "eval sample tasks");
+    int64_t *len = ag_xmalloc(((size_t)man->num_samples + 1) * sizeof *len, "eval lengths");
     sample_origin *org =
         origin ? ag_xcalloc((size_t)man->num_samples + 1, sizeof *org, "eval sample origins")
                : NULL;
@@ -189,6 +192,7 @@ static uint8_t *read_tasks(const char *dir, const ds_manifest *man, sample_origi
         for (int64_t k = 0; k < n; k++, i++) {
             ds_sample_ref ref = ds_shard_sample(sh, k);
             task[i] = ref.task;
+            len[i] = ref.length;
             if (!org) continue;
             char *text = ds_shard_read_meta(sh, k);
             org[i].meta = cJSON_Parse(text);
@@ -211,6 +215,7 @@ static uint8_t *read_tasks(const char *dir, const ds_manifest *man, sample_origi
         free(path);
     }
     if (origin) *origin = org;
+    *length = len;
     return task;
 }
 
@@ -315,6 +320,7 @@ typedef struct {
     cJSON *recs;                  // per-sample records; NULL when not asked for
     FILE *log;                    // one line per sample; NULL when not verbose
     const sample_origin *origin;  // per sample of the dataset; NULL when neither of the above
+    const int64_t *length;        // per sample of the dataset: tokens before the loader's cut
     const char *data_dir;         // the dataset, for messages
 } evaluator;
 
@@ -476,13 +482,51 @@ static void log_origin(FILE *log, int kind, const sample_origin *so, const char 
     fprintf(log, " of %dx%d", so->width, so->height);
 }
 
+// A sample longer than the model's context through its first answer: counted in e->r, named
+// in the verbose line and the per-sample records.
+static void note_too_long(evaluator *e, int kind, int64_t sample, int64_t length) {
+    e->r->too_long[kind]++;
+    const sample_origin *so = e->origin ? &e->origin[sample] : NULL;
+    if (e->recs) {
+        cJSON *rec = cJSON_CreateObject();
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(so->meta, "id");
+        const cJSON *file = cJSON_GetObjectItemCaseSensitive(so->meta, "file");
+        const cJSON *index = cJSON_GetObjectItemCaseSensitive(so->meta, "index");
+        json_check(
+            rec && cJSON_AddNumberToObject(rec, "sample", (double)sample) &&
+            cJSON_AddStringToObject(rec, "task", tr_eval_task_name(kind)) &&
+            cJSON_AddTrueToObject(rec, "too_long") &&
+            cJSON_AddNumberToObject(rec, "tokens", (double)length) &&
+            cJSON_AddItemToObject(rec, "id", id ? cJSON_Duplicate(id, true) : cJSON_CreateNull()) &&
+            cJSON_AddItemToObject(rec, "file",
+                                  file ? cJSON_Duplicate(file, true) : cJSON_CreateNull()) &&
+            cJSON_AddItemToObject(rec, "index",
+                                  index ? cJSON_Duplicate(index, true) : cJSON_CreateNull()) &&
+            cJSON_AddItemToArray(e->recs, rec));
+    }
+    if (e->log)
+        fprintf(e->log,
+                "eval sample %lld (%s): not graded: %lld tokens, its first answer does not end "
+                "within the model's max_seq %lld\n",
+                (long long)sample, tr_eval_task_name(kind), (long long)length,
+                (long long)e->m->cfg.llm.max_seq);
+}
+
 // Generates the answer to the batch's one sample from its prompt (the tokens up to its first
 // answer) and scores it against that answer.
 static void eval_sample(evaluator *e, const ds_batch *b) {
     int kind = eval_kind(b->task[0]);
     if (kind < 0) return; // (picked by its task: cannot happen)
     int64_t t0, t1;
-    if (!first_answer(b, &t0, &t1)) return;
+    bool answered = first_answer(b, &t0, &t1);
+    // Cut by the loader at max_seq before its first answer ends (the last position has no
+    // target, so an answer reaching it may be cut): not graded, but counted and reported.
+    const int64_t len = b->lengths[0], full = e->length[b->sample[0]];
+    if (full > len && (!answered || t1 >= len - 1)) {
+        note_too_long(e, kind, b->sample[0], full);
+        return;
+    }
+    if (!answered) return;
     // a reference with an added (media) token has no text: the sample's loss_mask covers its
     // prompt, a damaged shard (the tokenizer's own message would not name the sample)
     const int32_t n_text = ds_tokenizer_vocab_size(e->tok);
@@ -542,6 +586,7 @@ enum {
     SLOT_N, // samples graded
     SLOT_PARSED,
     SLOT_IOU_SUM,
+    SLOT_TOO_LONG,
     SLOT_HITS_AT, // TR_EVAL_NTHR slots, one per IoU threshold
     TASK_SLOTS = SLOT_HITS_AT + TR_EVAL_NTHR
 };
@@ -564,6 +609,7 @@ static void sum_over_ranks(tr_eval_result *r, const tr_dist *d) {
         s[SLOT_N] = (double)r->n[k];
         s[SLOT_PARSED] = (double)r->parsed[k];
         s[SLOT_IOU_SUM] = r->iou_sum[k];
+        s[SLOT_TOO_LONG] = (double)r->too_long[k];
         for (int t = 0; t < TR_EVAL_NTHR; t++) s[SLOT_HITS_AT + t] = (double)r->hits_at[k][t];
     }
     memcpy(v + SLOT_CAPTION, &r->caption, sizeof r->caption);
@@ -576,6 +622,7 @@ static void sum_over_ranks(tr_eval_result *r, const tr_dist *d) {
         r->n[k] = (int64_t)s[SLOT_N];
         r->parsed[k] = (int64_t)s[SLOT_PARSED];
         r->iou_sum[k] = s[SLOT_IOU_SUM];
+        r->too_long[k] = (int64_t)s[SLOT_TOO_LONG];
         for (int t = 0; t < TR_EVAL_NTHR; t++) r->hits_at[k][t] = (int64_t)s[SLOT_HITS_AT + t];
         r->hits[k] = r->hits_at[k][1];
     }
@@ -593,7 +640,8 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
     const int64_t n_samples = man.num_samples;
     // where each sample came from, for the per-sample lines and records only
     sample_origin *origin = NULL;
-    uint8_t *task = read_tasks(o->data_dir, &man, verbose || samples ? &origin : NULL);
+    int64_t *length;
+    uint8_t *task = read_tasks(o->data_dir, &man, &length, verbose || samples ? &origin : NULL);
     ds_manifest_free(&man);
     check_tasks_present(o, task, n_samples);
     ds_loader *l = open_loader(o, m, d);
@@ -609,6 +657,7 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
                    .r = r,
                    .log = verbose ? log : NULL,
                    .origin = origin,
+                   .length = length,
                    .data_dir = o->data_dir};
     if (samples) json_check((e.recs = cJSON_CreateArray()) != NULL);
     // Step s gives rank r stream position s * world + r: these steps cover positions [0, end).
@@ -621,9 +670,18 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
     ds_loader_close(l);
     free(pick);
     free_origins(origin, n_samples);
+    free(length);
     ds_tokenizer_free(tok);
 
     sum_over_ranks(r, d);
+    for (int k = 0; k < TR_EVAL_TASKS && d->rank == 0; k++)
+        if (r->too_long[k])
+            fprintf(stderr,
+                    "eval: warning: %lld of the %lld %s samples taken from %s are longer than the "
+                    "model's max_seq (%lld tokens) through their first answer: not graded "
+                    "(--verbose names them)\n",
+                    (long long)r->too_long[k], (long long)r->considered[k], tr_eval_task_name(k),
+                    o->data_dir, (long long)m->cfg.llm.max_seq);
     for (int k = 0; k < TR_EVAL_TASKS; k++) {
         r->constant[k] = k == TR_EVAL_CAPTION ? NAN : best_constant(k, &e.refs[k], d);
         free(e.refs[k].v);
@@ -671,7 +729,9 @@ static char *report_json(const char *ckpt, const tr_eval_opts *o, const tr_eval_
     for (int k = 0; k < TR_EVAL_TASKS; k++) {
         if (!(o->tasks & (1u << k))) continue;
         cJSON *t = cJSON_AddObjectToObject(tasks, tr_eval_task_name(k));
-        json_check(t && cJSON_AddNumberToObject(t, "samples", (double)r->n[k]));
+        json_check(t && cJSON_AddNumberToObject(t, "samples", (double)r->n[k]) &&
+                   cJSON_AddNumberToObject(t, "taken", (double)r->considered[k]) &&
+                   cJSON_AddNumberToObject(t, "too_long", (double)r->too_long[k]));
         if (k == TR_EVAL_CAPTION) {
             const tr_caption_stats *c = &r->caption;
             double bp, p[4];
@@ -833,7 +893,7 @@ int tr_eval_main(int argc, char **argv, const tr_dist *d) {
     }
     if (!graded)
         ag_fail("eval: none of the samples taken from %s could be graded (no supervised answer, "
-                "or none with a box or span)",
+                "none with a box or span, or too long)",
                 o.data_dir);
     if (d->rank == 0) {
         print_table(&o, &r);

@@ -7,8 +7,10 @@
 //   tvg, sound     the first span "{t1, t2}": R@1 at IoU 0.3, 0.5 and 0.7, and mean IoU
 //   caption        corpus BLEU-4 and mean ROUGE-L (train/caption_metric.h)
 // An answer without a parseable box or span is a miss (IoU 0); a sample whose reference has
-// none is not graded. Other tasks (reg, conversation) are skipped. Beside each grounding score
-// stands the best constant answer's: a score near it means the media were not used.
+// none is not graded, nor is one whose first answer does not end within the model's max_seq
+// (the loader cuts it there): those are counted (too_long), warned of and named with
+// --verbose. Other tasks (reg, conversation) are skipped. Beside each grounding score stands
+// the best constant answer's: a score near it means the media were not used.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -28,8 +30,10 @@ enum { TR_EVAL_REC, TR_EVAL_TVG, TR_EVAL_SOUND, TR_EVAL_CAPTION, TR_EVAL_TASKS }
 extern const double tr_eval_thresholds[TR_EVAL_NTHR]; // 0.3, 0.5, 0.7
 
 typedef struct {
-    int64_t considered[TR_EVAL_TASKS];            // samples taken (at most limit), graded or not
-    int64_t n[TR_EVAL_TASKS];                     // samples evaluated
+    int64_t considered[TR_EVAL_TASKS]; // samples taken (at most limit), graded or not
+    int64_t n[TR_EVAL_TASKS];          // samples evaluated
+    // samples longer than the model's max_seq through their first answer: not evaluated
+    int64_t too_long[TR_EVAL_TASKS];
     int64_t hits[TR_EVAL_TASKS];                  // grounding: IoU >= 0.5
     int64_t hits_at[TR_EVAL_TASKS][TR_EVAL_NTHR]; // IoU >= 0.3, 0.5, 0.7
     int64_t parsed[TR_EVAL_TASKS];                // answers with a box / span
