@@ -215,6 +215,18 @@ expect_error "init.checkpoint: a run folder" "ref: a run folder, not a checkpoin
 # (a 7B config over a small checkpoint ran out of host memory for the parameter pool first)
 sed 's/ffn: 176/ffn: 68719476736/' tiny.yaml >tiny_huge.yaml
 expect_error "init.checkpoint of another model" "ref/step_00000012: written for another model: its llm\.ffn is 176, this config's model has 68719476736" "$groundc" train stage.yaml --set model=tiny_huge.yaml --set checkpoint.out=$tmp/huge --set init.checkpoint=ref/step_00000012
+# init weights that do not fit the model: found on a meta model before the model is allocated,
+# by the real run and by --dry-run alike. An HF folder whose config.json disagrees with the
+# model YAML: one line with every mismatch (the huge ffn would not have been allocated).
+expect_error "init.llm: config.json of another model" "llama-f32-single/config\.json: describes another llm than the model YAML: .*intermediate_size.*24.*68719476736" \
+  "$groundc" train stage.yaml --set model=tiny_huge.yaml --set checkpoint.out=$tmp/huge2 --set init.llm="$here/fixtures/import/llama-f32-single"
+[ ! -e huge2 ] && ok || bad "a run with wrong init weights made its checkpoint folder"
+# a lone weights file of other shapes: --dry-run names the tensor, as the run does
+mkdir -p lone && cp "$here/fixtures/import/llama-f32-single/model.safetensors" lone/
+for flag in --dry-run ""; do
+  expect_error "init.llm of other shapes ${flag:-(run)}" "lone/model\.safetensors: .*model\.embed_tokens\.weight" \
+    "$groundc" train stage.yaml $flag --set checkpoint.out=$tmp/lone_run --set init.llm=lone/model.safetensors
+done
 # the after-stage eval's inputs are checked before training, not after the whole run
 expect_error "missing eval data" "nothere_eval" "$groundc" train stage.yaml --set checkpoint.out=$tmp/ev --set eval.data=nothere_eval --set eval.tokenizer="$here/fixtures/tokenizer/test_bpe.model"
 [ ! -e ev ] && ok || bad "a run with missing eval data trained first"

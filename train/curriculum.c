@@ -140,20 +140,22 @@ static bool is_under(const char *path, const char *dir) {
 // so the same one-line errors: the checkpoint to resume from (or checkpoints where a fresh run
 // would start) and whether this config continues it, checkpoint.out, the eval inputs, the
 // datasets (manifests, shards against the model and data.max_len), the trainable / frozen
-// patterns (on a meta model: no weights) and the init weights' headers. earlier: the
-// checkpoint.out folders of the curriculum's earlier stages (n_earlier of them), which a dry run
-// does not fill: an init inside one is not checked.
+// patterns and the init weights (names, shapes, config.json; on a meta model: no weights
+// allocated, no values read). earlier: the checkpoint.out folders of the curriculum's earlier
+// stages (n_earlier of them), which a dry run does not fill: an init inside one is not checked.
 static void check_inputs(const tr_train_config *c, const tr_dist *d, const char *resume,
                          const char *const *earlier, int n_earlier) {
     if (c->eval_data) tr_eval_check_inputs(c->eval_data, c->eval_tokenizer);
+    tr_train_config checked = *c; // (shallow: only its init paths change, and it is not freed)
     for (int p = 0; p < TR_INIT_NPART; p++) {
         const char *w = c->init.path[p];
         bool made_earlier = false;
         for (int k = 0; k < n_earlier && w; k++)
             made_earlier = made_earlier || is_under(w, earlier[k]);
-        if (w && !made_earlier) tr_weights_close(tr_weights_open(w)); // headers only
+        if (made_earlier) checked.init.path[p] = NULL;
     }
-    tr_train_check(c, d, resume); // the run's own checks: checkpoint, datasets, patterns
+    // the run's own checks: checkpoint, datasets, patterns, the init weights against the model
+    tr_train_check(&checked, d, resume);
 }
 
 static int run_stage(const char *path, tr_yaml *root, const train_args *a, const tr_dist *d,

@@ -252,6 +252,15 @@ static bool close_to(double a, double b) {
 
 // sec.key (a number; dflt when absent, NAN: not compared then) against the model's want (or
 // alt, unless NAN), yaml naming it in the model YAML.
+// A config value as written: whole numbers in full (a size), others to 9 digits (an eps).
+static const char *num_text(char buf[32], double v) {
+    if (v == floor(v) && fabs(v) < 1e18)
+        snprintf(buf, 32, "%.0f", v);
+    else
+        snprintf(buf, 32, "%.9g", v);
+    return buf;
+}
+
 static void cmp_num(cfg_diff *d, const char *sec_name, const cJSON *sec, const char *key,
                     double dflt, double want, double alt, const char *yaml) {
     const cJSON *v = jget(sec, key);
@@ -262,8 +271,9 @@ static void cmp_num(cfg_diff *d, const char *sec_name, const cJSON *sec, const c
     if (!v && isnan(dflt)) return;
     double have = v ? v->valuedouble : dflt;
     if (close_to(have, want) || (!isnan(alt) && close_to(have, alt))) return;
-    diff_add(d, "%s%s is %.9g%s where the model YAML has %s %.9g", sec_name, key, have,
-             v ? "" : " (absent: transformers' default)", yaml, want);
+    char h[32], w[32];
+    diff_add(d, "%s%s is %s%s where the model YAML has %s %s", sec_name, key, num_text(h, have),
+             v ? "" : " (absent: transformers' default)", yaml, num_text(w, want));
 }
 
 static void cmp_str(cfg_diff *d, const char *sec_name, const cJSON *sec, const char *key,
@@ -821,9 +831,10 @@ static void fold_lora(job *j) {
 }
 
 // tr_import_part; note (n bytes, may be NULL) gets what the log line adds: how a fallback
-// applied or which naming the file used.
+// applied or which naming the file used. plan_only: every check, nothing copied (m may be a
+// meta model); returns the tensors that would load.
 static int import_part(gm_groundinggpt *m, tr_init_part part, const char *path, const char *prefix,
-                       char *note, size_t note_n) {
+                       char *note, size_t note_n, bool plan_only) {
     job j = {.m = m, .part = part, .prefix = prefix ? prefix : ""};
     static const gm_modality needs[TR_INIT_NPART] = {GM_NMOD,      GM_MOD_IMAGE, GM_MOD_VIDEO,
                                                      GM_MOD_VIDEO, GM_MOD_AUDIO, GM_NMOD};
@@ -881,10 +892,10 @@ static int import_part(gm_groundinggpt *m, tr_init_part part, const char *path, 
     int loaded = 0;
     for (int i = 0; i < j.n; i++)
         if (j.maps[i].idx >= 0) {
-            load(&j, &j.maps[i]);
+            if (!plan_only) load(&j, &j.maps[i]);
             loaded++;
         }
-    fold_lora(&j);
+    if (!plan_only) fold_lora(&j);
     loaded += 2 * j.n_folds;
     free(j.folds);
     if (part == TR_INIT_CHECKPOINT && !loaded)
@@ -907,14 +918,19 @@ static int import_part(gm_groundinggpt *m, tr_init_part part, const char *path, 
 }
 
 int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, const char *prefix) {
-    return import_part(m, part, path, prefix, NULL, 0);
+    return import_part(m, part, path, prefix, NULL, 0, false);
+}
+
+void tr_import_check(gm_groundinggpt *m, const tr_init_config *c) {
+    for (int p = 0; p < TR_INIT_NPART; p++)
+        if (c->path[p]) import_part(m, (tr_init_part)p, c->path[p], c->prefix[p], NULL, 0, true);
 }
 
 void tr_import(gm_groundinggpt *m, const tr_init_config *c, FILE *log) {
     for (int p = 0; p < TR_INIT_NPART; p++) {
         if (!c->path[p]) continue;
         char note[700];
-        int n = import_part(m, (tr_init_part)p, c->path[p], c->prefix[p], note, sizeof note);
+        int n = import_part(m, (tr_init_part)p, c->path[p], c->prefix[p], note, sizeof note, false);
         if (log) fprintf(log, "init %s: %d tensors from %s%s\n", part_keys[p], n, c->path[p], note);
     }
 }

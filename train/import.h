@@ -127,6 +127,9 @@ int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, cons
 // part to log (may be NULL), saying also when lm_head came from tied embeddings or the frame
 // Q-Former from LAVIS names. Fails for a part whose branch the model lacks.
 void tr_import(gm_groundinggpt *m, const tr_init_config *c, FILE *log);
+// Every check of tr_import (files, names, shapes, config.json) without copying a value, so m
+// may be a meta model (ag_ctx_new_meta): run before allocating the real one, and in a dry run.
+void tr_import_check(gm_groundinggpt *m, const tr_init_config *c);
 // Fails, naming the checkpoint and the first differing size, when init.checkpoint is a
 // checkpoint folder (no prefix) whose config.yaml describes another model than model. Call
 // before allocating the model: a 7B config over a small checkpoint otherwise runs out of

@@ -786,6 +786,16 @@ static void evaluate(stage_run *s, tr_stage_result *res) {
                 res->sound_r1, er.n[TR_EVAL_SOUND]);
 }
 
+// The init weights against the model's shapes (a meta model: nothing allocated), config.json
+// included: a wrong file fails in seconds rather than after allocating the model.
+static void check_init_weights(const tr_train_config *c) {
+    ag_ctx *meta = ag_ctx_new_meta();
+    gm_groundinggpt *m = gm_groundinggpt_new(meta, &c->model);
+    tr_import_check(m, &c->init);
+    gm_groundinggpt_free(m);
+    ag_ctx_free(meta);
+}
+
 void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_dist *d,
                     const char *resume, tr_stage_result *res) {
     tr_stage_result_clear(res);
@@ -801,6 +811,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
         tr_batch_check_datasets(c, s.lead ? stderr : NULL);
     }
     tr_init_check_checkpoint(&c->init, &c->model);
+    if (!s.from) check_init_weights(c);
     build_model(&s);
     if (s.from && s.st.complete) {
         skip_complete_stage(&s, res);
@@ -841,8 +852,9 @@ void tr_train_check(const tr_train_config *c, const tr_dist *d, const char *resu
     gm_groundinggpt *m = gm_groundinggpt_new(meta, &c->model);
     stage_run s = {.c = c, .d = d, .lead = d->rank == 0};
     tr_ckpt_model_digest(m->params, s.model_digest);
-    tr_train_select(meta, m, c);
     s.from = tr_checkpoint_to_resume(c, resume);
+    if (!s.from) tr_import_check(m, &c->init); // before the selection adds adapters
+    tr_train_select(meta, m, c);
     read_resume_state(&s, resume && !strcmp(resume, "auto"));
     plan_length(&s);
     tr_config_check_out_dir(c);

@@ -49,7 +49,8 @@ char *tr_checkpoint_to_resume(const tr_train_config *c, const char *resume);
 // What tr_train_stage checks before it trains, without weights (a dry run): the checkpoint
 // to resume and whether this config continues it (model digest on a meta model, ranks, batch,
 // length), checkpoint.out writable, the datasets against the model and data.max_len
-// (tr_batch_check_datasets), the trainable / frozen patterns. Fails with the run's messages.
+// (tr_batch_check_datasets), the init weights of a fresh start (tr_import_check), the
+// trainable / frozen patterns. Fails with the run's messages.
 void tr_train_check(const tr_train_config *c, const tr_dist *d, const char *resume);
 // The trainable / frozen selection alone, on a meta model (--config-only does this much).
 void tr_train_check_selection(const tr_train_config *c);
