@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +31,9 @@ typedef struct {
     uint8_t *scaled; // RGB24 frame with its shortest side at S, before the centre crop
     int scaled_w, scaled_h, scaled_ls;
     int rotation; // clockwise degrees (0, 90, 180, 270) the display matrix asks for
-    // selection of the current pass
+    // selection of the current pass: pick[i] when given (owned), else ds_video_frame_index
     int64_t N; // frame count the indices are computed from; 0 = count only
+    int64_t *pick;
     int F, S;
     uint8_t *out;
     int next;        // next output slot to fill
@@ -41,12 +43,17 @@ typedef struct {
     // time base), for the duration
     int64_t ts_first, ts_last, dur_last;
     int ts_unusable; // a frame without a timestamp, or one earlier than its predecessor
+    int64_t *ts;     // every frame's timestamp while usable (n_ts of them, room for cap_ts)
+    int64_t n_ts, cap_ts;
 } vreader;
 
 static void vr_close(vreader *r) {
     sws_freeContext(r->sws);
     r->sws = NULL;
     av_freep(&r->scaled);
+    free(r->pick);
+    free(r->ts);
+    r->pick = r->ts = NULL;
     ds_ff_close(&r->in);
 }
 
@@ -92,10 +99,12 @@ static int stream_rotation(const AVStream *st) {
     return 0;
 }
 
-static void vr_open(vreader *r, const char *path) {
+// pick: the selection the passes on this file use (owned from now on), NULL for the formula.
+static void vr_open(vreader *r, const char *path, int64_t *pick) {
     char why[512];
     memset(r, 0, sizeof *r);
     r->path = path;
+    r->pick = pick;
     ds_ff_status st = ds_ff_open(&r->in, path, AVMEDIA_TYPE_VIDEO, why, sizeof why);
     // A still picture (PNG, JPEG, ...) opens as a one-frame "video" of 1/25 s; every span
     // would then lie outside it. Said as what it is.
@@ -207,11 +216,19 @@ static void vr_on_frame(void *ctx, AVFrame *f) {
     if (!r->ts_unusable) {
         if (j == 0) r->ts_first = ts;
         r->ts_last = ts, r->dur_last = dur > 0 ? dur : 0;
+        if (r->n_ts == r->cap_ts) {
+            r->cap_ts = r->cap_ts ? 2 * r->cap_ts : 1024;
+            int64_t *grown = realloc(r->ts, (size_t)r->cap_ts * sizeof *grown);
+            if (!grown) vr_fail(r, "out of memory for %lld frame timestamps", (long long)r->cap_ts);
+            r->ts = grown;
+        }
+        r->ts[r->n_ts++] = ts;
     }
     if (!r->N) return;
     size_t bytes = (size_t)r->S * r->S * 3;
     int first = -1;
-    while (r->next < r->F && ds_video_frame_index(r->next, r->N, r->F) == j) {
+    while (r->next < r->F &&
+           (r->pick ? r->pick[r->next] : ds_video_frame_index(r->next, r->N, r->F)) == j) {
         uint8_t *slot = r->out + (size_t)r->next * bytes;
         if (first < 0)
             vr_convert(r, f, slot), first = r->next;
@@ -225,16 +242,51 @@ static void vr_on_frame(void *ctx, AVFrame *f) {
 static void vr_pass(vreader *r, int64_t N, int F, int S, uint8_t *out) {
     r->N = N, r->F = F, r->S = S, r->out = out;
     r->next = 0, r->decoded = 0;
-    r->ts_first = r->ts_last = r->dur_last = 0, r->ts_unusable = 0;
+    r->ts_first = r->ts_last = r->dur_last = 0, r->ts_unusable = 0, r->n_ts = 0;
     char why[512];
     if (!ds_ff_decode_all(&r->in, vr_on_frame, r, why, sizeof why)) vr_fail(r, "%s", why);
+}
+
+// The last frame's duration in stream ticks: its own, else one frame interval (from the
+// rate, else the mean spacing), else 0.
+static int64_t last_frame_ticks(const vreader *r, double tb, double fps, int64_t N) {
+    if (r->dur_last > 0) return r->dur_last;
+    if (fps > 0.0 && tb > 0.0) return llround(1.0 / (fps * tb));
+    return N > 1 ? (r->ts_last - r->ts_first) / (N - 1) : 0;
+}
+
+// The frames on display at the F times (i + 0.5) D / F after the first frame (D: the span of
+// the frames' timestamps, last frame included), from the timestamps of the pass just done;
+// NULL when they are unusable, or when no pick differs from the index formula's by more than
+// one frame (constant frame rates, timestamps rounded to the container's clock): then the
+// formula, as the reference (decord, by index) picks. Allocated.
+static int64_t *pick_by_time(const vreader *r, int F, double tb, double fps) {
+    int64_t N = r->decoded;
+    if (r->ts_unusable || r->n_ts != N || N < 2) return NULL;
+    int64_t D = r->ts_last - r->ts_first + last_frame_ticks(r, tb, fps, N);
+    if (D <= 0) return NULL;
+    int64_t *pick = ag_xmalloc((size_t)F * sizeof *pick, "video frame picks");
+    bool differs = false;
+    int64_t j = 0;
+    for (int i = 0; i < F; i++) {
+        // the last frame j with ts_j - ts_0 <= (2i + 1) D / (2F), in exact arithmetic
+        while (j + 1 < N &&
+               (__int128)2 * F * (r->ts[j + 1] - r->ts_first) <= (__int128)(2 * i + 1) * D)
+            j++;
+        pick[i] = j;
+        int64_t by_index = ds_video_frame_index(i, N, F);
+        differs = differs || llabs(j - by_index) > 1;
+    }
+    if (differs) return pick;
+    free(pick);
+    return NULL;
 }
 
 void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *info) {
     ds_ff_quiet();
     if (F <= 0 || S <= 0) ag_fail("%s: bad video sampling (%d frames of %dx%d)", path, F, S, S);
     vreader r;
-    vr_open(&r, path);
+    vr_open(&r, path, NULL);
     AVStream *st = r.in.fmt->streams[r.in.stream];
     AVRational rate = av_guess_frame_rate(r.in.fmt, st, NULL);
     double fps = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0.0;
@@ -258,11 +310,14 @@ void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *
     if (N == 0)
         vr_fail(&r, "no decodable video frame%s",
                 r.in.skipped ? " (every packet was rejected by the decoder)" : "");
-    if (N != guess) {
-        // The guess was absent or wrong: decode again with the true N.
+    // A variable frame rate: the frames evenly spread in time, not in count, so that spans in
+    // seconds (the duration below) fall on the frames that show them.
+    int64_t *pick = pick_by_time(&r, F, av_q2d(st->time_base), fps);
+    if (N != guess || pick) {
+        // The guess was absent or wrong, or the rate varies: decode again with the true N.
         int w = r.first_w, h = r.first_h;
         vr_close(&r);
-        vr_open(&r, path);
+        vr_open(&r, path, pick);
         vr_pass(&r, N, F, S, out);
         if (r.decoded != N)
             vr_fail(&r, "frame count changed between two decodes (%lld, then %lld)", (long long)N,
@@ -303,6 +358,7 @@ void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *
         info->height = r.first_h;
         info->rotation = r.rotation;
         info->passes = passes;
+        info->by_time = r.pick != NULL;
         info->skipped = r.in.skipped;
     }
     vr_close(&r);

@@ -1,9 +1,14 @@
 // video.h: video preprocessing with the FFmpeg libraries, and a writer for synthetic videos.
 //   - ds_video_load: decode the best video stream, take exactly F frames at indices
 //     floor((i + 0.5) * N / F) of the N decodable frames (when N < F indices repeat, so every
-//     frame is used and some twice or more), convert each to RGB and resize it the way CLIP's
-//     processor treats video frames in the reference: shortest side to S (bicubic, libswscale
-//     SWS_BICUBIC, so not bit-exact with PIL), then centre crop S x S;
+//     frame is used and some twice or more), as the reference (decord, by index) does; for a
+//     variable frame rate, where that would pick a frame more than one away from the one on
+//     display at time (i + 0.5) * duration / F, the frames on display at those times instead
+//     (a phone video at 2 fps in the dark and 30 fps after: by index, most frames would come
+//     from its second half, and spans in seconds would not match them); then convert each to
+//     RGB and resize it the way CLIP's processor treats video frames in the reference:
+//     shortest side to S (bicubic, libswscale SWS_BICUBIC, so not bit-exact with PIL), then
+//     centre crop S x S;
 //   - ds_video_write: encode RGB frames with FFmpeg's native MPEG-4 part 2 encoder ("mpeg4",
 //     in every libavcodec build, no external library), yuv420p, near-lossless quantiser.
 // Frames come in the decoder's output (presentation) order; sample aspect ratio is ignored
@@ -12,9 +17,9 @@
 // (dmlc/decord#51, 2020) and the ffmpeg tool do, so frames come out upright; other angles are
 // ignored and mirroring is not undone, as in decord. Frames are selected while decoding with
 // N guessed from the container's frame count (or its stated duration x frame rate); the
-// decode counts the true N, and when the guess was absent or wrong the file is decoded a
-// second time with it, so the selection is always exact, and no more than F converted frames
-// are held in memory.
+// decode counts the true N and keeps every timestamp, and when the guess was absent or wrong,
+// or the timestamps call for the picks by time, the file is decoded a second time with them,
+// so the selection is always exact, and no more than F converted frames are held in memory.
 // Duration: the span of the decoded frames' timestamps, from the first frame's start to the
 // last frame's end (its own duration, else one frame interval). It matches the frames the
 // selection draws from whatever the headers say: a file cut short, audio that outlasts the
@@ -34,6 +39,7 @@
 // (av_strerror). FFmpeg's own logging is silenced process-wide on first use (set
 // GROUNDC_FFMPEG_LOG=1 to keep it). Decoding uses FFmpeg's automatic thread count.
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -53,7 +59,8 @@ typedef struct {
     double fps;        // average frame rate as the container states it (0 if unknown)
     int width, height; // coded size of the (first) decoded frame, before any rotation
     int rotation;      // clockwise degrees applied: 0, 90, 180 or 270 (display matrix)
-    int passes;        // 1 when the guessed frame count was right, else 2
+    int passes;        // 1 when the guessed frame count was right (and the rate constant), else 2
+    bool by_time;      // frames picked by their timestamps (a variable frame rate), see above
     int64_t skipped;   // packets or frames the decoder rejected (corrupt data), last pass
 } ds_video_info;
 

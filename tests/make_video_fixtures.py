@@ -24,6 +24,9 @@
 #   vfr_audio.webm   VP9 64x48, 40 frames with variable frame rate: frame k at
 #                    (k + 2 floor(k / 10)) / 25 s, so the frames span 1.84 s, not 40 / 25; and
 #                    a 3 s Opus track, so the Matroska duration (3 s) is the audio's
+#   vfr_steps.mkv    a phone-like variable rate: MPEG-4 part 2 64x48, 30 frames, frames
+#                    0-9 at 2 fps (k / 2 s), frames 10-29 at 16 fps (5 + (k - 10) / 16 s):
+#                    the frames span 6.25 s, and by index most picks would fall after 5 s
 #   late_video.mkv   a recording whose picture starts after its sound: MPEG-4 part 2 64x48,
 #                    20 frames at 25 fps delayed by 0.6 s, and a 2 s FLAC track from 0 s, so
 #                    the first frame is 0.6 s into the file (and the last ends at 1.4 s)
@@ -108,6 +111,11 @@ def main():
             "-fps_mode", "passthrough", "-c:v", "libvpx-vp9", "-crf", "30", "-b:v", "0",
             "-pix_fmt", "yuv420p", "-c:a", "libopus", "-b:a", "8k"],
            extra_inputs=["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=3"])
+
+    steps = os.path.join(OUT, "vfr_steps.mkv")
+    encode(steps, 64, 48, 30, 16,
+           ["-vf", "setpts='if(lt(N,10),8*N,70+N)/(16*TB)'", "-fps_mode", "passthrough",
+            "-c:v", "mpeg4", "-q:v", "2"])
 
     late = os.path.join(OUT, "late_video.mkv")
     encode(late, 64, 48, 20, 25,

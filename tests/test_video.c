@@ -403,14 +403,41 @@ static void test_fixtures(void) {
     // 1.84 s, where 40 / 25 = 1.6) and a 3 s Opus track (the Matroska duration, 3.008 s).
     snprintf(p, sizeof p, "%s/tests/fixtures/video/vfr_audio.webm", GROUNDC_SOURCE_DIR);
     ds_video_load(p, 8, S, out, &info);
-    TL_CHECK(info.n_decoded == 40 && fabs(info.duration - 1.84) < 1e-6,
-             "vfr_audio.webm: %lld frames, %.4f s, want 40, 1.84 s", (long long)info.n_decoded,
-             info.duration);
+    // Its picks by time are within one frame of those by index: picked by index, as decord.
+    TL_CHECK(info.n_decoded == 40 && fabs(info.duration - 1.84) < 1e-6 && !info.by_time,
+             "vfr_audio.webm: %lld frames, %.4f s, by time %d; want 40, 1.84 s, by index",
+             (long long)info.n_decoded, info.duration, (int)info.by_time);
     check_frames("webm vfr + audio", out, 8, S, 40, 0, 0);
     // The Opus track starts 7 ms before 0 (its pre-skip, in Matroska's milliseconds) and the
     // video 7 ms after: the first frame is 14 ms into the file.
     TL_CHECK(fabs(info.start - 0.014) < 1e-6, "vfr_audio.webm: starts at %.4f s, want 0.014",
              info.start);
+
+    // A strongly variable rate: frames 0-9 at 2 fps, 10-29 at 16 fps (frame k at t_k = k / 2,
+    // else 5 + (k - 10) / 16 s; 6.25 s in all). Output frame i is the one on display at
+    // (i + 0.5) * 6.25 / 8 s: the last k with t_k <= that time; by index (floor((i + 0.5) 30 /
+    // 8)) six of the eight would come from the last 1.25 s.
+    snprintf(p, sizeof p, "%s/tests/fixtures/video/vfr_steps.mkv", GROUNDC_SOURCE_DIR);
+    ds_video_load(p, 8, S, out, &info);
+    TL_CHECK(info.n_decoded == 30 && fabs(info.duration - 6.25) < 2e-3 && info.by_time &&
+                 info.passes == 2,
+             "vfr_steps.mkv: %lld frames, %.4f s, by time %d, %d passes; want 30, 6.25 s, by "
+             "time, 2 passes",
+             (long long)info.n_decoded, info.duration, (int)info.by_time, info.passes);
+    int right = 0;
+    for (int i = 0; i < 8; i++) {
+        double t = (i + 0.5) * 6.25 / 8, err;
+        int want = 0;
+        for (int k = 0; k < 30; k++)
+            if ((k < 10 ? k / 2.0 : 5 + (k - 10) / 16.0) <= t) want = k;
+        int k = read_frame_number(out + (size_t)i * S * S * 3, S, &err);
+        right += k == want && err <= 10;
+        TL_CHECK(k == want && err <= 10,
+                 "vfr_steps.mkv: output frame %d (%.3f s) shows frame %d, "
+                 "want %d (colour error %.1f)",
+                 i, t, k, want, err);
+    }
+    printf("  vfr_steps.mkv: %d/8 frames by time right\n", right);
 
     // The picture starts 0.6 s after the sound: 20 frames at 25 fps from 0.6 s to 1.4 s.
     snprintf(p, sizeof p, "%s/tests/fixtures/video/late_video.mkv", GROUNDC_SOURCE_DIR);
