@@ -341,6 +341,10 @@ static int32_t *prompt_ids(const gen_args *a, const gm_groundinggpt_config *cfg,
         ids = ds_tokenizer_encode_alloc(tok, text, strlen(text), DS_TOK_ADD_BOS, T);
     } else {
         // one human turn: the media placeholders first (the template moves them there anyway)
+        if (strstr(text, "###"))
+            ag_fail("generate: the prompt holds '###', the template's turn separator: the model "
+                    "would read what follows as turns of its own (--raw takes a whole "
+                    "conversation as it is)");
         size_t n = strlen(text) + 32;
         char *turn = ag_xmalloc(n, "generate");
         turn[0] = 0;
@@ -419,37 +423,54 @@ static bool parse_at(const char *text, char close, bool box, ds_box *b, ds_span 
     return box ? ds_parse_box(buf, b) : ds_parse_span(buf, s);
 }
 
-static void print_grounding(const gen_args *a, const media_in *mi, const char *answer) {
+// What is odd about a box or span the model gave (normalised), or "": corners in the wrong
+// order, values outside 0..1, and for a box one that lies in the padding only (nothing left of
+// it in the image after clamping).
+static const char *box_note(ds_box b, ds_box px) {
+    if (b.x1 > b.x2 || b.y1 > b.y2) return " (reversed corners: not a box)";
+    if (px.x1 >= px.x2 || px.y1 >= px.y2) return " (in the padding only: empty in the image)";
+    if (b.x1 < 0 || b.y1 < 0 || b.x2 > 1 || b.y2 > 1) return " (outside 0..1: clamped)";
+    return "";
+}
+
+static const char *span_note(ds_span s) {
+    if (s.t1 > s.t2) return " (reversed: not a span)";
+    if (s.t1 < 0 || s.t2 > 1) return " (outside 0..1: past the medium's ends)";
+    return "";
+}
+
+void tr_print_grounding(FILE *out, const char *answer, const tr_answer_media *am) {
     for (const char *p = answer; (p = strpbrk(p, "[{")); p++) {
         ds_box b;
         ds_span s;
         char norm[128];
         if (*p == '[' && parse_at(p, ']', true, &b, NULL)) {
             ds_format_box(b, norm, sizeof norm);
-            if (a->media[DS_MEDIA_IMAGE]) {
-                ds_box px = ds_box_from_square(b, mi->width, mi->height);
-                printf("box %s -> [%.1f, %.1f, %.1f, %.1f] px of %s (%dx%d)\n", norm, px.x1, px.y1,
-                       px.x2, px.y2, a->media[DS_MEDIA_IMAGE], mi->width, mi->height);
+            if (am->file[DS_MEDIA_IMAGE]) {
+                ds_box px = ds_box_from_square(b, am->width, am->height);
+                fprintf(out, "box %s -> [%.1f, %.1f, %.1f, %.1f] px of %s (%dx%d)%s\n", norm, px.x1,
+                        px.y1, px.x2, px.y2, am->file[DS_MEDIA_IMAGE], am->width, am->height,
+                        box_note(b, px));
             } else {
-                printf("box %s (normalised; no --image)\n", norm);
+                fprintf(out, "box %s (normalised; no --image)\n", norm);
             }
         } else if (*p == '{' && parse_at(p, '}', false, NULL, &s)) {
             ds_format_span(s, norm, sizeof norm);
-            int k = a->media[DS_MEDIA_VIDEO]   ? DS_MEDIA_VIDEO
-                    : a->media[DS_MEDIA_AUDIO] ? DS_MEDIA_AUDIO
-                                               : -1;
-            if (k >= 0) {
-                ds_timeline tl = mi->tl[k];
+            bool any = false;
+            for (int k = DS_MEDIA_VIDEO; k <= DS_MEDIA_AUDIO; k++) {
+                if (!am->file[k]) continue;
+                any = true;
+                ds_timeline tl = am->tl[k];
                 ds_span sec = ds_span_from_timeline(s, tl);
                 if (tl.start > 0)
-                    printf("span %s -> {%.2f, %.2f} s of %s (frames from %.2f to %.2f s)\n", norm,
-                           sec.t1, sec.t2, a->media[k], tl.start, tl.start + tl.duration);
+                    fprintf(out, "span %s -> {%.2f, %.2f} s of %s (frames from %.2f to %.2f s)%s\n",
+                            norm, sec.t1, sec.t2, am->file[k], tl.start, tl.start + tl.duration,
+                            span_note(s));
                 else
-                    printf("span %s -> {%.2f, %.2f} s of %s (%.2f s)\n", norm, sec.t1, sec.t2,
-                           a->media[k], tl.duration);
-            } else {
-                printf("span %s (normalised; no --video or --audio)\n", norm);
+                    fprintf(out, "span %s -> {%.2f, %.2f} s of %s (%.2f s)%s\n", norm, sec.t1,
+                            sec.t2, am->file[k], tl.duration, span_note(s));
             }
+            if (!any) fprintf(out, "span %s (normalised; no --video or --audio)\n", norm);
         }
     }
 }
@@ -505,7 +526,9 @@ int tr_generate_main(int argc, char **argv) {
     char *answer = tr_eval_trim_answer(text);
     if (a.max_new > 0) {
         printf("%s\n", answer);
-        print_grounding(&a, &mi, answer);
+        tr_answer_media am = {.width = mi.width, .height = mi.height};
+        for (int k = 0; k < DS_MEDIA_KINDS; k++) am.file[k] = a.media[k], am.tl[k] = mi.tl[k];
+        tr_print_grounding(stdout, answer, &am);
     }
     fprintf(stderr,
             "generate: %lld prompt tokens (prefill %.3f s), %lld new tokens (%.2f ms/token), "

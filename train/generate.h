@@ -24,7 +24,10 @@
 // position as a .npy file (atomically); with --max-new-tokens 0 nothing is generated.
 #pragma once
 #include <stdint.h>
+#include <stdio.h>
 
+#include "data/grounding.h"
+#include "data/template.h"
 #include "data/tokenizer.h"
 #include "model/groundinggpt.h"
 
@@ -63,3 +66,17 @@ void tr_decode(ag_ctx *ctx, gm_groundinggpt *m, gm_llama_kv *kv, const gm_ground
 
 // The command (argv without "groundc generate"); returns the exit code.
 int tr_generate_main(int argc, char **argv);
+
+// The media an answer's boxes and spans refer to: the files given (NULL: none of that kind),
+// the image's original size, the video's and the audio's timelines.
+typedef struct {
+    const char *file[DS_MEDIA_KINDS];
+    int width, height;
+    ds_timeline tl[DS_MEDIA_KINDS];
+} tr_answer_media;
+// One line per box and span of answer (in order): a box in pixels of the original image (the
+// pad to a square undone, clamped to the image), a span in seconds of the video and of the
+// audio, a line each when both are given (the answer does not say which it means); normalised
+// only when no such medium was given. A box or span with its corners reversed, outside 0..1,
+// or (a box) in the padding only is printed with a note saying so.
+void tr_print_grounding(FILE *out, const char *answer, const tr_answer_media *am);
