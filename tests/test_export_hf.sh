@@ -182,4 +182,27 @@ expect_error "OUT that cannot be made" "--out /proc/x8: cannot make a folder in 
   "$groundc" export "$ck" --format hf --out /proc/x8 --tokenizer "$tokenizer"
 "$groundc" export huge --format hf --out x6 --dtype bf16 --tokenizer "$tokenizer" >/dev/null 2>&1 && ok || bad "bf16 holds 1e6"
 
+# Ctrl-C / SIGTERM while the files are written (the test hook sends it once they are all
+# there): exit 128 + the signal, one line, neither OUT nor a temporary folder left
+for sig in INT TERM; do
+  GROUNDC_TEST_EXPORT_SIGNAL=$sig "$groundc" export "$ck" --format hf --out x9 --tokenizer "$tokenizer" >out 2>err
+  rc=$?; want=$([ $sig = INT ] && echo 130 || echo 143)
+  [ $rc = "$want" ] && [ "$(cat err)" = "export: stopped by SIG$sig$([ $sig = INT ] && echo ' (Ctrl-C)'); nothing written to x9" ] &&
+    [ -z "$(ls -d x9* 2>/dev/null)" ] && ok || bad "SIG$sig during export: rc=$rc, $(cat err), $(ls -d x9* 2>/dev/null)"
+done
+# what an export killed outright (SIGKILL, power loss) left beside OUT is cleaned up by the
+# next one: its temporary folder goes; an old export it had moved aside goes back into place
+# when OUT is missing (killed between its two renames)
+dead=$(sh -c 'echo $$'); while kill -0 "$dead" 2>/dev/null; do dead=$((dead + 1)); done
+mkdir x10.tmp-$dead && echo partial >x10.tmp-$dead/model.safetensors
+"$groundc" export "$ck" --format hf --out x10 --tokenizer "$tokenizer" >out 2>err &&
+  [ -s x10/model.safetensors ] && [ ! -e x10.tmp-$dead ] &&
+  grep -qx "export: removed ./x10.tmp-$dead (left by an export that was killed)" err &&
+  ok || bad "stale temporary folder: $(cat err); $(ls -d x10*)"
+mv x10 x10.old-$dead
+"$groundc" export "$ck" --format hf --out x10 --tokenizer "$tokenizer" >out 2>err
+[ $? -ne 0 ] && grep -q "export: ./x10.old-$dead: put back to x10" err && grep -q "x10 already exists" err &&
+  [ -s x10/model.safetensors ] && [ ! -e x10.old-$dead ] &&
+  ok || bad "an old export moved aside goes back: $(cat err); $(ls -d x10*)"
+
 summary

@@ -5,10 +5,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "autograd/error.h"
@@ -39,10 +43,102 @@ static void print_help(void) {
 
 // A writer that fails leaves no temporary folder behind either.
 static char g_tmp[PATH_MAX];
+static volatile sig_atomic_t g_stop_signal; // SIGINT / SIGTERM received (the first)
 static void remove_tmp_on_error(const char *msg) {
     (void)msg;
+    // The stop watcher took the folder away under the writer: it says why and exits.
+    while (g_stop_signal) pause();
     ag_set_error_handler(NULL); // a failure while cleaning up just exits
     if (g_tmp[0]) tr_remove_tree(g_tmp);
+}
+
+// Ctrl-C (SIGINT) or SIGTERM while the export is written: the handler only wakes a thread of
+// its own (sem_post is async-signal-safe, and any thread may take the signal), which cleans up
+// in ordinary context: it renames the temporary folder out of the writer's way (files the
+// writer opens later cannot land in it), removes it, says so and exits 128 + the signal, as the
+// signal would have. g_finish keeps it from acting while OUT is being replaced: a signal then
+// waits until OUT is whole (the new export, or the old one back).
+static sem_t g_stop_sem;
+static pthread_mutex_t g_finish = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_stop_signal(int sig) {
+    if (!g_stop_signal) g_stop_signal = sig;
+    sem_post(&g_stop_sem);
+}
+
+static void *stop_watcher(void *out) {
+    while (sem_wait(&g_stop_sem) && errno == EINTR) continue;
+    pthread_mutex_lock(&g_finish);
+    int sig = g_stop_signal;
+    const char *name = sig == SIGINT ? "SIGINT (Ctrl-C)" : "SIGTERM";
+    if (g_tmp[0]) {
+        char dying[PATH_MAX + 16];
+        snprintf(dying, sizeof dying, "%s.stopped", g_tmp);
+        if (!rename(g_tmp, dying)) {
+            // a file the writer was creating as the folder moved may appear late: try again
+            for (int i = 0; i < 50; i++) {
+                struct stat st;
+                tr_remove_tree(dying);
+                nanosleep(&(struct timespec){0, 10000000}, NULL);
+                if (lstat(dying, &st)) break;
+            }
+        }
+        fprintf(stderr, "export: stopped by %s; nothing written to %s\n", name, (const char *)out);
+    } else {
+        fprintf(stderr, "export: stopped by %s after %s was complete\n", name, (const char *)out);
+    }
+    _exit(128 + sig);
+}
+
+static void watch_stop_signals(const char *out) {
+    if (sem_init(&g_stop_sem, 0, 0)) ag_fail("export: sem_init: %s", strerror(errno));
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, stop_watcher, (void *)out);
+    if (rc) ag_fail("export: cannot start a thread: %s", strerror(rc));
+    pthread_detach(t);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL))
+        ag_fail("export: sigaction: %s", strerror(errno));
+}
+
+// Names OUT.tmp-PID and OUT.old-PID (PID: another process, no longer running) that an export
+// killed without a chance to clean up (SIGKILL, a crash, power loss) left beside OUT: the
+// temporary folder goes; an old export moved aside goes back when OUT is missing (it was
+// killed between its two renames), else goes. One line on stderr for each.
+static void clean_stale_exports(const char *out) {
+    char *dir = ag_xparent_dir(out);
+    const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
+    size_t nb = strlen(base);
+    DIR *d = opendir(dir);
+    if (!d) ag_fail("export: %s: cannot list: %s", dir, strerror(errno));
+    struct dirent *e;
+    char path[PATH_MAX];
+    while ((e = readdir(d))) {
+        const char *n = e->d_name;
+        if (strncmp(n, base, nb) || (strncmp(n + nb, ".tmp-", 5) && strncmp(n + nb, ".old-", 5)))
+            continue;
+        char *end;
+        long pid = strtol(n + nb + 5, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid()) continue;
+        if (!kill((pid_t)pid, 0) || errno != ESRCH) continue; // still running (or not ours)
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, n) >= sizeof path) continue;
+        struct stat st;
+        if (n[nb + 1] == 'o' && stat(out, &st) && errno == ENOENT) {
+            if (rename(path, out))
+                ag_fail("export: cannot move %s back to %s: %s", path, out, strerror(errno));
+            fprintf(stderr, "export: %s: put back to %s (an export killed while replacing it)\n",
+                    path, out);
+            continue;
+        }
+        tr_remove_tree(path);
+        fprintf(stderr, "export: removed %s (left by an export that was killed)\n", path);
+    }
+    closedir(d);
+    free(dir);
 }
 
 // Whether name is a file an export writes (export_hf.c, export_gguf.c).
@@ -215,17 +311,27 @@ int tr_export_main(int argc, char **argv) {
     char *tok_path = tr_ckpt_tokenizer_path(config, tokenizer, "export");
     ds_tokenizer *tok = ds_tokenizer_load(tok_path);
 
+    clean_stale_exports(out);
     tr_remove_tree(tmp);
     ds_make_dirs(tmp);
     memcpy(g_tmp, tmp, sizeof g_tmp);
     ag_set_error_handler(remove_tmp_on_error);
+    watch_stop_signals(out);
     tr_export_job job = {
         .ckpt_dir = ckpt_dir, .model = m, .tok = tok, .tokenizer_path = tok_path, .dtype = dtype};
     if (hf)
         tr_export_hf(&job, tmp);
     else
         tr_export_gguf(&job, tmp);
+    // Tests: GROUNDC_TEST_EXPORT_SIGNAL=INT|TERM sends the signal once the files are written
+    // and waits for it to end the process.
+    const char *test_sig = getenv("GROUNDC_TEST_EXPORT_SIGNAL");
+    if (test_sig && (!strcmp(test_sig, "INT") || !strcmp(test_sig, "TERM"))) {
+        raise(!strcmp(test_sig, "INT") ? SIGINT : SIGTERM);
+        for (;;) pause();
+    }
 
+    pthread_mutex_lock(&g_finish); // a stop signal now waits until OUT is whole
     const bool replace = out_exists(out, ckpt_dir, force); // (made or changed meanwhile?)
     if (replace && rename(out, old))
         ag_fail("export: cannot move the old %s aside: %s", out, strerror(errno));
@@ -241,6 +347,7 @@ int tr_export_main(int argc, char **argv) {
                 replace ? " (the previous export is back in place)" : "");
     }
     g_tmp[0] = 0;
+    pthread_mutex_unlock(&g_finish);
     ag_sync_parent(out);
     ag_set_error_handler(NULL);
     if (replace) tr_remove_tree(old);
