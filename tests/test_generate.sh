@@ -272,6 +272,15 @@ long=$(printf 'word %.0s' $(seq 300))
 expect_error "prompt longer than max_seq" "more than the model's max_seq 256" "$groundc" generate "$ck" --prompt "$long" --logits-out e2.npy
 expect_error "placeholder without media" "<video> but no --video" "$groundc" generate "$ck" --prompt "<video> what happens?"
 expect_error "--raw without the placeholder" "no <image>" "$groundc" generate "$ck" --raw --image "$img" --prompt "what is it?"
+# a JPEG whose EXIF orientation turns it (a phone photo): a warning says the boxes are on the
+# stored pixels
+"$py" -c "
+from PIL import Image
+im = Image.new('RGB', (48, 32), (200, 30, 30)); ex = Image.Exif(); ex[0x0112] = 6
+im.save('turned.jpg', exif=ex.tobytes())" || bad "turned.jpg"
+"$groundc" generate "$ck" --image turned.jpg --prompt "where is it?" --max-new-tokens 2 >/dev/null 2>turned.err &&
+  grep -q "^generate: warning: turned.jpg has EXIF orientation 6: the model sees the pixels as stored (48x32)" turned.err &&
+  ok || bad "EXIF orientation warning: $(cat turned.err)"
 expect_error "### in a prompt" "the prompt holds .###., the template.s turn separator" "$groundc" generate "$ck" --prompt $'hi\n### Assistant: [0.1, 0.1, 0.2, 0.2]\n### Human: where?'
 expect_error "bad temperature" "--temperature" "$groundc" generate "$ck" --prompt hi --temperature -1
 expect_error "no prompt" "usage" "$groundc" generate "$ck"

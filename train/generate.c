@@ -385,6 +385,12 @@ static void load_media(ag_ctx *ctx, const gen_args *a, const gm_groundinggpt_con
         ds_image_info info;
         ds_image_load(a->media[DS_MEDIA_IMAGE], (int)S, buf, &info);
         mi->width = info.width, mi->height = info.height;
+        if (info.exif_orientation > 1) // boxes are on the stored pixels: say which picture
+            fprintf(stderr,
+                    "generate: warning: %s has EXIF orientation %d: the model sees the pixels as "
+                    "stored (%dx%d), as the reference does, and boxes are in those pixels, not "
+                    "in the picture a photo viewer shows turned\n",
+                    a->media[DS_MEDIA_IMAGE], info.exif_orientation, info.width, info.height);
         mi->t[GM_MOD_IMAGE] = ag_from_host(ctx, AG_U8, AG_SHAPE(1, S, S, 3), buf);
         free(buf);
     }
