@@ -69,6 +69,8 @@ for d in f32 f16 bf16 q8_0; do
   $py "$here/gguf_read.py" "$ck" "ex-$d" $d "$tok" && ok || bad "gguf_read $d"
 done
 grep -q "features of block 1 of 2" log-f32 && ok || bad "export log names the feature layer"
+grep -q "^export: note: llama.cpp builds since its mtmd refactor put CLIP's CLS token after the patches" log-f32 &&
+  ok || bad "export log warns of llama.cpp's CLS placement"
 
 # --- bad input: one line, nothing written
 expect_error "q8_0 for hf" "q8_0" "$groundc" export "$ck" --format hf --dtype q8_0 --tokenizer "$tok" --out x1

@@ -444,6 +444,10 @@ static void write_mmproj(const tr_export_job *job, const char *dir, tr_gguf_type
            (long long)v->image_h, (long long)gm_vit_patches(v), k, (long long)v->n_layers,
            (long long)pj->cfg.vision_dim, (long long)pj->cfg.llm_dim, tr_gguf_type_name(wtype));
     note_fallback("mmproj.gguf", fallback);
+    printf("export: note: llama.cpp builds since its mtmd refactor put CLIP's CLS token after the "
+           "patches (llama.cpp issue 25814): their image features, and so boxes, differ from "
+           "groundc's (about one patch to the left); text-only prompts are unaffected (README.md "
+           "in the export)\n");
 }
 
 // README ---------------------------------------------------------------------------------------
