@@ -87,7 +87,7 @@ int64_t gm_params_count_selected(const gm_params *reg, const gm_param_selection 
 }
 
 // The top-level module of name into buf (see params.h).
-static void group_of(const char *name, char *buf, size_t n) {
+void gm_params_group_of(const char *name, char *buf, size_t n) {
     const char *dot = strchr(name, '.');
     size_t len = dot ? (size_t)(dot - name) : strlen(name);
     if (dot && len == 5 && !strncmp(name, "model", 5)) {
@@ -108,7 +108,7 @@ int gm_params_groups(const gm_params *reg, gm_param_group *out, int max) {
     for (int i = 0; i < reg->n; i++) {
         const ag_tensor *p = reg->tensors[i];
         char g[96];
-        group_of(p->name, g, sizeof g);
+        gm_params_group_of(p->name, g, sizeof g);
         int k = 0;
         while (k < n && strcmp(all[k].name, g)) k++;
         if (k == n) {

@@ -60,6 +60,8 @@ typedef struct {
 } gm_param_group;
 // Fills up to max groups; returns how many there are (may exceed max).
 int gm_params_groups(const gm_params *reg, gm_param_group *out, int max);
+// The top-level module of a parameter name ("model.vision_tower", "lm_head") into buf.
+void gm_params_group_of(const char *name, char *buf, size_t n);
 int64_t gm_params_total(const gm_params *reg);
 int64_t gm_params_trainable(const gm_params *reg);
 

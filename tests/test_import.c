@@ -718,7 +718,7 @@ static void test_tied(void) {
     gm_groundinggpt *m = new_model(ctx, AG_F32, 31);
     char logbuf[2048] = "";
     FILE *log = fmemopen(logbuf, sizeof logbuf, "w");
-    tr_import(m, &ic, log);
+    tr_import(m, &ic, log, NULL);
     fclose(log);
     TL_CHECK(strstr(logbuf, "init llm: 21 tensors") &&
                  strstr(logbuf, "(lm_head from model.embed_tokens.weight: config.json says "
@@ -799,7 +799,7 @@ static void test_lavis_qformer(void) {
     ic.path[TR_INIT_FRAME_QFORMER] = strdup(lavis);
     char logbuf[2048] = "";
     FILE *log = fmemopen(logbuf, sizeof logbuf, "w");
-    tr_import(a, &ic, log);
+    tr_import(a, &ic, log, NULL);
     fclose(log);
     tr_init_config_free(&ic);
     TL_CHECK(strstr(logbuf, "init frame_qformer: 47 tensors") && strstr(logbuf, "(LAVIS names)"),
@@ -863,7 +863,7 @@ static void test_lavis_qformer(void) {
             gm_groundinggpt *c = new_model(ctx, AG_F32, 43);
             ic.path[TR_INIT_FRAME_QFORMER] = strdup(path);
             log = fmemopen(logbuf, sizeof logbuf, "w");
-            tr_import(c, &ic, log);
+            tr_import(c, &ic, log, NULL);
             fclose(log);
             tr_init_config_free(&ic);
             differ = 0;
@@ -946,7 +946,7 @@ static void test_init_config(void) {
     gm_groundinggpt *m = gm_groundinggpt_new(ctx, &c);
     char logbuf[4096] = "";
     FILE *log = fmemopen(logbuf, sizeof logbuf, "w");
-    tr_import(m, &ic, log);
+    tr_import(m, &ic, log, NULL);
     fclose(log);
     TL_CHECK(strstr(logbuf, "init llm: 21 tensors") && strstr(logbuf, "init image_encoder: 37") &&
                  strstr(logbuf, "init frame_qformer: 47"),

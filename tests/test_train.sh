@@ -227,6 +227,31 @@ for flag in --dry-run ""; do
   expect_error "init.llm of other shapes ${flag:-(run)}" "lone/model\.safetensors: .*model\.embed_tokens\.weight" \
     "$groundc" train stage.yaml $flag --set checkpoint.out=$tmp/lone_run --set init.llm=lone/model.safetensors
 done
+# frozen parameters that no init entry loads stay random for the whole stage: one warning
+# names their modules (a checkpoint without the CLIP tower, as GroundingGPT's are); a full
+# init says nothing
+"$py" - "$here" <<'PY' || bad "a checkpoint without its CLIP tower"
+import json, struct, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import st_write
+raw = open("ref/step_00000012/model.safetensors", "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+out = {}
+for name, e in head.items():
+    if name == "__metadata__" or name.startswith("model.vision_tower."):
+        continue
+    a, b = e["data_offsets"]
+    assert e["dtype"] == "F32", e
+    out[name] = ("F32", np.frombuffer(raw[8 + n + a:8 + n + b], np.float32).reshape(e["shape"]))
+st_write.write("noclip.safetensors", out, {"format": "pt"})
+PY
+"$groundc" train stage.yaml --set train.steps=1 --set checkpoint.out=$tmp/noclip --set init.checkpoint=noclip.safetensors >"$tmp/log" 2>&1 &&
+  grep -q "^train: warning: [0-9]* frozen parameter tensors ([0-9]* values) were loaded by no init entry and stay at their random initialisation for the whole stage: model.vision_tower (GroundingGPT's checkpoints do not hold the CLIP tower: give init.image_encoder too)$" "$tmp/log" &&
+  ok || bad "frozen random parameters: $(grep -i warning "$tmp/log" || tail -2 "$tmp/log")"
+"$groundc" train stage.yaml --set train.steps=1 --set checkpoint.out=$tmp/fullinit --set init.checkpoint=ref/step_00000012 >"$tmp/log" 2>&1 &&
+  ! grep -q "loaded by no init entry" "$tmp/log" && ok || bad "a full init warned: $(grep -i warning "$tmp/log")"
 # the after-stage eval's inputs are checked before training, not after the whole run
 expect_error "missing eval data" "nothere_eval" "$groundc" train stage.yaml --set checkpoint.out=$tmp/ev --set eval.data=nothere_eval --set eval.tokenizer="$here/fixtures/tokenizer/test_bpe.model"
 [ ! -e ev ] && ok || bad "a run with missing eval data trained first"

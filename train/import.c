@@ -833,8 +833,14 @@ static void fold_lora(job *j) {
 // tr_import_part; note (n bytes, may be NULL) gets what the log line adds: how a fallback
 // applied or which naming the file used. plan_only: every check, nothing copied (m may be a
 // meta model); returns the tensors that would load.
+// Marks the parameter t of m as loaded (loaded: one flag per m->params entry).
+static void mark_loaded(const gm_groundinggpt *m, const ag_tensor *t, bool *loaded) {
+    for (int i = 0; i < m->params->n; i++)
+        if (m->params->tensors[i] == t) loaded[i] = true;
+}
+
 static int import_part(gm_groundinggpt *m, tr_init_part part, const char *path, const char *prefix,
-                       char *note, size_t note_n, bool plan_only) {
+                       char *note, size_t note_n, bool plan_only, bool *loaded_params) {
     job j = {.m = m, .part = part, .prefix = prefix ? prefix : ""};
     static const gm_modality needs[TR_INIT_NPART] = {GM_NMOD,      GM_MOD_IMAGE, GM_MOD_VIDEO,
                                                      GM_MOD_VIDEO, GM_MOD_AUDIO, GM_NMOD};
@@ -894,6 +900,13 @@ static int import_part(gm_groundinggpt *m, tr_init_part part, const char *path, 
         if (j.maps[i].idx >= 0) {
             if (!plan_only) load(&j, &j.maps[i]);
             loaded++;
+            if (!loaded_params) continue;
+            mark_loaded(m, j.maps[i].dst, loaded_params);
+            // the added rows: from the file's (V0 + 9)-row table, or the mean of an LLM's
+            if (j.maps[i].kind == MAP_SPLIT &&
+                (j.w->items[j.maps[i].idx].entry->shape[0] > j.maps[i].dst->shape[0] ||
+                 part == TR_INIT_LLM))
+                mark_loaded(m, j.maps[i].added, loaded_params);
         }
     if (!plan_only) fold_lora(&j);
     loaded += 2 * j.n_folds;
@@ -918,19 +931,21 @@ static int import_part(gm_groundinggpt *m, tr_init_part part, const char *path, 
 }
 
 int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, const char *prefix) {
-    return import_part(m, part, path, prefix, NULL, 0, false);
+    return import_part(m, part, path, prefix, NULL, 0, false, NULL);
 }
 
 void tr_import_check(gm_groundinggpt *m, const tr_init_config *c) {
     for (int p = 0; p < TR_INIT_NPART; p++)
-        if (c->path[p]) import_part(m, (tr_init_part)p, c->path[p], c->prefix[p], NULL, 0, true);
+        if (c->path[p])
+            import_part(m, (tr_init_part)p, c->path[p], c->prefix[p], NULL, 0, true, NULL);
 }
 
-void tr_import(gm_groundinggpt *m, const tr_init_config *c, FILE *log) {
+void tr_import(gm_groundinggpt *m, const tr_init_config *c, FILE *log, bool *loaded) {
     for (int p = 0; p < TR_INIT_NPART; p++) {
         if (!c->path[p]) continue;
         char note[700];
-        int n = import_part(m, (tr_init_part)p, c->path[p], c->prefix[p], note, sizeof note, false);
+        int n = import_part(m, (tr_init_part)p, c->path[p], c->prefix[p], note, sizeof note, false,
+                            loaded);
         if (log) fprintf(log, "init %s: %d tensors from %s%s\n", part_keys[p], n, c->path[p], note);
     }
 }

@@ -125,8 +125,9 @@ void tr_init_config_free(tr_init_config *c);
 int tr_import_part(gm_groundinggpt *m, tr_init_part part, const char *path, const char *prefix);
 // Loads every configured part (llm, encoders, frame Q-Former, then checkpoint); one line per
 // part to log (may be NULL), saying also when lm_head came from tied embeddings or the frame
-// Q-Former from LAVIS names. Fails for a part whose branch the model lacks.
-void tr_import(gm_groundinggpt *m, const tr_init_config *c, FILE *log);
+// Q-Former from LAVIS names. Fails for a part whose branch the model lacks. loaded (may be
+// NULL; one flag per m->params entry) gets true for every parameter some part loaded.
+void tr_import(gm_groundinggpt *m, const tr_init_config *c, FILE *log, bool *loaded);
 // Every check of tr_import (files, names, shapes, config.json) without copying a value, so m
 // may be a meta model (ag_ctx_new_meta): run before allocating the real one, and in a dry run.
 void tr_import_check(gm_groundinggpt *m, const tr_init_config *c);

@@ -410,15 +410,57 @@ static void skip_complete_stage(stage_run *s, tr_stage_result *res) {
     if (c->eval_data) tr_ckpt_load_model(s->from, s->m->params);
 }
 
+// After the init: frozen parameters that no init entry loaded keep their random values for
+// the whole stage (e.g. a GroundingGPT checkpoint, which does not hold its CLIP tower, without
+// init.image_encoder): one warning naming the modules. Said only when some init entry is
+// given (a run from scratch means it).
+static void warn_random_frozen(const gm_groundinggpt *m, const tr_init_config *init,
+                               const bool *loaded) {
+    bool any_init = false;
+    for (int p = 0; p < TR_INIT_NPART; p++) any_init = any_init || init->path[p];
+    if (!any_init) return;
+    char list[1024] = "";
+    size_t len = 0;
+    int64_t tensors = 0, elements = 0;
+    char last[96] = "";
+    for (int i = 0; i < m->params->n; i++) {
+        const ag_tensor *t = m->params->tensors[i];
+        if (loaded[i] || t->requires_grad) continue;
+        tensors++, elements += ag_numel(t);
+        char g[96];
+        gm_params_group_of(t->name, g, sizeof g);
+        if (!strcmp(g, last)) continue; // (parameters of a module lie together)
+        snprintf(last, sizeof last, "%s", g);
+        if (len < sizeof list - 1)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", g);
+    }
+    // GroundingGPT's own checkpoints keep CLIP out of their state dict (a list attribute)
+    bool clip = strstr(list, "model.vision_tower") && init->path[TR_INIT_CHECKPOINT] &&
+                !init->path[TR_INIT_IMAGE_ENCODER];
+    if (tensors)
+        fprintf(stderr,
+                "train: warning: %" PRId64 " frozen parameter tensors (%" PRId64 " values) were "
+                "loaded by no init entry and stay at their random initialisation for the whole "
+                "stage: %s%s\n",
+                tensors, elements, list,
+                clip ? " (GroundingGPT's checkpoints do not hold the CLIP tower: give "
+                       "init.image_encoder too)"
+                     : "");
+}
+
 // Fresh weights (init, then the config's imports) unless resuming, the stage's trainable
 // parameters, this rank's optimizer and the data loader (at the checkpoint's cursor).
 static void setup_training(stage_run *s) {
     const tr_train_config *c = s->c;
+    bool *loaded = NULL;
     if (!s->from) {
         gm_groundinggpt_init(s->m, c->seed, c->init_std);
-        tr_import(s->m, &c->init, s->log);
+        loaded = ag_xcalloc((size_t)s->m->params->n + 1, sizeof *loaded, "init");
+        tr_import(s->m, &c->init, s->log, loaded);
     }
     tr_train_select(s->ctx, s->m, c);
+    if (loaded && s->lead) warn_random_frozen(s->m, &c->init, loaded);
+    free(loaded);
     pick_trainables(s->m, c, s->d, &s->tp);
     if (s->tp.n_mine)
         s->opt = ag_adamw_new(s->ctx, s->tp.mine, s->tp.n_mine, s->tp.mine_decay,
