@@ -153,6 +153,20 @@ diff <(losses ref/metrics.jsonl) <(losses k3/metrics.jsonl) >/dev/null && ok || 
 expect_error "resume before later checkpoints" "holds step_00000012, past the step 9" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k1 --resume "$tmp/k1/step_00000009"
 run --set checkpoint.out=$tmp/k1b --set train.lr=1.0e-3 --resume "$tmp/k1/step_00000009" || bad "branch from step 9: $(tail -3 "$tmp/log")"
 [ "$(readlink k1b/latest)" = step_00000012 ] && ! cmp -s k1/step_00000012/model.safetensors k1b/step_00000012/model.safetensors && ok || bad "the branch saved its own step 12"
+grep -q "^train: note: $tmp/k1/step_00000009 was written with another config; continuing with this one: train.lr 3.0e-3 -> 1.0e-3$" "$tmp/log" &&
+  ok || bad "a resume with another lr: no note ($(grep note "$tmp/log"))"
+# --- a checkpoint is continued (or taken as the stage done) only by its own stage and config:
+# another stage (a curriculum whose --set checkpoint.out sends every stage to one folder),
+# a model setting that keeps the shapes (RoPE base), a complete run of another lr
+sed 's/^stage: 2$/stage: 3/' stage.yaml >stage3.yaml
+expect_error "another stage's checkpoint" "ref/step_00000012: a checkpoint of stage 2, this config trains stage 3: give each stage a checkpoint.out of its own" \
+  "$groundc" train stage3.yaml --resume auto
+sed 's/^  rope_theta: 10000$/  rope_theta: 500000/' tiny.yaml >tiny_rope.yaml
+grep -q "rope_theta: 500000" tiny_rope.yaml || bad "tiny_rope.yaml"
+expect_error "a model of another RoPE base" "k1/step_00000009: written for another model config \(model.llm.rope_theta 10000 -> 500000\)" \
+  "$groundc" train stage.yaml --set model=tiny_rope.yaml --set checkpoint.out=$tmp/k1d --resume "$tmp/k1/step_00000009"
+expect_error "a complete run of another lr" "ref/step_00000012: a complete run of another config \(train.lr 3.0e-3 -> 1.0e-4\)" \
+  "$groundc" train stage.yaml --resume auto --set train.lr=1.0e-4
 expect_error "run folder as checkpoint" "a run folder, not a checkpoint; resume from $tmp/k1/step_00000012" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k1c --resume "$tmp/k1"
 expect_error "not a checkpoint" "tiny.yaml: not a checkpoint" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k1c --resume "$tmp/tiny.yaml"
 

@@ -394,11 +394,77 @@ static void build_model(stage_run *s) {
     tr_ckpt_config_digest(s->resolved, s->cfg_digest);
 }
 
+// Keys of the resolved config that do not change what a run computes: where it writes, how
+// often it logs, how the loader works, the after-stage eval.
+static bool run_neutral_key(const char *path) {
+    static const char *const neutral[] = {"checkpoint",   "eval",          "train.log_every",
+                                          "data.threads", "data.prefetch", "data.checksums"};
+    for (size_t i = 0; i < sizeof neutral / sizeof *neutral; i++) {
+        size_t n = strlen(neutral[i]);
+        if (!strncmp(path, neutral[i], n) && (path[n] == 0 || path[n] == '.')) return true;
+    }
+    // dropout changes the training, not what the weights mean
+    const char *last = strrchr(path, '.');
+    return last && !strcmp(last, ".dropout");
+}
+
+// Whether path is "model" or lies under it (the root "" counts as neither side).
+static bool model_key(const char *path) {
+    return !strncmp(path, "model", 5) && (path[5] == 0 || path[5] == '.');
+}
+// tr_yaml_diff's skips: the model's keys only, or everything but them.
+static bool skip_but_model(const char *path) {
+    return run_neutral_key(path) || (*path && !model_key(path));
+}
+static bool skip_model(const char *path) {
+    return run_neutral_key(path) || model_key(path);
+}
+
+// Whether s->from was written by this stage (its number) and by this config (the checkpoint's
+// config.yaml against the resolved config, where this run has it): another stage, or a model
+// whose shape-neutral settings (RoPE base, norm eps, activation, ...) differ, is refused; other
+// changes are refused for a complete stage (it is not this config's run) and noted on resume.
+static void check_same_config(const stage_run *s) {
+    const tr_train_config *c = s->c;
+    const char *again = s->st.complete ? "; the stage is complete: to train it again, set "
+                                         "checkpoint.out to another folder"
+                                       : "";
+    if (s->st.stage != c->stage)
+        ag_fail("%s: a checkpoint of stage %d, this config trains stage %d: give each stage a "
+                "checkpoint.out of its own (in a curriculum, --set checkpoint.out applies to "
+                "every stage)%s",
+                s->from, s->st.stage, c->stage, again);
+    if (!s->resolved) return;
+    char *path = ag_xpath_join(s->from, "config.yaml");
+    struct stat sb;
+    if (stat(path, &sb)) { // (checked elsewhere: a checkpoint has one)
+        free(path);
+        return;
+    }
+    tr_yaml *theirs = tr_yaml_load(path);
+    char diff[1500];
+    if (tr_yaml_diff(theirs, s->resolved, skip_but_model, diff, sizeof diff))
+        ag_fail("%s: written for another model config (%s)%s", s->from, diff, again);
+    int n = tr_yaml_diff(theirs, s->resolved, skip_model, diff, sizeof diff);
+    tr_yaml_free(theirs);
+    free(path);
+    if (n && s->st.complete)
+        ag_fail("%s: a complete run of another config (%s): set checkpoint.out to another "
+                "folder to train this one",
+                s->from, diff);
+    if (n && s->lead)
+        fprintf(stderr,
+                "train: note: %s was written with another config; continuing with this "
+                "one: %s\n",
+                s->from, diff);
+}
+
 // The stage's final checkpoint holds it already: nothing to train. Its weights are loaded
 // when the after-stage eval still has to report the grounding scores.
 static void skip_complete_stage(stage_run *s, tr_stage_result *res) {
     const tr_train_config *c = s->c;
     check_resume(s->from, &s->st, s->model_digest, s->d, s->G, s->total, c->zero1);
+    check_same_config(s);
     if (s->log)
         fprintf(s->log, "stage already complete: %s (step %" PRId64 ")\n", s->from, s->st.step);
     res->skipped = true;
@@ -487,6 +553,7 @@ static void setup_training(stage_run *s) {
 static void check_continues(const stage_run *s) {
     const tr_train_config *c = s->c;
     check_resume(s->from, &s->st, s->model_digest, s->d, s->G, s->total, c->zero1);
+    check_same_config(s);
     if (!s->st.complete && s->newest > s->st.step)
         ag_fail("%s: holds step_%08" PRId64 ", past the step %" PRId64 " resumed from %s; "
                 "set checkpoint.out to another folder (or remove the later checkpoints)",

@@ -534,3 +534,76 @@ char *tr_yaml_dump(const tr_yaml *node, size_t *len) {
     if (len) *len = n;
     return text;
 }
+
+// A node in a few words for tr_yaml_diff: its scalar, or what kind of node it is.
+static const char *diff_text(const tr_yaml *v) {
+    return !v                          ? "(absent)"
+           : v->kind == TR_YAML_SCALAR ? v->value
+           : v->kind == TR_YAML_MAP    ? "(a mapping)"
+                                       : "(a list)";
+}
+
+typedef struct {
+    bool (*skip)(const char *path);
+    char *out;
+    size_t n, len;
+    int count;
+} yaml_diff;
+
+static void diff_add(yaml_diff *d, const char *path, const tr_yaml *a, const tr_yaml *b) {
+    if (d->skip && d->skip(path)) return;
+    d->count++;
+    if (d->len + 4 >= d->n) return;
+    int k = snprintf(d->out + d->len, d->n - d->len, "%s%s %s -> %s", d->len ? "; " : "", path,
+                     diff_text(a), diff_text(b));
+    d->len = k < 0 || (size_t)k >= d->n - d->len ? d->n - 1 : d->len + (size_t)k;
+}
+
+static void diff_nodes(yaml_diff *d, const char *path, const tr_yaml *a, const tr_yaml *b) {
+    if (d->skip && d->skip(path)) return;
+    if (!a || !b || a->kind != b->kind) {
+        diff_add(d, path, a, b);
+        return;
+    }
+    char sub[512];
+    if (a->kind == TR_YAML_SCALAR) {
+        if (strcmp(a->value, b->value)) diff_add(d, path, a, b);
+    } else if (a->kind == TR_YAML_SEQ) {
+        if (a->n != b->n) {
+            char na[32], nb[32];
+            snprintf(na, sizeof na, "(%d items)", a->n);
+            snprintf(nb, sizeof nb, "(%d items)", b->n);
+            tr_yaml ta = {.kind = TR_YAML_SCALAR, .value = na}, tb = ta;
+            tb.value = nb;
+            diff_add(d, path, &ta, &tb);
+            return;
+        }
+        for (int i = 0; i < a->n; i++) {
+            snprintf(sub, sizeof sub, "%s[%d]", path, i);
+            diff_nodes(d, sub, a->items[i], b->items[i]);
+        }
+    } else {
+        for (int i = 0; i < a->n; i++) {
+            snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", a->keys[i]);
+            const tr_yaml *other = NULL;
+            for (int j = 0; j < b->n && !other; j++)
+                if (!strcmp(a->keys[i], b->keys[j])) other = b->items[j];
+            diff_nodes(d, sub, a->items[i], other);
+        }
+        for (int j = 0; j < b->n; j++) {
+            bool in_a = false;
+            for (int i = 0; i < a->n && !in_a; i++) in_a = !strcmp(a->keys[i], b->keys[j]);
+            if (in_a) continue;
+            snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", b->keys[j]);
+            diff_add(d, sub, NULL, b->items[j]);
+        }
+    }
+}
+
+int tr_yaml_diff(const tr_yaml *a, const tr_yaml *b, bool (*skip)(const char *path), char *out,
+                 size_t n) {
+    yaml_diff d = {.skip = skip, .out = out, .n = n};
+    if (n) out[0] = 0;
+    diff_nodes(&d, "", a, b);
+    return d.count;
+}

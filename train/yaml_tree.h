@@ -65,3 +65,8 @@ __attribute__((noreturn, format(printf, 2, 3))) void tr_yaml_fail(const tr_yaml 
 void tr_yaml_print(const tr_yaml *node, FILE *out, int indent);
 // The same text in a malloc'd string (*len, may be NULL, gets its length).
 char *tr_yaml_dump(const tr_yaml *node, size_t *len);
+// Where two trees differ, as "key.path A -> B" items joined by "; " into out (n bytes; cut
+// short when full; a key one tree lacks is "(absent)"); skip (may be NULL) leaves a key path
+// and everything under it out. Returns the number of differences.
+int tr_yaml_diff(const tr_yaml *a, const tr_yaml *b, bool (*skip)(const char *path), char *out,
+                 size_t n);
