@@ -170,6 +170,20 @@ expect_error "a complete run of another lr" "ref/step_00000012: a complete run o
 expect_error "run folder as checkpoint" "a run folder, not a checkpoint; resume from $tmp/k1/step_00000012" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k1c --resume "$tmp/k1"
 expect_error "not a checkpoint" "tiny.yaml: not a checkpoint" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k1c --resume "$tmp/tiny.yaml"
 
+# --- one training per checkpoint.out: a second one started while the first runs (e.g. requeued
+# right after a kill of mpirun whose ranks still write) is refused, naming the first process
+"$groundc" train stage.yaml --set checkpoint.out=$tmp/lk --set train.steps=400 --set checkpoint.every=1 >"$tmp/lk0.log" 2>&1 &
+first=$!
+for i in $(seq 100); do [ -s lk/.lock ] && [ -e lk/latest ] && break; sleep 0.1; done
+"$groundc" train stage.yaml --set checkpoint.out=$tmp/lk --set train.steps=400 --resume auto >"$tmp/lk.log" 2>&1
+rc=$?
+kill $first 2>/dev/null; wait $first 2>/dev/null
+[ $rc -ne 0 ] && grep -q "lk: another training (process [0-9]*) is writing into this folder" "$tmp/lk.log" &&
+  ok || bad "a second run into a busy checkpoint.out: rc=$rc $(tail -2 "$tmp/lk.log")"
+"$groundc" train stage.yaml --set checkpoint.out=$tmp/lk --set train.steps=400 --set train.lr=1.0e-9 --resume auto --dry-run >/dev/null 2>&1 && ok || bad "dry run after the lock's holder ended"
+expect_error "checkpoint.out in a dataset folder" "checkpoint.out: $tmp/train: a dataset folder" "$groundc" train stage.yaml --set checkpoint.out=$tmp/train
+expect_error "an empty checkpoint.out" "checkpoint.out: an empty path" "$groundc" train stage.yaml --dry-run --set checkpoint.out=
+
 # --- refusals
 expect_error "fresh start over checkpoints" "holds checkpoints already.*--resume auto" "$groundc" train stage.yaml --set checkpoint.out=$tmp/ref
 sed 's/dim: 64/dim: 32/; s/ffn: 176/ffn: 88/' tiny.yaml >tiny_small.yaml

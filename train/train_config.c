@@ -91,6 +91,19 @@ void tr_config_check_out_dir(const tr_train_config *c) {
         ag_fail("checkpoint.out: %s: cannot write there (%s: %s)", c->out_dir, msg, why);
     }
     free(dir);
+    // A dataset folder (its manifest.json) would get checkpoints among its shards.
+    char *manifest = ag_xpath_join(c->out_dir, "manifest.json");
+    bool dataset = !stat(manifest, &sb);
+    free(manifest);
+    if (dataset) {
+        if (c->out_dir_at)
+            ag_fail("%s: checkpoint.out: %s: a dataset folder (it holds manifest.json); "
+                    "checkpoints go to a folder of their own",
+                    c->out_dir_at, c->out_dir);
+        ag_fail("checkpoint.out: %s: a dataset folder (it holds manifest.json); checkpoints go "
+                "to a folder of their own",
+                c->out_dir);
+    }
 }
 
 static int read_patterns(tr_yaml *map, const char *key, char **out, char **at) {
@@ -239,6 +252,7 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
     tr_yaml *ck = tr_yaml_map(root, "checkpoint");
     c->out_dir = ag_xstrdup(tr_yaml_str(ck, "out", "checkpoints/run", NULL));
     c->out_dir_at = tr_config_where(tr_yaml_get(ck, "out"));
+    if (!c->out_dir[0]) tr_yaml_fail(tr_yaml_get(ck, "out"), "an empty path");
     c->save_every = tr_yaml_int(ck, "every", 0, 0, big);
     c->keep = (int)tr_yaml_int(ck, "keep", 3, 0, 1 << 20);
 

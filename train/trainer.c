@@ -2,6 +2,7 @@
 #include "train/trainer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -905,11 +907,39 @@ static void check_init_weights(const tr_train_config *c) {
     ag_ctx_free(meta);
 }
 
+// Takes OUT/.lock (flock, exclusive, held until the process ends or the fd is closed) and
+// writes this process's id into it; fails, naming the holder, when another process has it.
+static int lock_out_dir(const char *out) {
+    char *path = ag_xpath_join(out, ".lock");
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) ag_fail("%s: cannot open: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        if (errno != EWOULDBLOCK) ag_fail("%s: cannot lock: %s", path, strerror(errno));
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? strcspn(pid, "\n") : 0] = 0;
+        ag_fail("%s: another training (process %s) is writing into this folder: let it finish or "
+                "stop it first, or set checkpoint.out to another folder",
+                out, pid[0] ? pid : "?");
+    }
+    char text[32];
+    int len = snprintf(text, sizeof text, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, text, (size_t)len, 0) != len)
+        ag_fail("%s: cannot write: %s", path, strerror(errno));
+    free(path);
+    return fd;
+}
+
 void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_dist *d,
                     const char *resume, tr_stage_result *res) {
     tr_stage_result_clear(res);
     stage_run s = {.c = c, .resolved = resolved, .d = d, .lead = d->rank == 0};
     s.log = s.lead ? stdout : NULL;
+    // One training per folder: before its checkpoints are read (or, for a new folder, when it
+    // is made), so that a second run neither resumes from a checkpoint still being written nor
+    // prunes the first run's.
+    struct stat sb;
+    int lock = s.lead && !stat(c->out_dir, &sb) ? lock_out_dir(c->out_dir) : -1;
     s.from = tr_checkpoint_to_resume(c, resume);
     // The after-stage eval's inputs, now rather than after the whole run.
     if (c->eval_data) tr_eval_check_inputs(c->eval_data, c->eval_tokenizer);
@@ -925,6 +955,10 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     if (s.from && s.st.complete) {
         skip_complete_stage(&s, res);
     } else {
+        if (s.lead && lock < 0) {
+            ds_make_dirs(c->out_dir);
+            lock = lock_out_dir(c->out_dir);
+        }
         start_training(&s);
         while (s.step < s.total && !s.stop) train_step(&s);
         finish_training(&s, res);
@@ -941,6 +975,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
         }
     }
     if (c->eval_data) evaluate(&s, res);
+    if (lock >= 0) close(lock); // (releases the flock)
     free(s.from);
     gm_groundinggpt_free(s.m);
     ag_ctx_free(s.ctx);

@@ -460,7 +460,7 @@ double tr_yaml_num(tr_yaml *map, const char *key, double def, double lo, double 
     double x = strtod(v->value, &end);
     if (errno || end == v->value || *end || !isfinite(x))
         tr_yaml_fail(v, "expected a number, got '%s'", v->value);
-    if (x < lo || x > hi) tr_yaml_fail(v, "%g is outside [%g, %g]", x, lo, hi);
+    if (x < lo || x > hi) tr_yaml_fail(v, "%.10g is outside [%.10g, %.10g]", x, lo, hi);
     return x;
 }
 
