@@ -15,21 +15,29 @@ def load(path):
     if os.path.isdir(path):
         path = os.path.join(path, "metrics.jsonl")
     steps, loss, lr, skipped = [], [], [], []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
+    try:
+        text = open(path).read()
+    except OSError as e:
+        sys.exit(f"plot_metrics: {path}: {e.strerror}")
+    lines = text.split("\n")
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if n == len(lines):  # a live run's line still being written (no newline yet)
+                print(f"plot_metrics: {path}:{n}: an unfinished last line, left out",
+                      file=sys.stderr)
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                sys.exit(f"{path}:{n}: not JSON: {e}")
-            if rec.get("skipped"):
-                skipped.append(rec["step"])
-            elif "loss" in rec:
-                steps.append(rec["step"])
-                loss.append(rec["loss"])
-                lr.append(rec["lr"])
+            sys.exit(f"{path}:{n}: not JSON: {e}")
+        if rec.get("skipped"):
+            skipped.append(rec["step"])
+        elif "loss" in rec:
+            steps.append(rec["step"])
+            loss.append(rec["loss"])
+            lr.append(rec["lr"])
     if not steps:
         sys.exit(f"{path}: no logged steps")
     return path, steps, loss, lr, skipped
@@ -65,10 +73,11 @@ def main():
     for path in args.runs:
         name, steps, loss, lr, skipped = load(path)
         label = os.path.basename(os.path.dirname(os.path.abspath(name)))
-        (line,) = ax_loss.plot(steps, loss, label=label)
+        marker = "o" if len(steps) == 1 else None  # one point: a line would not show
+        (line,) = ax_loss.plot(steps, loss, label=label, marker=marker)
         for s in skipped:
             ax_loss.axvline(s, color=line.get_color(), alpha=0.3, linestyle=":")
-        ax_lr.plot(steps, lr, label=label)
+        ax_lr.plot(steps, lr, label=label, marker=marker)
     ax_loss.set_ylabel("loss")
     ax_loss.set_yscale("log")
     ax_loss.legend()

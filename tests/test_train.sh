@@ -384,6 +384,14 @@ grep -q "not a multiple of micro_batch 48" "$tmp/log" && ok || bad "global batch
 if "$py" -c "import matplotlib" 2>/dev/null; then
   "$py" "$src/scripts/plot_metrics.py" ref nan --out "$tmp/m.png" >/dev/null &&
     [ "$(head -c 4 "$tmp/m.png" | od -An -c | tr -d ' ')" = "211PNG" ] && ok || bad "plot_metrics.py"
+  # a live run's unfinished last line is left out (with a note); a missing run is one line
+  { cat ref/metrics.jsonl; printf '{"step": 13, "stage": 2, "lo'; } >live.jsonl
+  "$py" "$src/scripts/plot_metrics.py" live.jsonl --out "$tmp/m2.png" >/dev/null 2>"$tmp/plot.err" &&
+    grep -q "live.jsonl:[0-9]*: an unfinished last line, left out" "$tmp/plot.err" && [ -s "$tmp/m2.png" ] &&
+    ok || bad "plot of a live run: $(cat "$tmp/plot.err")"
+  "$py" "$src/scripts/plot_metrics.py" nothere --out "$tmp/m3.png" >/dev/null 2>"$tmp/plot.err"
+  [ $? -ne 0 ] && [ "$(cat "$tmp/plot.err")" = "plot_metrics: nothere: No such file or directory" ] &&
+    ok || bad "plot of a missing run: $(cat "$tmp/plot.err")"
 else
   echo "test_train: python3-matplotlib missing; plot check skipped"
 fi
