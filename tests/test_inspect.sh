@@ -180,6 +180,15 @@ want_step=$("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['step'
 grep -q "^checkpoint $step: step $want_step of " ckpt.txt && ok || bad "checkpoint line: $(head -1 ckpt.txt)"
 n_tensors=$("$py" -c "import sys; sys.path.insert(0, sys.argv[2]); import st_read; print(len(st_read.read_raw(sys.argv[1])))" "$step/model.safetensors" "$here")
 grep -q "^model.safetensors: $n_tensors tensors, .*fits config.yaml's model ($n_tensors tensors" ckpt.txt && ok || bad "checkpoint weights line: $(grep model.safetensors ckpt.txt)"
+# an unfinished stage's checkpoint without its optimizer state: said not resumable
+mkdir -p noopt && cp "$step"/* noopt/ && rm -f noopt/optim.rank00000.safetensors
+"$py" -c "
+import json, sys
+s = json.load(open('noopt/state.json')); s['total_steps'] = s['step'] + 10; s['complete'] = False
+json.dump(s, open('noopt/state.json', 'w'))"
+"$groundc" inspect noopt >noopt.txt 2>err &&
+  grep -q "^checkpoint noopt: step $want_step of $((want_step + 10)) (not resumable: optim.rank00000.safetensors is missing)" noopt.txt &&
+  ok || bad "checkpoint without optimizer state: $(head -1 noopt.txt) $(cat err)"
 # the checkpoint's config report is that of the config it was trained from
 [ "$(cfg_col total 4 ckpt.txt)" = "$exp" ] && ok || bad "checkpoint's trainable count $(cfg_col total 4 ckpt.txt) != $exp"
 # a checkpoint whose weights are not its config's model

@@ -341,9 +341,19 @@ static void inspect_yaml(tr_yaml *root, const char *path, const tr_inspect_opts 
 static void inspect_checkpoint(const char *dir, const tr_inspect_opts *o, FILE *out) {
     tr_ckpt_state st;
     tr_ckpt_read_state(dir, &st);
+    // a resume reads rank 0's optimizer file (each rank's own with ZeRO-1)
+    char status[160] = "resumable";
+    for (int r = 0; r < (st.zero1 ? st.world : 1) && !st.complete; r++) {
+        char name[64];
+        snprintf(name, sizeof name, "optim.rank%05d.safetensors", r);
+        if (!ds_dir_has(dir, name)) {
+            snprintf(status, sizeof status, "not resumable: %s is missing", name);
+            break;
+        }
+    }
     fprintf(out, "checkpoint %s: step %lld of %lld (%s), stage %d, world %d%s, global batch %lld\n",
             dir, (long long)st.step, (long long)st.total_steps,
-            st.complete ? "the stage is complete" : "resumable", st.stage, st.world,
+            st.complete ? "the stage is complete" : status, st.stage, st.world,
             st.zero1 ? " with ZeRO-1" : "", (long long)st.global_batch);
     fprintf(out,
             "data: seed %llu, %lld stream positions consumed; %.0f supervised tokens seen, "
