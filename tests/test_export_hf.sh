@@ -190,6 +190,9 @@ for sig in INT TERM; do
   [ $rc = "$want" ] && [ "$(cat err)" = "export: stopped by SIG$sig$([ $sig = INT ] && echo ' (Ctrl-C)'); nothing written to x9" ] &&
     [ -z "$(ls -d x9* 2>/dev/null)" ] && ok || bad "SIG$sig during export: rc=$rc, $(cat err), $(ls -d x9* 2>/dev/null)"
 done
+# --out in folders that do not exist yet: made
+"$groundc" export "$ck" --format hf --out new1/new2/x11 --tokenizer "$tokenizer" >out 2>err &&
+  [ -s new1/new2/x11/model.safetensors ] && ok || bad "--out under new folders: $(cat err)"
 # what an export killed outright (SIGKILL, power loss) left beside OUT is cleaned up by the
 # next one: its temporary folder goes; an old export it had moved aside goes back into place
 # when OUT is missing (killed between its two renames)

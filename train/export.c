@@ -114,6 +114,10 @@ static void clean_stale_exports(const char *out) {
     const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
     size_t nb = strlen(base);
     DIR *d = opendir(dir);
+    if (!d && errno == ENOENT) { // a folder the export makes: nothing can be left in it
+        free(dir);
+        return;
+    }
     if (!d) ag_fail("export: %s: cannot list: %s", dir, strerror(errno));
     struct dirent *e;
     char path[PATH_MAX];
