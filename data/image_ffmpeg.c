@@ -53,6 +53,18 @@ static void put_le16(uint8_t *p, uint32_t v) {
 // it), the background index = the fill index, the first image descriptor with its LZW data byte
 // for byte (interlacing kept), no extensions (hence no transparency) and the trailer. The LZW
 // data must be whole, up to its block terminator (PIL refuses a file cut inside it too).
+// The colour table at *pos when flags (the screen's or the image's packed byte) says there is
+// one: *pal and *count take it and *pos moves past it. False when the file ends inside it.
+static bool gif_table(const uint8_t *d, size_t n, size_t *pos, uint8_t flags, const uint8_t **pal,
+                      size_t *count) {
+    if (!(flags & 0x80)) return true;
+    size_t k = (size_t)2 << (flags & 7);
+    if (n - *pos < 3 * k) return false;
+    *pal = d + *pos, *count = k;
+    *pos += 3 * k;
+    return true;
+}
+
 static uint8_t *gif_rewrite(const uint8_t *d, size_t n, ff_image *im, size_t *out_n, char *why,
                             size_t why_len) {
     const char *cut = NULL;
@@ -64,14 +76,9 @@ static uint8_t *gif_rewrite(const uint8_t *d, size_t n, ff_image *im, size_t *ou
         cut = "header";
         goto truncated;
     }
-    if (d[10] & 0x80) {
-        pal_count = (size_t)2 << (d[10] & 7);
-        if (n - pos < 3 * pal_count) {
-            cut = "global colour table";
-            goto truncated;
-        }
-        pal = d + pos;
-        pos += 3 * pal_count;
+    if (!gif_table(d, n, &pos, d[10], &pal, &pal_count)) {
+        cut = "global colour table";
+        goto truncated;
     }
     for (;;) { // blocks up to the first image, as PIL walks them
         if (pos >= n) {
@@ -121,14 +128,9 @@ static uint8_t *gif_rewrite(const uint8_t *d, size_t n, ff_image *im, size_t *ou
     const uint8_t *desc = d + pos;
     uint32_t x0 = le16(desc), y0 = le16(desc + 2), fw = le16(desc + 4), fh = le16(desc + 6);
     pos += 9;
-    if (desc[8] & 0x80) {
-        pal_count = (size_t)2 << (desc[8] & 7);
-        if (n - pos < 3 * pal_count) {
-            cut = "local colour table";
-            goto truncated;
-        }
-        pal = d + pos;
-        pos += 3 * pal_count;
+    if (!gif_table(d, n, &pos, desc[8], &pal, &pal_count)) {
+        cut = "local colour table";
+        goto truncated;
     }
     if (pos >= n) {
         cut = "image data";
