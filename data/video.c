@@ -247,12 +247,13 @@ static void vr_pass(vreader *r, int64_t N, int F, int S, uint8_t *out) {
     if (!ds_ff_decode_all(&r->in, vr_on_frame, r, why, sizeof why)) vr_fail(r, "%s", why);
 }
 
-// The last frame's duration in stream ticks: its own, else one frame interval (from the
-// rate, else the mean spacing), else 0.
-static int64_t last_frame_ticks(const vreader *r, double tb, double fps, int64_t N) {
-    if (r->dur_last > 0) return r->dur_last;
-    if (fps > 0.0 && tb > 0.0) return llround(1.0 / (fps * tb));
-    return N > 1 ? (r->ts_last - r->ts_first) / (N - 1) : 0;
+// The last frame's duration in seconds (tb: the stream's time base, > 0): its own, else one
+// frame interval (from the rate, else the mean spacing of the timestamps), else 0.
+static double last_frame_s(const vreader *r, double tb, double fps, int64_t N) {
+    return r->dur_last > 0 ? (double)r->dur_last * tb
+           : fps > 0.0     ? 1.0 / fps
+           : N > 1         ? (double)(r->ts_last - r->ts_first) * tb / (double)(N - 1)
+                           : 0.0;
 }
 
 // The frames on display at the F times (i + 0.5) D / F after the first frame (D: the span of
@@ -262,8 +263,8 @@ static int64_t last_frame_ticks(const vreader *r, double tb, double fps, int64_t
 // formula, as the reference (decord, by index) picks. Allocated.
 static int64_t *pick_by_time(const vreader *r, int F, double tb, double fps) {
     int64_t N = r->decoded;
-    if (r->ts_unusable || r->n_ts != N || N < 2) return NULL;
-    int64_t D = r->ts_last - r->ts_first + last_frame_ticks(r, tb, fps, N);
+    if (r->ts_unusable || r->n_ts != N || N < 2 || tb <= 0.0) return NULL;
+    int64_t D = r->ts_last - r->ts_first + llround(last_frame_s(r, tb, fps, N) / tb); // ticks
     if (D <= 0) return NULL;
     int64_t *pick = ag_xmalloc((size_t)F * sizeof *pick, "video frame picks");
     bool differs = false;
@@ -333,12 +334,7 @@ void ds_video_load(const char *path, int F, int S, uint8_t *out, ds_video_info *
     // timestamps: the stated duration, else N / frame rate, else libavformat's estimate.
     double tb = av_q2d(r.in.fmt->streams[r.in.stream]->time_base), duration = 0.0;
     if (!r.ts_unusable && tb > 0.0) {
-        double span = (double)(r.ts_last - r.ts_first) * tb;
-        double last = r.dur_last > 0 ? r.dur_last * tb
-                      : fps > 0.0    ? 1.0 / fps
-                      : N > 1        ? span / (double)(N - 1)
-                                     : 0.0;
-        duration = span + last;
+        duration = (double)(r.ts_last - r.ts_first) * tb + last_frame_s(&r, tb, fps, N);
     }
     if (duration <= 0.0) duration = stated;
     if (duration <= 0.0 && fps > 0.0) duration = (double)N / fps;

@@ -416,18 +416,21 @@ static void add_span_s(cJSON *rec, const char *key, const char *text, const samp
 // The record's origin fields: id (null when the input line had none), file, index, source;
 // image_size for an image sample, and rec's boxes normalised and in pixels; for tvg and sound
 // the duration, the start offset when there is one, and the spans in seconds of the file.
+// rec's id, file and index: the input line the sample was packed from (null where pack had
+// none).
+static void add_input_line(cJSON *rec, const sample_origin *so) {
+    static const char *const keys[] = {"id", "file", "index"};
+    for (int k = 0; k < 3; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(so->meta, keys[k]);
+        json_check(
+            cJSON_AddItemToObject(rec, keys[k], v ? cJSON_Duplicate(v, true) : cJSON_CreateNull()));
+    }
+}
+
 static void add_origin(cJSON *rec, int kind, const sample_origin *so, const char *answer,
                        const char *reference) {
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(so->meta, "id");
-    const cJSON *file = cJSON_GetObjectItemCaseSensitive(so->meta, "file");
-    const cJSON *index = cJSON_GetObjectItemCaseSensitive(so->meta, "index");
-    json_check(
-        cJSON_AddItemToObject(rec, "id", id ? cJSON_Duplicate(id, true) : cJSON_CreateNull()) &&
-        cJSON_AddItemToObject(rec, "file",
-                              file ? cJSON_Duplicate(file, true) : cJSON_CreateNull()) &&
-        cJSON_AddItemToObject(rec, "index",
-                              index ? cJSON_Duplicate(index, true) : cJSON_CreateNull()) &&
-        cJSON_AddStringToObject(rec, "source", so->source));
+    add_input_line(rec, so);
+    json_check(cJSON_AddStringToObject(rec, "source", so->source) != NULL);
     const double d = span_duration(kind, so);
     if (d > 0) {
         json_check(cJSON_AddNumberToObject(rec, "duration", d));
@@ -486,23 +489,14 @@ static void log_origin(FILE *log, int kind, const sample_origin *so, const char 
 // in the verbose line and the per-sample records.
 static void note_too_long(evaluator *e, int kind, int64_t sample, int64_t length) {
     e->r->too_long[kind]++;
-    const sample_origin *so = e->origin ? &e->origin[sample] : NULL;
-    if (e->recs) {
+    if (e->recs) { // (with records, every sample's origin is read)
         cJSON *rec = cJSON_CreateObject();
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(so->meta, "id");
-        const cJSON *file = cJSON_GetObjectItemCaseSensitive(so->meta, "file");
-        const cJSON *index = cJSON_GetObjectItemCaseSensitive(so->meta, "index");
-        json_check(
-            rec && cJSON_AddNumberToObject(rec, "sample", (double)sample) &&
-            cJSON_AddStringToObject(rec, "task", tr_eval_task_name(kind)) &&
-            cJSON_AddTrueToObject(rec, "too_long") &&
-            cJSON_AddNumberToObject(rec, "tokens", (double)length) &&
-            cJSON_AddItemToObject(rec, "id", id ? cJSON_Duplicate(id, true) : cJSON_CreateNull()) &&
-            cJSON_AddItemToObject(rec, "file",
-                                  file ? cJSON_Duplicate(file, true) : cJSON_CreateNull()) &&
-            cJSON_AddItemToObject(rec, "index",
-                                  index ? cJSON_Duplicate(index, true) : cJSON_CreateNull()) &&
-            cJSON_AddItemToArray(e->recs, rec));
+        json_check(rec && cJSON_AddNumberToObject(rec, "sample", (double)sample) &&
+                   cJSON_AddStringToObject(rec, "task", tr_eval_task_name(kind)) &&
+                   cJSON_AddTrueToObject(rec, "too_long") &&
+                   cJSON_AddNumberToObject(rec, "tokens", (double)length));
+        add_input_line(rec, &e->origin[sample]);
+        json_check(cJSON_AddItemToArray(e->recs, rec));
     }
     if (e->log)
         fprintf(e->log,

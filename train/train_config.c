@@ -13,6 +13,7 @@
 
 #include "autograd/backend.h"
 #include "autograd/error.h"
+#include "data/files.h"
 #include "train/model_config.h"
 
 bool tr_config_is_stage(tr_yaml *root) {
@@ -92,10 +93,7 @@ void tr_config_check_out_dir(const tr_train_config *c) {
     }
     free(dir);
     // A dataset folder (its manifest.json) would get checkpoints among its shards.
-    char *manifest = ag_xpath_join(c->out_dir, "manifest.json");
-    bool dataset = !stat(manifest, &sb);
-    free(manifest);
-    if (dataset) {
+    if (ds_dir_has(c->out_dir, "manifest.json")) {
         if (c->out_dir_at)
             ag_fail("%s: checkpoint.out: %s: a dataset folder (it holds manifest.json); "
                     "checkpoints go to a folder of their own",

@@ -220,6 +220,10 @@ static void free_trainables(trainables *t) {
     free(t->mine_decay);
 }
 
+// What a refusal over a complete stage's checkpoint adds.
+static const char complete_again[] = "; the stage is complete: to train it again, set "
+                                     "checkpoint.out to another folder";
+
 // Refuses a checkpoint that this run cannot continue. A complete stage is only skipped, so
 // its rank count and ZeRO-1 setting do not matter; its model, batch and length do.
 static void check_resume(const char *dir, const tr_ckpt_state *st, const char *model_digest,
@@ -228,9 +232,7 @@ static void check_resume(const char *dir, const tr_ckpt_state *st, const char *m
         ag_fail("%s: written for another model (parameter names, shapes or dtypes differ from "
                 "this config's)",
                 dir);
-    const char *done = st->complete ? "; the stage is complete: to train it again, set "
-                                      "checkpoint.out to another folder"
-                                    : "";
+    const char *done = st->complete ? complete_again : "";
     // Another rank count continues the run when the global batch stays: the loader re-splits
     // the stream and, without ZeRO-1, every rank holds the whole optimizer state. With ZeRO-1
     // each rank's file holds its own share.
@@ -422,27 +424,23 @@ static bool skip_model(const char *path) {
     return run_neutral_key(path) || model_key(path);
 }
 
-// Whether s->from was written by this stage (its number) and by this config (the checkpoint's
+// Whether this run can continue s->from or take it as its complete stage: check_resume, then
+// whether it was written by this stage (its number) and by this config (the checkpoint's
 // config.yaml against the resolved config, where this run has it): another stage, or a model
 // whose shape-neutral settings (RoPE base, norm eps, activation, ...) differ, is refused; other
 // changes are refused for a complete stage (it is not this config's run) and noted on resume.
-static void check_same_config(const stage_run *s) {
+static void check_fits(const stage_run *s) {
     const tr_train_config *c = s->c;
-    const char *again = s->st.complete ? "; the stage is complete: to train it again, set "
-                                         "checkpoint.out to another folder"
-                                       : "";
+    check_resume(s->from, &s->st, s->model_digest, s->d, s->G, s->total, c->zero1);
+    const char *again = s->st.complete ? complete_again : "";
     if (s->st.stage != c->stage)
         ag_fail("%s: a checkpoint of stage %d, this config trains stage %d: give each stage a "
                 "checkpoint.out of its own (in a curriculum, --set checkpoint.out applies to "
                 "every stage)%s",
                 s->from, s->st.stage, c->stage, again);
     if (!s->resolved) return;
+    if (!ds_dir_has(s->from, "config.yaml")) return; // (checked elsewhere: a checkpoint has one)
     char *path = ag_xpath_join(s->from, "config.yaml");
-    struct stat sb;
-    if (stat(path, &sb)) { // (checked elsewhere: a checkpoint has one)
-        free(path);
-        return;
-    }
     tr_yaml *theirs = tr_yaml_load(path);
     char diff[1500];
     if (tr_yaml_diff(theirs, s->resolved, skip_but_model, diff, sizeof diff))
@@ -465,8 +463,7 @@ static void check_same_config(const stage_run *s) {
 // when the after-stage eval still has to report the grounding scores.
 static void skip_complete_stage(stage_run *s, tr_stage_result *res) {
     const tr_train_config *c = s->c;
-    check_resume(s->from, &s->st, s->model_digest, s->d, s->G, s->total, c->zero1);
-    check_same_config(s);
+    check_fits(s);
     if (s->log)
         fprintf(s->log, "stage already complete: %s (step %" PRId64 ")\n", s->from, s->st.step);
     res->skipped = true;
@@ -554,8 +551,7 @@ static void setup_training(stage_run *s) {
 // this run's would replace in part and leave beside its own under `latest`.
 static void check_continues(const stage_run *s) {
     const tr_train_config *c = s->c;
-    check_resume(s->from, &s->st, s->model_digest, s->d, s->G, s->total, c->zero1);
-    check_same_config(s);
+    check_fits(s);
     if (!s->st.complete && s->newest > s->st.step)
         ag_fail("%s: holds step_%08" PRId64 ", past the step %" PRId64 " resumed from %s; "
                 "set checkpoint.out to another folder (or remove the later checkpoints)",
