@@ -346,6 +346,14 @@ PY
   [ "$(readlink dpt/latest)" = step_00000005 ] && [ -f dpt/step_00000005/state.json ] && ok || bad "MPI SIGTERM: latest $(readlink dpt/latest): $(tail -3 "$tmp/log")"
   "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpt --set data.micro_batch=4 --resume auto >"$tmp/log" 2>&1 || bad "MPI resume after SIGTERM: $(tail -3 "$tmp/log")"
   diff <(losses dp/metrics.jsonl) <(losses dpt/metrics.jsonl) >/dev/null && ok || bad "MPI losses after SIGTERM + resume differ"
+  # a rank that stops answering (SIGSTOP): the other gives up after train.collective_timeout_s
+  # with one line naming the collective, and the job ends instead of hanging
+  start=$SECONDS
+  GROUNDC_TEST_STOP_AT_STEP=3:1 timeout 120 "${mpi[@]}" -x GROUNDC_TEST_STOP_AT_STEP "$groundc" train stage.yaml --set checkpoint.out=$tmp/dps --set data.micro_batch=4 --set train.collective_timeout_s=2 >"$tmp/log" 2>&1
+  rc=$?
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $((SECONDS - start)) -lt 60 ] &&
+    grep -q "groundc: error: \[rank 0\] waited [0-9]* s in MPI_[A-Za-z]* ([a-z0-9 ]*) for the other ranks: one of them has stopped, hung or died (train.collective_timeout_s is 2; 0 waits for ever)" "$tmp/log" &&
+    ok || bad "stopped rank: rc $rc after $((SECONDS - start)) s: $(grep error "$tmp/log" | head -2)"
 else
   bad "mpirun not found"
 fi

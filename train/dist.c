@@ -2,6 +2,8 @@
 #include "train/dist.h"
 
 #include <mpi.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,61 @@ static void mpi_check(int rc, const char *call) {
     int len = 0;
     if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) snprintf(msg, sizeof msg, "code %d", rc);
     ag_fail("mpi: %s failed: %s", call, msg);
+}
+
+// The collective watchdog. A rank that waits in a collective (MPI, or the NCCL all-reduce it
+// polls) for another that has stopped (SIGSTOP, a debugger, a hung file system) or died
+// without its launcher noticing would wait for ever: MPI has no timeout. The thread started by
+// tr_dist_init checks twice a second how long this rank has been waiting and, past the
+// timeout, fails with one line naming the collective; the launcher then ends the job.
+static _Atomic int64_t g_wait_since; // CLOCK_MONOTONIC ns when the wait began, 0: not waiting
+static const char *_Atomic g_wait_what;
+static _Atomic double g_timeout_s = TR_DIST_TIMEOUT_S;
+static int g_watch_rank;
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void wait_begin(const char *what) {
+    atomic_store(&g_wait_what, what);
+    atomic_store(&g_wait_since, now_ns());
+}
+
+static void wait_end(void) {
+    atomic_store(&g_wait_since, 0);
+}
+
+// A blocking MPI call, watched and checked.
+#define mpi_wait(call, what)                                                                       \
+    do {                                                                                           \
+        wait_begin(what);                                                                          \
+        int rc_ = (call);                                                                          \
+        wait_end();                                                                                \
+        mpi_check(rc_, what);                                                                      \
+    } while (0)
+
+static void *watchdog(void *arg) {
+    (void)arg;
+    for (;;) {
+        const struct timespec pause = {0, 500 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        int64_t since = atomic_load(&g_wait_since);
+        double limit = atomic_load(&g_timeout_s);
+        if (!since || limit <= 0) continue;
+        double waited = (double)(now_ns() - since) * 1e-9;
+        if (waited > limit)
+            ag_fail("[rank %d] waited %.0f s in %s for the other ranks: one of them has stopped, "
+                    "hung or died (train.collective_timeout_s is %.10g; 0 waits for ever)",
+                    g_watch_rank, waited, atomic_load(&g_wait_what), limit);
+    }
+    return NULL;
+}
+
+void tr_dist_set_timeout(double seconds) {
+    atomic_store(&g_timeout_s, seconds);
 }
 
 #ifdef GROUNDC_HAVE_NCCL
@@ -80,6 +137,13 @@ tr_dist tr_dist_init(int *argc, char ***argv) {
     // Ranks on one node split its cores between their CPU kernels (see ag_cpu_share_threads).
     d.cpu_threads = ag_cpu_share_threads(d.local_size);
     d.mpi = true;
+    if (d.world > 1) {
+        g_watch_rank = d.rank;
+        pthread_t t;
+        int e = pthread_create(&t, NULL, watchdog, NULL);
+        if (e || (e = pthread_detach(t)))
+            ag_fail("mpi: cannot start the collective watchdog thread: %s", strerror(e));
+    }
     return d;
 }
 
@@ -101,8 +165,8 @@ void tr_dist_use_device(const tr_dist *d, ag_device dev, char *name, size_t cap)
         ncclUniqueId id;
         memset(&id, 0, sizeof id);
         if (d->rank == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
-        mpi_check(MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD),
-                  "MPI_Bcast (NCCL id)");
+        mpi_wait(MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD),
+                 "MPI_Bcast (NCCL id)");
         nccl_check(ncclCommInitRank(&g_nccl, d->world, id, d->rank), "ncclCommInitRank");
     }
 #endif
@@ -138,7 +202,7 @@ void tr_dist_finalize(tr_dist *d) {
     }
 #endif
     if (!d->mpi) return;
-    mpi_check(MPI_Finalize(), "MPI_Finalize");
+    mpi_wait(MPI_Finalize(), "MPI_Finalize");
     d->mpi = false;
 }
 
@@ -158,13 +222,13 @@ _Noreturn void tr_dist_abort(const tr_dist *d, int code) {
 }
 
 void tr_dist_barrier(const tr_dist *d) {
-    if (d->world > 1) mpi_check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+    if (d->world > 1) mpi_wait(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
 }
 
 void tr_dist_sum_f64(const tr_dist *d, double *x, int n) {
     if (d->world > 1)
-        mpi_check(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
-                  "MPI_Allreduce (f64)");
+        mpi_wait(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
+                 "MPI_Allreduce (f64)");
 }
 
 // Host f32 gradients: MPI on the gradients themselves (large ones) or a host bucket.
@@ -188,9 +252,9 @@ static void allreduce_host_f32(const tr_dist *d, ag_tensor **params, int n, doub
             float *g = params[first]->grad->data;
             for (int64_t off = 0; off < m0; off += INT32_MAX / 2) {
                 int64_t cnt = m0 - off < INT32_MAX / 2 ? m0 - off : INT32_MAX / 2;
-                mpi_check(MPI_Allreduce(MPI_IN_PLACE, g + off, (int)cnt, MPI_FLOAT, MPI_SUM,
-                                        MPI_COMM_WORLD),
-                          "MPI_Allreduce (gradients)");
+                mpi_wait(MPI_Allreduce(MPI_IN_PLACE, g + off, (int)cnt, MPI_FLOAT, MPI_SUM,
+                                       MPI_COMM_WORLD),
+                         "MPI_Allreduce (gradients)");
             }
             if (scale != 1.0)
                 for (int64_t k = 0; k < m0; k++) g[k] *= s;
@@ -205,9 +269,8 @@ static void allreduce_host_f32(const tr_dist *d, ag_tensor **params, int n, doub
             fill += m;
             last++;
         }
-        mpi_check(
-            MPI_Allreduce(MPI_IN_PLACE, bucket, (int)fill, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
-            "MPI_Allreduce (gradient bucket)");
+        mpi_wait(MPI_Allreduce(MPI_IN_PLACE, bucket, (int)fill, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+                 "MPI_Allreduce (gradient bucket)");
         fill = 0;
         for (int i = first; i < last; i++) {
             float *g = params[i]->grad->data;
@@ -259,8 +322,8 @@ static void stage_out(ag_tensor *g, int64_t off, int64_t cnt, const float *src, 
 }
 
 static void allreduce_f32(float *x, int64_t cnt) {
-    mpi_check(MPI_Allreduce(MPI_IN_PLACE, x, (int)cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
-              "MPI_Allreduce (staged gradients)");
+    mpi_wait(MPI_Allreduce(MPI_IN_PLACE, x, (int)cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+             "MPI_Allreduce (staged gradients)");
 }
 
 // Any other gradients (GPU ones without NCCL, bf16 ones on the host): buckets are copied to
@@ -325,9 +388,13 @@ static void nccl_wait(cudaStream_t stream, const char *what) {
         cuda_check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming),
                    "cudaEventCreateWithFlags (collectives done)");
     cuda_check(cudaEventRecord(done, stream), "cudaEventRecord (collectives done)");
+    wait_begin(what);
     for (;;) {
         cudaError_t q = cudaEventQuery(done);
-        if (q == cudaSuccess) return;
+        if (q == cudaSuccess) {
+            wait_end();
+            return;
+        }
         if (q != cudaErrorNotReady) cuda_check(q, "cudaEventQuery (collectives done)");
         ncclResult_t async = ncclSuccess;
         nccl_check(ncclCommGetAsyncError(g_nccl, &async), "ncclCommGetAsyncError");
@@ -717,8 +784,8 @@ void tr_grad_reducer_ready(ag_tensor *param, int index, void *user) {
 // Host: waits for every bucket, then writes the sums times scale into the gradients (f32
 // arithmetic as tr_dist_allreduce_grads, so the two agree bit for bit on two ranks).
 static void finish_host(tr_grad_reducer *r, double scale) {
-    mpi_check(MPI_Waitall(r->n_live - r->n_done, r->req + r->n_done, MPI_STATUSES_IGNORE),
-              "MPI_Waitall (gradient buckets)");
+    mpi_wait(MPI_Waitall(r->n_live - r->n_done, r->req + r->n_done, MPI_STATUSES_IGNORE),
+             "MPI_Waitall (gradient buckets)");
     const float s = (float)scale;
     for (int k = 0; k < r->nb; k++) {
         const red_bucket *b = &r->b[k];
@@ -809,8 +876,8 @@ void tr_dist_broadcast(const tr_dist *d, ag_tensor *t, int root) {
         if (d->rank == root) be->copy_to_host(host, t->data, bytes);
         for (size_t off = 0; off < bytes; off += INT32_MAX / 2) {
             size_t cnt = bytes - off < INT32_MAX / 2 ? bytes - off : INT32_MAX / 2;
-            mpi_check(MPI_Bcast(host + off, (int)cnt, MPI_BYTE, root, MPI_COMM_WORLD),
-                      "MPI_Bcast (bytes)");
+            mpi_wait(MPI_Bcast(host + off, (int)cnt, MPI_BYTE, root, MPI_COMM_WORLD),
+                     "MPI_Bcast (bytes)");
         }
         if (d->rank != root) be->copy_from_host(t->data, host, bytes);
         free(host);
@@ -820,7 +887,7 @@ void tr_dist_broadcast(const tr_dist *d, ag_tensor *t, int root) {
     int64_t m = ag_numel(t);
     for (int64_t off = 0; off < m; off += INT32_MAX / 2) {
         int64_t cnt = m - off < INT32_MAX / 2 ? m - off : INT32_MAX / 2;
-        mpi_check(MPI_Bcast(p + off, (int)cnt, MPI_FLOAT, root, MPI_COMM_WORLD), "MPI_Bcast");
+        mpi_wait(MPI_Bcast(p + off, (int)cnt, MPI_FLOAT, root, MPI_COMM_WORLD), "MPI_Bcast");
     }
 }
 
@@ -864,20 +931,20 @@ void tr_dist_broadcast_all(const tr_dist *d, ag_tensor **t, const int *root, int
                       "MPI_Ibcast");
         }
     }
-    mpi_check(MPI_Waitall((int)nreq, req, MPI_STATUSES_IGNORE), "MPI_Waitall (broadcasts)");
+    mpi_wait(MPI_Waitall((int)nreq, req, MPI_STATUSES_IGNORE), "MPI_Waitall (broadcasts)");
     free(req);
 }
 
 void tr_dist_broadcast_str(const tr_dist *d, char *s, int cap, int root) {
     if (d->world == 1) return;
-    mpi_check(MPI_Bcast(s, cap, MPI_CHAR, root, MPI_COMM_WORLD), "MPI_Bcast (string)");
+    mpi_wait(MPI_Bcast(s, cap, MPI_CHAR, root, MPI_COMM_WORLD), "MPI_Bcast (string)");
     s[cap - 1] = 0;
 }
 
 bool tr_dist_all(const tr_dist *d, bool ok) {
     if (d->world == 1) return ok;
     int v = ok ? 1 : 0;
-    mpi_check(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD),
-              "MPI_Allreduce (flag)");
+    mpi_wait(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD),
+             "MPI_Allreduce (flag)");
     return v == 1;
 }

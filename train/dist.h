@@ -39,8 +39,14 @@ typedef struct {
 } tr_dist;
 
 // Initialises MPI when launched by mpirun (OpenMPI, MPICH/PMI or PMIx environment), else a
-// world of one.
+// world of one. With more than one rank it starts the collective watchdog: a rank that waits
+// longer than the timeout in one collective (another rank stopped, hung or died) fails with
+// one line naming it instead of waiting for ever.
 tr_dist tr_dist_init(int *argc, char ***argv);
+// The watchdog's timeout in seconds (train.collective_timeout_s; 0: none). The default is
+// PyTorch's for NCCL process groups: long enough for a rank that writes a 7B checkpoint alone.
+#define TR_DIST_TIMEOUT_S 1800.0
+void tr_dist_set_timeout(double seconds);
 // Finalises MPI if it was initialised.
 void tr_dist_finalize(tr_dist *d);
 // Aborts every rank (after a one-line error on this one): an error on one rank must not leave

@@ -14,6 +14,7 @@
 #include "autograd/backend.h"
 #include "autograd/error.h"
 #include "data/files.h"
+#include "train/dist.h"
 #include "train/model_config.h"
 
 bool tr_config_is_stage(tr_yaml *root) {
@@ -244,6 +245,7 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
     c->zero1 = tr_yaml_bool(t, "zero1", false);
     c->bucket_elems = tr_yaml_int(t, "bucket_elems", 1 << 22, 1, big);
     c->overlap_allreduce = tr_yaml_bool(t, "overlap_allreduce", true);
+    c->collective_timeout_s = tr_yaml_num(t, "collective_timeout_s", TR_DIST_TIMEOUT_S, 0, 1e7);
     c->max_bad_steps = (int)tr_yaml_int(t, "max_bad_steps", 5, 1, 1 << 20);
     c->log_every = tr_yaml_int(t, "log_every", 10, 1, big);
 

@@ -44,9 +44,10 @@ typedef struct {
     uint64_t seed;  // initialisation and dropout
     double init_std;
     bool zero1;
-    int64_t bucket_elems;   // gradient all-reduce bucket
-    bool overlap_allreduce; // sum gradients across ranks during the last backward pass
-    int max_bad_steps;      // non-finite steps in a row before the run stops
+    int64_t bucket_elems;        // gradient all-reduce bucket
+    double collective_timeout_s; // a rank waiting longer in one collective fails (0: never)
+    bool overlap_allreduce;      // sum gradients across ranks during the last backward pass
+    int max_bad_steps;           // non-finite steps in a row before the run stops
     // telemetry
     int64_t log_every;
     // checkpoints

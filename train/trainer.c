@@ -149,13 +149,19 @@ static void stop_signals(bool on, struct sigaction old[2]) {
     }
 }
 
-// Test hook: GROUNDC_TEST_SIGNAL_AT_STEP=N[:R] sends this process (rank R only, when given)
-// SIGTERM right after step N's update, as a scheduler's preemption would.
-static void maybe_signal_at(const tr_dist *d, int64_t step) {
-    const char *v = getenv("GROUNDC_TEST_SIGNAL_AT_STEP");
+// Test hooks, each N[:R]: right after step N's update this process (rank R only, when given)
+// gets SIGTERM (GROUNDC_TEST_SIGNAL_AT_STEP), as a scheduler's preemption would send, or
+// SIGSTOP (GROUNDC_TEST_STOP_AT_STEP): a rank that stops answering.
+static void signal_hook(const char *var, int sig, const tr_dist *d, int64_t step) {
+    const char *v = getenv(var);
     if (!v || atoll(v) != step) return;
     const char *r = strchr(v, ':');
-    if (!r || atoi(r + 1) == d->rank) raise(SIGTERM);
+    if (!r || atoi(r + 1) == d->rank) raise(sig);
+}
+
+static void maybe_signal_at(const tr_dist *d, int64_t step) {
+    signal_hook("GROUNDC_TEST_SIGNAL_AT_STEP", SIGTERM, d, step);
+    signal_hook("GROUNDC_TEST_STOP_AT_STEP", SIGSTOP, d, step);
 }
 
 // Test hook: GROUNDC_TEST_SKIP_LAST_MICRO=R makes rank R treat the last micro-batch of every
@@ -390,6 +396,7 @@ static void plan_length(stage_run *s) {
 // The context and the model (not yet initialised), and their digests for the checkpoints.
 static void build_model(stage_run *s) {
     const tr_train_config *c = s->c;
+    tr_dist_set_timeout(c->collective_timeout_s);
     // The device first: on a GPU every allocation must land on this rank's one.
     tr_dist_use_device(s->d, c->device, s->device, sizeof s->device);
     s->ctx = ag_ctx_new(c->device);
@@ -401,8 +408,9 @@ static void build_model(stage_run *s) {
 // Keys of the resolved config that do not change what a run computes: where it writes, how
 // often it logs, how the loader works, the after-stage eval.
 static bool run_neutral_key(const char *path) {
-    static const char *const neutral[] = {"checkpoint",   "eval",          "train.log_every",
-                                          "data.threads", "data.prefetch", "data.checksums"};
+    static const char *const neutral[] = {
+        "checkpoint",   "eval",          "train.log_every", "train.collective_timeout_s",
+        "data.threads", "data.prefetch", "data.checksums"};
     for (size_t i = 0; i < sizeof neutral / sizeof *neutral; i++) {
         size_t n = strlen(neutral[i]);
         if (!strncmp(path, neutral[i], n) && (path[n] == 0 || path[n] == '.')) return true;
