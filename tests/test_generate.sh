@@ -292,6 +292,20 @@ expect_error "generate of no checkpoint" "generate: eval: neither a checkpoint" 
 cp -rL "$ck" moved && sed -i "s|tokenizer: .*|tokenizer: $tmp/gone.model|" moved/config.yaml
 expect_error "checkpoint's tokenizer gone" "generate: $tmp/gone.model: No such file or directory (the checkpoint's eval.tokenizer, moved/config.yaml); give --tokenizer FILE" "$groundc" generate moved --prompt hi
 expect_error "unknown eval task" "unknown task 'grounding'" "$groundc" eval "$ck" --data eval --task grounding
+# a checkpoint whose weights hold a NaN (a diverged run): one line, not an answer made of the
+# allocator's bytes (top-p) or of token 0 (greedy)
+cp -rL "$ck" nanck && "$py" - nanck/model.safetensors <<'PY' || bad "NaN checkpoint"
+import json, struct, sys
+import numpy as np
+with open(sys.argv[1], "r+b") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    e = json.loads(f.read(n))["model.norm.weight"]
+    assert e["dtype"] == "F32", e["dtype"]
+    f.seek(8 + n + e["data_offsets"][0])
+    f.write(np.array([np.nan], np.float32).tobytes())
+PY
+expect_error "NaN logits, top-p" "decode: the logits for new token 1 hold nan (vocabulary id 0): the model's weights or activations are not finite" "$groundc" generate nanck --prompt hi --temperature 0.7 --top-p 0.9
+expect_error "NaN logits, greedy" "decode: the logits for new token 1 hold nan" "$groundc" generate nanck --prompt hi
 [ -z "$(ls e1.npy e2.npy ./*.tmp.* 2>/dev/null)" ] && ok || bad "files left by failed runs: $(ls e1.npy e2.npy ./*.tmp.* 2>/dev/null)"
 
 # --- eval --limit N: the first N samples of each evaluated task (not the first N of the stream,

@@ -74,6 +74,7 @@ static int32_t pick(const float *row, int64_t V, const tr_decode_opts *o, uint64
         qsort(work, (size_t)V, sizeof *work, by_prob);
         double cum = 0;
         for (keep = 0; keep < V && cum < o->top_p * sum;) cum += work[keep++].p;
+        if (keep == 0) keep = 1, cum = work[0].p; // guard: cannot happen with finite logits
         sum = cum;
     }
     double u = (double)(ag_splitmix64(rng) >> 11) * 0x1.0p-53 * sum, acc = 0;
@@ -122,6 +123,12 @@ void tr_decode(ag_ctx *ctx, gm_groundinggpt *m, gm_llama_kv *kv, const gm_ground
             r->stop = max_new < o->max_new ? TR_STOP_CONTEXT : TR_STOP_LENGTH;
             break;
         }
+        for (int64_t v = 0; v < V; v++)
+            if (!isfinite(row[v]))
+                ag_fail("decode: the logits for new token %lld hold %g (vocabulary id %lld): the "
+                        "model's weights or activations are not finite (a diverged or damaged "
+                        "checkpoint)",
+                        (long long)r->n + 1, (double)row[v], (long long)v);
         int32_t id = pick(row, V, o, &rng, work);
         if (id >= V0) {
             r->stop = TR_STOP_ADDED;
