@@ -1111,6 +1111,21 @@ ds_shard *ds_shard_open(const char *path) {
     h->audio_clips = ds_r_attr_size(s, "audio_clips");
     h->audio_frames = ds_r_attr_size(s, "audio_frames");
     h->audio_mels = ds_r_attr_size(s, "audio_mels");
+    // A sample's media row is allocated per batch slot from these: bound it (1 GiB, a thousand
+    // times the 7B model's video row) so that no product of them can wrap.
+    const int64_t geom[3][4] = {{h->image_size, h->image_size, 3, 1},
+                                {h->video_frames, h->video_size, h->video_size, 3},
+                                {h->audio_clips, h->audio_frames, h->audio_mels, 4}};
+    static const char *const row_names[3] = {"image_size^2 x 3", "video_frames x video_size^2 x 3",
+                                             "audio_clips x audio_frames x audio_mels x 4"};
+    for (int r = 0; r < 3; r++) {
+        uint64_t bytes = 1;
+        bool over = false;
+        for (int k = 0; k < 4; k++)
+            over |= __builtin_mul_overflow(bytes, (uint64_t)geom[r][k], &bytes);
+        if (over || bytes > ((uint64_t)1 << 30))
+            ds_rfail(s, "attributes %s: more than 1 GiB of media per sample", row_names[r]);
+    }
     s->sources = ds_r_attr_strings(s, "sources", &count);
     h->num_sources = (int)count;
     if (count > DS_MAX_SOURCES)

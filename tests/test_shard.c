@@ -596,6 +596,21 @@ static void test_corruption(const char *good, const corpus *c) {
     H5Aclose(a), H5Fclose(f);
     EXPECT_FAIL(open_and_close(p), p, "attribute 'num_samples'", "out of range");
 
+    // Media geometry whose row size wraps size_t (2^21 x 2^21 x 2^21 x 3): refused before any
+    // batch slot is sized from it (found by the audit).
+    path_in(p, sizeof p, "video_geometry.h5");
+    f = open_copy(good, p);
+    const char *geometry[2] = {"video_frames", "video_size"};
+    for (int k = 0; k < 2; k++) {
+        a = H5Aopen(f, geometry[k], H5P_DEFAULT);
+        int32_t big = 1 << 21;
+        TL_CHECK(H5Awrite(a, H5T_NATIVE_INT32, &big) >= 0, "attr write");
+        H5Aclose(a);
+    }
+    H5Fclose(f);
+    EXPECT_FAIL(open_and_close(p), p, "video_frames x video_size^2 x 3",
+                "more than 1 GiB of media per sample");
+
     // sample_meta as ASCII strings (HDF5 converts none to UTF-8): still read.
     path_in(p, sizeof p, "ascii_meta.h5");
     f = open_copy(good, p);
