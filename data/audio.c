@@ -28,6 +28,7 @@
 
 #include "autograd/error.h"
 #include "data/ffmpeg.h"
+#include "data/files.h"
 
 #define PI_D 3.14159265358979323846
 
@@ -654,9 +655,8 @@ void ds_audio_write(const char *path, const float *samples, int64_t frames, int 
     if (frames < 0 || channels < 1 || rate < 1 || !sf_format_check(&info))
         ag_fail("%s: cannot write %lld frames x %d channels at %d Hz in this format", path,
                 (long long)frames, channels, rate);
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        ag_fail("%s: path too long", path);
+    char tmp[PATH_MAX];
+    ds_atomic_tmp_path(path, tmp, sizeof tmp);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) ag_fail("%s: cannot create %s: %s", path, tmp, strerror(errno));
     SNDFILE *sf = sf_open_fd(fd, SFM_WRITE, &info, 0);
@@ -678,16 +678,12 @@ void ds_audio_write(const char *path, const float *samples, int64_t frames, int 
         close(fd), unlink(tmp);
         ag_fail("%s: writing audio: %s", path, one_line(sf_error_number(rc), why, sizeof why));
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
+    if (close(fd) != 0) {
         int err = errno;
         unlink(tmp);
         ag_fail("%s: writing audio: %s", path, strerror(err));
     }
-    if (rename(tmp, path) != 0) {
-        int err = errno;
-        unlink(tmp);
-        ag_fail("%s: cannot rename %s into place: %s", path, tmp, strerror(err));
-    }
+    ds_commit_tmp(tmp, path);
 }
 
 void ds_audio_write_wav(const char *path, const float *samples, int64_t n, int rate) {

@@ -2,6 +2,7 @@
 #include "files.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -114,15 +115,26 @@ void ds_write_file_atomic(const char *path, const ds_file_part *parts, int n) {
     bool ok = true;
     for (int i = 0; i < n && ok; i++)
         ok = parts[i].size == 0 || fwrite(parts[i].data, 1, parts[i].size, f) == parts[i].size;
-    ok = ok && !fflush(f) && !fsync(fileno(f));
+    ok = ok && !fflush(f);
     int e = errno;
     if (fclose(f) && ok) ok = false, e = errno;
     if (!ok) {
         unlink(tmp);
         ag_fail("%s: write failed: %s", path, strerror(e ? e : EIO));
     }
+    ds_commit_tmp(tmp, path);
+}
+
+void ds_commit_tmp(const char *tmp, const char *path) {
+    int fd = open(tmp, O_RDONLY);
+    if (fd < 0 || fsync(fd) || close(fd)) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        unlink(tmp);
+        ag_fail("%s: cannot sync %s: %s", path, tmp, strerror(e));
+    }
     if (rename(tmp, path)) {
-        e = errno;
+        int e = errno;
         unlink(tmp);
         ag_fail("%s: cannot rename %s into place: %s", path, tmp, strerror(e));
     }

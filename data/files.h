@@ -28,6 +28,11 @@ typedef struct {
 // into tmp (n bytes); fails naming path when it does not fit.
 void ds_atomic_tmp_path(const char *path, char *tmp, size_t n);
 
+// Puts the finished temporary file tmp in place as path: fsync, rename over path, folder sync
+// (for writers that must hand a library a file name, such as FFmpeg's). Fails naming path;
+// tmp is removed first.
+void ds_commit_tmp(const char *tmp, const char *path);
+
 // Writes the parts, in order, as path's new content without ever leaving a half-written file
 // under that name: the bytes go to "<path>.tmp.<pid>" in the same folder, are fsynced, the file
 // is renamed over path and the folder synced. Fails (ag_fail) naming path; the temporary file

@@ -643,9 +643,8 @@ static void png_w_error(png_structp png, png_const_charp msg) {
 void ds_image_write_png(const char *path, const uint8_t *rgb, int w, int h) {
     if (!ds_image_size_ok((uint64_t)(w > 0 ? w : 0), (uint64_t)(h > 0 ? h : 0)))
         ag_fail("%s: cannot write a %dx%d PNG", path, w, h);
-    size_t n = strlen(path) + 5;
-    char *tmp = ag_xmalloc(n, "png temp path");
-    snprintf(tmp, n, "%s.tmp", path);
+    char *tmp = ag_xmalloc(PATH_MAX, "png temp path");
+    ds_atomic_tmp_path(path, tmp, PATH_MAX);
     FILE *volatile f = fopen(tmp, "wb");
     if (!f) {
         int e = errno;
@@ -680,11 +679,11 @@ void ds_image_write_png(const char *path, const uint8_t *rgb, int w, int h) {
     int bad = ferror(f) != 0;
     int e = errno;
     if (fclose(f) != 0 && !bad) bad = 1, e = errno;
-    if (bad || rename(tmp, path) != 0) {
-        if (!bad) e = errno;
+    if (bad) {
         remove(tmp);
         free(tmp);
         ag_fail("%s: cannot write PNG: %s", path, strerror(e));
     }
+    ds_commit_tmp(tmp, path);
     free(tmp);
 }

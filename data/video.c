@@ -2,6 +2,7 @@
 #include "video.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -19,6 +20,7 @@
 
 #include "autograd/error.h"
 #include "data/ffmpeg.h"
+#include "data/files.h"
 
 // ---------------------------------------------------------------------------------------
 // Reader. One open file; every failure closes it before ag_fail so that nothing leaks when a
@@ -428,10 +430,8 @@ void ds_video_write(const char *path, const uint8_t *frames_rgb, int n_frames, i
     // The container follows the final name's extension; the bytes go to a temporary name.
     const AVOutputFormat *of = av_guess_format(NULL, path, NULL);
     if (!of) ag_fail("%s: no container known for this file extension", path);
-    size_t n = strlen(path) + 5;
-    w.tmp = malloc(n);
-    if (!w.tmp) ag_fail("%s: out of memory", path);
-    snprintf(w.tmp, n, "%s.tmp", path);
+    w.tmp = ag_xmalloc(PATH_MAX, "video temp path");
+    ds_atomic_tmp_path(path, w.tmp, PATH_MAX);
     int ret = avformat_alloc_output_context2(&w.oc, of, NULL, w.tmp);
     if (ret < 0 || !w.oc)
         vw_fail(&w, "cannot set up the %s muxer: %s", of->name, ds_ff_error(ret, eb, sizeof eb));
@@ -496,11 +496,6 @@ void ds_video_write(const char *path, const uint8_t *frames_rgb, int n_frames, i
         if (ret < 0) vw_fail(&w, "cannot close %s: %s", w.tmp, ds_ff_error(ret, eb, sizeof eb));
     }
     vw_close(&w);
-    if (rename(w.tmp, path) != 0) {
-        int e = errno;
-        remove(w.tmp);
-        free(w.tmp);
-        ag_fail("%s: cannot rename the temporary file: %s", path, strerror(e));
-    }
+    ds_commit_tmp(w.tmp, path);
     free(w.tmp);
 }
