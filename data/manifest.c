@@ -213,7 +213,7 @@ void ds_manifest_read(ds_manifest *m, const char *dir) {
     int n = cJSON_GetArraySize(shards);
     m->shards = ag_xcalloc(n > 0 ? (size_t)n : 1, sizeof *m->shards, "manifest shards");
     m->shards_cap = n;
-    int64_t samples = 0, tokens = 0;
+    int64_t samples = 0, tokens = 0, bytes = 0;
     const cJSON *e = shards->child;
     for (int i = 0; i < n; i++, e = e->next) {
         char where[64];
@@ -235,8 +235,10 @@ void ds_manifest_read(ds_manifest *m, const char *dir) {
         const char *sha = ds_get_string(&r, e, "sha256", where);
         if (!ds_sha256_hex_lower(sha, s->sha256))
             ds_mfail(&r, "%s'sha256' is not a 64-digit hex SHA-256", where);
-        samples += s->num_samples;
-        tokens += s->num_tokens;
+        if (__builtin_add_overflow(samples, s->num_samples, &samples) ||
+            __builtin_add_overflow(tokens, s->num_tokens, &tokens) ||
+            __builtin_add_overflow(bytes, s->bytes > 0 ? s->bytes : 0, &bytes))
+            ds_mfail(&r, "%sthe shards' counts add up past 2^63", where);
     }
     if (samples != m->num_samples)
         ds_mfail(&r, "num_samples %lld, but the shards hold %lld", (long long)m->num_samples,

@@ -761,6 +761,22 @@ static void test_manifest_errors(const char *dir, const ds_shard_info *a) {
             DIGEST, (long long)a->num_samples);
     fclose(f);
     EXPECT_FAIL(verify_dir(dir), "manifest.json", "num_samples");
+    // 1025 shards of 2^53 samples each: the sum wraps int64 (found by the audit; with 2049 the
+    // wrapped sum matched num_samples 2^53).
+    f = fopen(p, "wb");
+    fprintf(
+        f,
+        "{\"schema_version\": 1, \"tokenizer_digest\": \"%s\", \"num_samples\": 9007199254740992, "
+        "\"num_tokens\": 9007199254740992, \"tasks\": {}, \"sources\": {}, \"shards\": [",
+        DIGEST);
+    for (int i = 0; i < 1025; i++)
+        fprintf(f,
+                "%s{\"file\": \"shard_%05d.h5\", \"num_samples\": 9007199254740992, "
+                "\"num_tokens\": 9007199254740992, \"sha256\": \"%s\"}",
+                i ? ", " : "", i, DIGEST);
+    fputs("]}", f);
+    fclose(f);
+    EXPECT_FAIL(verify_dir(dir), "manifest.json", "shards[1023]", "counts add up past 2^63");
 }
 
 // ---- h5py ----

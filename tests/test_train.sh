@@ -83,7 +83,9 @@ fi
 # --- SIGKILL after step 7 (checkpoints at 3, 6): resume continues from step 6
 GROUNDC_TEST_KILL_AT_STEP=7 run --set checkpoint.out=$tmp/k1
 [ "$(readlink k1/latest)" = step_00000006 ] && ok || bad "killed run: latest $(readlink k1/latest)"
+echo '{"note": "a line of the user'"'"'s, without a step"}' >>k1/metrics.jsonl
 run --set checkpoint.out=$tmp/k1 --resume auto || bad "resume after kill: $(tail -3 "$tmp/log")"
+grep -q '^{"note": ' k1/metrics.jsonl && ok || bad "resume dropped a metrics.jsonl line without a step"
 grep -q "resumed from $tmp/k1/step_00000006" "$tmp/log" && ok || bad "resume names its checkpoint"
 if diff <(losses ref/metrics.jsonl) <(losses k1/metrics.jsonl) >/dev/null; then ok
 else bad "losses after kill + resume differ: $(diff <(losses ref/metrics.jsonl) <(losses k1/metrics.jsonl) | head -4)"; fi

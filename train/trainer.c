@@ -69,14 +69,16 @@ static void truncate_metrics(const char *path, int64_t step) {
     int read_err = 0, write_err = 0;
     for (;;) {
         errno = 0;
-        if (getline(&line, &cap, f) < 0) { // the end, or a read error
-            if (ferror(f)) read_err = errno ? errno : EIO;
+        ssize_t len = getline(&line, &cap, f);
+        if (len < 0) { // the end, or a read error (ENOMEM sets errno, not the stream's flag)
+            if (ferror(f) || errno) read_err = errno ? errno : EIO;
             break;
         }
-        long long s = -1;
+        if (line[len - 1] != '\n') break; // a line cut by a kill: after the checkpoint's step
+        // Lines of later steps go; a line without a step (not the trainer's) stays.
         const char *at = strstr(line, "\"step\":");
-        if (at) s = strtoll(at + 7, NULL, 10);
-        if (s >= 0 && s <= step && fputs(line, o) == EOF) {
+        if (at && strtoll(at + 7, NULL, 10) > step) continue;
+        if (fputs(line, o) == EOF) {
             write_err = errno ? errno : EIO;
             break;
         }
