@@ -128,8 +128,36 @@ exp=$(($(stage_col 2 1 sel.txt) + tower - layer0))
 "$groundc" train sel.yaml >train.log 2>&1 || bad "train sel: $(tail -2 train.log)"
 grep -q ", $exp trainable in" train.log && ok || bad "train selects otherwise: $(grep trainable train.log)"
 [ "$(grep '^| this config ' sel.txt | awk -F'|' '{gsub(/ /, "", $3); print $3}')" = "$exp" ] && ok || bad "memory row trainable"
+# --names: every parameter with its shape, as the checkpoint's safetensors header has them, and
+# 'trains' on exactly the selection (its sizes add up to the count train printed)
+"$groundc" inspect sel.yaml --names >names.txt 2>err || bad "inspect --names: $(cat err)"
+"$py" - names.txt run/latest/model.safetensors "$exp" <<'PY' && ok || bad "inspect --names"
+import json, re, struct, sys
+lines = [l for l in open(sys.argv[1]) if re.match(r"^model\.|^lm_head", l)]
+got = {}
+trains = 0
+for l in lines:
+    m = re.match(r"^(\S+) \(([0-9, ]*)\)( trains)?$", l.rstrip("\n"))
+    assert m, l
+    shape = [int(x) for x in m.group(2).split(", ")]
+    got[m.group(1)] = shape
+    if m.group(3):
+        n = 1
+        for d in shape:
+            n *= d
+        trains += n
+        assert not m.group(1).startswith("model.layers.0."), l
+    else:
+        assert not m.group(1).startswith("model.vision_tower."), l
+with open(sys.argv[2], "rb") as f:
+    h = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+want = {k: v["shape"] for k, v in h.items() if k != "__metadata__"}
+assert got == want, (set(got) ^ set(want))
+assert trains == int(sys.argv[3]), (trains, sys.argv[3])
+PY
 sed 's/model.vision_tower/model.vision_towr/' sel.yaml >typo.yaml
-expect_error "pattern typo" "model.vision_towr.*" "$groundc" inspect typo.yaml
+expect_error "copy-task config" "configs/demo/lm.yaml: a copy-task config .task:., which has no GroundingGPT model to inspect; groundc train runs it" "$groundc" inspect "$here/../configs/demo/lm.yaml"
+expect_error "pattern typo" "model.vision_towr.*' matches no parameter of the model .groundc inspect --names CONFIG.yaml lists them." "$groundc" inspect typo.yaml
 
 # What is on disk: dataset, shard, run, checkpoint, exports, weights ---------------------------
 # Counts are checked against h5py, json, the safetensors header (tests/st_read.py), the GGUF

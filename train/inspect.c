@@ -132,8 +132,22 @@ static gm_part part_of(const gm_census_row *rows, int n, const char *name) {
 
 // What this stage config trains, exactly as groundc train selects it (stage defaults,
 // trainable/frozen patterns, LoRA), counted on a model built without storage.
+// --names: every parameter, one per line, "name (shape)" and " trains" when selection says so
+// (a stage config's selection applied to m), for writing trainable / frozen patterns.
+static void print_names(const gm_groundinggpt *m, bool selection, FILE *out) {
+    fprintf(out, "\nparameters (%d)%s\n", m->params->n,
+            selection ? ", those this config trains marked 'trains'" : "");
+    for (int i = 0; i < m->params->n; i++) {
+        const ag_tensor *p = m->params->tensors[i];
+        fprintf(out, "%s (", p->name);
+        for (int d = 0; d < p->ndim; d++)
+            fprintf(out, "%s%lld", d ? ", " : "", (long long)p->shape[d]);
+        fprintf(out, ")%s\n", selection && p->requires_grad ? " trains" : "");
+    }
+}
+
 static void inspect_stage(const tr_train_config *c, int64_t batch, int64_t seq, int ranks,
-                          FILE *out) {
+                          bool names, FILE *out) {
     const gm_groundinggpt_config *cfg = &c->model;
     ag_ctx *meta = ag_ctx_new_meta();
     gm_groundinggpt *m = gm_groundinggpt_new(meta, cfg);
@@ -186,6 +200,7 @@ static void inspect_stage(const tr_train_config *c, int64_t batch, int64_t seq, 
     tr_md_rule(out, (const int[]){11, 14, 11, 11, 11, 11, 11}, 7, 1);
     memory_row(out, "this config", all, trainable, cfg->dtype, activation_bytes(cfg, batch, seq),
                shards);
+    if (names) print_names(m, true, out);
     gm_groundinggpt_free(m);
     ag_ctx_free(meta);
 }
@@ -297,14 +312,28 @@ static void inspect_curriculum(tr_yaml *root, const char *path, const tr_inspect
 }
 
 // A model file or a training config, loaded.
+// --names of a model config (no selection): its parameters on a meta model.
+static void names_of(const gm_groundinggpt_config *cfg, FILE *out) {
+    ag_ctx *meta = ag_ctx_new_meta();
+    gm_groundinggpt *m = gm_groundinggpt_new(meta, cfg);
+    print_names(m, false, out);
+    gm_groundinggpt_free(m);
+    ag_ctx_free(meta);
+}
+
 static void inspect_yaml(tr_yaml *root, const char *path, const tr_inspect_opts *o, FILE *out) {
     gm_groundinggpt_config cfg;
     if (root->kind == TR_YAML_MAP && tr_yaml_get(root, "stages")) {
         inspect_curriculum(root, path, o, out);
+    } else if (root->kind == TR_YAML_MAP && tr_yaml_get(root, "task")) {
+        ag_fail("%s: a copy-task config (task:), which has no GroundingGPT model to inspect; "
+                "groundc train runs it",
+                path);
     } else if (tr_config_is_model_file(root)) {
         tr_model_config_read(root, &cfg);
         tr_yaml_check_used(root);
         tr_inspect_model(&cfg, path, o->batch > 0 ? o->batch : 1, o->seq, out);
+        if (o->names) names_of(&cfg, out);
     } else if (tr_config_is_stage(root)) {
         // A stage config, read (and checked) as groundc train reads it. Counting needs no
         // device, so one that asks for cuda is inspected where none is.
@@ -320,7 +349,7 @@ static void inspect_yaml(tr_yaml *root, const char *path, const tr_inspect_opts 
                       seq = pick_seq(&c.model, o->seq > 0 ? o->seq : c.max_len);
         tr_inspect_model(&c.model, path, batch, seq, out);
         print_init(&c.init, out);
-        inspect_stage(&c, batch, seq, o->ranks > 0 ? o->ranks : 1, out);
+        inspect_stage(&c, batch, seq, o->ranks > 0 ? o->ranks : 1, o->names, out);
         tr_train_config_free(&c);
     } else {
         // Another training config: its model and its init block; the other sections belong
@@ -332,6 +361,7 @@ static void inspect_yaml(tr_yaml *root, const char *path, const tr_inspect_opts 
         tr_init_config_read(root, &init);
         tr_inspect_model(&cfg, path, o->batch > 0 ? o->batch : 1, o->seq, out);
         print_init(&init, out);
+        if (o->names) names_of(&cfg, out);
         tr_init_config_free(&init);
     }
 }

@@ -1,8 +1,8 @@
-// inspect.h: `groundc inspect PATH [--batch B] [--seq T] [--checksums]`: what a config, a
-// checkpoint, a dataset or a weights file amounts to (data and weights: inspect_files.h).
-// For a model file (configs/model/*.yaml) or a training config (its model: entry and init:
-// block): parameters per registry module and per part, what each curriculum stage trains, and
-// the memory each stage needs (weights, gradients, AdamW state, activations of one micro-batch
+// inspect.h: `groundc inspect PATH [--batch B] [--seq T] [--ranks N] [--names] [--checksums]`: what
+// a config, a checkpoint, a dataset or a weights file amounts to (data and weights:
+// inspect_files.h). For a model file (configs/model/*.yaml) or a training config (its model: entry
+// and init: block): parameters per registry module and per part, what each curriculum stage trains,
+// and the memory each stage needs (weights, gradients, AdamW state, activations of one micro-batch
 // of B sequences of T tokens; model/params.h's estimates), plus the step memory of the frozen
 // encoders per chunk. Counts come from the config alone (gm_groundinggpt_census), so the 7B
 // preset is inspected without allocating 16 GB; tests/test_groundinggpt.c checks the census
@@ -26,6 +26,7 @@ typedef struct {
     int64_t seq;    // tokens per sequence; 0: a stage config's max_len, else min(2048, max_seq)
     int ranks;      // ranks that share AdamW state under train.zero1; 0: a checkpoint's world, 1
     bool checksums; // a dataset's shards also checked against their SHA-256
+    bool names;     // a config's parameters listed one per line with their shapes
 } tr_inspect_opts;
 
 // The report of path, by what it is: a checkpoint folder (state.json: its state, its files,

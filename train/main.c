@@ -56,7 +56,7 @@ static void synth_usage(void) {
 }
 
 static void inspect_usage(void) {
-    printf("usage: groundc inspect PATH [--batch B --seq T --ranks N --checksums]\n\n"
+    printf("usage: groundc inspect PATH [--batch B --seq T --ranks N --names --checksums]\n\n"
            "  PATH                  model or training config, checkpoint or run folder, dataset\n"
            "                        folder or shard, weights .safetensors / .pth / .bin or HF\n"
            "                        folder, GGUF\n"
@@ -65,6 +65,9 @@ static void inspect_usage(void) {
            "                        min(2048, max_seq) for a model)\n"
            "  --ranks N             ranks sharing the AdamW state of a train.zero1 config\n"
            "                        (default: a checkpoint's world, else 1)\n"
+           "  --names               also list every parameter of a model or training config\n"
+           "                        with its shape (and, for a stage config, whether it trains):\n"
+           "                        the names trainable / frozen patterns match\n"
            "  --checksums           also check a dataset's shards against their SHA-256\n");
 }
 
@@ -139,6 +142,8 @@ static int cmd_inspect(int argc, char **argv) {
         }
         if (!strcmp(opt, "--checksums")) {
             o.checksums = true;
+        } else if (!strcmp(opt, "--names")) {
+            o.names = true;
         } else if (!strcmp(opt, "--batch") || !strcmp(opt, "--seq")) {
             if (i + 1 >= argc) ag_fail("inspect: option %s needs a value", opt);
             long long v = ag_parse_int(opt, argv[++i], 1, 1LL << 40);

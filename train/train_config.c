@@ -155,7 +155,7 @@ static void check_patterns(const gm_params *reg, char *const *pats, char *const 
             hit = gm_glob_match(pats[i], reg->tensors[j]->name);
         if (!hit)
             ag_fail("%s: %s: pattern '%s' matches no parameter of the model (groundc inspect "
-                    "MODEL.yaml lists them)",
+                    "--names CONFIG.yaml lists them)",
                     at[i] ? at[i] : "config", kind, pats[i]);
     }
 }
