@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds groundc (warnings are errors) and runs the test suite, then runs it again in an
-# AddressSanitizer + UndefinedBehaviorSanitizer build (tests labelled "slow" excluded there),
+# AddressSanitizer + UndefinedBehaviorSanitizer build (all of it, the "slow" end-to-end tests too),
 # then runs every libFuzzer target briefly (scripts/fuzz.sh).
 #   scripts/test.sh            everything
 #   SANITIZE=0 scripts/test.sh skip the sanitizer pass
@@ -19,7 +19,7 @@ if [ "${SANITIZE:-1}" != 0 ]; then
   BUILD_DIR=build-asan BUILD_TYPE=RelWithDebInfo \
     CMAKE_ARGS="-DGROUNDC_WERROR=ON -DGROUNDC_SANITIZE=ON -DGROUNDC_CUDA=OFF" scripts/setup.sh
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
-  (cd build-asan && ctest --output-on-failure -j "$jobs" -LE slow)
+  (cd build-asan && ctest --output-on-failure -j "$jobs")
 fi
 
 if [ "${FUZZ:-1}" != 0 ]; then

@@ -9,3 +9,7 @@ add_dependencies(test_pack groundc)
 set_tests_properties(test_cuda_parity PROPERTIES LABELS gpu)
 # training on the GPU against the CPU (skips without a visible CUDA device)
 set_tests_properties(test_device_gpu PROPERTIES LABELS gpu)
+# end-to-end runs of the groundc command that take 10 s or more each on 2 cores (`ctest -LE slow`
+# leaves them out for a quick loop; scripts/test.sh runs them in both passes)
+set_tests_properties(test_train test_train_data_checks test_generate test_finetune_lora
+                     test_export_gguf test_export_hf test_cli PROPERTIES LABELS slow)
