@@ -44,8 +44,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-// Model-dependent sizes, with the reference's values as defaults (a later milestone reads
-// them from the model config).
+// Model-dependent sizes, with the reference's values as defaults; pack takes them from its
+// options (--image-size, ...), which must match the model config the shards are for.
 typedef struct {
     int image_size, image_tokens;               // S of the padded square; P of <im_patch>
     int video_frames, video_size, video_tokens; // F frames of S x S; P of <vi_patch>

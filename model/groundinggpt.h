@@ -61,8 +61,8 @@
 #include "model/vit.h"
 
 #define GM_N_ADDED 9 // added tokens: <im_patch> <im_start> <im_end> <vi_*> <so_*>
-// Input rows (images, frames, clips) per frozen-encoder chunk by default: CLIP-L over one
-// 336-pixel image leaves ~0.9 GB in the step arena, EVA-g over one frame ~0.65 GB.
+// Input rows (images, frames, clips) per frozen-encoder chunk by default: bounds the step
+// arena's peak for the frozen towers (`groundc inspect` prints what a chunk takes).
 #define GM_ENC_BATCH_DEFAULT 8
 
 typedef struct {

@@ -3,7 +3,7 @@
 // target); the model continues it greedily with the KV cache (train/generate.h tr_decode)
 // until the stop marker "###", EOS, an added token or max_new tokens. Answer and reference
 // are compared up to their stop marker, trimmed:
-//   rec            the first box "[x1, y1, x2, y2]": Acc@IoU>=0.5 and mean IoU
+//   rec            the first box "[x1, y1, x2, y2]": Acc@IoU>=0.5 (and 0.3, 0.7), mean IoU
 //   tvg, sound     the first span "{t1, t2}": R@1 at IoU 0.3, 0.5 and 0.7, and mean IoU
 //   caption        corpus BLEU-4 and mean ROUGE-L (train/caption_metric.h)
 // An answer without a parseable box or span is a miss (IoU 0); a sample whose reference has
