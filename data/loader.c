@@ -638,14 +638,16 @@ static int32_t ds_intern_source(ds_loader *l, const char *name) {
     return l->nsources++;
 }
 
-// SHA-256 of what fixes the stream besides the seed: the integer weights, and per dataset its
-// shards with their sample counts and checksums (not the folder paths: a moved dataset is the
-// same dataset).
-static void ds_compute_digest(ds_loader *l) {
+// SHA-256 (hex, into out) of what fixes the stream besides the seed: the integer weights, and
+// per dataset its shards in order with their sample counts and checksums; not the folder paths
+// (a moved dataset is the same dataset) nor, in v2, the shard file names (pack alternates
+// shard_N / shard_g1_N on each re-pack of a folder: the same bytes under other names).
+// v1 (with the names) is what checkpoints before v2 hold; a resume accepts either.
+static void ds_compute_digest(const ds_loader *l, int version, char out[65]) {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
     char line[512];
-    int n = snprintf(line, sizeof line, "groundc loader stream v1\nperiod %lld\n",
+    int n = snprintf(line, sizeof line, "groundc loader stream v%d\nperiod %lld\n", version,
                      (long long)l->period);
     ok = ok && EVP_DigestUpdate(ctx, line, (size_t)n) == 1;
     for (int d = 0; d < l->nd && ok; d++) {
@@ -655,7 +657,8 @@ static void ds_compute_digest(ds_loader *l) {
         ok = EVP_DigestUpdate(ctx, line, (size_t)n) == 1;
         for (int j = 0; j < m->num_shards && ok; j++) {
             const ds_manifest_shard *s = &m->shards[j];
-            n = snprintf(line, sizeof line, "%s %lld %lld %s\n", s->file, (long long)s->num_samples,
+            n = snprintf(line, sizeof line, "%s%s%lld %lld %s\n", version == 1 ? s->file : "",
+                         version == 1 ? " " : "", (long long)s->num_samples,
                          (long long)s->num_tokens, s->sha256);
             ok = EVP_DigestUpdate(ctx, line, (size_t)n) == 1;
         }
@@ -665,7 +668,7 @@ static void ds_compute_digest(ds_loader *l) {
     ok = ok && EVP_DigestFinal_ex(ctx, md, &len) == 1 && len == 32;
     EVP_MD_CTX_free(ctx);
     if (!ok) ag_fail("loader: SHA-256 of the dataset list failed (out of memory?)");
-    for (int i = 0; i < 32; i++) snprintf(l->digest + 2 * i, 3, "%02x", md[i]);
+    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
 static void ds_alloc_slots(ds_loader *l) {
@@ -769,11 +772,15 @@ static void ds_startup(ds_loader *l) {
         }
     }
     for (int k = 0; k < 3; k++) l->rules.tokens[k] = l->tokens_file[k] ? l->media_tokens[k] : -1;
-    ds_compute_digest(l);
-    if (l->has_resume && strcmp(l->resume.digest, l->digest) != 0)
-        ag_fail("resume cursor: dataset digest %.12s... differs from this configuration's "
-                "%.12s... (datasets, their order, weights or shards changed)",
-                l->resume.digest, l->digest);
+    ds_compute_digest(l, 2, l->digest);
+    if (l->has_resume && strcmp(l->resume.digest, l->digest) != 0) {
+        char v1[65];
+        ds_compute_digest(l, 1, v1);
+        if (strcmp(l->resume.digest, v1) != 0)
+            ag_fail("resume cursor: dataset digest %.12s... differs from this configuration's "
+                    "%.12s... (datasets, their order, weights or shards' contents changed)",
+                    l->resume.digest, l->digest);
+    }
     ds_alloc_slots(l);
     ds_perms_init(l, &l->reader_perms);
     ds_perms_init(l, &l->user_perms);

@@ -84,6 +84,10 @@ fi
 GROUNDC_TEST_KILL_AT_STEP=7 run --set checkpoint.out=$tmp/k1
 [ "$(readlink k1/latest)" = step_00000006 ] && ok || bad "killed run: latest $(readlink k1/latest)"
 echo '{"note": "a line of the user'"'"'s, without a step"}' >>k1/metrics.jsonl
+# the data re-packed meanwhile from the same input: the same bytes under other shard names
+# (shard_g1_N), which resume as the same stream (the names used to be in the stream's digest)
+"$groundc" pack --json raw/train.json --media-root raw --out train --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --threads 1 >/dev/null || bad "re-pack"
+ls train | grep -q '^shard_g1_' && ok || bad "re-pack: $(ls train)"
 run --set checkpoint.out=$tmp/k1 --resume auto || bad "resume after kill: $(tail -3 "$tmp/log")"
 grep -q '^{"note": ' k1/metrics.jsonl && ok || bad "resume dropped a metrics.jsonl line without a step"
 grep -q "resumed from $tmp/k1/step_00000006" "$tmp/log" && ok || bad "resume names its checkpoint"
