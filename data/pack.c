@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -954,13 +955,47 @@ static void remove_unpublished(const char *out) {
     free(marker);
 }
 
+// One pack per folder: a second one would take the first's staging for a killed run's. The
+// lock is flock on the folder itself (no lock file left in the dataset), held until exit;
+// where the file system cannot lock (an NFS without locking), packs go unguarded.
+static void lock_folder(const char *out) {
+    int fd = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) ag_fail("%s: cannot open: %s", out, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return;
+    int e = errno;
+    close(fd);
+    if (e == EWOULDBLOCK)
+        ag_fail("%s: another pack is writing into this folder: let it finish or stop it first",
+                out);
+}
+
+// manifest.json.tmp.PID files of packs killed while writing the manifest: stale, as a live
+// pack would hold the folder's lock.
+static void remove_stale_manifest_tmp(const char *out) {
+    DIR *dir = opendir(out);
+    if (!dir) ag_fail("%s: cannot list: %s", out, strerror(errno));
+    struct dirent *e;
+    for (errno = 0; (e = readdir(dir)); errno = 0)
+        if (!strncmp(e->d_name, "manifest.json.tmp.", 18)) {
+            char *path = join_path(out, e->d_name);
+            if (unlink(path) != 0 && errno != ENOENT)
+                ag_fail("%s: cannot remove (left by a pack killed before it finished): %s", path,
+                        strerror(errno));
+            free(path);
+        }
+    if (errno) ag_fail("%s: cannot list: %s", out, strerror(errno));
+    closedir(dir);
+}
+
 // Makes OUT (when missing) and an empty OUT/.pack-staging, both registered with g_undo so a
 // failure takes them away again; returns the staging path and picks the shard name set.
 static char *make_staging(const char *out, int *name_set) {
     struct stat out_st;
     bool made_out = stat(out, &out_st) != 0;
     ds_make_dirs(out);
+    lock_folder(out);
     remove_unpublished(out);
+    remove_stale_manifest_tmp(out);
     *name_set = free_name_set(out);
     char *staging = join_path(out, STAGING_NAME);
     remove_dir(staging); // left over by a run that crashed

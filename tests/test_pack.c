@@ -14,10 +14,12 @@
 // leaving no staging folder; --zstd-level writing that level into every dataset's filter.
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1029,9 +1031,31 @@ int main(void) {
         TL_CHECK(same_dataset(out1, out2, !kill), "%s=%s changed the existing dataset", faults[k],
                  at[k]);
     }
+    // ...also the manifest.json.tmp.PID of one killed while writing the manifest
+    snprintf(path, sizeof path, "%s/manifest.json.tmp.999999", out2);
+    spit(path, "{\"half\": ");
     snprintf(args, sizeof args, "%s --out %s --threads 2", common, out2);
     TL_CHECK(groundc("pack_after_kill", args) == 0, "pack after a killed one failed");
     TL_CHECK(same_tree(out1, out2), "a pack after a killed one differs (or left files)");
+
+    // A second pack into a folder that one is writing (its flock on the folder, held here) is
+    // refused in one line, and the first one's staging is left alone (it used to be removed as
+    // a killed run's leftover).
+    int held = open(out2, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    TL_CHECK(held >= 0 && flock(held, LOCK_EX | LOCK_NB) == 0, "cannot lock %s", out2);
+    snprintf(path, sizeof path, "%s/.pack-staging", out2);
+    mkdir(path, 0777);
+    rc = groundc("pack_locked", args);
+    errf = output("pack_locked", "err");
+    snprintf(want_line, sizeof want_line,
+             "groundc: error: %s: another pack is writing into this folder: let it finish or stop "
+             "it first\n",
+             out2);
+    TL_CHECK(rc == 1 && strstr(errf, want_line) && exists(path),
+             "pack into a locked folder: exit %d, %s", rc, errf);
+    free(errf);
+    close(held);
+    rmdir(path);
 
     // A file named like a shard that no manifest lists (the user's own) is neither overwritten
     // nor removed: the pack takes another name set and says the file is there.
