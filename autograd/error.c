@@ -16,6 +16,10 @@ void ag_set_error_handler(ag_error_handler handler) {
     g_handler = handler;
 }
 
+ag_error_handler ag_get_error_handler(void) {
+    return g_handler;
+}
+
 void ag_vfail(const char *fmt, va_list ap) {
     char msg[2048];
     vsnprintf(msg, sizeof msg, fmt, ap);

@@ -19,6 +19,8 @@ typedef void (*ag_error_handler)(const char *message);
 // Sets the calling thread's handler, called with the formatted message; NULL restores
 // print-and-exit. A handler that returns is followed by exit(1).
 void ag_set_error_handler(ag_error_handler handler);
+// The calling thread's handler (NULL: print-and-exit), for one that cleans up and then chains.
+ag_error_handler ag_get_error_handler(void);
 
 __attribute__((noreturn, format(printf, 1, 2))) void ag_fail(const char *fmt, ...);
 __attribute__((noreturn)) void ag_vfail(const char *fmt, va_list ap);

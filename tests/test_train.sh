@@ -139,6 +139,16 @@ GROUNDC_TEST_KILL_IN_CHECKPOINT=3 run --set checkpoint.out=$tmp/k2
 run --set checkpoint.out=$tmp/k2 --resume auto || bad "resume after checkpoint kill: $(tail -3 "$tmp/log")"
 diff <(losses ref/metrics.jsonl) <(losses k2/metrics.jsonl) >/dev/null && ok || bad "losses after checkpoint kill + resume differ"
 [ ! -e k2/.tmp.step_00000009 ] && ok || bad "temporary checkpoint folder left behind"
+# a checkpoint that cannot be written (the file size limit, as a full disk would): one error
+# line naming the file, and its temporary folder goes (it used to stay, holding the space the
+# next try needs); the checkpoints before it stay
+mkdir -p fs && cp -r k2/step_00000009 fs/ && ln -s step_00000009 fs/latest || bad "copy step 9"
+(trap '' XFSZ; ulimit -f 1024; exec "$groundc" train stage.yaml --set checkpoint.out=$tmp/fs --resume auto) >"$tmp/log" 2>&1
+rc=$?
+[ $rc = 1 ] && [ "$(grep -c 'groundc: error' "$tmp/log")" = 1 ] &&
+  grep -q "groundc: error: .*fs/.tmp.step_00000012/model.safetensors.*File too large" "$tmp/log" &&
+  [ -z "$(ls -a fs | grep tmp)" ] && [ -f fs/step_00000009/model.safetensors ] && ok ||
+  bad "checkpoint write error: rc $rc, $(ls -a fs | tr '\n' ' '), $(grep error "$tmp/log")"
 # an explicit folder works too, and a complete stage is not run again
 run --set checkpoint.out=$tmp/k2 --resume "$tmp/k2/step_00000012" && grep -q "already complete" "$tmp/log" && ok || bad "complete stage skipped"
 # a complete stage is skipped only when this config makes the same run

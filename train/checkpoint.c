@@ -342,6 +342,19 @@ static bool same_run(const char *dir, const tr_ckpt_state *st) {
     return same;
 }
 
+// A save that fails (a full disk) takes its temporary folder away again: the space it held is
+// what the next try needs. The rank that fails removes it (the job stops anyway), then the
+// handler that was there reports (under MPI: the rank's line and the abort).
+static char g_saving[PATH_MAX];
+static ag_error_handler g_saving_prev;
+
+static void remove_saving_on_error(const char *msg) {
+    ag_error_handler prev = g_saving_prev;
+    ag_set_error_handler(prev); // a failure while cleaning up reports itself
+    tr_remove_tree(g_saving);
+    if (prev) prev(msg);
+}
+
 void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params *reg,
                   const ag_adamw *opt, const tr_yaml *resolved, const tr_dist *d, int keep) {
     char name[64], tmp[PATH_MAX], final[PATH_MAX], old[PATH_MAX], path[PATH_MAX];
@@ -365,6 +378,9 @@ void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params 
     }
     tr_dist_barrier(d);
     if (!keep_it) {
+        snprintf(g_saving, sizeof g_saving, "%s", tmp);
+        g_saving_prev = ag_get_error_handler();
+        ag_set_error_handler(remove_saving_on_error);
         if (d->rank == 0) {
             path_join(path, sizeof path, tmp, "model.safetensors");
             ag_st_writer *w = ag_st_writer_new();
@@ -384,6 +400,7 @@ void tr_ckpt_save(const char *out_dir, const tr_ckpt_state *st, const gm_params 
             ds_write_file_atomic(path, &(ds_file_part){yaml, strlen(yaml)}, 1);
             free(yaml);
         }
+        ag_set_error_handler(g_saving_prev);
     }
     tr_dist_barrier(d); // every rank's files are synced
     if (d->rank != 0) return;
