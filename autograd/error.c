@@ -4,6 +4,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,10 @@ void ag_fail(const char *fmt, ...) {
 void ag_fail_path_too_long(const char *head, const char *rest) {
     size_t n = strlen(head);
     ag_fail("%s%s%s: path too long", n > 200 ? "..." : "", head + (n > 200 ? n - 200 : 0), rest);
+}
+
+const char *ag_signal_name(int sig) {
+    return sig == SIGINT ? "SIGINT (Ctrl-C)" : sig == SIGTERM ? "SIGTERM" : strsignal(sig);
 }
 
 void *ag_xmalloc(size_t bytes, const char *what) {

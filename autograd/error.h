@@ -30,6 +30,9 @@ __attribute__((noreturn)) void ag_vfail(const char *fmt, va_list ap);
 // characters ("..." before them): what is wrong stays on the line.
 __attribute__((noreturn)) void ag_fail_path_too_long(const char *head, const char *rest);
 
+// "SIGINT (Ctrl-C)", "SIGTERM", else strsignal's name: how a stop message names its signal.
+const char *ag_signal_name(int sig);
+
 // Allocation helpers that fail with a message instead of returning NULL.
 void *ag_xmalloc(size_t bytes, const char *what);
 void *ag_xcalloc(size_t n, size_t size, const char *what);

@@ -1185,8 +1185,7 @@ __attribute__((noreturn)) static void stopped(packer *p, output *o, int64_t done
     if (o->pg.bar_shown) fputs("\r\033[K", stderr);
     const int sig = g_stop_signal;
     fprintf(stderr, "pack: stopped by %s after %lld of %lld samples; %s is left as it was\n",
-            sig == SIGINT ? "SIGINT (Ctrl-C)" : strsignal(sig), (long long)done, (long long)p->n,
-            p->cfg->out_dir);
+            ag_signal_name(sig), (long long)done, (long long)p->n, p->cfg->out_dir);
     result none = {0};
     abandon_run(p, o, &none);
     fflush(stdout);
@@ -1251,7 +1250,7 @@ void ds_pack(const ds_pack_config *cfg, ds_pack_stats *stats) {
     read_inputs(p);
     if (p->n == 0) no_samples(cfg);
     if (g_stop_signal) { // nothing written yet
-        fprintf(stderr, "pack: stopped by %s before writing\n", strsignal(g_stop_signal));
+        fprintf(stderr, "pack: stopped by %s before writing\n", ag_signal_name(g_stop_signal));
         exit(128 + g_stop_signal);
     }
 

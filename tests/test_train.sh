@@ -80,6 +80,11 @@ else
   echo "test_train: running as root; the unreadable-mode metrics.jsonl check skipped"
 fi
 
+# --- a data.datasets entry that is not a dataset folder: one line at the entry, with the way out
+expect_error "dataset: the manifest" "--set data.datasets=\[train/manifest.json\]:1:16: data.datasets: .*train/manifest.json is a file, not a dataset folder \\(give the folder that groundc pack made, holding manifest.json: .*train\\?\\)" "$groundc" train stage.yaml --set "data.datasets=[train/manifest.json]" --dry-run --set checkpoint.out=$tmp/dsx
+expect_error "dataset: missing" "data.datasets: .*nothere: No such file or directory" "$groundc" train stage.yaml --set "data.datasets=[nothere]" --dry-run --set checkpoint.out=$tmp/dsx
+expect_error "dataset: another folder" "data.datasets: .*raw holds no manifest.json: not a dataset folder made by groundc pack" "$groundc" train stage.yaml --set "data.datasets=[raw]" --dry-run --set checkpoint.out=$tmp/dsx
+
 # --- SIGKILL after step 7 (checkpoints at 3, 6): resume continues from step 6
 GROUNDC_TEST_KILL_AT_STEP=7 run --set checkpoint.out=$tmp/k1
 [ "$(readlink k1/latest)" = step_00000006 ] && ok || bad "killed run: latest $(readlink k1/latest)"
@@ -102,7 +107,7 @@ GROUNDC_TEST_SIGNAL_AT_STEP=7 run --set checkpoint.out=$tmp/t1
 rc=$?
 [ $rc = 143 ] && ok || bad "SIGTERM: exit $rc, want 143: $(tail -2 "$tmp/log")"
 [ "$(readlink t1/latest)" = step_00000008 ] && ok || bad "SIGTERM: latest $(readlink t1/latest), want step_00000008"
-grep -qE "^groundc: stopped by Terminated after step 8 of 12: checkpoint .*t1/step_00000008 written; continue with --resume auto$" "$tmp/log" && ok || bad "SIGTERM message: $(tail -2 "$tmp/log")"
+grep -qE "^groundc: stopped by SIGTERM after step 8 of 12: checkpoint .*t1/step_00000008 written; continue with --resume auto$" "$tmp/log" && ok || bad "SIGTERM message: $(tail -2 "$tmp/log")"
 run --set checkpoint.out=$tmp/t1 --resume auto || bad "resume after SIGTERM: $(tail -3 "$tmp/log")"
 grep -q "resumed from $tmp/t1/step_00000008" "$tmp/log" && ok || bad "resume after SIGTERM names step 8"
 diff <(losses ref/metrics.jsonl) <(losses t1/metrics.jsonl) >/dev/null && ok || bad "losses after SIGTERM + resume differ: $(diff <(losses ref/metrics.jsonl) <(losses t1/metrics.jsonl) | head -4)"

@@ -1,11 +1,14 @@
 // batch.c: see batch.h.
 #include "train/batch.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "autograd/error.h"
+#include "data/files.h"
 #include "data/manifest.h"
 #include "data/shard.h"
 
@@ -253,7 +256,30 @@ static void survey_dataset(const char *dir, const gm_groundinggpt_config *mc, in
     free(buf);
 }
 
+// A data.datasets entry names a folder that groundc pack made (it holds manifest.json); a
+// shard, the manifest itself, a missing path are each one line at the config's entry.
+static void check_dataset_dir(const char *dir, const char *at) {
+    struct stat sb;
+    if (stat(dir, &sb)) ag_fail("%s: data.datasets: %s: %s", at, dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) {
+        char *parent = ag_xparent_dir(dir);
+        ag_fail("%s: data.datasets: %s is a file, not a dataset folder (give the folder that "
+                "groundc pack made, holding manifest.json: %s?)",
+                at, dir, parent);
+    }
+    if (!ds_dir_has(dir, "manifest.json"))
+        ag_fail("%s: data.datasets: %s holds no manifest.json: not a dataset folder made by "
+                "groundc pack",
+                at, dir);
+}
+
+void tr_batch_check_dataset_dirs(const tr_train_config *c) {
+    for (int i = 0; i < c->n_datasets; i++)
+        check_dataset_dir(c->datasets[i].dir, c->datasets_at[i] ? c->datasets_at[i] : "config");
+}
+
 void tr_batch_check_datasets(const tr_train_config *c, FILE *log) {
+    tr_batch_check_dataset_dirs(c);
     for (int i = 0; i < c->n_datasets; i++) {
         const char *dir = c->datasets[i].dir;
         dataset_survey sv;

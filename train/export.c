@@ -70,7 +70,7 @@ static void *stop_watcher(void *out) {
     while (sem_wait(&g_stop_sem) && errno == EINTR) continue;
     pthread_mutex_lock(&g_finish);
     int sig = g_stop_signal;
-    const char *name = sig == SIGINT ? "SIGINT (Ctrl-C)" : "SIGTERM";
+    const char *name = ag_signal_name(sig);
     if (g_tmp[0]) {
         char dying[PATH_MAX + 16];
         snprintf(dying, sizeof dying, "%s.stopped", g_tmp);

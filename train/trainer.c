@@ -266,6 +266,7 @@ static void check_resume(const char *dir, const tr_ckpt_state *st, const char *m
 
 // Samples in the stage's datasets, from their manifests (the loader counts the same).
 static int64_t dataset_samples(const tr_train_config *c) {
+    tr_batch_check_dataset_dirs(c);
     int64_t n = 0;
     for (int i = 0; i < c->n_datasets; i++) {
         ds_manifest m;
@@ -973,7 +974,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
                 fprintf(stderr,
                         "groundc: stopped by %s after step %" PRId64 " of %" PRId64
                         ": checkpoint %s/step_%08" PRId64 " written; continue with --resume auto\n",
-                        strsignal(s.stop), s.step, s.total, c->out_dir, s.step);
+                        ag_signal_name(s.stop), s.step, s.total, c->out_dir, s.step);
             free(s.from);
             gm_groundinggpt_free(s.m);
             ag_ctx_free(s.ctx);
