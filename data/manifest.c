@@ -267,7 +267,22 @@ __attribute__((noreturn, format(printf, 2, 3))) static void ds_vfail(const char 
     ag_fail("%s", msg);
 }
 
+// "image 336 px", "video 64 frames of 224 px", "audio 3 x 204 x 128 fbank".
+static const char *geom_text(int kind, const int64_t g[3], char *buf, size_t n) {
+    if (kind == 0) snprintf(buf, n, "image %lld px", (long long)g[0]);
+    if (kind == 1)
+        snprintf(buf, n, "video %lld frames of %lld px", (long long)g[0], (long long)g[1]);
+    if (kind == 2)
+        snprintf(buf, n, "audio %lld x %lld x %lld fbank", (long long)g[0], (long long)g[1],
+                 (long long)g[2]);
+    return buf;
+}
+
 void ds_manifest_verify(const ds_manifest *m, const char *dir, bool checksums) {
+    // Media geometry per kind (image, video, audio) of the first shard that has the kind: the
+    // loader needs one per kind, so a folder mixing two is refused here too (inspect).
+    int64_t geom[3][3] = {{0}};
+    const char *geom_file[3] = {NULL, NULL, NULL};
     for (int i = 0; i < m->num_shards; i++) {
         const ds_manifest_shard *e = &m->shards[i];
         char path[4096]; // on the stack: nothing to free when a check below fails
@@ -303,6 +318,23 @@ void ds_manifest_verify(const ds_manifest *m, const char *dir, bool checksums) {
                      "%lld samples / %lld tokens, the manifest says %lld / %lld",
                      (long long)h->num_samples, (long long)h->num_tokens, (long long)e->num_samples,
                      (long long)e->num_tokens);
+        const int64_t g[3][3] = {{h->image_size, 0, 0},
+                                 {h->video_frames, h->video_size, 0},
+                                 {h->audio_clips, h->audio_frames, h->audio_mels}};
+        for (int k = 0; k < 3 && !problem[0]; k++) {
+            if (!g[k][0]) continue; // no media of this kind in the shard
+            if (!geom_file[k]) {
+                memcpy(geom[k], g[k], sizeof geom[k]);
+                geom_file[k] = e->file;
+            } else if (memcmp(geom[k], g[k], sizeof geom[k]) != 0) {
+                char a[96], b[96];
+                snprintf(problem, sizeof problem,
+                         "%s, but %s has %s (one dataset holds one geometry per media kind: "
+                         "pack them into separate folders)",
+                         geom_text(k, g[k], a, sizeof a), geom_file[k],
+                         geom_text(k, geom[k], b, sizeof b));
+            }
+        }
         ds_shard_close(s);
         if (problem[0]) ds_vfail(path, "%s", problem);
     }

@@ -231,7 +231,7 @@ done
 
 # --dry-run checks what the run would open, with the run's own errors
 cd "$tmp/st" || exit 1
-expect_error "dry run: missing dataset" "^groundc: error: train/manifest.json: cannot open" "$groundc" train stage.yaml --dry-run
+expect_error "dry run: missing dataset" "^groundc: error: stage.yaml:4:14: data.datasets: train: No such file or directory$" "$groundc" train stage.yaml --dry-run
 expect_error "dry run: missing init.checkpoint" "^groundc: error: .*nockpt: cannot open" \
   "$groundc" train stage.yaml --dry-run --set init.checkpoint=nockpt
 expect_error "dry run: missing eval data" "nothere_eval" "$groundc" train stage.yaml --dry-run \

@@ -194,6 +194,48 @@ for name, count in m["tasks"].items():
 PY
 fi
 
+# the manifest itself is its dataset; a manifest without the optional sizes reports the files'
+# sizes; a shard's --checksums checks it against the manifest beside it (and says when none is)
+"$groundc" inspect train/manifest.json --checksums >ds2.txt 2>err && cmp -s ds.txt <(sed 's#train/manifest.json#train#' ds2.txt) && ok || bad "inspect manifest.json: $(cat err) $(diff ds.txt ds2.txt | head -3)"
+mkdir -p nobytes && cp train/*.h5 nobytes/ && "$py" - train/manifest.json nobytes/manifest.json <<'PY' || bad "manifest without bytes"
+import json, sys
+m = json.load(open(sys.argv[1]))
+for s in m["shards"]:
+    del s["bytes"]
+json.dump(m, open(sys.argv[2], "w"))
+PY
+"$groundc" inspect nobytes >nb.txt 2>err && [ "$(head -1 nb.txt | sed 's/nobytes/train/')" = "$(head -1 ds.txt)" ] && ok || bad "sizes without bytes: $(head -1 nb.txt) vs $(head -1 ds.txt) $(cat err)"
+"$groundc" inspect "$shard" --checksums >sc.txt 2>err && grep -q "^checked: size, SHA-256 and counts as train/manifest.json records$" sc.txt && ok || bad "shard --checksums: $(tail -1 sc.txt) $(cat err)"
+mkdir -p lone && cp "$shard" lone/
+expect_error "shard --checksums without a manifest" "lone/$(basename "$shard"): --checksums: no manifest.json beside it to check it against" "$groundc" inspect "lone/$(basename "$shard")" --checksums
+cp "$shard" nobytes/flip.h5 && "$py" - nobytes/flip.h5 nobytes/manifest.json "$(basename "$shard")" <<'PY' || bad "flip"
+import json, os, sys
+path, man, orig = sys.argv[1:]
+size = os.path.getsize(path)
+with open(path, "r+b") as f:
+    f.seek(size - 3); b = f.read(1); f.seek(size - 3); f.write(bytes([b[0] ^ 1]))
+m = json.load(open(man))
+e = dict(next(s for s in m["shards"] if s["file"] == orig)); e["file"] = "flip.h5"
+m["shards"].append(e); m["num_samples"] += e["num_samples"]; m["num_tokens"] += e["num_tokens"]
+json.dump(m, open(man, "w"))
+PY
+expect_error "shard --checksums, one byte flipped" "nobytes/flip.h5: SHA-256 .* differs from the manifest" "$groundc" inspect nobytes/flip.h5 --checksums
+# shards of two image sizes in one folder: inspect refuses it as the loader would
+"$groundc" pack --json raw/train.json --media-root raw --out big --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --image-size 64 --image-tokens 64 >/dev/null 2>&1 || bad "pack 64 px"
+mkdir -p mixed && cp "$shard" mixed/a.h5 && cp "$(ls big/*.h5 | head -1)" mixed/b.h5 && "$py" - train/manifest.json big/manifest.json mixed/manifest.json "$(basename "$shard")" "$(basename "$(ls big/*.h5 | head -1)")" <<'PY' || bad "mixed manifest"
+import json, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+ea = dict(next(s for s in a["shards"] if s["file"] == sys.argv[4]), file="a.h5")
+eb = dict(next(s for s in b["shards"] if s["file"] == sys.argv[5]), file="b.h5")
+a["shards"] = [ea, eb]
+a["num_samples"] = ea["num_samples"] + eb["num_samples"]
+a["num_tokens"] = ea["num_tokens"] + eb["num_tokens"]
+json.dump(a, open(sys.argv[3], "w"))
+PY
+expect_error "two image sizes in one dataset" "mixed/b.h5: .*image 64 px, but a.h5 has image 32 px .one dataset holds one geometry per media kind" "$groundc" inspect mixed
+printf 'GIF89a\0\0' >pic.gif
+expect_error "inspect of an image" "pic.gif: not a file inspect reads" "$groundc" inspect pic.gif
+
 "$groundc" inspect run >run.txt 2>err && ok || bad "inspect run: $(cat err)"
 step=$(ls -d run/step_* | tail -1)
 grep -q "run run: 1 checkpoint: $(basename "$step"); latest -> " run.txt && ok || bad "run line: $(head -1 run.txt)"

@@ -461,6 +461,16 @@ static void inspect_run(const char *dir, const tr_inspect_opts *o, FILE *out) {
     free(latest);
 }
 
+// A NUL in the first 4 KiB: binary, so not a YAML config (an image, an archive, ...).
+static bool looks_binary(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return false; // the YAML reader says why
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f); // read only
+    return memchr(buf, 0, n) != NULL;
+}
+
 int tr_inspect(const char *path, const tr_inspect_opts *o, FILE *out) {
     struct stat st;
     if (stat(path, &st)) ag_fail("%s: cannot open: %s", path, strerror(errno));
@@ -481,13 +491,24 @@ int tr_inspect(const char *path, const tr_inspect_opts *o, FILE *out) {
                     path);
         return 0;
     }
-    if (tr_is_gguf_file(path)) {
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    if (!strcmp(base, DS_MANIFEST_NAME)) { // a dataset's manifest: the dataset
+        char *dir = ag_xparent_dir(path);
+        tr_inspect_dataset(dir, o->checksums, out);
+        free(dir);
+    } else if (tr_is_gguf_file(path)) {
         tr_inspect_gguf(path, out);
     } else if (tr_is_hdf5_file(path) || has_suffix(path, ".h5") || has_suffix(path, ".hdf5")) {
         tr_inspect_shard(path, out);
+        if (o->checksums) tr_inspect_shard_checksum(path, out);
     } else if (ag_pt_is_torch_file(path) || tr_is_safetensors_file(path) ||
                has_suffix(path, ".safetensors")) {
         tr_inspect_weights(path, out);
+    } else if (looks_binary(path)) {
+        ag_fail("%s: not a file inspect reads (a model or training config .yaml, a dataset shard "
+                ".h5 or manifest.json, weights .safetensors / .pth / .bin, a .gguf; or a "
+                "checkpoint, run, dataset or export folder)",
+                path);
     } else {
         tr_yaml *root = tr_yaml_load(path);
         inspect_yaml(root, path, o, out);

@@ -436,8 +436,18 @@ void tr_inspect_dataset(const char *dir, bool checksums, FILE *out) {
     ds_manifest m;
     ds_manifest_read(&m, dir);
     char h[32], b[32];
+    // the files' own sizes where the manifest has none (bytes is optional)
     int64_t bytes = 0;
-    for (int i = 0; i < m.num_shards; i++) bytes += m.shards[i].bytes > 0 ? m.shards[i].bytes : 0;
+    for (int i = 0; i < m.num_shards; i++) {
+        int64_t b1 = m.shards[i].bytes;
+        if (b1 < 0) {
+            char *p = ag_xpath_join(dir, m.shards[i].file);
+            struct stat st;
+            b1 = stat(p, &st) ? 0 : (int64_t)st.st_size;
+            free(p);
+        }
+        bytes += b1;
+    }
     fprintf(out, "dataset %s: %lld samples, %lld tokens in %d shards (%s), schema %d\n", dir,
             (long long)m.num_samples, (long long)m.num_tokens, m.num_shards,
             tr_human_bytes(b, sizeof b, bytes), m.schema_version);
@@ -462,6 +472,26 @@ void tr_inspect_dataset(const char *dir, bool checksums, FILE *out) {
             checksums ? " and SHA-256" : " (SHA-256 too with --checksums)",
             tr_human_count(h, sizeof h, m.num_samples));
     ds_manifest_free(&m);
+}
+
+void tr_inspect_shard_checksum(const char *path, FILE *out) {
+    char *dir = ag_xparent_dir(path);
+    const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    if (!ds_dir_has(dir, DS_MANIFEST_NAME))
+        ag_fail("%s: --checksums: no %s beside it to check it against", path, DS_MANIFEST_NAME);
+    ds_manifest m;
+    ds_manifest_read(&m, dir);
+    int k = 0;
+    while (k < m.num_shards && strcmp(m.shards[k].file, name)) k++;
+    if (k == m.num_shards)
+        ag_fail("%s: --checksums: %s/%s does not list it", path, dir, DS_MANIFEST_NAME);
+    ds_manifest one = m; // a view of this shard's entry alone
+    one.shards = &m.shards[k];
+    one.num_shards = 1;
+    ds_manifest_verify(&one, dir, true);
+    fprintf(out, "\nchecked: size, SHA-256 and counts as %s/%s records\n", dir, DS_MANIFEST_NAME);
+    ds_manifest_free(&m);
+    free(dir);
 }
 
 void tr_inspect_shard(const char *path, FILE *out) {

@@ -17,6 +17,9 @@
 
 void tr_inspect_dataset(const char *dir, bool checksums, FILE *out);
 void tr_inspect_shard(const char *path, FILE *out);
+// --checksums of one shard: its size, SHA-256 and counts against the manifest.json beside it
+// (fails when there is none, or it does not list the shard).
+void tr_inspect_shard_checksum(const char *path, FILE *out);
 void tr_inspect_weights(const char *path, FILE *out);
 void tr_inspect_gguf(const char *path, FILE *out);
 // Shared with inspect.c: "6.74 B" / "303.5 M" / "12.3 K"; "1.23 GiB" / "4.5 MiB" / "0.7 KiB";
