@@ -145,7 +145,8 @@ typedef struct {
 } ds_slot;
 
 struct ds_loader {
-    ds_loader_config cfg; // cfg.datasets and cfg.resume are not kept
+    ds_loader_config cfg;   // cfg.datasets, cfg.resume and cfg.resume_from are not kept
+    char resume_from[1024]; // cfg.resume_from, or "resume cursor"
     int nd;
     ds_ldataset *ds;
     int64_t period;       // M
@@ -777,9 +778,9 @@ static void ds_startup(ds_loader *l) {
         char v1[65];
         ds_compute_digest(l, 1, v1);
         if (strcmp(l->resume.digest, v1) != 0)
-            ag_fail("resume cursor: dataset digest %.12s... differs from this configuration's "
+            ag_fail("%s: dataset digest %.12s... differs from this configuration's "
                     "%.12s... (datasets, their order, weights or shards' contents changed)",
-                    l->resume.digest, l->digest);
+                    l->resume_from, l->resume.digest, l->digest);
     }
     ds_alloc_slots(l);
     ds_perms_init(l, &l->reader_perms);
@@ -1242,15 +1243,15 @@ static void ds_check_config(const ds_loader_config *c) {
         ag_fail("loader: threads %d out of range (0..%d)", c->threads, DS_MAX_THREADS);
     if (c->resume) {
         const ds_cursor *r = c->resume;
+        const char *from = c->resume_from ? c->resume_from : "resume cursor";
         int64_t stride = c->micro * c->world;
         if (r->seed != c->seed)
-            ag_fail("resume cursor: seed %llu, but the config says %llu",
-                    (unsigned long long)r->seed, (unsigned long long)c->seed);
+            ag_fail("%s: seed %llu, but the config says %llu", from, (unsigned long long)r->seed,
+                    (unsigned long long)c->seed);
         if (r->position < 0 || r->position % stride != 0)
-            ag_fail("resume cursor: position %lld is not a multiple of micro x world = %lld",
+            ag_fail("%s: position %lld is not a multiple of micro x world = %lld", from,
                     (long long)r->position, (long long)stride);
-        if (!ds_is_sha256_hex(r->digest))
-            ag_fail("resume cursor: digest is not a 64-digit hex SHA-256");
+        if (!ds_is_sha256_hex(r->digest)) ag_fail("%s: digest is not a 64-digit hex SHA-256", from);
     }
 }
 
@@ -1261,6 +1262,9 @@ ds_loader *ds_loader_open(const ds_loader_config *cfg) {
     l->cfg = *cfg;
     l->cfg.datasets = NULL;
     l->cfg.resume = NULL;
+    l->cfg.resume_from = NULL;
+    snprintf(l->resume_from, sizeof l->resume_from, "%s",
+             cfg->resume_from ? cfg->resume_from : "resume cursor");
     if (l->cfg.prefetch == 0) l->cfg.prefetch = 4;
     l->nd = cfg->num_datasets;
     l->ds = ag_xcalloc((size_t)l->nd, sizeof *l->ds, "loader datasets");

@@ -106,6 +106,9 @@ typedef struct {
     // NULL: start at position 0. Otherwise continue from there: seed and digest must match,
     // and position must be a multiple of micro * world.
     const ds_cursor *resume;
+    // Where the cursor came from, to name in its errors (a checkpoint's state.json); NULL:
+    // "resume cursor".
+    const char *resume_from;
     // When set, every shard's first sample of each media kind has its placeholder ids
     // media_patch_id[kind] counted at open (ds_media_geometry.tokens): shards do not record the
     // pack's --image-tokens / --video-tokens / --audio-tokens, their token streams do.

@@ -154,6 +154,10 @@ rc=$?
   grep -q "groundc: error: .*fs/.tmp.step_00000012/model.safetensors.*File too large" "$tmp/log" &&
   [ -z "$(ls -a fs | grep tmp)" ] && [ -f fs/step_00000009/model.safetensors ] && ok ||
   bad "checkpoint write error: rc $rc, $(ls -a fs | tr '\n' ' '), $(grep error "$tmp/log")"
+# the data changed under a run (other shards): the resume is refused, naming the checkpoint's
+# state.json whose cursor does not fit
+"$groundc" pack --json raw/train.json --media-root raw --out train2 --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --threads 1 --shard-samples 7 >/dev/null || bad "pack train2"
+expect_error "resume on other data" "fs/step_00000009/state.json: dataset digest [0-9a-f]{12}\.\.\. differs from this configuration's [0-9a-f]{12}\.\.\. \(datasets, their order, weights or shards' contents changed\)" "$groundc" train stage.yaml --set checkpoint.out=$tmp/fs --set "data.datasets=[train2]" --resume auto
 # an explicit folder works too, and a complete stage is not run again
 run --set checkpoint.out=$tmp/k2 --resume "$tmp/k2/step_00000012" && grep -q "already complete" "$tmp/log" && ok || bad "complete stage skipped"
 # a complete stage is skipped only when this config makes the same run

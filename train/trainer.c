@@ -554,7 +554,10 @@ static void setup_training(stage_run *s) {
                            .threads = c->loader_threads,
                            .checksums = c->checksums,
                            .resume = s->from ? &s->st.cursor : NULL};
+    char *state = s->from ? ag_xpath_join(s->from, "state.json") : NULL;
+    lc.resume_from = state;
     s->loader = tr_batch_open_loader(&lc, &c->model);
+    free(state);
 }
 
 // Whether this run can continue s->from (model, ranks, batch, length) and, unless that stage
