@@ -955,6 +955,30 @@ static void remove_unpublished(const char *out) {
     free(marker);
 }
 
+// A manifest.json in OUT that is not a dataset manifest (not JSON, no "shards" list) is not
+// pack's to replace: it may be another tool's file in a folder that is not a dataset.
+static void check_foreign_manifest(const char *out) {
+    char *path = ag_xpath_join(out, DS_MANIFEST_NAME);
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        size_t len = 0;
+        char *text = S_ISREG(st.st_mode) ? ds_read_file(path, &len) : NULL;
+        cJSON *m = text ? cJSON_ParseWithLength(text, len) : NULL;
+        const char *why = !S_ISREG(st.st_mode) ? "not a file"
+                          : !m                 ? "not JSON"
+                          : !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(m, "shards"))
+                              ? "no shards list"
+                              : NULL;
+        cJSON_Delete(m);
+        free(text);
+        if (why)
+            ag_fail("%s: not a dataset manifest (%s): pack would replace it; give another --out, "
+                    "or remove it if it is a damaged one of groundc's",
+                    path, why);
+    }
+    free(path);
+}
+
 // One pack per folder: a second one would take the first's staging for a killed run's. The
 // lock is flock on the folder itself (no lock file left in the dataset), held until exit;
 // where the file system cannot lock (an NFS without locking), packs go unguarded.
@@ -994,6 +1018,7 @@ static char *make_staging(const char *out, int *name_set) {
     bool made_out = stat(out, &out_st) != 0;
     ds_make_dirs(out);
     lock_folder(out);
+    check_foreign_manifest(out);
     remove_unpublished(out);
     remove_stale_manifest_tmp(out);
     *name_set = free_name_set(out);

@@ -1075,6 +1075,26 @@ int main(void) {
     free(own), free(errf);
     TL_CHECK(same_dataset(out1, outu, false), "packed beside the user's file: another dataset");
 
+    // A manifest.json that is not a dataset's (another tool's file, or damaged) is not replaced:
+    // the pack is refused in one line and the file stays as it was.
+    const char *foreign[2] = {"{broken", "{\"x\": 1}"}, *why[2] = {"not JSON", "no shards list"};
+    for (int k = 0; k < 2; k++) {
+        char outf[600];
+        snprintf(outf, sizeof outf, "%s/outf%d", g_dir, k);
+        mkdir(outf, 0777);
+        snprintf(path, sizeof path, "%s/manifest.json", outf);
+        spit(path, foreign[k]);
+        snprintf(args, sizeof args, "%s --out %s --threads 2", common, outf);
+        rc = groundc("pack_foreign", args);
+        errf = output("pack_foreign", "err");
+        char *kept = tl_slurp(path, NULL), want_f[1200];
+        snprintf(want_f, sizeof want_f, "groundc: error: %s: not a dataset manifest (%s)", path,
+                 why[k]);
+        TL_CHECK(rc == 1 && strstr(errf, want_f) && kept && !strcmp(kept, foreign[k]),
+                 "foreign manifest %s: exit %d, %s", foreign[k], rc, errf);
+        free(kept), free(errf);
+    }
+
     // A write error (the file size limit) ends the run without leaving staging or, when the
     // run made it, the output folder behind.
     char outw[600], cmd[9000];
