@@ -245,6 +245,10 @@ cp -r run nolink && rm nolink/latest
 "$groundc" inspect nolink >nolink.txt 2>err &&
   grep -q "run nolink: 1 checkpoint: $(basename "$step"); no 'latest' link, newest: nolink/$(basename "$step")$" nolink.txt &&
   ok || bad "run without latest: $(head -1 nolink.txt) $(cat err)"
+# a checkpoint folder a kill left unfinished is named
+mkdir nolink/.tmp.step_00000099 && "$groundc" inspect nolink >nolink.txt 2>err &&
+  grep -q "^.tmp.step_00000099: an unfinished checkpoint (being written, or left by a run killed while writing it; the next save removes it)$" nolink.txt &&
+  ok || bad "unfinished checkpoint not named: $(head -3 nolink.txt) $(cat err)"
 "$groundc" inspect "$step" >ckpt.txt 2>err && ok || bad "inspect checkpoint: $(cat err)"
 want_step=$("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "$step/state.json")
 grep -q "^checkpoint $step: step $want_step of " ckpt.txt && ok || bad "checkpoint line: $(head -1 ckpt.txt)"

@@ -222,7 +222,8 @@ static char **list_dir(const char *dir, const char *prefix, int *n) {
     int64_t cap = 0;
     *n = 0;
     for (struct dirent *e; (e = readdir(d));)
-        if (e->d_name[0] != '.' && !strncmp(e->d_name, prefix, strlen(prefix))) {
+        if ((e->d_name[0] != '.' || prefix[0] == '.') &&
+            !strncmp(e->d_name, prefix, strlen(prefix))) {
             names = ag_xgrow(names, &cap, *n + 1, sizeof *names, "inspect");
             names[(*n)++] = ag_xstrdup(e->d_name);
         }
@@ -456,7 +457,18 @@ static void inspect_run(const char *dir, const tr_inspect_opts *o, FILE *out) {
     struct stat ls;
     bool linked = lstat(link, &ls) == 0;
     free(link);
-    fprintf(out, linked ? "; latest -> %s\n\n" : "; no 'latest' link, newest: %s\n\n", latest);
+    fprintf(out, linked ? "; latest -> %s\n" : "; no 'latest' link, newest: %s\n", latest);
+    // a save under way, or one a kill interrupted (the next save removes it)
+    char **tmp = list_dir(dir, ".tmp.step_", &n);
+    for (int i = 0; i < n; i++) {
+        fprintf(out,
+                "%s: an unfinished checkpoint (being written, or left by a run killed while "
+                "writing it; the next save removes it)\n",
+                tmp[i]);
+        free(tmp[i]);
+    }
+    free(tmp);
+    fputc('\n', out);
     inspect_checkpoint(latest, o, out);
     free(latest);
 }
