@@ -115,6 +115,11 @@ void ag_sync_dir(const char *dir) {
         ag_fail("%s: cannot sync the folder: %s", dir, strerror(err));
 }
 
+const char *ag_base_name(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
 char *ag_xparent_dir(const char *path) {
     const char *slash = strrchr(path, '/');
     if (!slash) return ag_xstrdup(".");

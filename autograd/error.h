@@ -49,6 +49,8 @@ char *ag_xpath_join(const char *dir, const char *name);
 void ag_sync_dir(const char *dir);
 // The folder holding path, allocated: "." for a bare name, "/" for a top-level entry.
 char *ag_xparent_dir(const char *path);
+// The last component of path (after its last '/'; path itself without one): its file name.
+const char *ag_base_name(const char *path);
 // ag_sync_dir of the folder holding path (after path was renamed into place).
 void ag_sync_parent(const char *path);
 // text as a whole number in [lo, hi]; otherwise (not a number, trailing text, out of range or

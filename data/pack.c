@@ -209,8 +209,7 @@ static char *join_path(const char *root, const char *rel) {
 
 // "data/refcoco_train.json" -> "refcoco_train".
 static char *source_of(const char *path) {
-    const char *b = strrchr(path, '/');
-    b = b ? b + 1 : path;
+    const char *b = ag_base_name(path);
     const char *dot = strrchr(b, '.');
     size_t n = dot && dot > b ? (size_t)(dot - b) : strlen(b);
     if (n == 0) return ag_xstrdup("unnamed");

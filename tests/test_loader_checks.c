@@ -329,6 +329,16 @@ static void test_bad_samples(void) {
                          "bad_first_split/shard_00000.h5: sample 0: ", "not one run");
 }
 
+// Makes dir's manifest entry of its one shard (at path) record the shard's new size and
+// SHA-256, so that only the damage a test made is wrong.
+static void reseal_manifest(const char *dir, const char *path) {
+    ds_manifest m;
+    ds_manifest_read(&m, dir);
+    ds_file_sha256(path, m.shards[0].sha256, &m.shards[0].bytes);
+    ds_manifest_write(&m, dir);
+    ds_manifest_free(&m);
+}
+
 // Overwrites element 0 of audio row `row` in dir's shard with the float16 bits `bits`, and the
 // manifest's size and SHA-256 of it.
 static void poke_audio(const char *dir, int row, uint16_t bits) {
@@ -345,11 +355,7 @@ static void poke_audio(const char *dir, int row, uint16_t bits) {
               H5Dwrite(d, t, ms, fs, H5P_DEFAULT, &bits) >= 0;
     H5Sclose(ms), H5Sclose(fs), H5Tclose(t), H5Dclose(d), H5Fclose(f);
     TL_CHECK(ok, "write float16 0x%04x into %s", bits, path);
-    ds_manifest m;
-    ds_manifest_read(&m, dir);
-    ds_file_sha256(path, m.shards[0].sha256, &m.shards[0].bytes);
-    ds_manifest_write(&m, dir);
-    ds_manifest_free(&m);
+    reseal_manifest(dir, path);
 }
 
 static void test_audio_nan(void) {
@@ -400,11 +406,7 @@ static void remove_datasets(const char *dir, const char *const *names, int n) {
     for (int i = 0; i < n && ok; i++) ok = H5Ldelete(f, names[i], H5P_DEFAULT) >= 0;
     if (f >= 0) H5Fclose(f);
     TL_CHECK(ok, "remove datasets from %s", path);
-    ds_manifest m;
-    ds_manifest_read(&m, dir);
-    ds_file_sha256(path, m.shards[0].sha256, &m.shards[0].bytes);
-    ds_manifest_write(&m, dir);
-    ds_manifest_free(&m);
+    reseal_manifest(dir, path);
 }
 
 static void test_absent_media(void) {

@@ -267,7 +267,7 @@ static void check_dataset_dir(const char *dir, const char *at) {
                 "groundc pack made, holding manifest.json: %s?)",
                 at, dir, parent);
     }
-    if (!ds_dir_has(dir, "manifest.json"))
+    if (!ds_dir_has(dir, DS_MANIFEST_NAME))
         ag_fail("%s: data.datasets: %s holds no manifest.json: not a dataset folder made by "
                 "groundc pack",
                 at, dir);
@@ -279,7 +279,6 @@ void tr_batch_check_dataset_dirs(const tr_train_config *c) {
 }
 
 void tr_batch_check_datasets(const tr_train_config *c, FILE *log) {
-    tr_batch_check_dataset_dirs(c);
     for (int i = 0; i < c->n_datasets; i++) {
         const char *dir = c->datasets[i].dir;
         dataset_survey sv;

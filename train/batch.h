@@ -32,5 +32,7 @@ ds_loader *tr_batch_open_loader(ds_loader_config *lc, const gm_groundinggpt_conf
 // one of them and the smallest data.max_len that keeps every block whole.
 void tr_batch_check_datasets(const tr_train_config *c, FILE *log);
 // Every data.datasets entry is a folder holding manifest.json; a missing path, a file (a
-// shard, the manifest itself) or another folder fails at the entry's file:line:column.
+// shard, the manifest itself) or another folder fails at the entry's file:line:column. The
+// trainer calls it where it first reads the datasets (their sample count), before
+// tr_batch_check_datasets.
 void tr_batch_check_dataset_dirs(const tr_train_config *c);

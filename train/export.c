@@ -111,7 +111,7 @@ static void watch_stop_signals(const char *out) {
 // killed between its two renames), else goes. One line on stderr for each.
 static void clean_stale_exports(const char *out) {
     char *dir = ag_xparent_dir(out);
-    const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
+    const char *base = ag_base_name(out);
     size_t nb = strlen(base);
     DIR *d = opendir(dir);
     if (!d && errno == ENOENT) { // a folder the export makes: nothing can be left in it
@@ -296,7 +296,7 @@ int tr_export_main(int argc, char **argv) {
         ag_fail("export: %s: path too long", out);
     for (size_t n = strlen(out_buf); n > 1 && out_buf[n - 1] == '/'; n--) out_buf[n - 1] = 0;
     out = out_buf;
-    const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
+    const char *base = ag_base_name(out);
     if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
         ag_fail("export: --out %s: names no folder of its own", out);
     char *ckpt_dir = tr_ckpt_resolve(ckpt, "export", stderr);

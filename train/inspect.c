@@ -503,8 +503,7 @@ int tr_inspect(const char *path, const tr_inspect_opts *o, FILE *out) {
                     path);
         return 0;
     }
-    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-    if (!strcmp(base, DS_MANIFEST_NAME)) { // a dataset's manifest: the dataset
+    if (!strcmp(ag_base_name(path), DS_MANIFEST_NAME)) { // a dataset's manifest: the dataset
         char *dir = ag_xparent_dir(path);
         tr_inspect_dataset(dir, o->checksums, out);
         free(dir);

@@ -476,7 +476,7 @@ void tr_inspect_dataset(const char *dir, bool checksums, FILE *out) {
 
 void tr_inspect_shard_checksum(const char *path, FILE *out) {
     char *dir = ag_xparent_dir(path);
-    const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    const char *name = ag_base_name(path);
     if (!ds_dir_has(dir, DS_MANIFEST_NAME))
         ag_fail("%s: --checksums: no %s beside it to check it against", path, DS_MANIFEST_NAME);
     ds_manifest m;
