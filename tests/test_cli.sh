@@ -161,7 +161,7 @@ mkdir -p "q: a's #b"
 sed "s|^  out: .*|  out: \"q: a's #b/one\"|" stage.yaml >q1.yaml
 sed "s|^  out: .*|  out: \"q: a's #b/two\"|" stage.yaml >q2.yaml
 printf 'stages: [q1.yaml, q2.yaml]\n' >q.yaml
-dry q.yaml && grep -qx "    checkpoint: q: a's #b/one/latest" "$tmp/out" && ok ||
+dry q.yaml && grep -qxF "    checkpoint: 'q: a''s #b/one/latest'" "$tmp/out" && ok ||
   bad "curriculum init.checkpoint quoting: $(grep 'checkpoint:' "$tmp/out") $(cat "$tmp/err")"
 # a checkpoint.out too long for its checkpoints' paths (out/latest)
 expect_error "long checkpoint.out" "^groundc: error: \.\.\.[de/]+/latest: path too long$" \
@@ -180,6 +180,36 @@ sed 's/steps: 2/epochs: 0/' stage.yaml >epochs0.yaml
 expect_error "epochs 0" "epochs0.yaml:7:11: train.epochs: epochs must be > 0" "$groundc" train epochs0.yaml --dry-run
 dry stage.yaml --set train.epochs=2 && valid && grep -q "^    epochs: 2$" "$tmp/out" && ! grep -q "^    steps:" "$tmp/out" &&
   ok || bad "--set train.epochs over the file's steps: $(grep -E 'steps|epochs' "$tmp/out") $(cat "$tmp/err")"
+# the resolved config shows every value the run uses: the defaults of keys left out too (an
+# absent train: or checkpoint: section included), at the values train_config.c gives them
+dry stage.yaml && grep -qx "    beta2: 0.999" "$tmp/out" && grep -qx "    keep: 3" "$tmp/out" &&
+  grep -qx "    micro_batch: 2" "$tmp/out" && grep -qx "  device: auto" "$tmp/out" &&
+  grep -qx "      rope_theta: 10000" "$tmp/out" && ! grep -q "epochs" "$tmp/out" && ok ||
+  bad "defaults in the resolved config: $(cat "$tmp/out" "$tmp/err")"
+grep -v '^checkpoint:\|^  out:\|^train:\|^  steps:' stage.yaml >nosections.yaml
+dry nosections.yaml && grep -qx "    epochs: 1" "$tmp/out" && grep -qx "    out: checkpoints/run" "$tmp/out" &&
+  grep -qx "    lr: 2e-05" "$tmp/out" && ok || bad "absent sections' defaults: $(cat "$tmp/out" "$tmp/err")"
+# YAML merge keys: <<: *base takes the anchor's keys, the mapping's own keys win
+cat >merge.yaml <<YAML
+model: sub/tiny.yaml
+stage: 3
+base: &base {lr: 0.5, warmup_ratio: 0.25}
+data:
+  datasets: [train]
+train:
+  <<: *base
+  lr: 0.125
+YAML
+expect_error "merge key: its anchor's mapping is checked too" "merge.yaml:3:1: unknown key 'base'" "$groundc" train merge.yaml --config-only
+sed -i '/^base:/d; s/  <<: \*base/  <<: [{lr: 0.5, warmup_ratio: 0.25}, {seed: 7, warmup_ratio: 0.5}]/' merge.yaml
+dry merge.yaml && grep -qx "    lr: 0.125" "$tmp/out" && grep -qx "    warmup_ratio: 0.25" "$tmp/out" &&
+  grep -qx "    seed: 7" "$tmp/out" && ok || bad "merge keys: $(cat "$tmp/out" "$tmp/err")"
+printf 'model: sub/tiny.yaml\nstage: 3\ndata:\n  datasets:\n    - &d {path: train, weight: 2}\n    - {<<: *d, weight: 3}\n' >merge_alias.yaml
+dry merge_alias.yaml && grep -q "2 datasets" "$tmp/out" &&
+  grep -A1 -- '- weight: 3$' "$tmp/out" | grep -q 'path: .*train$' && ok ||
+  bad "merge key from an alias: $(cat "$tmp/out" "$tmp/err")"
+printf 'model: sub/tiny.yaml\nstage: 3\ndata:\n  datasets: [train]\ntrain:\n  <<: 3\n' >merge_bad.yaml
+expect_error "merge of a scalar" "merge_bad.yaml:6:7: train: '<<' merges a mapping" "$groundc" train merge_bad.yaml --config-only
 # a --set value is YAML: a flow list gives data.datasets
 dry stage.yaml --set 'data.datasets=[train, {path: other, weight: 2}]' && grep -q "2 datasets" "$tmp/out" &&
   ok || bad "--set data.datasets=[...]: $(cat "$tmp/err")"

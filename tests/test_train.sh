@@ -180,6 +180,16 @@ run --set checkpoint.out=$tmp/k1b --set train.lr=1.0e-3 --resume "$tmp/k1/step_0
 [ "$(readlink k1b/latest)" = step_00000012 ] && ! cmp -s k1/step_00000012/model.safetensors k1b/step_00000012/model.safetensors && ok || bad "the branch saved its own step 12"
 grep -q "^train: note: $tmp/k1/step_00000009 was written with another config; continuing with this one: train.lr 3.0e-3 -> 1.0e-3$" "$tmp/log" &&
   ok || bad "a resume with another lr: no note ($(grep note "$tmp/log"))"
+# the stored config.yaml holds the defaults the run used: the same values written out (and a
+# number spelt another way) are the same config, so the complete stage is taken as done, and
+# the stored file reads back as the config it is (its resolved form is its own text)
+grep -qx "  beta2: 0.999" k1b/latest/config.yaml && ok || bad "no defaults in config.yaml: $(grep -A3 '^train:' k1b/latest/config.yaml)"
+run --set checkpoint.out=$tmp/k1b --set train.lr=0.001 --set train.beta2=0.999 --set train.eps=0.00000001 --resume auto &&
+  grep -q "stage already complete" "$tmp/log" && ! grep -q "another config" "$tmp/log" && ok ||
+  bad "defaults written out: not the same config ($(tail -2 "$tmp/log"))"
+"$groundc" train k1b/latest/config.yaml --config-only >"$tmp/rt.out" 2>"$tmp/rt.err" &&
+  diff <(sed -n 's/^  //p' "$tmp/rt.out" | sed '/^config /d') k1b/latest/config.yaml >/dev/null && ok ||
+  bad "config.yaml does not read back as itself: $(cat "$tmp/rt.err"; diff <(sed -n 's/^  //p' "$tmp/rt.out") k1b/latest/config.yaml | head -5)"
 # --- a checkpoint is continued (or taken as the stage done) only by its own stage and config:
 # another stage (a curriculum whose --set checkpoint.out sends every stage to one folder),
 # a model setting that keeps the shapes (RoPE base), a complete run of another lr

@@ -54,7 +54,7 @@ ag_device tr_config_device(tr_yaml *root) {
 }
 
 char *tr_config_where(const tr_yaml *node) {
-    if (!node) return NULL;
+    if (!node || node->defaulted) return NULL; // not written anywhere
     size_t n = strlen(node->file) + 48;
     char *at = ag_xmalloc(n, "config");
     snprintf(at, n, "%s:%d:%d", node->file, node->line, node->col);
@@ -193,7 +193,8 @@ static void read_length(tr_yaml *t, tr_train_config *c) {
         tr_yaml_fail(e, "give train.steps or train.epochs, not both (train.steps is at %s:%d:%d)",
                      s->file, s->line, s->col);
     c->steps = tr_yaml_int(t, "steps", 0, 1, (int64_t)1 << 40);
-    c->epochs = tr_yaml_num(t, "epochs", c->steps ? 0 : 1, 0, 1e6);
+    // (with steps given, an epochs default written into the tree would read back as both)
+    c->epochs = c->steps ? 0 : tr_yaml_num(t, "epochs", 1, 0, 1e6);
     if (e && !(c->epochs > 0)) tr_yaml_fail(e, "epochs must be > 0");
 }
 
@@ -229,7 +230,7 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
     c->checksums = tr_yaml_bool(data, "checksums", false);
 
     // Every train.* key has a default: no section is the same as an empty one.
-    tr_yaml *t = tr_yaml_map(root, "train");
+    tr_yaml *t = tr_yaml_section(root, "train");
     read_length(t, c);
     c->lr = tr_yaml_num(t, "lr", 2e-5, 0, 10);
     c->warmup_ratio = tr_yaml_num(t, "warmup_ratio", 0.03, 0, 1);
@@ -249,7 +250,7 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
     c->max_bad_steps = (int)tr_yaml_int(t, "max_bad_steps", 5, 1, 1 << 20);
     c->log_every = tr_yaml_int(t, "log_every", 10, 1, big);
 
-    tr_yaml *ck = tr_yaml_map(root, "checkpoint");
+    tr_yaml *ck = tr_yaml_section(root, "checkpoint");
     c->out_dir = ag_xstrdup(tr_yaml_str(ck, "out", "checkpoints/run", NULL));
     c->out_dir_at = tr_config_where(tr_yaml_get(ck, "out"));
     if (!c->out_dir[0]) tr_yaml_fail(tr_yaml_get(ck, "out"), "an empty path");

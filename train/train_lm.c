@@ -61,7 +61,7 @@ void tr_lm_config_read(tr_yaml *root, tr_lm_config *c) {
         tr_yaml_fail(tr_yaml_at(task, "payload"), "sequences of %lld tokens exceed max_seq %lld",
                      (long long)ds_copy_seq_len(c->payload), (long long)c->model.max_seq);
 
-    tr_yaml *t = tr_yaml_map(root, "train"); // all defaults: absent is the same as {}
+    tr_yaml *t = tr_yaml_section(root, "train"); // all defaults: absent is the same as {}
     c->steps = tr_yaml_int(t, "steps", 100, 1, big);
     c->batch = tr_yaml_int(t, "batch", 8, 1, big);
     c->lr = tr_yaml_num(t, "lr", 1e-3, 0, 10);

@@ -52,6 +52,69 @@ static int mark_col(const source *s, const yaml_mark_t *m) {
     return (int)m->column + 1 + (m->line == 0 ? s->col0 : 0);
 }
 
+static int find_key(const tr_yaml *map, const char *key) {
+    for (int i = 0; i < map->n; i++)
+        if (!strcmp(map->keys[i], key)) return i;
+    return -1;
+}
+
+static void add_entry(tr_yaml *map, const char *key, tr_yaml *value, const char *file, int line,
+                      int col) {
+    int n = map->n + 1;
+    map->keys = ag_xrealloc(map->keys, sizeof *map->keys * (size_t)n, "yaml");
+    map->key_file = ag_xrealloc(map->key_file, sizeof *map->key_file * (size_t)n, "yaml");
+    map->key_line = ag_xrealloc(map->key_line, sizeof *map->key_line * (size_t)n, "yaml");
+    map->key_col = ag_xrealloc(map->key_col, sizeof *map->key_col * (size_t)n, "yaml");
+    map->used = ag_xrealloc(map->used, sizeof *map->used * (size_t)n, "yaml");
+    map->items = ag_xrealloc(map->items, sizeof *map->items * (size_t)n, "yaml");
+    map->keys[map->n] = ag_xstrdup(key);
+    map->key_file[map->n] = file;
+    map->key_line[map->n] = line;
+    map->key_col[map->n] = col;
+    map->used[map->n] = false;
+    map->items[map->n] = value;
+    map->n = n;
+}
+
+static tr_yaml *convert(const source *s, yaml_node_t *yn, char *path, int depth);
+
+// A plain "<<" key: YAML's merge key (<<: *base, or <<: [*a, *b]).
+static bool is_merge_key(const yaml_node_t *k) {
+    return k->type == YAML_SCALAR_NODE && k->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+           !strcmp((const char *)k->data.scalar.value, "<<");
+}
+
+// One mapping merged into map: each of its keys that map lacks moves over (the map's own
+// keys, and those of earlier merged mappings, win, as the merge-key spec says).
+static void merge_one(const source *s, yaml_node_t *from, tr_yaml *map, int depth) {
+    int line = (int)from->start_mark.line + 1, col = mark_col(s, &from->start_mark);
+    if (from->type != YAML_MAPPING_NODE)
+        ag_fail("%s:%d:%d: %s: '<<' merges a mapping (<<: *name) or a list of them", s->file, line,
+                col, map->path[0] ? map->path : "(top level)");
+    tr_yaml *src = convert(s, from, ag_xstrdup(map->path), depth + 1);
+    for (int i = 0; i < src->n; i++) {
+        if (find_key(map, src->keys[i]) >= 0) continue;
+        add_entry(map, src->keys[i], src->items[i], src->key_file[i], src->key_line[i],
+                  src->key_col[i]);
+        src->items[i] = NULL;
+    }
+    tr_yaml_free(src);
+}
+
+static void merge_keys(const source *s, yaml_node_t *yn, tr_yaml *map, int depth) {
+    for (yaml_node_pair_t *p = yn->data.mapping.pairs.start; p < yn->data.mapping.pairs.top; p++) {
+        if (!is_merge_key(yaml_document_get_node(s->doc, p->key))) continue;
+        yaml_node_t *v = yaml_document_get_node(s->doc, p->value);
+        if (v->type != YAML_SEQUENCE_NODE) {
+            merge_one(s, v, map, depth);
+            continue;
+        }
+        for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+             it++)
+            merge_one(s, yaml_document_get_node(s->doc, *it), map, depth);
+    }
+}
+
 static tr_yaml *convert(const source *s, yaml_node_t *yn, char *path, int depth) {
     int line = (int)yn->start_mark.line + 1, col = mark_col(s, &yn->start_mark);
     if (depth > 64) ag_fail("%s:%d:%d: nesting too deep", s->file, line, col);
@@ -84,12 +147,17 @@ static tr_yaml *convert(const source *s, yaml_node_t *yn, char *path, int depth)
         n->key_col = ag_xcalloc((size_t)count, sizeof *n->key_col, "yaml");
         n->used = ag_xcalloc((size_t)count, sizeof *n->used, "yaml");
         n->items = ag_xcalloc((size_t)count, sizeof *n->items, "yaml");
+        bool merges = false;
         for (int i = 0; i < count; i++) {
             yaml_node_pair_t *pair = &yn->data.mapping.pairs.start[i];
             yaml_node_t *k = yaml_document_get_node(s->doc, pair->key);
             int kl = (int)k->start_mark.line + 1, kc = mark_col(s, &k->start_mark);
             if (k->type != YAML_SCALAR_NODE)
                 ag_fail("%s:%d:%d: keys must be plain words", s->file, kl, kc);
+            if (is_merge_key(k)) {
+                merges = true;
+                continue;
+            }
             const char *key = (const char *)k->data.scalar.value;
             for (int j = 0; j < n->n; j++)
                 if (!strcmp(n->keys[j], key))
@@ -103,6 +171,7 @@ static tr_yaml *convert(const source *s, yaml_node_t *yn, char *path, int depth)
             n->items[n->n] = convert(s, v, join_path(path, key), depth + 1);
             n->n++;
         }
+        if (merges) merge_keys(s, yn, n, depth);
         break;
     }
     default:
@@ -303,30 +372,6 @@ void tr_yaml_free(tr_yaml *n) {
     free(n);
 }
 
-static int find_key(const tr_yaml *map, const char *key) {
-    for (int i = 0; i < map->n; i++)
-        if (!strcmp(map->keys[i], key)) return i;
-    return -1;
-}
-
-static void add_entry(tr_yaml *map, const char *key, tr_yaml *value, const char *file, int line,
-                      int col) {
-    int n = map->n + 1;
-    map->keys = ag_xrealloc(map->keys, sizeof *map->keys * (size_t)n, "yaml");
-    map->key_file = ag_xrealloc(map->key_file, sizeof *map->key_file * (size_t)n, "yaml");
-    map->key_line = ag_xrealloc(map->key_line, sizeof *map->key_line * (size_t)n, "yaml");
-    map->key_col = ag_xrealloc(map->key_col, sizeof *map->key_col * (size_t)n, "yaml");
-    map->used = ag_xrealloc(map->used, sizeof *map->used * (size_t)n, "yaml");
-    map->items = ag_xrealloc(map->items, sizeof *map->items * (size_t)n, "yaml");
-    map->keys[map->n] = ag_xstrdup(key);
-    map->key_file[map->n] = file;
-    map->key_line[map->n] = line;
-    map->key_col[map->n] = col;
-    map->used[map->n] = false;
-    map->items[map->n] = value;
-    map->n = n;
-}
-
 void tr_yaml_remove(tr_yaml *map, const char *key) {
     int i = find_key(map, key);
     if (i < 0) return;
@@ -434,9 +479,50 @@ static const tr_yaml *scalar(tr_yaml *map, const char *key) {
     return v;
 }
 
+// A key the config left out gets its default written into the tree, marked `defaulted` and at
+// the mapping's position, so that the resolved config printed and stored with checkpoints
+// shows every value the run used. (No map: the section is absent and means "off".)
+static void put_default(tr_yaml *map, const char *key, const char *text) {
+    if (!map || map->kind != TR_YAML_MAP || find_key(map, key) >= 0) return;
+    tr_yaml *v =
+        new_node(TR_YAML_SCALAR, map->file, map->line, map->col, join_path(map->path, key));
+    v->value = ag_xstrdup(text);
+    v->cli = map->cli;
+    v->defaulted = true;
+    add_entry(map, key, v, map->file, map->line, map->col);
+    map->used[map->n - 1] = true;
+}
+
+// The shortest text that reads back as x.
+static void format_num(char *buf, size_t n, double x) {
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, n, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x) return;
+    }
+}
+
+tr_yaml *tr_yaml_section(tr_yaml *map, const char *key) {
+    tr_yaml *v = tr_yaml_map(map, key);
+    if (v || !map) return v;
+    v = new_node(TR_YAML_MAP, map->file, map->line, map->col, join_path(map->path, key));
+    v->cli = map->cli;
+    v->defaulted = true;
+    add_entry(map, key, v, map->file, map->line, map->col);
+    map->used[map->n - 1] = true;
+    return v;
+}
+
 int64_t tr_yaml_int(tr_yaml *map, const char *key, int64_t def, int64_t lo, int64_t hi) {
     const tr_yaml *v = scalar(map, key);
-    if (!v) return def;
+    if (!v) {
+        // a default outside the range is a "not given" mark for the caller, not a value
+        if (def >= lo && def <= hi) {
+            char text[32];
+            snprintf(text, sizeof text, "%lld", (long long)def);
+            put_default(map, key, text);
+        }
+        return def;
+    }
     char *end;
     errno = 0;
     long long x = strtoll(v->value, &end, 10);
@@ -454,7 +540,14 @@ int64_t tr_yaml_int(tr_yaml *map, const char *key, int64_t def, int64_t lo, int6
 
 double tr_yaml_num(tr_yaml *map, const char *key, double def, double lo, double hi) {
     const tr_yaml *v = scalar(map, key);
-    if (!v) return def;
+    if (!v) {
+        if (isfinite(def) && def >= lo && def <= hi) {
+            char text[40];
+            format_num(text, sizeof text, def);
+            put_default(map, key, text);
+        }
+        return def;
+    }
     char *end;
     errno = 0;
     double x = strtod(v->value, &end);
@@ -466,7 +559,10 @@ double tr_yaml_num(tr_yaml *map, const char *key, double def, double lo, double 
 
 bool tr_yaml_bool(tr_yaml *map, const char *key, bool def) {
     const tr_yaml *v = scalar(map, key);
-    if (!v) return def;
+    if (!v) {
+        put_default(map, key, def ? "true" : "false");
+        return def;
+    }
     // YAML 1.2's core schema (true, True, TRUE) and YAML 1.1's words (yes, on, ...), each in
     // its three spellings; y / n and the like stay errors
     static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes",
@@ -483,7 +579,10 @@ bool tr_yaml_bool(tr_yaml *map, const char *key, bool def) {
 const char *tr_yaml_str(tr_yaml *map, const char *key, const char *def,
                         const char *const *allowed) {
     const tr_yaml *v = scalar(map, key);
-    if (!v) return def;
+    if (!v) {
+        if (def) put_default(map, key, def);
+        return def;
+    }
     if (!allowed) return v->value;
     char list[512] = "";
     for (const char *const *a = allowed; *a; a++) {
@@ -508,20 +607,48 @@ void tr_yaml_check_used(const tr_yaml *map) {
     }
 }
 
-void tr_yaml_print(const tr_yaml *n, FILE *out, int indent) {
-    for (int i = 0; i < n->n; i++) {
-        const tr_yaml *v = n->items[i];
-        if (n->kind == TR_YAML_MAP)
-            fprintf(out, "%*s%s:", indent, "", n->keys[i]);
-        else
-            fprintf(out, "%*s-", indent, "");
-        if (v->kind == TR_YAML_SCALAR)
-            fprintf(out, " %s\n", v->value);
-        else {
-            fputc('\n', out);
-            tr_yaml_print(v, out, indent + 2);
-        }
+// libyaml's emitter writes the text, so that any value (a path with ': ' or ' #' in it, a
+// multi-line string) is quoted as it must be and reads back the same.
+static int emit_to_string(void *data, unsigned char *buf, size_t size) {
+    FILE *mem = data;
+    return fwrite(buf, 1, size, mem) == size;
+}
+
+static void emit(yaml_emitter_t *e, yaml_event_t *ev) {
+    if (!yaml_emitter_emit(e, ev))
+        ag_fail("config: writing the resolved config: %s",
+                e->problem ? e->problem : "libyaml's emitter failed");
+}
+
+static void emit_scalar(yaml_emitter_t *e, const char *text) {
+    yaml_event_t ev;
+    if (!yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)text, (int)strlen(text), 1, 1,
+                                      YAML_ANY_SCALAR_STYLE))
+        ag_fail("config: writing the resolved config: out of memory");
+    emit(e, &ev);
+}
+
+static void emit_node(yaml_emitter_t *e, const tr_yaml *n) {
+    yaml_event_t ev;
+    if (n->kind == TR_YAML_SCALAR) {
+        emit_scalar(e, n->value);
+        return;
     }
+    int ok =
+        n->kind == TR_YAML_MAP
+            ? yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1, YAML_BLOCK_MAPPING_STYLE)
+            : yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1, YAML_BLOCK_SEQUENCE_STYLE);
+    if (!ok) ag_fail("config: writing the resolved config: out of memory");
+    emit(e, &ev);
+    for (int i = 0; i < n->n; i++) {
+        if (n->kind == TR_YAML_MAP) emit_scalar(e, n->keys[i]);
+        emit_node(e, n->items[i]);
+    }
+    if (n->kind == TR_YAML_MAP)
+        yaml_mapping_end_event_initialize(&ev);
+    else
+        yaml_sequence_end_event_initialize(&ev);
+    emit(e, &ev);
 }
 
 char *tr_yaml_dump(const tr_yaml *node, size_t *len) {
@@ -529,10 +656,35 @@ char *tr_yaml_dump(const tr_yaml *node, size_t *len) {
     size_t n = 0;
     FILE *mem = open_memstream(&text, &n);
     if (!mem) ag_fail("config: open_memstream failed: %s", strerror(errno));
-    tr_yaml_print(node, mem, 0);
+    yaml_emitter_t e;
+    if (!yaml_emitter_initialize(&e)) ag_fail("config: cannot initialise the YAML emitter");
+    yaml_emitter_set_output(&e, emit_to_string, mem);
+    yaml_emitter_set_unicode(&e, 1);
+    yaml_emitter_set_width(&e, -1); // long paths stay on their line
+    yaml_event_t ev;
+    yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING);
+    emit(&e, &ev);
+    yaml_document_start_event_initialize(&ev, NULL, NULL, NULL, 1);
+    emit(&e, &ev);
+    emit_node(&e, node);
+    yaml_document_end_event_initialize(&ev, 1);
+    emit(&e, &ev);
+    yaml_stream_end_event_initialize(&ev);
+    emit(&e, &ev);
+    yaml_emitter_delete(&e);
     if (fclose(mem)) ag_fail("config: formatting the resolved config failed");
     if (len) *len = n;
     return text;
+}
+
+void tr_yaml_print(const tr_yaml *node, FILE *out, int indent) {
+    char *text = tr_yaml_dump(node, NULL);
+    for (char *line = text, *next; *line; line = next) {
+        next = strchr(line, '\n');
+        next = next ? next + 1 : line + strlen(line);
+        fprintf(out, "%*s%.*s", indent, "", (int)(next - line), line);
+    }
+    free(text);
 }
 
 // A node in a few words for tr_yaml_diff: its scalar, or what kind of node it is.
@@ -559,15 +711,26 @@ static void diff_add(yaml_diff *d, const char *path, const tr_yaml *a, const tr_
     d->len = k < 0 || (size_t)k >= d->n - d->len ? d->n - 1 : d->len + (size_t)k;
 }
 
+// Two scalars mean the same: the same text, or the same number written two ways (1e-5 and
+// 0.00001).
+static bool same_scalar(const char *a, const char *b) {
+    if (!strcmp(a, b)) return true;
+    char *ea, *eb;
+    double x = strtod(a, &ea), y = strtod(b, &eb);
+    return ea != a && eb != b && !*ea && !*eb && x == y;
+}
+
 static void diff_nodes(yaml_diff *d, const char *path, const tr_yaml *a, const tr_yaml *b) {
     if (d->skip && d->skip(path)) return;
+    // a default this run filled in is what the other tree meant by leaving the key out
+    if ((!a && b && b->defaulted) || (!b && a && a->defaulted)) return;
     if (!a || !b || a->kind != b->kind) {
         diff_add(d, path, a, b);
         return;
     }
     char sub[512];
     if (a->kind == TR_YAML_SCALAR) {
-        if (strcmp(a->value, b->value)) diff_add(d, path, a, b);
+        if (!same_scalar(a->value, b->value)) diff_add(d, path, a, b);
     } else if (a->kind == TR_YAML_SEQ) {
         if (a->n != b->n) {
             char na[32], nb[32];
