@@ -200,7 +200,7 @@ int gm_groundinggpt_census(const gm_groundinggpt_config *c, gm_census_row *rows,
     row(&cs, "model.layers", GM_PART_LLM,
         l->n_layers * (2 * C + 2 * C * C + 2 * Ckv * C + 3 * l->ffn * C), later, 0);
     row(&cs, "model.norm", GM_PART_LLM, C, later, 0);
-    row(&cs, "lm_head", GM_PART_LLM, V0 * C + added, later, added);
+    row(&cs, "lm_head", GM_PART_LLM, V0 * C + added, later, 0); // frozen in stage 1
     if (c->has[GM_MOD_IMAGE]) {
         row(&cs, "model.vision_tower", GM_PART_IMAGE_ENCODER, vit_count(&c->image_vit), 0, 0);
         row(&cs, "model.mm_vision_projector", GM_PART_PROJECTOR,
@@ -287,7 +287,10 @@ int64_t gm_groundinggpt_encoder_bytes(const gm_groundinggpt_config *c, gm_modali
 
 // Stage selection ------------------------------------------------------------------------------
 
-static const char *const pat_added[] = {"model.embed_tokens.added_rows", "lm_head.added_rows"};
+// Stage 1 trains the input rows of the 9 added tokens only: the reference (LLaVA's
+// initialize_vision_tokenizer under tune_mm_mlp_adapter) freezes the output embedding; stage 2's
+// lm_head.* takes its added rows too.
+static const char *const pat_added[] = {"model.embed_tokens.added_rows"};
 static const char *const pat_image[] = {"model.mm_vision_projector.*"};
 static const char *const pat_video[] = {"model.video_query_tokens",
                                         "model.video_frame_position_embedding.*",

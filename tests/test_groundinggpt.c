@@ -280,9 +280,10 @@ static void test_step(void) {
 
     // Stage 1.
     gm_groundinggpt_set_stage(ctx, m, 1);
+    // (the input rows only: the reference freezes the output embedding in stage 1)
     TL_CHECK(m->llm->layers[0].wq->requires_grad == false && m->embed_added->requires_grad &&
-                 m->lm_head_added->requires_grad && !m->llm->embed->requires_grad,
-             "stage 1 trains the added rows only of the LLM");
+                 !m->lm_head_added->requires_grad && !m->llm->embed->requires_grad,
+             "stage 1 trains the added input rows only of the LLM");
     gm_groundinggpt_batch b = make_batch(ctx, &d, true);
     ag_tensor *loss = gm_groundinggpt_loss(ctx, m, &b, true, 3);
     double l = ag_item(loss, 0), lnv = log((double)gm_groundinggpt_vocab(&c));

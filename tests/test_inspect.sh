@@ -55,10 +55,11 @@ in_range "7B frame_qformer" "$(count frame_qformer "$tmp/7b")" 100000000 1100000
 in_range "7B audio_encoder" "$(count audio_encoder "$tmp/7b")" 80000000 95000000
 # Projector Linear(1024, 4096) GELU Linear(4096, 4096), exactly.
 [ "$(count projector "$tmp/7b")" = $((4096 * 1024 + 4096 + 4096 * 4096 + 4096)) ] && ok || bad "7B projector"
-# Stage 1 trains projector + adapters + the 2 x 9 added rows; stage 2 adds the LLM.
-parts1=$(($(count projector "$tmp/7b") + $(count video_adapter "$tmp/7b") + $(count audio_adapter "$tmp/7b") + 2 * 9 * 4096))
+# Stage 1 trains projector + adapters + the 9 added input rows (lm_head frozen, as in the
+# reference); stage 2 adds the LLM.
+parts1=$(($(count projector "$tmp/7b") + $(count video_adapter "$tmp/7b") + $(count audio_adapter "$tmp/7b") + 9 * 4096))
 [ "$(stage_col 1 1 "$tmp/7b")" = "$parts1" ] && ok || bad "7B stage 1 trainable: $(stage_col 1 1 "$tmp/7b") != $parts1"
-[ "$(stage_col 2 1 "$tmp/7b")" = $((parts1 - 2 * 9 * 4096 + want)) ] && ok || bad "7B stage 2 trainable"
+[ "$(stage_col 2 1 "$tmp/7b")" = $((parts1 - 9 * 4096 + want)) ] && ok || bad "7B stage 2 trainable"
 grep -q "memory per stage: micro-batch 1 x 2048 tokens" "$tmp/7b" && ok || bad "7B default batch and length"
 
 # tiny ----------------------------------------------------------------------------------------
@@ -98,7 +99,7 @@ cfg_col() { sed -n '/^this config trains/,$p' "$3" | awk -F'|' -v n="$1" -v c="$
 lora=$((32 * 16 * (4 * (4096 + 4096) + 3 * (4096 + 11008))))
 [ "$(cfg_col llm 3 "$tmp/lora")" = $((want7b + lora)) ] && ok || bad "7B LoRA llm parameters: $(cfg_col llm 3 "$tmp/lora")"
 [ "$(cfg_col llm 4 "$tmp/lora")" = $((lora + 2 * 9 * 4096)) ] && ok || bad "7B LoRA llm trainable: $(cfg_col llm 4 "$tmp/lora")"
-[ "$(cfg_col total 4 "$tmp/lora")" = $((parts1 + lora)) ] && ok || bad "7B LoRA trainable: $(cfg_col total 4 "$tmp/lora")"
+[ "$(cfg_col total 4 "$tmp/lora")" = $((parts1 + 9 * 4096 + lora)) ] && ok || bad "7B LoRA trainable: $(cfg_col total 4 "$tmp/lora")"
 grep -q "LoRA rank 16, alpha 32 on q_proj k_proj v_proj o_proj gate_proj up_proj down_proj" "$tmp/lora" && ok || bad "LoRA line"
 # Sized for one 80 GB GPU, as the config says.
 grep "^| this config " "$tmp/lora" | awk -F'|' '{gsub(/ GiB| /, "", $8); exit !($8 < 80)}' && ok || bad "7B LoRA does not fit 80 GB: $(grep '^| this config' "$tmp/lora")"

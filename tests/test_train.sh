@@ -58,6 +58,15 @@ run || bad "reference run: $(tail -3 "$tmp/log")"
 [ "$(losses ref/metrics.jsonl | wc -l)" = 12 ] && ok || bad "reference: 12 metric lines"
 [ "$(readlink ref/latest)" = step_00000012 ] && ok || bad "latest -> step_00000012"
 n=$(ls -d ref/step_* | wc -l); [ "$n" = 2 ] && ok || bad "keep 2: $n checkpoints left"
+# --- the lr of every step against torch's schedulers as transformers' Trainer steps them (a
+# fixture): the reference run's default warmup (ceil(0.03 x 12) = 1 step, at lr 0), then a
+# longer warmup to a floor
+"$py" "$src/tests/lr_schedule_reference.py" ref/metrics.jsonl default_warmup >"$tmp/lr.out" 2>&1 &&
+  ok || bad "$(cat "$tmp/lr.out")"
+run --set checkpoint.out=$tmp/lr --set train.steps=20 --set train.warmup_ratio=0.22 --set train.min_lr_ratio=0.1 ||
+  bad "lr run: $(tail -3 "$tmp/log")"
+"$py" "$src/tests/lr_schedule_reference.py" lr/metrics.jsonl long_warmup_floor >"$tmp/lr.out" 2>&1 &&
+  ok || bad "$(cat "$tmp/lr.out")"
 grep -qE '"complete":\s*true' ref/latest/state.json && ok || bad "final state complete"
 
 # --- metrics.jsonl is written as the run goes: killed after step 5 (last checkpoint at 3), it
@@ -339,6 +348,28 @@ grep -q '"step": 4, "skipped": true' nan/metrics.jsonl && ok || bad "skipped ste
 grep -q "step 4: non-finite loss" "$tmp/log" && ok || bad "skipped step reported"
 GROUNDC_TEST_NAN_STEPS=4,5 expect_error "NaN steps in a row" "2 non-finite steps in a row" "$groundc" train stage.yaml --set checkpoint.out=$tmp/nan2 --set train.max_bad_steps=2
 
+# --- train.loss_average, from the losses themselves: at lr 0 (tiny.yaml: no dropout) the weights stay,
+# so two steps of micro-batch 4 give the losses La, Lb of the two micro-batches and their token
+# counts; one step of 4 x accumulation 2 over the same samples is their token-weighted mean
+# (tokens, the default) or their plain mean (micro_batch, the reference's average)
+for v in "la1 --set data.micro_batch=4 --set train.steps=2" \
+         "la2 --set data.micro_batch=4 --set data.accumulation=2 --set train.steps=1" \
+         "la3 --set data.micro_batch=4 --set data.accumulation=2 --set train.steps=1 --set train.loss_average=micro_batch"; do
+  # shellcheck disable=SC2086
+  run --set train.lr=0 --set checkpoint.out=$tmp/$v || bad "loss_average run $v: $(tail -3 "$tmp/log")"
+done
+"$py" - la1/metrics.jsonl la2/metrics.jsonl la3/metrics.jsonl <<'PY' && ok || bad "train.loss_average"
+import json, sys
+one, tok, mb = ([json.loads(l) for l in open(p) if '"loss"' in l] for p in sys.argv[1:])
+la, lb = one[0]["loss"], one[1]["loss"]
+na, nb = one[0]["tokens"], one[1]["tokens"] - one[0]["tokens"]
+assert la != lb and na != nb, (la, lb, na, nb)  # else the two averages would agree
+want_tok, want_mb = (la * na + lb * nb) / (na + nb), (la + lb) / 2
+assert abs(tok[0]["loss"] - want_tok) <= 1e-6 * want_tok, (tok[0]["loss"], want_tok)
+assert abs(mb[0]["loss"] - want_mb) <= 1e-6 * want_mb, (mb[0]["loss"], want_mb)
+assert tok[0]["tokens"] == mb[0]["tokens"] == na + nb
+PY
+
 # --- data parallel: 2 ranks x 4 and ZeRO-1 2 ranks x 2 x 2 vs 1 rank x 8
 if command -v mpirun >/dev/null; then
   "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dp --set data.micro_batch=4 >"$tmp/log" 2>&1 || bad "mpirun 2 ranks: $(tail -3 "$tmp/log")"
@@ -355,6 +386,20 @@ PY
     "$py" "$here/st_compare.py" ref/step_00000012/model.safetensors $d/step_00000012/model.safetensors --rtol 1e-3 --atol 1e-4 >"$tmp/cmp" && ok || bad "weights of $d: $(cat "$tmp/cmp")"
   done
   [ -f z1/step_00000012/optim.rank00001.safetensors ] && ok || bad "ZeRO-1 writes one optimizer file per rank"
+  # the reference's average (train.loss_average: micro_batch) is the mean over every rank's
+  # micro-batches: 2 ranks x 4 take the steps of 1 rank x 4 x accumulation 2
+  "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/mb2 --set data.micro_batch=4 --set train.loss_average=micro_batch >"$tmp/log" 2>&1 || bad "mpirun micro_batch average: $(tail -3 "$tmp/log")"
+  run --set checkpoint.out=$tmp/mb1 --set data.micro_batch=4 --set data.accumulation=2 --set train.loss_average=micro_batch || bad "micro_batch average, 1 rank: $(tail -3 "$tmp/log")"
+  "$py" - mb1/metrics.jsonl mb2/metrics.jsonl ref/metrics.jsonl <<'PY' && ok || bad "micro_batch average: 2 ranks x 4 differ from 1 rank x 4 x 2, or equal the token average"
+import json, sys
+a, b, t = ([json.loads(l) for l in open(p)] for p in sys.argv[1:])
+assert len(a) == len(b) == 12, (len(a), len(b))
+for x, y in zip(a, b):
+    assert abs(x["loss"] - y["loss"]) <= 1e-5 * abs(x["loss"]), (x["step"], x["loss"], y["loss"])
+assert any(abs(x["loss"] - y["loss"]) > 1e-4 * abs(x["loss"]) for x, y in zip(a, t))
+PY
+  "$py" "$here/st_compare.py" mb1/step_00000012/model.safetensors mb2/step_00000012/model.safetensors --rtol 1e-3 --atol 1e-4 >"$tmp/cmp" && ok || bad "weights of the micro_batch average: $(cat "$tmp/cmp")"
+
   # another rank count resumes when the global batch stays (2 x 4 -> 1 x 4 x accumulation 2):
   # the losses go on as the 2-rank run's, up to float rounding, and a note says so
   expect_error "another world size, other global batch" "global batch 8, this config makes 4 \(on another number of ranks, set data.global_batch" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dp1 --set data.micro_batch=4 --resume "$tmp/dp/step_00000009"

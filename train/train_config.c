@@ -160,6 +160,14 @@ static void check_patterns(const gm_params *reg, char *const *pats, char *const 
     }
 }
 
+bool tr_param_decays(const char *name, int ndim, bool decay_all) {
+    if (decay_all) return true;
+    size_t n = strlen(name);
+    if (ndim < 2 || n < 6 || strcmp(name + n - 6, "weight")) return false;
+    // lookup tables: the LLM's tokens, the ViTs' positions, the adapters' frame / clip positions
+    return !strstr(name, "embed_tokens") && !strstr(name, "position_embedding");
+}
+
 void tr_train_select(ag_ctx *ctx, gm_groundinggpt *m, const tr_train_config *c) {
     check_patterns(m->params, c->trainable, c->trainable_at, c->n_trainable, "trainable");
     check_patterns(m->params, c->frozen, c->frozen_at, c->n_frozen, "frozen");
@@ -237,6 +245,9 @@ void tr_train_config_read(tr_yaml *root, tr_train_config *c) {
     c->min_lr_ratio = tr_yaml_num(t, "min_lr_ratio", 0, 0, 1);
     c->weight_decay = tr_yaml_num(t, "weight_decay", 0, 0, 10);
     c->decay_all = tr_yaml_bool(t, "decay_norms_biases_embeddings", false);
+    static const char *const averages[] = {"tokens", "micro_batch", NULL};
+    c->loss_per_micro_batch =
+        !strcmp(tr_yaml_str(t, "loss_average", "tokens", averages), "micro_batch");
     c->grad_clip = tr_yaml_num(t, "grad_clip", 1.0, 0, 1e9);
     c->beta1 = tr_yaml_num(t, "beta1", 0.9, 0, 0.999999);
     c->beta2 = tr_yaml_num(t, "beta2", 0.999, 0, 0.999999999);

@@ -41,7 +41,10 @@ typedef struct {
     int64_t steps; // > 0: fixed number of optimizer steps
     double lr, warmup_ratio, min_lr_ratio, weight_decay, grad_clip, beta1, beta2, eps;
     bool decay_all; // weight decay on norms, biases, embeddings and added rows too
-    uint64_t seed;  // initialisation and dropout
+    // train.loss_average: micro_batch (each micro-batch's mean loss counts the same, as the
+    // reference's Trainer averages), else tokens (every supervised token of the global batch)
+    bool loss_per_micro_batch;
+    uint64_t seed; // initialisation and dropout
     double init_std;
     bool zero1;
     int64_t bucket_elems;        // gradient all-reduce bucket
@@ -61,6 +64,12 @@ typedef struct {
     int64_t eval_limit;
     int64_t eval_max_new; // tokens generated per answer
 } tr_train_config;
+
+// Whether AdamW decays the parameter name (ndim dimensions): the weights of linear and conv
+// layers (a name ending in "weight", 2 or more dimensions) but not the token and position
+// embedding tables; never norms, biases (bias, bias_k, q_bias, ...), class and query tokens,
+// position tensors or the added rows. decay_all (train.decay_norms_biases_embeddings): all.
+bool tr_param_decays(const char *name, int ndim, bool decay_all);
 
 // Marks what c trains of m (built from c->model) trainable and every other parameter frozen:
 // the default patterns of c->stage (none for stage 0) plus c's trainable patterns, minus its

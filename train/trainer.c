@@ -33,18 +33,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-// No decay on norms, biases, embeddings, positions, query tokens and added rows (vectors
-// or lookup tables), as is usual for transformers, unless the config asks for it.
-static bool decays(const ag_tensor *p, bool decay_all) {
-    if (decay_all) return true;
-    if (p->ndim < 2) return false;
-    static const char *const no[] = {"embed",        "added_rows", "position", "pos_embed",
-                                     "query_tokens", "cls_token",  NULL};
-    for (int i = 0; no[i]; i++)
-        if (strstr(p->name, no[i])) return false;
-    return true;
-}
-
 // Keeps the lines of metrics.jsonl up to step (a resumed run rewrites what came after): the
 // kept lines go to a temporary file that is synced and renamed over the log.
 static void truncate_metrics(const char *path, int64_t step) {
@@ -214,7 +202,7 @@ static void pick_trainables(gm_groundinggpt *m, const tr_train_config *c, const 
         load[owner] += ag_numel(p);
         t->owner[k] = owner;
         if (!c->zero1 || owner == d->rank) { // without ZeRO-1 every rank updates all
-            t->mine_decay[t->n_mine] = decays(p, c->decay_all);
+            t->mine_decay[t->n_mine] = tr_param_decays(p->name, p->ndim, c->decay_all);
             t->mine[t->n_mine++] = p;
         }
     }
@@ -651,13 +639,18 @@ static uint64_t micro_seed(uint64_t seed, int64_t step, int64_t a, int rank) {
                     ag_mix64((uint64_t)rank + 0x51ed));
 }
 
-// Forward and backward over this rank's micro-batches of the step; gradients add up. sums
-// gets the step's summed loss and supervised tokens over all ranks, and how many ranks were
-// asked to stop.
-static void forward_backward(stage_run *s, double sums[3]) {
+// What the step's sums hold, over all ranks (forward_backward).
+enum { SUM_LOSS, SUM_TOKENS, SUM_STOP, SUM_WEIGHT, N_SUMS };
+
+// Forward and backward over this rank's micro-batches of the step; gradients add up. Each
+// micro-batch's mean loss counts with a weight: its supervised tokens (train.loss_average
+// tokens), or 1 (micro_batch: the reference's mean of micro-batch means). sums gets, over all
+// ranks, the weighted loss, the supervised tokens, how many ranks were asked to stop, and the
+// weights.
+static void forward_backward(stage_run *s, double sums[N_SUMS]) {
     const tr_train_config *c = s->c;
     ag_ctx *ctx = s->ctx;
-    sums[0] = sums[1] = sums[2] = 0;
+    for (int i = 0; i < N_SUMS; i++) sums[i] = 0;
     for (int64_t a = 0; a < c->accumulation; a++) {
         const ds_batch *b = ds_loader_next(s->loader);
         int64_t n = tr_batch_supervised(b);
@@ -667,7 +660,8 @@ static void forward_backward(stage_run *s, double sums[3]) {
         tr_batch_to_model(ctx, b, &gb);
         uint64_t seed = micro_seed(c->seed, s->step, a, s->d->rank);
         ag_tensor *loss = gm_groundinggpt_loss(ctx, s->m, &gb, true, seed);
-        ag_tensor *scaled = ag_scale(ctx, loss, (double)n);
+        const double w = c->loss_per_micro_batch ? 1.0 : (double)n;
+        ag_tensor *scaled = ag_scale(ctx, loss, w);
         if (s->red && a == c->accumulation - 1) { // earlier passes still add into the gradients
             tr_grad_reducer_begin(s->red);
             ag_backward_watch(ctx, scaled, s->tp.params, s->tp.n, tr_grad_reducer_ready, s->red);
@@ -675,21 +669,22 @@ static void forward_backward(stage_run *s, double sums[3]) {
             ag_backward(ctx, scaled);
         }
         if (s->loss_acc)
-            add_loss(ctx, s->loss_acc, loss, (double)n);
+            add_loss(ctx, s->loss_acc, loss, w);
         else
-            sums[0] += ag_item(loss, 0) * (double)n;
-        sums[1] += (double)n;
+            sums[SUM_LOSS] += ag_item(loss, 0) * w;
+        sums[SUM_TOKENS] += (double)n;
+        sums[SUM_WEIGHT] += w;
         ag_step_reset(ctx);
     }
     // Before anything that blocks on the other ranks (train/dist.h says why): a rank that
     // skipped its last micro-batch issues its buckets here.
     if (s->red) tr_grad_reducer_issue_rest(s->red);
     if (s->loss_acc) { // the step's one read of the loss; the next step starts from 0
-        sums[0] = ag_item(s->loss_acc, 0);
+        sums[SUM_LOSS] = ag_item(s->loss_acc, 0);
         ag_backend_for(ctx->device)->memset0(s->loss_acc->data, sizeof(float));
     }
-    sums[2] = g_stop_signal != 0;
-    tr_dist_sum_f64(s->d, sums, 3);
+    sums[SUM_STOP] = g_stop_signal != 0;
+    tr_dist_sum_f64(s->d, sums, N_SUMS);
 }
 
 // A non-finite step: reported and skipped, until train.max_bad_steps in a row stop the run.
@@ -730,23 +725,24 @@ static void skip_empty_step(stage_run *s) {
 
 // Sums the gradients over ranks, clips them and applies AdamW at the step's learning rate
 // (or skips a non-finite step); advances s->step and clears the gradients.
-static step_stats optimizer_step(stage_run *s, const double sums[2]) {
+static step_stats optimizer_step(stage_run *s, const double sums[N_SUMS]) {
     const tr_train_config *c = s->c;
     trainables *tp = &s->tp;
-    step_stats st = {.tokens = sums[1]};
-    st.loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
+    const double tokens = sums[SUM_TOKENS], weight = sums[SUM_WEIGHT];
+    step_stats st = {.tokens = tokens};
+    st.loss = weight > 0 ? sums[SUM_LOSS] / weight : 0;
     if (tr_test_nan_step(s->step + 1)) st.loss = NAN;
-    // Summed unscaled (the scale needs every rank's token count); scaled here.
-    const double inv_tokens = sums[1] > 0 ? 1.0 / sums[1] : 0;
+    // Summed unscaled (the scale needs every rank's weights); scaled here.
+    const double inv_weight = weight > 0 ? 1.0 / weight : 0;
     if (s->red)
-        tr_grad_reducer_finish(s->red, inv_tokens);
+        tr_grad_reducer_finish(s->red, inv_weight);
     else
-        tr_dist_allreduce_grads(s->d, tp->params, tp->n, inv_tokens, c->bucket_elems);
+        tr_dist_allreduce_grads(s->d, tp->params, tp->n, inv_weight, c->bucket_elems);
     // One device-to-host copy on a GPU (the backend's sum_squares_many).
     st.gnorm = ag_clip_grad_norm(tp->params, tp->n, c->grad_clip);
     st.lr = tr_lr_cosine(s->step, s->total, s->warmup, c->lr, c->min_lr_ratio);
     st.finite = isfinite(st.loss) && isfinite(st.gnorm);
-    st.empty = sums[1] == 0 && st.finite;
+    st.empty = tokens == 0 && st.finite;
     s->step++;
     if (st.empty) {
         st.finite = false;
@@ -755,7 +751,7 @@ static step_stats optimizer_step(stage_run *s, const double sums[2]) {
         s->bad = 0;
         if (s->opt) ag_adamw_step(s->opt, st.lr);
         if (c->zero1) tr_dist_broadcast_all(s->d, tp->params, tp->owner, tp->n);
-        s->tokens_seen += sums[1];
+        s->tokens_seen += tokens;
     } else {
         skip_bad_step(s, &st);
     }
@@ -851,13 +847,13 @@ static void save_checkpoint(stage_run *s) {
 // One optimizer step: its micro-batches, the update, telemetry and the checkpoint cadence (and
 // a checkpoint now when a rank was asked to stop).
 static void train_step(stage_run *s) {
-    double sums[3]; // summed loss, supervised tokens, ranks asked to stop
+    double sums[N_SUMS];
     forward_backward(s, sums);
     step_stats st = optimizer_step(s, sums);
     maybe_die_at(s->step);
     maybe_signal_at(s->d, s->step);
     report_step(s, &st);
-    if (sums[2] > 0) s->stop = g_stop_signal ? g_stop_signal : SIGTERM;
+    if (sums[SUM_STOP] > 0) s->stop = g_stop_signal ? g_stop_signal : SIGTERM;
     if (save_due(s) || s->stop) save_checkpoint(s);
 }
 

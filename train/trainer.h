@@ -7,7 +7,9 @@
 // step's global batch (all micro-batches of all ranks): each micro-batch contributes its
 // summed loss, and the summed gradients are divided by the global token count. So 2 ranks x b
 // samples give the same step as 1 rank x 2b (up to float rounding), and a micro-batch with
-// few answer tokens weighs what its tokens weigh.
+// few answer tokens weighs what its tokens weigh. train.loss_average: micro_batch takes the
+// reference's mean of micro-batch means instead (2 ranks x b then equal 1 rank x b x
+// accumulation 2).
 //
 // Determinism: the data order comes from the loader's cursor, dropout from (seed, step,
 // micro-step, rank), so a run resumed from a checkpoint repeats the uninterrupted run's losses
