@@ -672,6 +672,13 @@ static void ds_compute_digest(const ds_loader *l, int version, char out[65]) {
     for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
+bool ds_loader_same_stream(const ds_loader *l, const char *digest) {
+    if (!strcmp(digest, l->digest)) return true;
+    char v1[65];
+    ds_compute_digest(l, 1, v1);
+    return !strcmp(digest, v1);
+}
+
 static void ds_alloc_slots(ds_loader *l) {
     int64_t B = l->cfg.micro, BT = B * l->cfg.max_len;
     size_t img = (size_t)l->image_size * (size_t)l->image_size * 3;
@@ -774,13 +781,10 @@ static void ds_startup(ds_loader *l) {
     }
     for (int k = 0; k < 3; k++) l->rules.tokens[k] = l->tokens_file[k] ? l->media_tokens[k] : -1;
     ds_compute_digest(l, 2, l->digest);
-    if (l->has_resume && strcmp(l->resume.digest, l->digest) != 0) {
-        char v1[65];
-        ds_compute_digest(l, 1, v1);
-        if (strcmp(l->resume.digest, v1) != 0)
-            ag_fail("%s: dataset digest %.12s... differs from this configuration's "
-                    "%.12s... (datasets, their order, weights or shards' contents changed)",
-                    l->resume_from, l->resume.digest, l->digest);
+    if (l->has_resume && !ds_loader_same_stream(l, l->resume.digest)) {
+        ag_fail("%s: dataset digest %.12s... differs from this configuration's "
+                "%.12s... (datasets, their order, weights or shards' contents changed)",
+                l->resume_from, l->resume.digest, l->digest);
     }
     ds_alloc_slots(l);
     ds_perms_init(l, &l->reader_perms);

@@ -166,6 +166,9 @@ ds_loader *ds_loader_open(const ds_loader_config *cfg);
 const ds_batch *ds_loader_next(ds_loader *l);
 // Positions consumed after the batches returned so far: start + batches * micro * world.
 ds_cursor ds_loader_cursor(const ds_loader *l);
+// Whether a cursor's digest (ds_cursor.digest) is that of this loader's stream: the same
+// datasets, order, weights and shard contents (either digest version).
+bool ds_loader_same_stream(const ds_loader *l, const char *digest);
 // Stops the threads and frees everything (batches included). NULL is fine.
 void ds_loader_close(ds_loader *l);
 

@@ -15,7 +15,7 @@ start=$(date +%s)
 pack=(--tokenizer tests/fixtures/tokenizer/test_bpe.model --image-size 64 --image-tokens 64
       --video-frames 8 --video-size 16 --video-tokens 8 --audio-tokens 4)
 if [ ! -f "$out/eval/manifest.json" ] || [ ! -f "$out/tvg/manifest.json" ]; then
-  # new data: checkpoints trained on other data would be taken as complete stages
+  # new data: the checkpoints of the old would be refused (trained on other data)
   rm -rf "$out/raw" "$out/coarse" "$out/rec" "$out/fine" "$out/tvg" "$out/eval" "$out/checkpoints"
   mkdir -p "$out"
   build/groundc synth --out "$out/raw" --images 3000 --videos 3000 --audios 200 --max-shapes 1

@@ -459,6 +459,29 @@ PY
 grep -q "^| c2.yaml | 3 |" "$tmp/log" && ok || bad "curriculum table: $(tail -4 "$tmp/log")"
 grep -q "^| stage | steps | final loss | REC Acc@0.5 | temporal R@1@0.5 | sound R@1@0.5 |$" "$tmp/log" &&
   [ "$(grep "^| c2.yaml |" "$tmp/log" | tr -cd '|' | wc -c)" = 7 ] && ok || bad "curriculum table: no sound column: $(tail -4 "$tmp/log")"
+# stage 1 trained again in its folder (a new run): stage 2, complete or half done, descends
+# from the old weights, and is refused, not skipped or continued; the dry run says so too
+grep -qE '"run_id":[[:space:]]*"[0-9a-f]{32}"' c1/latest/state.json &&
+  grep -qE "\"init_from\":[[:space:]]*\"$(grep -oE '"run_id":[[:space:]]*"[0-9a-f]*"' c1/latest/state.json | cut -d'"' -f4)@3\"" c2/latest/state.json &&
+  ok || bad "lineage fields: $(grep -E 'run_id|init_from' c1/latest/state.json c2/latest/state.json)"
+GROUNDC_TEST_KILL_AT_STEP=3 "$groundc" train c2.yaml --set checkpoint.out=$tmp/c2_half --set checkpoint.every=1 \
+  --set init.checkpoint=$tmp/c1/step_00000003 >/dev/null 2>&1
+[ -d c2_half/step_00000002 ] && [ ! -d c2_half/step_00000003 ] && ok || bad "half-done stage 2: $(ls c2_half)"
+rm -r c1 && "$groundc" train c1.yaml >"$tmp/log" 2>&1 || bad "stage 1 again: $(tail -3 "$tmp/log")"
+expect_error "complete stage 2 over a retrained stage 1" "c2/step_00000003: trained from init.checkpoint $tmp/c1/step_00000003 when it held run [0-9a-f]{8} \(step 3\), which has been replaced by run [0-9a-f]{8} \(step 3\).*the stage is complete" \
+  "$groundc" train cur.yaml
+expect_error "dry run: stage 2 over a retrained stage 1" "c2/step_00000003: trained from init.checkpoint" "$groundc" train cur.yaml --dry-run
+expect_error "half-done stage 2 over a retrained stage 1" "c2_half/step_00000002: trained from init.checkpoint" \
+  "$groundc" train c2.yaml --set checkpoint.out=$tmp/c2_half --set init.checkpoint=$tmp/c1/step_00000003 --resume auto
+# a complete stage whose dataset folder was repacked with other samples since is not skipped
+rm -r c2 && "$groundc" train cur.yaml >"$tmp/log" 2>&1 || bad "curriculum after stage 1 again: $(tail -3 "$tmp/log")"
+cp -r train dsx && "$groundc" train c2.yaml --set 'data.datasets=[dsx]' --set checkpoint.out=$tmp/c2x \
+  --set init.checkpoint=$tmp/c1/step_00000003 >"$tmp/log" 2>&1 || bad "stage on dsx: $(tail -3 "$tmp/log")"
+"$groundc" synth --out other --images 12 --videos 4 --audios 4 --seed 9 >/dev/null &&
+  rm -r dsx && "$groundc" pack --json other/train.json --media-root other --out dsx \
+    --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --threads 1 >/dev/null || bad "repack dsx"
+expect_error "complete stage over repacked data" "c2x/step_00000003: a complete run of other data .*the stage is complete" \
+  "$groundc" train c2.yaml --set 'data.datasets=[dsx]' --set checkpoint.out=$tmp/c2x --set init.checkpoint=$tmp/c1/step_00000003 --resume auto
 
 # --- the shipped configs read and check (no weights or data needed for --config-only)
 src=$here/..

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -133,6 +134,8 @@ static char *state_json(const tr_ckpt_state *st) {
     cJSON_AddNumberToObject(w, "empty_steps", (double)st->win_empty);
     cJSON_AddStringToObject(j, "config_digest", st->config_digest);
     cJSON_AddStringToObject(j, "model_digest", st->model_digest);
+    cJSON_AddStringToObject(j, "run_id", st->run_id);
+    cJSON_AddStringToObject(j, "init_from", st->init_from);
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
     if (!s) ag_fail("checkpoint: out of memory formatting state.json");
@@ -195,6 +198,50 @@ static void hex_field(state_doc *doc, const cJSON *obj, const char *key, char ou
     memcpy(out, s, 65);
 }
 
+// run_id and init_from (absent in checkpoints written before them: "").
+static void lineage_fields(state_doc *doc, const cJSON *j, tr_ckpt_state *st) {
+    if (cJSON_GetObjectItemCaseSensitive(j, "run_id")) {
+        const char *id = field(doc, j, "run_id", cJSON_String)->valuestring;
+        size_t n = strlen(id);
+        if (n && (n != 32 || strspn(id, "0123456789abcdef") != 32))
+            doc_fail(doc, "field 'run_id' is not 32 hex digits");
+        memcpy(st->run_id, id, n + 1);
+    }
+    if (cJSON_GetObjectItemCaseSensitive(j, "init_from")) {
+        const char *from = field(doc, j, "init_from", cJSON_String)->valuestring;
+        size_t n = strlen(from);
+        if (n &&
+            (n >= sizeof st->init_from || n < 34 || from[32] != '@' ||
+             strspn(from, "0123456789abcdef") != 32 || strspn(from + 33, "0123456789") != n - 33))
+            doc_fail(doc, "field 'init_from' is not RUN_ID@STEP");
+        memcpy(st->init_from, from, n + 1);
+    }
+}
+
+void tr_ckpt_new_run_id(char out[33]) {
+    unsigned char b[16];
+    size_t got = 0;
+    while (got < sizeof b) {
+        ssize_t k = getrandom(b + got, sizeof b - got, 0);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) ag_fail("checkpoint: getrandom failed: %s", strerror(errno));
+        got += (size_t)k;
+    }
+    for (size_t i = 0; i < sizeof b; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+void tr_ckpt_identity(const char *path, char out[48]) {
+    out[0] = 0;
+    struct stat sb;
+    char *sj = ag_xpath_join(path, "state.json");
+    bool is_ckpt = !stat(sj, &sb) && S_ISREG(sb.st_mode);
+    free(sj);
+    if (!is_ckpt) return;
+    tr_ckpt_state st;
+    tr_ckpt_read_state(path, &st);
+    if (st.run_id[0]) snprintf(out, 48, "%s@%" PRId64, st.run_id, st.step);
+}
+
 void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st) {
     char path[PATH_MAX];
     path_join(path, sizeof path, dir, "state.json");
@@ -234,6 +281,7 @@ void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st) {
     }
     hex_field(&doc, j, "config_digest", st->config_digest);
     hex_field(&doc, j, "model_digest", st->model_digest);
+    lineage_fields(&doc, j, st);
     if (st->complete != (st->step == st->total_steps))
         doc_fail(&doc, "'complete' disagrees with step %" PRId64 " of %" PRId64, st->step,
                  st->total_steps);

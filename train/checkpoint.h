@@ -49,7 +49,19 @@ typedef struct {
     int64_t win_steps, win_empty;
     char config_digest[65]; // SHA-256 of the resolved config (for information)
     char model_digest[65];  // SHA-256 of the parameter names, shapes and dtypes
+    // Lineage: a random id given at a run's fresh start and kept by its resumes, and the
+    // identity ("RUN_ID@STEP", tr_ckpt_identity) of the init.checkpoint it started from; ""
+    // when there was none, it had no id, or the checkpoint predates these fields.
+    char run_id[33];
+    char init_from[48];
 } tr_ckpt_state;
+
+// A new run id: 32 hex digits from the kernel's random source.
+void tr_ckpt_new_run_id(char out[33]);
+// The identity of the weights a checkpoint folder holds, "RUN_ID@STEP", into out; "" when path
+// is not a groundc checkpoint folder (a weights file, an HF folder) or its state.json has no
+// run id. A checkpoint retrained in place (a new run) gets another identity.
+void tr_ckpt_identity(const char *path, char out[48]);
 
 // SHA-256 (hex) of every parameter's name, dtype and shape: two models fit one checkpoint
 // exactly when their digests agree.

@@ -142,7 +142,8 @@ static bool is_under(const char *path, const char *dir) {
 // datasets (manifests, shards against the model and data.max_len), the trainable / frozen
 // patterns and the init weights (names, shapes, config.json; on a meta model: no weights
 // allocated, no values read). earlier: the checkpoint.out folders of the curriculum's earlier
-// stages (n_earlier of them), which a dry run does not fill: an init inside one is not checked.
+// stages (n_earlier of them), which a dry run does not fill: an init inside one is checked only
+// when it is there already.
 static void check_inputs(const tr_train_config *c, const tr_dist *d, const char *resume,
                          const char *const *earlier, int n_earlier) {
     if (c->eval_data) tr_eval_check_inputs(c->eval_data, c->eval_tokenizer);
@@ -152,7 +153,8 @@ static void check_inputs(const tr_train_config *c, const tr_dist *d, const char 
         bool made_earlier = false;
         for (int k = 0; k < n_earlier && w; k++)
             made_earlier = made_earlier || is_under(w, earlier[k]);
-        if (made_earlier) checked.init.path[p] = NULL;
+        // (one there already, a stage done before, is checked: names, shapes, lineage)
+        if (made_earlier && access(w, F_OK)) checked.init.path[p] = NULL;
     }
     // the run's own checks: checkpoint, datasets, patterns, the init weights against the model
     tr_train_check(&checked, d, resume);

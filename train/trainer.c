@@ -303,6 +303,7 @@ typedef struct {
     ag_ctx *ctx;
     gm_groundinggpt *m;
     char model_digest[65], cfg_digest[65];
+    char run_id[33], init_from[48]; // lineage (tr_ckpt_state), for the checkpoints
     // Training.
     trainables tp;
     ag_adamw *opt; // NULL when this rank updates nothing (ZeRO-1)
@@ -423,6 +424,22 @@ static bool skip_model(const char *path) {
     return run_neutral_key(path) || model_key(path);
 }
 
+// The run s->from belongs to started from init.checkpoint's weights as they were then: a
+// checkpoint retrained in place since (a curriculum's earlier stage trained again) holds
+// another run's, and this stage's weights descend from the old ones.
+static void check_lineage(const stage_run *s, const char *again) {
+    const char *init = s->c->init.path[TR_INIT_CHECKPOINT];
+    if (!s->st.init_from[0] || !init) return;
+    char now[48];
+    tr_ckpt_identity(init, now);
+    if (!now[0] || !strcmp(now, s->st.init_from)) return;
+    ag_fail("%s: trained from init.checkpoint %s when it held run %.8s (step %s), which has "
+            "been replaced by run %.8s (step %s): these weights descend from the old ones; "
+            "set checkpoint.out to another folder, or remove this one, to train from the new%s",
+            s->from, init, s->st.init_from, strchr(s->st.init_from, '@') + 1, now,
+            strchr(now, '@') + 1, again);
+}
+
 // Whether this run can continue s->from or take it as its complete stage: check_resume, then
 // whether it was written by this stage (its number) and by this config (the checkpoint's
 // config.yaml against the resolved config, where this run has it): another stage, or a model
@@ -437,6 +454,7 @@ static void check_fits(const stage_run *s) {
                 "checkpoint.out of its own (in a curriculum, --set checkpoint.out applies to "
                 "every stage)%s",
                 s->from, s->st.stage, c->stage, again);
+    check_lineage(s, again);
     if (!s->resolved) return;
     if (!ds_dir_has(s->from, "config.yaml")) return; // (checked elsewhere: a checkpoint has one)
     char *path = ag_xpath_join(s->from, "config.yaml");
@@ -458,11 +476,49 @@ static void check_fits(const stage_run *s) {
                 s->from, diff);
 }
 
+// The stage's data loader; at the checkpoint's cursor when resume (its seed and dataset
+// digest checked against this config's).
+static ds_loader *open_loader(const stage_run *s, bool resume) {
+    const tr_train_config *c = s->c;
+    ds_loader_config lc = {.datasets = c->datasets,
+                           .num_datasets = c->n_datasets,
+                           .seed = c->data_seed,
+                           .micro = c->micro_batch,
+                           .accumulation = c->accumulation,
+                           .rank = s->d->rank,
+                           .world = s->d->world,
+                           .max_len = c->max_len,
+                           .pad_id = 0,
+                           .prefetch = c->prefetch,
+                           .threads = c->loader_threads,
+                           .checksums = c->checksums,
+                           .resume = resume ? &s->st.cursor : NULL};
+    char *state = resume ? ag_xpath_join(s->from, "state.json") : NULL;
+    lc.resume_from = state;
+    ds_loader *l = tr_batch_open_loader(&lc, &c->model);
+    free(state);
+    return l;
+}
+
+// A complete stage is this config's only when it was trained on this data: the datasets, their
+// order, weights and shard contents (the stream digest of its cursor; a folder repacked in
+// place has the config's path and other contents).
+static void check_complete_data(const stage_run *s) {
+    ds_loader *l = open_loader(s, false);
+    bool same = ds_loader_same_stream(l, s->st.cursor.digest);
+    ds_loader_close(l);
+    if (!same)
+        ag_fail("%s: a complete run of other data (the datasets, their order, weights or shards' "
+                "contents changed since)%s",
+                s->from, complete_again);
+}
+
 // The stage's final checkpoint holds it already: nothing to train. Its weights are loaded
 // when the after-stage eval still has to report the grounding scores.
 static void skip_complete_stage(stage_run *s, tr_stage_result *res) {
     const tr_train_config *c = s->c;
     check_fits(s);
+    check_complete_data(s);
     if (s->log)
         fprintf(s->log, "stage already complete: %s (step %" PRId64 ")\n", s->from, s->st.step);
     res->skipped = true;
@@ -529,23 +585,7 @@ static void setup_training(stage_run *s) {
     if (s->tp.n_mine)
         s->opt = ag_adamw_new(s->ctx, s->tp.mine, s->tp.n_mine, s->tp.mine_decay,
                               (ag_adamw_config){c->beta1, c->beta2, c->eps, c->weight_decay});
-    ds_loader_config lc = {.datasets = c->datasets,
-                           .num_datasets = c->n_datasets,
-                           .seed = c->data_seed,
-                           .micro = c->micro_batch,
-                           .accumulation = c->accumulation,
-                           .rank = s->d->rank,
-                           .world = s->d->world,
-                           .max_len = c->max_len,
-                           .pad_id = 0,
-                           .prefetch = c->prefetch,
-                           .threads = c->loader_threads,
-                           .checksums = c->checksums,
-                           .resume = s->from ? &s->st.cursor : NULL};
-    char *state = s->from ? ag_xpath_join(s->from, "state.json") : NULL;
-    lc.resume_from = state;
-    s->loader = tr_batch_open_loader(&lc, &c->model);
-    free(state);
+    s->loader = open_loader(s, s->from != NULL);
 }
 
 // Whether this run can continue s->from (model, ranks, batch, length) and, unless that stage
@@ -841,6 +881,8 @@ static void save_checkpoint(stage_run *s) {
                          .win_empty = s->win.empty};
     memcpy(out.config_digest, s->cfg_digest, 65);
     memcpy(out.model_digest, s->model_digest, 65);
+    memcpy(out.run_id, s->run_id, sizeof out.run_id);
+    memcpy(out.init_from, s->init_from, sizeof out.init_from);
     tr_ckpt_save(c->out_dir, &out, s->m->params, s->opt, s->resolved, s->d, c->keep);
 }
 
@@ -950,6 +992,13 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     // The after-stage eval's inputs, now rather than after the whole run.
     if (c->eval_data) tr_eval_check_inputs(c->eval_data, c->eval_tokenizer);
     read_resume_state(&s, resume && !strcmp(resume, "auto"));
+    if (s.from) { // the run goes on under its id (one predating ids gets one now)
+        memcpy(s.run_id, s.st.run_id, sizeof s.run_id);
+        memcpy(s.init_from, s.st.init_from, sizeof s.init_from);
+    }
+    if (!s.run_id[0]) tr_ckpt_new_run_id(s.run_id);
+    if (!s.from && c->init.path[TR_INIT_CHECKPOINT])
+        tr_ckpt_identity(c->init.path[TR_INIT_CHECKPOINT], s.init_from);
     plan_length(&s);
     if (!(s.from && s.st.complete)) { // what the dry run checks, before the model is made
         tr_config_check_out_dir(c);
