@@ -143,7 +143,8 @@ int64_t gm_groundinggpt_encoder_bytes(const gm_groundinggpt_config *cfg, gm_moda
 
 // Trainable patterns of stage 1, 2 or 3 (../shared/GROUNDINGGPT.md) for the branches cfg has:
 // stage 1 the projector, the video and audio adapters and the input embedding's added rows
-// (lm_head's stay frozen, as in the reference); stages 2 and 3 add the whole LLM. Writes up to max pattern pointers (static strings); returns the count.
+// (lm_head's stay frozen, as in the reference); stages 2 and 3 add the whole LLM. Writes up to
+// max pattern pointers (static strings); returns the count.
 int gm_groundinggpt_stage_patterns(const gm_groundinggpt_config *cfg, int stage, const char **out,
                                    int max);
 
