@@ -417,6 +417,9 @@ for y in b:
 PY
   # ZeRO-1 shards the optimizer state per rank: that resumes on its own rank count only
   expect_error "ZeRO-1, another world size" "written by 2 ranks with ZeRO-1 .*this run has 1 \(launch with mpirun -np 2\)" "$groundc" train stage.yaml --set checkpoint.out=$tmp/z1b --set data.micro_batch=2 --set data.global_batch=8 --set train.zero1=true --resume "$tmp/z1/step_00000009"
+  # (a checkpoint without ZeRO-1 resumed with it on another rank count: the setting is named,
+  # not the checkpoint blamed for a sharding it does not have)
+  expect_error "ZeRO-1 turned on, another world size" "dp/step_00000009: written without ZeRO-1, this config has train.zero1: true" "$groundc" train stage.yaml --set checkpoint.out=$tmp/z1c --set data.micro_batch=4 --set data.global_batch=8 --set train.zero1=true --resume "$tmp/dp/step_00000009"
   # resume under MPI repeats the losses too
   GROUNDC_TEST_KILL_AT_STEP=5 "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpk --set data.micro_batch=4 >/dev/null 2>&1
   "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpk --set data.micro_batch=4 --resume auto >"$tmp/log" 2>&1 || bad "MPI resume: $(tail -3 "$tmp/log")"

@@ -232,10 +232,10 @@ static void check_resume(const char *dir, const tr_ckpt_state *st, const char *m
     // Another rank count continues the run when the global batch stays: the loader re-splits
     // the stream and, without ZeRO-1, every rank holds the whole optimizer state. With ZeRO-1
     // each rank's file holds its own share.
-    if (!st->complete && st->world != d->world && (st->zero1 || zero1))
-        ag_fail("%s: written by %d ranks with ZeRO-1 (the optimizer state is sharded per rank), "
+    if (!st->complete && st->world != d->world && st->zero1)
+        ag_fail("%s: written by %d rank%s with ZeRO-1 (the optimizer state is sharded per rank), "
                 "this run has %d (launch with mpirun -np %d)",
-                dir, st->world, d->world, st->world);
+                dir, st->world, st->world > 1 ? "s" : "", d->world, st->world);
     if (st->global_batch != global_batch)
         ag_fail("%s: global batch %" PRId64 ", this config makes %" PRId64 "%s", dir,
                 st->global_batch, global_batch,
