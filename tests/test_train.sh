@@ -196,6 +196,12 @@ grep -qx "  beta2: 0.999" k1b/latest/config.yaml && ok || bad "no defaults in co
 run --set checkpoint.out=$tmp/k1b --set train.lr=0.001 --set train.beta2=0.999 --set train.eps=0.00000001 --resume auto &&
   grep -q "stage already complete" "$tmp/log" && ! grep -q "another config" "$tmp/log" && ok ||
   bad "defaults written out: not the same config ($(tail -2 "$tmp/log"))"
+# a checkpoint's config.yaml that leaves a default out (one written before defaults were
+# stored) means that default: this run filling it in is no difference either
+cp -r k1b k1e && sed -i '/^  beta1: 0.9$/d' k1e/step_00000012/config.yaml && ! grep -q "beta1" k1e/step_00000012/config.yaml &&
+  run --set checkpoint.out=$tmp/k1e --set train.lr=0.001 --resume auto &&
+  grep -q "stage already complete" "$tmp/log" && ! grep -q "another config" "$tmp/log" && ok ||
+  bad "a default the checkpoint's config leaves out: $(tail -2 "$tmp/log")"
 "$groundc" train k1b/latest/config.yaml --config-only >"$tmp/rt.out" 2>"$tmp/rt.err" &&
   diff <(sed -n 's/^  //p' "$tmp/rt.out" | sed '/^config /d') k1b/latest/config.yaml >/dev/null && ok ||
   bad "config.yaml does not read back as itself: $(cat "$tmp/rt.err"; diff <(sed -n 's/^  //p' "$tmp/rt.out") k1b/latest/config.yaml | head -5)"

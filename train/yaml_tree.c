@@ -758,7 +758,7 @@ static void diff_nodes(yaml_diff *d, const char *path, const tr_yaml *a, const t
             for (int i = 0; i < a->n && !in_a; i++) in_a = !strcmp(a->keys[i], b->keys[j]);
             if (in_a) continue;
             snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", b->keys[j]);
-            diff_add(d, sub, NULL, b->items[j]);
+            diff_nodes(d, sub, NULL, b->items[j]); // (a filled-in default is no difference)
         }
     }
 }
