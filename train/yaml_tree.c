@@ -481,16 +481,20 @@ static const tr_yaml *scalar(tr_yaml *map, const char *key) {
 
 // A key the config left out gets its default written into the tree, marked `defaulted` and at
 // the mapping's position, so that the resolved config printed and stored with checkpoints
-// shows every value the run used. (No map: the section is absent and means "off".)
-static void put_default(tr_yaml *map, const char *key, const char *text) {
-    if (!map || map->kind != TR_YAML_MAP || find_key(map, key) >= 0) return;
-    tr_yaml *v =
-        new_node(TR_YAML_SCALAR, map->file, map->line, map->col, join_path(map->path, key));
-    v->value = ag_xstrdup(text);
+// shows every value the run used: a node of kind added to map under key.
+static tr_yaml *add_default(tr_yaml *map, const char *key, tr_yaml_kind kind) {
+    tr_yaml *v = new_node(kind, map->file, map->line, map->col, join_path(map->path, key));
     v->cli = map->cli;
     v->defaulted = true;
     add_entry(map, key, v, map->file, map->line, map->col);
     map->used[map->n - 1] = true;
+    return v;
+}
+
+// A scalar default (no map: the section is absent and means "off").
+static void put_default(tr_yaml *map, const char *key, const char *text) {
+    if (!map || map->kind != TR_YAML_MAP || find_key(map, key) >= 0) return;
+    add_default(map, key, TR_YAML_SCALAR)->value = ag_xstrdup(text);
 }
 
 // The shortest text that reads back as x.
@@ -503,13 +507,7 @@ static void format_num(char *buf, size_t n, double x) {
 
 tr_yaml *tr_yaml_section(tr_yaml *map, const char *key) {
     tr_yaml *v = tr_yaml_map(map, key);
-    if (v || !map) return v;
-    v = new_node(TR_YAML_MAP, map->file, map->line, map->col, join_path(map->path, key));
-    v->cli = map->cli;
-    v->defaulted = true;
-    add_entry(map, key, v, map->file, map->line, map->col);
-    map->used[map->n - 1] = true;
-    return v;
+    return v || !map ? v : add_default(map, key, TR_YAML_MAP);
 }
 
 int64_t tr_yaml_int(tr_yaml *map, const char *key, int64_t def, int64_t lo, int64_t hi) {
