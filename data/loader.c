@@ -232,7 +232,8 @@ static void ds_permutation(uint64_t seed, int d, int64_t epoch, int64_t n, int32
 }
 
 // Integer weights and one period of smooth weighted round-robin over them.
-static void ds_build_schedule(ds_loader *l) {
+// The integer weights q_d and their period M (loader.h).
+static void ds_integer_weights(ds_loader *l) {
     double sum = 0;
     for (int d = 0; d < l->nd; d++) sum += l->ds[d].weight;
     int64_t M = 0;
@@ -269,6 +270,11 @@ static void ds_build_schedule(ds_loader *l) {
         }
     }
     l->period = M;
+}
+
+static void ds_build_schedule(ds_loader *l) {
+    ds_integer_weights(l);
+    int64_t M = l->period;
     l->sched = ag_xmalloc((size_t)M * sizeof *l->sched, "loader schedule");
     l->sched_rank = ag_xmalloc((size_t)M * sizeof *l->sched_rank, "loader schedule");
     int64_t *credit = ag_xcalloc((size_t)l->nd, sizeof *credit, "loader schedule");
@@ -672,11 +678,29 @@ static void ds_compute_digest(const ds_loader *l, int version, char out[65]) {
     for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
-bool ds_loader_same_stream(const ds_loader *l, const char *digest) {
+static bool ds_same_stream(const ds_loader *l, const char *digest) {
     if (!strcmp(digest, l->digest)) return true;
     char v1[65];
     ds_compute_digest(l, 1, v1);
     return !strcmp(digest, v1);
+}
+
+bool ds_stream_matches(const ds_loader_dataset *datasets, int num_datasets, const char *digest) {
+    ds_loader *l = ag_xcalloc(1, sizeof *l, "loader");
+    l->nd = num_datasets;
+    l->ds = ag_xcalloc((size_t)num_datasets, sizeof *l->ds, "loader datasets");
+    for (int d = 0; d < l->nd; d++) {
+        ds_manifest_read(&l->ds[d].manifest, datasets[d].dir);
+        l->ds[d].n = l->ds[d].manifest.num_samples;
+        l->ds[d].weight = datasets[d].weight;
+    }
+    ds_integer_weights(l);
+    ds_compute_digest(l, 2, l->digest);
+    bool same = ds_same_stream(l, digest);
+    for (int d = 0; d < l->nd; d++) ds_manifest_free(&l->ds[d].manifest);
+    free(l->ds);
+    free(l);
+    return same;
 }
 
 static void ds_alloc_slots(ds_loader *l) {
@@ -781,7 +805,7 @@ static void ds_startup(ds_loader *l) {
     }
     for (int k = 0; k < 3; k++) l->rules.tokens[k] = l->tokens_file[k] ? l->media_tokens[k] : -1;
     ds_compute_digest(l, 2, l->digest);
-    if (l->has_resume && !ds_loader_same_stream(l, l->resume.digest)) {
+    if (l->has_resume && !ds_same_stream(l, l->resume.digest)) {
         ag_fail("%s: dataset digest %.12s... differs from this configuration's "
                 "%.12s... (datasets, their order, weights or shards' contents changed)",
                 l->resume_from, l->resume.digest, l->digest);

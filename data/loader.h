@@ -166,11 +166,12 @@ ds_loader *ds_loader_open(const ds_loader_config *cfg);
 const ds_batch *ds_loader_next(ds_loader *l);
 // Positions consumed after the batches returned so far: start + batches * micro * world.
 ds_cursor ds_loader_cursor(const ds_loader *l);
-// Whether a cursor's digest (ds_cursor.digest) is that of this loader's stream: the same
-// datasets, order, weights and shard contents (either digest version).
-bool ds_loader_same_stream(const ds_loader *l, const char *digest);
 // Stops the threads and frees everything (batches included). NULL is fine.
 void ds_loader_close(ds_loader *l);
+// Whether a cursor's digest (ds_cursor.digest) is that of the stream these datasets make:
+// the same datasets, order, weights and shard contents (either digest version). Reads their
+// manifests only (a shard's contents stand for its sha256 there); fails on a bad manifest.
+bool ds_stream_matches(const ds_loader_dataset *datasets, int num_datasets, const char *digest);
 
 // The stream itself, without reading anything: the dataset and sample of global position p.
 // Not to be called from two threads at once on one loader.

@@ -162,6 +162,11 @@ PY
 write_config "$tmp/ft2" >ft2.yaml
 (GROUNDC_TEST_KILL_AT_STEP=5 "$groundc" train ft2.yaml >ft2.log 2>&1; :) 2>/dev/null # no "Killed"
 [ "$(readlink ft2/latest)" = step_00000004 ] && ok || bad "killed run: latest $(readlink ft2/latest)"
+# LoRA's alpha scales what the adapters add: a resume with another is another model
+for flag in --dry-run ""; do
+  expect_error "resume with another LoRA alpha $flag" "ft2/step_00000004: written for another model config \(lora.alpha 8 -> 16\)" \
+    "$groundc" train ft2.yaml --resume auto --set lora.alpha=16 $flag
+done
 "$groundc" train ft2.yaml --resume auto >ft2r.log 2>&1 || bad "resume: $(tail -3 ft2r.log)"
 grep -q "resumed from" ft2r.log && ok || bad "the second run did not resume"
 $py "$here/st_compare.py" --rtol 0 --atol 0 ft/latest/model.safetensors \

@@ -166,7 +166,7 @@ rc=$?
 # the data changed under a run (other shards): the resume is refused, naming the checkpoint's
 # state.json whose cursor does not fit
 "$groundc" pack --json raw/train.json --media-root raw --out train2 --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --threads 1 --shard-samples 7 >/dev/null || bad "pack train2"
-expect_error "resume on other data" "fs/step_00000009/state.json: dataset digest [0-9a-f]{12}\.\.\. differs from this configuration's [0-9a-f]{12}\.\.\. \(datasets, their order, weights or shards' contents changed\)" "$groundc" train stage.yaml --set checkpoint.out=$tmp/fs --set "data.datasets=[train2]" --resume auto
+expect_error "resume on other data" "fs/step_00000009: trained on other data \(data.datasets: the folders, their order, weights or shards' contents changed since\): a resume continues the stream where it stopped" "$groundc" train stage.yaml --set checkpoint.out=$tmp/fs --set "data.datasets=[train2]" --resume auto
 # an explicit folder works too, and a complete stage is not run again
 run --set checkpoint.out=$tmp/k2 --resume "$tmp/k2/step_00000012" && grep -q "already complete" "$tmp/log" && ok || bad "complete stage skipped"
 # a complete stage is skipped only when this config makes the same run
@@ -215,6 +215,21 @@ sed 's/^  rope_theta: 10000$/  rope_theta: 500000/' tiny.yaml >tiny_rope.yaml
 grep -q "rope_theta: 500000" tiny_rope.yaml || bad "tiny_rope.yaml"
 expect_error "a model of another RoPE base" "k1/step_00000009: written for another model config \(model.llm.rope_theta 10000 -> 500000\)" \
   "$groundc" train stage.yaml --set model=tiny_rope.yaml --set checkpoint.out=$tmp/k1d --resume "$tmp/k1/step_00000009"
+# a resume continues the checkpoint's data stream (data.seed, datasets) with its trainable
+# parameters (their AdamW state): another seed, dataset mixture or frozen pattern is refused
+# before anything else is said (no note on the config first), by the dry run too
+for flag in --dry-run ""; do
+  expect_error "resume with another data.seed $flag" "k1/step_00000009: its data stream was drawn with data.seed 5, this config has 6: a resume continues the stream where it stopped" \
+    "$groundc" train stage.yaml --set data.seed=6 --set checkpoint.out=$tmp/k1f --resume "$tmp/k1/step_00000009" $flag
+  expect_error "resume with another mixture $flag" "k1/step_00000009: trained on other data \(data.datasets: " \
+    "$groundc" train stage.yaml --set 'data.datasets=[{path: train, weight: 2}, {path: train, weight: 1}]' --set checkpoint.out=$tmp/k1f --resume "$tmp/k1/step_00000009" $flag
+  expect_error "resume with another trainable set $flag" "k1/step_00000009: trained another set of parameters \('model.mm_vision_projector.0.weight': the checkpoint's run trained it, this config does not; " \
+    "$groundc" train stage.yaml --set 'frozen=[model.mm_vision_projector.*]' --set checkpoint.out=$tmp/k1f --resume "$tmp/k1/step_00000009" $flag
+  [ "$(wc -l <"$tmp/err")" = 1 ] && ok || bad "resume with another trainable set $flag: more than the error: $(cat "$tmp/err")"
+  expect_error "resume training more parameters $flag" "trained another set of parameters \('model.vision_tower.vision_model.embeddings.class_embedding': this config trains it, the checkpoint's run did not; " \
+    "$groundc" train stage.yaml --set 'trainable=[model.vision_tower.*]' --set checkpoint.out=$tmp/k1f --resume "$tmp/k1/step_00000009" $flag
+done
+[ ! -e k1f ] && ok || bad "a refused resume made its checkpoint.out"
 expect_error "a complete run of another lr" "ref/step_00000012: a complete run of another config \(train.lr 3.0e-3 -> 1.0e-4\)" \
   "$groundc" train stage.yaml --resume auto --set train.lr=1.0e-4
 expect_error "run folder as checkpoint" "a run folder, not a checkpoint; resume from $tmp/k1/step_00000012" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k1c --resume "$tmp/k1"
@@ -489,7 +504,7 @@ cp -r train dsx && "$groundc" train c2.yaml --set 'data.datasets=[dsx]' --set ch
 "$groundc" synth --out other --images 12 --videos 4 --audios 4 --seed 9 >/dev/null &&
   rm -r dsx && "$groundc" pack --json other/train.json --media-root other --out dsx \
     --tokenizer "$here/fixtures/tokenizer/test_bpe.model" "${tiny_pack[@]}" --threads 1 >/dev/null || bad "repack dsx"
-expect_error "complete stage over repacked data" "c2x/step_00000003: a complete run of other data .*the stage is complete" \
+expect_error "complete stage over repacked data" "c2x/step_00000003: trained on other data \(data.datasets: .*the stage is complete" \
   "$groundc" train c2.yaml --set 'data.datasets=[dsx]' --set checkpoint.out=$tmp/c2x --set init.checkpoint=$tmp/c1/step_00000003 --resume auto
 
 # --- the shipped configs read and check (no weights or data needed for --config-only)

@@ -585,6 +585,54 @@ void tr_ckpt_load_model(const char *dir, const gm_params *reg) {
     ag_st_close(f);
 }
 
+void tr_ckpt_check_trainables(const char *dir, const tr_ckpt_state *st, const gm_params *reg) {
+    static const char moment[] = "adam_m.";
+    const size_t pre = sizeof moment - 1;
+    int nf = st->zero1 ? st->world : 1;
+    ag_st_file **f = ag_xcalloc((size_t)nf, sizeof *f, "checkpoint");
+    int there = 0, here = 0;
+    for (int r = 0; r < nf; r++) {
+        char name[64], path[PATH_MAX];
+        optim_name(name, sizeof name, r);
+        path_join(path, sizeof path, dir, name);
+        f[r] = ag_st_open(path);
+        for (int i = 0; i < f[r]->n; i++) there += !strncmp(f[r]->entries[i].name, moment, pre);
+    }
+    const char *differs = NULL, *how = NULL;
+    for (int i = 0; i < reg->n && !differs; i++) {
+        const ag_tensor *t = reg->tensors[i];
+        if (!t->requires_grad) continue;
+        here++;
+        char *key = ag_xmalloc(pre + strlen(t->name) + 1, "checkpoint");
+        memcpy(key, moment, pre);
+        strcpy(key + pre, t->name);
+        bool found = false;
+        for (int r = 0; r < nf && !found; r++) found = ag_st_find(f[r], key) != NULL;
+        free(key);
+        if (!found) differs = t->name, how = "this config trains it, the checkpoint's run did not";
+    }
+    for (int r = 0; r < nf && !differs && here != there; r++)
+        for (int i = 0; i < f[r]->n && !differs; i++) {
+            const char *e = f[r]->entries[i].name;
+            if (strncmp(e, moment, pre)) continue;
+            const ag_tensor *t = gm_params_find(reg, e + pre);
+            if (!t || !t->requires_grad)
+                differs = e + pre, how = "the checkpoint's run trained it, this config does not";
+        }
+    char what[640] = "";
+    if (differs)
+        snprintf(what, sizeof what, "'%.500s': %s", differs, how);
+    else if (here != there)
+        snprintf(what, sizeof what, "%d trained tensors there, %d here", there, here);
+    for (int r = 0; r < nf; r++) ag_st_close(f[r]);
+    free(f);
+    if (what[0])
+        ag_fail("%s: trained another set of parameters (%s; trainable:, frozen: or lora: changed "
+                "since): a resume continues their AdamW state; to train another set from these "
+                "weights, start a new run with init.checkpoint: %s and another checkpoint.out",
+                dir, what, dir);
+}
+
 void tr_ckpt_load_optim(const char *dir, const tr_ckpt_state *st, ag_adamw *opt, const tr_dist *d) {
     if (!opt) return;
     char name[64], path[PATH_MAX];

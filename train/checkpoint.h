@@ -110,6 +110,10 @@ gm_groundinggpt *tr_ckpt_open_model(ag_ctx *ctx, const char *dir, tr_yaml **conf
 // The tokenizer file for a checkpoint: override when given, else its config's eval.tokenizer;
 // fails, naming cmd, when there is neither. Allocated.
 char *tr_ckpt_tokenizer_path(tr_yaml *config, const char *override, const char *cmd);
+// Checks that the checkpoint's AdamW state (every rank's file with ZeRO-1) is that of exactly
+// reg's trainable parameters (requires_grad), headers only; fails naming the first parameter
+// trained on one side and not on the other.
+void tr_ckpt_check_trainables(const char *dir, const tr_ckpt_state *st, const gm_params *reg);
 // Loads this rank's optimizer state (opt may be NULL when it holds none): from
 // optim.rank<rank>.safetensors with ZeRO-1, else from rank 0's file.
 void tr_ckpt_load_optim(const char *dir, const tr_ckpt_state *st, ag_adamw *opt, const tr_dist *d);

@@ -144,8 +144,8 @@ static bool is_under(const char *path, const char *dir) {
 // allocated, no values read). earlier: the checkpoint.out folders of the curriculum's earlier
 // stages (n_earlier of them), which a dry run does not fill: an init inside one is checked only
 // when it is there already.
-static void check_inputs(const tr_train_config *c, const tr_dist *d, const char *resume,
-                         const char *const *earlier, int n_earlier) {
+static void check_inputs(const tr_train_config *c, const tr_yaml *resolved, const tr_dist *d,
+                         const char *resume, const char *const *earlier, int n_earlier) {
     if (c->eval_data) tr_eval_check_inputs(c->eval_data, c->eval_tokenizer);
     tr_train_config checked = *c; // (shallow: only its init paths change, and it is not freed)
     for (int p = 0; p < TR_INIT_NPART; p++) {
@@ -157,7 +157,7 @@ static void check_inputs(const tr_train_config *c, const tr_dist *d, const char 
         if (made_earlier && access(w, F_OK)) checked.init.path[p] = NULL;
     }
     // the run's own checks: checkpoint, datasets, patterns, the init weights against the model
-    tr_train_check(&checked, d, resume);
+    tr_train_check(&checked, resolved, d, resume);
 }
 
 static int run_stage(const char *path, tr_yaml *root, const train_args *a, const tr_dist *d,
@@ -171,7 +171,7 @@ static int run_stage(const char *path, tr_yaml *root, const train_args *a, const
         if (a->config_only)
             tr_train_check_selection(&c); // needs the model file only
         else
-            check_inputs(&c, d, resume, earlier, n_earlier);
+            check_inputs(&c, root, d, resume, earlier, n_earlier);
         if (d->rank == 0)
             printf("%s: config valid: stage %d, %d dataset%s, micro batch %lld x accumulation %lld "
                    "x %d rank%s; dry run, nothing trained\n",

@@ -319,6 +319,7 @@ typedef struct {
     int stop;      // a rank was asked to stop (the signal: its own, else SIGTERM)
     struct sigaction old_signals[2];
     window win;
+    int lock; // OUT/.lock held by rank 0 (lock_out_dir), -1 when not held
 } stage_run;
 
 // One optimizer step, as reported.
@@ -412,9 +413,15 @@ static bool run_neutral_key(const char *path) {
     return last && !strcmp(last, ".dropout");
 }
 
-// Whether path is "model" or lies under it (the root "" counts as neither side).
+// Whether path is "model" or "lora" or lies under one: what the weights mean (LoRA's alpha
+// scales its adapters; the root "" counts as neither side).
 static bool model_key(const char *path) {
-    return !strncmp(path, "model", 5) && (path[5] == 0 || path[5] == '.');
+    static const char *const model[] = {"model", "lora"};
+    for (size_t i = 0; i < sizeof model / sizeof *model; i++) {
+        size_t n = strlen(model[i]);
+        if (!strncmp(path, model[i], n) && (path[n] == 0 || path[n] == '.')) return true;
+    }
+    return false;
 }
 // tr_yaml_diff's skips: the model's keys only, or everything but them.
 static bool skip_but_model(const char *path) {
@@ -440,11 +447,31 @@ static void check_lineage(const stage_run *s, const char *again) {
             strchr(now, '@') + 1, again);
 }
 
+// The checkpoint's data stream is this config's: its data.seed, and the datasets, their order,
+// weights and shard contents (the stream digest of its cursor, from the manifests: a folder
+// repacked in place has the config's path and other contents).
+static void check_stream(const stage_run *s, const char *again) {
+    const tr_train_config *c = s->c;
+    const ds_cursor *cur = &s->st.cursor;
+    const char *resume = ": a resume continues the stream where it stopped; set checkpoint.out "
+                         "to another folder to start afresh";
+    if (*again) resume = again;
+    if (cur->seed != c->data_seed)
+        ag_fail("%s: its data stream was drawn with data.seed %llu, this config has %llu%s",
+                s->from, (unsigned long long)cur->seed, (unsigned long long)c->data_seed, resume);
+    if (!ds_stream_matches(c->datasets, c->n_datasets, cur->digest))
+        ag_fail("%s: trained on other data (data.datasets: the folders, their order, weights or "
+                "shards' contents changed since)%s",
+                s->from, resume);
+}
+
 // Whether this run can continue s->from or take it as its complete stage: check_resume, then
-// whether it was written by this stage (its number) and by this config (the checkpoint's
-// config.yaml against the resolved config, where this run has it): another stage, or a model
-// whose shape-neutral settings (RoPE base, norm eps, activation, ...) differ, is refused; other
-// changes are refused for a complete stage (it is not this config's run) and noted on resume.
+// whether it was written by this stage (its number), from the same init checkpoint, on this
+// data stream, with these trainable parameters (a resume; the selection made) and by this
+// config (the checkpoint's config.yaml against the resolved config, where this run has it):
+// another stage, or a model whose shape-neutral settings (RoPE base, norm eps, activation,
+// LoRA alpha, ...) differ, is refused; other changes are refused for a complete stage (it is
+// not this config's run) and noted on resume.
 static void check_fits(const stage_run *s) {
     const tr_train_config *c = s->c;
     check_resume(s->from, &s->st, s->model_digest, s->d, s->G, s->total, c->zero1);
@@ -455,6 +482,8 @@ static void check_fits(const stage_run *s) {
                 "every stage)%s",
                 s->from, s->st.stage, c->stage, again);
     check_lineage(s, again);
+    check_stream(s, again);
+    if (!s->st.complete) tr_ckpt_check_trainables(s->from, &s->st, s->m->params);
     if (!s->resolved) return;
     if (!ds_dir_has(s->from, "config.yaml")) return; // (checked elsewhere: a checkpoint has one)
     char *path = ag_xpath_join(s->from, "config.yaml");
@@ -500,25 +529,11 @@ static ds_loader *open_loader(const stage_run *s, bool resume) {
     return l;
 }
 
-// A complete stage is this config's only when it was trained on this data: the datasets, their
-// order, weights and shard contents (the stream digest of its cursor; a folder repacked in
-// place has the config's path and other contents).
-static void check_complete_data(const stage_run *s) {
-    ds_loader *l = open_loader(s, false);
-    bool same = ds_loader_same_stream(l, s->st.cursor.digest);
-    ds_loader_close(l);
-    if (!same)
-        ag_fail("%s: a complete run of other data (the datasets, their order, weights or shards' "
-                "contents changed since)%s",
-                s->from, complete_again);
-}
-
 // The stage's final checkpoint holds it already: nothing to train. Its weights are loaded
 // when the after-stage eval still has to report the grounding scores.
 static void skip_complete_stage(stage_run *s, tr_stage_result *res) {
     const tr_train_config *c = s->c;
     check_fits(s);
-    check_complete_data(s);
     if (s->log)
         fprintf(s->log, "stage already complete: %s (step %" PRId64 ")\n", s->from, s->st.step);
     res->skipped = true;
@@ -568,6 +583,18 @@ static void warn_random_frozen(const gm_groundinggpt *m, const tr_init_config *i
                      : "");
 }
 
+// Whether this run can continue s->from (model, ranks, batch, length) and, unless that stage
+// is complete, whether checkpoint.out holds later checkpoints: another branch, whose files
+// this run's would replace in part and leave beside its own under `latest`.
+static void check_continues(const stage_run *s) {
+    const tr_train_config *c = s->c;
+    check_fits(s);
+    if (!s->st.complete && s->newest > s->st.step)
+        ag_fail("%s: holds step_%08" PRId64 ", past the step %" PRId64 " resumed from %s; "
+                "set checkpoint.out to another folder (or remove the later checkpoints)",
+                c->out_dir, s->newest, s->st.step, s->from);
+}
+
 // Fresh weights (init, then the config's imports) unless resuming, the stage's trainable
 // parameters, this rank's optimizer and the data loader (at the checkpoint's cursor).
 static void setup_training(stage_run *s) {
@@ -582,28 +609,15 @@ static void setup_training(stage_run *s) {
     if (loaded && s->lead) warn_random_frozen(s->m, &c->init, loaded);
     free(loaded);
     pick_trainables(s->m, c, s->d, &s->tp);
+    if (s->from) check_continues(s); // before the loader opens at its cursor
     if (s->tp.n_mine)
         s->opt = ag_adamw_new(s->ctx, s->tp.mine, s->tp.n_mine, s->tp.mine_decay,
                               (ag_adamw_config){c->beta1, c->beta2, c->eps, c->weight_decay});
     s->loader = open_loader(s, s->from != NULL);
 }
 
-// Whether this run can continue s->from (model, ranks, batch, length) and, unless that stage
-// is complete, whether checkpoint.out holds later checkpoints: another branch, whose files
-// this run's would replace in part and leave beside its own under `latest`.
-static void check_continues(const stage_run *s) {
-    const tr_train_config *c = s->c;
-    check_fits(s);
-    if (!s->st.complete && s->newest > s->st.step)
-        ag_fail("%s: holds step_%08" PRId64 ", past the step %" PRId64 " resumed from %s; "
-                "set checkpoint.out to another folder (or remove the later checkpoints)",
-                c->out_dir, s->newest, s->st.step, s->from);
-}
-
-// Weights, optimizer state and counters from s->from, after checking that this run can
-// continue it.
+// Weights, optimizer state and counters from s->from (check_continues passed).
 static void load_resume_checkpoint(stage_run *s) {
-    check_continues(s);
     if (s->log && s->st.world != s->d->world)
         fprintf(s->log,
                 "note: %s was written by %d rank%s, this run has %d: the data stream continues "
@@ -644,12 +658,39 @@ static void open_metrics(stage_run *s) {
     fflush(s->log);
 }
 
+// Takes OUT/.lock (flock, exclusive, held until the process ends or the fd is closed) and
+// writes this process's id into it; fails, naming the holder, when another process has it.
+static int lock_out_dir(const char *out) {
+    char *path = ag_xpath_join(out, ".lock");
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) ag_fail("%s: cannot open: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        if (errno != EWOULDBLOCK) ag_fail("%s: cannot lock: %s", path, strerror(errno));
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? strcspn(pid, "\n") : 0] = 0;
+        ag_fail("%s: another training (process %s) is writing into this folder: let it finish or "
+                "stop it first, or set checkpoint.out to another folder",
+                out, pid[0] ? pid : "?");
+    }
+    char text[32];
+    int len = snprintf(text, sizeof text, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, text, (size_t)len, 0) != len)
+        ag_fail("%s: cannot write: %s", path, strerror(errno));
+    free(path);
+    return fd;
+}
+
 // Everything the step loop needs: model, optimizer, data, metrics.jsonl, the clock.
 static void start_training(stage_run *s) {
     const tr_train_config *c = s->c;
     g_stop_signal = 0;
     stop_signals(true, s->old_signals);
     setup_training(s);
+    if (s->lead && s->lock < 0) { // the folder is made once the run is known to go ahead
+        ds_make_dirs(c->out_dir);
+        s->lock = lock_out_dir(c->out_dir);
+    }
     if (s->from) load_resume_checkpoint(s);
     if (s->lead) open_metrics(s);
     // A live line on a terminal; not under mpirun, which hands every rank a pseudo-terminal
@@ -955,29 +996,6 @@ static void check_init_weights(const tr_train_config *c) {
     ag_ctx_free(meta);
 }
 
-// Takes OUT/.lock (flock, exclusive, held until the process ends or the fd is closed) and
-// writes this process's id into it; fails, naming the holder, when another process has it.
-static int lock_out_dir(const char *out) {
-    char *path = ag_xpath_join(out, ".lock");
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) ag_fail("%s: cannot open: %s", path, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB)) {
-        if (errno != EWOULDBLOCK) ag_fail("%s: cannot lock: %s", path, strerror(errno));
-        char pid[32] = "";
-        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
-        pid[n > 0 ? strcspn(pid, "\n") : 0] = 0;
-        ag_fail("%s: another training (process %s) is writing into this folder: let it finish or "
-                "stop it first, or set checkpoint.out to another folder",
-                out, pid[0] ? pid : "?");
-    }
-    char text[32];
-    int len = snprintf(text, sizeof text, "%d\n", (int)getpid());
-    if (ftruncate(fd, 0) || pwrite(fd, text, (size_t)len, 0) != len)
-        ag_fail("%s: cannot write: %s", path, strerror(errno));
-    free(path);
-    return fd;
-}
-
 void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_dist *d,
                     const char *resume, tr_stage_result *res) {
     tr_stage_result_clear(res);
@@ -987,7 +1005,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     // is made), so that a second run neither resumes from a checkpoint still being written nor
     // prunes the first run's.
     struct stat sb;
-    int lock = s.lead && !stat(c->out_dir, &sb) ? lock_out_dir(c->out_dir) : -1;
+    s.lock = s.lead && !stat(c->out_dir, &sb) ? lock_out_dir(c->out_dir) : -1;
     s.from = tr_checkpoint_to_resume(c, resume);
     // The after-stage eval's inputs, now rather than after the whole run.
     if (c->eval_data) tr_eval_check_inputs(c->eval_data, c->eval_tokenizer);
@@ -1010,10 +1028,6 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     if (s.from && s.st.complete) {
         skip_complete_stage(&s, res);
     } else {
-        if (s.lead && lock < 0) {
-            ds_make_dirs(c->out_dir);
-            lock = lock_out_dir(c->out_dir);
-        }
         start_training(&s);
         while (s.step < s.total && !s.stop) train_step(&s);
         finish_training(&s, res);
@@ -1030,7 +1044,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
         }
     }
     if (c->eval_data) evaluate(&s, res);
-    if (lock >= 0) close(lock); // (releases the flock)
+    if (s.lock >= 0) close(s.lock); // (releases the flock)
     free(s.from);
     gm_groundinggpt_free(s.m);
     ag_ctx_free(s.ctx);
@@ -1044,16 +1058,18 @@ void tr_train_check_selection(const tr_train_config *c) {
     ag_ctx_free(meta);
 }
 
-void tr_train_check(const tr_train_config *c, const tr_dist *d, const char *resume) {
+void tr_train_check(const tr_train_config *c, const tr_yaml *resolved, const tr_dist *d,
+                    const char *resume) {
     // The model on shapes only (the 7B allocates nothing): its digest as build_model takes it,
     // before the selection adds any adapter, then the selection
     ag_ctx *meta = ag_ctx_new_meta();
     gm_groundinggpt *m = gm_groundinggpt_new(meta, &c->model);
-    stage_run s = {.c = c, .d = d, .lead = d->rank == 0};
+    stage_run s = {.c = c, .resolved = resolved, .d = d, .lead = d->rank == 0};
     tr_ckpt_model_digest(m->params, s.model_digest);
     s.from = tr_checkpoint_to_resume(c, resume);
     if (!s.from) tr_import_check(m, &c->init); // before the selection adds adapters
     tr_train_select(meta, m, c);
+    s.m = m;
     read_resume_state(&s, resume && !strcmp(resume, "auto"));
     plan_length(&s);
     tr_config_check_out_dir(c);

@@ -53,7 +53,8 @@ char *tr_checkpoint_to_resume(const tr_train_config *c, const char *resume);
 // length), checkpoint.out writable, the datasets against the model and data.max_len
 // (tr_batch_check_datasets), the init weights of a fresh start (tr_import_check), the
 // trainable / frozen patterns. Fails with the run's messages.
-void tr_train_check(const tr_train_config *c, const tr_dist *d, const char *resume);
+void tr_train_check(const tr_train_config *c, const tr_yaml *resolved, const tr_dist *d,
+                    const char *resume);
 // The trainable / frozen selection alone, on a meta model (--config-only does this much).
 void tr_train_check_selection(const tr_train_config *c);
 // Runs the stage. resume: NULL (fresh; fails if checkpoint.out already holds checkpoints),
