@@ -479,6 +479,12 @@ q = "model.layers.0.self_attn.q_proj.weight"
 assert (a[q] != b[q]).any(), "stage 2 left the LLM as stage 1 had it"
 PY
 "$groundc" train cur.yaml >"$tmp/log" 2>&1 || bad "curriculum again"
+# one checkpoint.out for every stage (--set applies to each): the dry run says so; the real run
+# refuses stage 2 over stage 1's checkpoint, naming the stages rather than the step counts
+expect_error "curriculum in one folder, dry run" "cur.yaml: stages 1 \(.*c1.yaml\) and 2 \(.*c2.yaml\) both write into checkpoint.out $tmp/one: give each stage a folder of its own" \
+  "$groundc" train cur.yaml --set checkpoint.out=$tmp/one --dry-run
+expect_error "curriculum in one folder" "one/step_00000003: a checkpoint of stage 1, this config trains stage 2: give each stage a checkpoint.out of its own" \
+  "$groundc" train cur.yaml --set checkpoint.out=$tmp/one
 [ "$(grep -c 'stage already complete' "$tmp/log")" = 2 ] && ok || bad "complete stages skipped"
 grep -q "^| c2.yaml | 3 |" "$tmp/log" && ok || bad "curriculum table: $(tail -4 "$tmp/log")"
 grep -q "^| stage | steps | final loss | REC Acc@0.5 | temporal R@1@0.5 | sound R@1@0.5 |$" "$tmp/log" &&

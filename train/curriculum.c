@@ -233,6 +233,12 @@ static int run_curriculum(tr_yaml *root, const train_args *a, const tr_dist *d) 
         run_stage(paths[i], st, a, d, "auto", &res[i], (const char *const *)outs, i);
         // the stage's checkpoint.out: its final checkpoint's folder (OUT/latest in a dry run)
         outs[i] = ag_xparent_dir(res[i].final_ckpt);
+        for (int k = 0; k < i; k++) // (the real run refuses the earlier stage's checkpoint)
+            if (is_under(outs[i], outs[k]) && is_under(outs[k], outs[i]))
+                ag_fail("%s: stages %d (%s) and %d (%s) both write into checkpoint.out %s: give "
+                        "each stage a folder of its own (--set checkpoint.out applies to every "
+                        "stage of a curriculum)",
+                        a->config, k + 1, paths[k], i + 1, paths[i], outs[i]);
         if (snprintf(prev, sizeof prev, "%s", res[i].final_ckpt) >= (int)sizeof prev)
             ag_fail_path_too_long(res[i].final_ckpt, "");
         tr_yaml_free(st);

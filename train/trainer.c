@@ -474,13 +474,13 @@ static void check_stream(const stage_run *s, const char *again) {
 // not this config's run) and noted on resume.
 static void check_fits(const stage_run *s) {
     const tr_train_config *c = s->c;
-    check_resume(s->from, &s->st, s->model_digest, s->d, s->G, s->total, c->zero1);
     const char *again = s->st.complete ? complete_again : "";
-    if (s->st.stage != c->stage)
+    if (s->st.stage != c->stage) // first: the stage explains any other difference
         ag_fail("%s: a checkpoint of stage %d, this config trains stage %d: give each stage a "
                 "checkpoint.out of its own (in a curriculum, --set checkpoint.out applies to "
-                "every stage)%s",
-                s->from, s->st.stage, c->stage, again);
+                "every stage)",
+                s->from, s->st.stage, c->stage);
+    check_resume(s->from, &s->st, s->model_digest, s->d, s->G, s->total, c->zero1);
     check_lineage(s, again);
     check_stream(s, again);
     if (!s->st.complete) tr_ckpt_check_trainables(s->from, &s->st, s->m->params);
