@@ -117,6 +117,14 @@ rc=$?
 [ $rc = 143 ] && ok || bad "SIGTERM: exit $rc, want 143: $(tail -2 "$tmp/log")"
 [ "$(readlink t1/latest)" = step_00000008 ] && ok || bad "SIGTERM: latest $(readlink t1/latest), want step_00000008"
 grep -qE "^groundc: stopped by SIGTERM after step 8 of 12: checkpoint .*t1/step_00000008 written; continue with --resume auto$" "$tmp/log" && ok || bad "SIGTERM message: $(tail -2 "$tmp/log")"
+# on a terminal the live progress line has no newline: a skipped step, the stop and an error
+# each start a line of their own (script(1) gives the run a pseudo-terminal)
+GROUNDC_TEST_NAN_STEPS=2 GROUNDC_TEST_SIGNAL_AT_STEP=4 script -qec "'$groundc' train stage.yaml --set checkpoint.out=$tmp/tty --set train.log_every=100" tty.out >/dev/null 2>&1
+tr -d '\r' <tty.out >tty.txt
+grep -q "^step 2: non-finite loss" tty.txt && grep -q "^groundc: stopped by SIGTERM after step 5 of 12" tty.txt && ok ||
+  bad "messages after the live line: $(tail -c 600 tty.txt)"
+GROUNDC_TEST_NAN_STEPS=2,3 script -qec "'$groundc' train stage.yaml --set checkpoint.out=$tmp/tty2 --set train.log_every=100 --set train.max_bad_steps=2" tty.out >/dev/null 2>&1
+tr -d '\r' <tty.out | grep -q "^groundc: error: train: 2 non-finite steps in a row" && ok || bad "error after the live line: $(tail -c 600 tty.out)"
 run --set checkpoint.out=$tmp/t1 --resume auto || bad "resume after SIGTERM: $(tail -3 "$tmp/log")"
 grep -q "resumed from $tmp/t1/step_00000008" "$tmp/log" && ok || bad "resume after SIGTERM names step 8"
 diff <(losses ref/metrics.jsonl) <(losses t1/metrics.jsonl) >/dev/null && ok || bad "losses after SIGTERM + resume differ: $(diff <(losses ref/metrics.jsonl) <(losses t1/metrics.jsonl) | head -4)"

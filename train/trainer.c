@@ -681,6 +681,21 @@ static int lock_out_dir(const char *out) {
     return fd;
 }
 
+// The live progress line (a terminal, one rank) is rewritten in place without a newline: what
+// else is said while it stands (a skipped step, the stop, an error) starts on a line of its own.
+static bool g_live_open;             // stdout ends in a live line
+static ag_error_handler g_live_prev; // the error handler before start_training's
+static void end_live_line(void) {
+    if (!g_live_open) return;
+    g_live_open = false;
+    fputc('\n', stdout);
+    fflush(stdout);
+}
+static void end_live_line_on_error(const char *msg) {
+    end_live_line();
+    if (g_live_prev) g_live_prev(msg);
+}
+
 // Everything the step loop needs: model, optimizer, data, metrics.jsonl, the clock.
 static void start_training(stage_run *s) {
     const tr_train_config *c = s->c;
@@ -705,6 +720,10 @@ static void start_training(stage_run *s) {
         s->win.empty = s->st.win_empty;
     }
     s->win.t0 = s->win.t_win = now_s();
+    if (s->win.tty) {
+        g_live_prev = ag_get_error_handler();
+        ag_set_error_handler(end_live_line_on_error);
+    }
     s->loss_acc =
         c->device == AG_CPU ? NULL : ag_param(s->ctx, "trainer.loss_sum", AG_F32, AG_SHAPE(1));
     // Gradients are summed across ranks while the last micro-batch's backward pass runs
@@ -773,6 +792,7 @@ static void skip_bad_step(stage_run *s, const step_stats *st) {
     s->bad++;
     if (s->lead) {
         bool bad_loss = !isfinite(st->loss);
+        end_live_line();
         fprintf(stderr, "step %" PRId64 ": non-finite %s (%g), update skipped (%d in a row)\n",
                 s->step, bad_loss ? "loss" : "gradient norm", bad_loss ? st->loss : st->gnorm,
                 s->bad);
@@ -793,6 +813,7 @@ static void skip_empty_step(stage_run *s) {
     enum { SAID = 5 };
     s->empty++;
     if (!s->lead) return;
+    if (s->empty <= SAID) end_live_line();
     if (s->empty <= SAID)
         fprintf(stderr,
                 "step %" PRId64 ": no supervised token in the global batch (answers cut off by "
@@ -872,6 +893,7 @@ static void report_step(stage_run *s, const step_stats *st) {
                 window_rate(w, t), (int)eta / 60, (int)eta % 60, empty,
                 log_now || !w->tty ? "\n" : "");
         fflush(s->log);
+        g_live_open = w->tty && !log_now;
     }
     if (log_now && w->steps) {
         w->last_loss = w->loss / (double)w->steps;
@@ -944,6 +966,8 @@ static void train_step(stage_run *s) {
 static void finish_training(stage_run *s, tr_stage_result *res) {
     const tr_train_config *c = s->c;
     stop_signals(false, s->old_signals); // the eval and later stages: signals as usual
+    end_live_line();
+    if (s->win.tty) ag_set_error_handler(g_live_prev);
     if (s->lead) tr_close_checked(s->mf, s->metrics);
     ds_loader_close(s->loader);
     tr_grad_reducer_free(s->red);
