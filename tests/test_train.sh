@@ -76,6 +76,13 @@ GROUNDC_TEST_KILL_AT_STEP=5 run --set checkpoint.out=$tmp/k0
 cp -r k0 k0m # for the unreadable metrics.jsonl below
 run --set checkpoint.out=$tmp/k0 --resume auto || bad "resume k0: $(tail -3 "$tmp/log")"
 diff <(losses ref/metrics.jsonl) <(losses k0/metrics.jsonl) >/dev/null && ok || bad "k0 losses differ after resume"
+# elapsed_s counts the training time of the run and its resumes (state.json carries it): it
+# never goes back across the resume
+"$py" - k0/metrics.jsonl <<'PY' && ok || bad "elapsed_s across a resume"
+import json, sys
+e = [json.loads(l)["elapsed_s"] for l in open(sys.argv[1]) if '"elapsed_s"' in l]
+assert len(e) == 12 and all(b >= a for a, b in zip(e, e[1:])), e
+PY
 # the resume rewrites metrics.jsonl through a synced temporary file; one it cannot read fails
 # the resume, naming it (a read error used to pass for its end, an open error skipped the
 # rewrite), and the temporary file goes

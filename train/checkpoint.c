@@ -132,6 +132,7 @@ static char *state_json(const tr_ckpt_state *st) {
     cJSON_AddNumberToObject(w, "steps", (double)st->win_steps);
     cJSON_AddNumberToObject(w, "tokens", st->win_tokens);
     cJSON_AddNumberToObject(w, "empty_steps", (double)st->win_empty);
+    cJSON_AddNumberToObject(j, "elapsed_s", st->elapsed);
     cJSON_AddStringToObject(j, "config_digest", st->config_digest);
     cJSON_AddStringToObject(j, "model_digest", st->model_digest);
     cJSON_AddStringToObject(j, "run_id", st->run_id);
@@ -278,6 +279,11 @@ void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st) {
         st->win_steps = int_field(&doc, w, "steps", 0, INT64_MAX / 2);
         st->win_tokens = field(&doc, w, "tokens", cJSON_Number)->valuedouble;
         st->win_empty = int_field(&doc, w, "empty_steps", 0, INT64_MAX / 2);
+    }
+    if (cJSON_GetObjectItemCaseSensitive(j, "elapsed_s")) {
+        st->elapsed = field(&doc, j, "elapsed_s", cJSON_Number)->valuedouble;
+        if (!(st->elapsed >= 0 && st->elapsed < 1e12))
+            doc_fail(&doc, "field 'elapsed_s' out of range");
     }
     hex_field(&doc, j, "config_digest", st->config_digest);
     hex_field(&doc, j, "model_digest", st->model_digest);

@@ -47,6 +47,9 @@ typedef struct {
     // a supervised token. Zero in checkpoints written before these were stored.
     double win_loss, win_tokens;
     int64_t win_steps, win_empty;
+    // Training time up to the save, over the run and its resumes (metrics.jsonl's elapsed_s);
+    // 0 in checkpoints written before it was stored.
+    double elapsed;
     char config_digest[65]; // SHA-256 of the resolved config (for information)
     char model_digest[65];  // SHA-256 of the parameter names, shapes and dtypes
     // Lineage: a random id given at a run's fresh start and kept by its resumes, and the

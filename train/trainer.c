@@ -277,6 +277,8 @@ typedef struct {
     double t0, t_win;   // start of the run and of the window (now_s)
     double loss;        // summed mean loss of the window's finite steps
     double tokens;      // supervised tokens of the window's finite steps
+    double rate_tokens; // of them, those this process trained since t_win (tokens_per_s)
+    double elapsed0;    // training time before this process (the checkpoint's elapsed_s)
     int64_t steps;      // finite steps in the window
     int64_t empty;      // steps in the window without a supervised token (no update)
     int64_t start_step; // the step this run started from (the ETA counts from it)
@@ -716,6 +718,7 @@ static void start_training(stage_run *s) {
     if (s->from) { // the window open at the save: the next metrics line averages all of it
         s->win.loss = s->st.win_loss;
         s->win.tokens = s->st.win_tokens;
+        s->win.elapsed0 = s->st.elapsed;
         s->win.steps = s->st.win_steps;
         s->win.empty = s->st.win_empty;
     }
@@ -861,9 +864,10 @@ static step_stats optimizer_step(stage_run *s, const double sums[N_SUMS]) {
     return st;
 }
 
-// Supervised tokens per second over the window, at time t.
+// Supervised tokens per second over the window, at time t (a resumed window's steps from
+// before the checkpoint do not count: their time is not in t - t_win).
 static double window_rate(const window *w, double t) {
-    return (t - w->t_win) > 0 ? w->tokens / (t - w->t_win) : 0;
+    return (t - w->t_win) > 0 ? w->rate_tokens / (t - w->t_win) : 0;
 }
 
 // The progress line every log_every steps and at the end (on a terminal, after every step,
@@ -875,6 +879,7 @@ static void report_step(stage_run *s, const step_stats *st) {
         w->loss += st->loss;
         w->steps++;
         w->tokens += st->tokens;
+        w->rate_tokens += st->tokens;
     }
     if (st->empty) w->empty++;
     double t = now_s();
@@ -905,11 +910,11 @@ static void report_step(stage_run *s, const step_stats *st) {
                     "\"grad_norm\": %.17g, \"tokens\": %.0f%s, \"tokens_per_s\": %.1f, "
                     "\"elapsed_s\": %.3f}\n",
                     s->step, c->stage, w->last_loss, st->lr, st->gnorm, s->tokens_seen, empty,
-                    window_rate(w, t), t - w->t0);
+                    window_rate(w, t), w->elapsed0 + (t - w->t0));
             // Live for tail -f and plots mid-run; a resume drops lines past its checkpoint.
             tr_flush_checked(s->mf, s->metrics);
         }
-        w->loss = w->tokens = 0;
+        w->loss = w->tokens = w->rate_tokens = 0;
         w->steps = w->empty = 0;
         w->t_win = t;
     } else if (log_now) {
@@ -941,7 +946,8 @@ static void save_checkpoint(stage_run *s) {
                          .win_loss = s->win.loss,
                          .win_tokens = s->win.tokens,
                          .win_steps = s->win.steps,
-                         .win_empty = s->win.empty};
+                         .win_empty = s->win.empty,
+                         .elapsed = s->win.elapsed0 + (now_s() - s->win.t0)};
     memcpy(out.config_digest, s->cfg_digest, 65);
     memcpy(out.model_digest, s->model_digest, 65);
     memcpy(out.run_id, s->run_id, sizeof out.run_id);
