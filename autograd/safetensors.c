@@ -193,6 +193,39 @@ static void st_parse_entry(st_parse *p, const cJSON *it, const uint8_t *data, si
     e->nbytes = (size_t)(end - begin);
 }
 
+// Entries by where their bytes begin (ties: the shorter first), for st_check_overlaps.
+static int st_by_begin(const void *a, const void *b) {
+    const ag_st_entry *x = *(const ag_st_entry *const *)a, *y = *(const ag_st_entry *const *)b;
+    const uint8_t *xa = x->data, *ya = y->data;
+    if (xa != ya) return xa < ya ? -1 : 1;
+    return (x->nbytes > y->nbytes) - (x->nbytes < y->nbytes);
+}
+
+// No two tensors share bytes (the format forbids it; a header edited so that one tensor's
+// offsets repeat another's would load it as the other's copy).
+static void st_check_overlaps(st_parse *p, const uint8_t *data) {
+    ag_st_file *f = p->f;
+    const ag_st_entry **by = ag_xcalloc((size_t)f->n + 1, sizeof *by, "safetensors entries");
+    int n = 0;
+    for (int i = 0; i < f->n; i++)
+        if (f->entries[i].nbytes) by[n++] = &f->entries[i];
+    qsort(by, (size_t)n, sizeof *by, st_by_begin);
+    for (int i = 1; i < n; i++) {
+        const ag_st_entry *a = by[i - 1], *b = by[i];
+        const uint8_t *a_end = (const uint8_t *)a->data + a->nbytes;
+        if ((const uint8_t *)b->data >= a_end) continue;
+        size_t ab = (size_t)((const uint8_t *)a->data - data);
+        size_t bb = (size_t)((const uint8_t *)b->data - data);
+        char an[300], bn[300];
+        snprintf(an, sizeof an, "%s", a->name);
+        snprintf(bn, sizeof bn, "%s", b->name);
+        free(by);
+        st_bad(p, "%s: tensors '%s' (data_offsets [%zu, %zu]) and '%s' ([%zu, %zu]) share bytes",
+               f->path, an, ab, ab + a->nbytes, bn, bb, bb + b->nbytes);
+    }
+    free(by);
+}
+
 ag_st_file *ag_st_open(const char *path) {
     ag_st_file *f = ag_xcalloc(1, sizeof *f, "safetensors file");
     f->path = ag_xstrdup(path);
@@ -250,6 +283,7 @@ ag_st_file *ag_st_open(const char *path) {
         else
             st_parse_entry(&p, it, data, data_size);
     }
+    st_check_overlaps(&p, data);
     cJSON_Delete(p.root);
     free(p.header);
     return f;

@@ -565,6 +565,28 @@ static void test_corrupt(void) {
            "\"t\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]}}",
            -1, zeros, 8);
     TL_EXPECT_FAIL(open_close(p), p, "'t'", "twice");
+    // tensors sharing bytes (a header edited so that one repeats another's offsets): refused,
+    // naming both; adjacent ranges and empty tensors anywhere are fine
+    put_st(p,
+           "{\"q\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+           "\"k\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}",
+           -1, zeros, 8);
+    TL_EXPECT_FAIL(open_close(p), p, "tensors '", "share bytes", "[0, 4]");
+    put_st(p,
+           "{\"a\":{\"dtype\":\"U8\",\"shape\":[6],\"data_offsets\":[0,6]},"
+           "\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]}}",
+           -1, zeros, 8);
+    TL_EXPECT_FAIL(open_close(p), p, "'a' (data_offsets [0, 6]) and 'b' ([4, 8]) share bytes");
+    put_st(p,
+           "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]},"
+           "\"e\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[2,2]},"
+           "\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}",
+           -1, zeros, 8);
+    {
+        ag_st_file *f = ag_st_open(p); // (an error here ends the test run)
+        TL_CHECK(f->n == 3, "adjacent ranges and an empty tensor inside one: %d tensors", f->n);
+        ag_st_close(f);
+    }
     put_st(p, "{\"__metadata__\":{\"k\":1}}", -1, NULL, 0);
     TL_EXPECT_FAIL(open_close(p), p, "__metadata__", "'k'", "not a string");
     put_st(p, "{\"__metadata__\":[\"k\"]}", -1, NULL, 0);
