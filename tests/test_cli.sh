@@ -136,6 +136,16 @@ expect_error "--set unknown section" "^groundc: error: --set nope.deep.key=1:1:1
   done; } >bomb.yaml
 expect_error "alias bomb" "bomb.yaml:5:[0-9]+: alias \*a3 takes the document past 100000 nodes" \
   "$groundc" train bomb.yaml
+# nesting: 64 levels below the root read, 65 do not, and 99,000 are refused at once (libyaml
+# takes a minute to load them)
+for depth in 64 65 99000; do
+  "$py" -c "import sys; d = int(sys.argv[1]); print('model: ' + '[' * d + ']' * d)" $depth >deep$depth.yaml
+done
+expect_error "64 levels" "deep64.yaml:1:8: model: expected a model file or a mapping" "$groundc" train deep64.yaml --config-only
+expect_error "65 levels" "deep65.yaml:1:72: nesting too deep" "$groundc" train deep65.yaml --config-only
+start=$SECONDS
+expect_error "99,000 levels" "deep99000.yaml:1:72: nesting too deep" "$groundc" train deep99000.yaml --config-only
+[ $((SECONDS - start)) -le 5 ] && ok || bad "99,000 levels took $((SECONDS - start)) s"
 printf 'model: &m [1, *m]\n' >cycle.yaml
 expect_error "alias cycle" "cycle.yaml:1:15: alias \*m is inside the node it names" "$groundc" train cycle.yaml
 # a second document would be dropped without a word; so would an empty part of a --set path

@@ -117,7 +117,7 @@ static void merge_keys(const source *s, yaml_node_t *yn, tr_yaml *map, int depth
 
 static tr_yaml *convert(const source *s, yaml_node_t *yn, char *path, int depth) {
     int line = (int)yn->start_mark.line + 1, col = mark_col(s, &yn->start_mark);
-    if (depth > 64) ag_fail("%s:%d:%d: nesting too deep", s->file, line, col);
+    if (depth > TR_YAML_MAX_DEPTH) ag_fail("%s:%d:%d: nesting too deep", s->file, line, col);
     tr_yaml *n;
     switch (yn->type) {
     case YAML_SCALAR_NODE:
@@ -226,6 +226,10 @@ static void check_expansion(const source *s, const unsigned char *text, size_t l
                 open_anchor =
                     ag_xrealloc(open_anchor, sizeof *open_anchor * (size_t)open_cap, "yaml");
             }
+            // (convert's limit, said here: libyaml loads a deep flow collection in time
+            // quadratic in its depth, a minute for 99,000 brackets)
+            if (n_open > TR_YAML_MAX_DEPTH)
+                snprintf(msg, sizeof msg, "%s:%d:%d: nesting too deep", s->file, line, col);
             open[n_open] = 1;
             open_anchor[n_open] = name ? n_anchors : -1;
             n_open++;

@@ -10,6 +10,8 @@
 #include <stdio.h>
 
 #define TR_YAML_MAX_NODES 100000
+// Collections nested deeper than this below the root fail ("nesting too deep").
+#define TR_YAML_MAX_DEPTH 64
 
 typedef enum { TR_YAML_SCALAR, TR_YAML_MAP, TR_YAML_SEQ } tr_yaml_kind;
 
