@@ -49,7 +49,10 @@ void ag_fail_path_too_long(const char *head, const char *rest) {
 }
 
 const char *ag_signal_name(int sig) {
-    return sig == SIGINT ? "SIGINT (Ctrl-C)" : sig == SIGTERM ? "SIGTERM" : strsignal(sig);
+    return sig == SIGINT    ? "SIGINT (Ctrl-C)"
+           : sig == SIGTERM ? "SIGTERM"
+           : sig == SIGUSR1 ? "SIGUSR1"
+                            : strsignal(sig);
 }
 
 void *ag_xmalloc(size_t bytes, const char *what) {

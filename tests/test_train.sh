@@ -465,6 +465,19 @@ PY
   [ "$(readlink dpt/latest)" = step_00000005 ] && [ -f dpt/step_00000005/state.json ] && ok || bad "MPI SIGTERM: latest $(readlink dpt/latest): $(tail -3 "$tmp/log")"
   "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpt --set data.micro_batch=4 --resume auto >"$tmp/log" 2>&1 || bad "MPI resume after SIGTERM: $(tail -3 "$tmp/log")"
   diff <(losses dp/metrics.jsonl) <(losses dpt/metrics.jsonl) >/dev/null && ok || bad "MPI losses after SIGTERM + resume differ"
+  # SIGUSR1 to mpirun itself (which forwards it to every rank, where its SIGTERM would kill them
+  # a second later): the ranks stop after one step together, write the checkpoint and exit 138
+  "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpu --set data.micro_batch=4 \
+    --set train.steps=2000 --set checkpoint.every=1000 >"$tmp/log" 2>&1 &
+  mpirun_pid=$!
+  for i in $(seq 300); do [ -f dpu/metrics.jsonl ] && [ "$(wc -l <dpu/metrics.jsonl)" -ge 2 ] && break; sleep 0.1; done
+  kill -USR1 $mpirun_pid
+  wait $mpirun_pid
+  rc=$?
+  step=$(readlink dpu/latest); step=${step#step_}
+  [ $rc = 138 ] && [ -n "$step" ] && [ "$((10#$step))" -lt 2000 ] &&
+    grep -qE "^groundc: stopped by SIGUSR1 after step $((10#$step)) of 2000: checkpoint .*dpu/step_$step written" "$tmp/log" && ok ||
+    bad "SIGUSR1 to mpirun: rc $rc, latest $(readlink dpu/latest): $(grep -v '^stage' "$tmp/log" | tail -3)"
   # a rank that stops answering (SIGSTOP): the other gives up after train.collective_timeout_s
   # with one line naming the collective, and the job ends instead of hanging
   start=$SECONDS

@@ -113,11 +113,13 @@ static void maybe_die_at(int64_t step) {
     }
 }
 
-// A polite stop: SIGTERM (a scheduler preempting the job, `kill`) or SIGINT (Ctrl-C) during the
-// steps lets the step under way finish, writes a checkpoint and exits 128 + the signal, so that
-// --resume auto loses no step. Every rank reports its flag in the step's loss sum, so all stop
-// after the same step. A second signal of the kind does what it would without groundc (the
-// handler hands it back to the default), for when waiting for the step is not wanted.
+// A polite stop: SIGTERM (a scheduler preempting the job, `kill`), SIGINT (Ctrl-C) or SIGUSR1
+// (which mpirun forwards to every rank, where a SIGTERM or Ctrl-C to mpirun kills the ranks
+// a second later) during the steps lets the step under way finish, writes a checkpoint and
+// exits 128 + the signal, so that --resume auto loses no step. Every rank reports its flag in the
+// step's loss sum, so all stop after the same step. A second signal of the kind does what it would
+// without groundc (the handler hands it back to the default), for when waiting for the step is not
+// wanted.
 static volatile sig_atomic_t g_stop_signal;
 
 static void on_stop_signal(int sig) {
@@ -125,10 +127,11 @@ static void on_stop_signal(int sig) {
     signal(sig, SIG_DFL); // async-signal-safe
 }
 
-// Installs (on) or restores (off) the handlers of SIGTERM and SIGINT; old keeps what was there.
-static void stop_signals(bool on, struct sigaction old[2]) {
-    static const int sigs[2] = {SIGTERM, SIGINT};
-    for (int i = 0; i < 2; i++) {
+// Installs (on) or restores (off) the handlers of the stop signals; old keeps what was there.
+enum { N_STOP_SIGNALS = 3 };
+static void stop_signals(bool on, struct sigaction old[N_STOP_SIGNALS]) {
+    static const int sigs[N_STOP_SIGNALS] = {SIGTERM, SIGINT, SIGUSR1};
+    for (int i = 0; i < N_STOP_SIGNALS; i++) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = on_stop_signal;
@@ -319,7 +322,7 @@ typedef struct {
     int bad;       // non-finite steps in a row
     int64_t empty; // steps of this run without a supervised token
     int stop;      // a rank was asked to stop (the signal: its own, else SIGTERM)
-    struct sigaction old_signals[2];
+    struct sigaction old_signals[N_STOP_SIGNALS];
     window win;
     int lock; // OUT/.lock held by rank 0 (lock_out_dir), -1 when not held
 } stage_run;
