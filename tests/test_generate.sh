@@ -119,6 +119,9 @@ PY
 if command -v mpirun >/dev/null; then
   mpirun --oversubscribe --allow-run-as-root -x ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" -np 2 \
     "$groundc" eval "$ck" --data eval --verbose --report mpi.json >mpi.log 2>&1 || bad "eval on 2 ranks: $(tail -3 mpi.log)"
+  # --verbose: every rank's per-sample lines, printed by rank 0 (it printed its own only)
+  [ "$(grep -c '^eval sample' mpi.log)" = "$("$py" -c 'import json; print(len(json.load(open("mpi.json"))["samples"]))')" ] &&
+    ok || bad "2 ranks --verbose: $(grep -c '^eval sample' mpi.log) sample lines"
   "$py" - <<'PY' && ok || bad "2 ranks: the 1-rank report"
 import json
 a, b = json.load(open("report.json")), json.load(open("mpi.json"))

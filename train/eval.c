@@ -1,6 +1,7 @@
 // eval.c: see eval.h.
 #include "train/eval.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,30 +125,43 @@ static void json_check(bool ok) {
     if (!ok) ag_fail("eval: out of memory building the JSON report");
 }
 
+// Rank 0 gets every other rank's text, in rank order, through take (collective).
+static void texts_to_rank0(const tr_dist *d, const char *mine,
+                           void (*take)(const char *text, int rank, void *user), void *user) {
+    double *len = ag_xcalloc((size_t)d->world, sizeof *len, "eval");
+    len[d->rank] = (double)strlen(mine) + 1;
+    tr_dist_sum_f64(d, len, d->world);
+    for (int r = 1; r < d->world; r++) {
+        int cap = (int)len[r];
+        char *buf = ag_xmalloc((size_t)cap, "eval");
+        if (d->rank == r) memcpy(buf, mine, (size_t)cap);
+        tr_dist_broadcast_str(d, buf, cap, r);
+        if (d->rank == 0) take(buf, r, user);
+        free(buf);
+    }
+    free(len);
+}
+
+static void take_samples(const char *text, int rank, void *user) {
+    cJSON *mine = user, *theirs = cJSON_Parse(text);
+    if (!cJSON_IsArray(theirs)) ag_fail("eval: rank %d sent malformed sample records", rank);
+    while (cJSON_GetArraySize(theirs) > 0)
+        json_check(cJSON_AddItemToArray(mine, cJSON_DetachItemFromArray(theirs, 0)));
+    cJSON_Delete(theirs);
+}
+
 // Rank 0 gets every rank's records appended to its array (ranks in order).
 static void gather_samples(const tr_dist *d, cJSON *mine) {
     if (d->world == 1) return;
     char *text = cJSON_PrintUnformatted(mine);
     json_check(text != NULL);
-    double *len = ag_xcalloc((size_t)d->world, sizeof *len, "eval");
-    len[d->rank] = (double)strlen(text) + 1;
-    tr_dist_sum_f64(d, len, d->world);
-    for (int r = 1; r < d->world; r++) {
-        int cap = (int)len[r];
-        char *buf = ag_xmalloc((size_t)cap, "eval");
-        if (d->rank == r) memcpy(buf, text, (size_t)cap);
-        tr_dist_broadcast_str(d, buf, cap, r);
-        if (d->rank == 0) {
-            cJSON *theirs = cJSON_Parse(buf);
-            if (!cJSON_IsArray(theirs)) ag_fail("eval: rank %d sent malformed sample records", r);
-            while (cJSON_GetArraySize(theirs) > 0)
-                json_check(cJSON_AddItemToArray(mine, cJSON_DetachItemFromArray(theirs, 0)));
-            cJSON_Delete(theirs);
-        }
-        free(buf);
-    }
-    free(len);
+    texts_to_rank0(d, text, take_samples, mine);
     free(text);
+}
+
+static void take_lines(const char *text, int rank, void *user) {
+    (void)rank;
+    if (user) fputs(text, (FILE *)user);
 }
 
 // Where a sample came from, for the per-sample lines and records: its sample_meta as pack
@@ -654,6 +668,15 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
                    .length = length,
                    .data_dir = o->data_dir};
     if (samples) json_check((e.recs = cJSON_CreateArray()) != NULL);
+    // Under MPI each rank's per-sample lines wait in memory; rank 0 prints them all, in rank order.
+    char *lines = NULL;
+    size_t lines_len = 0;
+    FILE *mem = NULL;
+    if (verbose && d->world > 1) {
+        mem = open_memstream(&lines, &lines_len);
+        if (!mem) ag_fail("eval: open_memstream: %s", strerror(errno));
+        e.log = mem;
+    }
     // Step s gives rank r stream position s * world + r: these steps cover positions [0, end).
     int64_t steps = (end + d->world - 1) / d->world;
     for (int64_t s = 0; s < steps; s++) {
@@ -662,6 +685,12 @@ void tr_eval_run(ag_ctx *ctx, gm_groundinggpt *m, const tr_eval_opts *o, const t
     }
     gm_llama_kv_free(e.kv);
     ds_loader_close(l);
+    if (mem) {
+        if (fclose(mem)) ag_fail("eval: the per-sample lines: %s", strerror(errno));
+        if (d->rank == 0 && log) fputs(lines, log);
+        texts_to_rank0(d, lines, take_lines, log);
+        free(lines);
+    }
     free(pick);
     free_origins(origin, n_samples);
     free(length);
