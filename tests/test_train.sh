@@ -465,6 +465,23 @@ PY
   [ "$(readlink dpt/latest)" = step_00000005 ] && [ -f dpt/step_00000005/state.json ] && ok || bad "MPI SIGTERM: latest $(readlink dpt/latest): $(tail -3 "$tmp/log")"
   "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpt --set data.micro_batch=4 --resume auto >"$tmp/log" 2>&1 || bad "MPI resume after SIGTERM: $(tail -3 "$tmp/log")"
   diff <(losses dp/metrics.jsonl) <(losses dpt/metrics.jsonl) >/dev/null && ok || bad "MPI losses after SIGTERM + resume differ"
+  # ranks started with another config or option (mpirun's "A : B" form; nodes reading their own
+  # copies of a config): refused at start by the ranks that differ, naming the key, instead of
+  # training apart (another lr) or waiting for ever in a collective (a dry run beside a run)
+  mpmd=(mpirun --oversubscribe --allow-run-as-root -np 1 "$groundc" train stage.yaml --set checkpoint.out=$tmp/md --set data.micro_batch=4 : -np 1 "$groundc" train stage.yaml --set checkpoint.out=$tmp/md --set data.micro_batch=4)
+  timeout 120 "${mpmd[@]}" --set train.lr=1.0e-3 >"$tmp/log" 2>&1
+  rc=$?
+  [ $rc = 1 ] && grep -q "^groundc: error: \[rank 1\] stage.yaml: this rank's config or options differ from rank 0's (train.lr 3.0e-3 -> 1.0e-3): start every rank with the same config" "$tmp/log" &&
+    [ "$(grep -c 'groundc: error' "$tmp/log")" = 1 ] && [ ! -e md/latest ] && ok || bad "ranks with another lr: rc $rc: $(grep -v '^ ' "$tmp/log" | head -5)"
+  timeout 120 "${mpmd[@]}" --dry-run >"$tmp/log" 2>&1
+  rc=$?
+  [ $rc = 1 ] && grep -q "^groundc: error: \[rank 1\] stage.yaml: this rank's config or options differ from rank 0's (rank 0's options: --resume (none), this rank's options: --dry-run --resume (none))" "$tmp/log" &&
+    ok || bad "a dry-run rank beside a training one: rc $rc: $(grep -v '^ ' "$tmp/log" | head -5)"
+  # the one-process commands under mpirun run on rank 0 alone, saying so (an export's folder was
+  # raced for by every rank, an answer printed once per rank)
+  "${mpi[@]}" "$groundc" inspect tiny.yaml >"$tmp/out" 2>"$tmp/err" && [ "$(grep -c '^model tiny' "$tmp/out")" = 1 ] &&
+    grep -q "^groundc inspect: note: runs as one process; the other 1 of this mpirun do nothing" "$tmp/err" && ok ||
+    bad "inspect under mpirun: $(grep -c '^model tiny' "$tmp/out") reports, $(cat "$tmp/err")"
   # SIGUSR1 to mpirun itself (which forwards it to every rank, where its SIGTERM would kill them
   # a second later): the ranks stop after one step together, write the checkpoint and exit 138
   "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpu --set data.micro_batch=4 \

@@ -160,6 +160,49 @@ static void check_inputs(const tr_train_config *c, const tr_yaml *resolved, cons
     tr_train_check(&checked, resolved, d, resume);
 }
 
+// Every rank runs the same stage: its resolved config (after --set) and the command's options
+// agree with rank 0's. A rank started otherwise (mpirun's "A : B" form, a node reading its own
+// copy of the config) would train something else under the same collectives, or wait in one
+// the others never join. The ranks that differ say how; all exit 1.
+static void check_ranks_agree(const char *path, const tr_yaml *root, const train_args *a,
+                              const tr_dist *d, const char *resume) {
+    if (d->world == 1) return;
+    size_t len;
+    char *cfg = tr_yaml_dump(root, &len);
+    char head[PATH_MAX + 64];
+    int n =
+        snprintf(head, sizeof head, "options:%s%s --resume %s\n", a->dry_run ? " --dry-run" : "",
+                 a->config_only ? " --config-only" : "", resume ? resume : "(none)");
+    if (n < 0 || n >= (int)sizeof head) ag_fail_path_too_long(resume, "");
+    char *text = ag_xmalloc((size_t)n + len + 1, "config");
+    memcpy(text, head, (size_t)n);
+    memcpy(text + n, cfg, len + 1);
+    free(cfg);
+    char *zero;
+    bool same = tr_dist_agree(d, text, &zero);
+    if (zero) {
+        char diff[1500] = "";
+        char *body = strchr(zero, '\n');
+        size_t head_len = body ? (size_t)(body - zero) : strlen(zero);
+        if (strncmp(zero, head, head_len) || (size_t)n != head_len + 1) {
+            snprintf(diff, sizeof diff, "rank 0's %.*s, this rank's %.*s", (int)head_len, zero,
+                     n - 1, head);
+        } else {
+            tr_yaml *theirs = tr_yaml_parse_text("rank 0's config", body + 1);
+            if (!tr_yaml_diff(theirs, root, NULL, diff, sizeof diff))
+                snprintf(diff, sizeof diff, "the same keys and values written differently");
+            tr_yaml_free(theirs);
+        }
+        fprintf(stderr,
+                "groundc: error: [rank %d] %s: this rank's config or options differ from rank 0's "
+                "(%s): start every rank with the same config, --set values and options\n",
+                d->rank, path, diff);
+        free(zero);
+    }
+    free(text);
+    if (!same) tr_dist_exit(d, 1);
+}
+
 static int run_stage(const char *path, tr_yaml *root, const train_args *a, const tr_dist *d,
                      const char *resume, tr_stage_result *res, const char *const *earlier,
                      int n_earlier) {
@@ -167,6 +210,7 @@ static int run_stage(const char *path, tr_yaml *root, const train_args *a, const
     tr_train_config_read(root, &c);
     tr_train_config_fit_world(&c, d->world);
     print_resolved(path, root, d);
+    check_ranks_agree(path, root, a, d, resume);
     if (a->dry_run) {
         if (a->config_only)
             tr_train_check_selection(&c); // needs the model file only

@@ -2,6 +2,7 @@
 #include "train/dist.h"
 
 #include <mpi.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -109,6 +110,14 @@ static int env_int(const char *const *names, int def) {
         if (v && *v) return atoi(v);
     }
     return def;
+}
+
+int tr_dist_launch_rank(int *world) {
+    static const char *const sizes[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", NULL};
+    static const char *const ranks[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", NULL};
+    *world = env_int(sizes, 1);
+    if (*world < 1) *world = 1;
+    return env_int(ranks, 0);
 }
 
 tr_dist tr_dist_init(int *argc, char ***argv) {
@@ -631,7 +640,7 @@ tr_grad_reducer *tr_grad_reducer_new(const tr_dist *d, ag_tensor **params, int n
         // their backward passes, so the loss sums' blocking all-reduce on MPI_COMM_WORLD may
         // fall between buckets in a different place on each rank (collectives must come in the
         // same order on each communicator, not across communicators).
-        mpi_check(MPI_Comm_dup(MPI_COMM_WORLD, &r->comm), "MPI_Comm_dup (gradient buckets)");
+        mpi_wait(MPI_Comm_dup(MPI_COMM_WORLD, &r->comm), "MPI_Comm_dup (gradient buckets)");
     }
 #ifdef GROUNDC_HAVE_NCCL
     if (r->mode == RED_NCCL) {
@@ -939,6 +948,24 @@ void tr_dist_broadcast_str(const tr_dist *d, char *s, int cap, int root) {
     if (d->world == 1) return;
     mpi_wait(MPI_Bcast(s, cap, MPI_CHAR, root, MPI_COMM_WORLD), "MPI_Bcast (string)");
     s[cap - 1] = 0;
+}
+
+bool tr_dist_agree(const tr_dist *d, const char *mine, char **root_text) {
+    *root_text = NULL;
+    if (d->world == 1) return true;
+    long long len = (long long)strlen(mine);
+    mpi_wait(MPI_Bcast(&len, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD), "MPI_Bcast (length)");
+    if (len < 0 || len > INT_MAX - 1) ag_fail("mpi: rank 0's text is %lld bytes", len);
+    char *zero = ag_xmalloc((size_t)len + 1, "rank 0's text");
+    if (d->rank == 0) memcpy(zero, mine, (size_t)len);
+    mpi_wait(MPI_Bcast(zero, (int)len, MPI_CHAR, 0, MPI_COMM_WORLD), "MPI_Bcast (text)");
+    zero[len] = 0;
+    bool same = !strcmp(zero, mine);
+    if (same)
+        free(zero);
+    else
+        *root_text = zero;
+    return tr_dist_all(d, same);
 }
 
 bool tr_dist_all(const tr_dist *d, bool ok) {

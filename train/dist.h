@@ -47,6 +47,10 @@ tr_dist tr_dist_init(int *argc, char ***argv);
 // PyTorch's for NCCL process groups: long enough for a rank that writes a 7B checkpoint alone.
 #define TR_DIST_TIMEOUT_S 1800.0
 void tr_dist_set_timeout(double seconds);
+// This process's rank and (in *world) the number of processes started with it, from the
+// launcher's environment alone (MPI untouched): 0 and 1 without a launcher. For the commands
+// that run as one process.
+int tr_dist_launch_rank(int *world);
 // Finalises MPI if it was initialised.
 void tr_dist_finalize(tr_dist *d);
 // Aborts every rank (after a one-line error on this one): an error on one rank must not leave
@@ -112,3 +116,6 @@ void tr_dist_broadcast_all(const tr_dist *d, ag_tensor **t, const int *root, int
 void tr_dist_broadcast_str(const tr_dist *d, char *s, int cap, int root);
 // True on every rank when ok is true on every rank (a collective "all good?").
 bool tr_dist_all(const tr_dist *d, bool ok);
+// Whether every rank's text is rank 0's (collective; rank 0 broadcasts its own). On a rank whose
+// text differs, *root_text gets rank 0's (allocated, for the message); NULL elsewhere.
+bool tr_dist_agree(const tr_dist *d, const char *mine, char **root_text);

@@ -177,6 +177,18 @@ static int run(int argc, char **argv) {
         printf("groundc %s\n", GROUNDC_VERSION);
         return 0;
     }
+    // Under mpirun the one-process commands run on rank 0 alone (N copies of an export would
+    // race for its folder, and a generate would print its answer N times).
+    static const char *const single[] = {"synth", "pack", "generate", "export", "inspect"};
+    for (size_t i = 0; i < sizeof single / sizeof *single; i++) {
+        int world;
+        int rank = tr_dist_launch_rank(&world);
+        if (strcmp(cmd, single[i]) || world == 1) continue;
+        if (rank != 0) return 0;
+        fprintf(stderr,
+                "groundc %s: note: runs as one process; the other %d of this mpirun do nothing\n",
+                cmd, world - 1);
+    }
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "pack")) return ds_pack_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return cmd_train(argc, argv);

@@ -391,6 +391,29 @@ static void plan_length(stage_run *s) {
     s->warmup = (int64_t)ceil(c->warmup_ratio * (double)s->total);
 }
 
+// Every rank starts from the same place: the same checkpoint (or none) and the same number of
+// samples in the datasets, which fixes the stage's length. Ranks that read checkpoint.out or
+// the datasets from their own disks could differ, and would train apart or wait for ever in
+// a collective the others never join. The ranks that differ say how; all exit 1.
+static void check_ranks_start(const stage_run *s) {
+    if (s->d->world == 1) return;
+    char mine[PATH_MAX + 200];
+    if (s->from)
+        snprintf(mine, sizeof mine, "%s (step %" PRId64 "%s, run %.8s), %" PRId64 " samples",
+                 s->from, s->st.step, s->st.complete ? ", complete" : "", s->st.run_id, s->samples);
+    else
+        snprintf(mine, sizeof mine, "a fresh start, %" PRId64 " samples", s->samples);
+    char *zero;
+    bool same = tr_dist_agree(s->d, mine, &zero);
+    if (zero)
+        fprintf(stderr,
+                "groundc: error: [rank %d] %s: this rank starts from %s, rank 0 from %s: every "
+                "rank must see the same checkpoint.out and datasets\n",
+                s->d->rank, s->c->out_dir, mine, zero);
+    free(zero);
+    if (!same) tr_dist_exit(s->d, 1);
+}
+
 // The context and the model (not yet initialised), and their digests for the checkpoints.
 static void build_model(stage_run *s) {
     const tr_train_config *c = s->c;
@@ -1051,6 +1074,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
     if (!s.from && c->init.path[TR_INIT_CHECKPOINT])
         tr_ckpt_identity(c->init.path[TR_INIT_CHECKPOINT], s.init_from);
     plan_length(&s);
+    check_ranks_start(&s);
     if (!(s.from && s.st.complete)) { // what the dry run checks, before the model is made
         tr_config_check_out_dir(c);
         tr_batch_check_datasets(c, s.lead ? stderr : NULL);
@@ -1105,6 +1129,7 @@ void tr_train_check(const tr_train_config *c, const tr_yaml *resolved, const tr_
     s.m = m;
     read_resume_state(&s, resume && !strcmp(resume, "auto"));
     plan_length(&s);
+    check_ranks_start(&s);
     tr_config_check_out_dir(c);
     tr_batch_check_datasets(c, s.lead ? stderr : NULL);
     if (s.from) check_continues(&s);

@@ -358,6 +358,18 @@ tr_yaml *tr_yaml_load(const char *path) {
     return t;
 }
 
+tr_yaml *tr_yaml_parse_text(const char *name, const char *text) {
+    char *file = ag_xstrdup(name);
+    tr_yaml *t =
+        parse(&(source){.file = file}, (const unsigned char *)text, strlen(text), ag_xstrdup(""));
+    if (!t) {
+        free(file);
+        ag_fail("%s: empty config", name);
+    }
+    t->owned_file = file;
+    return t;
+}
+
 void tr_yaml_free(tr_yaml *n) {
     if (!n) return;
     for (int i = 0; i < n->n; i++) {

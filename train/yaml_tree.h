@@ -37,6 +37,8 @@ typedef struct tr_yaml {
 // Parses path; a syntax error names file:line:column; a folder or an unreadable file names
 // the path and why.
 tr_yaml *tr_yaml_load(const char *path);
+// Parses text (a config held in memory), its errors naming name.
+tr_yaml *tr_yaml_parse_text(const char *name, const char *text);
 void tr_yaml_free(tr_yaml *node);
 
 // Applies "a.b.c=value": replaces or adds the value at that key path (maps are created). The
