@@ -415,6 +415,45 @@ void ag_st_load_into(const ag_st_file *f, const ag_st_entry *e, ag_tensor *t) {
     free(buf);
 }
 
+// The index of the first element of e that is not finite (or, with nonneg, negative); -1 when
+// there is none. Non-float entries have none.
+static int64_t st_first_bad(const ag_st_entry *e, bool nonneg) {
+    size_t n = 1;
+    for (int d = 0; d < e->ndim; d++) n *= (size_t)e->shape[d];
+    const uint8_t *p = e->data;
+    bool f16 = !strcmp(e->dtype, "F16"), bf16 = !strcmp(e->dtype, "BF16");
+    if (f16 || bf16) { // by the bits: an all-ones exponent is inf or NaN; the sign bit, negative
+        uint16_t exp = f16 ? 0x7c00 : 0x7f80;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            if ((h & exp) == exp || (nonneg && (h & 0x8000) && (h & 0x7fff))) return (int64_t)i;
+        }
+        return -1;
+    }
+    if (strcmp(e->dtype, "F32") && strcmp(e->dtype, "F64")) return -1;
+    for (size_t i = 0; i < n; i++) {
+        double v = st_read_float(e, i);
+        if (!isfinite(v) || (nonneg && v < 0)) return (int64_t)i;
+    }
+    return -1;
+}
+
+void ag_st_check_values(const ag_st_file *f, const ag_st_entry *e, bool nonneg) {
+    int64_t i = st_first_bad(e, nonneg);
+    if (i < 0) return;
+    int64_t at[8], rest = i;
+    for (int d = e->ndim - 1; d >= 0; d--) {
+        at[d] = e->shape[d] ? rest % e->shape[d] : 0;
+        rest = e->shape[d] ? rest / e->shape[d] : 0;
+    }
+    char idx[200];
+    ag_format_dims(idx, sizeof idx, e->ndim, at);
+    double v = st_read_float(e, (size_t)i);
+    ag_fail("%s: tensor '%s': %s value %g at %s (a damaged or diverged file)", f->path, e->name,
+            isfinite(v) ? "negative" : "non-finite", v, idx);
+}
+
 // Writing ---------------------------------------------------------------------------------
 
 typedef struct {

@@ -45,6 +45,10 @@ ag_dtype ag_st_dtype(const ag_st_file *f, const ag_st_entry *e);
 // even); I32 and U8 load only into i32 and u8. Fails naming the file, the tensor and both
 // shapes (or both dtypes) otherwise.
 void ag_st_load_into(const ag_st_file *f, const ag_st_entry *e, ag_tensor *t);
+// Fails naming the file, the tensor and the element's index when a float entry holds a NaN or
+// an infinity (or, with nonneg, a negative value: Adam's second moments); weights and
+// optimizer state are checked before they are used.
+void ag_st_check_values(const ag_st_file *f, const ag_st_entry *e, bool nonneg);
 
 typedef struct ag_st_writer ag_st_writer;
 ag_st_writer *ag_st_writer_new(void);

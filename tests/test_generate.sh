@@ -295,9 +295,12 @@ expect_error "generate of no checkpoint" "generate: eval: neither a checkpoint" 
 cp -rL "$ck" moved && sed -i "s|tokenizer: .*|tokenizer: $tmp/gone.model|" moved/config.yaml
 expect_error "checkpoint's tokenizer gone" "generate: $tmp/gone.model: No such file or directory (the checkpoint's eval.tokenizer, moved/config.yaml); give --tokenizer FILE" "$groundc" generate moved --prompt hi
 expect_error "unknown eval task" "unknown task 'grounding'" "$groundc" eval "$ck" --data eval --task grounding
-# a checkpoint whose weights hold a NaN (a diverged run): one line, not an answer made of the
-# allocator's bytes (top-p) or of token 0 (greedy)
-cp -rL "$ck" nanck && "$py" - nanck/model.safetensors <<'PY' || bad "NaN checkpoint"
+# a checkpoint whose weights hold a NaN (a damaged file) is refused as it loads, naming the
+# tensor; finite weights whose activations overflow (a diverged run: the final norm's weights at
+# 3e38) give one line at decode, not an answer made of the allocator's bytes (top-p) or of
+# token 0 (greedy)
+damage_norm() { # CKPT VALUE: every element of model.norm.weight
+  cp -rL "$ck" "$1" && "$py" - "$1"/model.safetensors "$2" <<'PY' || bad "damaged checkpoint $1"
 import json, struct, sys
 import numpy as np
 with open(sys.argv[1], "r+b") as f:
@@ -305,10 +308,15 @@ with open(sys.argv[1], "r+b") as f:
     e = json.loads(f.read(n))["model.norm.weight"]
     assert e["dtype"] == "F32", e["dtype"]
     f.seek(8 + n + e["data_offsets"][0])
-    f.write(np.array([np.nan], np.float32).tobytes())
+    count = (e["data_offsets"][1] - e["data_offsets"][0]) // 4
+    f.write(np.full(count, float(sys.argv[2]), np.float32).tobytes())
 PY
-expect_error "NaN logits, top-p" "decode: the logits for new token 1 hold nan (vocabulary id 0): the model's weights or activations are not finite" "$groundc" generate nanck --prompt hi --temperature 0.7 --top-p 0.9
-expect_error "NaN logits, greedy" "decode: the logits for new token 1 hold nan" "$groundc" generate nanck --prompt hi
+}
+damage_norm nanck nan
+expect_error "NaN weight" "nanck/model.safetensors: tensor 'model.norm.weight': non-finite value nan at \[0\]" "$groundc" generate nanck --prompt hi
+damage_norm bigck 3e38
+expect_error "NaN logits, top-p" "decode: the logits for new token 1 hold -*nan (vocabulary id 0): the model's weights or activations are not finite" "$groundc" generate bigck --prompt hi --temperature 0.7 --top-p 0.9
+expect_error "NaN logits, greedy" "decode: the logits for new token 1 hold -*nan" "$groundc" generate bigck --prompt hi
 [ -z "$(ls e1.npy e2.npy ./*.tmp.* 2>/dev/null)" ] && ok || bad "files left by failed runs: $(ls e1.npy e2.npy ./*.tmp.* 2>/dev/null)"
 
 # --- eval --limit N: the first N samples of each evaluated task (not the first N of the stream,

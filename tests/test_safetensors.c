@@ -788,6 +788,46 @@ static void test_crosscheck(void) {
     ag_ctx_free(ctx);
 }
 
+// ag_st_check_values: a NaN or an infinity in F32, F64, BF16 or F16 data is named with its index
+// (in the tensor's shape); with nonneg a negative value too (and -0 is not negative); finite
+// values and integer tensors pass.
+static void test_check_values(void) {
+    const char *p = tpath("values.safetensors");
+    float f32[6] = {1, -2, 3, 4, 5, 6};
+    double f64[2] = {1, -INFINITY};
+    // bf16: 1.0, -0.0, +inf (0x7f80), a NaN (0x7fc1); f16: 1.0, a NaN (0x7e00), -2.0 (0xc000)
+    uint16_t bf16[4] = {0x3f80, 0x8000, 0x7f80, 0x7fc1}, f16[3] = {0x3c00, 0x7e00, 0xc000};
+    int32_t i32[2] = {-5, 7};
+    f32[4] = NAN;
+    ag_st_writer *w = ag_st_writer_new();
+    ag_st_add_raw(w, "f32", "F32", 2, (int64_t[]){2, 3}, f32, sizeof f32);
+    ag_st_add_raw(w, "f32_ok", "F32", 1, (int64_t[]){4}, f32, 4 * sizeof(float));
+    ag_st_add_raw(w, "f64", "F64", 1, (int64_t[]){2}, f64, sizeof f64);
+    ag_st_add_raw(w, "bf16_zero", "BF16", 1, (int64_t[]){2}, bf16, 2 * sizeof(uint16_t));
+    ag_st_add_raw(w, "bf16", "BF16", 1, (int64_t[]){4}, bf16, sizeof bf16);
+    ag_st_add_raw(w, "f16_ok", "F16", 1, (int64_t[]){1}, f16, sizeof(uint16_t));
+    ag_st_add_raw(w, "f16", "F16", 1, (int64_t[]){3}, f16, sizeof f16);
+    ag_st_add_raw(w, "i32", "I32", 1, (int64_t[]){2}, i32, sizeof i32);
+    ag_st_write(w, p);
+    ag_st_file *f = ag_st_open(p);
+    TL_EXPECT_FAIL(ag_st_check_values(f, ag_st_find(f, "f32"), false), p, "tensor 'f32'",
+                   "non-finite value nan at [1,1]");
+    TL_EXPECT_FAIL(ag_st_check_values(f, ag_st_find(f, "f32_ok"), true), "tensor 'f32_ok'",
+                   "negative value -2 at [1]");
+    ag_st_check_values(f, ag_st_find(f, "f32_ok"), false); // (an error ends the run)
+    TL_EXPECT_FAIL(ag_st_check_values(f, ag_st_find(f, "f64"), false), "tensor 'f64'",
+                   "non-finite value -inf at [1]");
+    ag_st_check_values(f, ag_st_find(f, "bf16_zero"), true);
+    TL_EXPECT_FAIL(ag_st_check_values(f, ag_st_find(f, "bf16"), false), "tensor 'bf16'",
+                   "non-finite value inf at [2]");
+    ag_st_check_values(f, ag_st_find(f, "f16_ok"), true);
+    TL_EXPECT_FAIL(ag_st_check_values(f, ag_st_find(f, "f16"), false), "tensor 'f16'",
+                   "non-finite value nan at [1]");
+    ag_st_check_values(f, ag_st_find(f, "i32"), true);
+    tl_passed++; // the calls above that must pass did
+    ag_st_close(f);
+}
+
 int main(void) {
     const char *base = getenv("TMPDIR");
     snprintf(g_dir, sizeof g_dir, "%s/groundc_st_XXXXXX", base && base[0] ? base : "/tmp");
@@ -802,6 +842,7 @@ int main(void) {
     test_writer_checks();
     test_atomic_write();
     test_corrupt();
+    test_check_values();
     test_crosscheck();
 
     remove_tree(g_dir);

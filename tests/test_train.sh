@@ -248,6 +248,35 @@ done
 expect_error "a complete run of another lr" "ref/step_00000012: a complete run of another config \(train.lr 3.0e-3 -> 1.0e-4\)" \
   "$groundc" train stage.yaml --resume auto --set train.lr=1.0e-4
 expect_error "run folder as checkpoint" "a run folder, not a checkpoint; resume from $tmp/k1/step_00000012" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k1c --resume "$tmp/k1"
+# damaged values are refused at load, naming the file, tensor and element, rather than trained
+# into NaN weights (a NaN weight, a NaN or negative second moment, an adamw_step past the step)
+damage() { # FILE TENSOR VALUE (into element 1 of TENSOR) | FILE --step N (adamw_step)
+  "$py" - "$@" <<'PY'
+import json, struct, sys
+f, what, value = sys.argv[1:4]
+b = bytearray(open(f, "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+if what == "--step":
+    h["__metadata__"]["adamw_step"] = value
+    text = json.dumps(h).encode()
+    text += b" " * (-len(text) % 8)
+    b = struct.pack("<Q", len(text)) + text + b[8 + n:]
+else:
+    assert h[what]["dtype"] == "F32", h[what]
+    o = 8 + n + h[what]["data_offsets"][0] + 4
+    b[o:o + 4] = struct.pack("<f", float(value))
+open(f, "wb").write(b)
+PY
+}
+for case in "model.safetensors model.norm.weight nan non-finite value nan at \\[1\\]" \
+  "optim.rank00000.safetensors adam_v.model.norm.weight -1 negative value -1 at \\[1\\]" \
+  "optim.rank00000.safetensors adam_m.model.norm.weight inf non-finite value inf at \\[1\\]" \
+  "optim.rank00000.safetensors --step 10 metadata 'adamw_step' 10 is past the checkpoint's step 9"; do
+  read -r file what value message <<<"$case"
+  rm -rf kd && mkdir kd && cp -r k1/step_00000009 kd/ && damage kd/step_00000009/$file $what $value || bad "damage $case"
+  expect_error "damaged $case" "kd/step_00000009/$file: .*$message" "$groundc" train stage.yaml --set checkpoint.out=$tmp/kd --resume auto
+done
 expect_error "not a checkpoint" "tiny.yaml: not a checkpoint" "$groundc" train stage.yaml --set checkpoint.out=$tmp/k1c --resume "$tmp/tiny.yaml"
 
 # --- one training per checkpoint.out: a second one started while the first runs (e.g. requeued

@@ -586,8 +586,11 @@ void tr_ckpt_load_model(const char *dir, const gm_params *reg) {
     path_join(path, sizeof path, dir, "model.safetensors");
     ag_st_file *f = ag_st_open(path);
     tr_ckpt_check_model(f, reg);
-    for (int i = 0; i < reg->n; i++)
-        ag_st_load_into(f, ag_st_find(f, reg->tensors[i]->name), reg->tensors[i]);
+    for (int i = 0; i < reg->n; i++) {
+        const ag_st_entry *e = ag_st_find(f, reg->tensors[i]->name);
+        ag_st_check_values(f, e, false);
+        ag_st_load_into(f, e, reg->tensors[i]);
+    }
     ag_st_close(f);
 }
 
@@ -652,6 +655,11 @@ void tr_ckpt_load_optim(const char *dir, const tr_ckpt_state *st, ag_adamw *opt,
         ag_st_close(f);
         ag_fail("%s: missing or bad metadata 'adamw_step'", path);
     }
+    if (s > st->step) { // (a skipped step makes no update: it may lag, never lead)
+        ag_st_close(f);
+        ag_fail("%s: metadata 'adamw_step' %lld is past the checkpoint's step %" PRId64, path, s,
+                st->step);
+    }
     int expect = 0;
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < opt->n; i++) {
@@ -661,6 +669,7 @@ void tr_ckpt_load_optim(const char *dir, const tr_ckpt_state *st, ag_adamw *opt,
                 const ag_st_entry *e = ag_st_find(f, ts[k]->name);
                 if (pass == 0) {
                     check_entry(f, e, ts[k], "optimizer state");
+                    ag_st_check_values(f, e, ts[k] == opt->v[i]); // (v: squares)
                     expect++;
                 } else {
                     ag_st_load_into(f, e, ts[k]);

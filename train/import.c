@@ -710,6 +710,13 @@ static ag_st_entry row_slice(const ag_st_entry *e, int64_t r0, int64_t rows) {
     return s;
 }
 
+// A weight loaded from a pretrained file: a NaN or an infinity in it (a damaged download, an
+// f16 overflow) is named here, not found as a non-finite loss steps later.
+static void load_checked(const ag_st_file *f, const ag_st_entry *e, ag_tensor *t) {
+    ag_st_check_values(f, e, false);
+    ag_st_load_into(f, e, t);
+}
+
 // added (9, C) = the mean of the rows of base (V0, C), as GroundingGPT initialises new tokens.
 static void mean_rows(const ag_st_file *f, ag_tensor *base, ag_tensor *added) {
     const int64_t V = base->shape[0], C = base->shape[1];
@@ -734,7 +741,7 @@ static void mean_rows(const ag_st_file *f, ag_tensor *base, ag_tensor *added) {
                      .shape = {GM_N_ADDED, C},
                      .data = rows,
                      .nbytes = sizeof(float) * (size_t)(GM_N_ADDED * C)};
-    ag_st_load_into(f, &e, added);
+    load_checked(f, &e, added);
     free(rows);
     free(sum);
     free(host);
@@ -745,7 +752,7 @@ static void load(job *j, const mapping *mp) {
     const ag_st_entry *e = wt->entry;
     ag_tensor *t = mp->dst;
     if (mp->kind == MAP_PLAIN) {
-        ag_st_load_into(wt->file, e, t);
+        load_checked(wt->file, e, t);
     } else if (mp->kind == MAP_CONV) {
         const int64_t out = t->shape[0], kh = t->shape[1], kw = t->shape[2], cin = t->shape[3];
         const int64_t n = out * kh * kw * cin;
@@ -755,15 +762,15 @@ static void load(job *j, const mapping *mp) {
         ag_st_entry pe = *e; // the same values in the patch layout
         pe.shape[0] = out, pe.shape[1] = kh, pe.shape[2] = kw, pe.shape[3] = cin;
         pe.data = buf;
-        ag_st_load_into(wt->file, &pe, t);
+        load_checked(wt->file, &pe, t);
         free(buf);
     } else {
         const int64_t V0 = t->shape[0];
         ag_st_entry base = row_slice(e, 0, V0);
-        ag_st_load_into(wt->file, &base, t);
+        load_checked(wt->file, &base, t);
         if (e->shape[0] > V0) {
             ag_st_entry add = row_slice(e, V0, GM_N_ADDED);
-            ag_st_load_into(wt->file, &add, mp->added);
+            load_checked(wt->file, &add, mp->added);
         } else if (j->part == TR_INIT_LLM) {
             mean_rows(wt->file, t, mp->added);
         }
@@ -820,8 +827,8 @@ static void fold_lora(job *j) {
             ag_param(tmp, a->entry->name, AG_F32, AG_SHAPE(a->entry->shape[0], a->entry->shape[1])),
             ag_param(tmp, b->entry->name, AG_F32,
                      AG_SHAPE(b->entry->shape[0], b->entry->shape[1]))};
-        ag_st_load_into(a->file, a->entry, pair.A);
-        ag_st_load_into(b->file, b->entry, pair.B);
+        load_checked(a->file, a->entry, pair.A);
+        load_checked(b->file, b->entry, pair.B);
         gm_lora_merge(j->folds[i].w, &pair, gm_lora_scale(&lc));
     }
     ag_ctx_free(tmp);
