@@ -299,6 +299,15 @@ sed 's/dim: 64/dim: 32/; s/ffn: 176/ffn: 88/' tiny.yaml >tiny_small.yaml
 expect_error "another model" "written for another model" "$groundc" train stage.yaml --set model=tiny_small.yaml --set checkpoint.out=$tmp/k1 --resume auto
 expect_error "another step count" "a run of 12 steps, this config makes 20" "$groundc" train stage.yaml --set train.steps=20 --set checkpoint.out=$tmp/k1 --resume "$tmp/k1/step_00000009"
 expect_error "bad state.json" "state.json: field 'step'" bash -c "mkdir -p $tmp/bad && cp -r $tmp/k1/step_00000009 $tmp/bad/step_00000009 && sed -i -E 's/\"step\":\\s*9/\"step\": \"nine\"/' $tmp/bad/step_00000009/state.json && exec $groundc train stage.yaml --set checkpoint.out=$tmp/bad --resume $tmp/bad/step_00000009"
+# state.json values that cannot be: a cursor that is not step x global batch (a huge one
+# overflowed into a negative stream position that blamed a good shard), negative tokens, more
+# non-finite steps in a row than steps
+for edit in 's/"position":\s*"72"/"position": "9223372036854775804"/|data_cursor.position 9223372036854775804 is not step 9 x global_batch 8' \
+  's/"tokens":\s*[0-9.e+]+,/"tokens": -5,/|field .tokens. out of range' \
+  's/"bad_steps":\s*0/"bad_steps": 99/|bad_steps 99 is more than the 9 steps taken'; do
+  rm -rf sj && mkdir sj && cp -r k1/step_00000009 sj/ && sed -i -E "${edit%%|*}" sj/step_00000009/state.json
+  expect_error "state.json: ${edit#*|}" "sj/step_00000009/state.json: .*${edit#*|}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/sj --resume auto
+done
 expect_error "unknown key" "--set data.shuffle=true:1:6: unknown key .shuffle. in data" "$groundc" train stage.yaml --set data.shuffle=true
 expect_error "missing dataset" "nothere" "$groundc" train stage.yaml --set checkpoint.out=$tmp/x --set 'data.datasets=nothere'
 # shards of another media geometry than the model's: refused at open, naming the shard (videos

@@ -269,8 +269,18 @@ void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st) {
     st->world = (int)int_field(&doc, j, "world_size", 1, 1 << 20);
     st->zero1 = cJSON_IsTrue(field(&doc, j, "zero1", cJSON_True));
     st->global_batch = int_field(&doc, j, "global_batch", 1, INT64_MAX / 2);
+    // every step consumes one global batch of the stream, skipped steps too
+    if (st->cursor.position % st->global_batch ||
+        st->cursor.position / st->global_batch != st->step)
+        doc_fail(&doc,
+                 "data_cursor.position %" PRId64 " is not step %" PRId64 " x global_batch %" PRId64,
+                 st->cursor.position, st->step, st->global_batch);
     st->bad_steps = (int)int_field(&doc, j, "bad_steps", 0, INT32_MAX);
+    if (st->bad_steps > st->step)
+        doc_fail(&doc, "bad_steps %d is more than the %" PRId64 " steps taken", st->bad_steps,
+                 st->step);
     st->tokens = field(&doc, j, "tokens", cJSON_Number)->valuedouble;
+    if (!(st->tokens >= 0 && st->tokens < 1e18)) doc_fail(&doc, "field 'tokens' out of range");
     st->loss = field(&doc, j, "loss", cJSON_Number)->valuedouble;
     // Written since the window was saved; older checkpoints resume with an empty window.
     if (cJSON_GetObjectItemCaseSensitive(j, "log_window")) {
