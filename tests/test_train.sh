@@ -100,6 +100,11 @@ fi
 expect_error "dataset: the manifest" "--set data.datasets=\[train/manifest.json\]:1:16: data.datasets: .*train/manifest.json is a file, not a dataset folder \\(give the folder that groundc pack made, holding manifest.json: .*train\\?\\)" "$groundc" train stage.yaml --set "data.datasets=[train/manifest.json]" --dry-run --set checkpoint.out=$tmp/dsx
 expect_error "dataset: missing" "data.datasets: .*nothere: No such file or directory" "$groundc" train stage.yaml --set "data.datasets=[nothere]" --dry-run --set checkpoint.out=$tmp/dsx
 expect_error "dataset: another folder" "data.datasets: .*raw holds no manifest.json: not a dataset folder made by groundc pack" "$groundc" train stage.yaml --set "data.datasets=[raw]" --dry-run --set checkpoint.out=$tmp/dsx
+# datasets packed with two tokenizers (one piece's text differs: "play" -> "qlay") do not mix
+"$py" -c "import sys; b = bytearray(open(sys.argv[1], 'rb').read()); i = b.index(b'\xe2\x96\x81play'); b[i + 3] += 1; open('tok2.model', 'wb').write(b)" "$here/fixtures/tokenizer/test_bpe.model" &&
+  "$groundc" pack --json raw/train.json --media-root raw --out train_tok2 --tokenizer tok2.model "${tiny_pack[@]}" --threads 1 >/dev/null || bad "pack with tok2"
+expect_error "datasets of two tokenizers" "^groundc: error: --set data.datasets=\[train, train_tok2\]:1:23: data.datasets: .*train_tok2 was packed with another tokenizer than .*train \(tokenizer_digest [0-9a-f]{12}\.\.\. and [0-9a-f]{12}\.\.\.\)" \
+  "$groundc" train stage.yaml --set "data.datasets=[train, train_tok2]" --dry-run --set checkpoint.out=$tmp/dsx
 
 # --- SIGKILL after step 7 (checkpoints at 3, 6): resume continues from step 6
 GROUNDC_TEST_KILL_AT_STEP=7 run --set checkpoint.out=$tmp/k1

@@ -278,7 +278,27 @@ void tr_batch_check_dataset_dirs(const tr_train_config *c) {
         check_dataset_dir(c->datasets[i].dir, c->datasets_at[i] ? c->datasets_at[i] : "config");
 }
 
+// One tokenizer for all the datasets: their token ids mean one text to the model.
+static void check_same_tokenizer(const tr_train_config *c) {
+    char first[65] = "";
+    for (int i = 0; i < c->n_datasets; i++) {
+        ds_manifest m;
+        ds_manifest_read(&m, c->datasets[i].dir);
+        char digest[65];
+        memcpy(digest, m.tokenizer_digest, sizeof digest);
+        ds_manifest_free(&m);
+        if (i == 0)
+            memcpy(first, digest, sizeof first);
+        else if (strcmp(digest, first))
+            ag_fail("%s: data.datasets: %s was packed with another tokenizer than %s "
+                    "(tokenizer_digest %.12s... and %.12s...): the same token ids would stand for "
+                    "other text; pack them with one tokenizer",
+                    c->datasets_at[i], c->datasets[i].dir, c->datasets[0].dir, digest, first);
+    }
+}
+
 void tr_batch_check_datasets(const tr_train_config *c, FILE *log) {
+    check_same_tokenizer(c);
     for (int i = 0; i < c->n_datasets; i++) {
         const char *dir = c->datasets[i].dir;
         dataset_survey sv;
