@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "autograd/error.h"
 #include "data/pack.h"
@@ -109,8 +110,11 @@ static int cmd_synth(int argc, char **argv) {
 static tr_dist g_dist;
 
 // Under MPI an error on one rank must bring the job down, not leave the others waiting in a
-// collective: print the one line (naming the rank), then abort every rank.
+// collective: print the one line (naming the rank), then abort every rank. A rank other than
+// 0 waits two seconds first: an error every rank meets (a bad config value) is then said once,
+// by rank 0, whose abort ends the others before they speak.
 static void dist_error(const char *msg) {
+    if (g_dist.rank != 0) nanosleep(&(struct timespec){.tv_sec = 2}, NULL);
     fprintf(stderr, "groundc: error: [rank %d] %s\n", g_dist.rank, msg);
     tr_dist_abort(&g_dist, 1);
 }
