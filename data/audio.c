@@ -388,6 +388,7 @@ void ds_audio_load(const char *path, int rate, ds_sound *out) {
     // probe): everything libsndfile reads keeps libsndfile's samples (Ogg Opus decoded at
     // 48 kHz), and its sf_open is itself the cheapest probe (FFmpeg would claim WAV and FLAC
     // as well).
+    ds_require_file(path);
     SNDFILE *sf = sf_open(path, SFM_READ, &info);
     if (sf && sndfile_opus_48k(path, sf, &info)) {
         load_sndfile(path, sf, &info, &a, &native);

@@ -10,6 +10,8 @@
 
 #include <libavutil/avutil.h>
 
+#include "data/files.h"
+
 static pthread_once_t ds_ff_log_once = PTHREAD_ONCE_INIT;
 
 static void ds_ff_log_level(void) {
@@ -31,6 +33,7 @@ ds_ff_status ds_ff_open(ds_ff_input *in, const char *path, enum AVMediaType type
                         size_t n) {
     char eb[AV_ERROR_MAX_STRING_SIZE];
     memset(in, 0, sizeof *in);
+    ds_require_file(path);
     int ret = avformat_open_input(&in->fmt, path, NULL, NULL);
     if (ret < 0) {
         snprintf(err, n, "%s", ds_ff_error(ret, eb, sizeof eb));

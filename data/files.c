@@ -14,6 +14,40 @@
 
 #include "autograd/error.h"
 
+bool ds_utf8_valid(const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        int extra;
+        if (*p < 0x80)
+            extra = 0;
+        else if (*p >= 0xc2 && *p <= 0xdf)
+            extra = 1;
+        else if (*p >= 0xe0 && *p <= 0xef)
+            extra = 2;
+        else if (*p >= 0xf0 && *p <= 0xf4)
+            extra = 3;
+        else
+            return false;
+        p++;
+        for (int i = 0; i < extra; i++, p++) // stops at the terminator: 0 is no continuation
+            if ((*p & 0xc0) != 0x80) return false;
+    }
+    return true;
+}
+
+void ds_require_file(const char *path) {
+    struct stat st;
+    if (stat(path, &st)) ag_fail("%s: cannot open: %s", path, strerror(errno));
+    if (S_ISREG(st.st_mode)) return;
+    const char *kind = S_ISDIR(st.st_mode)    ? "a directory"
+                       : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISCHR(st.st_mode)  ? "a character device"
+                       : S_ISBLK(st.st_mode)  ? "a block device"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "of another kind";
+    ag_fail("%s: is %s, not a regular file", path, kind);
+}
+
 char *ds_read_file_max(const char *path, size_t max, size_t *n) {
     FILE *f = fopen(path, "rb");
     if (!f) ag_fail("%s: cannot open: %s", path, strerror(errno));

@@ -16,6 +16,12 @@ void ds_make_dirs(const char *path);
 // such as /dev/zero) is read in growing steps. A file of more than max bytes, or a folder, is
 // refused. Fails (ag_fail) naming the file.
 char *ds_read_file_max(const char *path, size_t max, size_t *n);
+// Whether s is well-formed UTF-8 by structure (lead and continuation bytes): HDF5 stores any
+// bytes, but h5py decodes UTF-8 strings and would fail on a bad sequence long after packing.
+bool ds_utf8_valid(const char *s);
+// Fails ("PATH: is a FIFO, not a regular file") unless path is a regular file (after links):
+// media readers call it first, as opening a FIFO waits for a writer and a device never ends.
+void ds_require_file(const char *path);
 // The same without a limit beyond memory.
 char *ds_read_file(const char *path, size_t *n);
 

@@ -412,6 +412,7 @@ uint8_t *ds_image_decode_file(const char *path, int *w, int *h) {
     size_t size;
     // the whole file: both decoders work from memory, and the format is decided by the
     // first bytes, never by the extension
+    ds_require_file(path);
     uint8_t *data = (uint8_t *)ds_read_file_max(path, (size_t)DS_IMAGE_MAX_FILE_BYTES, &size);
     char why[512];
     uint8_t *rgb = decode_any(data, size, w, h, why, sizeof why);
@@ -611,6 +612,7 @@ int ds_image_exif_orientation(const void *data, size_t size) {
 void ds_image_load(const char *path, int S, uint8_t *out, ds_image_info *info) {
     if (S <= 0) ag_fail("%s: bad target image size %d", path, S);
     size_t size;
+    ds_require_file(path);
     uint8_t *data = (uint8_t *)ds_read_file_max(path, (size_t)DS_IMAGE_MAX_FILE_BYTES, &size);
     int w, h;
     char why[512];

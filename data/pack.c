@@ -438,6 +438,26 @@ static bool build_sample(const packer *p, const item *it, const ds_turn *t, int 
     r->task = task >= 0 ? task
                         : ds_infer_task(t, n, it->media[DS_MEDIA_VIDEO] >= 0,
                                         it->media[DS_MEDIA_AUDIO] >= 0);
+    // A grounding task names what its turns must hold (its reference in eval): a "task" given
+    // over a box the parser does not take ([1.5, -0.2, 3, 4]) would pack a sample without one.
+    bool box_q = false, box_a = false, span_a = false;
+    for (int i = 0; i < n; i++) {
+        ds_box b;
+        ds_span sp;
+        if (t[i].from_human)
+            box_q |= ds_parse_box(t[i].text, &b);
+        else
+            box_a |= ds_parse_box(t[i].text, &b), span_a |= ds_parse_span(t[i].text, &sp);
+    }
+    const char *need = r->task == DS_TASK_REC && !box_a ? "no answer holds a box [x1, y1, x2, y2]"
+                       : r->task == DS_TASK_REG && !box_q
+                           ? "no question holds a box [x1, y1, x2, y2]"
+                       : (r->task == DS_TASK_TVG || r->task == DS_TASK_SOUND) && !span_a
+                           ? "no answer holds a span {t1, t2}"
+                           : NULL;
+    if (need) // (process frees the tokens)
+        return failf(err, en, "task \"%s\" but %s of numbers in [0, 1]", ds_task_name(r->task),
+                     need);
     r->granularity = r->task == DS_TASK_REC || r->task == DS_TASK_REG || r->task == DS_TASK_TVG ||
                      r->task == DS_TASK_SOUND;
     r->meta = make_meta(p, it, t, n, start);
@@ -484,12 +504,32 @@ static bool process_jsonl(packer *p, const item *it, result *r, char *err, size_
     return ok;
 }
 
+// The first key or string value of a JSON record that is not UTF-8, as "\"id\"" (its key, or
+// "a key" for a key itself); NULL when all are. Text that is not UTF-8 (a Latin-1 file) would
+// be tokenized as U+FFFD and stored in sample_meta as bytes h5py cannot read.
+static const char *first_non_utf8(const cJSON *j, char *buf, size_t n) {
+    for (const cJSON *c = j ? j->child : NULL; c; c = c->next) {
+        if (c->string && !ds_utf8_valid(c->string)) return "a key";
+        if (cJSON_IsString(c) && !ds_utf8_valid(c->valuestring)) {
+            snprintf(buf, n, "\"%.100s\"", c->string ? c->string : "a list item");
+            return buf;
+        }
+        const char *inner = first_non_utf8(c, buf, n);
+        if (inner) return inner;
+    }
+    return NULL;
+}
+
 static void process(packer *p, int64_t i, result *r) {
     const item *it = &p->items[i];
     char err[2048];
     bool ok;
+    char key[128];
+    const char *bad_text = it->bad ? NULL : first_non_utf8(it->obj, key, sizeof key);
     if (it->bad) {
         ok = failf(err, sizeof err, "%s", it->bad);
+    } else if (bad_text) {
+        ok = failf(err, sizeof err, "%s is not UTF-8 text (save the file as UTF-8)", bad_text);
     } else if (p->files[it->file].jsonl) {
         ok = process_jsonl(p, it, r, err, sizeof err);
     } else {

@@ -26,6 +26,7 @@
 #include <zstd.h>
 
 #include "autograd/error.h"
+#include "data/files.h"
 #include "data/h5zstd.h"
 
 #define DS_CHUNK_ELEMS 65536      // token streams and per-sample arrays, per chunk
@@ -228,28 +229,6 @@ static bool ds_f16_finite(uint16_t h) {
 // "NaN", "+inf" or "-inf" for a non-finite float16.
 static const char *ds_f16_nonfinite_name(uint16_t h) {
     return (h & 0x3ffu) ? "NaN" : (h & 0x8000u) ? "-inf" : "+inf";
-}
-
-// Structure check (lead and continuation bytes): HDF5 stores any bytes, but h5py decodes
-// UTF-8 strings and would fail on a bad sequence long after packing.
-static bool ds_valid_utf8(const unsigned char *p) {
-    while (*p) {
-        int extra;
-        if (*p < 0x80)
-            extra = 0;
-        else if (*p >= 0xc2 && *p <= 0xdf)
-            extra = 1;
-        else if (*p >= 0xe0 && *p <= 0xef)
-            extra = 2;
-        else if (*p >= 0xf0 && *p <= 0xf4)
-            extra = 3;
-        else
-            return false;
-        p++;
-        for (int i = 0; i < extra; i++, p++) // stops at the terminator: 0 is no continuation
-            if ((*p & 0xc0) != 0x80) return false;
-    }
-    return true;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -571,9 +550,9 @@ int64_t ds_shard_add_sample(ds_shard_writer *w, const ds_sample *s) {
         ds_wfail(w, "sample %lld: unknown task %d", i, s->task);
     if (s->granularity != 0 && s->granularity != 1)
         ds_wfail(w, "sample %lld: granularity %d is not 0 or 1", i, s->granularity);
-    if (!s->source || !s->source[0] || !ds_valid_utf8((const unsigned char *)s->source))
+    if (!s->source || !s->source[0] || !ds_utf8_valid(s->source))
         ds_wfail(w, "sample %lld: source name missing or not UTF-8", i);
-    if (!s->meta || !ds_valid_utf8((const unsigned char *)s->meta))
+    if (!s->meta || !ds_utf8_valid(s->meta))
         ds_wfail(w, "sample %lld: meta missing or not UTF-8", i);
     cJSON *json = cJSON_ParseWithOpts(s->meta, NULL, 1);
     bool is_object = cJSON_IsObject(json);

@@ -153,6 +153,23 @@ for e in m["shards"]:
     e["sha256"], e["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
 json.dump(m, open("mine_mask/manifest.json", "w"))
 PY
+  # a sample_meta that is not UTF-8: refused, naming the shard and sample (the --report JSON
+  # held the raw bytes, which JSON readers cannot decode)
+  cp -r mine mine_meta
+  HDF5_PLUGIN_PATH="$build/hdf5-plugins" "$py" - <<'PY' || bad "damaging mine_meta"
+import hashlib, json, os
+import h5py
+m = json.load(open("mine_meta/manifest.json"))
+e = m["shards"][0]
+path = os.path.join("mine_meta", e["file"])
+with h5py.File(path, "a") as f:
+    f["sample_meta"][0] = b'{"id": "caf\xe9"}'
+data = open(path, "rb").read()
+e["sha256"], e["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
+json.dump(m, open("mine_meta/manifest.json", "w"))
+PY
+  expect_error "eval: sample_meta not UTF-8" "mine_meta/$(basename "$("$py" -c "import json; print(json.load(open('mine_meta/manifest.json'))['shards'][0]['file'])")"): sample 0: sample_meta is not UTF-8" \
+    "$groundc" eval run/step_00000002 --data mine_meta --max-new-tokens 4 --verbose --report meta.json
   expect_error "eval: a loss_mask over the prompt" "mine_mask: sample [0-9]+: its answer .* holds token id 20[0-9][0-9] at position [0-9]+, which has no text" \
     "$groundc" eval run/step_00000002 --data mine_mask --max-new-tokens 4
 fi

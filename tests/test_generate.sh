@@ -270,6 +270,11 @@ PY
 
 # --- errors: one line, non-zero exit, nothing written
 expect_error "missing image" "nothere.png" "$groundc" generate "$ck" --image nothere.png --prompt hi --logits-out e1.npy
+# a FIFO (opening it waited for a writer for ever) or a device (read to the size limit) as media
+mkfifo fifo.png
+expect_error "a FIFO as the image" "fifo.png: is a FIFO, not a regular file" timeout 20 "$groundc" generate "$ck" --image fifo.png --prompt hi
+expect_error "a device as the audio" "/dev/zero: is a character device, not a regular file" timeout 20 "$groundc" generate "$ck" --audio /dev/zero --prompt hi
+expect_error "inspect a FIFO" "fifo.png: is a FIFO, not a regular file" timeout 20 "$groundc" inspect fifo.png
 expect_error "unknown option" "unknown option '--frobnicate'" "$groundc" generate "$ck" --prompt hi --frobnicate 1
 long=$(printf 'word %.0s' $(seq 300))
 expect_error "prompt longer than max_seq" "more than the model's max_seq 256" "$groundc" generate "$ck" --prompt "$long" --logits-out e2.npy

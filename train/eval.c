@@ -209,6 +209,8 @@ static uint8_t *read_tasks(const char *dir, const ds_manifest *man, int64_t **le
             len[i] = ref.length;
             if (!org) continue;
             char *text = ds_shard_read_meta(sh, k);
+            if (!ds_utf8_valid(text)) // (the report would not be JSON that readers can decode)
+                ag_fail("%s: sample %lld: sample_meta is not UTF-8", path, (long long)k);
             org[i].meta = cJSON_Parse(text);
             free(text);
             if (!cJSON_IsObject(org[i].meta))

@@ -503,6 +503,7 @@ int tr_inspect(const char *path, const tr_inspect_opts *o, FILE *out) {
                     path);
         return 0;
     }
+    if (!S_ISREG(st.st_mode)) ds_require_file(path);     // (a FIFO would block the sniffing reads)
     if (!strcmp(ag_base_name(path), DS_MANIFEST_NAME)) { // a dataset's manifest: the dataset
         char *dir = ag_xparent_dir(path);
         tr_inspect_dataset(dir, o->checksums, out);
