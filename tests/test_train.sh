@@ -520,6 +520,10 @@ PY
   rc=$?
   [ $rc = 1 ] && grep -q "^groundc: error: \[rank 1\] stage.yaml: this rank's config or options differ from rank 0's (rank 0's options: --resume (none), this rank's options: --dry-run --resume (none))" "$tmp/log" &&
     ok || bad "a dry-run rank beside a training one: rc $rc: $(grep -v '^ ' "$tmp/log" | head -5)"
+  # an error every rank meets is said once (rank 0's), not once per rank
+  "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/g12 --set data.micro_batch=4 --set data.global_batch=12 >"$tmp/log" 2>&1
+  [ "$(grep -c 'groundc: error' "$tmp/log")" = 1 ] && grep -q "groundc: error: \[rank 0\] .*data.global_batch: 12 is not a multiple" "$tmp/log" && ok ||
+    bad "an error of every rank: $(grep 'groundc: error' "$tmp/log")"
   # the one-process commands under mpirun run on rank 0 alone, saying so (an export's folder was
   # raced for by every rank, an answer printed once per rank)
   "${mpi[@]}" "$groundc" inspect tiny.yaml >"$tmp/out" 2>"$tmp/err" && [ "$(grep -c '^model tiny' "$tmp/out")" = 1 ] &&
