@@ -14,6 +14,16 @@
 
 #include "autograd/error.h"
 
+void ds_line_col(const char *text, size_t at, int64_t *line, int64_t *col) {
+    *line = 1, *col = 1;
+    for (size_t i = 0; i < at && text[i]; i++) {
+        if (text[i] == '\n')
+            ++*line, *col = 1;
+        else
+            ++*col;
+    }
+}
+
 bool ds_utf8_valid(const char *s) {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {

@@ -3,6 +3,7 @@
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 // Whether dir holds an entry called name (of any kind; a symbolic link counts, even broken).
 bool ds_dir_has(const char *dir, const char *name);
@@ -16,6 +17,8 @@ void ds_make_dirs(const char *path);
 // such as /dev/zero) is read in growing steps. A file of more than max bytes, or a folder, is
 // refused. Fails (ag_fail) naming the file.
 char *ds_read_file_max(const char *path, size_t max, size_t *n);
+// The 1-based line and column of byte at of text (a parser's error offset, for messages).
+void ds_line_col(const char *text, size_t at, int64_t *line, int64_t *col);
 // Whether s is well-formed UTF-8 by structure (lead and continuation bytes): HDF5 stores any
 // bytes, but h5py decodes UTF-8 strings and would fail on a bad sequence long after packing.
 bool ds_utf8_valid(const char *s);

@@ -13,17 +13,6 @@
 #include "data/grounding.h"
 #include "data/shard.h"
 
-// 1-based line and column of byte offset `at` in text.
-static void line_col(const char *text, size_t at, int64_t *line, int64_t *col) {
-    *line = 1, *col = 1;
-    for (size_t i = 0; i < at && text[i]; i++) {
-        if (text[i] == '\n')
-            ++*line, *col = 1;
-        else
-            ++*col;
-    }
-}
-
 // A NUL character inside a JSON string, escaped (\u0000) or as a raw byte, silently ends the
 // text there (cJSON's strings are NUL-terminated and keep no length), so such samples are
 // refused. Scans text, valid JSON already parsed: returns whether some string holds one and,
@@ -87,7 +76,7 @@ void ds_records_read_json(const char *path, ds_record_file *out) {
     cJSON *root = cJSON_ParseWithLengthOpts(text, n, &end, false);
     if (!root) {
         int64_t line, col;
-        line_col(text, end && end >= text ? (size_t)(end - text) : 0, &line, &col);
+        ds_line_col(text, end && end >= text ? (size_t)(end - text) : 0, &line, &col);
         free(text);
         ag_fail("%s:%lld:%lld: invalid JSON", path, (long long)line, (long long)col);
     }
@@ -97,7 +86,7 @@ void ds_records_read_json(const char *path, ds_record_file *out) {
         int64_t line, col;
         const char *at = text;
         while (at < text + n && (*at == ' ' || *at == '\n' || *at == '\r' || *at == '\t')) at++;
-        line_col(text, (size_t)(at - text), &line, &col);
+        ds_line_col(text, (size_t)(at - text), &line, &col);
         bool object = cJSON_IsObject(root);
         free(text);
         cJSON_Delete(root);
@@ -110,7 +99,7 @@ void ds_records_read_json(const char *path, ds_record_file *out) {
     while (p && p < text + n && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
     if (p && p < text + n) {
         int64_t line, col;
-        line_col(text, (size_t)(p - text), &line, &col);
+        ds_line_col(text, (size_t)(p - text), &line, &col);
         free(text);
         cJSON_Delete(root);
         ag_fail("%s:%lld:%lld: unexpected text after the JSON list", path, (long long)line,

@@ -189,9 +189,10 @@ void ds_manifest_read(ds_manifest *m, const char *dir) {
     const char *end = NULL;
     r.root = cJSON_ParseWithOpts(text, &end, 1);
     if (!r.root) {
-        long at = end ? (long)(end - text) : 0;
+        int64_t line, col;
+        ds_line_col(text, end && end >= text ? (size_t)(end - text) : 0, &line, &col);
         free(text);
-        ds_mfail(&r, "not valid JSON (near byte %ld)", at);
+        ds_mfail(&r, "not valid JSON (at line %lld, column %lld)", (long long)line, (long long)col);
     }
     free(text);
     if (!cJSON_IsObject(r.root)) ds_mfail(&r, "not a JSON object");

@@ -753,7 +753,7 @@ static void test_manifest_errors(const char *dir, const ds_shard_info *a) {
     FILE *f = fopen(p, "wb");
     fputs("{\"schema_version\": 1, \"shards\": [", f);
     fclose(f);
-    EXPECT_FAIL(verify_dir(dir), "manifest.json", "not valid JSON");
+    EXPECT_FAIL(verify_dir(dir), "manifest.json", "not valid JSON (at line 1, column 34)");
     f = fopen(p, "wb");
     fprintf(f,
             "{\"schema_version\": 1, \"tokenizer_digest\": \"%s\", \"num_samples\": %lld, "

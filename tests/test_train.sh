@@ -304,6 +304,11 @@ sed 's/dim: 64/dim: 32/; s/ffn: 176/ffn: 88/' tiny.yaml >tiny_small.yaml
 expect_error "another model" "written for another model" "$groundc" train stage.yaml --set model=tiny_small.yaml --set checkpoint.out=$tmp/k1 --resume auto
 expect_error "another step count" "a run of 12 steps, this config makes 20" "$groundc" train stage.yaml --set train.steps=20 --set checkpoint.out=$tmp/k1 --resume "$tmp/k1/step_00000009"
 expect_error "bad state.json" "state.json: field 'step'" bash -c "mkdir -p $tmp/bad && cp -r $tmp/k1/step_00000009 $tmp/bad/step_00000009 && sed -i -E 's/\"step\":\\s*9/\"step\": \"nine\"/' $tmp/bad/step_00000009/state.json && exec $groundc train stage.yaml --set checkpoint.out=$tmp/bad --resume $tmp/bad/step_00000009"
+# a state.json cut short: its line and column; a `latest` that is a file: what to do
+rm -rf sj && mkdir sj && cp -r k1/step_00000009 sj/ && head -c 60 k1/step_00000009/state.json >sj/step_00000009/state.json
+expect_error "state.json cut short" "sj/step_00000009/state.json:[0-9]+:[0-9]+: not valid JSON" "$groundc" train stage.yaml --set checkpoint.out=$tmp/sj --resume auto
+rm -rf sj && mkdir sj && cp -r k1/step_00000009 sj/ && echo step_00000009 >sj/latest
+expect_error "latest as a file" "sj/latest: not a symbolic link to a checkpoint .*ln -sfn step_N" "$groundc" train stage.yaml --set checkpoint.out=$tmp/sj --resume auto
 # state.json values that cannot be: a cursor that is not step x global batch (a huge one
 # overflowed into a negative stream position that blamed a good shard), negative tokens, more
 # non-finite steps in a row than steps

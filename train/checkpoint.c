@@ -247,9 +247,16 @@ void tr_ckpt_read_state(const char *dir, tr_ckpt_state *st) {
     char path[PATH_MAX];
     path_join(path, sizeof path, dir, "state.json");
     char *text = ds_read_file_max(path, 1 << 20, NULL);
-    state_doc doc = {.path = path, .root = cJSON_Parse(text)};
+    const char *end = NULL;
+    state_doc doc = {.path = path, .root = cJSON_ParseWithOpts(text, &end, 1)};
+    if (!doc.root) {
+        int64_t line, col;
+        ds_line_col(text, end && end >= text ? (size_t)(end - text) : 0, &line, &col);
+        free(text);
+        ag_fail("%s:%lld:%lld: not valid JSON", path, (long long)line, (long long)col);
+    }
     free(text);
-    if (!doc.root || !cJSON_IsObject(doc.root)) doc_fail(&doc, "not a JSON object");
+    if (!cJSON_IsObject(doc.root)) doc_fail(&doc, "not a JSON object");
     const cJSON *j = doc.root;
     memset(st, 0, sizeof *st);
     int64_t fmt = int_field(&doc, j, "format", 0, 1 << 20);
@@ -530,6 +537,10 @@ char *tr_ckpt_latest(const char *out_dir) {
         free(names);
         return dir;
     }
+    if (n < 0 && errno == EINVAL) // (groundc writes it as a symbolic link, never as a file)
+        ag_fail("%s: not a symbolic link to a checkpoint (a file or folder in its place): remove "
+                "it, or point it at a step_N folder (ln -sfn step_N %s)",
+                link, link);
     if (n < 0) ag_fail("%s: cannot read link: %s", link, strerror(errno));
     target[n] = 0;
     if (strchr(target, '/') || strncmp(target, "step_", 5))
