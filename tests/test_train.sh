@@ -100,6 +100,11 @@ fi
 expect_error "dataset: the manifest" "--set data.datasets=\[train/manifest.json\]:1:16: data.datasets: .*train/manifest.json is a file, not a dataset folder \\(give the folder that groundc pack made, holding manifest.json: .*train\\?\\)" "$groundc" train stage.yaml --set "data.datasets=[train/manifest.json]" --dry-run --set checkpoint.out=$tmp/dsx
 expect_error "dataset: missing" "data.datasets: .*nothere: No such file or directory" "$groundc" train stage.yaml --set "data.datasets=[nothere]" --dry-run --set checkpoint.out=$tmp/dsx
 expect_error "dataset: another folder" "data.datasets: .*raw holds no manifest.json: not a dataset folder made by groundc pack" "$groundc" train stage.yaml --set "data.datasets=[raw]" --dry-run --set checkpoint.out=$tmp/dsx
+# a global batch larger than the datasets: a warning (every step repeats samples)
+n_train=$("$py" -c "import json; print(json.load(open('train/manifest.json'))['num_samples'])")
+"$groundc" train stage.yaml --dry-run --set checkpoint.out=$tmp/dsx --set data.micro_batch=$((n_train + 1)) >"$tmp/log" 2>&1 &&
+  [ "$(grep -c "^train: warning: the global batch of $((n_train + 1)) is more than the $n_train samples of the datasets" "$tmp/log")" = 1 ] && ok ||
+  bad "global batch over the datasets: $(grep -v '^ ' "$tmp/log" | tail -3)"
 # datasets packed with two tokenizers (one piece's text differs: "play" -> "qlay") do not mix
 "$py" -c "import sys; b = bytearray(open(sys.argv[1], 'rb').read()); i = b.index(b'\xe2\x96\x81play'); b[i + 3] += 1; open('tok2.model', 'wb').write(b)" "$here/fixtures/tokenizer/test_bpe.model" &&
   "$groundc" pack --json raw/train.json --media-root raw --out train_tok2 --tokenizer tok2.model "${tiny_pack[@]}" --threads 1 >/dev/null || bad "pack with tok2"
@@ -503,7 +508,7 @@ PY
   expect_error "ZeRO-1, another world size" "written by 2 ranks with ZeRO-1 .*this run has 1 \(launch with mpirun -np 2\)" "$groundc" train stage.yaml --set checkpoint.out=$tmp/z1b --set data.micro_batch=2 --set data.global_batch=8 --set train.zero1=true --resume "$tmp/z1/step_00000009"
   # (a checkpoint without ZeRO-1 resumed with it on another rank count: the setting is named,
   # not the checkpoint blamed for a sharding it does not have)
-  expect_error "ZeRO-1 turned on, another world size" "dp/step_00000009: written without ZeRO-1, this config has train.zero1: true" "$groundc" train stage.yaml --set checkpoint.out=$tmp/z1c --set data.micro_batch=4 --set data.global_batch=8 --set train.zero1=true --resume "$tmp/dp/step_00000009"
+  expect_error "ZeRO-1 turned on, another world size" "dp/step_00000009: written without ZeRO-1, this config has train.zero1: true \(set it to false to continue this run\)" "$groundc" train stage.yaml --set checkpoint.out=$tmp/z1c --set data.micro_batch=4 --set data.global_batch=8 --set train.zero1=true --resume "$tmp/dp/step_00000009"
   # resume under MPI repeats the losses too
   GROUNDC_TEST_KILL_AT_STEP=5 "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpk --set data.micro_batch=4 >/dev/null 2>&1
   "${mpi[@]}" "$groundc" train stage.yaml --set checkpoint.out=$tmp/dpk --set data.micro_batch=4 --resume auto >"$tmp/log" 2>&1 || bad "MPI resume: $(tail -3 "$tmp/log")"

@@ -251,8 +251,10 @@ static void check_resume(const char *dir, const tr_ckpt_state *st, const char *m
                 " (the schedule would change)%s",
                 dir, st->total_steps, total_steps, done);
     if (!st->complete && st->zero1 != zero1)
-        ag_fail("%s: written %s ZeRO-1, this config has train.zero1: %s", dir,
-                st->zero1 ? "with" : "without", zero1 ? "true" : "false");
+        ag_fail("%s: written %s ZeRO-1, this config has train.zero1: %s (set it to %s to "
+                "continue this run)",
+                dir, st->zero1 ? "with" : "without", zero1 ? "true" : "false",
+                st->zero1 ? "true" : "false");
 }
 
 // Samples in the stage's datasets, from their manifests (the loader counts the same).
@@ -389,6 +391,11 @@ static void plan_length(stage_run *s) {
     s->total = c->steps ? c->steps : (int64_t)ceil(c->epochs * (double)s->samples / (double)s->G);
     if (s->total < 1) s->total = 1;
     s->warmup = (int64_t)ceil(c->warmup_ratio * (double)s->total);
+    if (s->lead && s->G > s->samples) // (the stream cycles: legal, but rarely meant)
+        fprintf(stderr,
+                "train: warning: the global batch of %" PRId64 " is more than the %" PRId64
+                " samples of the datasets: every step holds some samples more than once\n",
+                s->G, s->samples);
 }
 
 // Every rank starts from the same place: the same checkpoint (or none) and the same number of
