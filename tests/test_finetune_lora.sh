@@ -81,6 +81,16 @@ write_config "$tmp/ft" >ft.yaml
 "$groundc" train ft.yaml >ft.log 2>&1 || bad "LoRA fine-tune: $(tail -3 ft.log)"
 [ "$(readlink ft/latest)" = step_00000008 ] && ok || bad "fine-tune: latest $(readlink ft/latest)"
 grep -q "init checkpoint: .* from $tmp/stage3/" ft.log && ok || bad "did not start from stage 3"
+# the after-stage eval's scores are kept in the checkpoint (eval.json): run again, the complete
+# stage takes them from there (same line, no weights loaded); other eval limits evaluate again
+"$groundc" train ft.yaml --resume auto >ft_again.log 2>&1 || bad "LoRA fine-tune again: $(tail -3 ft_again.log)"
+first=$(grep "^eval .*: REC Acc@0.5" ft.log)
+grep -q "stage already complete" ft_again.log && [ -n "$first" ] &&
+  grep -qF "$first (from $tmp/ft/step_00000008/eval.json)" ft_again.log && ok ||
+  bad "eval scores from eval.json: '$first' vs $(grep '^eval' ft_again.log)"
+"$groundc" train ft.yaml --resume auto --set eval.limit=3 >ft_again.log 2>&1 || bad "LoRA fine-tune again, limit 3: $(tail -3 ft_again.log)"
+grep -q "^eval .*: REC Acc@0.5" ft_again.log && ! grep -q "eval.json" ft_again.log && ok ||
+  bad "another eval limit took the kept scores: $(grep '^eval' ft_again.log)"
 
 # Loss goes down: the mean of the last 3 logged steps under the first 3's.
 $py - <<'PY' && ok || bad "LoRA fine-tune loss did not go down: $(cat ft/metrics.jsonl)"

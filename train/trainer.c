@@ -15,6 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+#include <openssl/evp.h>
+
 #include "autograd/backend.h"
 #include "autograd/error.h"
 #include "autograd/optim.h"
@@ -564,6 +567,101 @@ static ds_loader *open_loader(const stage_run *s, bool resume) {
     return l;
 }
 
+// The after-stage eval's scores are kept beside the weights they measured, in the checkpoint's
+// eval.json, under a key of what they depend on beyond the weights: the eval data's manifest
+// (its shards' checksums), the tokenizer file and the limits. A curriculum run again takes a
+// complete stage's scores from there instead of evaluating it again (the weights of a stage
+// done are not even loaded).
+static void eval_key(const tr_train_config *c, char out[65]) {
+    EVP_MD_CTX *x = EVP_MD_CTX_new();
+    bool ok = x && EVP_DigestInit_ex(x, EVP_sha256(), NULL) == 1;
+    char *manifest = ag_xpath_join(c->eval_data, DS_MANIFEST_NAME);
+    const char *files[2] = {manifest, c->eval_tokenizer};
+    for (int i = 0; i < 2 && ok; i++) {
+        size_t n = 0;
+        char *text = files[i] ? ds_read_file(files[i], &n) : NULL;
+        ok = EVP_DigestUpdate(x, &n, sizeof n) == 1 && (!n || EVP_DigestUpdate(x, text, n) == 1);
+        free(text);
+    }
+    free(manifest);
+    char line[96];
+    int k = snprintf(line, sizeof line, "eval v1 limit %" PRId64 " max_new %" PRId64, c->eval_limit,
+                     c->eval_max_new);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    ok = ok && EVP_DigestUpdate(x, line, (size_t)k) == 1 && EVP_DigestFinal_ex(x, md, &len) == 1;
+    EVP_MD_CTX_free(x);
+    if (!ok || len != 32) ag_fail("train: SHA-256 of the eval inputs failed");
+    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+static const char *const eval_fields[] = {"rec_acc",      "tvg_r1",       "sound_r1",
+                                          "rec_constant", "tvg_constant", "sound_constant",
+                                          "rec_n",        "tvg_n",        "sound_n"};
+enum { N_EVAL_FIELDS = sizeof eval_fields / sizeof *eval_fields };
+
+static void eval_values(tr_stage_result *r, double *v[6], int64_t *n[3]) {
+    double *d[6] = {&r->rec_acc,      &r->tvg_r1,       &r->sound_r1,
+                    &r->rec_constant, &r->tvg_constant, &r->sound_constant};
+    int64_t *c[3] = {&r->rec_n, &r->tvg_n, &r->sound_n};
+    memcpy(v, d, sizeof d);
+    memcpy(n, c, sizeof c);
+}
+
+// Fills res from CKPT/eval.json when it holds scores under key; false otherwise (no file, a
+// damaged one, other inputs: the eval runs again).
+static bool read_eval_cache(const char *ckpt, const char *key, tr_stage_result *res) {
+    char *path = ag_xpath_join(ckpt, "eval.json");
+    struct stat sb;
+    bool hit = false;
+    if (!stat(path, &sb) && S_ISREG(sb.st_mode) && sb.st_size < (1 << 20)) {
+        char *text = ds_read_file(path, NULL);
+        cJSON *j = cJSON_Parse(text);
+        free(text);
+        const cJSON *k = cJSON_GetObjectItemCaseSensitive(j, "key");
+        hit = cJSON_IsString(k) && !strcmp(k->valuestring, key);
+        tr_stage_result got = *res;
+        double *v[6];
+        int64_t *n[3];
+        eval_values(&got, v, n);
+        for (int i = 0; i < N_EVAL_FIELDS && hit; i++) {
+            const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, eval_fields[i]);
+            hit = cJSON_IsNumber(f) || (i < 6 && cJSON_IsNull(f));
+            if (!hit) break;
+            if (i < 6)
+                *v[i] = cJSON_IsNull(f) ? NAN : f->valuedouble;
+            else
+                *n[i - 6] = (int64_t)f->valuedouble;
+        }
+        if (hit) *res = got;
+        cJSON_Delete(j);
+    }
+    free(path);
+    return hit;
+}
+
+static void write_eval_cache(const char *ckpt, const char *key, tr_stage_result *res) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "key", key);
+    double *v[6];
+    int64_t *n[3];
+    eval_values(res, v, n);
+    for (int i = 0; i < N_EVAL_FIELDS; i++) {
+        double x = i < 6 ? *v[i] : (double)*n[i - 6];
+        if (isfinite(x))
+            cJSON_AddNumberToObject(j, eval_fields[i], x);
+        else
+            cJSON_AddNullToObject(j, eval_fields[i]);
+    }
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!text) ag_fail("train: out of memory writing eval.json");
+    char *path = ag_xpath_join(ckpt, "eval.json");
+    ds_write_file_atomic(path, &(ds_file_part){text, strlen(text)}, 1);
+    free(path);
+    free(text);
+}
+
 // The stage's final checkpoint holds it already: nothing to train. Its weights are loaded
 // when the after-stage eval still has to report the grounding scores.
 static void skip_complete_stage(stage_run *s, tr_stage_result *res) {
@@ -577,7 +675,24 @@ static void skip_complete_stage(stage_run *s, tr_stage_result *res) {
     if (snprintf(res->final_ckpt, sizeof res->final_ckpt, "%s", s->from) >=
         (int)sizeof res->final_ckpt)
         ag_fail_path_too_long(s->from, "");
-    if (c->eval_data) tr_ckpt_load_model(s->from, s->m->params);
+    if (!c->eval_data) return;
+    char key[65];
+    eval_key(c, key);
+    tr_stage_result cached = *res;
+    bool hit = tr_dist_all(s->d, read_eval_cache(s->from, key, &cached)); // (every rank, or none)
+    if (hit) {
+        *res = cached;
+        res->eval_cached = true;
+        if (s->log)
+            fprintf(s->log,
+                    "eval %s: REC Acc@0.5 %.3f (%" PRId64
+                    " samples), temporal R@1@0.5 %.3f (%" PRId64
+                    " samples), sound R@1@0.5 %.3f (%" PRId64 " samples) (from %s/eval.json)\n",
+                    c->eval_data, res->rec_acc, res->rec_n, res->tvg_r1, res->tvg_n, res->sound_r1,
+                    res->sound_n, s->from);
+    } else {
+        tr_ckpt_load_model(s->from, s->m->params);
+    }
 }
 
 // After the init: frozen parameters that no init entry loaded keep their random values for
@@ -1047,6 +1162,11 @@ static void evaluate(stage_run *s, tr_stage_result *res) {
                 " samples), sound R@1@0.5 %.3f (%" PRId64 " samples)\n",
                 c->eval_data, res->rec_acc, er.n[TR_EVAL_REC], res->tvg_r1, er.n[TR_EVAL_TVG],
                 res->sound_r1, er.n[TR_EVAL_SOUND]);
+    if (s->lead) {
+        char key[65];
+        eval_key(c, key);
+        write_eval_cache(res->final_ckpt, key, res);
+    }
 }
 
 // The init weights against the model's shapes (a meta model: nothing allocated), config.json
@@ -1107,7 +1227,7 @@ void tr_train_stage(const tr_train_config *c, const tr_yaml *resolved, const tr_
             tr_dist_exit(d, 128 + s.stop);
         }
     }
-    if (c->eval_data) evaluate(&s, res);
+    if (c->eval_data && !res->eval_cached) evaluate(&s, res);
     if (s.lock >= 0) close(s.lock); // (releases the flock)
     free(s.from);
     gm_groundinggpt_free(s.m);

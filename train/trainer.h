@@ -34,6 +34,7 @@ typedef struct {
     // the best constant answer's scores (tr_eval_result)
     double rec_constant, tvg_constant, sound_constant;
     int64_t rec_n, tvg_n, sound_n; // samples evaluated
+    bool eval_cached;              // the scores came from the checkpoint's eval.json
     char final_ckpt[4096];
 } tr_stage_result;
 
