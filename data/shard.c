@@ -858,8 +858,13 @@ static void ds_r_check_filters(ds_shard *s, hid_t d, const char *name) {
 static hid_t ds_r_open(ds_shard *s, const char *name, H5T_class_t cls, size_t size, bool is_signed,
                        int rank, hsize_t *dims, size_t cache_bytes) {
     htri_t exists = H5Lexists(s->file, name, H5P_DEFAULT);
-    if (exists < 0) ds_h5_capture();
-    if (exists <= 0) ds_rfail(s, "dataset '%s' missing", name);
+    if (exists < 0) { // (the lookup itself failed: the file's index is unreadable)
+        ds_h5_capture();
+        ds_rfail(s, "dataset '%s': cannot look it up in the file's metadata (a damaged shard?)",
+                 name);
+    }
+    if (exists == 0) // (damaged metadata can hide a link without an HDF5 error)
+        ds_rfail(s, "dataset '%s' missing (not in the file, or its metadata is damaged)", name);
     hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS), d = H5I_INVALID_HID;
     bool ok = dapl >= 0;
     if (ok && cache_bytes) ok = H5Pset_chunk_cache(dapl, DS_CACHE_SLOTS, cache_bytes, 1.0) >= 0;
@@ -958,8 +963,12 @@ static bool ds_r_slab(hid_t d, hid_t mtype, int rank, const hsize_t *start, cons
 
 static int64_t ds_r_attr_int(ds_shard *s, const char *name) {
     htri_t exists = H5Aexists(s->file, name);
-    if (exists < 0) ds_h5_capture();
-    if (exists <= 0) ds_rfail(s, "attribute '%s' missing", name);
+    if (exists < 0) {
+        ds_h5_capture();
+        ds_rfail(s, "attribute '%s': cannot look it up in the file's metadata (a damaged shard?)",
+                 name);
+    }
+    if (exists == 0) ds_rfail(s, "attribute '%s' missing", name);
     hid_t a = H5Aopen(s->file, name, H5P_DEFAULT), t = H5I_INVALID_HID, sp = H5I_INVALID_HID;
     int64_t v = 0;
     bool ok = a >= 0 && (t = H5Aget_type(a)) >= 0 && (sp = H5Aget_space(a)) >= 0;
@@ -984,8 +993,12 @@ static int32_t ds_r_attr_size(ds_shard *s, const char *name) {
 // Reads a string attribute (scalar or 1-D; variable- or fixed-length) into malloc'd strings.
 static char **ds_r_attr_strings(ds_shard *s, const char *name, int64_t *count) {
     htri_t exists = H5Aexists(s->file, name);
-    if (exists < 0) ds_h5_capture();
-    if (exists <= 0) ds_rfail(s, "attribute '%s' missing", name);
+    if (exists < 0) {
+        ds_h5_capture();
+        ds_rfail(s, "attribute '%s': cannot look it up in the file's metadata (a damaged shard?)",
+                 name);
+    }
+    if (exists == 0) ds_rfail(s, "attribute '%s' missing", name);
     hid_t a = H5Aopen(s->file, name, H5P_DEFAULT), t = H5I_INVALID_HID, sp = H5I_INVALID_HID;
     bool ok = a >= 0 && (t = H5Aget_type(a)) >= 0 && (sp = H5Aget_space(a)) >= 0;
     hssize_t n = ok ? H5Sget_simple_extent_npoints(sp) : -1;
