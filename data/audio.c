@@ -181,9 +181,26 @@ static bool acc_append(pcm_acc *a, const float *buf, int64_t got, int ch) {
 }
 
 // The whole of an open libsndfile file into *a; closes sf. *rate gets the file's rate.
+// A WAV (or AIFF) file cut short: its header names more sound bytes than it holds, which
+// libsndfile notes in its log as "data : SIZE (should be HELD)" and reads past silently. A
+// placeholder size (0, or near 2^32: recorders that stream without going back) is no promise.
+static void check_truncated(const char *path, SNDFILE *sf) {
+    char log[8192] = "";
+    sf_command(sf, SFC_GET_LOG_INFO, log, sizeof log);
+    const char *d = strstr(log, "\ndata : ");
+    long long said, held;
+    if (!d || sscanf(d, "\ndata : %lld (should be %lld)", &said, &held) != 2) return;
+    if (said <= 0 || said >= 0x7ffffff0LL || held >= said) return;
+    sf_close(sf);
+    ag_fail("%s: cut short: its header says %lld bytes of sound, the file holds %lld (an "
+            "interrupted copy?)",
+            path, said, held);
+}
+
 static void load_sndfile(const char *path, SNDFILE *sf, const SF_INFO *info, pcm_acc *a,
                          int *rate) {
     char why[256];
+    check_truncated(path, sf);
     if (info->channels < 1 || info->samplerate < 1) {
         sf_close(sf);
         ag_fail("%s: audio file reports %d channels at %d Hz", path, info->channels,

@@ -567,6 +567,27 @@ static void test_errors(void) {
     free(head);
     TL_EXPECT_FAIL(load_first(path, 16000, &n, NULL), "cut.flac", "decode");
 
+    // a WAV cut short (an interrupted copy): its header promises twice the sound it holds
+    {
+        enum { N = 8000 };
+        float *tone = malloc(N * sizeof *tone);
+        for (int i = 0; i < N; i++) tone[i] = 0.5f * sinf(0.05f * (float)i);
+        tmp_path(path, sizeof path, "whole.wav");
+        ds_audio_write_wav(path, tone, N, 16000);
+        free(tone);
+        FILE *wf = fopen(path, "rb");
+        unsigned char *bytes = malloc(44 + 2 * N);
+        size_t len = wf ? fread(bytes, 1, 44 + 2 * N, wf) : 0;
+        if (wf) fclose(wf);
+        free(load_first(path, 16000, &n, NULL)); // the whole file reads (an error ends the test)
+        TL_CHECK(n == N, "the whole WAV: %lld samples", (long long)n);
+        tmp_path(path, sizeof path, "half.wav");
+        write_bytes(path, bytes, len / 2);
+        free(bytes);
+        TL_EXPECT_FAIL(load_first(path, 16000, &n, NULL), "half.wav", "cut short",
+                       "header says 16000 bytes of sound");
+    }
+
     // a valid WAV with no samples
     tmp_path(path, sizeof path, "nothing.wav");
     ds_audio_write_wav(path, out, 0, 16000);
