@@ -1478,7 +1478,7 @@ int ds_pack_main(int argc, char **argv) {
         else if (!strcmp(opt, "--threads"))
             c.threads = (int)int_opt(opt, v, 1, 1024);
         else if (!strcmp(opt, "--max-len"))
-            c.max_len = int_opt(opt, v, 1, INT32_MAX);
+            c.max_len = int_opt(opt, v, 1, DS_MAX_SAMPLE_TOKENS);
         else if (!strcmp(opt, "--zstd-level"))
             c.zstd_level = (int)int_opt(opt, v, ZSTD_minCLevel(), ZSTD_maxCLevel());
         else if (!strcmp(opt, "--tasks"))

@@ -1135,10 +1135,16 @@ ds_shard *ds_shard_open(const char *path) {
     s->offsets = ds_r_all(s, d, "offsets", H5T_NATIVE_INT64, n + 1, sizeof(int64_t));
     if (s->offsets[0] != 0)
         ds_rfail(s, "dataset 'offsets': starts at %lld, not 0", (long long)s->offsets[0]);
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < n; i++) {
         if (s->offsets[i + 1] < s->offsets[i])
             ds_rfail(s, "dataset 'offsets': sample %lld: not monotone (%lld then %lld)",
                      (long long)i, (long long)s->offsets[i], (long long)s->offsets[i + 1]);
+        // (readers hold a sample's tokens in memory: a damaged offset would ask for gigabytes)
+        if (s->offsets[i + 1] - s->offsets[i] > DS_MAX_SAMPLE_TOKENS)
+            ds_rfail(s, "dataset 'offsets': sample %lld holds %lld tokens, more than %d",
+                     (long long)i, (long long)(s->offsets[i + 1] - s->offsets[i]),
+                     DS_MAX_SAMPLE_TOKENS);
+    }
     if (s->offsets[n] != h->num_tokens)
         ds_rfail(s, "dataset 'offsets': ends at %lld, but 'tokens' holds %lld",
                  (long long)s->offsets[n], (long long)h->num_tokens);

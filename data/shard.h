@@ -14,6 +14,8 @@ extern "C" {
 #endif
 
 #define DS_SHARD_SCHEMA_VERSION 1
+// The most tokens one sample may hold (a model's context is thousands: 2^24 is a damaged file).
+#define DS_MAX_SAMPLE_TOKENS (1 << 24)
 
 // sample_task values (FORMAT.md). Names are the keys of the manifest's "tasks" map.
 typedef enum {

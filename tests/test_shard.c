@@ -557,6 +557,14 @@ static void test_corruption(const char *good, const corpus *c) {
     overwrite(f, "offsets", H5T_NATIVE_INT64, off);
     H5Fclose(f);
     EXPECT_FAIL(open_and_close(p), p, "dataset 'offsets'", "sample 5", "not monotone");
+    // one sample of 2^33 tokens (the later offsets moved along): named, not an out-of-memory
+    // error asking for 32 GiB
+    for (int64_t i = 6; i <= c->n; i++) off[i] = c->off[i] + ((int64_t)1 << 33);
+    f = open_copy(good, p);
+    overwrite(f, "offsets", H5T_NATIVE_INT64, off);
+    H5Fclose(f);
+    EXPECT_FAIL(open_and_close(p), p, "dataset 'offsets': sample 5 holds", "more than 16777216");
+    for (int64_t i = 6; i <= c->n; i++) off[i] = c->off[i];
     off[6] = c->off[6];
     off[c->n] += 1; // ends past the tokens
     f = open_copy(good, p);
