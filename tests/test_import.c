@@ -641,6 +641,12 @@ static void test_hf_config(void) {
                          "rms_norm_eps is 1e-06 (absent: transformers' default) where the model "
                          "YAML has llm.norm_eps 1e-05",
                          "rope_scaling is {\"type\":\"linear\",\"factor\":2}");
+    // a null is no default (transformers takes it as None, which its model fails on)
+    dir = hf_folder("cfg_llm", llama, NULL,
+                    "{\"model_type\": \"llama\", " LLAMA_SIZES ", \"num_attention_heads\": 2, "
+                    "\"num_key_value_heads\": 1, \"rms_norm_eps\": null}");
+    TL_EXPECT_FAIL(tr_import_part(m, TR_INIT_LLM, dir, NULL), "cfg_llm/config.json",
+                   "rms_norm_eps is null, not a number");
     dir = hf_folder("cfg_llm", llama, NULL,
                     "{\"model_type\": \"llava\", \"text_config\": {\"model_type\": \"llama\", "
                     "\"vocab_size\": 49, \"hidden_size\": 16, \"intermediate_size\": 24, "

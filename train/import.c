@@ -268,6 +268,11 @@ static void cmp_num(cfg_diff *d, const char *sec_name, const cJSON *sec, const c
         diff_add(d, "%s%s is not a number", sec_name, key);
         return;
     }
+    // a null is no default: the config classes take it as None, which their models fail on
+    if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(sec, key)) && !isnan(dflt)) {
+        diff_add(d, "%s%s is null, not a number", sec_name, key);
+        return;
+    }
     if (!v && isnan(dflt)) return;
     double have = v ? v->valuedouble : dflt;
     if (close_to(have, want) || (!isnan(alt) && close_to(have, alt))) return;
