@@ -236,6 +236,8 @@ PY
 expect_error "two image sizes in one dataset" "mixed/b.h5: .*image 64 px, but a.h5 has image 32 px .one dataset holds one geometry per media kind" "$groundc" inspect mixed
 printf 'GIF89a\0\0' >pic.gif
 expect_error "inspect of an image" "pic.gif: not a file inspect reads" "$groundc" inspect pic.gif
+printf '[{"image": "a.png", "conversations": []}]\n' >samples.json
+expect_error "inspect of a pack input" "samples.json: not a file inspect reads" "$groundc" inspect samples.json
 
 "$groundc" inspect run >run.txt 2>err && ok || bad "inspect run: $(cat err)"
 step=$(ls -d run/step_* | tail -1)

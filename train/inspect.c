@@ -516,7 +516,8 @@ int tr_inspect(const char *path, const tr_inspect_opts *o, FILE *out) {
     } else if (ag_pt_is_torch_file(path) || tr_is_safetensors_file(path) ||
                has_suffix(path, ".safetensors")) {
         tr_inspect_weights(path, out);
-    } else if (looks_binary(path)) {
+    } else if (looks_binary(path) || has_suffix(path, ".json") || has_suffix(path, ".jsonl")) {
+        // (JSON parses as YAML: a pack input would be called a config that is no mapping)
         ag_fail("%s: not a file inspect reads (a model or training config .yaml, a dataset shard "
                 ".h5 or manifest.json, weights .safetensors / .pth / .bin, a .gguf; or a "
                 "checkpoint, run, dataset or export folder)",
