@@ -733,18 +733,6 @@ gm_groundinggpt *tr_ckpt_open_model(ag_ctx *ctx, const char *dir, tr_yaml **conf
     gm_groundinggpt_config mc;
     tr_model_config_from_train(root, &mc);
     gm_groundinggpt *m = gm_groundinggpt_new(ctx, &mc);
-    // The model config.yaml describes is the one state.json was written for (its digest, taken
-    // before LoRA adapters are added): an edited config.yaml is named, not model.safetensors.
-    if (!m->llm->n_lora && ds_dir_has(dir, "state.json")) {
-        tr_ckpt_state st;
-        tr_ckpt_read_state(dir, &st);
-        char digest[65];
-        tr_ckpt_model_digest(m->params, digest);
-        if (strcmp(digest, st.model_digest))
-            ag_fail("%s: describes another model than the checkpoint's weights (state.json's "
-                    "model digest differs): was config.yaml edited?",
-                    path);
-    }
     tr_ckpt_load_model(dir, m->params);
     if (m->llm->n_lora) merge_lora(m);
     *config = root;
