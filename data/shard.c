@@ -961,7 +961,8 @@ static bool ds_r_slab(hid_t d, hid_t mtype, int rank, const hsize_t *start, cons
     return ds_r_slab_x(d, mtype, rank, start, count, H5P_DEFAULT, buf);
 }
 
-static int64_t ds_r_attr_int(ds_shard *s, const char *name) {
+// Fails unless the file has attribute name (a failed lookup: its metadata is damaged).
+static void ds_r_need_attr(ds_shard *s, const char *name) {
     htri_t exists = H5Aexists(s->file, name);
     if (exists < 0) {
         ds_h5_capture();
@@ -969,6 +970,10 @@ static int64_t ds_r_attr_int(ds_shard *s, const char *name) {
                  name);
     }
     if (exists == 0) ds_rfail(s, "attribute '%s' missing", name);
+}
+
+static int64_t ds_r_attr_int(ds_shard *s, const char *name) {
+    ds_r_need_attr(s, name);
     hid_t a = H5Aopen(s->file, name, H5P_DEFAULT), t = H5I_INVALID_HID, sp = H5I_INVALID_HID;
     int64_t v = 0;
     bool ok = a >= 0 && (t = H5Aget_type(a)) >= 0 && (sp = H5Aget_space(a)) >= 0;
@@ -992,13 +997,7 @@ static int32_t ds_r_attr_size(ds_shard *s, const char *name) {
 
 // Reads a string attribute (scalar or 1-D; variable- or fixed-length) into malloc'd strings.
 static char **ds_r_attr_strings(ds_shard *s, const char *name, int64_t *count) {
-    htri_t exists = H5Aexists(s->file, name);
-    if (exists < 0) {
-        ds_h5_capture();
-        ds_rfail(s, "attribute '%s': cannot look it up in the file's metadata (a damaged shard?)",
-                 name);
-    }
-    if (exists == 0) ds_rfail(s, "attribute '%s' missing", name);
+    ds_r_need_attr(s, name);
     hid_t a = H5Aopen(s->file, name, H5P_DEFAULT), t = H5I_INVALID_HID, sp = H5I_INVALID_HID;
     bool ok = a >= 0 && (t = H5Aget_type(a)) >= 0 && (sp = H5Aget_space(a)) >= 0;
     hssize_t n = ok ? H5Sget_simple_extent_npoints(sp) : -1;
