@@ -112,16 +112,17 @@ static int env_int(const char *const *names, int def) {
     return def;
 }
 
+// The launchers' world sizes (OpenMPI, MPICH/PMI, PMIx).
+static const char *const launch_sizes[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", NULL};
+
 int tr_dist_launch_rank(int *world) {
-    static const char *const sizes[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", NULL};
     static const char *const ranks[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", NULL};
-    *world = env_int(sizes, 1);
+    *world = env_int(launch_sizes, 1);
     if (*world < 1) *world = 1;
     return env_int(ranks, 0);
 }
 
 tr_dist tr_dist_init(int *argc, char ***argv) {
-    static const char *const sizes[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", NULL};
     static const char *const locals[] = {"OMPI_COMM_WORLD_LOCAL_RANK",
                                          "MPI_LOCALRANKID",
                                          "PMI_LOCAL_RANK",
@@ -130,7 +131,7 @@ tr_dist tr_dist_init(int *argc, char ***argv) {
                                          NULL};
     tr_dist d = {.rank = 0, .world = 1, .local_rank = 0, .local_size = 1, .mpi = false};
     d.cpu_threads = ag_cpu_share_threads(1);
-    if (env_int(sizes, 0) < 1 && !getenv("PMIX_RANK")) return d;
+    if (env_int(launch_sizes, 0) < 1 && !getenv("PMIX_RANK")) return d;
     mpi_check(MPI_Init(argc, argv), "MPI_Init");
     // Errors come back as codes, so that each is reported as one line.
     mpi_check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN),

@@ -1,4 +1,5 @@
 // main.c: the groundc command: `groundc <command> [arguments]`.
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,10 +185,11 @@ static int run(int argc, char **argv) {
     // Under mpirun the one-process commands run on rank 0 alone (N copies of an export would
     // race for its folder, and a generate would print its answer N times).
     static const char *const single[] = {"synth", "pack", "generate", "export", "inspect"};
-    for (size_t i = 0; i < sizeof single / sizeof *single; i++) {
-        int world;
-        int rank = tr_dist_launch_rank(&world);
-        if (strcmp(cmd, single[i]) || world == 1) continue;
+    bool one_process = false;
+    for (size_t i = 0; i < sizeof single / sizeof *single; i++)
+        one_process = one_process || !strcmp(cmd, single[i]);
+    int world, rank = tr_dist_launch_rank(&world);
+    if (one_process && world > 1) {
         if (rank != 0) return 0;
         fprintf(stderr,
                 "groundc %s: note: runs as one process; the other %d of this mpirun do nothing\n",
