@@ -167,39 +167,31 @@ static void check_inputs(const tr_train_config *c, const tr_yaml *resolved, cons
 static void check_ranks_agree(const char *path, const tr_yaml *root, const train_args *a,
                               const tr_dist *d, const char *resume) {
     if (d->world == 1) return;
-    size_t len;
-    char *cfg = tr_yaml_dump(root, &len);
-    char head[PATH_MAX + 64];
-    int n =
-        snprintf(head, sizeof head, "options:%s%s --resume %s\n", a->dry_run ? " --dry-run" : "",
-                 a->config_only ? " --config-only" : "", resume ? resume : "(none)");
-    if (n < 0 || n >= (int)sizeof head) ag_fail_path_too_long(resume, "");
-    char *text = ag_xmalloc((size_t)n + len + 1, "config");
-    memcpy(text, head, (size_t)n);
-    memcpy(text + n, cfg, len + 1);
-    free(cfg);
-    char *zero;
-    bool same = tr_dist_agree(d, text, &zero);
-    if (zero) {
-        char diff[1500] = "";
-        char *body = strchr(zero, '\n');
-        size_t head_len = body ? (size_t)(body - zero) : strlen(zero);
-        if (strncmp(zero, head, head_len) || (size_t)n != head_len + 1) {
-            snprintf(diff, sizeof diff, "rank 0's %.*s, this rank's %.*s", (int)head_len, zero,
-                     n - 1, head);
-        } else {
-            tr_yaml *theirs = tr_yaml_parse_text("rank 0's config", body + 1);
+    char opts[PATH_MAX + 64];
+    if (snprintf(opts, sizeof opts, "options:%s%s --resume %s", a->dry_run ? " --dry-run" : "",
+                 a->config_only ? " --config-only" : "",
+                 resume ? resume : "(none)") >= (int)sizeof opts)
+        ag_fail_path_too_long(resume, "");
+    char *cfg = tr_yaml_dump(root, NULL);
+    char *zero, diff[1500] = "";
+    bool same = tr_dist_agree(d, opts, &zero);
+    if (zero) snprintf(diff, sizeof diff, "rank 0's %.700s, this rank's %.700s", zero, opts);
+    if (same) { // (the options first: a dry-run rank's config would be no news)
+        same = tr_dist_agree(d, cfg, &zero);
+        if (zero) {
+            tr_yaml *theirs = tr_yaml_parse_text("rank 0's config", zero);
             if (!tr_yaml_diff(theirs, root, NULL, diff, sizeof diff))
                 snprintf(diff, sizeof diff, "the same keys and values written differently");
             tr_yaml_free(theirs);
         }
+    }
+    if (zero)
         fprintf(stderr,
                 "groundc: error: [rank %d] %s: this rank's config or options differ from rank 0's "
                 "(%s): start every rank with the same config, --set values and options\n",
                 d->rank, path, diff);
-        free(zero);
-    }
-    free(text);
+    free(zero);
+    free(cfg);
     if (!same) tr_dist_exit(d, 1);
 }
 
