@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -595,18 +596,23 @@ static void eval_key(const tr_train_config *c, char out[65]) {
     for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
-static const char *const eval_fields[] = {"rec_acc",      "tvg_r1",       "sound_r1",
-                                          "rec_constant", "tvg_constant", "sound_constant",
-                                          "rec_n",        "tvg_n",        "sound_n"};
+// The result's fields eval.json holds: its scores (null for NAN) and sample counts.
+static const struct {
+    const char *name;
+    size_t offset;
+    bool count; // an int64_t, else a double
+} eval_fields[] = {
+    {"rec_acc", offsetof(tr_stage_result, rec_acc), false},
+    {"tvg_r1", offsetof(tr_stage_result, tvg_r1), false},
+    {"sound_r1", offsetof(tr_stage_result, sound_r1), false},
+    {"rec_constant", offsetof(tr_stage_result, rec_constant), false},
+    {"tvg_constant", offsetof(tr_stage_result, tvg_constant), false},
+    {"sound_constant", offsetof(tr_stage_result, sound_constant), false},
+    {"rec_n", offsetof(tr_stage_result, rec_n), true},
+    {"tvg_n", offsetof(tr_stage_result, tvg_n), true},
+    {"sound_n", offsetof(tr_stage_result, sound_n), true},
+};
 enum { N_EVAL_FIELDS = sizeof eval_fields / sizeof *eval_fields };
-
-static void eval_values(tr_stage_result *r, double *v[6], int64_t *n[3]) {
-    double *d[6] = {&r->rec_acc,      &r->tvg_r1,       &r->sound_r1,
-                    &r->rec_constant, &r->tvg_constant, &r->sound_constant};
-    int64_t *c[3] = {&r->rec_n, &r->tvg_n, &r->sound_n};
-    memcpy(v, d, sizeof d);
-    memcpy(n, c, sizeof c);
-}
 
 // Fills res from CKPT/eval.json when it holds scores under key; false otherwise (no file, a
 // damaged one, other inputs: the eval runs again).
@@ -621,17 +627,14 @@ static bool read_eval_cache(const char *ckpt, const char *key, tr_stage_result *
         const cJSON *k = cJSON_GetObjectItemCaseSensitive(j, "key");
         hit = cJSON_IsString(k) && !strcmp(k->valuestring, key);
         tr_stage_result got = *res;
-        double *v[6];
-        int64_t *n[3];
-        eval_values(&got, v, n);
         for (int i = 0; i < N_EVAL_FIELDS && hit; i++) {
-            const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, eval_fields[i]);
-            hit = cJSON_IsNumber(f) || (i < 6 && cJSON_IsNull(f));
-            if (!hit) break;
-            if (i < 6)
-                *v[i] = cJSON_IsNull(f) ? NAN : f->valuedouble;
-            else
-                *n[i - 6] = (int64_t)f->valuedouble;
+            const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, eval_fields[i].name);
+            char *at = (char *)&got + eval_fields[i].offset;
+            hit = cJSON_IsNumber(f) || (!eval_fields[i].count && cJSON_IsNull(f));
+            if (hit && eval_fields[i].count)
+                *(int64_t *)at = (int64_t)f->valuedouble;
+            else if (hit)
+                *(double *)at = cJSON_IsNull(f) ? NAN : f->valuedouble;
         }
         if (hit) *res = got;
         cJSON_Delete(j);
@@ -640,18 +643,16 @@ static bool read_eval_cache(const char *ckpt, const char *key, tr_stage_result *
     return hit;
 }
 
-static void write_eval_cache(const char *ckpt, const char *key, tr_stage_result *res) {
+static void write_eval_cache(const char *ckpt, const char *key, const tr_stage_result *res) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "key", key);
-    double *v[6];
-    int64_t *n[3];
-    eval_values(res, v, n);
     for (int i = 0; i < N_EVAL_FIELDS; i++) {
-        double x = i < 6 ? *v[i] : (double)*n[i - 6];
+        const char *at = (const char *)res + eval_fields[i].offset;
+        double x = eval_fields[i].count ? (double)*(const int64_t *)at : *(const double *)at;
         if (isfinite(x))
-            cJSON_AddNumberToObject(j, eval_fields[i], x);
+            cJSON_AddNumberToObject(j, eval_fields[i].name, x);
         else
-            cJSON_AddNullToObject(j, eval_fields[i]);
+            cJSON_AddNullToObject(j, eval_fields[i].name);
     }
     char *text = cJSON_Print(j);
     cJSON_Delete(j);
@@ -660,6 +661,19 @@ static void write_eval_cache(const char *ckpt, const char *key, tr_stage_result 
     ds_write_file_atomic(path, &(ds_file_part){text, strlen(text)}, 1);
     free(path);
     free(text);
+}
+
+// The after-stage eval's line (rank 0): its scores, and the checkpoint whose eval.json they
+// came from (NULL: evaluated now).
+static void print_eval(const stage_run *s, const tr_stage_result *res, const char *kept_in) {
+    if (!s->log) return;
+    fprintf(s->log,
+            "eval %s: REC Acc@0.5 %.3f (%" PRId64 " samples), temporal R@1@0.5 %.3f (%" PRId64
+            " samples), sound R@1@0.5 %.3f (%" PRId64 " samples)",
+            s->c->eval_data, res->rec_acc, res->rec_n, res->tvg_r1, res->tvg_n, res->sound_r1,
+            res->sound_n);
+    if (kept_in) fprintf(s->log, " (from %s/eval.json)", kept_in);
+    fputc('\n', s->log);
 }
 
 // The stage's final checkpoint holds it already: nothing to train. Its weights are loaded
@@ -683,13 +697,7 @@ static void skip_complete_stage(stage_run *s, tr_stage_result *res) {
     if (hit) {
         *res = cached;
         res->eval_cached = true;
-        if (s->log)
-            fprintf(s->log,
-                    "eval %s: REC Acc@0.5 %.3f (%" PRId64
-                    " samples), temporal R@1@0.5 %.3f (%" PRId64
-                    " samples), sound R@1@0.5 %.3f (%" PRId64 " samples) (from %s/eval.json)\n",
-                    c->eval_data, res->rec_acc, res->rec_n, res->tvg_r1, res->tvg_n, res->sound_r1,
-                    res->sound_n, s->from);
+        print_eval(s, res, s->from);
     } else {
         tr_ckpt_load_model(s->from, s->m->params);
     }
@@ -964,13 +972,14 @@ static void skip_empty_step(stage_run *s) {
     enum { SAID = 5 };
     s->empty++;
     if (!s->lead) return;
-    if (s->empty <= SAID) end_live_line();
-    if (s->empty <= SAID)
+    if (s->empty <= SAID) {
+        end_live_line();
         fprintf(stderr,
                 "step %" PRId64 ": no supervised token in the global batch (answers cut off by "
                 "data.max_len?), update skipped%s\n",
                 s->step,
                 s->empty == SAID ? "; further ones are counted in the progress lines" : "");
+    }
     fprintf(s->mf,
             "{\"step\": %" PRId64 ", \"skipped\": true, \"reason\": \"no supervised token\"}\n",
             s->step);
@@ -1156,12 +1165,7 @@ static void evaluate(stage_run *s, tr_stage_result *res) {
     res->rec_n = er.n[TR_EVAL_REC];
     res->tvg_n = er.n[TR_EVAL_TVG];
     res->sound_n = er.n[TR_EVAL_SOUND];
-    if (s->log)
-        fprintf(s->log,
-                "eval %s: REC Acc@0.5 %.3f (%" PRId64 " samples), temporal R@1@0.5 %.3f (%" PRId64
-                " samples), sound R@1@0.5 %.3f (%" PRId64 " samples)\n",
-                c->eval_data, res->rec_acc, er.n[TR_EVAL_REC], res->tvg_r1, er.n[TR_EVAL_TVG],
-                res->sound_r1, er.n[TR_EVAL_SOUND]);
+    print_eval(s, res, NULL);
     if (s->lead) {
         char key[65];
         eval_key(c, key);
