@@ -361,25 +361,30 @@ bool ds_json_sample_turns(const cJSON *obj, int *task, ds_turn **turns, int *n, 
     return true;
 }
 
-int ds_infer_task(const ds_turn *t, int n, bool has_video, bool has_audio) {
-    // Several exchanges are a conversation whatever they hold: a box in a later answer does
-    // not make the sample a referring expression, whose reference is the first answer.
-    if (n > 2) return DS_TASK_CONVERSATION;
-    bool box_answer = false, box_question = false, span_answer = false;
+ds_turn_refs ds_find_turn_refs(const ds_turn *t, int n) {
+    ds_turn_refs r = {false, false, false};
     for (int i = 0; i < n; i++) {
         ds_box b;
         ds_span s;
         if (t[i].from_human) {
-            box_question |= ds_parse_box(t[i].text, &b);
+            r.box_question |= ds_parse_box(t[i].text, &b);
         } else {
-            box_answer |= ds_parse_box(t[i].text, &b);
-            span_answer |= ds_parse_span(t[i].text, &s);
+            r.box_answer |= ds_parse_box(t[i].text, &b);
+            r.span_answer |= ds_parse_span(t[i].text, &s);
         }
     }
-    if (box_answer && !box_question) return DS_TASK_REC;
-    if (box_question) return DS_TASK_REG;
-    if (span_answer && has_video) return DS_TASK_TVG;
-    if (span_answer && has_audio) return DS_TASK_SOUND;
+    return r;
+}
+
+int ds_infer_task(const ds_turn *t, int n, bool has_video, bool has_audio) {
+    // Several exchanges are a conversation whatever they hold: a box in a later answer does
+    // not make the sample a referring expression, whose reference is the first answer.
+    if (n > 2) return DS_TASK_CONVERSATION;
+    ds_turn_refs r = ds_find_turn_refs(t, n);
+    if (r.box_answer && !r.box_question) return DS_TASK_REC;
+    if (r.box_question) return DS_TASK_REG;
+    if (r.span_answer && has_video) return DS_TASK_TVG;
+    if (r.span_answer && has_audio) return DS_TASK_SOUND;
     return DS_TASK_CAPTION;
 }
 

@@ -73,6 +73,11 @@ const char *ds_json_sample_media(const cJSON *obj, const char *files[DS_MEDIA_KI
 // task is unknown or a turn is not {"from": "human"|"gpt", "value": STRING}.
 bool ds_json_sample_turns(const cJSON *obj, int *task, ds_turn **turns, int *n, char *err,
                           size_t err_size);
+// What grounding references the turns hold: a box in a question, a box or a span in an answer.
+typedef struct {
+    bool box_question, box_answer, span_answer;
+} ds_turn_refs;
+ds_turn_refs ds_find_turn_refs(const ds_turn *turns, int n);
 // The task of a sample without a "task" field (the rules of pack.h: the grounding tasks only
 // for one exchange, more exchanges are a conversation).
 int ds_infer_task(const ds_turn *turns, int n, bool has_video, bool has_audio);

@@ -440,21 +440,13 @@ static bool build_sample(const packer *p, const item *it, const ds_turn *t, int 
                                         it->media[DS_MEDIA_AUDIO] >= 0);
     // A grounding task names what its turns must hold (its reference in eval): a "task" given
     // over a box the parser does not take ([1.5, -0.2, 3, 4]) would pack a sample without one.
-    bool box_q = false, box_a = false, span_a = false;
-    for (int i = 0; i < n; i++) {
-        ds_box b;
-        ds_span sp;
-        if (t[i].from_human)
-            box_q |= ds_parse_box(t[i].text, &b);
-        else
-            box_a |= ds_parse_box(t[i].text, &b), span_a |= ds_parse_span(t[i].text, &sp);
-    }
-    const char *need = r->task == DS_TASK_REC && !box_a ? "no answer holds a box [x1, y1, x2, y2]"
-                       : r->task == DS_TASK_REG && !box_q
-                           ? "no question holds a box [x1, y1, x2, y2]"
-                       : (r->task == DS_TASK_TVG || r->task == DS_TASK_SOUND) && !span_a
-                           ? "no answer holds a span {t1, t2}"
-                           : NULL;
+    ds_turn_refs refs = ds_find_turn_refs(t, n);
+    const char *need =
+        r->task == DS_TASK_REC && !refs.box_answer     ? "no answer holds a box [x1, y1, x2, y2]"
+        : r->task == DS_TASK_REG && !refs.box_question ? "no question holds a box [x1, y1, x2, y2]"
+        : (r->task == DS_TASK_TVG || r->task == DS_TASK_SOUND) && !refs.span_answer
+            ? "no answer holds a span {t1, t2}"
+            : NULL;
     if (need) // (process frees the tokens)
         return failf(err, en, "task \"%s\" but %s of numbers in [0, 1]", ds_task_name(r->task),
                      need);
