@@ -184,3 +184,14 @@ void ds_commit_tmp(const char *tmp, const char *path) {
     }
     ag_sync_parent(path); // the new name reaches the disk only with its folder
 }
+
+const char *ds_quote(const char *s, char *buf, size_t n) {
+    size_t k = 0;
+    for (; s[k] && k + 1 < n; k++) buf[k] = (unsigned char)s[k] < 0x20 || s[k] == 0x7f ? '?' : s[k];
+    if (s[k] && ((unsigned char)s[k] & 0xc0) == 0x80) { // cut inside a sequence: back to its start
+        while (k > 0 && ((unsigned char)buf[k - 1] & 0xc0) == 0x80) k--;
+        if (k > 0 && (unsigned char)buf[k - 1] >= 0xc0) k--;
+    }
+    buf[k] = 0;
+    return buf;
+}

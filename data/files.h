@@ -22,6 +22,9 @@ void ds_line_col(const char *text, size_t at, int64_t *line, int64_t *col);
 // Whether s is well-formed UTF-8 by structure (lead and continuation bytes): HDF5 stores any
 // bytes, but h5py decodes UTF-8 strings and would fail on a bad sequence long after packing.
 bool ds_utf8_valid(const char *s);
+// At most n - 1 bytes of s for a message: control characters become '?' (a reason must stay
+// one line) and a UTF-8 sequence cut short by the limit is left out. Returns buf.
+const char *ds_quote(const char *s, char *buf, size_t n);
 // Fails ("PATH: is a FIFO, not a regular file") unless path is a regular file (after links):
 // media readers call it first, as opening a FIFO waits for a writer and a device never ends.
 void ds_require_file(const char *path);

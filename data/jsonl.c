@@ -186,13 +186,17 @@ static bool fail(char *err, size_t size, const char *fmt, ...) {
     return false;
 }
 
-// A key that appears twice in obj (cJSON keeps both and finds the first: the second would be
-// ignored without a word), or NULL.
-static const char *duplicate_key(const cJSON *obj) {
+// Fails when a key appears twice in obj: cJSON keeps both and finds the first, so the second
+// would be ignored without a word.
+static bool no_duplicate_key(const cJSON *obj, char *err, size_t n) {
     for (const cJSON *a = obj->child; a; a = a->next)
         for (const cJSON *b = a->next; b; b = b->next)
-            if (a->string && b->string && !strcmp(a->string, b->string)) return a->string;
-    return NULL;
+            if (a->string && b->string && !strcmp(a->string, b->string)) {
+                char name[80];
+                return fail(err, n, "key \"%s\" appears twice",
+                            ds_quote(a->string, name, sizeof name));
+            }
+    return true;
 }
 
 // k finite numbers from a JSON array named key.
@@ -223,8 +227,7 @@ bool ds_grounding_record_parse(const cJSON *obj, ds_grounding_record *out, char 
                                size_t err_size) {
     memset(out, 0, sizeof *out);
     if (!cJSON_IsObject(obj)) return fail(err, err_size, "not a JSON object");
-    const char *dup = duplicate_key(obj);
-    if (dup) return fail(err, err_size, "key \"%s\" appears twice", dup);
+    if (!no_duplicate_key(obj, err, err_size)) return false;
     static const struct {
         const char *key;
         ds_media_kind kind;
@@ -260,19 +263,6 @@ bool ds_grounding_key_known(ds_media_kind kind, const char *key) {
     return false;
 }
 
-// At most n - 1 bytes of s for a message: control characters become '?' (the reason must stay
-// one line) and a UTF-8 sequence cut short by the limit is left out.
-static const char *quote(const char *s, char *buf, size_t n) {
-    size_t k = 0;
-    for (; s[k] && k + 1 < n; k++) buf[k] = (unsigned char)s[k] < 0x20 || s[k] == 0x7f ? '?' : s[k];
-    if (s[k] && ((unsigned char)s[k] & 0xc0) == 0x80) { // cut inside a sequence: back to its start
-        while (k > 0 && ((unsigned char)buf[k - 1] & 0xc0) == 0x80) k--;
-        if (k > 0 && (unsigned char)buf[k - 1] >= 0xc0) k--;
-    }
-    buf[k] = 0;
-    return buf;
-}
-
 int ds_grounding_report_unread_keys(const ds_record_file *f) {
     typedef struct {
         const char *key;
@@ -300,7 +290,7 @@ int ds_grounding_report_unread_keys(const ds_record_file *f) {
     for (int64_t k = 0; k < n; k++) {
         char name[80];
         fprintf(stderr, "%s:%lld: key \"%s\" is not one pack reads, ignored (%lld record%s)\n",
-                f->path, (long long)keys[k].first, quote(keys[k].key, name, sizeof name),
+                f->path, (long long)keys[k].first, ds_quote(keys[k].key, name, sizeof name),
                 (long long)keys[k].count, keys[k].count == 1 ? "" : "s");
     }
     free(keys);
@@ -326,8 +316,7 @@ const char *ds_json_sample_media(const cJSON *obj, const char *files[DS_MEDIA_KI
 bool ds_json_sample_turns(const cJSON *obj, int *task, ds_turn **turns, int *n, char *err,
                           size_t err_size) {
     *task = -1, *turns = NULL, *n = 0;
-    const char *dup = cJSON_IsObject(obj) ? duplicate_key(obj) : NULL;
-    if (dup) return fail(err, err_size, "key \"%s\" appears twice", dup);
+    if (cJSON_IsObject(obj) && !no_duplicate_key(obj, err, err_size)) return false;
     const cJSON *tf = cJSON_GetObjectItemCaseSensitive(obj, "task");
     if (tf) {
         *task = cJSON_IsString(tf) ? ds_task_from_name(tf->valuestring) : -1;
@@ -353,7 +342,7 @@ bool ds_json_sample_turns(const cJSON *obj, int *task, ds_turn **turns, int *n, 
             free(t);
             char name[41];
             return fail(err, err_size, "turn %d is from \"%s\" (expected \"human\" or \"gpt\")", i,
-                        quote(from->valuestring, name, sizeof name));
+                        ds_quote(from->valuestring, name, sizeof name));
         }
         t[i].text = value->valuestring;
     }

@@ -503,7 +503,9 @@ static const char *first_non_utf8(const cJSON *j, char *buf, size_t n) {
     for (const cJSON *c = j ? j->child : NULL; c; c = c->next) {
         if (c->string && !ds_utf8_valid(c->string)) return "a key";
         if (cJSON_IsString(c) && !ds_utf8_valid(c->valuestring)) {
-            snprintf(buf, n, "\"%.100s\"", c->string ? c->string : "a list item");
+            char name[100];
+            snprintf(buf, n, "\"%s\"",
+                     c->string ? ds_quote(c->string, name, sizeof name) : "a list item");
             return buf;
         }
         const char *inner = first_non_utf8(c, buf, n);

@@ -627,6 +627,12 @@ static void test_grounding_records(void) {
                  strstr(err, "key \"image\" appears twice"),
              "a key twice: %s", err);
     cJSON_Delete(o);
+    // ... with a line break in it (JSON's \r): the reason stays one line (found by fuzzing)
+    o = cJSON_Parse("{\"q\\ry\": \"x\", \"q\\ry\": \"y\", \"audio\": \"a.wav\"}");
+    TL_CHECK(!ds_grounding_record_parse(o, &g, err, sizeof err) &&
+                 strstr(err, "key \"q?y\" appears twice") && !strpbrk(err, "\r\n"),
+             "a key with a line break twice: %s", err);
+    cJSON_Delete(o);
     // a JSONL file saved as UTF-16 (a byte order mark, or none): one line saying so
     char u16[600];
     snprintf(u16, sizeof u16, "%s/u16.jsonl", g_dir);
