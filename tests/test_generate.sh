@@ -270,6 +270,10 @@ PY
 
 # --- errors: one line, non-zero exit, nothing written
 expect_error "missing image" "nothere.png" "$groundc" generate "$ck" --image nothere.png --prompt hi --logits-out e1.npy
+# a checkpoint whose config.yaml was edited (another ffn): the weights' shapes are named, and
+# config.yaml as the likely cause (state.json was written for another model)
+cp -rL "$ck" edited && sed -i 's/^    ffn: 176$/    ffn: 180/' edited/config.yaml && grep -q "ffn: 180" edited/config.yaml || bad "edit config.yaml"
+expect_error "edited config.yaml" "model.safetensors: tensor '[^']*' is \[.*\], the model's is .*; edited/config.yaml describes another model than state.json's (was it edited?)" "$groundc" generate edited --prompt hi
 # a FIFO (opening it waited for a writer for ever) or a device (read to the size limit) as media
 mkfifo fifo.png
 expect_error "a FIFO as the image" "fifo.png: is a FIFO, not a regular file" timeout 20 "$groundc" generate "$ck" --image fifo.png --prompt hi

@@ -555,7 +555,9 @@ char *tr_ckpt_latest(const char *out_dir) {
 
 // Entry e of f fits tensor t (name, shape, a float dtype)? Otherwise closes f and fails, so
 // that nothing is left open (and the load after the checks cannot fail).
-static void check_entry(ag_st_file *f, const ag_st_entry *e, const ag_tensor *t, const char *what) {
+// hint, when given, follows the reason (why the model may differ).
+static void check_entry(ag_st_file *f, const ag_st_entry *e, const ag_tensor *t, const char *what,
+                        const char *hint) {
     char msg[512] = "";
     if (!e) {
         snprintf(msg, sizeof msg,
@@ -586,27 +588,30 @@ static void check_entry(ag_st_file *f, const ag_st_entry *e, const ag_tensor *t,
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s", f->path);
     ag_st_close(f);
-    ag_fail("%s: %s", path, msg);
+    ag_fail("%s: %s%s%s", path, msg, hint ? "; " : "", hint ? hint : "");
 }
 
-void tr_ckpt_check_model(ag_st_file *f, const gm_params *reg) {
+static void check_model(ag_st_file *f, const gm_params *reg, const char *hint) {
     for (int i = 0; i < reg->n; i++)
-        check_entry(f, ag_st_find(f, reg->tensors[i]->name), reg->tensors[i], "tensor");
+        check_entry(f, ag_st_find(f, reg->tensors[i]->name), reg->tensors[i], "tensor", hint);
     for (int i = 0; i < f->n; i++)
         if (!gm_params_find(reg, f->entries[i].name)) {
             char name[256], path[PATH_MAX];
             snprintf(name, sizeof name, "%s", f->entries[i].name);
             snprintf(path, sizeof path, "%s", f->path);
             ag_st_close(f);
-            ag_fail("%s: tensor '%s' is not a parameter of this model", path, name);
+            ag_fail("%s: tensor '%s' is not a parameter of this model%s%s", path, name,
+                    hint ? "; " : "", hint ? hint : "");
         }
 }
 
-void tr_ckpt_load_model(const char *dir, const gm_params *reg) {
+void tr_ckpt_check_model(ag_st_file *f, const gm_params *reg) { check_model(f, reg, NULL); }
+
+static void load_model(const char *dir, const gm_params *reg, const char *hint) {
     char path[PATH_MAX];
     path_join(path, sizeof path, dir, "model.safetensors");
     ag_st_file *f = ag_st_open(path);
-    tr_ckpt_check_model(f, reg);
+    check_model(f, reg, hint);
     for (int i = 0; i < reg->n; i++) {
         const ag_st_entry *e = ag_st_find(f, reg->tensors[i]->name);
         ag_st_check_values(f, e, false);
@@ -614,6 +619,8 @@ void tr_ckpt_load_model(const char *dir, const gm_params *reg) {
     }
     ag_st_close(f);
 }
+
+void tr_ckpt_load_model(const char *dir, const gm_params *reg) { load_model(dir, reg, NULL); }
 
 void tr_ckpt_check_trainables(const char *dir, const tr_ckpt_state *st, const gm_params *reg) {
     static const char moment[] = "adam_m.";
@@ -689,7 +696,7 @@ void tr_ckpt_load_optim(const char *dir, const tr_ckpt_state *st, ag_adamw *opt,
                 if (!ts[k]) continue;
                 const ag_st_entry *e = ag_st_find(f, ts[k]->name);
                 if (pass == 0) {
-                    check_entry(f, e, ts[k], "optimizer state");
+                    check_entry(f, e, ts[k], "optimizer state", NULL);
                     ag_st_check_values(f, e, ts[k] == opt->v[i]); // (v: squares)
                     expect++;
                 } else {
@@ -733,7 +740,20 @@ gm_groundinggpt *tr_ckpt_open_model(ag_ctx *ctx, const char *dir, tr_yaml **conf
     gm_groundinggpt_config mc;
     tr_model_config_from_train(root, &mc);
     gm_groundinggpt *m = gm_groundinggpt_new(ctx, &mc);
-    tr_ckpt_load_model(dir, m->params);
+    // When config.yaml's model is not the one state.json was written for (its digest, taken
+    // without LoRA adapters), a weight that does not fit names config.yaml as the likely cause.
+    // Not refused outright: a checkpoint converted in place to another dtype differs too.
+    char hint[PATH_MAX + 96] = "";
+    if (!m->llm->n_lora && ds_dir_has(dir, "state.json")) {
+        tr_ckpt_state st;
+        tr_ckpt_read_state(dir, &st);
+        char digest[65];
+        tr_ckpt_model_digest(m->params, digest);
+        if (strcmp(digest, st.model_digest))
+            snprintf(hint, sizeof hint,
+                     "%s describes another model than state.json's (was it edited?)", path);
+    }
+    load_model(dir, m->params, hint[0] ? hint : NULL);
     if (m->llm->n_lora) merge_lora(m);
     *config = root;
     return m;
