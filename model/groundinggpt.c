@@ -674,21 +674,41 @@ ag_tensor *gm_groundinggpt_head(ag_ctx *ctx, const gm_groundinggpt *m, ag_tensor
 ag_tensor *gm_groundinggpt_loss(ag_ctx *ctx, gm_groundinggpt *m, const gm_groundinggpt_batch *b,
                                 bool train, uint64_t seed) {
     if (!b->targets) ag_fail("groundinggpt: the loss needs targets");
-    ag_tensor *h = gm_groundinggpt_hidden(ctx, m, b, train, seed); // (B, T, C)
+    int64_t N = b->B * b->T, M = 0;
+    for (int64_t i = 0; i < N; i++) M += b->targets[i] != GM_IGNORE_TARGET;
+    ag_tensor *h;                 // (rows, C): the real tokens' rows, or all B·T
+    const int32_t *row_of = NULL; // real-token row of padded position i (lengths given)
+    if (b->lengths) {
+        gm_llama_rows r = gm_llama_rows_of(ctx, b->B, b->T, b->lengths);
+        int32_t *map = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)N);
+        for (int64_t i = 0; i < N; i++) map[i] = -1;
+        for (int64_t j = 0; j < r.N; j++) map[r.host[j]] = (int32_t)j;
+        for (int64_t i = 0; i < N; i++)
+            if (b->targets[i] != GM_IGNORE_TARGET && map[i] < 0)
+                ag_fail("groundinggpt: sample %lld has a target at position %lld, past its "
+                        "length %d",
+                        (long long)(i / b->T), (long long)(i % b->T), (int)b->lengths[i / b->T]);
+        row_of = map;
+        ag_tensor *x = gm_groundinggpt_embed(ctx, m, b, train, seed); // (B, T, C)
+        x = ag_index_select_rows(ctx, ag_reshape(ctx, x, AG_SHAPE(N, x->shape[2])), r.rows);
+        gm_llama_lora_mode(m->llm, train, seed ^ 0x6c6f7261ull);
+        h = gm_llama_hidden_rows(ctx, m->llm, x, &r); // (N', C)
+    } else {
+        h = gm_groundinggpt_hidden(ctx, m, b, train, seed); // (B, T, C)
+        h = ag_reshape(ctx, h, AG_SHAPE(N, h->shape[h->ndim - 1]));
+    }
     // Logits only where a target is: patch tokens, the prompt and padding (most of a grounding
     // sample) need none, and the head is the largest matmul of a small model. The mean over
     // the targets is the same; a batch without any keeps one ignored row (loss 0).
-    int64_t N = b->B * b->T, M = 0;
-    for (int64_t i = 0; i < N; i++) M += b->targets[i] != GM_IGNORE_TARGET;
     int64_t keep = M > 0 ? M : 1;
     int32_t *rows = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)keep);
     int32_t *kept = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)keep);
     rows[0] = 0, kept[0] = GM_IGNORE_TARGET;
     for (int64_t i = 0, j = 0; i < N; i++)
-        if (b->targets[i] != GM_IGNORE_TARGET) rows[j] = (int32_t)i, kept[j++] = b->targets[i];
-    ag_tensor *flat = ag_reshape(ctx, h, AG_SHAPE(N, h->shape[h->ndim - 1])); // (N, C)
+        if (b->targets[i] != GM_IGNORE_TARGET)
+            rows[j] = row_of ? row_of[i] : (int32_t)i, kept[j++] = b->targets[i];
     ag_tensor *idx = ag_from_host(ctx, AG_I32, AG_SHAPE(keep), rows);
-    ag_tensor *sel = ag_index_select_rows(ctx, flat, idx);          // (M, C)
+    ag_tensor *sel = ag_index_select_rows(ctx, h, idx);             // (M, C)
     ag_tensor *t = ag_from_host(ctx, AG_I32, AG_SHAPE(keep), kept); // (M)
     return ag_cross_entropy(ctx, gm_groundinggpt_head(ctx, m, sel), t,
                             GM_IGNORE_TARGET); // (M, V)

@@ -188,6 +188,9 @@ typedef struct {
     const int32_t *ids;     // (B*T) row-major, placeholders expanded as the shards hold them
     const int32_t *targets; // (B*T) label of the logits at (b, t), i.e. already shifted;
                             // GM_IGNORE_TARGET is ignored. NULL for inference.
+    // (B) tokens of each sample, the rest of its row padding (targets ignored there), or
+    // NULL: every row is T tokens. The loss then runs the LLM on the real tokens only.
+    const int32_t *lengths;
     // image: u8 (n, S, S, 3); video: u8 (n·F, S, S, 3); audio: float (n, K, frames, mels)
     ag_tensor *media[GM_NMOD];
     // (B): the media row of sample b, -1 for none (NULL: no sample has one). Several samples
@@ -207,7 +210,7 @@ ag_tensor *gm_groundinggpt_hidden(ag_ctx *ctx, gm_groundinggpt *m, const gm_grou
 // Logits (N, V0 + 9) of hidden states (..., C) (N = their rows).
 ag_tensor *gm_groundinggpt_head(ag_ctx *ctx, const gm_groundinggpt *m, ag_tensor *hidden);
 // Training: the mean cross-entropy over targets != GM_IGNORE_TARGET (0-dim); logits are
-// computed at those rows only.
+// computed at those rows only, and with lengths the decoder runs on the real tokens only.
 ag_tensor *gm_groundinggpt_loss(ag_ctx *ctx, gm_groundinggpt *m, const gm_groundinggpt_batch *b,
                                 bool train, uint64_t seed);
 // Inference (eval, generate): logits (B·T, V0 + 9) in eval mode, without a tape.

@@ -163,14 +163,25 @@ static ag_tensor *lin(ag_ctx *ctx, const lora_args *a, ag_tensor *x, ag_tensor *
                           ag_mix64(a->seed + (uint64_t)t));
 }
 
-// One decoder block on x (B, T, C) at positions pos. With a cache, k and v are appended to
-// layer l's entries and the queries attend to everything cached.
+// (N, heads * D) rows of real tokens -> (B, T, heads, D) with zeros at the padding.
+static ag_tensor *pad_rows(ag_ctx *ctx, ag_tensor *x, const gm_llama_rows *r, int64_t heads,
+                           int64_t D) {
+    ag_tensor *zeros = ag_zeros(ctx, x->dtype, AG_SHAPE(r->B * r->T, heads * D));
+    ag_tensor *flat = ag_reshape(ctx, x, AG_SHAPE(r->N, heads * D));
+    return ag_reshape(ctx, ag_scatter_rows(ctx, zeros, r->rows, flat),
+                      AG_SHAPE(r->B, r->T, heads, D));
+}
+
+// One decoder block on x (B, T, C) at positions pos, or with rows on the real tokens' x
+// (1, N, C) at positions rows->pos. With a cache, k and v are appended to layer l's entries
+// and the queries attend to everything cached.
 static ag_tensor *block(ag_ctx *ctx, const gm_llama *m, int64_t l, ag_tensor *x, ag_tensor *pos,
-                        gm_llama_kv *kv) {
+                        gm_llama_kv *kv, const gm_llama_rows *rows) {
     const gm_llama_config *c = &m->cfg;
     const gm_llama_layer *L = &m->layers[l];
-    int64_t B = x->shape[0], T = x->shape[1], C = c->dim;
+    int64_t B = x->shape[0], T = x->shape[1], C = c->dim; // rows: B = 1, T = N
     int64_t H = c->n_heads, Hkv = c->n_kv_heads, D = C / H;
+    if (rows) pos = rows->pos;
     // LoRA dropout stream per layer: 0x4c6f5241 is "LoRA" in ASCII, keeping it apart from
     // other streams drawn from the same seed.
     lora_args la = {.L = L,
@@ -189,7 +200,15 @@ static ag_tensor *block(ag_ctx *ctx, const gm_llama *m, int64_t l, ag_tensor *x,
         k = ag_slice(ctx, &kv->k[l], 1, 0, kv->len + T);
         v = ag_slice(ctx, &kv->v[l], 1, 0, kv->len + T);
     }
+    if (rows) {                             // attention per sample, in the padded layout
+        q = pad_rows(ctx, q, rows, H, D);   // (B', T', H, D)
+        k = pad_rows(ctx, k, rows, Hkv, D); // (B', T', Hkv, D)
+        v = pad_rows(ctx, v, rows, Hkv, D);
+    }
     ag_tensor *a = ag_attention(ctx, q, k, v, NULL, true, 1.0 / sqrt((double)D)); // (B, T, H, D)
+    if (rows) // back to the real tokens' rows
+        a = ag_index_select_rows(ctx, ag_reshape(ctx, a, AG_SHAPE(rows->B * rows->T, C)),
+                                 rows->rows); // (N, C)
     a = ag_reshape(ctx, a, AG_SHAPE(B, T, C));
     x = ag_add(ctx, x, lin(ctx, &la, a, L->wo, GM_LORA_O)); // (B, T, C)
     h = ag_rmsnorm(ctx, x, L->ffn_norm, c->norm_eps);
@@ -199,8 +218,39 @@ static ag_tensor *block(ag_ctx *ctx, const gm_llama *m, int64_t l, ag_tensor *x,
 }
 
 ag_tensor *gm_llama_hidden(ag_ctx *ctx, const gm_llama *m, ag_tensor *x, ag_tensor *pos) {
-    for (int64_t l = 0; l < m->cfg.n_layers; l++) x = block(ctx, m, l, x, pos, NULL);
+    for (int64_t l = 0; l < m->cfg.n_layers; l++) x = block(ctx, m, l, x, pos, NULL, NULL);
     return ag_rmsnorm(ctx, x, m->norm, m->cfg.norm_eps);
+}
+
+gm_llama_rows gm_llama_rows_of(ag_ctx *ctx, int64_t B, int64_t T, const int32_t *lengths) {
+    gm_llama_rows r = {.B = B, .T = T};
+    for (int64_t b = 0; b < B; b++) {
+        if (lengths[b] < 1 || lengths[b] > T)
+            ag_fail("llama: sample %lld has length %d, not in [1, %lld]", (long long)b,
+                    (int)lengths[b], (long long)T);
+        r.N += lengths[b];
+    }
+    r.host = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)r.N);
+    int32_t *pos = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)r.N);
+    for (int64_t b = 0, n = 0; b < B; b++)
+        for (int32_t t = 0; t < lengths[b]; t++, n++) r.host[n] = (int32_t)(b * T + t), pos[n] = t;
+    r.rows = ag_from_host(ctx, AG_I32, AG_SHAPE(r.N), r.host);
+    r.pos = ag_from_host(ctx, AG_I32, AG_SHAPE(r.N), pos);
+    return r;
+}
+
+ag_tensor *gm_llama_hidden_rows(ag_ctx *ctx, const gm_llama *m, ag_tensor *x,
+                                const gm_llama_rows *r) {
+    if (x->ndim != 2 || x->shape[0] != r->N || x->shape[1] != m->cfg.dim)
+        ag_fail("llama: hidden_rows takes (%lld, %lld) rows, got a tensor of %d dims",
+                (long long)r->N, (long long)m->cfg.dim, x->ndim);
+    if (r->T > m->cfg.max_seq)
+        ag_fail("llama: sequence of %lld tokens exceeds max_seq %lld", (long long)r->T,
+                (long long)m->cfg.max_seq);
+    x = ag_reshape(ctx, x, AG_SHAPE(1, r->N, m->cfg.dim));
+    for (int64_t l = 0; l < m->cfg.n_layers; l++) x = block(ctx, m, l, x, NULL, NULL, r);
+    x = ag_rmsnorm(ctx, x, m->norm, m->cfg.norm_eps);
+    return ag_reshape(ctx, x, AG_SHAPE(r->N, m->cfg.dim));
 }
 
 gm_llama_kv *gm_llama_kv_new(const gm_llama *m, int64_t B, int64_t max_len) {
@@ -255,7 +305,7 @@ ag_tensor *gm_llama_hidden_cached(ag_ctx *ctx, const gm_llama *m, gm_llama_kv *k
         ag_fail("llama kv cache: %lld positions + %lld new exceed its %lld", (long long)kv->len,
                 (long long)n, (long long)kv->max_len);
     ag_tensor *pos = positions_from(ctx, kv->len, n);
-    for (int64_t l = 0; l < m->cfg.n_layers; l++) x = block(ctx, m, l, x, pos, kv);
+    for (int64_t l = 0; l < m->cfg.n_layers; l++) x = block(ctx, m, l, x, pos, kv, NULL);
     kv->len += n;
     kv->rows += kv->B * n;
     return ag_rmsnorm(ctx, x, m->norm, m->cfg.norm_eps);

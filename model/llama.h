@@ -70,6 +70,22 @@ ag_tensor *gm_llama_embed(ag_ctx *ctx, const gm_llama *m, ag_tensor *ids);
 // The decoder stack on embeddings x (B, T, C) at positions pos i32 (T) or (B, T):
 // final-normed hidden states (B, T, C).
 ag_tensor *gm_llama_hidden(ag_ctx *ctx, const gm_llama *m, ag_tensor *x, ag_tensor *pos);
+// The real tokens of a padded batch (B, T): each sample's first lengths[b] positions, in
+// order. gm_llama_hidden_rows runs the decoder on their rows only; padding costs nothing in
+// the linears, norms and MLPs (only attention sees the padded (B, T) layout, where padding
+// sits after every real token and causal masking keeps it out).
+typedef struct {
+    int64_t B, T, N; // N = sum of lengths
+    ag_tensor *rows; // i32 (N): b * T + t of each real token
+    ag_tensor *pos;  // i32 (N): its position t
+    int32_t *host;   // (N) rows on the host (step memory), for callers that map indices
+} gm_llama_rows;
+// From lengths (B) in [1, T]; fails naming the sample otherwise. Step memory.
+gm_llama_rows gm_llama_rows_of(ag_ctx *ctx, int64_t B, int64_t T, const int32_t *lengths);
+// The decoder stack on the real tokens' embeddings x (N, C): final-normed hidden states (N, C),
+// equal to gm_llama_hidden's rows at r->rows.
+ag_tensor *gm_llama_hidden_rows(ag_ctx *ctx, const gm_llama *m, ag_tensor *x,
+                                const gm_llama_rows *r);
 // Logits (B*T, V) from hidden states.
 ag_tensor *gm_llama_logits(ag_ctx *ctx, const gm_llama *m, ag_tensor *hidden);
 // The target that is not in the loss (PyTorch's ignore_index default, which the data layer's

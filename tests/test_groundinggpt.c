@@ -10,6 +10,8 @@
 //     with the tape in the caller's context (a trainable encoder parameter);
 //   - the loss takes logits at the supervised rows only: same loss as the full logits' mean
 //     cross-entropy (float64 on the host) and the same gradients; no targets give 0;
+//   - with sample lengths the LLM runs on the real tokens only: same loss and gradients as
+//     the padded forward, whatever the padding holds;
 //   - samples sharing one media row; inference logits without a tape; a bf16 model;
 //   - patch-count mismatches, missing branches and bad media are one-line errors;
 //   - the time of one tiny training step (printed; must stay well under a second).
@@ -450,6 +452,79 @@ static void test_supervised_rows(void) {
     ag_ctx_free(ctx);
 }
 
+// Every trainable parameter's gradient, one after another (zeros where none), f32 model.
+static float *all_grads(const gm_groundinggpt *m, int64_t *n) {
+    int64_t total = 0;
+    for (int i = 0; i < m->params->n; i++)
+        if (m->params->tensors[i]->requires_grad) total += ag_numel(m->params->tensors[i]);
+    float *h = calloc((size_t)total, sizeof *h);
+    int64_t at = 0;
+    for (int i = 0; i < m->params->n; i++) {
+        const ag_tensor *t = m->params->tensors[i];
+        if (!t->requires_grad) continue;
+        if (t->grad) ag_copy_to_host(t->grad, h + at);
+        at += ag_numel(t);
+    }
+    *n = total;
+    return h;
+}
+
+// With lengths the LLM runs on the real tokens only: the same loss and the same gradients of
+// every trainable parameter as the padded forward (whatever the padding holds); a target past
+// a sample's length and a length outside [1, T] are one-line errors.
+static void test_real_token_rows(void) {
+    gm_groundinggpt_config c = tiny_config();
+    ag_ctx *ctx = ag_ctx_new(AG_CPU);
+    gm_groundinggpt *m = staged_model(ctx, &c, 13, 2);
+    static batch_data d;
+    make_data(&d, &c, true, 61);
+    const int32_t lengths[B] = {T, 40, 27, 11}; // after each sample's media
+    tl_rng r = {5};
+    for (int b = 0; b < B; b++)
+        for (int t = lengths[b] - 1; t < T; t++) {
+            d.targets[b * T + t] = -100; // the last token and the padding: no target
+            if (t >= lengths[b]) d.ids[b * T + t] = (int32_t)(3 + tl_randint(&r, 50));
+        }
+    double loss[2];
+    float *g[2];
+    int64_t ng = 0;
+    for (int k = 0; k < 2; k++) {
+        zero_all(ctx, m);
+        gm_groundinggpt_batch b = make_batch(ctx, &d, true);
+        b.lengths = k ? lengths : NULL;
+        ag_tensor *l = gm_groundinggpt_loss(ctx, m, &b, true, 0);
+        loss[k] = ag_item(l, 0);
+        ag_backward(ctx, l);
+        g[k] = all_grads(m, &ng);
+        ag_step_reset(ctx);
+    }
+    TL_CHECK(isfinite(loss[0]) && fabs(loss[1] - loss[0]) <= 1e-6 * fabs(loss[0]),
+             "real-token rows: loss %.8f, padded %.8f", loss[1], loss[0]);
+    double worst = 0, scale = 0;
+    for (int64_t i = 0; i < ng; i++) {
+        worst = fmax(worst, fabs((double)g[1][i] - g[0][i]));
+        scale = fmax(scale, fabs((double)g[0][i]));
+    }
+    TL_CHECK(scale > 0 && worst <= 1e-5 * scale,
+             "real-token rows: gradients of %lld elements differ by %.3g (largest %.3g)",
+             (long long)ng, worst, scale);
+    free(g[0]);
+    free(g[1]);
+
+    gm_groundinggpt_batch b = make_batch(ctx, &d, true);
+    const int32_t short3[B] = {T, 40, 27, 9}; // sample 3 has targets at 9 and 10
+    b.lengths = short3;
+    TL_EXPECT_FAIL(gm_groundinggpt_loss(ctx, m, &b, true, 0), "sample 3 has a target at position 9",
+                   "past its length 9");
+    const int32_t empty[B] = {T, 40, 0, 11};
+    b.lengths = empty;
+    TL_EXPECT_FAIL(gm_groundinggpt_loss(ctx, m, &b, true, 0), "sample 2 has length 0",
+                   "not in [1, 64]");
+    ag_step_reset(ctx);
+    gm_groundinggpt_free(m);
+    ag_ctx_free(ctx);
+}
+
 // Frozen encoders: chunked in their own context (any chunk size) or with the tape in the
 // caller's context give the same loss.
 static void test_encoder_paths(void) {
@@ -597,6 +672,7 @@ int main(void) {
     test_census();
     test_step();
     test_supervised_rows();
+    test_real_token_rows();
     test_encoder_paths();
     test_errors();
     test_bf16();

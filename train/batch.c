@@ -18,6 +18,7 @@ void tr_batch_to_model(ag_ctx *ctx, const ds_batch *b, gm_groundinggpt_batch *ou
     out->T = b->T;
     out->ids = b->ids;
     out->targets = b->targets;
+    out->lengths = b->lengths;
     if (b->n_images) {
         int64_t S = b->image_size;
         out->media[GM_MOD_IMAGE] =
