@@ -605,7 +605,9 @@ static void check_model(ag_st_file *f, const gm_params *reg, const char *hint) {
         }
 }
 
-void tr_ckpt_check_model(ag_st_file *f, const gm_params *reg) { check_model(f, reg, NULL); }
+void tr_ckpt_check_model(ag_st_file *f, const gm_params *reg) {
+    check_model(f, reg, NULL);
+}
 
 static void load_model(const char *dir, const gm_params *reg, const char *hint) {
     char path[PATH_MAX];
@@ -620,7 +622,9 @@ static void load_model(const char *dir, const gm_params *reg, const char *hint) 
     ag_st_close(f);
 }
 
-void tr_ckpt_load_model(const char *dir, const gm_params *reg) { load_model(dir, reg, NULL); }
+void tr_ckpt_load_model(const char *dir, const gm_params *reg) {
+    load_model(dir, reg, NULL);
+}
 
 void tr_ckpt_check_trainables(const char *dir, const tr_ckpt_state *st, const gm_params *reg) {
     static const char moment[] = "adam_m.";
