@@ -655,10 +655,15 @@ ag_tensor *gm_groundinggpt_embed(ag_ctx *ctx, gm_groundinggpt *m, const gm_groun
     return gm_splice_apply(ctx, &plan, x, feats);
 }
 
+// LoRA dropout, if any, with a stream of its own ("lora" in ASCII) drawn from seed.
+static void lora_mode(gm_groundinggpt *m, bool train, uint64_t seed) {
+    gm_llama_lora_mode(m->llm, train, seed ^ 0x6c6f7261ull);
+}
+
 ag_tensor *gm_groundinggpt_hidden(ag_ctx *ctx, gm_groundinggpt *m, const gm_groundinggpt_batch *b,
                                   bool train, uint64_t seed) {
     ag_tensor *x = gm_groundinggpt_embed(ctx, m, b, train, seed); // (B, T, C)
-    gm_llama_lora_mode(m->llm, train, seed ^ 0x6c6f7261ull);      // LoRA dropout, if any
+    lora_mode(m, train, seed);
     return gm_llama_hidden(ctx, m->llm, x, gm_positions(ctx, b->T));
 }
 
@@ -678,8 +683,9 @@ ag_tensor *gm_groundinggpt_loss(ag_ctx *ctx, gm_groundinggpt *m, const gm_ground
     for (int64_t i = 0; i < N; i++) M += b->targets[i] != GM_IGNORE_TARGET;
     ag_tensor *h;                 // (rows, C): the real tokens' rows, or all B·T
     const int32_t *row_of = NULL; // real-token row of padded position i (lengths given)
-    if (b->lengths) {
-        gm_llama_rows r = gm_llama_rows_of(ctx, b->B, b->T, b->lengths);
+    gm_llama_rows r = {0};
+    if (b->lengths) r = gm_llama_rows_of(ctx, b->B, b->T, b->lengths); // checks them
+    if (b->lengths && r.N < N) {                                       // some padding to skip
         int32_t *map = ag_step_alloc(ctx, sizeof(int32_t) * (size_t)N);
         for (int64_t i = 0; i < N; i++) map[i] = -1;
         for (int64_t j = 0; j < r.N; j++) map[r.host[j]] = (int32_t)j;
@@ -691,7 +697,7 @@ ag_tensor *gm_groundinggpt_loss(ag_ctx *ctx, gm_groundinggpt *m, const gm_ground
         row_of = map;
         ag_tensor *x = gm_groundinggpt_embed(ctx, m, b, train, seed); // (B, T, C)
         x = ag_index_select_rows(ctx, ag_reshape(ctx, x, AG_SHAPE(N, x->shape[2])), r.rows);
-        gm_llama_lora_mode(m->llm, train, seed ^ 0x6c6f7261ull);
+        lora_mode(m, train, seed);
         h = gm_llama_hidden_rows(ctx, m->llm, x, &r); // (N', C)
     } else {
         h = gm_groundinggpt_hidden(ctx, m, b, train, seed); // (B, T, C)
