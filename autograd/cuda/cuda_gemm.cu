@@ -100,10 +100,10 @@ static gemm_plan *plan_for(const gemm_key *k) {
         }
         if (memcmp(&p->key, k, sizeof *k) == 0) return p;
     }
-    if (!slot) { // full: replace the home slot
-        slot = &g_plans[start];
-        plan_free(slot);
-    }
+    // Full: the home slot is replaced, freed only once the new plan is made, so that a failure
+    // on the way leaves no gap in other keys' probe chains.
+    const bool evict = !slot;
+    if (evict) slot = &g_plans[start];
 
     const cudaDataType_t type = k->dtype == AG_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     const bool ta = k->ta, tb = k->tb;
@@ -153,6 +153,7 @@ static gemm_plan *plan_for(const gemm_key *k) {
         found = 0;
     else
         CUBLAS_CHECK(hs);
+    if (evict) plan_free(slot);
     slot->used = true;
     slot->classic = found < 1 || res.state != CUBLAS_STATUS_SUCCESS;
     slot->key = *k;
