@@ -655,16 +655,20 @@ ag_tensor *gm_groundinggpt_embed(ag_ctx *ctx, gm_groundinggpt *m, const gm_groun
     return gm_splice_apply(ctx, &plan, x, feats);
 }
 
-// LoRA dropout, if any, with a stream of its own ("lora" in ASCII) drawn from seed.
-static void lora_mode(gm_groundinggpt *m, bool train, uint64_t seed) {
-    gm_llama_lora_mode(m->llm, train, seed ^ 0x6c6f7261ull);
+// Final-normed hidden states: (B, T, C), or with r the real tokens' rows (N, C).
+static ag_tensor *hidden_states(ag_ctx *ctx, gm_groundinggpt *m, const gm_groundinggpt_batch *b,
+                                bool train, uint64_t seed, const gm_llama_rows *r) {
+    ag_tensor *x = gm_groundinggpt_embed(ctx, m, b, train, seed); // (B, T, C)
+    gm_llama_lora_mode(m->llm, train, seed ^ 0x6c6f7261ull);      // LoRA dropout, if any
+    if (!r) return gm_llama_hidden(ctx, m->llm, x, gm_positions(ctx, b->T));
+    x = ag_index_select_rows(ctx, ag_reshape(ctx, x, AG_SHAPE(b->B * b->T, x->shape[2])),
+                             r->rows);              // (N, C)
+    return gm_llama_hidden_rows(ctx, m->llm, x, r); // (N, C)
 }
 
 ag_tensor *gm_groundinggpt_hidden(ag_ctx *ctx, gm_groundinggpt *m, const gm_groundinggpt_batch *b,
                                   bool train, uint64_t seed) {
-    ag_tensor *x = gm_groundinggpt_embed(ctx, m, b, train, seed); // (B, T, C)
-    lora_mode(m, train, seed);
-    return gm_llama_hidden(ctx, m->llm, x, gm_positions(ctx, b->T));
+    return hidden_states(ctx, m, b, train, seed, NULL);
 }
 
 ag_tensor *gm_groundinggpt_head(ag_ctx *ctx, const gm_groundinggpt *m, ag_tensor *hidden) {
@@ -695,12 +699,9 @@ ag_tensor *gm_groundinggpt_loss(ag_ctx *ctx, gm_groundinggpt *m, const gm_ground
                         "length %d",
                         (long long)(i / b->T), (long long)(i % b->T), (int)b->lengths[i / b->T]);
         row_of = map;
-        ag_tensor *x = gm_groundinggpt_embed(ctx, m, b, train, seed); // (B, T, C)
-        x = ag_index_select_rows(ctx, ag_reshape(ctx, x, AG_SHAPE(N, x->shape[2])), r.rows);
-        lora_mode(m, train, seed);
-        h = gm_llama_hidden_rows(ctx, m->llm, x, &r); // (N', C)
+        h = hidden_states(ctx, m, b, train, seed, &r); // (N', C)
     } else {
-        h = gm_groundinggpt_hidden(ctx, m, b, train, seed); // (B, T, C)
+        h = hidden_states(ctx, m, b, train, seed, NULL); // (B, T, C)
         h = ag_reshape(ctx, h, AG_SHAPE(N, h->shape[h->ndim - 1]));
     }
     // Logits only where a target is: patch tokens, the prompt and padding (most of a grounding
